@@ -1,0 +1,56 @@
+//! The command line, with clap. Each subcommand maps to a role or a tool; `main` only parses
+//! and dispatches, so everything here is plain data.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rampart",
+    version,
+    about = "A zero-trust, auditable Kubernetes distribution in one binary"
+)]
+pub struct Cli {
+    /// Log format: human-readable on a terminal, JSON otherwise when `auto`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "RAMPART_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info` or `rampart=debug`.
+    #[arg(long, global = true, default_value = "info", env = "RAMPART_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane.
+    Server(ServerArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Where the store, certificates and audit log live.
+    #[arg(
+        long,
+        default_value = "/var/lib/rampart/server",
+        env = "RAMPART_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Compact store history older than this many seconds (and at least --history-revisions
+    /// revisions back).
+    #[arg(long, default_value_t = 300)]
+    pub history_seconds: u64,
+    /// Keep at least this many revisions of history for watch resume.
+    #[arg(long, default_value_t = 10_000)]
+    pub history_revisions: u64,
+}

@@ -1,0 +1,14 @@
+//! `rampart`: parse the command line, run the role, turn the outcome into an exit code.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = rampart::cli::Cli::parse();
+    match rampart::roles::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rampart: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

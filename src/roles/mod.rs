@@ -1,0 +1,26 @@
+//! Composition roots: each role wires components together and owns start order and shutdown.
+//! `anyhow` is allowed here (as in `main`): this is where component errors become messages.
+
+pub mod logging;
+pub mod server;
+pub mod supervisor;
+
+use crate::cli::{Cli, Command};
+
+/// Run the selected role to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Version => {
+            println!("rampart {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Server(args) => {
+            logging::init(cli.log_format, &cli.log_level)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("rampart")
+                .build()?;
+            rt.block_on(server::run(args))
+        }
+    }
+}
