@@ -53,4 +53,19 @@ pub struct ServerArgs {
     /// Keep at least this many revisions of history for watch resume.
     #[arg(long, default_value_t = 10_000)]
     pub history_revisions: u64,
+    /// How often the compactor checks history (seconds).
+    #[arg(long, default_value_t = 30)]
+    pub compaction_interval_seconds: u64,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
+    /// HTTPS port of the API server (0 picks a free port; the ready log line says which).
+    #[arg(long, default_value_t = 6443)]
+    pub https_port: u16,
+    /// Address advertised to clients (default: the first non-loopback address).
+    #[arg(long)]
+    pub advertise_address: Option<std::net::IpAddr>,
+    /// Extra DNS names or IPs for the serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
 }

@@ -1,14 +1,20 @@
-//! `rampart server`: the control plane. Today it owns the store and its compactor; the API
-//! server, controllers and scheduler are started here as they arrive.
+//! `rampart server`: the control plane. Opens the store, prepares the PKI and the admin
+//! kubeconfig, runs the compactor and the API server until SIGTERM/SIGINT.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::supervisor::Shutdown;
+use crate::apiserver;
 use crate::cli::ServerArgs;
+use crate::pki;
 use crate::store::{self, Backend, RocksBackend, RocksConfig};
+
+/// Leaf certificates live a year until automatic rotation lands with the identity work.
+const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::from_signals().context("cannot install signal handlers")?;
@@ -23,17 +29,85 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         revision = backend.current_revision(),
         "store open"
     );
+
+    let local_ips = pki::local_ips();
+    let advertise = args.advertise_address.unwrap_or_else(|| {
+        local_ips
+            .iter()
+            .copied()
+            .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    });
+    let mut serving = pki::ServingNames {
+        dns: pki::hostname().into_iter().collect(),
+        ips: local_ips,
+    };
+    for san in &args.tls_san {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => serving.ips.push(ip),
+            Err(_) => serving.dns.push(san.clone()),
+        }
+    }
+    if !serving.ips.contains(&advertise) {
+        serving.ips.push(advertise);
+    }
+    let bundle = pki::bootstrap(&pki::Config {
+        dir: args.data_dir.join("pki"),
+        serving,
+        leaf_validity: LEAF_VALIDITY,
+    })
+    .context("cannot prepare the cluster PKI")?;
+
     let compactor = tokio::spawn(store::compactor::run(
         backend.clone(),
         store::compactor::Config {
             keep_duration: Duration::from_secs(args.history_seconds),
             keep_revisions: args.history_revisions,
-            ..Default::default()
+            interval: Duration::from_secs(args.compaction_interval_seconds.max(1)),
         },
         shutdown.clone().wait(),
     ));
-    tracing::info!("rampart server ready");
-    shutdown.wait().await;
+
+    let kubeconfig_path = args.data_dir.join("admin.kubeconfig");
+    let kc_bundle = bundle.clone();
+    let kc_path = kubeconfig_path.clone();
+    apiserver::run(
+        apiserver::Config {
+            bind_address: args.bind_address,
+            port: args.https_port,
+            advertise_address: advertise,
+            pki: bundle,
+        },
+        backend.clone(),
+        shutdown.clone().wait(),
+        |bound| {
+            // Point the kubeconfig at loopback when listening everywhere: it works on this host
+            // whatever its addresses, and the certificate covers 127.0.0.1.
+            let host = if args.bind_address.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                args.bind_address
+            };
+            let server = format!("https://{}", std::net::SocketAddr::new(host, bound.port()));
+            let doc = pki::kubeconfig::render(
+                "rampart",
+                &server,
+                &kc_bundle.ca_pem,
+                "admin",
+                &kc_bundle.admin,
+            );
+            pki::kubeconfig::write(&kc_path, &doc)
+                .map_err(|e| format!("cannot write the admin kubeconfig: {e}"))?;
+            tracing::info!(
+                address = %bound,
+                kubeconfig = %kc_path.display(),
+                "rampart server ready"
+            );
+            Ok(())
+        },
+    )
+    .await
+    .context("API server failed")?;
     match compactor.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "compactor stopped with an error"),

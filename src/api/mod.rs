@@ -1,0 +1,9 @@
+//! Kubernetes API knowledge shared by the server and its clients: the resource table,
+//! selectors, and upstream's name and label rules. No I/O here.
+
+pub mod resources;
+pub mod selectors;
+pub mod validation;
+
+pub use k8s_openapi;
+pub use resources::ResourceInfo;

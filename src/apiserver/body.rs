@@ -1,0 +1,142 @@
+//! Request bodies in, responses out: a size limit (413 past 3 MiB, as upstream), JSON or YAML
+//! decoding with a 415 for other media types, and JSON responses. Protobuf is never produced;
+//! clients that offer it also accept JSON.
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use serde_json::Value;
+
+use super::status::{ApiError, ApiResult};
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Largest request body accepted, as upstream's `MaxRequestBodyBytes`.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Deepest nesting accepted in a decoded body; hostile documents must not exhaust the stack.
+const MAX_DEPTH: usize = 100;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn json_response(code: u16, value: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+pub fn text_response(code: u16, text: impl Into<String>) -> Response<Body> {
+    let mut resp = Response::new(full(text.into()));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code, &e.to_status())
+}
+
+/// Read the whole body, refusing more than [`MAX_BODY`].
+pub async fn read(body: hyper::body::Incoming, content_length: Option<u64>) -> ApiResult<Bytes> {
+    let too_large = || ApiError::too_large("the request body is larger than 3145728 bytes");
+    if content_length.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+/// The media type without parameters, lower-cased.
+pub fn media_type(content_type: Option<&str>) -> String {
+    content_type
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn depth(v: &Value, limit: usize) -> bool {
+    if limit == 0 {
+        return false;
+    }
+    match v {
+        Value::Array(a) => a.iter().all(|x| depth(x, limit - 1)),
+        Value::Object(o) => o.values().all(|x| depth(x, limit - 1)),
+        _ => true,
+    }
+}
+
+/// Decode a JSON or YAML document (one object).
+pub fn decode(media: &str, bytes: &[u8]) -> ApiResult<Value> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    let value: Value = match media {
+        "application/json"
+        | "application/json-patch+json"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json"
+        | "" => serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })?,
+        "application/yaml" | "application/apply-patch+yaml" | "text/yaml" => {
+            // JSON is YAML; try the strict parser first for precise errors.
+            match serde_json::from_slice(bytes) {
+                Ok(v) => v,
+                Err(_) => serde_yaml_ng::from_slice(bytes).map_err(|e| {
+                    ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
+                })?,
+            }
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    if !depth(&value, MAX_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "the request body is nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding() {
+        assert!(decode("application/json", br#"{"a":1}"#).is_ok());
+        assert_eq!(decode("application/json", b"{").unwrap_err().code, 400);
+        assert_eq!(
+            decode("application/yaml", b"a: 1\nb: [x]").unwrap()["b"][0],
+            "x"
+        );
+        assert_eq!(decode("text/html", b"<html>").unwrap_err().code, 415);
+        assert_eq!(decode("application/json", b"  ").unwrap_err().code, 400);
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert_eq!(
+            decode("application/json", deep.as_bytes())
+                .unwrap_err()
+                .code,
+            400
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! POST to a collection: create an object (with `generateName`, `dryRun`, field validation).
+
+use http::Response;
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::prepare::{self, meta};
+use super::{read_body, Ctx};
+use crate::apiserver::body::{json_response, Body};
+use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::{hooks, storage};
+
+/// Upstream's `SimpleNameGenerator` alphabet: no vowels, no confusable characters.
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn generate_name(base: &str) -> String {
+    let base: String = base.chars().take(58).collect();
+    let suffix: String = (0..5)
+        .map(|_| NAME_ALPHABET[rand::random_range(0..NAME_ALPHABET.len())] as char)
+        .collect();
+    format!("{base}{suffix}")
+}
+
+pub async fn create(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> {
+    let (_, obj) = read_body(ctx, body).await?;
+    if ctx.ri.group == "authentication.k8s.io" && ctx.ri.kind == "SelfSubjectReview" {
+        // `kubectl auth whoami`: echo the authenticated identity; nothing is stored.
+        prepare::check_type(ctx, &obj)?;
+        return Ok(json_response(
+            201,
+            &json!({
+                "kind": "SelfSubjectReview",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": prepare::now_rfc3339()},
+                "status": {"userInfo": {"username": ctx.user.name, "groups": ctx.user.groups}},
+            }),
+        ));
+    }
+    let (obj, _) = create_object(ctx, obj).await?;
+    Ok(json_response(201, &obj))
+}
+
+/// The create path shared with server-side apply of a new object. Returns the stored object
+/// (or the would-be object under dryRun) and its revision.
+pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u64)> {
+    prepare::check_type(ctx, &obj)?;
+    prepare::place_in_namespace(ctx, &mut obj)?;
+    if obj["metadata"]["resourceVersion"]
+        .as_str()
+        .is_some_and(|rv| !rv.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = if name.is_empty() {
+        match obj["metadata"]["generateName"].as_str() {
+            Some(base) if !base.is_empty() => generate_name(base),
+            _ => {
+                return Err(ApiError::invalid(
+                    &ctx.ri,
+                    "",
+                    vec![(
+                        "metadata.name".into(),
+                        "Required value: name or generateName is required".into(),
+                    )],
+                ))
+            }
+        }
+    } else {
+        name
+    };
+    meta(&mut obj).insert("name".into(), json!(name));
+    let mut obj = prepare::decode(ctx, obj)?;
+    crate::apiserver::defaults::apply(&ctx.ri, &mut obj);
+    prepare::stamp_create(ctx, &mut obj);
+    hooks::before_create(ctx, &mut obj).await?;
+    prepare::validate(ctx, &obj, None)?;
+    prepare::ensure_namespace(ctx).await?;
+    if ctx.dry_run() {
+        return Ok((obj, 0));
+    }
+    let bytes = storage::encode(&obj)?;
+    let rev = ctx
+        .state
+        .store
+        .create(&ctx.key(&name), bytes)
+        .await
+        .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
+    storage::set_resource_version(&mut obj, rev);
+    hooks::after_write(ctx, &obj).await;
+    Ok((obj, rev))
+}

@@ -1,0 +1,244 @@
+//! LIST: label and field selectors, `limit`/`continue` pagination from one consistent snapshot,
+//! `resourceVersion`/`resourceVersionMatch`, all-namespace lists, and `as=Table`.
+
+use base64::Engine;
+use http::Response;
+use serde_json::{json, Value};
+
+use super::{output, Ctx};
+use crate::api::selectors::{FieldSelector, LabelSelector};
+use crate::apiserver::body::Body;
+use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::storage;
+use crate::store::RangeRequest;
+
+/// Fields each kind can be selected on, beyond `metadata.name` and `metadata.namespace`
+/// (upstream's field label conversion functions).
+fn selectable_fields(group: &str, kind: &str) -> &'static [&'static str] {
+    match (group, kind) {
+        ("", "Pod") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ("", "Event") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ("", "Secret") => &["type"],
+        ("", "Node") => &["spec.unschedulable"],
+        ("", "Namespace") => &["status.phase"],
+        ("", "ReplicationController") => &["status.replicas"],
+        ("apps", "ReplicaSet") => &["status.replicas"],
+        ("batch", "Job") => &["status.successful"],
+        ("certificates.k8s.io", "CertificateSigningRequest") => &["spec.signerName"],
+        _ => &[],
+    }
+}
+
+/// The string value of a dotted field path, as field selectors compare it.
+pub fn field_value(obj: &Value, path: &str) -> Option<String> {
+    let mut cur = obj;
+    for part in path.split('.') {
+        cur = cur.get(part)?;
+    }
+    Some(match cur {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    })
+}
+
+/// Parsed selectors of a list or watch request.
+pub struct Selectors {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Selectors {
+    pub fn parse(ctx: &Ctx) -> ApiResult<Self> {
+        let labels = LabelSelector::parse(ctx.query.get("labelSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(ctx.query.get("fieldSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let extra = selectable_fields(&ctx.ri.group, &ctx.ri.kind);
+        for req in &fields.0 {
+            let f = req.field();
+            if f != "metadata.name" && f != "metadata.namespace" && !extra.contains(&f) {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {f}"
+                )));
+            }
+        }
+        Ok(Selectors { labels, fields })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        let labels = obj["metadata"]["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.labels.matches(&labels) && self.fields.matches(|f| field_value(obj, f))
+    }
+}
+
+fn encode_continue(rev: u64, start: &str) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": start});
+    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> ApiResult<(u64, String)> {
+    let bad = || ApiError::bad_request(format!("continue key is not valid: {token:?}"));
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rev = v["rv"].as_u64().filter(|r| *r > 0).ok_or_else(bad)?;
+    let start = v["start"].as_str().ok_or_else(bad)?.to_string();
+    if start.contains("..") || start.starts_with('/') {
+        return Err(bad());
+    }
+    Ok((rev, start))
+}
+
+pub async fn list(ctx: &Ctx) -> ApiResult<Response<Body>> {
+    let selectors = Selectors::parse(ctx)?;
+    let limit = match ctx.query.get("limit") {
+        None => 0,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?
+            .max(0) as usize,
+    };
+    let ns = (!ctx.info.namespace.is_empty() && ctx.ri.namespaced)
+        .then_some(ctx.info.namespace.as_str());
+    let prefix = storage::prefix(&ctx.ri, ns);
+    let (mut revision, mut start_after) = match ctx.query.get("continue") {
+        Some(token) => {
+            let (rev, start) = decode_continue(token)?;
+            (Some(rev), Some(format!("{prefix}{start}")))
+        }
+        None => {
+            let rv = ctx.query.get("resourceVersion");
+            let exact = ctx.query.get("resourceVersionMatch") == Some("Exact");
+            match rv {
+                Some(rv) if exact => (
+                    Some(rv.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                    })?),
+                    None,
+                ),
+                Some(rv) if rv != "0" => {
+                    rv.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                    })?;
+                    (None, None)
+                }
+                _ => (None, None),
+            }
+        }
+    };
+    let page = if limit > 0 { limit.max(50) } else { 0 };
+    let mut items = Vec::new();
+    let mut more = false;
+    let mut last_key = None;
+    let served_rev;
+    loop {
+        let resp = ctx
+            .state
+            .store
+            .range(RangeRequest {
+                prefix: prefix.clone(),
+                start_after: start_after.clone(),
+                limit: page,
+                revision,
+            })
+            .await
+            .map_err(|e| match e {
+                crate::store::Error::Compacted { .. } if ctx.query.get("continue").is_some() => {
+                    ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results.")
+                }
+                other => ApiError::from_store(other, &ctx.ri, ""),
+            })?;
+        revision = Some(resp.revision);
+        let n = resp.items.len();
+        for (i, kv) in resp.items.iter().enumerate() {
+            let obj = storage::decode(kv, &ctx.ri)?;
+            if !selectors.matches(&obj) {
+                last_key = Some(kv.key.clone());
+                continue;
+            }
+            if limit > 0 && items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(obj);
+            last_key = Some(kv.key.clone());
+            if limit > 0 && items.len() == limit && (i + 1 < n || resp.more) {
+                more = true;
+                break;
+            }
+        }
+        if more || !resp.more || limit == 0 {
+            served_rev = resp.revision;
+            break;
+        }
+        start_after = last_key.clone();
+    }
+    let continue_token = match (more, &last_key) {
+        (true, Some(k)) => Some(encode_continue(
+            served_rev,
+            k.strip_prefix(&prefix).unwrap_or(k),
+        )),
+        _ => None,
+    };
+    Ok(output::list(ctx, items, served_rev, continue_token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_continue(42, "default/web-1");
+        assert_eq!(
+            decode_continue(&t).unwrap(),
+            (42, "default/web-1".to_string())
+        );
+        assert!(decode_continue("not-base64!").is_err());
+        let evil = base64::engine::general_purpose::URL_SAFE.encode(r#"{"rv":1,"start":"/etc"}"#);
+        assert!(decode_continue(&evil).is_err());
+    }
+
+    #[test]
+    fn field_values() {
+        let pod = json!({"spec": {"nodeName": "n1", "hostNetwork": true}, "status": {}});
+        assert_eq!(field_value(&pod, "spec.nodeName").as_deref(), Some("n1"));
+        assert_eq!(
+            field_value(&pod, "spec.hostNetwork").as_deref(),
+            Some("true")
+        );
+        assert_eq!(field_value(&pod, "status.phase"), None);
+    }
+}

@@ -1,0 +1,121 @@
+//! PUT: replace an object with optimistic concurrency (409 on a stale `resourceVersion`), and the
+//! update path patches and subresources share.
+
+use http::Response;
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use super::prepare::{self, meta};
+use super::{read_body, Ctx};
+use crate::apiserver::body::{json_response, Body};
+use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::{hooks, storage};
+
+pub async fn update(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> {
+    let (_, obj) = read_body(ctx, body).await?;
+    let name = ctx.info.name.clone();
+    let (current, rev) = ctx.load(&name).await?;
+    let (obj, code) = update_object(ctx, obj, current, rev, false).await?;
+    Ok(json_response(code, &obj))
+}
+
+/// Replace `current` (stored at `rev`) with `obj`. `status_only` is the /status subresource.
+/// Returns the stored object and the HTTP code.
+pub async fn update_object(
+    ctx: &mut Ctx,
+    mut obj: Value,
+    current: Value,
+    rev: u64,
+    status_only: bool,
+) -> ApiResult<(Value, u16)> {
+    let name = ctx.info.name.clone();
+    prepare::check_type(ctx, &obj)?;
+    match obj["metadata"]["name"].as_str() {
+        Some(n) if !n.is_empty() && n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )))
+        }
+        _ => {
+            meta(&mut obj).insert("name".into(), Value::String(name.clone()));
+        }
+    }
+    prepare::place_in_namespace(ctx, &mut obj)?;
+    match obj["metadata"]["resourceVersion"].as_str() {
+        Some(v) if !v.is_empty() && v != rev.to_string() => {
+            return Err(ApiError::modified(&ctx.ri, &name))
+        }
+        _ => {}
+    }
+    if let (Some(want), Some(have)) = (
+        obj["metadata"]["uid"].as_str().filter(|u| !u.is_empty()),
+        current["metadata"]["uid"].as_str(),
+    ) {
+        if want != have {
+            return Err(ApiError::conflict(
+                &ctx.ri,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {have}"
+                ),
+            ));
+        }
+    }
+    let mut obj = prepare::decode(ctx, obj)?;
+    crate::apiserver::defaults::apply(&ctx.ri, &mut obj);
+    prepare::carry_over(ctx, &current, &mut obj, status_only);
+    hooks::before_update(ctx, &current, &mut obj).await?;
+    prepare::validate(ctx, &obj, Some(&current))?;
+    if ctx.dry_run() {
+        storage::set_resource_version(&mut obj, rev);
+        return Ok((obj, 200));
+    }
+    // An object being deleted whose last finalizer is gone is deleted now (upstream's
+    // graceful deletion completion).
+    let finalizers_done = obj["metadata"]["deletionTimestamp"].is_string()
+        && obj["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty())
+        && !(ctx.ri.kind == "Pod" && ctx.ri.group.is_empty());
+    if finalizers_done {
+        ctx.state
+            .store
+            .delete(&ctx.key(&name), rev)
+            .await
+            .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
+        hooks::after_delete(ctx, &obj).await;
+        return Ok((obj, 200));
+    }
+    if unchanged(&current, &obj) {
+        return Ok((current, 200));
+    }
+    let bytes = storage::encode(&obj)?;
+    let new_rev = ctx
+        .state
+        .store
+        .update(&ctx.key(&name), bytes, rev)
+        .await
+        .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
+    storage::set_resource_version(&mut obj, new_rev);
+    hooks::after_write(ctx, &obj).await;
+    Ok((obj, 200))
+}
+
+/// Upstream skips writes that change nothing but managedFields timestamps.
+fn unchanged(current: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            if let Some(Value::Array(mf)) = m.get_mut("managedFields") {
+                for e in mf.iter_mut() {
+                    if let Some(o) = e.as_object_mut() {
+                        o.remove("time");
+                    }
+                }
+            }
+        }
+        v
+    };
+    strip(current) == strip(new)
+}

@@ -1,0 +1,72 @@
+//! Per-resource side effects of writes, the parts of upstream's registry strategies and
+//! built-in controllers that the API server must provide itself: namespaces start Active with
+//! the `kubernetes` finalizer; CRDs get their status conditions and are (un)served as they
+//! change; deletions hand dependents to the garbage collector.
+
+use serde_json::{json, Value};
+
+use super::handlers::Ctx;
+use super::status::ApiResult;
+use super::{custom, gc};
+
+fn is(ctx: &Ctx, group: &str, kind: &str) -> bool {
+    ctx.ri.group == group && ctx.ri.kind == kind
+}
+
+pub async fn before_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
+    if is(ctx, "", "Namespace") {
+        obj["status"] = json!({"phase": "Active"});
+        obj["spec"]["finalizers"] = json!(["kubernetes"]);
+        let name = obj["metadata"]["name"].clone();
+        obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+    }
+    if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
+        custom::crd_defaults(obj);
+        let others = gc::list_crds(&ctx.state).await;
+        custom::crd_status(obj, &others);
+    }
+    Ok(())
+}
+
+pub async fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
+    if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
+        let name = new["metadata"]["name"].clone();
+        let others: Vec<Value> = gc::list_crds(&ctx.state)
+            .await
+            .into_iter()
+            .filter(|c| c["metadata"]["name"] != name)
+            .collect();
+        custom::crd_defaults(new);
+        if new.get("status").is_none() {
+            new["status"] = old["status"].clone();
+        }
+        custom::crd_status(new, &others);
+    }
+    Ok(())
+}
+
+pub async fn after_write(ctx: &Ctx, obj: &Value) {
+    if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
+        gc::reload_crds(&ctx.state).await;
+    }
+    if obj["metadata"]["deletionTimestamp"].is_string() {
+        if is(ctx, "", "Namespace") {
+            gc::spawn_namespace_cleanup(ctx.state.clone(), obj.clone());
+        } else {
+            gc::spawn_finalize(ctx.state.clone(), ctx.ri.clone(), obj.clone());
+        }
+    }
+}
+
+pub async fn after_delete(ctx: &Ctx, obj: &Value) {
+    if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
+        gc::reload_crds(&ctx.state).await;
+        gc::spawn_crd_cleanup(ctx.state.clone(), obj.clone());
+    }
+    gc::spawn_dependents(
+        ctx.state.clone(),
+        ctx.ri.clone(),
+        obj.clone(),
+        gc::Policy::Background,
+    );
+}

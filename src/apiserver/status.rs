@@ -1,0 +1,247 @@
+//! API errors as `metav1.Status`, with upstream's codes, reasons and message wording
+//! (`pods "web" not found`, `Operation cannot be fulfilled on ...`), so kubectl prints what
+//! users know from a real cluster.
+
+use serde_json::{json, Value};
+
+use crate::api::ResourceInfo;
+use crate::store;
+
+/// An error answered to the client as a `Status` object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.reason, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+fn details(ri: &ResourceInfo, name: &str) -> Value {
+    let mut d = json!({"name": name, "kind": ri.plural});
+    if !ri.group.is_empty() {
+        d["group"] = json!(ri.group);
+    }
+    d
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "Unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    pub fn not_found(ri: &ResourceInfo, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", ri.group_resource()),
+        )
+        .with_details(details(ri, name))
+    }
+
+    pub fn path_not_found() -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(405, "MethodNotAllowed", message)
+    }
+
+    pub fn already_exists(ri: &ResourceInfo, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", ri.group_resource()),
+        )
+        .with_details(details(ri, name))
+    }
+
+    pub fn conflict(ri: &ResourceInfo, name: &str, why: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                ri.group_resource()
+            ),
+        )
+        .with_details(details(ri, name))
+    }
+
+    pub fn modified(ri: &ResourceInfo, name: &str) -> Self {
+        Self::conflict(
+            ri,
+            name,
+            "the object has been modified; please apply your changes to the latest version and \
+             try again",
+        )
+    }
+
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(413, "RequestEntityTooLarge", message)
+    }
+
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {content_type:?})"),
+        )
+    }
+
+    /// 422 with field causes, worded as upstream: `Kind "name" is invalid: field: message`.
+    pub fn invalid(ri: &ResourceInfo, name: &str, causes: Vec<(String, String)>) -> Self {
+        let summary = causes
+            .iter()
+            .map(|(f, m)| format!("{f}: {m}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut d = details(ri, name);
+        d["kind"] = json!(ri.kind);
+        d["causes"] = causes
+            .iter()
+            .map(|(f, m)| json!({"reason": "FieldValueInvalid", "message": m, "field": f}))
+            .collect();
+        let message = if ri.group.is_empty() {
+            format!("{} \"{name}\" is invalid: {summary}", ri.kind)
+        } else {
+            format!("{}.{} \"{name}\" is invalid: {summary}", ri.kind, ri.group)
+        };
+        Self::new(422, "Invalid", message).with_details(d)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "ServiceUnavailable", message)
+    }
+
+    /// The `Status` body.
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            s["details"] = d.clone();
+        }
+        s
+    }
+
+    /// Map a store failure for object `name` of `ri`.
+    pub fn from_store(err: store::Error, ri: &ResourceInfo, name: &str) -> Self {
+        match err {
+            store::Error::AlreadyExists { .. } => Self::already_exists(ri, name),
+            store::Error::NotFound { .. } => Self::not_found(ri, name),
+            store::Error::Conflict { .. } => Self::modified(ri, name),
+            store::Error::Compacted {
+                requested,
+                compacted,
+            } => Self::gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
+            store::Error::FutureRevision { requested, current } => Self::new(
+                504,
+                "Timeout",
+                format!("Too large resource version: {requested}, current: {current}"),
+            ),
+            store::Error::WatchTooSlow => {
+                Self::gone("watch fell too far behind; re-list and watch again")
+            }
+            store::Error::NoSpace => Self::new(
+                507,
+                "InternalError",
+                "the server's disk is full; the write was not stored",
+            ),
+            store::Error::Closed => Self::unavailable("the server is shutting down"),
+            other => Self::internal(format!("storage error: {other}")),
+        }
+    }
+}
+
+impl From<crate::apiserver::merge::PatchError> for ApiError {
+    fn from(e: crate::apiserver::merge::PatchError) -> Self {
+        use crate::apiserver::merge::PatchError as P;
+        match &e {
+            P::Unapplicable(_) => ApiError::new(422, "Invalid", e.to_string()),
+            P::UnsupportedKind { .. } => ApiError::new(415, "UnsupportedMediaType", e.to_string()),
+            P::Malformed(_) | P::TooDeep(_) | P::NotAnObject(_) => {
+                ApiError::bad_request(e.to_string())
+            }
+        }
+    }
+}
+
+impl ApiError {
+    /// A server-side apply failure; conflicts carry upstream's `FieldManagerConflict` causes.
+    pub fn from_apply(
+        e: crate::apiserver::merge::ApplyError,
+        ri: &ResourceInfo,
+        name: &str,
+    ) -> Self {
+        use crate::apiserver::merge::ApplyError as A;
+        match &e {
+            A::Conflicts(conflicts) => {
+                let mut d = details(ri, name);
+                d["causes"] = conflicts
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "reason": "FieldManagerConflict",
+                            "message": format!("conflict with {}", c.manager_description()),
+                            "field": c.field_path,
+                        })
+                    })
+                    .collect();
+                ApiError::new(409, "Conflict", e.to_string()).with_details(d)
+            }
+            A::InvalidConfig(_) | A::TooDeep(_) => ApiError::bad_request(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Objects in the store: key layout and encoding.
+//!
+//! Keys are `/registry/<group or "core">/<plural>/<namespace>/<name>` (cluster-scoped objects
+//! have no namespace segment). Values are the object's JSON without `resourceVersion`, which is
+//! always the store's `mod_revision` and is filled in on read — so it can never disagree with
+//! the revision that actually wrote the object.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::status::{ApiError, ApiResult};
+use crate::api::ResourceInfo;
+use crate::store::KeyValue;
+
+fn group_segment(ri: &ResourceInfo) -> &str {
+    if ri.group.is_empty() {
+        "core"
+    } else {
+        &ri.group
+    }
+}
+
+pub fn key(ri: &ResourceInfo, namespace: &str, name: &str) -> String {
+    if ri.namespaced {
+        format!(
+            "/registry/{}/{}/{namespace}/{name}",
+            group_segment(ri),
+            ri.plural
+        )
+    } else {
+        format!("/registry/{}/{}/{name}", group_segment(ri), ri.plural)
+    }
+}
+
+/// The prefix of every object of `ri`, or of those in one namespace.
+pub fn prefix(ri: &ResourceInfo, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) if ri.namespaced => {
+            format!("/registry/{}/{}/{ns}/", group_segment(ri), ri.plural)
+        }
+        _ => format!("/registry/{}/{}/", group_segment(ri), ri.plural),
+    }
+}
+
+/// Serialise for storage (without `resourceVersion`).
+pub fn encode(obj: &Value) -> ApiResult<Bytes> {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&obj)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("cannot encode object: {e}")))
+}
+
+/// Decode a stored object and stamp its `resourceVersion`; `api_version` is what the
+/// client asked through (custom resources are stored once for every served version).
+pub fn decode(kv: &KeyValue, ri: &ResourceInfo) -> ApiResult<Value> {
+    decode_bytes(&kv.value, kv.mod_revision, ri)
+}
+
+pub fn decode_bytes(bytes: &[u8], revision: u64, ri: &ResourceInfo) -> ApiResult<Value> {
+    let mut obj: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::internal(format!("stored object is not valid JSON: {e}")))?;
+    set_resource_version(&mut obj, revision);
+    obj["apiVersion"] = Value::String(ri.api_version());
+    obj["kind"] = Value::String(ri.kind.clone());
+    Ok(obj)
+}
+
+pub fn set_resource_version(obj: &mut Value, revision: u64) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(revision.to_string()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::resources::builtin;
+
+    #[test]
+    fn keys() {
+        let pods = builtin().iter().find(|r| r.plural == "pods").unwrap();
+        let nodes = builtin().iter().find(|r| r.plural == "nodes").unwrap();
+        assert_eq!(
+            key(pods, "default", "web"),
+            "/registry/core/pods/default/web"
+        );
+        assert_eq!(key(nodes, "", "n1"), "/registry/core/nodes/n1");
+        assert_eq!(prefix(pods, Some("a")), "/registry/core/pods/a/");
+        assert_eq!(prefix(pods, None), "/registry/core/pods/");
+    }
+}
