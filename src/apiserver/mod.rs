@@ -72,7 +72,12 @@ pub(crate) struct State {
     pub ca_pem: String,
     pub advertise: SocketAddr,
     pub ready: AtomicBool,
+    /// Upstream's max-in-flight filter: non-watch requests beyond this get 429.
+    pub inflight: tokio::sync::Semaphore,
 }
+
+/// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
+pub const MAX_INFLIGHT: usize = 600;
 
 /// Serve until `shutdown` resolves. `on_ready` is called once the listener is bound and the
 /// store is prepared, with the bound address.
@@ -91,6 +96,7 @@ pub async fn run(
         ca_pem: cfg.pki.ca_pem.clone(),
         advertise: SocketAddr::new(cfg.advertise_address, cfg.port),
         ready: AtomicBool::new(false),
+        inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),
     });
     bootstrap::run(&state)
         .await

@@ -117,7 +117,31 @@ async fn handle(
                 match auth::authorize(&attrs) {
                     auth::Decision::Deny(why) => error_response(&ApiError::forbidden(why)),
                     auth::Decision::Allow if info.resource_request => {
-                        handlers::dispatch(&state, user.clone(), info.clone(), query, req).await
+                        // Long-running watches do not count against the in-flight limit.
+                        let permit = if info.verb == "watch" {
+                            None
+                        } else {
+                            match state.inflight.try_acquire() {
+                                Ok(p) => Some(p),
+                                Err(_) => {
+                                    let mut resp = error_response(&ApiError::new(
+                                        429,
+                                        "TooManyRequests",
+                                        "Too many requests, please try again later.",
+                                    ));
+                                    resp.headers_mut().insert(
+                                        http::header::RETRY_AFTER,
+                                        http::HeaderValue::from_static("1"),
+                                    );
+                                    return resp;
+                                }
+                            }
+                        };
+                        let resp =
+                            handlers::dispatch(&state, user.clone(), info.clone(), query, req)
+                                .await;
+                        drop(permit);
+                        resp
                     }
                     auth::Decision::Allow => non_resource(&state, &path, &query, req).await,
                 }

@@ -22,10 +22,10 @@ fn generate_name(base: &str) -> String {
 }
 
 pub async fn create(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> {
-    let (_, obj) = read_body(ctx, body).await?;
+    let (_, mut obj) = read_body(ctx, body).await?;
     if ctx.ri.group == "authentication.k8s.io" && ctx.ri.kind == "SelfSubjectReview" {
         // `kubectl auth whoami`: echo the authenticated identity; nothing is stored.
-        prepare::check_type(ctx, &obj)?;
+        prepare::check_type(ctx, &mut obj)?;
         return Ok(json_response(
             201,
             &json!({
@@ -43,7 +43,7 @@ pub async fn create(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> 
 /// The create path shared with server-side apply of a new object. Returns the stored object
 /// (or the would-be object under dryRun) and its revision.
 pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u64)> {
-    prepare::check_type(ctx, &obj)?;
+    prepare::check_type(ctx, &mut obj)?;
     prepare::place_in_namespace(ctx, &mut obj)?;
     if obj["metadata"]["resourceVersion"]
         .as_str()

@@ -16,9 +16,9 @@ pub fn now_rfc3339() -> String {
         .to_string()
 }
 
-/// `kind` and `apiVersion` of the body must match the URL (they may be omitted on
-/// subresource-free updates only if the client omits both, which upstream also refuses).
-pub fn check_type(ctx: &Ctx, obj: &Value) -> ApiResult<()> {
+/// `kind` and `apiVersion` of the body must match the URL. Missing ones are taken from the
+/// endpoint, as upstream's decoder does (the Python client sends objects without them).
+pub fn check_type(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
     if !obj.is_object() {
         return Err(ApiError::bad_request(format!(
             "the request body must be a JSON object, not {}",
@@ -28,31 +28,22 @@ pub fn check_type(ctx: &Ctx, obj: &Value) -> ApiResult<()> {
     let want_version = ctx.ri.api_version();
     match obj.get("apiVersion").and_then(Value::as_str) {
         Some(v) if v == want_version => {}
-        Some(v) => {
+        Some(v) if !v.is_empty() => {
             return Err(ApiError::bad_request(format!(
                 "the API version in the data ({v}) does not match the expected API version ({want_version})"
             )))
         }
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "Object 'apiVersion' is missing in the request body (expected {want_version})"
-            )))
-        }
+        _ => obj["apiVersion"] = json!(want_version),
     }
     match obj.get("kind").and_then(Value::as_str) {
         Some(k) if k == ctx.ri.kind => {}
-        Some(k) => {
+        Some(k) if !k.is_empty() => {
             return Err(ApiError::bad_request(format!(
                 "the kind in the data ({k}) does not match the expected kind ({})",
                 ctx.ri.kind
             )))
         }
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "Object 'Kind' is missing in the request body (expected {})",
-                ctx.ri.kind
-            )))
-        }
+        _ => obj["kind"] = json!(ctx.ri.kind),
     }
     match obj.get("metadata") {
         None | Some(Value::Object(_)) => Ok(()),

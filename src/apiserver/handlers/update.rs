@@ -29,7 +29,7 @@ pub async fn update_object(
     status_only: bool,
 ) -> ApiResult<(Value, u16)> {
     let name = ctx.info.name.clone();
-    prepare::check_type(ctx, &obj)?;
+    prepare::check_type(ctx, &mut obj)?;
     match obj["metadata"]["name"].as_str() {
         Some(n) if !n.is_empty() && n != name => {
             return Err(ApiError::bad_request(format!(
