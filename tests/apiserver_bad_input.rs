@@ -28,6 +28,9 @@ fn expect_status(resp: &harness::RawResponse, code: u16, reason: &str) {
     assert!(!status["message"].as_str().unwrap_or_default().is_empty());
 }
 
+/// (method, path, content type, body, expected code, expected reason)
+type Case<'a> = (&'a str, String, &'a str, Vec<u8>, u16, &'a str);
+
 #[test]
 fn malformed_bodies_change_nothing() {
     let s = Server::start();
@@ -67,7 +70,7 @@ fn malformed_bodies_change_nothing() {
         r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"huge"}},"data":{{"a":"{}"}}}}"#,
         "x".repeat(3 * 1024 * 1024 + 10)
     );
-    let cases: Vec<(&str, String, &str, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", CMS.into(), "application/json", b"{not json".to_vec(), 400, "BadRequest"),
         ("POST", CMS.into(), "application/yaml", b"a: [unclosed".to_vec(), 400, "BadRequest"),
         ("POST", CMS.into(), "application/json", br#"[1,2,3]"#.to_vec(), 400, "BadRequest"),
