@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use serde_json::Value;
 
 use super::status::{ApiError, ApiResult};
@@ -48,19 +48,44 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     json_response(e.code, &e.to_status())
 }
 
+/// How much of an oversized body is read and discarded before answering 413, so the answer is
+/// not lost to a TCP reset (closing a socket with unread data resets it), as Go's net/http does.
+const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
+
+async fn drain(mut body: hyper::body::Incoming, mut budget: usize) {
+    let step = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len());
+            if n >= budget {
+                return;
+            }
+            budget -= n;
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), step).await;
+}
+
 /// Read the whole body, refusing more than [`MAX_BODY`].
 pub async fn read(body: hyper::body::Incoming, content_length: Option<u64>) -> ApiResult<Bytes> {
     let too_large = || ApiError::too_large("the request body is larger than 3145728 bytes");
     if content_length.is_some_and(|n| n > MAX_BODY as u64) {
+        drain(body, DRAIN_LIMIT).await;
         return Err(too_large());
     }
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "cannot read the request body: {e}"
-        ))),
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > MAX_BODY {
+                drain(body, DRAIN_LIMIT).await;
+                return Err(too_large());
+            }
+            buf.extend_from_slice(data);
+        }
     }
+    Ok(buf.freeze())
 }
 
 /// The media type without parameters, lower-cased.
