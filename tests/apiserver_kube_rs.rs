@@ -212,3 +212,30 @@ async fn a_watch_survives_thousands_of_events() {
     writer.await.unwrap();
     assert_eq!(added, N);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_watch_ends_initial_events_with_a_bookmark() {
+    let s = Server::start();
+    let cms: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    for n in ["x", "y"] {
+        cms.create(&PostParams::default(), &cm(n)).await.unwrap();
+    }
+    // sendInitialEvents=true + allowWatchBookmarks: the initial state arrives as events and ends
+    // with the `k8s.io/initial-events-end` bookmark, which is what makes InitDone appear.
+    let mut events = watcher(cms.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut initial = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("no InitDone: the initial-events-end bookmark is missing")
+            .expect("stream ended")
+            .expect("watch error");
+        match ev {
+            watcher::Event::InitApply(o) => initial.push(o.metadata.name.unwrap_or_default()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    initial.sort();
+    assert_eq!(initial, vec!["x", "y"]);
+}
