@@ -240,3 +240,48 @@ fn terminating_namespaces_refuse_content_and_finish() {
         .trim()
         .is_empty());
 }
+
+#[test]
+fn services_get_cluster_ips_and_node_ports() {
+    let s = Server::start();
+    let k = s.json(&["get", "svc", "kubernetes", "-n", "default"]);
+    assert_eq!(k["spec"]["clusterIP"], "10.43.0.1");
+    s.ok(&["create", "service", "nodeport", "web", "--tcp=80:8080"]);
+    let svc = s.json(&["get", "svc", "web"]);
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10.43.") && ip != "10.43.0.1", "{ip}");
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
+    // The address is claimed by an IPAddress object and survives an apply without it.
+    s.ok(&["get", "ipaddresses", &ip]);
+    s.ok(&["label", "svc", "web", "x=y"]);
+    assert_eq!(
+        s.json(&["get", "svc", "web"])["spec"]["clusterIP"],
+        ip.as_str()
+    );
+    // Asking for a taken address is refused; headless services get none.
+    let taken = format!(
+        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"dup"}},"spec":{{"clusterIP":"{ip}","ports":[{{"port":1}}]}}}}"#
+    );
+    let err = String::from_utf8_lossy(&s.kubectl_in(&["create", "-f", "-"], Some(&taken)).stderr)
+        .to_string();
+    assert!(err.contains("already allocated"), "{err}");
+    s.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "headless",
+        "--clusterip=None",
+    ]);
+    assert_eq!(
+        s.json(&["get", "svc", "headless"])["spec"]["clusterIP"],
+        "None"
+    );
+    let table = s.ok(&["get", "svc", "web"]);
+    assert!(table.contains(&ip) && table.contains("NodePort"), "{table}");
+    s.ok(&["delete", "svc", "web"]);
+    assert!(
+        !s.kubectl(&["get", "ipaddresses", &ip]).status.success(),
+        "address released"
+    );
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{gc, storage, State};
+use super::{gc, services, storage, State};
 
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -39,5 +39,75 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
         }
     }
     gc::reload_crds(state).await;
-    Ok(())
+    kubernetes_service(state).await
+}
+
+fn now() -> String {
+    let t = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
+}
+
+/// `default/kubernetes`: the in-cluster address of this API server (first service IP, port
+/// 443), with its Endpoints pointing at the advertised address, as upstream keeps it.
+async fn kubernetes_service(state: &Arc<State>) -> Result<(), crate::store::Error> {
+    let (Some(svc_ri), Some(ep_ri)) = (
+        state.registry.lookup("", "v1", "services"),
+        state.registry.lookup("", "v1", "endpoints"),
+    ) else {
+        return Ok(());
+    };
+    let key = storage::key(&svc_ri, "default", "kubernetes");
+    if state.store.get(&key, None).await?.is_none() {
+        let mut svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
+                         "creationTimestamp": now(), "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "sessionAffinity": "None",
+                     "clusterIP": services::KUBERNETES_SERVICE_IP.to_string(),
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": state.advertise.port()}]},
+            "status": {"loadBalancer": {}},
+        });
+        if services::allocate(state, &mut svc).await.is_ok() {
+            let bytes = serde_json::to_vec(&svc).unwrap_or_default();
+            match state.store.create(&key, bytes.into()).await {
+                Ok(_) | Err(crate::store::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let ep_key = storage::key(&ep_ri, "default", "kubernetes");
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
+                     "creationTimestamp": now(), "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": state.advertise.ip().to_string()}],
+                     "ports": [{"name": "https", "port": state.advertise.port(), "protocol": "TCP"}]}],
+    });
+    let bytes: bytes::Bytes = serde_json::to_vec(&endpoints).unwrap_or_default().into();
+    match state.store.get(&ep_key, None).await? {
+        None => match state.store.create(&ep_key, bytes).await {
+            Ok(_) | Err(crate::store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        },
+        Some(kv) => {
+            // The advertised address may change between restarts; keep the uid.
+            let old: serde_json::Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+            if old["subsets"] == endpoints["subsets"] {
+                return Ok(());
+            }
+            let mut updated = endpoints;
+            updated["metadata"] = old["metadata"].clone();
+            let bytes = serde_json::to_vec(&updated).unwrap_or_default();
+            match state
+                .store
+                .update(&ep_key, bytes.into(), kv.mod_revision)
+                .await
+            {
+                Ok(_) | Err(crate::store::Error::Conflict { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    }
 }

@@ -263,7 +263,12 @@ pub fn spawn_namespace_cleanup(state: Arc<State>, ns_obj: Value) {
                         .as_array()
                         .is_some_and(|f| !f.is_empty());
                     if !has_finalizers {
-                        let _ = state.store.delete(&key_of(&ri, &obj), rev).await;
+                        if state.store.delete(&key_of(&ri, &obj), rev).await.is_ok()
+                            && ri.group.is_empty()
+                            && ri.kind == "Service"
+                        {
+                            super::services::release(&state, &obj).await;
+                        }
                     } else {
                         Box::pin(delete_object(&state, &ri, obj, rev)).await;
                     }

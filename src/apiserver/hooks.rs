@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::handlers::Ctx;
 use super::status::ApiResult;
-use super::{custom, gc};
+use super::{custom, gc, services};
 
 fn is(ctx: &Ctx, group: &str, kind: &str) -> bool {
     ctx.ri.group == group && ctx.ri.kind == kind
@@ -20,6 +20,9 @@ pub async fn before_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
         let name = obj["metadata"]["name"].clone();
         obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
     }
+    if is(ctx, "", "Service") && !ctx.dry_run() {
+        services::allocate(&ctx.state, obj).await?;
+    }
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         custom::crd_defaults(obj);
         let others = gc::list_crds(&ctx.state).await;
@@ -29,6 +32,28 @@ pub async fn before_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
 }
 
 pub async fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
+    if is(ctx, "", "Service") {
+        // Allocated values survive updates that omit them (upstream's patchAllocatedValues).
+        for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            if new["spec"].get(f).is_none_or(|v| v.is_null() || v == "")
+                && old["spec"].get(f).is_some()
+            {
+                new["spec"][f] = old["spec"][f].clone();
+            }
+        }
+        if let Some(ports) = new["spec"]["ports"].as_array_mut() {
+            for p in ports.iter_mut().filter(|p| p.get("nodePort").is_none()) {
+                let same = old["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|o| o["port"] == p["port"]);
+                if let Some(np) = same.and_then(|o| o.get("nodePort")) {
+                    p["nodePort"] = np.clone();
+                }
+            }
+        }
+    }
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         let name = new["metadata"]["name"].clone();
         let others: Vec<Value> = gc::list_crds(&ctx.state)
@@ -59,6 +84,9 @@ pub async fn after_write(ctx: &Ctx, obj: &Value) {
 }
 
 pub async fn after_delete(ctx: &Ctx, obj: &Value) {
+    if is(ctx, "", "Service") {
+        services::release(&ctx.state, obj).await;
+    }
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         gc::reload_crds(&ctx.state).await;
         gc::spawn_crd_cleanup(ctx.state.clone(), obj.clone());

@@ -23,6 +23,7 @@ pub mod protobuf;
 mod registry;
 mod request;
 mod serve;
+mod services;
 mod status;
 mod storage;
 pub mod table;
