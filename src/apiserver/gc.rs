@@ -17,11 +17,6 @@ use super::{registry, storage, State};
 use crate::api::ResourceInfo;
 use crate::store::RangeRequest;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    Background,
-}
-
 /// One entry per stored resource (custom resources have one per served version).
 fn stored_resources(state: &State) -> Vec<ResourceInfo> {
     let mut out: Vec<ResourceInfo> = Vec::new();
@@ -138,7 +133,7 @@ async fn delete_object(state: &Arc<State>, ri: &ResourceInfo, mut obj: Value, re
         Ok(()) => {
             // Its own dependents follow (cascading background deletion).
             if !has_finalizers {
-                spawn_dependents(state.clone(), ri.clone(), obj, Policy::Background);
+                spawn_dependents(state.clone(), ri.clone(), obj);
             }
         }
         Err(e) => tracing::debug!(error = %e, key, "gc: delete skipped"),
@@ -152,7 +147,8 @@ fn now() -> String {
         .to_string()
 }
 
-pub fn spawn_dependents(state: Arc<State>, owner_ri: ResourceInfo, owner: Value, _policy: Policy) {
+/// Background cascading deletion: delete everything `owner` owned.
+pub fn spawn_dependents(state: Arc<State>, owner_ri: ResourceInfo, owner: Value) {
     tokio::spawn(async move {
         for (ri, obj, rev) in dependents(&state, &owner_ri, &owner).await {
             Box::pin(delete_object(&state, &ri, obj, rev)).await;

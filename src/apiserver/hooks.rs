@@ -91,10 +91,5 @@ pub async fn after_delete(ctx: &Ctx, obj: &Value) {
         gc::reload_crds(&ctx.state).await;
         gc::spawn_crd_cleanup(ctx.state.clone(), obj.clone());
     }
-    gc::spawn_dependents(
-        ctx.state.clone(),
-        ctx.ri.clone(),
-        obj.clone(),
-        gc::Policy::Background,
-    );
+    gc::spawn_dependents(ctx.state.clone(), ctx.ri.clone(), obj.clone());
 }
