@@ -285,3 +285,34 @@ fn services_get_cluster_ips_and_node_ports() {
         "address released"
     );
 }
+
+#[test]
+fn watches_with_selectors_see_objects_enter_and_leave() {
+    let s = Server::start();
+    s.ok(&["create", "configmap", "sel"]);
+    let rv = s.ok(&[
+        "get",
+        "cm",
+        "sel",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    s.ok(&["label", "cm", "sel", "pick=yes"]);
+    s.ok(&["annotate", "cm", "sel", "touched=1"]);
+    s.ok(&["label", "cm", "sel", "pick-"]);
+    let r = s.raw(Raw::get(&format!(
+        "/api/v1/namespaces/default/configmaps?watch=true&labelSelector=pick%3Dyes&resourceVersion={rv}&timeoutSeconds=1"
+    )));
+    let types: Vec<String> = r
+        .body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(types, vec!["ADDED", "MODIFIED", "DELETED"]);
+}

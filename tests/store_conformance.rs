@@ -220,26 +220,26 @@ async fn build_history(s: &Arc<dyn Backend>) -> Vec<Event> {
     let mut live: BTreeMap<String, u64> = BTreeMap::new();
     for i in 0..60u64 {
         let key = format!("/h/{}", i % 7);
-        let (kind, value, rev) = match live.get(&key).copied() {
+        let (kind, value, rev, prev_value) = match live.get(&key).copied() {
             None => {
                 let v = b(&format!("c{i}"));
-                (
-                    EventKind::Create,
-                    v.clone(),
-                    s.create(&key, v).await.unwrap(),
-                )
+                let rev = s.create(&key, v.clone()).await.unwrap();
+                (EventKind::Create, v, rev, None)
             }
             Some(cur) if i % 5 == 0 => {
                 let last = s.get(&key, None).await.unwrap().unwrap().value;
-                (EventKind::Delete, last, s.delete(&key, cur).await.unwrap())
+                (
+                    EventKind::Delete,
+                    last,
+                    s.delete(&key, cur).await.unwrap(),
+                    None,
+                )
             }
             Some(cur) => {
+                let last = s.get(&key, None).await.unwrap().unwrap().value;
                 let v = b(&format!("u{i}"));
-                (
-                    EventKind::Update,
-                    v.clone(),
-                    s.update(&key, v, cur).await.unwrap(),
-                )
+                let rev = s.update(&key, v.clone(), cur).await.unwrap();
+                (EventKind::Update, v, rev, Some(last))
             }
         };
         if kind == EventKind::Delete {
@@ -252,6 +252,7 @@ async fn build_history(s: &Arc<dyn Backend>) -> Vec<Event> {
             key,
             value,
             revision: rev,
+            prev_value,
         });
         // Writes outside the prefix must not show up in its watches.
         if i % 10 == 0 {

@@ -60,6 +60,9 @@ pub struct Event {
     /// (Kubernetes' DELETED events carry the last state of the object).
     pub value: Bytes,
     pub revision: Revision,
+    /// For [`EventKind::Update`], the value just before this write (watchers filtering by
+    /// content need it to tell "left the selection" from "changed"); `None` otherwise.
+    pub prev_value: Option<Bytes>,
 }
 
 /// A range read: every live key under `prefix`, in key order.

@@ -5,8 +5,8 @@
 //! or a watcher that falls too far behind, gets an ERROR event carrying a 410 Expired Status
 //! (clients re-list). `allowWatchBookmarks` adds periodic BOOKMARK events;
 //! `sendInitialEvents=true` ends the initial state with the `k8s.io/initial-events-end`
-//! bookmark; `timeoutSeconds` bounds the watch. Events whose object does not match the
-//! selectors are skipped (upstream would send a DELETED for objects leaving the selection).
+//! bookmark; `timeoutSeconds` bounds the watch. With selectors, an object entering the
+//! selection is ADDED and one leaving it DELETED, as upstream.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -159,13 +159,25 @@ pub async fn watch(ctx: &Ctx) -> ApiResult<Response<Body>> {
                         let Ok(obj) = storage::decode_bytes(&ev.value, ev.revision, &ri) else {
                             continue;
                         };
-                        if !selectors.matches(&obj) {
-                            continue;
-                        }
+                        let now_matches = selectors.matches(&obj);
                         let typ = match ev.kind {
+                            EventKind::Create | EventKind::Delete if !now_matches => continue,
                             EventKind::Create => "ADDED",
-                            EventKind::Update => "MODIFIED",
                             EventKind::Delete => "DELETED",
+                            EventKind::Update => {
+                                let before = ev
+                                    .prev_value
+                                    .as_ref()
+                                    .and_then(|p| storage::decode_bytes(p, ev.revision, &ri).ok())
+                                    .is_some_and(|o| selectors.matches(&o));
+                                // Upstream: entering the selection is ADDED, leaving it DELETED.
+                                match (before, now_matches) {
+                                    (true, true) => "MODIFIED",
+                                    (false, true) => "ADDED",
+                                    (true, false) => "DELETED",
+                                    (false, false) => continue,
+                                }
+                            }
                         };
                         if tx.send(line(typ, render(&obj))).await.is_err() {
                             return;

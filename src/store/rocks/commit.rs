@@ -104,7 +104,7 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>, start: Revision) -> Revisi
         };
         let checked = match (&op, &current) {
             (Op::Create { .. }, Some(_)) => Err(Error::AlreadyExists { key: key.clone() }),
-            (Op::Create { value, .. }, None) => Ok((EventKind::Create, value.clone(), false)),
+            (Op::Create { value, .. }, None) => Ok((EventKind::Create, value.clone(), false, None)),
             (Op::Update { .. } | Op::Delete { .. }, None) => {
                 Err(Error::NotFound { key: key.clone() })
             }
@@ -117,12 +117,16 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>, start: Revision) -> Revisi
                     current: *cur,
                 })
             }
-            (Op::Update { value, .. }, Some(_)) => Ok((EventKind::Update, value.clone(), false)),
-            (Op::Delete { .. }, Some((_, last))) => Ok((EventKind::Delete, last.clone(), true)),
+            (Op::Update { value, .. }, Some((_, last))) => {
+                Ok((EventKind::Update, value.clone(), false, Some(last.clone())))
+            }
+            (Op::Delete { .. }, Some((_, last))) => {
+                Ok((EventKind::Delete, last.clone(), true, None))
+            }
         };
         match checked {
             Err(e) => outcomes.push((reply, Err(e))),
-            Ok((kind, value, tombstone)) => {
+            Ok((kind, value, tombstone, prev_value)) => {
                 rev += 1;
                 wb.put_cf(
                     cf_kv,
@@ -136,6 +140,7 @@ fn commit_batch(shared: &Shared, batch: Vec<Request>, start: Revision) -> Revisi
                     key,
                     value,
                     revision: rev,
+                    prev_value,
                 }));
                 outcomes.push((reply, Ok(rev)));
             }

@@ -13,7 +13,8 @@ use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, DB};
 use super::encoding::*;
 use super::{owned, Shared};
 use crate::store::{
-    check_key, Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, WatchStream,
+    check_key, Error, Event, EventKind, KeyValue, RangeRequest, RangeResponse, Result, Revision,
+    WatchStream,
 };
 
 type RawIter<'a> = DBRawIteratorWithThreadMode<'a, DB>;
@@ -226,11 +227,18 @@ fn history_chunk(
         if key.starts_with(prefix) {
             let (_, version) = version_at(shared, &mut kv_iter, &key, rev)?
                 .ok_or_else(|| corrupt(shared, &key))?;
+            let prev_value = match kind {
+                EventKind::Update => version_at(shared, &mut kv_iter, &key, rev - 1)?
+                    .filter(|(_, v)| !v.tombstone)
+                    .map(|(_, v)| v.value),
+                _ => None,
+            };
             out.push(Event {
                 kind,
                 key,
                 value: version.value,
                 revision: rev,
+                prev_value,
             });
         }
         iter.next();
