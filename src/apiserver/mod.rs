@@ -4,7 +4,8 @@
 //!
 //! Request path: TLS → authenticate (x509) → classify (`request.rs`) → authorize → resource
 //! handlers (decode, validate, default, admit) → store. Every response is JSON; every error is
-//! a `metav1.Status` (`status.rs`).
+//! a `metav1.Status` (`status.rs`). Must run on tokio's multi-threaded runtime: large lists are
+//! decoded and encoded under `block_in_place`.
 
 mod body;
 mod bootstrap;

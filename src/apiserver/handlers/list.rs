@@ -182,8 +182,15 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response<Body>> {
             })?;
         revision = Some(resp.revision);
         let n = resp.items.len();
-        for (i, kv) in resp.items.iter().enumerate() {
-            let obj = storage::decode(kv, &ctx.ri)?;
+        // Decoding thousands of objects is CPU work: let the runtime move other tasks away.
+        let decoded: Vec<ApiResult<Value>> = tokio::task::block_in_place(|| {
+            resp.items
+                .iter()
+                .map(|kv| storage::decode(kv, &ctx.ri))
+                .collect()
+        });
+        for (i, (kv, obj)) in resp.items.iter().zip(decoded).enumerate() {
+            let obj = obj?;
             if !selectors.matches(&obj) {
                 last_key = Some(kv.key.clone());
                 continue;

@@ -96,13 +96,13 @@ pub fn list(
     if let Some(c) = continue_token {
         metadata["continue"] = json!(c);
     }
-    json_response(
-        200,
-        &json!({
-            "kind": ctx.ri.list_kind,
-            "apiVersion": ctx.ri.api_version(),
-            "metadata": metadata,
-            "items": items,
-        }),
-    )
+    // Move the items in (the `json!` macro would deep-copy them), and serialise large lists
+    // off the async workers so one big LIST does not stall every other request.
+    let mut list = serde_json::Map::new();
+    list.insert("kind".into(), json!(ctx.ri.list_kind));
+    list.insert("apiVersion".into(), json!(ctx.ri.api_version()));
+    list.insert("metadata".into(), metadata);
+    list.insert("items".into(), Value::Array(items));
+    let list = Value::Object(list);
+    tokio::task::block_in_place(|| json_response(200, &list))
 }
