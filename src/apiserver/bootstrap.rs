@@ -19,14 +19,13 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
         if state.store.get(&key, None).await?.is_some() {
             continue;
         }
-        let t = jiff::Timestamp::now();
         let obj = json!({
             "apiVersion": "v1",
             "kind": "Namespace",
             "metadata": {
                 "name": ns,
                 "uid": uuid::Uuid::new_v4().to_string(),
-                "creationTimestamp": jiff::Timestamp::from_second(t.as_second()).unwrap_or(t).to_string(),
+                "creationTimestamp": super::now_rfc3339(),
                 "labels": {"kubernetes.io/metadata.name": ns},
             },
             "spec": {"finalizers": ["kubernetes"]},
@@ -40,13 +39,6 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
     }
     gc::reload_crds(state).await;
     kubernetes_service(state).await
-}
-
-fn now() -> String {
-    let t = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(t.as_second())
-        .unwrap_or(t)
-        .to_string()
 }
 
 /// `default/kubernetes`: the in-cluster address of this API server (first service IP, port
@@ -63,7 +55,7 @@ async fn kubernetes_service(state: &Arc<State>) -> Result<(), crate::store::Erro
         let mut svc = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
-                         "creationTimestamp": now(), "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                         "creationTimestamp": super::now_rfc3339(), "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"type": "ClusterIP", "sessionAffinity": "None",
                      "clusterIP": services::KUBERNETES_SERVICE_IP.to_string(),
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": state.advertise.port()}]},
@@ -81,7 +73,7 @@ async fn kubernetes_service(state: &Arc<State>) -> Result<(), crate::store::Erro
     let endpoints = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
-                     "creationTimestamp": now(), "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                     "creationTimestamp": super::now_rfc3339(), "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": state.advertise.ip().to_string()}],
                      "ports": [{"name": "https", "port": state.advertise.port(), "protocol": "TCP"}]}],
     });

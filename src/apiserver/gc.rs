@@ -121,7 +121,7 @@ async fn delete_object(state: &Arc<State>, ri: &ResourceInfo, mut obj: Value, re
         if obj["metadata"]["deletionTimestamp"].is_string() {
             return;
         }
-        obj["metadata"]["deletionTimestamp"] = json!(now());
+        obj["metadata"]["deletionTimestamp"] = json!(super::now_rfc3339());
         match storage::encode(&obj) {
             Ok(bytes) => state.store.update(&key, bytes, rev).await.map(|_| ()),
             Err(_) => return,
@@ -138,13 +138,6 @@ async fn delete_object(state: &Arc<State>, ri: &ResourceInfo, mut obj: Value, re
         }
         Err(e) => tracing::debug!(error = %e, key, "gc: delete skipped"),
     }
-}
-
-fn now() -> String {
-    let t = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(t.as_second())
-        .unwrap_or(t)
-        .to_string()
 }
 
 /// Background cascading deletion: delete everything `owner` owned.

@@ -65,6 +65,14 @@ pub enum Error {
     Ready(String),
 }
 
+/// Now, as Kubernetes writes timestamps (RFC 3339, second precision, UTC).
+pub(crate) fn now_rfc3339() -> String {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}
+
 /// Everything a request handler can reach.
 pub(crate) struct State {
     pub store: Arc<dyn Backend>,

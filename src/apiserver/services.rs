@@ -33,14 +33,13 @@ async fn claim(state: &State, ip: &str, ns: &str, name: &str) -> ApiResult<bool>
     let Some(key) = ip_key(state, ip) else {
         return Ok(true);
     };
-    let t = jiff::Timestamp::now();
     let obj = json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "IPAddress",
         "metadata": {
             "name": ip,
             "uid": uuid::Uuid::new_v4().to_string(),
-            "creationTimestamp": jiff::Timestamp::from_second(t.as_second()).unwrap_or(t).to_string(),
+            "creationTimestamp": super::now_rfc3339(),
             "labels": {"ipaddress.kubernetes.io/ip-family": "IPv4", "ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io"},
         },
         "spec": {"parentRef": {"group": "", "resource": "services", "namespace": ns, "name": name}},

@@ -8,13 +8,7 @@ use super::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::{crd, custom, defaults, merge, typed, validate};
 
-pub fn now_rfc3339() -> String {
-    let now = jiff::Timestamp::now();
-    // Kubernetes timestamps have second precision.
-    jiff::Timestamp::from_second(now.as_second())
-        .unwrap_or(now)
-        .to_string()
-}
+pub(crate) use crate::apiserver::now_rfc3339;
 
 /// `kind` and `apiVersion` of the body must match the URL. Missing ones are taken from the
 /// endpoint, as upstream's decoder does (the Python client sends objects without them).
