@@ -13,6 +13,9 @@ use crate::cli::ServerArgs;
 use crate::pki;
 use crate::store::{self, Backend, RocksBackend, RocksConfig};
 
+/// Where the API server stores Secrets (see `apiserver::storage`).
+const SECRETS_PREFIX: &str = "/registry/core/secrets/";
+
 /// Leaf certificates live a year until automatic rotation lands with the identity work.
 const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -23,7 +26,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let store_dir = args.data_dir.join("store");
     let rocks = RocksBackend::open(RocksConfig::new(&store_dir))
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
-    let backend: Arc<dyn Backend> = Arc::new(rocks.clone());
+    // Secrets are encrypted at rest by default (AES-256-GCM, keys 0600 in DATA_DIR/encryption).
+    let keyring = store::encrypted::Keyring::load_or_create(&args.data_dir.join("encryption"))
+        .context("cannot load the secrets encryption keys")?;
+    let backend: Arc<dyn Backend> = Arc::new(store::encrypted::EncryptedBackend::new(
+        Arc::new(rocks.clone()),
+        keyring,
+        vec![SECRETS_PREFIX.to_string()],
+    ));
     tracing::info!(
         data_dir = %args.data_dir.display(),
         revision = backend.current_revision(),

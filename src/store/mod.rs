@@ -17,6 +17,7 @@
 //! Only `apiserver` may use this module (see `tests/layering.rs`).
 
 pub mod compactor;
+pub mod encrypted;
 mod error;
 pub mod rocks;
 mod watch;
