@@ -208,15 +208,7 @@ async fn delete_one(
     if is_namespace {
         obj["status"]["phase"] = json!("Terminating");
     }
-    let bytes = storage::encode(&obj)?;
-    let new_rev = ctx
-        .state
-        .store
-        .update(&ctx.key(&name), bytes, rev)
-        .await
-        .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
-    storage::set_resource_version(&mut obj, new_rev);
-    hooks::after_write(ctx, &obj).await;
+    ctx.store_update(&mut obj, rev).await?;
     let code = if opts.propagation.as_deref() == Some("Foreground") {
         202
     } else {

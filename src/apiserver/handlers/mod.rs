@@ -82,6 +82,25 @@ impl Ctx {
         Ok((storage::decode(&kv, &self.ri)?, kv.mod_revision))
     }
 
+    /// Write `obj` over the stored object at `rev` (compare-and-swap), stamp its new
+    /// resourceVersion, and run the post-write hooks.
+    pub async fn store_update(&self, obj: &mut Value, rev: u64) -> ApiResult<()> {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let bytes = storage::encode(obj)?;
+        let new_rev = self
+            .state
+            .store
+            .update(&self.key(&name), bytes, rev)
+            .await
+            .map_err(|e| ApiError::from_store(e, &self.ri, &name))?;
+        storage::set_resource_version(obj, new_rev);
+        super::hooks::after_write(self, obj).await;
+        Ok(())
+    }
+
     /// Attach collected warnings to a response.
     pub fn finish(&self, mut resp: Response<Body>) -> Response<Body> {
         for w in &self.warnings {

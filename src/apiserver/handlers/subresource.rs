@@ -289,12 +289,7 @@ async fn eviction(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>>
         let when = jiff::Timestamp::from_second(when.as_second()).unwrap_or(when);
         obj["metadata"]["deletionTimestamp"] = json!(when.to_string());
         obj["metadata"]["deletionGracePeriodSeconds"] = json!(g);
-        let bytes = crate::apiserver::storage::encode(&obj)?;
-        ctx.state
-            .store
-            .update(&ctx.key(&name), bytes, rev)
-            .await
-            .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
+        ctx.store_update(&mut obj, rev).await?;
     } else {
         ctx.state
             .store

@@ -89,15 +89,7 @@ pub async fn update_object(
     if unchanged(&current, &obj) {
         return Ok((current, 200));
     }
-    let bytes = storage::encode(&obj)?;
-    let new_rev = ctx
-        .state
-        .store
-        .update(&ctx.key(&name), bytes, rev)
-        .await
-        .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
-    storage::set_resource_version(&mut obj, new_rev);
-    hooks::after_write(ctx, &obj).await;
+    ctx.store_update(&mut obj, rev).await?;
     Ok((obj, 200))
 }
 
