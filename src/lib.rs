@@ -5,6 +5,8 @@ pub mod api;
 pub mod apiserver;
 pub mod auth;
 pub mod cli;
+pub mod client;
+pub mod controllers;
 pub mod pki;
 pub mod roles;
 pub mod store;

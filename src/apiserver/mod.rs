@@ -21,6 +21,7 @@ pub mod merge;
 mod metrics;
 pub mod openapi;
 pub mod protobuf;
+mod rampart_api;
 mod registry;
 mod request;
 mod serve;
@@ -48,6 +49,8 @@ pub struct Config {
     /// The address clients are told to use (discovery's serverAddressByClientCIDRs).
     pub advertise_address: IpAddr,
     pub pki: Bundle,
+    /// Bearer-token authenticators and per-request certificate checks.
+    pub authn: crate::auth::authn::Authenticator,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,7 @@ pub(crate) struct State {
     pub metrics: metrics::Metrics,
     pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     pub ca_pem: String,
+    pub authn: crate::auth::authn::Authenticator,
     pub advertise: SocketAddr,
     pub ready: AtomicBool,
     /// Upstream's max-in-flight filter: non-watch requests beyond this get 429.
@@ -104,6 +108,7 @@ pub async fn run(
         metrics: metrics::Metrics::default(),
         client_verifier: tls.client_verifier.clone(),
         ca_pem: cfg.pki.ca_pem.clone(),
+        authn: cfg.authn.clone(),
         advertise: SocketAddr::new(cfg.advertise_address, cfg.port),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),

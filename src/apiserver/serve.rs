@@ -14,8 +14,8 @@ use tokio_rustls::TlsAcceptor;
 use super::body::{error_response, text_response, Body};
 use super::request::{classify, Query};
 use super::status::ApiError;
-use super::{discovery, handlers, health, State};
-use crate::auth::{self, UserInfo};
+use super::{discovery, handlers, health, rampart_api, State};
+use crate::auth;
 
 pub(super) async fn accept_loop(
     listener: tokio::net::TcpListener,
@@ -56,7 +56,7 @@ pub(super) async fn accept_loop(
                     return;
                 }
             };
-            let identity: Result<UserInfo, String> = {
+            let identity: auth::authn::ConnIdentity = {
                 let (_, conn) = tls.get_ref();
                 match conn.peer_certificates() {
                     Some(chain) => {
@@ -87,7 +87,7 @@ pub(super) async fn accept_loop(
 async fn handle(
     state: Arc<State>,
     peer: SocketAddr,
-    identity: Arc<Result<UserInfo, String>>,
+    identity: Arc<auth::authn::ConnIdentity>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -100,9 +100,10 @@ async fn handle(
         // The one unauthenticated endpoint: the CA bundle, needed to pin it before joining.
         text_response(200, state.ca_pem.clone())
     } else {
-        match identity.as_ref() {
+        match state.authn.authenticate(&identity, req.headers()).await {
             Err(why) => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
             Ok(user) => {
+                let user = &user;
                 let attrs = auth::Attributes {
                     user,
                     verb: &info.verb,
@@ -142,6 +143,9 @@ async fn handle(
                                 .await;
                         drop(permit);
                         resp
+                    }
+                    auth::Decision::Allow if path.starts_with("/rampart/v1/") => {
+                        rampart_api::serve(&state, user, &path, req).await
                     }
                     auth::Decision::Allow => non_resource(&state, &path, &query, req).await,
                 }

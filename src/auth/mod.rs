@@ -6,6 +6,7 @@
 //! replace the authorizer in their own issue; the request path (authenticate → authorize →
 //! admit → store) is already in place for them.
 
+pub mod authn;
 pub mod x509;
 
 /// An authenticated identity, as upstream's `user.Info`.

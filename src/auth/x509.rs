@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 
+use super::authn::CertIdentity;
 use super::UserInfo;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,12 +27,19 @@ pub enum Error {
 pub fn authenticate(
     verifier: &Arc<dyn ClientCertVerifier>,
     chain: &[CertificateDer<'static>],
-) -> Result<UserInfo, Error> {
+) -> Result<CertIdentity, Error> {
     let (leaf, intermediates) = chain.split_first().ok_or(Error::NoCertificate)?;
     verifier
         .verify_client_cert(leaf, intermediates, UnixTime::now())
         .map_err(|e| Error::Untrusted(e.to_string()))?;
-    identity(leaf)
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| Error::BadSubject(e.to_string()))?;
+    Ok(CertIdentity {
+        user: identity(leaf)?,
+        serial: parsed.raw_serial().to_vec(),
+        not_before: parsed.validity().not_before.timestamp(),
+        not_after: parsed.validity().not_after.timestamp(),
+    })
 }
 
 /// CN and O of a certificate.

@@ -87,6 +87,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             port: args.https_port,
             advertise_address: advertise,
             pki: bundle,
+            authn: crate::auth::authn::Authenticator::default(),
         },
         backend.clone(),
         shutdown.clone().wait(),
