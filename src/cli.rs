@@ -33,6 +33,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the control plane.
     Server(ServerArgs),
+    /// Inspect and rotate the cluster's certificates.
+    Cert(CertArgs),
     /// Print the version.
     Version,
 }
@@ -68,4 +70,104 @@ pub struct ServerArgs {
     /// Extra DNS names or IPs for the serving certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// Lifetime of leaf certificates (e.g. 168h, 7d, 90m); renewed at 2/3 of it.
+    #[arg(long, default_value = "168h", value_parser = parse_duration)]
+    pub cert_validity: std::time::Duration,
+}
+
+/// `30s`, `90m`, `168h`, `7d` (or a bare number of seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 90m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86400),
+        _ => return Err(format!("{s:?} is not a duration like 30s, 90m, 24h or 7d")),
+    };
+    if secs == 0 {
+        return Err("the duration must be positive".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CertArgs {
+    #[command(subcommand)]
+    pub command: CertCommand,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConnection {
+    /// The server's data directory (its admin kubeconfig is used unless --kubeconfig is given).
+    #[arg(
+        long,
+        default_value = "/var/lib/rampart/server",
+        env = "RAMPART_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Kubeconfig with system:masters credentials.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl ServerConnection {
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.kubeconfig
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.kubeconfig"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// List the certificates in a server's or agent's data directory and when they expire.
+    Check {
+        #[arg(
+            long,
+            default_value = "/var/lib/rampart/server",
+            env = "RAMPART_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Reissue certificates of the running server now (all, or the named services).
+    Rotate {
+        #[command(flatten)]
+        conn: ServerConnection,
+        /// A service: apiserver-serving, apiserver-kubelet-client, scheduler,
+        /// controller-manager, admin (repeatable).
+        #[arg(long = "service")]
+        services: Vec<String>,
+    },
+    /// Replace the cluster CA: new CA trusted alongside the old one, every certificate
+    /// reissued, nodes renew on their own, then the old CA is retired.
+    RotateCa {
+        #[command(flatten)]
+        conn: ServerConnection,
+        /// How long to wait for every node to renew before giving up (the rotation then
+        /// stays in its overlap phase; run the command again to finish it).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        /// Retire the old CA even if some nodes have not renewed (they are cut off).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Refuse a certificate from now on: by serial number, or every certificate of a node.
+    Revoke {
+        #[command(flatten)]
+        conn: ServerConnection,
+        /// Serial number in hex (as `rampart cert check` prints it).
+        #[arg(required_unless_present = "node", conflicts_with = "node")]
+        serial: Option<String>,
+        /// Revoke every certificate issued to this node so far.
+        #[arg(long)]
+        node: Option<String>,
+    },
 }

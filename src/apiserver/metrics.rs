@@ -110,6 +110,18 @@ impl Metrics {
         let _ = writeln!(out, "# HELP apiserver_registered_watchers Number of currently open watches.\n# TYPE apiserver_registered_watchers gauge\napiserver_registered_watchers {}", self.watches.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP rampart_store_revision Current store revision.\n# TYPE rampart_store_revision gauge\nrampart_store_revision {}", state.store.current_revision());
         let _ = writeln!(out, "# HELP rampart_store_compacted_revision Revision history is compacted to.\n# TYPE rampart_store_compacted_revision gauge\nrampart_store_compacted_revision {}", state.store.compacted_revision());
+        // Every certificate the server holds: seconds until it expires (alert on a low value;
+        // renewal normally keeps leaves above a third of their lifetime).
+        out.push_str("# HELP rampart_certificate_expiration_seconds Seconds until each certificate of the server's PKI expires.\n# TYPE rampart_certificate_expiration_seconds gauge\n");
+        let now = jiff::Timestamp::now().as_second();
+        for (name, info) in state.tls.authority().inventory() {
+            let _ = writeln!(
+                out,
+                "rampart_certificate_expiration_seconds{{name=\"{name}\",serial=\"{}\"}} {}",
+                info.serial,
+                info.not_after - now
+            );
+        }
         let mut resp = Response::new(full(out));
         resp.headers_mut().insert(
             http::header::CONTENT_TYPE,

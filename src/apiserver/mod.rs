@@ -20,6 +20,7 @@ mod hooks;
 pub mod merge;
 mod metrics;
 pub mod openapi;
+mod pki_ops;
 pub mod protobuf;
 mod rampart_api;
 mod registry;
@@ -37,7 +38,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::pki::Bundle;
 use crate::store::Backend;
 
 pub use status::ApiError;
@@ -48,9 +48,11 @@ pub struct Config {
     pub port: u16,
     /// The address clients are told to use (discovery's serverAddressByClientCIDRs).
     pub advertise_address: IpAddr,
-    pub pki: Bundle,
+    pub pki: Arc<crate::pki::Authority>,
     /// Bearer-token authenticators and per-request certificate checks.
     pub authn: crate::auth::authn::Authenticator,
+    /// The revocation list; the caller also puts it in `authn.cert_checks`.
+    pub revocations: Arc<crate::auth::revocation::Revocations>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +83,9 @@ pub(crate) struct State {
     pub store: Arc<dyn Backend>,
     pub registry: registry::Registry,
     pub metrics: metrics::Metrics,
-    pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    pub ca_pem: String,
+    pub tls: Arc<tls::Tls>,
+    pub revocations: Arc<crate::auth::revocation::Revocations>,
+    pub node_issuers: pki_ops::NodeIssuers,
     pub authn: crate::auth::authn::Authenticator,
     pub advertise: SocketAddr,
     pub ready: AtomicBool,
@@ -101,13 +104,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr) -> Result<(), String> + Send,
 ) -> Result<(), Error> {
-    let tls = tls::build(&cfg.pki)?;
+    let tls = Arc::new(tls::Tls::build(cfg.pki.clone())?);
     let state = Arc::new(State {
         store,
         registry: registry::Registry::new(),
         metrics: metrics::Metrics::default(),
-        client_verifier: tls.client_verifier.clone(),
-        ca_pem: cfg.pki.ca_pem.clone(),
+        tls: tls.clone(),
+        revocations: cfg.revocations.clone(),
+        node_issuers: pki_ops::NodeIssuers::default(),
         authn: cfg.authn.clone(),
         advertise: SocketAddr::new(cfg.advertise_address, cfg.port),
         ready: AtomicBool::new(false),
@@ -116,6 +120,9 @@ pub async fn run(
     bootstrap::run(&state)
         .await
         .map_err(|e| Error::Bootstrap(e.to_string()))?;
+    pki_ops::load_revocations(&state)
+        .await
+        .map_err(Error::Bootstrap)?;
     let addr = SocketAddr::new(cfg.bind_address, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -125,6 +132,6 @@ pub async fn run(
         .map_err(|source| Error::Bind { addr, source })?;
     state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     on_ready(bound).map_err(Error::Ready)?;
-    serve::accept_loop(listener, tls.config, state, shutdown).await;
+    serve::accept_loop(listener, tls.config.clone(), state, shutdown).await;
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
 use super::body::{error_response, text_response, Body};
@@ -56,18 +57,12 @@ pub(super) async fn accept_loop(
                     return;
                 }
             };
-            let identity: auth::authn::ConnIdentity = {
+            let chain: Option<Vec<CertificateDer<'static>>> = {
                 let (_, conn) = tls.get_ref();
-                match conn.peer_certificates() {
-                    Some(chain) => {
-                        let chain: Vec<_> = chain.iter().map(|c| c.clone().into_owned()).collect();
-                        auth::x509::authenticate(&state.client_verifier, &chain)
-                            .map_err(|e| e.to_string())
-                    }
-                    None => Err(auth::x509::Error::NoCertificate.to_string()),
-                }
+                conn.peer_certificates()
+                    .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
             };
-            let identity = Arc::new(identity);
+            let identity = Connection::new(chain, &state);
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 let identity = identity.clone();
@@ -84,10 +79,54 @@ pub(super) async fn accept_loop(
     }
 }
 
+/// A connection's client certificate and what it proved, re-verified whenever the PKI
+/// changes (renewal, CA rotation), so a certificate the cluster stopped trusting stops working
+/// on connections that were already open.
+struct Connection {
+    chain: Option<Vec<CertificateDer<'static>>>,
+    verified: std::sync::RwLock<(u64, auth::authn::ConnIdentity)>,
+}
+
+impl Connection {
+    fn new(chain: Option<Vec<CertificateDer<'static>>>, state: &State) -> Arc<Connection> {
+        let trust = state.tls.client_trust();
+        let id = Self::verify(chain.as_deref(), &trust);
+        Arc::new(Connection {
+            chain,
+            verified: std::sync::RwLock::new((trust.generation, id)),
+        })
+    }
+
+    fn verify(
+        chain: Option<&[CertificateDer<'static>]>,
+        trust: &super::tls::ClientTrust,
+    ) -> auth::authn::ConnIdentity {
+        match chain {
+            Some(chain) => auth::x509::authenticate(&trust.verifier, chain, &trust.intermediates)
+                .map_err(|e| e.to_string()),
+            None => Err(auth::x509::Error::NoCertificate.to_string()),
+        }
+    }
+
+    fn identity(&self, state: &State) -> auth::authn::ConnIdentity {
+        let trust = state.tls.client_trust();
+        if let Ok(v) = self.verified.read() {
+            if v.0 == trust.generation {
+                return v.1.clone();
+            }
+        }
+        let id = Self::verify(self.chain.as_deref(), &trust);
+        if let Ok(mut v) = self.verified.write() {
+            *v = (trust.generation, id.clone());
+        }
+        id
+    }
+}
+
 async fn handle(
     state: Arc<State>,
     peer: SocketAddr,
-    identity: Arc<auth::authn::ConnIdentity>,
+    identity: Arc<Connection>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -98,9 +137,17 @@ async fn handle(
 
     let response = if path == "/cacerts" && method == "GET" {
         // The one unauthenticated endpoint: the CA bundle, needed to pin it before joining.
-        text_response(200, state.ca_pem.clone())
+        text_response(200, state.tls.bundle_pem())
     } else {
-        match state.authn.authenticate(&identity, req.headers()).await {
+        let conn_identity = identity.identity(&state);
+        if let Ok(id) = &conn_identity {
+            state.node_issuers.observe(id);
+        }
+        match state
+            .authn
+            .authenticate(&conn_identity, req.headers())
+            .await
+        {
             Err(why) => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
             Ok(user) => {
                 let user = &user;

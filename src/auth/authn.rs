@@ -18,6 +18,8 @@ pub struct CertIdentity {
     pub user: UserInfo,
     /// Serial number, big-endian bytes as in the certificate.
     pub serial: Vec<u8>,
+    /// The issuer's distinguished name, raw DER (which signing CA issued it).
+    pub issuer: Vec<u8>,
     /// Validity, seconds since the epoch.
     pub not_before: i64,
     pub not_after: i64,

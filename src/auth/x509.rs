@@ -27,16 +27,22 @@ pub enum Error {
 pub fn authenticate(
     verifier: &Arc<dyn ClientCertVerifier>,
     chain: &[CertificateDer<'static>],
+    known_intermediates: &[CertificateDer<'static>],
 ) -> Result<CertIdentity, Error> {
-    let (leaf, intermediates) = chain.split_first().ok_or(Error::NoCertificate)?;
+    let (leaf, sent) = chain.split_first().ok_or(Error::NoCertificate)?;
+    // Clients may omit their intermediate (upstream's client-ca-file setups often do): the
+    // signing CAs we know complete the path; trust still ends at the anchors only.
+    let intermediates: Vec<CertificateDer<'static>> =
+        sent.iter().chain(known_intermediates).cloned().collect();
     verifier
-        .verify_client_cert(leaf, intermediates, UnixTime::now())
+        .verify_client_cert(leaf, &intermediates, UnixTime::now())
         .map_err(|e| Error::Untrusted(e.to_string()))?;
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| Error::BadSubject(e.to_string()))?;
     Ok(CertIdentity {
         user: identity(leaf)?,
         serial: parsed.raw_serial().to_vec(),
+        issuer: parsed.issuer().as_raw().to_vec(),
         not_before: parsed.validity().not_before.timestamp(),
         not_after: parsed.validity().not_after.timestamp(),
     })

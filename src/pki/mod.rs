@@ -1,37 +1,26 @@
-//! The cluster PKI: a certificate authority, the API server's serving certificate and the admin
-//! client certificate, created on first start under `DATA_DIR/pki/` and reused afterwards.
+//! The cluster PKI: a root CA, one signing CA per kind of certificate (server, client,
+//! kubelet serving), a service-account signing key, and the leaf identities of the control
+//! plane — created on first start under `DATA_DIR/pki/`, renewed automatically at 2/3 of their
+//! life, rotated on demand. The trust model and the file layout are in `pki/README.md`; the
+//! certificate profiles are data in `pki/profiles.yaml`.
 //!
-//! Invariants: private keys are ECDSA P-256, created on this host and written 0600 (the
-//! directory 0700) before anything else can read them; a file is never half-written (write to a
-//! temporary name, fsync, rename). The layout grows with the security model (intermediate
-//! signing CAs, per-component identities, rotation) without moving these files:
-//!
-//! ```text
-//! pki/ca.crt, ca.key                 cluster root CA (10 years)
-//! pki/apiserver-serving.crt, .key    TLS serving certificate of the API server
-//! pki/admin.crt, admin.key           CN=admin, O=system:masters client certificate
-//! ```
+//! Invariants: private keys are ECDSA P-256, created on the host that uses them and written
+//! 0600 (the directory 0700); a file is never half-written (temporary name, fsync, rename);
+//! a CA found in the directory before first start is used instead of generating one (bring
+//! your own CA).
 
+mod authority;
 mod files;
+pub mod inventory;
 mod issue;
 pub mod kubeconfig;
+pub mod profiles;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-pub use issue::{ClientIdentity, ServingNames};
-
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// `DATA_DIR/pki`.
-    pub dir: PathBuf,
-    /// DNS names and IPs the serving certificate must cover (beyond the built-in
-    /// `kubernetes.default.svc...` names, localhost and 127.0.0.1).
-    pub serving: ServingNames,
-    /// Lifetime of leaf certificates.
-    pub leaf_validity: Duration,
-}
+pub use authority::{Authority, Config, Leaf, Material};
+pub use issue::{pem_blocks, ServingNames};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,54 +40,32 @@ pub enum Error {
     KeyPermissions { path: PathBuf, mode: u32 },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("{0}")]
+    Profiles(String),
+    #[error("only one of {0} and {1} exists: a CA needs both its certificate and its key")]
+    HalfPair(PathBuf, PathBuf),
+    #[error("unknown service {0:?} (see `rampart cert check` for the names)")]
+    UnknownService(String),
+    #[error("unknown signer {0:?}")]
+    UnknownSigner(String),
+    #[error("a CA rotation is already in progress; finish it first")]
+    RotationInProgress,
+    #[error("no CA rotation is in progress")]
+    NoRotation,
 }
 
-/// The PEM material the API server needs, loaded or freshly created.
+/// A client certificate (with its chain) and its key, PEM.
 #[derive(Clone)]
-pub struct Bundle {
-    pub dir: PathBuf,
-    pub ca_pem: String,
-    pub serving_cert_pem: String,
-    pub serving_key_pem: String,
-    pub admin: ClientIdentity,
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
-impl std::fmt::Debug for Bundle {
+impl std::fmt::Debug for ClientIdentity {
     // Private keys never reach logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bundle")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+        f.write_str("ClientIdentity(..)")
     }
-}
-
-impl Bundle {
-    pub fn ca_path(&self) -> PathBuf {
-        self.dir.join("ca.crt")
-    }
-}
-
-/// Load the PKI from `cfg.dir`, creating whatever is missing.
-pub fn bootstrap(cfg: &Config) -> Result<Bundle, Error> {
-    files::ensure_private_dir(&cfg.dir)?;
-    let ca = issue::load_or_create_ca(&cfg.dir)?;
-    let (serving_cert_pem, serving_key_pem) =
-        issue::load_or_create_serving(&cfg.dir, &ca, &cfg.serving, cfg.leaf_validity)?;
-    let admin = issue::load_or_create_client(
-        &cfg.dir,
-        "admin",
-        "admin",
-        &["system:masters"],
-        &ca,
-        cfg.leaf_validity,
-    )?;
-    Ok(Bundle {
-        dir: cfg.dir.clone(),
-        ca_pem: ca.cert_pem.clone(),
-        serving_cert_pem,
-        serving_key_pem,
-        admin,
-    })
 }
 
 /// Every IP address of this host's interfaces (for serving-certificate SANs).

@@ -1,7 +1,9 @@
 //! Composition roots: each role wires components together and owns start order and shutdown.
 //! `anyhow` is allowed here (as in `main`): this is where component errors become messages.
 
+pub mod cert;
 pub mod logging;
+pub mod pki_maintenance;
 pub mod server;
 pub mod supervisor;
 
@@ -13,6 +15,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => {
             println!("rampart {}", env!("CARGO_PKG_VERSION"));
             Ok(())
+        }
+        Command::Cert(args) => {
+            logging::init(cli.log_format, "warn")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .worker_threads(2)
+                .build()?;
+            rt.block_on(cert::run(args))
         }
         Command::Server(args) => {
             logging::init(cli.log_format, &cli.log_level)?;

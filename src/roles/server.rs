@@ -16,9 +16,6 @@ use crate::store::{self, Backend, RocksBackend, RocksConfig};
 /// Where the API server stores Secrets (see `apiserver::storage`).
 const SECRETS_PREFIX: &str = "/registry/core/secrets/";
 
-/// Leaf certificates live a year until automatic rotation lands with the identity work.
-const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
-
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::from_signals().context("cannot install signal handlers")?;
     std::fs::create_dir_all(&args.data_dir)
@@ -61,12 +58,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !serving.ips.contains(&advertise) {
         serving.ips.push(advertise);
     }
-    let bundle = pki::bootstrap(&pki::Config {
+    let authority = pki::Authority::open(pki::Config {
         dir: args.data_dir.join("pki"),
         serving,
-        leaf_validity: LEAF_VALIDITY,
+        leaf_validity: args.cert_validity,
     })
     .context("cannot prepare the cluster PKI")?;
+    let revocations = Arc::new(crate::auth::revocation::Revocations::default());
+    let authn = crate::auth::authn::Authenticator {
+        tokens: Vec::new(),
+        cert_checks: vec![revocations.clone()],
+    };
 
     let compactor = tokio::spawn(store::compactor::run(
         backend.clone(),
@@ -78,40 +80,42 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         shutdown.clone().wait(),
     ));
 
+    // Point the kubeconfig at loopback when listening everywhere: it works on this host
+    // whatever its addresses, and the certificate covers 127.0.0.1.
+    let host = if args.bind_address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        args.bind_address
+    };
     let kubeconfig_path = args.data_dir.join("admin.kubeconfig");
-    let kc_bundle = bundle.clone();
-    let kc_path = kubeconfig_path.clone();
+    let maintenance_authority = authority.clone();
+    let maintenance_shutdown = shutdown.clone();
     apiserver::run(
         apiserver::Config {
             bind_address: args.bind_address,
             port: args.https_port,
             advertise_address: advertise,
-            pki: bundle,
-            authn: crate::auth::authn::Authenticator::default(),
+            pki: authority.clone(),
+            authn,
+            revocations,
         },
         backend.clone(),
         shutdown.clone().wait(),
         |bound| {
-            // Point the kubeconfig at loopback when listening everywhere: it works on this host
-            // whatever its addresses, and the certificate covers 127.0.0.1.
-            let host = if args.bind_address.is_unspecified() {
-                IpAddr::from([127, 0, 0, 1])
-            } else {
-                args.bind_address
+            let server_url = format!("https://{}", std::net::SocketAddr::new(host, bound.port()));
+            let cfg = super::pki_maintenance::Config {
+                kubeconfig: kubeconfig_path.clone(),
+                server_url,
             };
-            let server = format!("https://{}", std::net::SocketAddr::new(host, bound.port()));
-            let doc = pki::kubeconfig::render(
-                "rampart",
-                &server,
-                &kc_bundle.ca_pem,
-                "admin",
-                &kc_bundle.admin,
-            );
-            pki::kubeconfig::write(&kc_path, &doc)
-                .map_err(|e| format!("cannot write the admin kubeconfig: {e}"))?;
+            super::pki_maintenance::write_kubeconfig(&maintenance_authority, &cfg)?;
+            tokio::spawn(super::pki_maintenance::run(
+                maintenance_authority,
+                cfg,
+                maintenance_shutdown.wait(),
+            ));
             tracing::info!(
                 address = %bound,
-                kubeconfig = %kc_path.display(),
+                kubeconfig = %kubeconfig_path.display(),
                 "rampart server ready"
             );
             Ok(())

@@ -176,7 +176,7 @@ impl Server {
     }
 
     pub fn ca_pem(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("pki/ca.crt")).expect("ca")
+        std::fs::read_to_string(self.dir.path().join("pki/ca-bundle.crt")).expect("ca")
     }
 
     /// A raw HTTPS/1.1 request as admin (or with `identity`, or none).
