@@ -63,17 +63,36 @@ pub(super) async fn accept_loop(
                     .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
             };
             let identity = Connection::new(chain, &state);
+            let had_certificate = identity.chain.is_some();
+            let mut revocations = state.revocations.subscribe();
+            let mut pki_changes = state.tls.authority().subscribe();
+            let service_state = state.clone();
+            let service_identity = identity.clone();
             let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                let identity = identity.clone();
+                let state = service_state.clone();
+                let identity = service_identity.clone();
                 async move { Ok::<_, Infallible>(handle(state, peer, identity, req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            // A certificate revoked or no longer trusted (CA retired) ends the connections
+            // made with it — open watches included — instead of waiting for a reconnect.
+            loop {
+                tokio::select! {
+                    done = &mut conn => {
+                        if let Err(e) = done {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    r = revocations.changed() => { if r.is_err() { return; } }
+                    r = pki_changes.changed() => { if r.is_err() { return; } }
+                }
+                if had_certificate && !identity.still_valid(&state) {
+                    tracing::info!(%peer, "closing a connection whose client certificate is no longer valid");
+                    return;
+                }
             }
         });
     }
@@ -84,15 +103,21 @@ pub(super) async fn accept_loop(
 /// on connections that were already open.
 struct Connection {
     chain: Option<Vec<CertificateDer<'static>>>,
+    /// Chains are verified as of the handshake: expiry afterwards is checked per request
+    /// (`auth::authn`), so a watch opened before its certificate expired runs to its end,
+    /// while trust changes (a retired CA) still apply at once.
+    established: rustls::pki_types::UnixTime,
     verified: std::sync::RwLock<(u64, auth::authn::ConnIdentity)>,
 }
 
 impl Connection {
     fn new(chain: Option<Vec<CertificateDer<'static>>>, state: &State) -> Arc<Connection> {
         let trust = state.tls.client_trust();
-        let id = Self::verify(chain.as_deref(), &trust);
+        let established = rustls::pki_types::UnixTime::now();
+        let id = Self::verify(chain.as_deref(), &trust, established);
         Arc::new(Connection {
             chain,
+            established,
             verified: std::sync::RwLock::new((trust.generation, id)),
         })
     }
@@ -100,11 +125,23 @@ impl Connection {
     fn verify(
         chain: Option<&[CertificateDer<'static>]>,
         trust: &super::tls::ClientTrust,
+        at: rustls::pki_types::UnixTime,
     ) -> auth::authn::ConnIdentity {
         match chain {
-            Some(chain) => auth::x509::authenticate(&trust.verifier, chain, &trust.intermediates)
-                .map_err(|e| e.to_string()),
+            Some(chain) => {
+                auth::x509::authenticate(&trust.verifier, chain, &trust.intermediates, at)
+                    .map_err(|e| e.to_string())
+            }
             None => Err(auth::x509::Error::NoCertificate.to_string()),
+        }
+    }
+
+    /// Whether the certificate this connection authenticated with is still trusted and not
+    /// revoked (expiry alone does not end a connection; see `established`).
+    fn still_valid(&self, state: &State) -> bool {
+        match self.identity(state) {
+            Ok(id) => state.authn.cert_checks.iter().all(|c| c.check(&id).is_ok()),
+            Err(_) => false,
         }
     }
 
@@ -115,7 +152,7 @@ impl Connection {
                 return v.1.clone();
             }
         }
-        let id = Self::verify(self.chain.as_deref(), &trust);
+        let id = Self::verify(self.chain.as_deref(), &trust, self.established);
         if let Ok(mut v) = self.verified.write() {
             *v = (trust.generation, id.clone());
         }

@@ -66,9 +66,19 @@ pub fn valid_serial(s: &str) -> bool {
     !n.is_empty() && n.len() <= 80 && n.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Revocations {
     list: RwLock<Vec<Revocation>>,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Revocations {
+            list: RwLock::new(Vec::new()),
+            changes: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Revocations {
@@ -77,6 +87,12 @@ impl Revocations {
             Ok(mut l) => *l = list,
             Err(p) => *p.into_inner() = list,
         }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Notified after every change of the list.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn list(&self) -> Vec<Revocation> {

@@ -28,6 +28,7 @@ pub fn authenticate(
     verifier: &Arc<dyn ClientCertVerifier>,
     chain: &[CertificateDer<'static>],
     known_intermediates: &[CertificateDer<'static>],
+    at: UnixTime,
 ) -> Result<CertIdentity, Error> {
     let (leaf, sent) = chain.split_first().ok_or(Error::NoCertificate)?;
     // Clients may omit their intermediate (upstream's client-ca-file setups often do): the
@@ -35,7 +36,7 @@ pub fn authenticate(
     let intermediates: Vec<CertificateDer<'static>> =
         sent.iter().chain(known_intermediates).cloned().collect();
     verifier
-        .verify_client_cert(leaf, &intermediates, UnixTime::now())
+        .verify_client_cert(leaf, &intermediates, at)
         .map_err(|e| Error::Untrusted(e.to_string()))?;
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| Error::BadSubject(e.to_string()))?;

@@ -41,6 +41,18 @@ impl Server {
         s
     }
 
+    /// Start on a prepared data directory (e.g. one holding the user's own CA).
+    pub fn start_in(dir: tempfile::TempDir) -> Server {
+        let mut s = Server {
+            dir,
+            port: free_port(),
+            child: None,
+            extra_args: Vec::new(),
+        };
+        s.boot();
+        s
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -177,6 +189,44 @@ impl Server {
 
     pub fn ca_pem(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pki/ca-bundle.crt")).expect("ca")
+    }
+
+    /// A raw request trusting only `ca_pem` (e.g. a bundle saved before a CA rotation).
+    pub fn raw_with_ca(&self, ca_pem: &str, req: Raw<'_>) -> RawResponse {
+        let identity = match req.identity {
+            Identity::Admin => Some(self.admin_identity()),
+            Identity::None => None,
+            Identity::Pem(cert, key) => Some((cert.to_string(), key.to_string())),
+        };
+        raw_request(self.port, ca_pem, identity, &req)
+    }
+
+    /// Whether a TLS handshake trusting only `ca_pem` succeeds.
+    pub fn handshake_ok(&self, ca_pem: &str) -> bool {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
+            let _ = roots.add(c);
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = ServerName::try_from("127.0.0.1").expect("server name");
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("tls client");
+        let Ok(mut sock) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        while conn.is_handshaking() {
+            if conn.complete_io(&mut sock).is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// A raw HTTPS/1.1 request as admin (or with `identity`, or none).
