@@ -51,6 +51,8 @@ pub struct Config {
     pub pki: Bundle,
     /// Bearer-token authenticators and per-request certificate checks.
     pub authn: crate::auth::authn::Authenticator,
+    /// The secrets encryption key rotation controller (`/rampart/v1/secrets-encrypt/...`).
+    pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,7 @@ pub(crate) struct State {
     pub ready: AtomicBool,
     /// Upstream's max-in-flight filter: non-watch requests beyond this get 429.
     pub inflight: tokio::sync::Semaphore,
+    pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -112,6 +115,7 @@ pub async fn run(
         advertise: SocketAddr::new(cfg.advertise_address, cfg.port),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),
+        encryption: cfg.encryption.clone(),
     });
     bootstrap::run(&state)
         .await

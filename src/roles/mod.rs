@@ -2,6 +2,7 @@
 //! `anyhow` is allowed here (as in `main`): this is where component errors become messages.
 
 pub mod logging;
+pub mod secrets_encrypt;
 pub mod server;
 pub mod supervisor;
 
@@ -21,6 +22,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .thread_name("rampart")
                 .build()?;
             rt.block_on(server::run(args))
+        }
+        Command::SecretsEncrypt(cmd) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(secrets_encrypt::run(cmd))
         }
     }
 }
