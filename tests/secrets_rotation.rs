@@ -189,7 +189,9 @@ fn kill_nine_during_rotation_never_loses_a_secret() {
     }
     eprintln!("stages at kill time: {stages:?}; left a temporary key file: {mid_file_write}");
     assert!(
-        stages.iter().any(|st| st == "re-encrypting" || st == "key-added"),
+        stages
+            .iter()
+            .any(|st| st == "re-encrypting" || st == "key-added"),
         "no kill landed mid-rotation: {stages:?}"
     );
     // The last rotation finishes on its own after the restart.
@@ -285,7 +287,11 @@ fn bad_requests_get_statuses_and_a_corrupt_key_file_stops_the_server() {
         });
         expect_status(&r, 403, "Forbidden");
     }
-    assert_eq!(status(&s)["stage"], "idle", "a refused request changed nothing");
+    assert_eq!(
+        status(&s)["stage"],
+        "idle",
+        "a refused request changed nothing"
+    );
 
     let first = s.raw(Raw::send(POST, ROTATE, "application/json", b""));
     assert_eq!(first.status, 202);

@@ -111,7 +111,7 @@ fn print(status: &Value, output: OutputFormat) -> anyhow::Result<()> {
         println!("{:<16}{}", "Last error:", err);
     }
     println!();
-    println!("{:<12}{}", "KEY ID", "OBJECTS");
+    println!("{:<12}OBJECTS", "KEY ID");
     if let Some(objects) = status["objects"].as_object() {
         for (id, n) in objects {
             println!("{:<12}{}", id, n.as_u64().unwrap_or(0));

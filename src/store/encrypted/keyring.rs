@@ -232,7 +232,10 @@ impl Keyring {
             if r.stage != Stage::Done && !file.keys.iter().any(|k| k.id == r.to) {
                 return Err(bad(
                     &path,
-                    format!("the rotation names key {}, which is not among the keys", r.to),
+                    format!(
+                        "the rotation names key {}, which is not among the keys",
+                        r.to
+                    ),
                 ));
             }
             if r.stage == Stage::ReEncrypting && file.write != r.to {
@@ -425,11 +428,12 @@ mod tests {
         assert_eq!(again.open("/k", &old).unwrap(), Bytes::from_static(b"v"));
         assert_eq!(again.open("/k", &new).unwrap(), Bytes::from_static(b"v"));
         // A change that would leave no write key is refused and changes nothing.
-        assert!(ring.commit(|f| {
-            f.keys.clear();
-            Ok(())
-        })
-        .is_err());
+        assert!(ring
+            .commit(|f| {
+                f.keys.clear();
+                Ok(())
+            })
+            .is_err());
         assert_eq!(ring.snapshot().write_id(), "key2");
     }
 }

@@ -27,9 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{
-    Backend, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, WatchStream,
-};
+use super::{Backend, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, WatchStream};
 
 pub use keyring::Keyring;
 pub use rotation::Rotation;
