@@ -165,6 +165,22 @@ fn kill_nine_during_rotation_never_loses_a_secret() {
     let mut s = Server::start();
     let mut want = create_secrets(&s, 300);
     let mut rng = rand::rng();
+    // First, a kill in the middle of a key-file write (temporary file written, not renamed).
+    let tmp = s.data_dir().join("encryption/keys.json.tmp");
+    let r = s.raw(Raw::send(POST, ROTATE, "application/json", b""));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        eventually(Duration::from_secs(20), || tmp.exists()),
+        "no key-file write seen"
+    );
+    kill9(&mut s);
+    eprintln!(
+        "temporary key file left by the first kill: {}",
+        tmp.exists()
+    );
+    s.boot();
+    assert_secrets(&s, &want);
+
     let mut stages = Vec::new();
     let mut mid_file_write = 0;
     for cycle in 0..10 {
@@ -178,7 +194,7 @@ fn kill_nine_during_rotation_never_loses_a_secret() {
         let value = format!("changed-{cycle}");
         s.ok_in(&["replace", "-f", "-"], &secret_yaml(&name, &value));
         want.insert(name, value);
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..2000)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..2500)));
         stages.push(status(&s)["stage"].as_str().unwrap_or("").to_string());
         kill9(&mut s);
         if s.data_dir().join("encryption/keys.json.tmp").exists() {

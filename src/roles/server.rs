@@ -36,7 +36,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let keyring = Arc::new(
         store::encrypted::Keyring::load_or_create(&args.data_dir.join("encryption"))
             .context("cannot load the secrets encryption keys")?
-            .with_file_delay(rotation_delay / 2),
+            .with_file_delay(rotation_delay),
     );
     let encrypted_prefixes = vec![SECRETS_PREFIX.to_string()];
     let backend: Arc<dyn Backend> = Arc::new(store::encrypted::EncryptedBackend::new(
