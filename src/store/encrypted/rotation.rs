@@ -528,7 +528,7 @@ mod tests {
                     }
                     let extra = format!("/s/x{n}");
                     let rev = wrapped.create(&extra, Bytes::from("x")).await.unwrap();
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         wrapped.delete(&extra, rev).await.unwrap();
                     } else {
                         acked.insert(extra, Bytes::from("x"));
