@@ -30,7 +30,9 @@ fn kubeconfig(target: &AdminTarget) -> PathBuf {
 fn one_line(e: kube::Error) -> anyhow::Error {
     match e {
         kube::Error::Api(status) => anyhow::anyhow!("{} ({})", status.message, status.code),
-        other => anyhow::anyhow!("{other}"),
+        other => {
+            anyhow::anyhow!("cannot reach the API server (is rampart server running?): {other}")
+        }
     }
 }
 

@@ -25,7 +25,12 @@
 //! events with unchanged content, exactly as upstream's documented procedure
 //! (`kubectl get secrets -A -o json | kubectl replace -f -`) does. The compaction at the end
 //! makes watches resuming from before the rotation answer 410 Gone; clients re-list, as they do
-//! after any compaction.
+//! after any compaction. (A watcher so far behind that it still holds an old-key event when the
+//! key is dropped gets an error instead, and re-lists the same way.)
+//!
+//! A value that cannot be opened (tampered, or under a key the file no longer has) stops the
+//! pass; the rotation retries with backoff and reports the error in its status until an operator
+//! deletes or restores that object. The old key stays readable meanwhile.
 
 use std::collections::BTreeMap;
 use std::future::Future;
