@@ -44,7 +44,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         keyring.clone(),
         encrypted_prefixes.clone(),
     ));
-    // Resumes a rotation a crash interrupted, before anything else reads the keys.
+    // Resumes a rotation a crash interrupted (safe alongside API traffic), then runs new ones.
     let rotation = store::encrypted::Rotation::new(store::encrypted::rotation::Config {
         inner: Arc::new(rocks.clone()),
         keyring,
