@@ -37,6 +37,50 @@ pub enum Command {
     Cert(CertArgs),
     /// Print the version.
     Version,
+    /// Secrets encryption at rest: key status and crash-safe key rotation.
+    #[command(subcommand)]
+    SecretsEncrypt(SecretsEncryptCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsEncryptCommand {
+    /// Show the write key, readable keys, rotation stage and objects per key.
+    Status {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Output format: a short table (default) or the JSON document.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Add a new key, make it the write key, re-encrypt every secret, drop the old key.
+    RotateKeys {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Wait until the rotation is done (otherwise it continues in the background).
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// Which cluster an admin tool talks to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminTarget {
+    /// Admin kubeconfig (default: DATA_DIR/admin.kubeconfig).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The server's data directory, to find its admin kubeconfig.
+    #[arg(
+        long,
+        default_value = "/var/lib/rampart/server",
+        env = "RAMPART_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]

@@ -53,6 +53,8 @@ pub struct Config {
     pub authn: crate::auth::authn::Authenticator,
     /// The revocation list; the caller also puts it in `authn.cert_checks`.
     pub revocations: Arc<crate::auth::revocation::Revocations>,
+    /// The secrets encryption key rotation controller (`/rampart/v1/secrets-encrypt/...`).
+    pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,7 @@ pub(crate) struct State {
     pub ready: AtomicBool,
     /// Upstream's max-in-flight filter: non-watch requests beyond this get 429.
     pub inflight: tokio::sync::Semaphore,
+    pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -116,6 +119,7 @@ pub async fn run(
         advertise: SocketAddr::new(cfg.advertise_address, cfg.port),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),
+        encryption: cfg.encryption.clone(),
     });
     bootstrap::run(&state)
         .await

@@ -15,6 +15,9 @@ use super::status::ApiError;
 use super::State;
 use crate::auth::UserInfo;
 
+const ENCRYPT_STATUS: &str = "/rampart/v1/secrets-encrypt/status";
+const ENCRYPT_ROTATE: &str = "/rampart/v1/secrets-encrypt/rotate-keys";
+
 pub(super) async fn serve(
     state: &Arc<State>,
     user: &UserInfo,
@@ -53,10 +56,46 @@ pub(super) async fn serve(
         ("POST", "/rampart/v1/certificates/revocations") => {
             done(pki_ops::revoke(state, &body).await)
         }
+        ("GET", ENCRYPT_STATUS) | ("POST", ENCRYPT_ROTATE) => secrets_encrypt(state, path).await,
+        (_, ENCRYPT_STATUS) | (_, ENCRYPT_ROTATE) => error_response(&ApiError::method_not_allowed(
+            format!("{method} is not supported on {path}"),
+        )),
         _ => error_response(&ApiError::new(
             404,
             "NotFound",
             format!("{method} {path}: no such operation"),
         )),
+    }
+}
+
+/// Secrets encryption: `GET .../status` reports keys and rotation; `POST .../rotate-keys` starts
+/// a rotation in the background (202 with the status; 409 if one is already running).
+async fn secrets_encrypt(state: &Arc<State>, path: &str) -> Response<Body> {
+    use crate::store::encrypted::rotation::Error;
+    let Some(rotation) = &state.encryption else {
+        return error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "secrets encryption is not enabled on this server",
+        ));
+    };
+    let (result, code) = if path == ENCRYPT_ROTATE {
+        (rotation.start().await, 202)
+    } else {
+        (rotation.status().await, 200)
+    };
+    match result {
+        Ok(status) => match serde_json::to_value(&status) {
+            Ok(v) => json_response(code, &v),
+            Err(e) => error_response(&ApiError::internal(e.to_string())),
+        },
+        Err(Error::AlreadyRunning) => error_response(&ApiError::new(
+            409,
+            "Conflict",
+            "a secrets encryption key rotation is already running; see rampart secrets-encrypt status",
+        )),
+        Err(e) => error_response(&ApiError::internal(format!(
+            "secrets encryption: {e}"
+        ))),
     }
 }

@@ -4,6 +4,7 @@
 pub mod cert;
 pub mod logging;
 pub mod pki_maintenance;
+pub mod secrets_encrypt;
 pub mod server;
 pub mod supervisor;
 
@@ -31,6 +32,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .thread_name("rampart")
                 .build()?;
             rt.block_on(server::run(args))
+        }
+        Command::SecretsEncrypt(cmd) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(secrets_encrypt::run(cmd))
         }
     }
 }

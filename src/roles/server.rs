@@ -24,13 +24,32 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let rocks = RocksBackend::open(RocksConfig::new(&store_dir))
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
     // Secrets are encrypted at rest by default (AES-256-GCM, keys 0600 in DATA_DIR/encryption).
-    let keyring = store::encrypted::Keyring::load_or_create(&args.data_dir.join("encryption"))
-        .context("cannot load the secrets encryption keys")?;
+    // Test hook: slow key rotation down so tests can kill the server mid-rotation.
+    let rotation_delay = std::env::var("RAMPART_TEST_ROTATION_BATCH_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_default();
+    let keyring = Arc::new(
+        store::encrypted::Keyring::load_or_create(&args.data_dir.join("encryption"))
+            .context("cannot load the secrets encryption keys")?
+            .with_file_delay(rotation_delay),
+    );
+    let encrypted_prefixes = vec![SECRETS_PREFIX.to_string()];
     let backend: Arc<dyn Backend> = Arc::new(store::encrypted::EncryptedBackend::new(
         Arc::new(rocks.clone()),
-        keyring,
-        vec![SECRETS_PREFIX.to_string()],
+        keyring.clone(),
+        encrypted_prefixes.clone(),
     ));
+    // Resumes a rotation a crash interrupted (safe alongside API traffic), then runs new ones.
+    let rotation = store::encrypted::Rotation::new(store::encrypted::rotation::Config {
+        inner: Arc::new(rocks.clone()),
+        keyring,
+        prefixes: encrypted_prefixes,
+        batch_size: 100,
+        batch_delay: rotation_delay,
+    });
+    let rotation_task = tokio::spawn(rotation.clone().run(shutdown.clone().wait()));
     tracing::info!(
         data_dir = %args.data_dir.display(),
         revision = backend.current_revision(),
@@ -98,6 +117,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             pki: authority.clone(),
             authn,
             revocations,
+            encryption: Some(rotation),
         },
         backend.clone(),
         shutdown.clone().wait(),
@@ -127,6 +147,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "compactor stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "compactor task failed"),
+    }
+    match rotation_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "key rotation stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "key rotation task failed"),
     }
     drop(backend);
     drop(rocks);
