@@ -24,6 +24,7 @@ pub mod protobuf;
 mod rampart_api;
 mod registry;
 mod request;
+pub mod sa_tokens;
 mod serve;
 mod services;
 mod status;
@@ -51,6 +52,8 @@ pub struct Config {
     pub pki: Bundle,
     /// Bearer-token authenticators and per-request certificate checks.
     pub authn: crate::auth::authn::Authenticator,
+    /// The service-account token issuer (TokenRequest, OIDC discovery); `None` disables both.
+    pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,7 @@ pub(crate) struct State {
     pub client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     pub ca_pem: String,
     pub authn: crate::auth::authn::Authenticator,
+    pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
     pub advertise: SocketAddr,
     pub ready: AtomicBool,
     /// Upstream's max-in-flight filter: non-watch requests beyond this get 429.
@@ -109,6 +113,7 @@ pub async fn run(
         client_verifier: tls.client_verifier.clone(),
         ca_pem: cfg.pki.ca_pem.clone(),
         authn: cfg.authn.clone(),
+        service_accounts: cfg.service_accounts.clone(),
         advertise: SocketAddr::new(cfg.advertise_address, cfg.port),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),

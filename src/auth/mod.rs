@@ -7,6 +7,8 @@
 //! admit → store) is already in place for them.
 
 pub mod authn;
+pub mod oidc;
+pub mod serviceaccount;
 pub mod x509;
 
 /// An authenticated identity, as upstream's `user.Info`.

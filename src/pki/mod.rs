@@ -129,3 +129,20 @@ pub fn hostname() -> Option<String> {
         .and_then(|h| h.into_string().ok())
         .filter(|h| !h.is_empty())
 }
+
+/// The controller manager's client certificate (`CN=system:kube-controller-manager`), loaded or
+/// issued by the cluster CA in `dir`. Interim: the PKI rewrite replaces it with its own profile.
+pub fn controller_manager_identity(
+    dir: &std::path::Path,
+    lifetime: Duration,
+) -> Result<ClientIdentity, Error> {
+    let ca = issue::load_or_create_ca(dir)?;
+    issue::load_or_create_client(
+        dir,
+        "controller-manager",
+        "system:kube-controller-manager",
+        &[],
+        &ca,
+        lifetime,
+    )
+}

@@ -1,6 +1,7 @@
 //! Composition roots: each role wires components together and owns start order and shutdown.
 //! `anyhow` is allowed here (as in `main`): this is where component errors become messages.
 
+mod auth;
 pub mod logging;
 pub mod server;
 pub mod supervisor;

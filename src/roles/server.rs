@@ -78,6 +78,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         shutdown.clone().wait(),
     ));
 
+    let pki_dir = args.data_dir.join("pki");
+    let (sa_issuer, authn) = super::auth::build(&args.auth, &pki_dir, backend.clone())?;
+
     let kubeconfig_path = args.data_dir.join("admin.kubeconfig");
     let kc_bundle = bundle.clone();
     let kc_path = kubeconfig_path.clone();
@@ -87,7 +90,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             port: args.https_port,
             advertise_address: advertise,
             pki: bundle,
-            authn: crate::auth::authn::Authenticator::default(),
+            authn,
+            service_accounts: Some(sa_issuer),
         },
         backend.clone(),
         shutdown.clone().wait(),
@@ -114,7 +118,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 kubeconfig = %kc_path.display(),
                 "rampart server ready"
             );
-            Ok(())
+            super::auth::start_controllers(
+                &pki_dir,
+                &kc_bundle.ca_pem,
+                bound,
+                LEAF_VALIDITY,
+                shutdown.clone().wait(),
+            )
         },
     )
     .await
