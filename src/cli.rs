@@ -32,7 +32,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Print the version.
     Version,
 }

@@ -136,7 +136,9 @@ pub(super) async fn token_request(
         body::decode(&media, &raw)?
     };
     if !req.is_object() {
-        return Err(ApiError::bad_request("the request body must be a TokenRequest"));
+        return Err(ApiError::bad_request(
+            "the request body must be a TokenRequest",
+        ));
     }
     let tri = token_request_ri();
     let mut causes = Vec::new();
@@ -148,20 +150,25 @@ pub(super) async fn token_request(
             ));
         }
     }
-    if let Some(n) = req["metadata"]["namespace"].as_str().filter(|n| !n.is_empty()) {
+    if let Some(n) = req["metadata"]["namespace"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+    {
         if n != ns {
             causes.push((
                 "metadata.namespace".into(),
-                format!("Invalid value: {n:?}: must match the service account namespace if specified"),
+                format!(
+                    "Invalid value: {n:?}: must match the service account namespace if specified"
+                ),
             ));
         }
     }
     let spec = &req["spec"];
     let expiration = match &spec["expirationSeconds"] {
         Value::Null => DEFAULT_EXPIRATION,
-        v => v.as_i64().ok_or_else(|| {
-            ApiError::bad_request("spec.expirationSeconds must be an integer")
-        })?,
+        v => v
+            .as_i64()
+            .ok_or_else(|| ApiError::bad_request("spec.expirationSeconds must be an integer"))?,
     };
     if expiration < MIN_EXPIRATION {
         causes.push((
@@ -172,7 +179,9 @@ pub(super) async fn token_request(
     if expiration > MAX_EXPIRATION {
         causes.push((
             "spec.expirationSeconds".into(),
-            format!("Invalid value: {expiration}: may not specify a duration larger than 2^32 seconds"),
+            format!(
+                "Invalid value: {expiration}: may not specify a duration larger than 2^32 seconds"
+            ),
         ));
     }
     let audiences: Vec<String> = match &spec["audiences"] {
@@ -274,7 +283,11 @@ async fn bind(ctx: &Ctx, request: &mut token::Request, bound: &mut Value) -> Api
             vec![("spec.boundObjectRef.name".into(), "Required value".into())],
         ));
     }
-    let ns = if ri.namespaced { request.namespace.as_str() } else { "" };
+    let ns = if ri.namespaced {
+        request.namespace.as_str()
+    } else {
+        ""
+    };
     let store = ctx.state.store.as_ref();
     let key = super::storage::key(&ri, ns, &obj_name);
     let obj = get(store, &key)

@@ -139,8 +139,9 @@ impl Authenticator {
             let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
-                .map_err(|e| err(e.to_string()))?;
+            let name =
+                rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                    .map_err(|e| err(e.to_string()))?;
             let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
                 .connect(name, tcp)
                 .await
@@ -154,11 +155,17 @@ impl Authenticator {
             });
             let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
             let req = http::Request::get(path)
-                .header(http::header::HOST, uri.authority().map(|a| a.as_str()).unwrap_or(""))
+                .header(
+                    http::header::HOST,
+                    uri.authority().map(|a| a.as_str()).unwrap_or(""),
+                )
                 .header(http::header::ACCEPT, "application/json")
                 .body(Empty::<bytes::Bytes>::new())
                 .map_err(|e| err(e.to_string()))?;
-            let resp = sender.send_request(req).await.map_err(|e| err(e.to_string()))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| err(e.to_string()))?;
             if !resp.status().is_success() {
                 return Err(err(format!("HTTP {}", resp.status())));
             }
@@ -210,7 +217,9 @@ impl Authenticator {
     /// The cached keys, fetched now if there are none or `force` (rate-limited).
     async fn keys(&self, force: bool) -> Arc<Vec<Key>> {
         let mut cache = self.cache.lock().await;
-        let stale = cache.fetched.is_none_or(|t| t.elapsed() >= REFRESH_INTERVAL);
+        let stale = cache
+            .fetched
+            .is_none_or(|t| t.elapsed() >= REFRESH_INTERVAL);
         if (cache.keys.is_empty() || force) && stale {
             cache.fetched = Some(Instant::now());
             match self.fetch_keys().await {
@@ -235,7 +244,13 @@ impl Authenticator {
             .is_some_and(|c| c["iss"].as_str() == Some(self.cfg.issuer_url.as_str()))
     }
 
-    fn verify_with(&self, token: &str, alg: Algorithm, keys: &[Key], kid: Option<&str>) -> Option<Result<Value, String>> {
+    fn verify_with(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        keys: &[Key],
+        kid: Option<&str>,
+    ) -> Option<Result<Value, String>> {
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
@@ -243,7 +258,10 @@ impl Authenticator {
         validation.set_audience(&[&self.cfg.client_id]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let mut last = None;
-        for k in keys.iter().filter(|k| kid.is_none() || k.kid.as_deref() == kid) {
+        for k in keys
+            .iter()
+            .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
+        {
             match jsonwebtoken::decode::<Value>(token, &k.key, &validation) {
                 Ok(data) => return Some(Ok(data.claims)),
                 Err(e) => last = Some(describe(&e)),
@@ -273,7 +291,9 @@ impl Authenticator {
                     for g in a {
                         groups.push(
                             g.as_str()
-                                .ok_or_else(|| format!("oidc: the {gc} claim is not a list of strings"))?
+                                .ok_or_else(|| {
+                                    format!("oidc: the {gc} claim is not a list of strings")
+                                })?
                                 .to_string(),
                         );
                     }
@@ -320,7 +340,9 @@ impl TokenAuthenticator for Authenticator {
         }
         let kid = header.kid.as_deref();
         let mut keys = self.keys(false).await;
-        let known = keys.iter().any(|k| kid.is_none() || k.kid.as_deref() == kid);
+        let known = keys
+            .iter()
+            .any(|k| kid.is_none() || k.kid.as_deref() == kid);
         if !known {
             keys = self.keys(true).await;
         }
@@ -358,7 +380,10 @@ mod tests {
         assert_eq!(u.groups, vec!["oidc:x", "oidc:y", "system:authenticated"]);
         assert_eq!(auth("email", None).map_user(&claims).unwrap().name, "a@b.c");
         assert_eq!(auth("sub", Some("-")).map_user(&claims).unwrap().name, "u1");
-        assert_eq!(auth("sub", Some("o:")).map_user(&claims).unwrap().name, "o:u1");
+        assert_eq!(
+            auth("sub", Some("o:")).map_user(&claims).unwrap().name,
+            "o:u1"
+        );
     }
 
     #[test]

@@ -61,7 +61,10 @@ pub(super) fn terminating(ns: &Namespace) -> bool {
             .is_some_and(|p| p == "Terminating")
 }
 
-async fn reconcile(ns: Arc<Namespace>, client: Arc<kube::Client>) -> Result<Action, ReconcileError> {
+async fn reconcile(
+    ns: Arc<Namespace>,
+    client: Arc<kube::Client>,
+) -> Result<Action, ReconcileError> {
     let Some(name) = ns.metadata.name.as_deref() else {
         return Ok(Action::await_change());
     };

@@ -30,10 +30,12 @@ pub fn build(
         &args.service_account_jwks_uri,
     ));
     let mut authn = authn::Authenticator::default();
-    authn.tokens.push(Arc::new(serviceaccount::Authenticator::new(
-        issuer.clone(),
-        Arc::new(apiserver::sa_tokens::StoreLookup::new(store)),
-    )));
+    authn
+        .tokens
+        .push(Arc::new(serviceaccount::Authenticator::new(
+            issuer.clone(),
+            Arc::new(apiserver::sa_tokens::StoreLookup::new(store)),
+        )));
     if let Some(url) = &args.oidc_issuer_url {
         let ca_pem = match &args.oidc_ca_file {
             Some(p) => Some(

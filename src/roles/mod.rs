@@ -21,7 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .thread_name("rampart")
                 .build()?;
-            rt.block_on(server::run(args))
+            rt.block_on(server::run(*args))
         }
     }
 }
