@@ -290,6 +290,25 @@ fn revoked_mis_addressed_and_forged_tokens_are_refused() {
     s.ok(&["-n", "apps", "run", "web", "--image=nginx"]);
     refused(&s, &bound, "bound pod recreated");
 
+    // Bound to a node that is then deleted.
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}).to_string();
+    let r = s.raw(Raw::send(
+        "POST",
+        "/api/v1/nodes",
+        "application/json",
+        node.as_bytes(),
+    ));
+    assert_eq!(r.status, 201);
+    let on_node = create_token(
+        &s,
+        "apps",
+        "robot",
+        &["--bound-object-kind", "Node", "--bound-object-name", "n1"],
+    );
+    assert_eq!(bearer_get(&s, &on_node, "/api/v1/namespaces").0, 200);
+    s.ok(&["delete", "node", "n1"]);
+    refused(&s, &on_node, "bound node deleted");
+
     // The service account deleted and recreated under the same name.
     let token = create_token(&s, "apps", "robot", &[]);
     assert_eq!(bearer_get(&s, &token, "/api/v1/namespaces").0, 200);

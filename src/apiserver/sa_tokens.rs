@@ -31,12 +31,18 @@ const DEFAULT_EXPIRATION: i64 = 3600;
 const DELETION_LEEWAY: i64 = 60;
 
 /// Reads an object's JSON straight from the store (no resourceVersion needed here).
-async fn get(store: &dyn Backend, key: &str) -> Result<Option<Value>, String> {
-    let kv = store
-        .get(key, None)
-        .await
-        .map_err(|_| "cannot verify the service account token right now".to_string())?;
+async fn get(store: &dyn Backend, key: &str) -> Result<Option<Value>, crate::store::Error> {
+    let kv = store.get(key, None).await?;
     Ok(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
+}
+
+/// [`get`] for the authenticator: a store failure refuses the token (fail closed) with a
+/// message that says nothing about the store.
+async fn get_for_authn(store: &dyn Backend, key: &str) -> Result<Option<Value>, String> {
+    get(store, key).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot check a service account token against the store");
+        "cannot verify the service account token right now".to_string()
+    })
 }
 
 fn uid_of(obj: &Value) -> &str {
@@ -64,18 +70,18 @@ impl serviceaccount::Lookup for StoreLookup {
         let same = |obj: Option<Value>, r: &Ref| obj.filter(|o| uid_of(o) == r.uid);
         let sa = &c.serviceaccount;
         let key = format!("/registry/core/serviceaccounts/{ns}/{}", sa.name);
-        if same(get(store, &key).await?, sa).is_none() {
+        if same(get_for_authn(store, &key).await?, sa).is_none() {
             return Err(INVALIDATED.into());
         }
         if let Some(secret) = &c.secret {
             let key = format!("/registry/core/secrets/{ns}/{}", secret.name);
-            if same(get(store, &key).await?, secret).is_none() {
+            if same(get_for_authn(store, &key).await?, secret).is_none() {
                 return Err(INVALIDATED.into());
             }
         }
         if let Some(pod) = &c.pod {
             let key = format!("/registry/core/pods/{ns}/{}", pod.name);
-            let Some(obj) = same(get(store, &key).await?, pod) else {
+            let Some(obj) = same(get_for_authn(store, &key).await?, pod) else {
                 return Err(INVALIDATED.into());
             };
             if let Some(when) = obj["metadata"]["deletionTimestamp"]
@@ -91,7 +97,7 @@ impl serviceaccount::Lookup for StoreLookup {
         // node only for tokens bound to the node itself).
         if let (Some(node), None) = (&c.node, &c.pod) {
             let key = format!("/registry/core/nodes/{}", node.name);
-            if same(get(store, &key).await?, node).is_none() {
+            if same(get_for_authn(store, &key).await?, node).is_none() {
                 return Err(INVALIDATED.into());
             }
         }
@@ -292,7 +298,7 @@ async fn bind(ctx: &Ctx, request: &mut token::Request, bound: &mut Value) -> Api
     let key = super::storage::key(&ri, ns, &obj_name);
     let obj = get(store, &key)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::from_store(e, &ri, &obj_name))?
         .ok_or_else(|| ApiError::not_found(&ri, &obj_name))?;
     let uid = uid_of(&obj).to_string();
     if !want_uid.is_empty() && want_uid != uid {
