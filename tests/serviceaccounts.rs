@@ -467,6 +467,7 @@ mod oidc_issuer {
         pub ca_file: tempfile::NamedTempFile,
         pub signing: jsonwebtoken::EncodingKey,
         pub kid: String,
+        pub rsa_signing: jsonwebtoken::EncodingKey,
         _rt: tokio::runtime::Runtime,
     }
 
@@ -490,9 +491,17 @@ mod oidc_issuer {
         let raw = sign_key.public_key_raw();
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let kid = "test-key-1".to_string();
+        // Most providers sign with RS256: a second, RSA key.
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::traits::PublicKeyParts;
+        let rsa_key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let rsa_signing =
+            jsonwebtoken::EncodingKey::from_rsa_der(rsa_key.to_pkcs1_der().unwrap().as_bytes());
         let jwks = json!({"keys": [
             {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
-             "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}
+             "x": b64(&raw[1..33]), "y": b64(&raw[33..65])},
+            {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "rsa-1",
+             "n": b64(&rsa_key.n().to_bytes_be()), "e": b64(&rsa_key.e().to_bytes_be())},
         ]});
 
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -567,6 +576,7 @@ mod oidc_issuer {
             ca_file,
             signing,
             kid,
+            rsa_signing,
             _rt: rt,
         }
     }
@@ -576,6 +586,12 @@ mod oidc_issuer {
             let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
             h.kid = Some(self.kid.clone());
             jsonwebtoken::encode(&h, claims, &self.signing).unwrap()
+        }
+
+        pub fn sign_rs256(&self, claims: &serde_json::Value) -> String {
+            let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            h.kid = Some("rsa-1".into());
+            jsonwebtoken::encode(&h, claims, &self.rsa_signing).unwrap()
         }
     }
 }
@@ -613,6 +629,16 @@ fn oidc_tokens_map_to_users_and_bad_ones_are_refused() {
         json!(["oidc:dev", "oidc:ops", "system:authenticated"])
     );
 
+    let rs = idp.sign_rs256(&claims("rampart", now + 600, true));
+    assert_eq!(
+        whoami(&s, &rs)["status"]["userInfo"]["username"],
+        "ada@example.com"
+    );
+    refused(
+        &s,
+        &idp.sign_rs256(&claims("someone-else", now + 600, true)),
+        "RS256 wrong aud",
+    );
     refused(
         &s,
         &idp.sign(&claims("someone-else", now + 600, true)),
