@@ -468,6 +468,7 @@ mod oidc_issuer {
         pub signing: jsonwebtoken::EncodingKey,
         pub kid: String,
         pub rsa_signing: jsonwebtoken::EncodingKey,
+        keys: Arc<std::sync::Mutex<serde_json::Value>>,
         _rt: tokio::runtime::Runtime,
     }
 
@@ -531,7 +532,9 @@ mod oidc_issuer {
         .unwrap();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let (discovery, jwks) = (Arc::new(discovery.to_string()), Arc::new(jwks.to_string()));
+        let keys = Arc::new(std::sync::Mutex::new(jwks));
+        let served = keys.clone();
+        let (discovery, jwks) = (Arc::new(discovery.to_string()), served);
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -547,7 +550,7 @@ mod oidc_issuer {
                         move |req: hyper::Request<hyper::body::Incoming>| {
                             let body = match req.uri().path() {
                                 "/.well-known/openid-configuration" => Some(discovery.to_string()),
-                                "/keys" => Some(jwks.to_string()),
+                                "/keys" => Some(jwks.lock().unwrap().to_string()),
                                 _ => None,
                             };
                             async move {
@@ -577,6 +580,7 @@ mod oidc_issuer {
             signing,
             kid,
             rsa_signing,
+            keys,
             _rt: rt,
         }
     }
@@ -586,6 +590,18 @@ mod oidc_issuer {
             let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
             h.kid = Some(self.kid.clone());
             jsonwebtoken::encode(&h, claims, &self.signing).unwrap()
+        }
+
+        /// Publish a new EC key `kid` (keeping the old ones) and return its signing key.
+        pub fn add_key(&self, kid: &str) -> jsonwebtoken::EncodingKey {
+            let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let raw = k.public_key_raw();
+            let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+            let jwk = json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+                "kid": kid, "x": b64(&raw[1..33]), "y": b64(&raw[33..65])});
+            let mut keys = self.keys.lock().unwrap();
+            keys["keys"].as_array_mut().unwrap().push(jwk);
+            jsonwebtoken::EncodingKey::from_ec_pem(k.serialize_pem().as_bytes()).unwrap()
         }
 
         pub fn sign_rs256(&self, claims: &serde_json::Value) -> String {
@@ -654,6 +670,22 @@ fn oidc_tokens_map_to_users_and_bad_ones_are_refused() {
         &idp.sign(&claims("rampart", now + 600, false)),
         "email not verified",
     );
+    // The provider rotates in a new key: a token naming it makes the server fetch the JWKS
+    // again (rate-limited, so it may take one refresh interval).
+    let new_key = idp.add_key("test-key-2");
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    h.kid = Some("test-key-2".into());
+    let rotated = jsonwebtoken::encode(&h, &claims("rampart", now + 600, true), &new_key).unwrap();
+    assert!(
+        eventually(Duration::from_secs(25), || bearer_get(
+            &s,
+            &rotated,
+            "/api/v1/namespaces"
+        )
+        .0 == 200),
+        "a token signed by the provider's new key is never accepted"
+    );
+
     // Service-account tokens still work next to OIDC.
     s.ok(&["-n", "default", "create", "serviceaccount", "app"]);
     let sa = create_token(&s, "default", "app", &[]);
