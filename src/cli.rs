@@ -32,7 +32,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Inspect and rotate the cluster's certificates.
     Cert(CertArgs),
     /// Print the version.
@@ -117,6 +117,43 @@ pub struct ServerArgs {
     /// Lifetime of leaf certificates (e.g. 168h, 7d, 90m); renewed at 2/3 of it.
     #[arg(long, default_value = "168h", value_parser = parse_duration)]
     pub cert_validity: std::time::Duration,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Service-account token and OIDC flags, named as kube-apiserver's.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// `iss` of service-account tokens (and the OIDC discovery issuer).
+    #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
+    pub service_account_issuer: String,
+    /// Overrides `jwks_uri` in /.well-known/openid-configuration.
+    #[arg(long, default_value = "")]
+    pub service_account_jwks_uri: String,
+    /// Audiences the API server accepts in tokens (default: the issuer). Comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+    /// OpenID Connect issuer for human users (HTTPS); enables OIDC bearer tokens.
+    #[arg(long)]
+    pub oidc_issuer_url: Option<String>,
+    /// The client id tokens must be issued for (`aud`).
+    #[arg(long)]
+    pub oidc_client_id: Option<String>,
+    /// The claim that names the user.
+    #[arg(long, default_value = "sub")]
+    pub oidc_username_claim: String,
+    /// Prefix for user names (default: `<issuer>#` unless the claim is `email`; `-` for none).
+    #[arg(long)]
+    pub oidc_username_prefix: Option<String>,
+    /// The claim that lists the user's groups.
+    #[arg(long)]
+    pub oidc_groups_claim: Option<String>,
+    /// Prefix for group names.
+    #[arg(long, default_value = "")]
+    pub oidc_groups_prefix: String,
+    /// CA bundle (PEM) that signs the issuer's serving certificate (default: system roots).
+    #[arg(long)]
+    pub oidc_ca_file: Option<PathBuf>,
 }
 
 /// `30s`, `90m`, `168h`, `7d` (or a bare number of seconds).

@@ -93,9 +93,15 @@ fn get_in_every_output_format() {
         "-o",
         "jsonpath={.items[*].metadata.name}",
     ]);
-    assert_eq!(jp, "cfg");
+    // Every namespace also holds the root CA ConfigMap (root-ca-cert-publisher).
+    let jp: Vec<&str> = jp.split(' ').filter(|n| *n != "kube-root-ca.crt").collect();
+    assert_eq!(jp, ["cfg"]);
     let names = s.ok(&["get", "cm", "-n", "team-a", "-o", "name"]);
-    assert_eq!(names.trim(), "configmap/cfg");
+    let names: Vec<&str> = names
+        .lines()
+        .filter(|n| *n != "configmap/kube-root-ca.crt")
+        .collect();
+    assert_eq!(names, ["configmap/cfg"]);
     // All namespaces, short names, and a missing object.
     let all = s.ok(&["get", "cm", "-A"]);
     assert!(all.contains("team-a") && all.contains("NAMESPACE"), "{all}");

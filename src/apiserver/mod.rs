@@ -25,6 +25,7 @@ pub mod protobuf;
 mod rampart_api;
 mod registry;
 mod request;
+pub mod sa_tokens;
 mod serve;
 mod services;
 mod status;
@@ -55,6 +56,8 @@ pub struct Config {
     pub revocations: Arc<crate::auth::revocation::Revocations>,
     /// The secrets encryption key rotation controller (`/rampart/v1/secrets-encrypt/...`).
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
+    /// The service-account token issuer (TokenRequest, OIDC discovery); `None` disables both.
+    pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +92,7 @@ pub(crate) struct State {
     pub revocations: Arc<crate::auth::revocation::Revocations>,
     pub node_issuers: pki_ops::NodeIssuers,
     pub authn: crate::auth::authn::Authenticator,
+    pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
     pub advertise: SocketAddr,
     pub ready: AtomicBool,
     /// Upstream's max-in-flight filter: non-watch requests beyond this get 429.
@@ -116,6 +120,7 @@ pub async fn run(
         revocations: cfg.revocations.clone(),
         node_issuers: pki_ops::NodeIssuers::default(),
         authn: cfg.authn.clone(),
+        service_accounts: cfg.service_accounts.clone(),
         advertise: SocketAddr::new(cfg.advertise_address, cfg.port),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),

@@ -277,6 +277,10 @@ async fn non_resource(
             health::check(state, &format!("/{base}"), query, Some(check)).await
         }
         "/version" => health::version(),
+        "/.well-known/openid-configuration" | "/openid/v1/jwks" => {
+            super::sa_tokens::discovery(state.service_accounts.as_deref(), path)
+                .unwrap_or_else(|| error_response(&ApiError::path_not_found()))
+        }
         "/metrics" => state.metrics.render(state),
         p if p == "/openapi/v2" || p.starts_with("/openapi/v3") => {
             discovery::openapi(state, p, &accept)

@@ -7,7 +7,9 @@
 //! admit → store) is already in place for them.
 
 pub mod authn;
+pub mod oidc;
 pub mod revocation;
+pub mod serviceaccount;
 pub mod x509;
 
 /// An authenticated identity, as upstream's `user.Info`.

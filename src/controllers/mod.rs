@@ -5,10 +5,16 @@
 //! controller-manager's own identity (a `kube::Client` over mTLS), never the store, so every
 //! change they make is authorized and audited like any other client's.
 
+pub mod root_ca_publisher;
+pub mod serviceaccount;
+
 use std::future::Future;
 
 #[derive(Debug, Clone)]
-pub struct Config {}
+pub struct Config {
+    /// The cluster CA bundle (PEM) published as `kube-root-ca.crt` in every namespace.
+    pub root_ca_pem: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -18,15 +24,29 @@ pub enum Error {
 
 /// Run every controller until `shutdown` resolves.
 pub async fn run(
-    _cfg: Config,
+    cfg: Config,
     client: kube::Client,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let mut tasks: tokio::task::JoinSet<Result<(), Error>> = tokio::task::JoinSet::new();
     // Each controller is spawned here; they stop with the process.
-    let _ = &client;
-    let _ = &mut tasks;
-    shutdown.await;
+    tasks.spawn(serviceaccount::run(client.clone()));
+    tasks.spawn(root_ca_publisher::run(client.clone(), cfg.root_ca_pem));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            done = tasks.join_next() => match done {
+                Some(Ok(Err(e))) => tracing::warn!(error = %e, "controller stopped"),
+                Some(Err(e)) => tracing::warn!(error = %e, "controller task failed"),
+                Some(Ok(Ok(()))) => {}
+                None => {
+                    shutdown.await;
+                    break;
+                }
+            },
+        }
+    }
     tasks.abort_all();
     Ok(())
 }

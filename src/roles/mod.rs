@@ -1,6 +1,7 @@
 //! Composition roots: each role wires components together and owns start order and shutdown.
 //! `anyhow` is allowed here (as in `main`): this is where component errors become messages.
 
+mod auth;
 pub mod cert;
 pub mod logging;
 pub mod pki_maintenance;
@@ -31,7 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .thread_name("rampart")
                 .build()?;
-            rt.block_on(server::run(args))
+            rt.block_on(server::run(*args))
         }
         Command::SecretsEncrypt(cmd) => {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -84,10 +84,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     })
     .context("cannot prepare the cluster PKI")?;
     let revocations = Arc::new(crate::auth::revocation::Revocations::default());
-    let authn = crate::auth::authn::Authenticator {
-        tokens: Vec::new(),
-        cert_checks: vec![revocations.clone()],
-    };
 
     let compactor = tokio::spawn(store::compactor::run(
         backend.clone(),
@@ -99,6 +95,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         shutdown.clone().wait(),
     ));
 
+    let (sa_issuer, mut authn) = super::auth::build(&args.auth, &authority, backend.clone())?;
+    authn.cert_checks.push(revocations.clone());
+
     // Point the kubeconfig at loopback when listening everywhere: it works on this host
     // whatever its addresses, and the certificate covers 127.0.0.1.
     let host = if args.bind_address.is_unspecified() {
@@ -108,6 +107,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let kubeconfig_path = args.data_dir.join("admin.kubeconfig");
     let maintenance_authority = authority.clone();
+    let controllers_authority = authority.clone();
     let maintenance_shutdown = shutdown.clone();
     apiserver::run(
         apiserver::Config {
@@ -118,6 +118,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             authn,
             revocations,
             encryption: Some(rotation),
+            service_accounts: Some(sa_issuer),
         },
         backend.clone(),
         shutdown.clone().wait(),
@@ -138,7 +139,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 kubeconfig = %kubeconfig_path.display(),
                 "rampart server ready"
             );
-            Ok(())
+            super::auth::start_controllers(&controllers_authority, bound, shutdown.clone().wait())
         },
     )
     .await

@@ -44,7 +44,11 @@ pub async fn dispatch(
         ("scale", "update" | "patch") => scale_write(ctx, verb, body_in).await,
         ("binding", "create") => binding(ctx, body_in).await,
         ("eviction", "create") => eviction(ctx, body_in).await,
-        ("log" | "exec" | "attach" | "portforward" | "proxy" | "token", _) => Err(ApiError::unavailable(format!(
+        ("token", "create") => match ctx.state.service_accounts.clone() {
+            Some(issuer) => crate::apiserver::sa_tokens::token_request(ctx, &issuer, body_in).await,
+            None => Err(ApiError::unavailable("service-account tokens are not configured on this server")),
+        },
+        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::unavailable(format!(
             "{sub} for {} \"{name}\" is not available yet: it is served by the node agent, which this server does not run yet",
             ctx.ri.group_resource()
         ))),
