@@ -100,7 +100,9 @@ async fn handle(
         // The one unauthenticated endpoint: the CA bundle, needed to pin it before joining.
         text_response(200, state.ca_pem.clone())
     } else {
-        match state.authn.authenticate(&identity, req.headers()).await {
+        let authn = state.authn.authenticate(&identity, req.headers());
+        // The client address scopes the join-token failure limit (auth::bootstrap).
+        match auth::bootstrap::PEER_IP.scope(peer.ip(), authn).await {
             Err(why) => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
             Ok(user) => {
                 let user = &user;

@@ -5,6 +5,8 @@
 //! controller-manager's own identity (a `kube::Client` over mTLS), never the store, so every
 //! change they make is authorized and audited like any other client's.
 
+pub mod csr_approver;
+
 use std::future::Future;
 
 #[derive(Debug, Clone)]
@@ -24,8 +26,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let mut tasks: tokio::task::JoinSet<Result<(), Error>> = tokio::task::JoinSet::new();
     // Each controller is spawned here; they stop with the process.
-    let _ = &client;
-    let _ = &mut tasks;
+    tasks.spawn(csr_approver::run(client.clone()));
     shutdown.await;
     tasks.abort_all();
     Ok(())

@@ -12,9 +12,11 @@
 //! pki/admin.crt, admin.key           CN=admin, O=system:masters client certificate
 //! ```
 
+pub mod csr;
 mod files;
 mod issue;
 pub mod kubeconfig;
+pub mod signer_glue;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

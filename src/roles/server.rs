@@ -18,6 +18,8 @@ const SECRETS_PREFIX: &str = "/registry/core/secrets/";
 
 /// Leaf certificates live a year until automatic rotation lands with the identity work.
 const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest certificate the CSR signer issues (node certificates renew at 2/3 of it).
+const SIGNED_LEAF_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::from_signals().context("cannot install signal handlers")?;
@@ -78,6 +80,28 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         shutdown.clone().wait(),
     ));
 
+    // Controllers, CSR signer and the embedded agent start once the API server listens.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<String>();
+    let in_process = tokio::spawn(super::in_process::run(
+        super::in_process::Config {
+            bundle: bundle.clone(),
+            data_dir: args.data_dir.clone(),
+            leaf_validity: SIGNED_LEAF_VALIDITY,
+            agent: (!args.disable_agent).then(|| super::in_process::EmbeddedAgent {
+                node_name: args
+                    .node_name
+                    .clone()
+                    .unwrap_or_else(super::agent::default_node_name),
+                node_ip: advertise,
+            }),
+        },
+        ready_rx,
+        shutdown.clone(),
+    ));
+    let join_tokens = Arc::new(apiserver::join_tokens::JoinTokenAuthenticator::new(
+        backend.clone(),
+    ));
+
     let kubeconfig_path = args.data_dir.join("admin.kubeconfig");
     let kc_bundle = bundle.clone();
     let kc_path = kubeconfig_path.clone();
@@ -87,7 +111,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             port: args.https_port,
             advertise_address: advertise,
             pki: bundle,
-            authn: crate::auth::authn::Authenticator::default(),
+            authn: crate::auth::authn::Authenticator {
+                tokens: vec![join_tokens],
+                ..Default::default()
+            },
         },
         backend.clone(),
         shutdown.clone().wait(),
@@ -109,6 +136,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             );
             pki::kubeconfig::write(&kc_path, &doc)
                 .map_err(|e| format!("cannot write the admin kubeconfig: {e}"))?;
+            let _ = ready_tx.send(server.clone());
             tracing::info!(
                 address = %bound,
                 kubeconfig = %kc_path.display(),
@@ -119,6 +147,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     )
     .await
     .context("API server failed")?;
+    in_process.abort();
     match compactor.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "compactor stopped with an error"),

@@ -1,0 +1,94 @@
+//! What `rampart server` runs beside the API server once it listens, each as a client of the
+//! API over loopback HTTPS: the controller manager, the CSR signer and, unless
+//! `--disable-agent`, the embedded agent — joined through the same path as any other node
+//! (a join token the server creates for itself when the agent has no certificate yet).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::supervisor::Shutdown;
+use crate::client::Credentials;
+use crate::pki;
+
+pub struct Config {
+    pub bundle: pki::Bundle,
+    pub data_dir: PathBuf,
+    /// Longest certificate the CSR signer issues.
+    pub leaf_validity: Duration,
+    /// `None` with `--disable-agent`.
+    pub agent: Option<EmbeddedAgent>,
+}
+
+pub struct EmbeddedAgent {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+}
+
+/// Wait for the API server's URL, then run everything until shutdown.
+pub async fn run(
+    cfg: Config,
+    ready: tokio::sync::oneshot::Receiver<String>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let Ok(server) = ready.await else {
+        return Ok(());
+    };
+    let admin = Credentials::Certificate {
+        cert_pem: cfg.bundle.admin.cert_pem.clone(),
+        key_pem: cfg.bundle.admin.key_pem.clone(),
+    };
+    // Interim: in-process components use the admin identity until each has its own
+    // certificate (PKI rewrite).
+    let client = crate::client::build(&server, &cfg.bundle.ca_pem, &admin)
+        .await
+        .context("cannot build the in-process API client")?;
+    let controllers = tokio::spawn(crate::controllers::run(
+        crate::controllers::Config {},
+        client.clone(),
+        shutdown.clone().wait(),
+    ));
+    let signer = tokio::spawn(super::csr_signer::run(
+        super::csr_signer::Config {
+            pki_dir: cfg.bundle.dir.clone(),
+            leaf_validity: cfg.leaf_validity,
+        },
+        client.clone(),
+        shutdown.clone().wait(),
+    ));
+    if let Some(a) = cfg.agent {
+        let data_dir = cfg.data_dir.join("agent");
+        let token = if super::agent::has_identity(&data_dir) {
+            None
+        } else {
+            let t = super::token::create(
+                &client,
+                Some(3600),
+                "the server's embedded agent",
+                &cfg.bundle.ca_pem,
+            )
+            .await?;
+            Some(t.render())
+        };
+        let agent_cfg = super::agent::Config {
+            server: server.clone(),
+            token,
+            data_dir,
+            hostname: a.node_name.clone(),
+            node_name: a.node_name,
+            node_ip: a.node_ip,
+            extra_labels: vec![(
+                "node-role.kubernetes.io/control-plane".into(),
+                "true".into(),
+            )],
+        };
+        if let Err(e) = super::agent::run(agent_cfg, shutdown.clone().wait()).await {
+            tracing::error!(error = %format!("{e:#}"), "the embedded agent stopped");
+        }
+    }
+    let _ = controllers.await;
+    let _ = signer.await;
+    Ok(())
+}
