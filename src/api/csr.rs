@@ -92,9 +92,8 @@ pub fn parse_pem(pem: &[u8]) -> Result<Request, Error> {
 }
 
 pub fn parse_der(der: &[u8]) -> Result<Request, Error> {
-    let (_, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(der)
-            .map_err(|e| Error::Parse(e.to_string()))?;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+        .map_err(|e| Error::Parse(e.to_string()))?;
     csr.verify_signature().map_err(|_| Error::Signature)?;
     let info = &csr.certification_request_info;
     let common_name = info
@@ -148,10 +147,9 @@ mod tests {
 
     fn request(cn: &str, orgs: &[&str], sans: &[&str]) -> (String, rcgen::KeyPair) {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut p = rcgen::CertificateParams::new(
-            sans.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .unwrap();
+        let mut p =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name.push(rcgen::DnType::CommonName, cn);
         for o in orgs {

@@ -22,7 +22,10 @@ fn is_csr(ctx: &Ctx) -> bool {
 }
 
 fn name(obj: &Value) -> String {
-    obj["metadata"]["name"].as_str().unwrap_or_default().to_string()
+    obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub fn before_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
@@ -53,7 +56,10 @@ fn validate_spec(spec: &Value) -> Vec<(String, String)> {
         None | Some("") => causes.push(("spec.request".into(), "Required value".into())),
         Some(b64) => {
             let pem = base64::engine::general_purpose::STANDARD.decode(b64);
-            match pem.map_err(|_| csr::Error::NotPem).and_then(|p| csr::parse_pem(&p)) {
+            match pem
+                .map_err(|_| csr::Error::NotPem)
+                .and_then(|p| csr::parse_pem(&p))
+            {
                 Ok(_) => {}
                 Err(e) => causes.push((
                     "spec.request".into(),
@@ -71,10 +77,14 @@ fn validate_spec(spec: &Value) -> Vec<(String, String)> {
         _ => {}
     }
     match spec["usages"].as_array() {
-        None => causes.push(("spec.usages".into(), "Required value: usages must be provided".into())),
-        Some(u) if u.is_empty() => {
-            causes.push(("spec.usages".into(), "Required value: usages must be provided".into()))
-        }
+        None => causes.push((
+            "spec.usages".into(),
+            "Required value: usages must be provided".into(),
+        )),
+        Some(u) if u.is_empty() => causes.push((
+            "spec.usages".into(),
+            "Required value: usages must be provided".into(),
+        )),
         Some(u) => {
             for (i, v) in u.iter().enumerate() {
                 let s = v.as_str().unwrap_or_default();
@@ -108,7 +118,10 @@ fn valid_signer_name(s: &str) -> bool {
 }
 
 fn conditions(obj: &Value) -> Vec<Value> {
-    obj["status"]["conditions"].as_array().cloned().unwrap_or_default()
+    obj["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn is_decision(c: &Value) -> bool {
@@ -132,17 +145,29 @@ pub fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
             let approved = conds.iter().any(|c| c["type"] == "Approved");
             let denied = conds.iter().any(|c| c["type"] == "Denied");
             if approved && denied {
-                return Err(ApiError::invalid(&ctx.ri, &n, vec![(
-                    "status.conditions".into(),
-                    "Invalid value: Approved and Denied conditions are mutually exclusive".into(),
-                )]));
+                return Err(ApiError::invalid(
+                    &ctx.ri,
+                    &n,
+                    vec![(
+                        "status.conditions".into(),
+                        "Invalid value: Approved and Denied conditions are mutually exclusive"
+                            .into(),
+                    )],
+                ));
             }
             for kept in conditions(old).iter().filter(|c| is_decision(c)) {
                 if !conds.iter().any(|c| c["type"] == kept["type"]) {
-                    return Err(ApiError::invalid(&ctx.ri, &n, vec![(
-                        "status.conditions".into(),
-                        format!("Forbidden: updates may not remove a condition of type {:?}", kept["type"].as_str().unwrap_or_default()),
-                    )]));
+                    return Err(ApiError::invalid(
+                        &ctx.ri,
+                        &n,
+                        vec![(
+                            "status.conditions".into(),
+                            format!(
+                                "Forbidden: updates may not remove a condition of type {:?}",
+                                kept["type"].as_str().unwrap_or_default()
+                            ),
+                        )],
+                    ));
                 }
             }
             conds.extend(conditions(old).into_iter().filter(|c| !is_decision(c)));
@@ -154,7 +179,10 @@ pub fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
             new["status"] = status;
         }
         "status" => {
-            let mut conds: Vec<Value> = conditions(new).into_iter().filter(|c| !is_decision(c)).collect();
+            let mut conds: Vec<Value> = conditions(new)
+                .into_iter()
+                .filter(|c| !is_decision(c))
+                .collect();
             for c in conds.iter_mut() {
                 stamp(c, &now);
             }
@@ -167,10 +195,14 @@ pub fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
             let old_cert = old["status"]["certificate"].as_str().unwrap_or_default();
             let new_cert = new["status"]["certificate"].as_str().unwrap_or_default();
             if !old_cert.is_empty() && old_cert != new_cert {
-                return Err(ApiError::invalid(&ctx.ri, &n, vec![(
-                    "status.certificate".into(),
-                    "Forbidden: updates may not modify existing certificate content".into(),
-                )]));
+                return Err(ApiError::invalid(
+                    &ctx.ri,
+                    &n,
+                    vec![(
+                        "status.certificate".into(),
+                        "Forbidden: updates may not modify existing certificate content".into(),
+                    )],
+                ));
             }
             if !new_cert.is_empty() && !valid_certificate(new_cert) {
                 return Err(ApiError::invalid(&ctx.ri, &n, vec![(
@@ -203,7 +235,9 @@ fn valid_certificate(b64: &str) -> bool {
     let mut rest: &[u8] = &pem;
     let mut found = 0;
     while let Ok((r, block)) = x509_parser::pem::parse_x509_pem(rest) {
-        if block.label != "CERTIFICATE" || x509_parser::parse_x509_certificate(&block.contents).is_err() {
+        if block.label != "CERTIFICATE"
+            || x509_parser::parse_x509_certificate(&block.contents).is_err()
+        {
             return false;
         }
         found += 1;

@@ -55,8 +55,7 @@ impl BearerToken {
         let (id, secret) = s.split_once('.')?;
         let ok = |x: &str, n: usize| {
             x.len() == n
-                && x
-                    .bytes()
+                && x.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         };
         (ok(id, 6) && ok(secret, 16)).then(|| BearerToken {
@@ -120,11 +119,7 @@ impl JoinToken {
     }
 
     pub fn render(&self) -> String {
-        format!(
-            "{JOIN_PREFIX}{}::{}",
-            self.ca_hash,
-            self.bearer.as_bearer()
-        )
+        format!("{JOIN_PREFIX}{}::{}", self.ca_hash, self.bearer.as_bearer())
     }
 }
 
@@ -241,7 +236,9 @@ impl Limiter {
             let horizon = self.window.max(self.lockout);
             state.retain(|_, e| {
                 e.locked_until.is_some_and(|u| u > now)
-                    || e.failures.last().is_some_and(|t| now.duration_since(*t) < horizon)
+                    || e.failures
+                        .last()
+                        .is_some_and(|t| now.duration_since(*t) < horizon)
             });
         }
         let e = state.entry(key.to_string()).or_default();

@@ -76,10 +76,17 @@ fn decided(c: &CertificateSigningRequest) -> bool {
     c.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Approved" || c.type_ == "Denied"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Approved" || c.type_ == "Denied")
+        })
 }
 
-async fn handle(client: &kube::Client, api: &Api<CertificateSigningRequest>, mut c: CertificateSigningRequest) {
+async fn handle(
+    client: &kube::Client,
+    api: &Api<CertificateSigningRequest>,
+    mut c: CertificateSigningRequest,
+) {
     if decided(&c) {
         return;
     }
@@ -91,7 +98,11 @@ async fn handle(client: &kube::Client, api: &Api<CertificateSigningRequest>, mut
     let groups = c.spec.groups.clone().unwrap_or_default();
     let usages = c.spec.usages.clone().unwrap_or_default();
     let mut decision = decide(&c.spec.signer_name, &requester, &groups, &usages, &req);
-    let node_name = req.common_name.strip_prefix(NODE_PREFIX).unwrap_or_default().to_string();
+    let node_name = req
+        .common_name
+        .strip_prefix(NODE_PREFIX)
+        .unwrap_or_default()
+        .to_string();
     if let Decision::Approve(_) = &decision {
         decision = match c.spec.signer_name.as_str() {
             SIGNER_CLIENT_KUBELET => {
@@ -120,28 +131,54 @@ async fn handle(client: &kube::Client, api: &Api<CertificateSigningRequest>, mut
         Decision::Approve(m) => ("Approved", "AutoApproved", m),
         Decision::Deny(m) => ("Denied", "AutoDenied", m),
     };
-    let status = c.status.get_or_insert_with(CertificateSigningRequestStatus::default);
-    status.conditions.get_or_insert_with(Vec::new).push(CertificateSigningRequestCondition {
-        type_: ty.into(),
-        status: "True".into(),
-        reason: Some(reason.into()),
-        message: Some(message.clone()),
-        ..Default::default()
-    });
-    match api.replace_subresource::<CertificateSigningRequest>("approval", &name, &PostParams::default(), &c).await {
+    let status = c
+        .status
+        .get_or_insert_with(CertificateSigningRequestStatus::default);
+    status
+        .conditions
+        .get_or_insert_with(Vec::new)
+        .push(CertificateSigningRequestCondition {
+            type_: ty.into(),
+            status: "True".into(),
+            reason: Some(reason.into()),
+            message: Some(message.clone()),
+            ..Default::default()
+        });
+    match api
+        .replace_subresource::<CertificateSigningRequest>(
+            "approval",
+            &name,
+            &PostParams::default(),
+            &c,
+        )
+        .await
+    {
         Ok(_) => tracing::info!(csr = %name, decision = ty, %message, "CSR decided"),
-        Err(e) => tracing::warn!(csr = %name, error = %e, "cannot write the CSR decision; will retry"),
+        Err(e) => {
+            tracing::warn!(csr = %name, error = %e, "cannot write the CSR decision; will retry")
+        }
     }
 }
 
 /// The pure part of the decision: subject, usages and requester against the signer's rules.
-pub fn decide(signer: &str, requester: &str, groups: &[String], usages: &[String], req: &csr::Request) -> Decision {
+pub fn decide(
+    signer: &str,
+    requester: &str,
+    groups: &[String],
+    usages: &[String],
+    req: &csr::Request,
+) -> Decision {
     let bootstrap = groups.iter().any(|g| g == "system:bootstrappers");
-    let node_requester = requester.strip_prefix(NODE_PREFIX).filter(|n| !n.is_empty());
+    let node_requester = requester
+        .strip_prefix(NODE_PREFIX)
+        .filter(|n| !n.is_empty());
     if !bootstrap && node_requester.is_none() {
         return Decision::Leave;
     }
-    let node = req.common_name.strip_prefix(NODE_PREFIX).filter(|n| !n.is_empty());
+    let node = req
+        .common_name
+        .strip_prefix(NODE_PREFIX)
+        .filter(|n| !n.is_empty());
     let subject_ok = node.is_some() && req.organizations == ["system:nodes"];
     match signer {
         SIGNER_CLIENT_KUBELET => {
@@ -152,19 +189,28 @@ pub fn decide(signer: &str, requester: &str, groups: &[String], usages: &[String
                 ));
             }
             let allowed = ["digital signature", "key encipherment", "client auth"];
-            if usages.iter().any(|u| !allowed.contains(&u.as_str())) || !usages.iter().any(|u| u == "client auth") {
+            if usages.iter().any(|u| !allowed.contains(&u.as_str()))
+                || !usages.iter().any(|u| u == "client auth")
+            {
                 return Decision::Deny(format!("node client certificates allow only the usages {allowed:?} and need client auth"));
             }
             if req.has_sans() {
-                return Decision::Deny("node client certificates carry no subject alternative names".into());
+                return Decision::Deny(
+                    "node client certificates carry no subject alternative names".into(),
+                );
             }
             match node_requester {
-                Some(n) if Some(n) == node => Decision::Approve(format!("renewal of the client certificate of node {n}")),
+                Some(n) if Some(n) == node => {
+                    Decision::Approve(format!("renewal of the client certificate of node {n}"))
+                }
                 Some(n) => Decision::Deny(format!(
                     "node {n} may not request a certificate for node {}",
                     node.unwrap_or_default()
                 )),
-                None => Decision::Approve(format!("join of node {} with a join token", node.unwrap_or_default())),
+                None => Decision::Approve(format!(
+                    "join of node {} with a join token",
+                    node.unwrap_or_default()
+                )),
             }
         }
         SIGNER_KUBELET_SERVING => {
@@ -177,11 +223,15 @@ pub fn decide(signer: &str, requester: &str, groups: &[String], usages: &[String
                 ));
             }
             let allowed = ["digital signature", "key encipherment", "server auth"];
-            if usages.iter().any(|u| !allowed.contains(&u.as_str())) || !usages.iter().any(|u| u == "server auth") {
+            if usages.iter().any(|u| !allowed.contains(&u.as_str()))
+                || !usages.iter().any(|u| u == "server auth")
+            {
                 return Decision::Deny(format!("kubelet serving certificates allow only the usages {allowed:?} and need server auth"));
             }
             if req.other_sans > 0 {
-                return Decision::Deny("kubelet serving certificates may carry only DNS and IP names".into());
+                return Decision::Deny(
+                    "kubelet serving certificates may carry only DNS and IP names".into(),
+                );
             }
             Decision::Approve(format!("serving certificate of node {n}"))
         }
@@ -191,10 +241,18 @@ pub fn decide(signer: &str, requester: &str, groups: &[String], usages: &[String
 
 /// Record that `key_hash` owns `node`. `Some(reason)` when another key owns it and this is not
 /// a renewal by the node itself.
-async fn claim(client: &kube::Client, node: &str, key_hash: &str, renewal: bool) -> Result<Option<String>, String> {
+async fn claim(
+    client: &kube::Client,
+    node: &str,
+    key_hash: &str,
+    renewal: bool,
+) -> Result<Option<String>, String> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
     for _ in 0..5 {
-        let existing = api.get_opt(OWNERS_CONFIGMAP).await.map_err(|e| e.to_string())?;
+        let existing = api
+            .get_opt(OWNERS_CONFIGMAP)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut cm = existing.clone().unwrap_or_else(|| ConfigMap {
             metadata: kube::api::ObjectMeta {
                 name: Some(OWNERS_CONFIGMAP.into()),
@@ -216,7 +274,8 @@ async fn claim(client: &kube::Client, node: &str, key_hash: &str, renewal: bool)
             }
         }
         let result = if existing.is_some() {
-            api.replace(OWNERS_CONFIGMAP, &PostParams::default(), &cm).await
+            api.replace(OWNERS_CONFIGMAP, &PostParams::default(), &cm)
+                .await
         } else {
             api.create(&PostParams::default(), &cm).await
         };
@@ -230,7 +289,11 @@ async fn claim(client: &kube::Client, node: &str, key_hash: &str, renewal: bool)
 }
 
 /// Check a serving CSR's SANs against the Node's addresses. `Err` while the Node is absent.
-async fn serving_sans_ok(client: &kube::Client, node: &str, req: &csr::Request) -> Result<Option<String>, String> {
+async fn serving_sans_ok(
+    client: &kube::Client,
+    node: &str,
+    req: &csr::Request,
+) -> Result<Option<String>, String> {
     let api: Api<Node> = Api::all(client.clone());
     let n = api
         .get_opt(node)
@@ -239,13 +302,23 @@ async fn serving_sans_ok(client: &kube::Client, node: &str, req: &csr::Request) 
         .ok_or_else(|| format!("node {node} is not registered yet"))?;
     let addrs = n.status.and_then(|s| s.addresses).unwrap_or_default();
     let mut dns: Vec<String> = vec![node.to_string()];
-    dns.extend(addrs.iter().filter(|a| a.type_ == "Hostname").map(|a| a.address.clone()));
-    let ips: Vec<std::net::IpAddr> = addrs.iter().filter_map(|a| a.address.parse().ok()).collect();
+    dns.extend(
+        addrs
+            .iter()
+            .filter(|a| a.type_ == "Hostname")
+            .map(|a| a.address.clone()),
+    );
+    let ips: Vec<std::net::IpAddr> = addrs
+        .iter()
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
     if let Some(d) = req.dns_names.iter().find(|d| !dns.contains(d)) {
         return Ok(Some(format!("DNS name {d:?} is not a name of node {node}")));
     }
     if let Some(ip) = req.ip_addresses.iter().find(|ip| !ips.contains(ip)) {
-        return Ok(Some(format!("IP address {ip} is not an address of node {node}")));
+        return Ok(Some(format!(
+            "IP address {ip} is not an address of node {node}"
+        )));
     }
     Ok(None)
 }

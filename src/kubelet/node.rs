@@ -51,7 +51,8 @@ pub async fn register(client: &kube::Client, cfg: &Config) -> Result<String, kub
             let have = n.metadata.labels.get_or_insert_with(BTreeMap::new);
             if want.iter().any(|(k, v)| have.get(k) != Some(v)) {
                 have.extend(want);
-                api.replace(&cfg.node_name, &PostParams::default(), &n).await?
+                api.replace(&cfg.node_name, &PostParams::default(), &n)
+                    .await?
             } else {
                 n
             }
@@ -76,7 +77,11 @@ pub async fn register(client: &kube::Client, cfg: &Config) -> Result<String, kub
 }
 
 /// Write `status`, keeping each condition's lastTransitionTime while its status is unchanged.
-pub async fn update_status(client: &kube::Client, cfg: &Config, mut status: Value) -> Result<(), kube::Error> {
+pub async fn update_status(
+    client: &kube::Client,
+    cfg: &Config,
+    mut status: Value,
+) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
     let mut node = api.get(&cfg.node_name).await?;
     let old = serde_json::to_value(&node.status).unwrap_or(Value::Null);
@@ -93,7 +98,8 @@ pub async fn update_status(client: &kube::Client, cfg: &Config, mut status: Valu
         }
     }
     node.status = Some(serde_json::from_value(status).map_err(kube::Error::SerdeError)?);
-    api.replace_status(&cfg.node_name, &PostParams::default(), &node).await?;
+    api.replace_status(&cfg.node_name, &PostParams::default(), &node)
+        .await?;
     Ok(())
 }
 
@@ -120,7 +126,9 @@ fn now() -> String {
 
 /// The node's status now, from this machine.
 pub fn status(cfg: &Config) -> Value {
-    let cpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mem_ki = meminfo_total_ki().unwrap_or(0);
     let disk_ki = disk_size_ki(&cfg.data_dir).unwrap_or(0);
     let now = now();

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyUsagePurpose, SanType, SigningKey, SubjectPublicKeyInfo,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyUsagePurpose, SanType, SigningKey, SubjectPublicKeyInfo,
 };
 use time::OffsetDateTime;
 
@@ -55,17 +55,39 @@ pub fn sign(
     }
     for u in usages {
         match u.as_str() {
-            "signing" | "digital signature" => push(&mut params.key_usages, KeyUsagePurpose::DigitalSignature),
-            "content commitment" => push(&mut params.key_usages, KeyUsagePurpose::ContentCommitment),
+            "signing" | "digital signature" => {
+                push(&mut params.key_usages, KeyUsagePurpose::DigitalSignature)
+            }
+            "content commitment" => {
+                push(&mut params.key_usages, KeyUsagePurpose::ContentCommitment)
+            }
             "key encipherment" => push(&mut params.key_usages, KeyUsagePurpose::KeyEncipherment),
             "key agreement" => push(&mut params.key_usages, KeyUsagePurpose::KeyAgreement),
             "data encipherment" => push(&mut params.key_usages, KeyUsagePurpose::DataEncipherment),
-            "server auth" => push(&mut params.extended_key_usages, ExtendedKeyUsagePurpose::ServerAuth),
-            "client auth" => push(&mut params.extended_key_usages, ExtendedKeyUsagePurpose::ClientAuth),
-            "code signing" => push(&mut params.extended_key_usages, ExtendedKeyUsagePurpose::CodeSigning),
-            "email protection" => push(&mut params.extended_key_usages, ExtendedKeyUsagePurpose::EmailProtection),
-            "timestamping" => push(&mut params.extended_key_usages, ExtendedKeyUsagePurpose::TimeStamping),
-            "ocsp signing" => push(&mut params.extended_key_usages, ExtendedKeyUsagePurpose::OcspSigning),
+            "server auth" => push(
+                &mut params.extended_key_usages,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ),
+            "client auth" => push(
+                &mut params.extended_key_usages,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ),
+            "code signing" => push(
+                &mut params.extended_key_usages,
+                ExtendedKeyUsagePurpose::CodeSigning,
+            ),
+            "email protection" => push(
+                &mut params.extended_key_usages,
+                ExtendedKeyUsagePurpose::EmailProtection,
+            ),
+            "timestamping" => push(
+                &mut params.extended_key_usages,
+                ExtendedKeyUsagePurpose::TimeStamping,
+            ),
+            "ocsp signing" => push(
+                &mut params.extended_key_usages,
+                ExtendedKeyUsagePurpose::OcspSigning,
+            ),
             // "cert sign", "crl sign" and the rest: a CSR never makes a CA.
             _ => {}
         }
@@ -105,8 +127,10 @@ mod tests {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut p = CertificateParams::new(vec!["n1".to_string(), "10.1.2.3".into()]).unwrap();
         p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, "system:node:n1");
-        p.distinguished_name.push(DnType::OrganizationName, "system:nodes");
+        p.distinguished_name
+            .push(DnType::CommonName, "system:node:n1");
+        p.distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
         let pem = p.serialize_request(&key).unwrap().pem().unwrap();
         let req = crate::api::csr::parse_pem(pem.as_bytes()).unwrap();
         let cert = sign(
@@ -119,7 +143,12 @@ mod tests {
         let (_, block) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).unwrap();
         let (_, c) = x509_parser::parse_x509_certificate(&block.contents).unwrap();
         assert_eq!(
-            c.subject().iter_common_name().next().unwrap().as_str().unwrap(),
+            c.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
             "system:node:n1"
         );
         assert!(c.extended_key_usage().unwrap().unwrap().value.server_auth);

@@ -10,7 +10,10 @@ use super::files::{read_optional, read_private_key};
 use super::Error;
 
 /// The issuer for `signer_name` (today: the root CA for every built-in signer).
-pub fn signing_issuer(pki_dir: &Path, _signer_name: &str) -> Result<Issuer<'static, KeyPair>, Error> {
+pub fn signing_issuer(
+    pki_dir: &Path,
+    _signer_name: &str,
+) -> Result<Issuer<'static, KeyPair>, Error> {
     let (cert_path, key_path) = (pki_dir.join("ca.crt"), pki_dir.join("ca.key"));
     let missing = |path: &Path| Error::BadPem {
         path: path.to_path_buf(),

@@ -83,11 +83,15 @@ pub async fn run_cli(args: AgentArgs) -> anyhow::Result<()> {
 pub fn has_identity(data_dir: &Path) -> bool {
     let pki = data_dir.join("pki");
     finish_swap(&pki, "kubelet-client");
-    std::fs::read_to_string(pki.join("ca.crt")).is_ok() && load_pair(&pki, "kubelet-client").is_some()
+    std::fs::read_to_string(pki.join("ca.crt")).is_ok()
+        && load_pair(&pki, "kubelet-client").is_some()
 }
 
 /// Join if needed, then run the kubelet and the certificate upkeep until `shutdown`.
-pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let pki = cfg.data_dir.join("pki");
     private_dir(&pki)?;
     finish_swap(&pki, "kubelet-client");
@@ -98,7 +102,9 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
         let _ = stop_tx.send(true);
     });
 
-    let existing = std::fs::read_to_string(pki.join("ca.crt")).ok().zip(load_pair(&pki, "kubelet-client"));
+    let existing = std::fs::read_to_string(pki.join("ca.crt"))
+        .ok()
+        .zip(load_pair(&pki, "kubelet-client"));
     let (mut ca_pem, mut ident) = match existing {
         Some((ca, pair)) => {
             tracing::info!(node = %cfg.node_name, "using the node certificate in {}; no join token needed", pki.display());
@@ -152,7 +158,9 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
                     let _ = tx.send(c);
                     tracing::info!(node = %cfg.node_name, "node client certificate renewed");
                 }
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot renew the node client certificate; will retry"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot renew the node client certificate; will retry")
+                }
             }
         }
         let serving = load_pair(&pki, "kubelet-serving");
@@ -163,7 +171,17 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
             let mut dns_unique = dns.clone();
             dns_unique.dedup();
             let ips = [cfg.node_ip];
-            match join::request(&client, &cfg.node_name, Kind::Serving { dns: &dns_unique, ips: &ips }, Duration::from_secs(60)).await {
+            match join::request(
+                &client,
+                &cfg.node_name,
+                Kind::Serving {
+                    dns: &dns_unique,
+                    ips: &ips,
+                },
+                Duration::from_secs(60),
+            )
+            .await
+            {
                 Ok(issued) => {
                     save_pair(&pki, "kubelet-serving", &issued)?;
                     tracing::info!(node = %cfg.node_name, "kubelet serving certificate issued");
@@ -201,9 +219,13 @@ async fn join_cluster(cfg: &Config, pki: &Path) -> anyhow::Result<(String, (Stri
     let token = JoinToken::parse(raw).map_err(|e| anyhow!(e))?;
     let ca_pem = join::pinned_ca(&cfg.server, &token).await?;
     write_file(&pki.join("ca.crt"), ca_pem.as_bytes(), 0o644)?;
-    let client = crate::client::build(&cfg.server, &ca_pem, &Credentials::Bearer(token.bearer.as_bearer()))
-        .await
-        .context("cannot build a client for the join")?;
+    let client = crate::client::build(
+        &cfg.server,
+        &ca_pem,
+        &Credentials::Bearer(token.bearer.as_bearer()),
+    )
+    .await
+    .context("cannot build a client for the join")?;
     tracing::info!(node = %cfg.node_name, server = %cfg.server, "CA bundle pinned; requesting a node certificate");
     let issued = join::request(&client, &cfg.node_name, Kind::Client, JOIN_WAIT).await?;
     save_pair(pki, "kubelet-client", &issued)?;
@@ -211,11 +233,18 @@ async fn join_cluster(cfg: &Config, pki: &Path) -> anyhow::Result<(String, (Stri
     Ok((ca_pem, (issued.key_pem, issued.cert_pem)))
 }
 
-async fn node_client(server: &str, ca_pem: &str, ident: &(String, String)) -> anyhow::Result<kube::Client> {
+async fn node_client(
+    server: &str,
+    ca_pem: &str,
+    ident: &(String, String),
+) -> anyhow::Result<kube::Client> {
     crate::client::build(
         server,
         ca_pem,
-        &Credentials::Certificate { cert_pem: ident.1.clone(), key_pem: ident.0.clone() },
+        &Credentials::Certificate {
+            cert_pem: ident.1.clone(),
+            key_pem: ident.0.clone(),
+        },
     )
     .await
     .context("cannot build the node's API client")
@@ -230,7 +259,10 @@ async fn fetch_ca(client: &kube::Client) -> anyhow::Result<String> {
 fn validity(cert_pem: &str) -> Option<(i64, i64)> {
     let (_, block) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
     let (_, c) = x509_parser::parse_x509_certificate(&block.contents).ok()?;
-    Some((c.validity().not_before.timestamp(), c.validity().not_after.timestamp()))
+    Some((
+        c.validity().not_before.timestamp(),
+        c.validity().not_after.timestamp(),
+    ))
 }
 
 /// At 2/3 of the certificate's life (or if it cannot be read), renew.

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestCondition};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition,
+};
 use kube::api::{ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::Api;
@@ -29,7 +31,11 @@ pub struct Config {
 }
 
 /// Sign until `shutdown` resolves.
-pub async fn run(cfg: Config, client: kube::Client, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    cfg: Config,
+    client: kube::Client,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let stream = watcher(api.clone(), watcher::Config::default());
     let mut stream = std::pin::pin!(stream);
@@ -69,14 +75,22 @@ fn has(csr: &CertificateSigningRequest, ty: &str) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == ty && c.status == "True"))
 }
 
-async fn handle(cfg: &Config, api: &Api<CertificateSigningRequest>, mut csr: CertificateSigningRequest) {
+async fn handle(
+    cfg: &Config,
+    api: &Api<CertificateSigningRequest>,
+    mut csr: CertificateSigningRequest,
+) {
     let name = csr.metadata.name.clone().unwrap_or_default();
     let signer = csr.spec.signer_name.clone();
     if ![SIGNER_CLIENT, SIGNER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING].contains(&signer.as_str())
         || !has(&csr, "Approved")
         || has(&csr, "Denied")
         || has(&csr, "Failed")
-        || csr.status.as_ref().and_then(|s| s.certificate.as_ref()).is_some_and(|c| !c.0.is_empty())
+        || csr
+            .status
+            .as_ref()
+            .and_then(|s| s.certificate.as_ref())
+            .is_some_and(|c| !c.0.is_empty())
     {
         return;
     }
@@ -88,22 +102,29 @@ async fn handle(cfg: &Config, api: &Api<CertificateSigningRequest>, mut csr: Cer
         }
         Err(SignError::Invalid(why)) => {
             tracing::info!(csr = %name, signer = %signer, reason = %why, "CSR refused by its signer");
-            status.conditions.get_or_insert_with(Vec::new).push(CertificateSigningRequestCondition {
-                type_: "Failed".into(),
-                status: "True".into(),
-                reason: Some("SignerValidationFailure".into()),
-                message: Some(why),
-                ..Default::default()
-            });
+            status.conditions.get_or_insert_with(Vec::new).push(
+                CertificateSigningRequestCondition {
+                    type_: "Failed".into(),
+                    status: "True".into(),
+                    reason: Some("SignerValidationFailure".into()),
+                    message: Some(why),
+                    ..Default::default()
+                },
+            );
         }
         Err(SignError::Internal(e)) => {
             tracing::warn!(csr = %name, error = %e, "cannot sign an approved CSR; will retry");
             return;
         }
     }
-    match api.replace_status(&name, &PostParams::default(), &csr).await {
+    match api
+        .replace_status(&name, &PostParams::default(), &csr)
+        .await
+    {
         Ok(_) => tracing::info!(csr = %name, signer = %signer, "CSR signed"),
-        Err(e) => tracing::warn!(csr = %name, error = %e, "cannot write the CSR status; will retry"),
+        Err(e) => {
+            tracing::warn!(csr = %name, error = %e, "cannot write the CSR status; will retry")
+        }
     }
 }
 
@@ -133,7 +154,9 @@ fn sign(cfg: &Config, p: &Parts) -> Result<String, SignError> {
     check_signer_rules(&p.signer, &req, &p.usages).map_err(SignError::Invalid)?;
     let mut validity = cfg.leaf_validity;
     if let Some(e) = p.expiration_seconds {
-        validity = validity.min(Duration::from_secs(u64::try_from(e.max(600)).unwrap_or(600)));
+        validity = validity.min(Duration::from_secs(
+            u64::try_from(e.max(600)).unwrap_or(600),
+        ));
     }
     let issuer = crate::pki::signer_glue::signing_issuer(&cfg.pki_dir, &p.signer)
         .map_err(|e| SignError::Internal(e.to_string()))?;

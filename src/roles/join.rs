@@ -14,7 +14,9 @@ use anyhow::{anyhow, bail, Context};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::PostParams;
 use kube::Api;
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, KeyPair, SanType, PKCS_ECDSA_P256_SHA256,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -52,7 +54,8 @@ pub async fn fetch_cacerts_unverified(server: &str) -> anyhow::Result<String> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let name = match host.parse::<IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(host.clone()).map_err(|_| anyhow!("invalid server name {host:?}"))?,
+        Err(_) => ServerName::try_from(host.clone())
+            .map_err(|_| anyhow!("invalid server name {host:?}"))?,
     };
     let fetch = async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -92,7 +95,11 @@ fn parse_http(raw: &[u8]) -> anyhow::Result<String> {
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| anyhow!("the server's /cacerts answer is not HTTP"))?;
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head.lines().next().and_then(|l| l.split(' ').nth(1)).unwrap_or("");
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("");
     if status != "200" {
         bail!("GET /cacerts answered HTTP {status}");
     }
@@ -101,7 +108,8 @@ fn parse_http(raw: &[u8]) -> anyhow::Result<String> {
         let mut out = Vec::new();
         let mut data: &[u8] = &body;
         while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
+            let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16)
+                .unwrap_or(0);
             if size == 0 {
                 break;
             }
@@ -138,7 +146,12 @@ impl ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -147,7 +160,12 @@ impl ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -173,7 +191,10 @@ pub enum Kind<'a> {
     /// `kube-apiserver-client-kubelet`: `CN=system:node:<name>, O=system:nodes`.
     Client,
     /// `kubelet-serving` with these SANs.
-    Serving { dns: &'a [String], ips: &'a [IpAddr] },
+    Serving {
+        dns: &'a [String],
+        ips: &'a [IpAddr],
+    },
 }
 
 /// A fresh key and a signed certificate for it, PEM.
@@ -183,7 +204,12 @@ pub struct Issued {
 }
 
 /// Generate a key, create a CSR with `client`, wait until it is signed (or refused).
-pub async fn request(client: &kube::Client, node: &str, kind: Kind<'_>, wait: Duration) -> anyhow::Result<Issued> {
+pub async fn request(
+    client: &kube::Client,
+    node: &str,
+    kind: Kind<'_>,
+    wait: Duration,
+) -> anyhow::Result<Issued> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("cannot generate a key")?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -191,18 +217,30 @@ pub async fn request(client: &kube::Client, node: &str, kind: Kind<'_>, wait: Du
     dn.push(DnType::OrganizationName, "system:nodes");
     params.distinguished_name = dn;
     let (signer, usages) = match &kind {
-        Kind::Client => (SIGNER_CLIENT_KUBELET, vec!["digital signature", "client auth"]),
+        Kind::Client => (
+            SIGNER_CLIENT_KUBELET,
+            vec!["digital signature", "client auth"],
+        ),
         Kind::Serving { dns, ips } => {
             for d in dns.iter() {
-                params.subject_alt_names.push(SanType::DnsName(d.as_str().try_into().context("invalid DNS name")?));
+                params.subject_alt_names.push(SanType::DnsName(
+                    d.as_str().try_into().context("invalid DNS name")?,
+                ));
             }
             for ip in ips.iter() {
                 params.subject_alt_names.push(SanType::IpAddress(*ip));
             }
-            (SIGNER_KUBELET_SERVING, vec!["digital signature", "server auth"])
+            (
+                SIGNER_KUBELET_SERVING,
+                vec!["digital signature", "server auth"],
+            )
         }
     };
-    let csr_pem = params.serialize_request(&key).context("cannot build the CSR")?.pem().context("cannot encode the CSR")?;
+    let csr_pem = params
+        .serialize_request(&key)
+        .context("cannot build the CSR")?
+        .pem()
+        .context("cannot encode the CSR")?;
     let csr: CertificateSigningRequest = serde_json::from_value(serde_json::json!({
         "apiVersion": "certificates.k8s.io/v1",
         "kind": "CertificateSigningRequest",
@@ -227,7 +265,10 @@ pub async fn request(client: &kube::Client, node: &str, kind: Kind<'_>, wait: Du
     let cond = |obj: Option<&CertificateSigningRequest>| {
         obj.and_then(|c| c.status.as_ref()).is_some_and(|s| {
             s.certificate.as_ref().is_some_and(|c| !c.0.is_empty())
-                || s.conditions.iter().flatten().any(|c| c.type_ == "Denied" || c.type_ == "Failed")
+                || s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Denied" || c.type_ == "Failed")
         })
     };
     let done = tokio::time::timeout(wait, kube::runtime::wait::await_condition(api, &name, cond))
@@ -236,17 +277,29 @@ pub async fn request(client: &kube::Client, node: &str, kind: Kind<'_>, wait: Du
         .with_context(|| format!("watching certificate request {name} failed"))?
         .ok_or_else(|| anyhow!("certificate request {name} was deleted"))?;
     let status = done.status.unwrap_or_default();
-    if let Some(c) = status.conditions.iter().flatten().find(|c| c.type_ == "Denied" || c.type_ == "Failed") {
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Denied" || c.type_ == "Failed")
+    {
         bail!(
             "certificate request {name} was {}: {} ({})",
-            if c.type_ == "Denied" { "denied" } else { "refused by the signer" },
+            if c.type_ == "Denied" {
+                "denied"
+            } else {
+                "refused by the signer"
+            },
             c.message.clone().unwrap_or_default(),
             c.reason.clone().unwrap_or_default()
         );
     }
     let cert_pem = String::from_utf8(status.certificate.map(|c| c.0).unwrap_or_default())
         .map_err(|_| anyhow!("certificate request {name}: the certificate is not PEM"))?;
-    Ok(Issued { key_pem: key.serialize_pem(), cert_pem })
+    Ok(Issued {
+        key_pem: key.serialize_pem(),
+        cert_pem,
+    })
 }
 
 fn base64_encode(b: &[u8]) -> String {

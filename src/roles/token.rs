@@ -62,14 +62,24 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
                     }
                     Err(_) => ("<forever>".into(), "<never>".into()),
                 };
-                println!("{:<8} {:<10} {:<22} {}", get("token-id"), ttl, expires, get("description"));
+                println!(
+                    "{:<8} {:<10} {:<22} {}",
+                    get("token-id"),
+                    ttl,
+                    expires,
+                    get("description")
+                );
             }
             Ok(())
         }
         TokenCommand::Delete { id } => {
             let id = id.split('.').next().unwrap_or_default().to_string();
             let id = id.rsplit("::").next().unwrap_or_default().to_string();
-            if id.len() != 6 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            if id.len() != 6
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
                 bail!("{id:?} is not a join token id (6 characters a-z, 0-9)");
             }
             let name = format!("{}{id}", bootstrap::SECRET_PREFIX);
@@ -98,7 +108,10 @@ pub async fn create(
     data.insert("token-id".to_string(), bearer.id.clone());
     data.insert("token-secret".to_string(), bearer.secret.clone());
     data.insert("usage-bootstrap-authentication".into(), "true".into());
-    data.insert("auth-extra-groups".into(), bootstrap::NODE_TOKEN_GROUP.into());
+    data.insert(
+        "auth-extra-groups".into(),
+        bootstrap::NODE_TOKEN_GROUP.into(),
+    );
     if !description.is_empty() {
         data.insert("description".into(), description.to_string());
     }
@@ -162,9 +175,9 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<Option<u64>> {
             'd' => 86400,
             _ => bail!("invalid --ttl {s:?}: use a duration like 30m, 24h or 7d"),
         };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| anyhow::anyhow!("invalid --ttl {s:?}: use a duration like 30m, 24h or 7d"))?;
+        let n: u64 = num.parse().map_err(|_| {
+            anyhow::anyhow!("invalid --ttl {s:?}: use a duration like 30m, 24h or 7d")
+        })?;
         total = total.saturating_add(n.saturating_mul(unit));
         num.clear();
     }
