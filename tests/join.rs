@@ -429,7 +429,7 @@ fn condition(s: &Server, name: &str) -> String {
 fn issued_cert(s: &Server, name: &str) -> Option<String> {
     let v = s.json(&["get", "csr", name]);
     let b = v["status"]["certificate"].as_str()?;
-    Some(String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).ok()?).ok()?)
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).ok()?).ok()
 }
 
 #[test]

@@ -208,7 +208,10 @@ fn disk_size_ki(path: &std::path::Path) -> Option<u64> {
     if rc != 0 {
         return None;
     }
-    Some((st.f_blocks as u64).saturating_mul(st.f_frsize as u64) / 1024)
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let (blocks, frsize) = (st.f_blocks as u64, st.f_frsize as u64);
+    Some(blocks.saturating_mul(frsize) / 1024)
 }
 
 fn unsafe_zeroed_statvfs() -> libc::statvfs {
