@@ -72,6 +72,10 @@ pub struct ServerArgs {
     /// Extra DNS names or IPs for the serving certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// Longest validity of certificates the CSR signer issues, e.g. 168h (upstream's
+    /// kube-controller-manager flag of the same name).
+    #[arg(long, default_value = "168h")]
+    pub cluster_signing_duration: String,
     /// Run the control plane alone, without the embedded node agent.
     #[arg(long)]
     pub disable_agent: bool,

@@ -630,3 +630,63 @@ fn embedded_agent_registers_the_server_node() {
     let lease = s.json(&["get", "lease", "-n", "kube-node-lease", "cp-1"]);
     assert_eq!(lease["spec"]["holderIdentity"], "cp-1");
 }
+
+fn serial_of(path: &Path) -> Option<String> {
+    let pem = std::fs::read(path).ok()?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
+    let (_, c) = x509_parser::parse_x509_certificate(&block.contents).ok()?;
+    Some(c.raw_serial_as_string())
+}
+
+#[test]
+fn agent_renews_its_client_certificate_with_its_own_identity() {
+    // Short certificates: the 2/3-of-life deadline comes within the first upkeep ticks.
+    let s = Server::start_with(&["--cluster-signing-duration", "60s"]);
+    let t = token(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&s, &t, dir.path(), "worker-r");
+    assert!(eventually(Duration::from_secs(30), || node_ready(
+        &s, "worker-r"
+    )));
+    let crt = dir.path().join("pki/kubelet-client.crt");
+    let first = serial_of(&crt).unwrap();
+    assert!(
+        eventually(Duration::from_secs(40), || serial_of(&crt)
+            .is_some_and(|s| s != first)),
+        "client certificate was not renewed: {}",
+        agent.log.lock().unwrap()
+    );
+    // The renewal was requested by the node itself and approved as a renewal.
+    let csrs = s.json(&["get", "csr"]);
+    let renewal = csrs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["spec"]["username"] == "system:node:worker-r"
+                && c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no renewal CSR: {csrs}"));
+    assert!(renewal["status"]["conditions"]
+        .to_string()
+        .contains("renewal"));
+    // And the node keeps working with the new certificate.
+    let before = renew_time(&s, "worker-r").unwrap();
+    assert!(
+        eventually(Duration::from_secs(25), || renew_time(&s, "worker-r")
+            .is_some_and(|r| r != before)),
+        "{}",
+        agent.log.lock().unwrap()
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["server", "--cluster-signing-duration", "soon", "--data-dir"])
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        !dir.path().join("never").exists(),
+        "a bad flag must change nothing"
+    );
+}

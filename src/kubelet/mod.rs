@@ -62,16 +62,25 @@ pub async fn run(
     let mut tick = tokio::time::interval(LEASE_RENEW);
     let mut last_status = tokio::time::Instant::now();
     let mut last_reported: Option<serde_json::Value> = None;
+    let mut failures: u32 = 0;
     loop {
+        // Back off (up to a minute) while the server keeps refusing us, e.g. a revoked cert.
+        let pause = if failures == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(2u64.saturating_pow(failures.min(6))).min(Duration::from_secs(60))
+        };
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            _ = tick.tick() => {}
+            _ = async { tick.tick().await; tokio::time::sleep(pause).await } => {}
         }
         let client = clients.borrow().clone();
         if let Err(e) = lease::renew(&client, &cfg.node_name, &uid).await {
             log_api_error(&cfg.node_name, "cannot renew the node lease", &e);
+            failures = failures.saturating_add(1);
             continue;
         }
+        failures = 0;
         let status = node::status(&cfg);
         let changed = last_reported.as_ref() != Some(&node::comparable(&status));
         if changed || last_status.elapsed() >= STATUS_REPORT {

@@ -64,9 +64,6 @@ pub fn default_node_ip() -> IpAddr {
 pub async fn run_cli(args: AgentArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::from_signals().context("cannot install signal handlers")?;
     let node_name = args.node_name.clone().unwrap_or_else(default_node_name);
-    if let Err(e) = crate::api::validation::dns1123_subdomain(&node_name) {
-        bail!("invalid node name {node_name:?}: {e}");
-    }
     let cfg = Config {
         server: args.server.trim_end_matches('/').to_string(),
         token: args.token.clone(),
@@ -92,6 +89,9 @@ pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if let Err(e) = crate::api::validation::dns1123_subdomain(&cfg.node_name) {
+        bail!("invalid node name {:?}: {e}", cfg.node_name);
+    }
     let pki = cfg.data_dir.join("pki");
     private_dir(&pki)?;
     finish_swap(&pki, "kubelet-client");

@@ -18,10 +18,19 @@ const SECRETS_PREFIX: &str = "/registry/core/secrets/";
 
 /// Leaf certificates live a year until automatic rotation lands with the identity work.
 const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
-/// Longest certificate the CSR signer issues (node certificates renew at 2/3 of it).
-const SIGNED_LEAF_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    // Longest certificate the CSR signer issues (node certificates renew at 2/3 of it).
+    let signing_duration = super::token::parse_ttl(&args.cluster_signing_duration)
+        .ok()
+        .flatten()
+        .map(Duration::from_secs)
+        .with_context(|| {
+            format!(
+                "invalid --cluster-signing-duration {:?}: use a duration like 168h",
+                args.cluster_signing_duration
+            )
+        })?;
     let shutdown = Shutdown::from_signals().context("cannot install signal handlers")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
@@ -86,7 +95,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         super::in_process::Config {
             bundle: bundle.clone(),
             data_dir: args.data_dir.clone(),
-            leaf_validity: SIGNED_LEAF_VALIDITY,
+            leaf_validity: signing_duration,
             agent: (!args.disable_agent).then(|| super::in_process::EmbeddedAgent {
                 node_name: args
                     .node_name
