@@ -690,3 +690,45 @@ fn agent_renews_its_client_certificate_with_its_own_identity() {
         "a bad flag must change nothing"
     );
 }
+
+#[test]
+fn a_changed_ca_bundle_is_saved_and_both_certificates_renewed() {
+    let mut s = Server::start();
+    let t = token(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&s, &t, dir.path(), "worker-c");
+    let pki = dir.path().join("pki");
+    assert!(
+        eventually(Duration::from_secs(40), || pki
+            .join("kubelet-serving.crt")
+            .exists()),
+        "{}",
+        agent.log.lock().unwrap()
+    );
+    let (client0, serving0) = (
+        serial_of(&pki.join("kubelet-client.crt")).unwrap(),
+        serial_of(&pki.join("kubelet-serving.crt")).unwrap(),
+    );
+    // CA rotation as the agent sees it: /cacerts starts serving an extra root.
+    s.stop();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "next-root");
+    let extra = p.self_signed(&key).unwrap().pem();
+    let ca_path = s.data_dir().join("pki/ca.crt");
+    let bundle = std::fs::read_to_string(&ca_path).unwrap() + &extra;
+    std::fs::write(&ca_path, &bundle).unwrap();
+    s.boot();
+    assert!(
+        eventually(Duration::from_secs(40), || {
+            std::fs::read_to_string(pki.join("ca.crt")).is_ok_and(|b| b == bundle)
+                && serial_of(&pki.join("kubelet-client.crt")).is_some_and(|x| x != client0)
+                && serial_of(&pki.join("kubelet-serving.crt")).is_some_and(|x| x != serving0)
+        }),
+        "{}",
+        agent.log.lock().unwrap()
+    );
+    assert!(node_ready(&s, "worker-c"));
+}
