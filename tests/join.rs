@@ -499,8 +499,29 @@ fn csr_policy_and_manual_approval() {
         .to_string()
         .contains("devs"));
     // Approval cannot be withdrawn, and the certificate cannot be replaced.
-    let denied = s.kubectl(&["certificate", "deny", "alice"]);
-    assert!(!denied.status.success() || condition(&s, "alice").contains("Approved"));
+    let _ = s.kubectl(&["certificate", "deny", "alice"]);
+    let after = condition(&s, "alice");
+    assert!(
+        after.contains("Approved") && !after.contains("Denied"),
+        "{after}"
+    );
+    let (pem, _) = csr_pem("bob", &[]);
+    s.ok_in(
+        &["create", "-f", "-"],
+        &csr_object(
+            "bob",
+            &pem,
+            "kubernetes.io/kube-apiserver-client",
+            &["client auth"],
+        ),
+    );
+    s.ok(&["certificate", "deny", "bob"]);
+    assert!(condition(&s, "bob").contains("Denied"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        issued_cert(&s, "bob").is_none(),
+        "a denied CSR must not be signed"
+    );
     assert!(
         condition(&s, "masters") == "null",
         "system:masters CSR must stay pending"

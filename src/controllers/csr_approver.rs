@@ -322,3 +322,155 @@ async fn serving_sans_ok(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(cn: &str, orgs: &[&str], dns: &[&str]) -> csr::Request {
+        csr::Request {
+            common_name: cn.into(),
+            organizations: orgs.iter().map(|s| s.to_string()).collect(),
+            dns_names: dns.iter().map(|s| s.to_string()).collect(),
+            ip_addresses: Vec::new(),
+            other_sans: 0,
+            public_key_der: vec![1, 2, 3],
+        }
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn node_client_rules() {
+        let boot = s(&["system:bootstrappers", "system:authenticated"]);
+        let usages = s(&["digital signature", "client auth"]);
+        let node = req("system:node:a", &["system:nodes"], &[]);
+        let join = decide(
+            SIGNER_CLIENT_KUBELET,
+            "system:bootstrap:abcdef",
+            &boot,
+            &usages,
+            &node,
+        );
+        assert!(matches!(join, Decision::Approve(_)));
+        let renew = decide(
+            SIGNER_CLIENT_KUBELET,
+            "system:node:a",
+            &s(&["system:nodes"]),
+            &usages,
+            &node,
+        );
+        assert!(matches!(renew, Decision::Approve(m) if m.contains("renewal")));
+        let other = decide(
+            SIGNER_CLIENT_KUBELET,
+            "system:node:b",
+            &s(&["system:nodes"]),
+            &usages,
+            &node,
+        );
+        assert!(matches!(other, Decision::Deny(_)));
+        let masters = req("system:node:a", &["system:nodes", "system:masters"], &[]);
+        assert!(matches!(
+            decide(
+                SIGNER_CLIENT_KUBELET,
+                "system:bootstrap:x",
+                &boot,
+                &usages,
+                &masters
+            ),
+            Decision::Deny(_)
+        ));
+        let sans = req("system:node:a", &["system:nodes"], &["a"]);
+        assert!(matches!(
+            decide(
+                SIGNER_CLIENT_KUBELET,
+                "system:bootstrap:x",
+                &boot,
+                &usages,
+                &sans
+            ),
+            Decision::Deny(_)
+        ));
+        let server_usage = s(&["server auth"]);
+        assert!(matches!(
+            decide(
+                SIGNER_CLIENT_KUBELET,
+                "system:bootstrap:x",
+                &boot,
+                &server_usage,
+                &node
+            ),
+            Decision::Deny(_)
+        ));
+        // Humans decide for themselves, and other signers are not ours.
+        assert_eq!(
+            decide(
+                SIGNER_CLIENT_KUBELET,
+                "admin",
+                &s(&["system:masters"]),
+                &usages,
+                &masters
+            ),
+            Decision::Leave
+        );
+        assert_eq!(
+            decide(
+                "kubernetes.io/kube-apiserver-client",
+                "system:bootstrap:x",
+                &boot,
+                &usages,
+                &node
+            ),
+            Decision::Leave
+        );
+    }
+
+    #[test]
+    fn serving_rules() {
+        let nodes = s(&["system:nodes"]);
+        let usages = s(&["digital signature", "server auth"]);
+        let own = req("system:node:a", &["system:nodes"], &["a"]);
+        assert!(matches!(
+            decide(
+                SIGNER_KUBELET_SERVING,
+                "system:node:a",
+                &nodes,
+                &usages,
+                &own
+            ),
+            Decision::Approve(_)
+        ));
+        assert!(matches!(
+            decide(
+                SIGNER_KUBELET_SERVING,
+                "system:node:b",
+                &nodes,
+                &usages,
+                &own
+            ),
+            Decision::Deny(_)
+        ));
+        assert_eq!(
+            decide(
+                SIGNER_KUBELET_SERVING,
+                "system:bootstrap:x",
+                &s(&["system:bootstrappers"]),
+                &usages,
+                &own
+            ),
+            Decision::Leave
+        );
+        assert!(matches!(
+            decide(
+                SIGNER_KUBELET_SERVING,
+                "system:node:a",
+                &nodes,
+                &s(&["client auth"]),
+                &own
+            ),
+            Decision::Deny(_)
+        ));
+    }
+}
