@@ -6,6 +6,7 @@
 //! change they make is authorized and audited like any other client's.
 
 pub mod csr_approver;
+pub mod token_cleaner;
 
 use std::future::Future;
 
@@ -27,6 +28,7 @@ pub async fn run(
     let mut tasks: tokio::task::JoinSet<Result<(), Error>> = tokio::task::JoinSet::new();
     // Each controller is spawned here; they stop with the process.
     tasks.spawn(csr_approver::run(client.clone()));
+    tasks.spawn(token_cleaner::run(client.clone()));
     shutdown.await;
     tasks.abort_all();
     Ok(())
