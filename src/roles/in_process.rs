@@ -63,14 +63,21 @@ pub async fn run(
         let token = if super::agent::has_identity(&data_dir) {
             None
         } else {
-            let t = super::token::create(
+            match super::token::create(
                 &client,
                 Some(3600),
                 "the server's embedded agent",
                 &cfg.bundle.ca_pem,
             )
-            .await?;
-            Some(t.render())
+            .await
+            {
+                Ok(t) => Some(t.render()),
+                Err(e) => {
+                    // The agent then reports the missing token; the control plane carries on.
+                    tracing::error!(error = %format!("{e:#}"), "cannot create the embedded agent's join token");
+                    None
+                }
+            }
         };
         let agent_cfg = super::agent::Config {
             server: server.clone(),
