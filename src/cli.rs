@@ -35,6 +35,10 @@ pub enum Command {
     Server(Box<ServerArgs>),
     /// Inspect and rotate the cluster's certificates.
     Cert(CertArgs),
+    /// Join this machine to a cluster as a node.
+    Agent(AgentArgs),
+    /// Manage join tokens.
+    Token(TokenArgs),
     /// Print the version.
     Version,
     /// Secrets encryption at rest: key status and crash-safe key rotation.
@@ -117,6 +121,12 @@ pub struct ServerArgs {
     /// Lifetime of leaf certificates (e.g. 168h, 7d, 90m); renewed at 2/3 of it.
     #[arg(long, default_value = "168h", value_parser = parse_duration)]
     pub cert_validity: std::time::Duration,
+    /// Run the control plane alone, without the embedded node agent.
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// Name of the embedded agent's node (default: the hostname, lowercased).
+    #[arg(long)]
+    pub node_name: Option<String>,
     #[command(flatten)]
     pub auth: AuthArgs,
 }
@@ -251,4 +261,61 @@ pub enum CertCommand {
         #[arg(long)]
         node: Option<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The API server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "RAMPART_SERVER")]
+    pub server: String,
+    /// The join token from `rampart token create` (needed only for the first join).
+    #[arg(long, env = "RAMPART_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where the node's keys and certificates live.
+    #[arg(
+        long,
+        default_value = "/var/lib/rampart/agent",
+        env = "RAMPART_AGENT_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// The node's name (default: the hostname, lowercased).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's InternalIP (default: the first non-loopback address).
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+    /// Kubeconfig of an administrator (default: DATA_DIR/admin.kubeconfig).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The server's data directory, where the admin kubeconfig is.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/rampart/server",
+        env = "RAMPART_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token and print it.
+    Create {
+        /// How long the token is valid, e.g. 30m, 24h, 7d (0 = never expires).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// A note shown by `token list`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List join tokens (never their secrets).
+    List,
+    /// Delete a join token by its id.
+    Delete { id: String },
 }

@@ -14,6 +14,7 @@ fn is(ctx: &Ctx, group: &str, kind: &str) -> bool {
 }
 
 pub async fn before_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
+    super::csr::before_create(ctx, obj)?;
     if is(ctx, "", "Namespace") {
         obj["status"] = json!({"phase": "Active"});
         obj["spec"]["finalizers"] = json!(["kubernetes"]);
@@ -32,6 +33,7 @@ pub async fn before_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
 }
 
 pub async fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
+    super::csr::before_update(ctx, old, new)?;
     if is(ctx, "", "Service") {
         // Allocated values survive updates that omit them (upstream's patchAllocatedValues).
         for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {

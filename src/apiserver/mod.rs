@@ -10,6 +10,7 @@
 mod body;
 mod bootstrap;
 pub mod crd;
+mod csr;
 mod custom;
 mod defaults;
 mod discovery;
@@ -17,6 +18,7 @@ mod gc;
 mod handlers;
 mod health;
 mod hooks;
+pub mod join_tokens;
 pub mod merge;
 mod metrics;
 pub mod openapi;

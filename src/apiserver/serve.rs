@@ -180,11 +180,9 @@ async fn handle(
         if let Ok(id) = &conn_identity {
             state.node_issuers.observe(id);
         }
-        match state
-            .authn
-            .authenticate(&conn_identity, req.headers())
-            .await
-        {
+        let authn = state.authn.authenticate(&conn_identity, req.headers());
+        // The client address scopes the join-token failure limit (auth::bootstrap).
+        match auth::bootstrap::PEER_IP.scope(peer.ip(), authn).await {
             Err(why) => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
             Ok(user) => {
                 let user = &user;

@@ -7,6 +7,7 @@
 //! admit → store) is already in place for them.
 
 pub mod authn;
+pub mod bootstrap;
 pub mod oidc;
 pub mod revocation;
 pub mod serviceaccount;

@@ -5,8 +5,10 @@
 //! controller-manager's own identity (a `kube::Client` over mTLS), never the store, so every
 //! change they make is authorized and audited like any other client's.
 
+pub mod csr_approver;
 pub mod root_ca_publisher;
 pub mod serviceaccount;
+pub mod token_cleaner;
 
 use std::future::Future;
 
@@ -32,6 +34,8 @@ pub async fn run(
     // Each controller is spawned here; they stop with the process.
     tasks.spawn(serviceaccount::run(client.clone()));
     tasks.spawn(root_ca_publisher::run(client.clone(), cfg.root_ca_pem));
+    tasks.spawn(csr_approver::run(client.clone()));
+    tasks.spawn(token_cleaner::run(client.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

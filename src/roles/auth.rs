@@ -1,8 +1,6 @@
 //! The server role's authentication wiring: the service-account token issuer and the bearer
-//! authenticators (service-account JWTs, then OIDC if configured), and the controller
-//! manager's start once the API server listens.
+//! authenticators (service-account JWTs, then OIDC if configured).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -54,44 +52,4 @@ pub fn build(
         authn.tokens.push(Arc::new(a));
     }
     Ok((issuer, authn))
-}
-
-/// Start the controller manager against the API server at `bound` (over loopback when it
-/// listens everywhere) with its own client certificate.
-pub fn start_controllers(
-    authority: &crate::pki::Authority,
-    bound: SocketAddr,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    let m = authority.current();
-    let id = m
-        .identity("controller-manager")
-        .ok_or("the PKI has no controller-manager identity")?;
-    let ca_pem = m.bundle_pem.clone();
-    let host = if bound.ip().is_unspecified() {
-        std::net::IpAddr::from([127, 0, 0, 1])
-    } else {
-        bound.ip()
-    };
-    let server = format!("https://{}", SocketAddr::new(host, bound.port()));
-    tokio::spawn(async move {
-        let creds = crate::client::Credentials::Certificate {
-            cert_pem: id.cert_pem,
-            key_pem: id.key_pem,
-        };
-        let client = match crate::client::build(&server, &ca_pem, &creds).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the controller manager");
-                return;
-            }
-        };
-        let cfg = crate::controllers::Config {
-            root_ca_pem: ca_pem.clone(),
-        };
-        if let Err(e) = crate::controllers::run(cfg, client, shutdown).await {
-            tracing::error!(error = %e, "controller manager stopped");
-        }
-    });
-    Ok(())
 }

@@ -1,13 +1,18 @@
 //! Composition roots: each role wires components together and owns start order and shutdown.
 //! `anyhow` is allowed here (as in `main`): this is where component errors become messages.
 
+pub mod agent;
 mod auth;
 pub mod cert;
+pub mod csr_signer;
+pub mod in_process;
+pub mod join;
 pub mod logging;
 pub mod pki_maintenance;
 pub mod secrets_encrypt;
 pub mod server;
 pub mod supervisor;
+pub mod token;
 
 use crate::cli::{Cli, Command};
 
@@ -39,6 +44,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(secrets_encrypt::run(cmd))
+        }
+        Command::Agent(args) => {
+            logging::init(cli.log_format, &cli.log_level)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("rampart-agent")
+                .build()?;
+            rt.block_on(agent::run_cli(args))
+        }
+        Command::Token(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(token::run(args))
         }
     }
 }

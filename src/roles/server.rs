@@ -98,6 +98,27 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let (sa_issuer, mut authn) = super::auth::build(&args.auth, &authority, backend.clone())?;
     authn.cert_checks.push(revocations.clone());
 
+    authn.tokens.push(Arc::new(
+        apiserver::join_tokens::JoinTokenAuthenticator::new(backend.clone()),
+    ));
+    // Controllers, CSR signer and the embedded agent start once the API server listens.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<String>();
+    let in_process = tokio::spawn(super::in_process::run(
+        super::in_process::Config {
+            authority: authority.clone(),
+            data_dir: args.data_dir.clone(),
+            agent: (!args.disable_agent).then(|| super::in_process::EmbeddedAgent {
+                node_name: args
+                    .node_name
+                    .clone()
+                    .unwrap_or_else(super::agent::default_node_name),
+                node_ip: advertise,
+            }),
+        },
+        ready_rx,
+        shutdown.clone(),
+    ));
+
     // Point the kubeconfig at loopback when listening everywhere: it works on this host
     // whatever its addresses, and the certificate covers 127.0.0.1.
     let host = if args.bind_address.is_unspecified() {
@@ -107,7 +128,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let kubeconfig_path = args.data_dir.join("admin.kubeconfig");
     let maintenance_authority = authority.clone();
-    let controllers_authority = authority.clone();
     let maintenance_shutdown = shutdown.clone();
     apiserver::run(
         apiserver::Config {
@@ -129,6 +149,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 server_url,
             };
             super::pki_maintenance::write_kubeconfig(&maintenance_authority, &cfg)?;
+            let _ = ready_tx.send(cfg.server_url.clone());
             tokio::spawn(super::pki_maintenance::run(
                 maintenance_authority,
                 cfg,
@@ -139,11 +160,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 kubeconfig = %kubeconfig_path.display(),
                 "rampart server ready"
             );
-            super::auth::start_controllers(&controllers_authority, bound, shutdown.clone().wait())
+            Ok(())
         },
     )
     .await
     .context("API server failed")?;
+    in_process.abort();
     match compactor.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "compactor stopped with an error"),

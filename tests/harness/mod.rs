@@ -16,6 +16,8 @@ pub struct Server {
     pub port: u16,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
+    /// Run the embedded agent (off by default: control-plane suites want an empty cluster).
+    pub agent: bool,
 }
 
 pub fn free_port() -> u16 {
@@ -31,11 +33,21 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
+        Self::start_inner(extra, false)
+    }
+
+    /// A server with its embedded agent (a node named after the host, or `--node-name`).
+    pub fn start_with_agent(extra: &[&str]) -> Server {
+        Self::start_inner(extra, true)
+    }
+
+    fn start_inner(extra: &[&str], agent: bool) -> Server {
         let mut s = Server {
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            agent,
         };
         s.boot();
         s
@@ -76,6 +88,11 @@ impl Server {
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(&self.extra_args)
+            .args(if self.agent {
+                None
+            } else {
+                Some("--disable-agent")
+            })
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn rampart");

@@ -1,0 +1,333 @@
+//! Join (bootstrap) tokens, as upstream's bootstrap-token authenticator: a bearer token
+//! `<id>.<secret>` (id `[a-z0-9]{6}`, secret `[a-z0-9]{16}`) is valid while the Secret
+//! `kube-system/bootstrap-token-<id>` of type `bootstrap.kubernetes.io/token` holds the same
+//! secret, allows `usage-bootstrap-authentication` and has not expired. The user is
+//! `system:bootstrap:<id>` in `system:bootstrappers` plus the Secret's `auth-extra-groups`.
+//!
+//! Also the printed join token `R10<sha256 hex of the CA bundle>::<id>.<secret>` (k3s' "secure"
+//! format) the agent parses, and the failed-attempt limiter.
+//!
+//! Invariants: secrets are compared in constant time and never appear in messages or logs.
+//! Rate limit (our choice, upstream has none): 5 failures from one source address within a
+//! minute lock that address out of token authentication for 5 minutes; locked-out requests are
+//! refused with 401 before any lookup (401, not 429, because authenticators answer with
+//! Unauthorized and a client must not learn whether its guess was close).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+
+use super::UserInfo;
+
+pub const SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
+pub const SECRET_PREFIX: &str = "bootstrap-token-";
+pub const GROUP: &str = "system:bootstrappers";
+/// The extra group Rampart's join tokens carry (upstream kubeadm's default-node-token group).
+pub const NODE_TOKEN_GROUP: &str = "system:bootstrappers:rampart:default-node-token";
+/// Prefix of the printed join token (k3s-style "K10", ours "R10").
+pub const JOIN_PREFIX: &str = "R10";
+
+tokio::task_local! {
+    /// The client address of the request being authenticated (set by the API server around
+    /// authentication), for the per-address failure limit.
+    pub static PEER_IP: IpAddr;
+}
+
+/// The bearer part `<id>.<secret>` of a join token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken {
+    pub id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BearerToken({}.<redacted>)", self.id)
+    }
+}
+
+impl BearerToken {
+    /// `None` unless `s` has the exact shape `[a-z0-9]{6}.[a-z0-9]{16}`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (id, secret) = s.split_once('.')?;
+        let ok = |x: &str, n: usize| {
+            x.len() == n
+                && x.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
+        (ok(id, 6) && ok(secret, 16)).then(|| BearerToken {
+            id: id.to_string(),
+            secret: secret.to_string(),
+        })
+    }
+
+    /// A fresh random token.
+    pub fn generate() -> Self {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let pick = |n: usize| -> String {
+            (0..n)
+                .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+                .collect()
+        };
+        BearerToken {
+            id: pick(6),
+            secret: pick(16),
+        }
+    }
+
+    pub fn as_bearer(&self) -> String {
+        format!("{}.{}", self.id, self.secret)
+    }
+
+    pub fn secret_name(&self) -> String {
+        format!("{SECRET_PREFIX}{}", self.id)
+    }
+}
+
+/// A printed join token: the CA bundle's hash plus the bearer token.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct JoinToken {
+    /// Lower-case hex SHA-256 of the CA bundle as `/cacerts` serves it.
+    pub ca_hash: String,
+    pub bearer: BearerToken,
+}
+
+impl JoinToken {
+    /// Parse `R10<64 hex>::<id>.<secret>`. The message never repeats the token.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let rest = s.strip_prefix(JOIN_PREFIX).ok_or_else(|| {
+            format!("the join token is malformed: it must start with {JOIN_PREFIX}")
+        })?;
+        let (hash, bearer) = rest.split_once("::").ok_or(
+            "the join token is malformed: expected R10<CA hash>::<id>.<secret>".to_string(),
+        )?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the join token is malformed: the CA hash must be 64 hex digits".into());
+        }
+        let bearer = BearerToken::parse(bearer).ok_or(
+            "the join token is malformed: expected <6 characters>.<16 characters> after ::"
+                .to_string(),
+        )?;
+        Ok(JoinToken {
+            ca_hash: hash.to_ascii_lowercase(),
+            bearer,
+        })
+    }
+
+    pub fn render(&self) -> String {
+        format!("{JOIN_PREFIX}{}::{}", self.ca_hash, self.bearer.as_bearer())
+    }
+}
+
+/// Equality whose time depends only on the lengths (ring's public helper is deprecated).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Check `token` against the Secret found for its id (`None`: no such Secret). `now` is
+/// seconds since the epoch. On success, the user the token authenticates as.
+pub fn check(token: &BearerToken, secret: Option<&Secret>, now: i64) -> Result<UserInfo, String> {
+    // One message for every failure: a client learns nothing about which check failed.
+    let invalid = || "the join token is invalid or has expired".to_string();
+    let secret = secret.ok_or_else(invalid)?;
+    if secret.type_.as_deref() != Some(SECRET_TYPE) {
+        return Err(invalid());
+    }
+    let data: BTreeMap<&str, &[u8]> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.0.as_slice()))
+        .collect();
+    let get = |k: &str| data.get(k).copied().unwrap_or_default();
+    if get("token-id") != token.id.as_bytes() {
+        return Err(invalid());
+    }
+    if !constant_time_eq(get("token-secret"), token.secret.as_bytes()) {
+        return Err(invalid());
+    }
+    if get("usage-bootstrap-authentication") != b"true" {
+        return Err(invalid());
+    }
+    if let Some(exp) = data.get("expiration") {
+        let exp = std::str::from_utf8(exp)
+            .ok()
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+            .ok_or_else(invalid)?;
+        if now >= exp.as_second() {
+            return Err(invalid());
+        }
+    }
+    let mut groups = vec![GROUP.to_string()];
+    for g in std::str::from_utf8(get("auth-extra-groups"))
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+    {
+        // Upstream only allows extra groups under system:bootstrappers:.
+        if g.starts_with("system:bootstrappers:") && !groups.iter().any(|x| x == g) {
+            groups.push(g.to_string());
+        }
+    }
+    Ok(UserInfo {
+        name: format!("system:bootstrap:{}", token.id),
+        groups,
+    }
+    .with_authenticated_group())
+}
+
+/// Failed-attempt limiter keyed by source address (and by token id when no address is known).
+pub struct Limiter {
+    max_failures: usize,
+    window: Duration,
+    lockout: Duration,
+    state: Mutex<HashMap<String, Entry>>,
+}
+
+#[derive(Default)]
+struct Entry {
+    failures: Vec<Instant>,
+    locked_until: Option<Instant>,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter::new(5, Duration::from_secs(60), Duration::from_secs(300))
+    }
+}
+
+impl Limiter {
+    pub fn new(max_failures: usize, window: Duration, lockout: Duration) -> Self {
+        Limiter {
+            max_failures,
+            window,
+            lockout,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `key` is locked out now.
+    pub fn locked(&self, key: &str, now: Instant) -> bool {
+        let Ok(state) = self.state.lock() else {
+            return true;
+        };
+        state
+            .get(key)
+            .and_then(|e| e.locked_until)
+            .is_some_and(|until| now < until)
+    }
+
+    /// Record a failure; returns whether `key` is now locked out.
+    pub fn fail(&self, key: &str, now: Instant) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return true;
+        };
+        // Bound memory: forget idle entries once the map grows.
+        if state.len() > 10_000 {
+            let horizon = self.window.max(self.lockout);
+            state.retain(|_, e| {
+                e.locked_until.is_some_and(|u| u > now)
+                    || e.failures
+                        .last()
+                        .is_some_and(|t| now.duration_since(*t) < horizon)
+            });
+        }
+        let e = state.entry(key.to_string()).or_default();
+        e.failures.retain(|t| now.duration_since(*t) < self.window);
+        e.failures.push(now);
+        if e.failures.len() >= self.max_failures {
+            e.locked_until = Some(now + self.lockout);
+            e.failures.clear();
+            return true;
+        }
+        false
+    }
+}
+
+/// The limiter key for the current request: its source address, else the token id.
+pub fn limiter_key(token: &BearerToken) -> String {
+    PEER_IP
+        .try_with(|ip| format!("ip:{ip}"))
+        .unwrap_or_else(|_| format!("id:{}", token.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn secret(id: &str, sec: &str, exp: &str) -> Secret {
+        let mut data = BTreeMap::new();
+        for (k, v) in [
+            ("token-id", id),
+            ("token-secret", sec),
+            ("expiration", exp),
+            ("usage-bootstrap-authentication", "true"),
+            ("auth-extra-groups", NODE_TOKEN_GROUP),
+        ] {
+            data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
+        }
+        Secret {
+            type_: Some(SECRET_TYPE.into()),
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parses_shapes() {
+        assert!(BearerToken::parse("abcdef.0123456789abcdef").is_some());
+        assert!(BearerToken::parse("abcdef.0123456789abcde").is_none());
+        assert!(BearerToken::parse("ABCDEF.0123456789abcdef").is_none());
+        assert!(BearerToken::parse("eyJhbGciOi.x.y").is_none());
+        let t = BearerToken::generate();
+        let j = JoinToken {
+            ca_hash: "ab".repeat(32),
+            bearer: t.clone(),
+        };
+        assert_eq!(JoinToken::parse(&j.render()).unwrap(), j);
+        assert!(JoinToken::parse("garbage").is_err());
+        assert!(JoinToken::parse("R10abc::abcdef.0123456789abcdef").is_err());
+        assert!(!format!("{t:?}").contains(&t.secret));
+    }
+
+    #[test]
+    fn checks_secret_expiry_and_groups() {
+        let t = BearerToken::parse("abcdef.0123456789abcdef").unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        let good = secret("abcdef", "0123456789abcdef", "2999-01-01T00:00:00Z");
+        let user = check(&t, Some(&good), now).unwrap();
+        assert_eq!(user.name, "system:bootstrap:abcdef");
+        assert!(user.groups.contains(&GROUP.to_string()));
+        assert!(user.groups.contains(&NODE_TOKEN_GROUP.to_string()));
+        assert!(user.groups.contains(&"system:authenticated".to_string()));
+        let wrong = secret("abcdef", "0123456789abcdeX", "2999-01-01T00:00:00Z");
+        assert!(check(&t, Some(&wrong), now).is_err());
+        let expired = secret("abcdef", "0123456789abcdef", "2000-01-01T00:00:00Z");
+        assert!(check(&t, Some(&expired), now).is_err());
+        assert!(check(&t, None, now).is_err());
+    }
+
+    #[test]
+    fn limiter_locks_after_failures() {
+        let l = Limiter::new(5, Duration::from_secs(60), Duration::from_secs(300));
+        let now = Instant::now();
+        for i in 0..4 {
+            assert!(!l.fail("a", now + Duration::from_secs(i)));
+        }
+        assert!(!l.locked("a", now));
+        assert!(l.fail("a", now + Duration::from_secs(5)));
+        assert!(l.locked("a", now + Duration::from_secs(10)));
+        assert!(!l.locked("b", now));
+        assert!(!l.locked("a", now + Duration::from_secs(400)));
+    }
+}

@@ -1,0 +1,106 @@
+//! The kubelet: today node registration, node status and the node Lease (upstream's
+//! `kubelet_node_status.go` and `nodelease`); pods come with the runtime.
+//!
+//! Invariant: reaches the cluster only through the Kubernetes API with the node's own
+//! credentials. The client is handed over through a `watch` channel so that certificate
+//! renewal can swap it without restarting these loops (calls in flight finish on the old one).
+
+pub mod lease;
+pub mod node;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub node_ip: IpAddr,
+    pub hostname: String,
+    /// Extra labels (e.g. the control-plane role of a server's embedded agent).
+    pub extra_labels: Vec<(String, String)>,
+    /// Filesystem whose size is the node's ephemeral-storage.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("node {node}: {detail}")]
+    Api { node: String, detail: String },
+}
+
+/// Upstream's lease renew interval (and the lease duration, 40 s, is four of them).
+pub const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// Upstream's `nodeStatusReportFrequency`: status is written at least this often.
+pub const STATUS_REPORT: Duration = Duration::from_secs(60);
+
+/// Register the node, then keep its Lease and status fresh until `shutdown` resolves.
+pub async fn run(
+    cfg: Config,
+    clients: watch::Receiver<kube::Client>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_secs(1);
+    let uid = loop {
+        let client = clients.borrow().clone();
+        match node::register(&client, &cfg).await {
+            Ok(uid) => break uid,
+            Err(e) => {
+                log_api_error(&cfg.node_name, "cannot register the node", &e);
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    tracing::info!(node = %cfg.node_name, "node registered");
+    let mut tick = tokio::time::interval(LEASE_RENEW);
+    let mut last_status = tokio::time::Instant::now();
+    let mut last_reported: Option<serde_json::Value> = None;
+    let mut failures: u32 = 0;
+    loop {
+        // Back off (up to a minute) while the server keeps refusing us, e.g. a revoked cert.
+        let pause = if failures == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(2u64.saturating_pow(failures.min(6))).min(Duration::from_secs(60))
+        };
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = async { tick.tick().await; tokio::time::sleep(pause).await } => {}
+        }
+        let client = clients.borrow().clone();
+        if let Err(e) = lease::renew(&client, &cfg.node_name, &uid).await {
+            log_api_error(&cfg.node_name, "cannot renew the node lease", &e);
+            failures = failures.saturating_add(1);
+            continue;
+        }
+        failures = 0;
+        let status = node::status(&cfg);
+        let changed = last_reported.as_ref() != Some(&node::comparable(&status));
+        if changed || last_status.elapsed() >= STATUS_REPORT {
+            match node::update_status(&client, &cfg, status.clone()).await {
+                Ok(()) => {
+                    last_status = tokio::time::Instant::now();
+                    last_reported = Some(node::comparable(&status));
+                }
+                Err(e) => log_api_error(&cfg.node_name, "cannot update the node status", &e),
+            }
+        }
+    }
+}
+
+fn log_api_error(node: &str, what: &str, e: &kube::Error) {
+    match e {
+        kube::Error::Api(s) if s.code == 401 => tracing::error!(
+            node,
+            "{what}: the API server refuses this node's certificate (revoked or from another cluster?); retrying"
+        ),
+        e => tracing::warn!(node, error = %e, "{what}; retrying"),
+    }
+}

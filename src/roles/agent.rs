@@ -1,0 +1,333 @@
+//! `rampart agent`: join a cluster and run the node. Order: node identity (reuse a valid
+//! client certificate from DATA_DIR/pki, else join with the token: pin `/cacerts`, CSR,
+//! wait for the signer), then the kubelet (Node registration, status, Lease) with a client
+//! authenticated by the node certificate, then the kubelet-serving certificate.
+//!
+//! Upkeep every 10 s: `/cacerts` over the verified connection (a changed bundle — CA rotation —
+//! is saved and both certificates are renewed at once), client certificate renewed at 2/3 of
+//! its life with a new key, authenticated by the current certificate (never the token again);
+//! the kube client is rebuilt and handed to the kubelet through a `watch` channel.
+//!
+//! Files (DATA_DIR/pki, 0700): `ca.crt`, `kubelet-client.{crt,key}`,
+//! `kubelet-serving.{crt,key}`; keys 0600. A renewal writes `<name>.key.next` and
+//! `<name>.crt.next`, then renames the key and the certificate; a crash in between is finished
+//! at the next start, so the pair on disk always matches.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use rcgen::PublicKeyData;
+use tokio::sync::watch;
+
+use super::join::{self, Kind};
+use super::supervisor::Shutdown;
+use crate::auth::bootstrap::JoinToken;
+use crate::cli::AgentArgs;
+use crate::client::Credentials;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: String,
+    /// The printed join token; needed only while there is no valid node certificate.
+    pub token: Option<String>,
+    pub data_dir: PathBuf,
+    pub node_name: String,
+    pub node_ip: IpAddr,
+    pub hostname: String,
+    pub extra_labels: Vec<(String, String)>,
+}
+
+const UPKEEP: Duration = Duration::from_secs(10);
+/// How long a join waits for approval (a human may have to approve).
+const JOIN_WAIT: Duration = Duration::from_secs(3600);
+const RENEW_WAIT: Duration = Duration::from_secs(300);
+
+/// This host's name, lowercased (the default node name).
+pub fn default_node_name() -> String {
+    crate::pki::hostname()
+        .unwrap_or_else(|| "localhost".into())
+        .to_ascii_lowercase()
+}
+
+/// The first non-loopback IPv4 address, else loopback.
+pub fn default_node_ip() -> IpAddr {
+    crate::pki::local_ips()
+        .into_iter()
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+pub async fn run_cli(args: AgentArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::from_signals().context("cannot install signal handlers")?;
+    let node_name = args.node_name.clone().unwrap_or_else(default_node_name);
+    let cfg = Config {
+        server: args.server.trim_end_matches('/').to_string(),
+        token: args.token.clone(),
+        data_dir: args.data_dir.clone(),
+        hostname: node_name.clone(),
+        node_name,
+        node_ip: args.node_ip.unwrap_or_else(default_node_ip),
+        extra_labels: Vec::new(),
+    };
+    run(cfg, shutdown.wait()).await
+}
+
+/// Whether `data_dir` holds a usable node identity (so no join token is needed).
+pub fn has_identity(data_dir: &Path) -> bool {
+    let pki = data_dir.join("pki");
+    finish_swap(&pki, "kubelet-client");
+    std::fs::read_to_string(pki.join("ca.crt")).is_ok()
+        && load_pair(&pki, "kubelet-client").is_some()
+}
+
+/// Join if needed, then run the kubelet and the certificate upkeep until `shutdown`.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if let Err(e) = crate::api::validation::dns1123_subdomain(&cfg.node_name) {
+        bail!("invalid node name {:?}: {e}", cfg.node_name);
+    }
+    let pki = cfg.data_dir.join("pki");
+    private_dir(&pki)?;
+    finish_swap(&pki, "kubelet-client");
+    finish_swap(&pki, "kubelet-serving");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let existing = std::fs::read_to_string(pki.join("ca.crt"))
+        .ok()
+        .zip(load_pair(&pki, "kubelet-client"));
+    let (mut ca_pem, mut ident) = match existing {
+        Some((ca, pair)) => {
+            tracing::info!(node = %cfg.node_name, "using the node certificate in {}; no join token needed", pki.display());
+            (ca, pair)
+        }
+        None => tokio::select! {
+            r = join_cluster(&cfg, &pki) => r?,
+            _ = stopped(stop_rx.clone()) => return Ok(()),
+        },
+    };
+    let client = node_client(&cfg.server, &ca_pem, &ident).await?;
+    let (tx, rx) = watch::channel(client);
+    let kcfg = crate::kubelet::Config {
+        node_name: cfg.node_name.clone(),
+        node_ip: cfg.node_ip,
+        hostname: cfg.hostname.clone(),
+        extra_labels: cfg.extra_labels.clone(),
+        data_dir: cfg.data_dir.clone(),
+    };
+    let kubelet = tokio::spawn(crate::kubelet::run(kcfg, rx, stopped(stop_rx.clone())));
+
+    let mut tick = tokio::time::interval(UPKEEP);
+    let mut serving_retry_at = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        tokio::select! {
+            _ = stopped(stop_rx.clone()) => break,
+            _ = tick.tick() => {}
+        }
+        let client = tx.borrow().clone();
+        let mut renew_all = false;
+        match fetch_ca(&client).await {
+            Ok(bundle) if bundle != ca_pem => {
+                tracing::info!("the cluster CA bundle changed (CA rotation): saving it and renewing the node certificates");
+                write_file(&pki.join("ca.crt"), bundle.as_bytes(), 0o644)?;
+                ca_pem = bundle;
+                renew_all = true;
+                let c = node_client(&cfg.server, &ca_pem, &ident).await?;
+                let _ = tx.send(c);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot fetch /cacerts from the server"),
+        }
+        if renew_all || due(&ident.1) {
+            let client = tx.borrow().clone();
+            match join::request(&client, &cfg.node_name, Kind::Client, RENEW_WAIT).await {
+                Ok(issued) => {
+                    save_pair(&pki, "kubelet-client", &issued)?;
+                    ident = (issued.key_pem, issued.cert_pem);
+                    let c = node_client(&cfg.server, &ca_pem, &ident).await?;
+                    // Calls in flight finish on the old connection; new ones use the new cert.
+                    let _ = tx.send(c);
+                    tracing::info!(node = %cfg.node_name, "node client certificate renewed");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot renew the node client certificate; will retry")
+                }
+            }
+        }
+        let serving = load_pair(&pki, "kubelet-serving");
+        let serving_due = serving.as_ref().is_none_or(|p| due(&p.1)) || renew_all;
+        if serving_due && tokio::time::Instant::now() >= serving_retry_at {
+            let client = tx.borrow().clone();
+            let dns = vec![cfg.node_name.clone(), cfg.hostname.clone()];
+            let mut dns_unique = dns.clone();
+            dns_unique.dedup();
+            let ips = [cfg.node_ip];
+            match join::request(
+                &client,
+                &cfg.node_name,
+                Kind::Serving {
+                    dns: &dns_unique,
+                    ips: &ips,
+                },
+                Duration::from_secs(60),
+            )
+            .await
+            {
+                Ok(issued) => {
+                    save_pair(&pki, "kubelet-serving", &issued)?;
+                    tracing::info!(node = %cfg.node_name, "kubelet serving certificate issued");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot get a kubelet serving certificate; will retry");
+                    serving_retry_at = tokio::time::Instant::now() + Duration::from_secs(30);
+                }
+            }
+        }
+    }
+    match kubelet.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow!(e)),
+        Err(e) => Err(anyhow!("kubelet task failed: {e}")),
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// First join: pin the CA with the token, then a client CSR authenticated by the token.
+async fn join_cluster(cfg: &Config, pki: &Path) -> anyhow::Result<(String, (String, String))> {
+    let raw = cfg.token.as_deref().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+        anyhow!(
+            "no valid node certificate in {} and no --token given: create one with `rampart token create` on the server",
+            pki.display()
+        )
+    })?;
+    let token = JoinToken::parse(raw).map_err(|e| anyhow!(e))?;
+    let ca_pem = join::pinned_ca(&cfg.server, &token).await?;
+    write_file(&pki.join("ca.crt"), ca_pem.as_bytes(), 0o644)?;
+    let client = crate::client::build(
+        &cfg.server,
+        &ca_pem,
+        &Credentials::Bearer(token.bearer.as_bearer()),
+    )
+    .await
+    .context("cannot build a client for the join")?;
+    tracing::info!(node = %cfg.node_name, server = %cfg.server, "CA bundle pinned; requesting a node certificate");
+    let issued = join::request(&client, &cfg.node_name, Kind::Client, JOIN_WAIT).await?;
+    save_pair(pki, "kubelet-client", &issued)?;
+    tracing::info!(node = %cfg.node_name, "joined: node certificate issued");
+    Ok((ca_pem, (issued.key_pem, issued.cert_pem)))
+}
+
+async fn node_client(
+    server: &str,
+    ca_pem: &str,
+    ident: &(String, String),
+) -> anyhow::Result<kube::Client> {
+    crate::client::build(
+        server,
+        ca_pem,
+        &Credentials::Certificate {
+            cert_pem: ident.1.clone(),
+            key_pem: ident.0.clone(),
+        },
+    )
+    .await
+    .context("cannot build the node's API client")
+}
+
+async fn fetch_ca(client: &kube::Client) -> anyhow::Result<String> {
+    let req = http::Request::get("/cacerts").body(Vec::new())?;
+    Ok(client.request_text(req).await?)
+}
+
+/// Validity (not_before, not_after) of a PEM certificate.
+fn validity(cert_pem: &str) -> Option<(i64, i64)> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let (_, c) = x509_parser::parse_x509_certificate(&block.contents).ok()?;
+    Some((
+        c.validity().not_before.timestamp(),
+        c.validity().not_after.timestamp(),
+    ))
+}
+
+/// At 2/3 of the certificate's life (or if it cannot be read), renew.
+fn due(cert_pem: &str) -> bool {
+    let Some((nb, na)) = validity(cert_pem) else {
+        return true;
+    };
+    jiff::Timestamp::now().as_second() >= nb + (na - nb) * 2 / 3
+}
+
+/// `(key_pem, cert_pem)` if both exist, match, and the certificate is still valid.
+fn load_pair(pki: &Path, name: &str) -> Option<(String, String)> {
+    let key = std::fs::read_to_string(pki.join(format!("{name}.key"))).ok()?;
+    let cert = std::fs::read_to_string(pki.join(format!("{name}.crt"))).ok()?;
+    let (_, na) = validity(&cert)?;
+    if jiff::Timestamp::now().as_second() >= na {
+        return None;
+    }
+    let kp = rcgen::KeyPair::from_pem(&key).ok()?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).ok()?;
+    let (_, c) = x509_parser::parse_x509_certificate(&block.contents).ok()?;
+    (c.public_key().raw == kp.subject_public_key_info().as_slice()).then_some((key, cert))
+}
+
+fn save_pair(pki: &Path, name: &str, issued: &join::Issued) -> anyhow::Result<()> {
+    let key_next = pki.join(format!("{name}.key.next"));
+    let crt_next = pki.join(format!("{name}.crt.next"));
+    write_file(&key_next, issued.key_pem.as_bytes(), 0o600)?;
+    write_file(&crt_next, issued.cert_pem.as_bytes(), 0o644)?;
+    finish_swap(pki, name);
+    Ok(())
+}
+
+/// Complete a renewal swap: key first, then certificate (see the module docs).
+fn finish_swap(pki: &Path, name: &str) {
+    let key_next = pki.join(format!("{name}.key.next"));
+    let crt_next = pki.join(format!("{name}.crt.next"));
+    if !crt_next.exists() {
+        let _ = std::fs::remove_file(&key_next);
+        return;
+    }
+    if key_next.exists() {
+        let _ = std::fs::rename(&key_next, pki.join(format!("{name}.key")));
+    }
+    let _ = std::fs::rename(&crt_next, pki.join(format!("{name}.crt")));
+}
+
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set permissions on {}", dir.display()))
+}
+
+/// Write atomically (temporary file, fsync, rename) with `mode`.
+fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
