@@ -190,6 +190,7 @@ fn leaves_renew_without_restart_and_watches_survive() {
         rx.try_iter().any(|l| l.contains("namespace/after-renewal"))
     });
     let _ = watch.kill();
+    let _ = watch.wait();
     assert!(
         seen,
         "the watch opened before renewal did not deliver the event"
@@ -261,6 +262,7 @@ fn revoked_certificates_are_refused_at_once_and_after_restart() {
         watch.try_wait().unwrap().is_some()
     });
     let _ = watch.kill();
+    let _ = watch.wait();
     assert!(cut, "the revoked certificate's open watch kept running");
 
     rampart_ok(&["cert", "revoke", "--data-dir", &dd, "--node", "n1"]);

@@ -60,6 +60,7 @@ impl Server {
             port: free_port(),
             child: None,
             extra_args: Vec::new(),
+            agent: false,
         };
         s.boot();
         s
