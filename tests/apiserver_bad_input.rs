@@ -64,6 +64,7 @@ fn malformed_bodies_change_nothing() {
         .status,
         200
     );
+    s.settle();
     let before = revision(&s);
 
     let big = format!(

@@ -662,7 +662,7 @@ fn serial_of(path: &Path) -> Option<String> {
 #[test]
 fn agent_renews_its_client_certificate_with_its_own_identity() {
     // Short certificates: the 2/3-of-life deadline comes within the first upkeep ticks.
-    let s = Server::start_with(&["--cluster-signing-duration", "60s"]);
+    let s = Server::start_with(&["--cert-validity", "60s"]);
     let t = token(&s);
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(&s, &t, dir.path(), "worker-r");
@@ -671,8 +671,9 @@ fn agent_renews_its_client_certificate_with_its_own_identity() {
     )));
     let crt = dir.path().join("pki/kubelet-client.crt");
     let first = serial_of(&crt).unwrap();
+    // Renewal at 2/3 of 60 s.
     assert!(
-        eventually(Duration::from_secs(40), || serial_of(&crt)
+        eventually(Duration::from_secs(60), || serial_of(&crt)
             .is_some_and(|s| s != first)),
         "client certificate was not renewed: {}",
         agent.log.lock().unwrap()
@@ -701,7 +702,7 @@ fn agent_renews_its_client_certificate_with_its_own_identity() {
         agent.log.lock().unwrap()
     );
     let bad = Command::new(env!("CARGO_BIN_EXE_rampart"))
-        .args(["server", "--cluster-signing-duration", "soon", "--data-dir"])
+        .args(["server", "--cert-validity", "soon", "--data-dir"])
         .arg(dir.path().join("never"))
         .output()
         .unwrap();
@@ -714,7 +715,7 @@ fn agent_renews_its_client_certificate_with_its_own_identity() {
 
 #[test]
 fn a_changed_ca_bundle_is_saved_and_both_certificates_renewed() {
-    let mut s = Server::start();
+    let s = Server::start();
     let t = token(&s);
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(&s, &t, dir.path(), "worker-c");
@@ -730,18 +731,16 @@ fn a_changed_ca_bundle_is_saved_and_both_certificates_renewed() {
         serial_of(&pki.join("kubelet-client.crt")).unwrap(),
         serial_of(&pki.join("kubelet-serving.crt")).unwrap(),
     );
-    // CA rotation as the agent sees it: /cacerts starts serving an extra root.
-    s.stop();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "next-root");
-    let extra = p.self_signed(&key).unwrap().pem();
-    let ca_path = s.data_dir().join("pki/ca.crt");
-    let bundle = std::fs::read_to_string(&ca_path).unwrap() + &extra;
-    std::fs::write(&ca_path, &bundle).unwrap();
-    s.boot();
+    // A real CA rotation (overlap phase): /cacerts now serves the new and the old root.
+    let r = s.raw(harness::Raw::send(
+        "POST",
+        "/rampart/v1/certificates/rotate-ca",
+        "application/json",
+        br#"{"phase":"begin"}"#,
+    ));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let bundle = std::fs::read_to_string(s.data_dir().join("pki/ca-bundle.crt")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
     assert!(
         eventually(Duration::from_secs(40), || {
             std::fs::read_to_string(pki.join("ca.crt")).is_ok_and(|b| b == bundle)

@@ -66,6 +66,28 @@ impl Server {
         s
     }
 
+    /// Wait until the controllers have finished their start-up writes (the `default`
+    /// ServiceAccount and `kube-root-ca.crt` in the system namespaces), so tests that compare
+    /// store revisions see only their own changes.
+    pub fn settle(&self) {
+        let done = eventually(Duration::from_secs(30), || {
+            ["default", "kube-system", "kube-public", "kube-node-lease"]
+                .iter()
+                .all(|ns| {
+                    let sa = self.raw(Raw::get(&format!(
+                        "/api/v1/namespaces/{ns}/serviceaccounts/default"
+                    )));
+                    let cm = self.raw(Raw::get(&format!(
+                        "/api/v1/namespaces/{ns}/configmaps/kube-root-ca.crt"
+                    )));
+                    sa.status == 200 && cm.status == 200
+                })
+        });
+        assert!(done, "the controllers did not finish their start-up writes");
+        // Let any write already in flight land.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -77,13 +99,16 @@ impl Server {
     /// (Re)start the process on the same directory and port; waits for the ready line.
     pub fn boot(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
-            .args([
-                "server",
-                "--log-format",
-                "json",
-                "--bind-address",
-                "127.0.0.1",
-            ])
+            .args(["server", "--log-format", "json"])
+            .args(
+                if self.extra_args.iter().any(|a| a == "--bind-address") {
+                    None
+                } else {
+                    Some(["--bind-address", "127.0.0.1"])
+                }
+                .into_iter()
+                .flatten(),
+            )
             .arg("--https-port")
             .arg(self.port.to_string())
             .arg("--data-dir")
