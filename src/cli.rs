@@ -121,6 +121,10 @@ pub struct ServerArgs {
     /// Lifetime of leaf certificates (e.g. 168h, 7d, 90m); renewed at 2/3 of it.
     #[arg(long, default_value = "168h", value_parser = parse_duration)]
     pub cert_validity: std::time::Duration,
+    /// Also encrypt this resource at rest (repeatable): `configmaps`, or `<plural>.<group>`
+    /// such as `widgets.example.com`. Secrets are always encrypted.
+    #[arg(long = "encrypt-resource", value_parser = parse_resource)]
+    pub encrypt_resources: Vec<String>,
     /// Run the control plane alone, without the embedded node agent.
     #[arg(long)]
     pub disable_agent: bool,
@@ -164,6 +168,23 @@ pub struct AuthArgs {
     /// CA bundle (PEM) that signs the issuer's serving certificate (default: system roots).
     #[arg(long)]
     pub oidc_ca_file: Option<PathBuf>,
+}
+
+/// A resource name for `--encrypt-resource`, as the store key prefix it names
+/// (`/registry/<group|core>/<plural>/`).
+pub fn parse_resource(s: &str) -> Result<String, String> {
+    let (plural, group) = s.split_once('.').unwrap_or((s, "core"));
+    let ok = |x: &str| {
+        !x.is_empty()
+            && x.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    };
+    if !ok(plural) || !ok(group) {
+        return Err(format!(
+            "{s:?} is not a resource like configmaps or widgets.example.com"
+        ));
+    }
+    Ok(format!("/registry/{group}/{plural}/"))
 }
 
 /// `30s`, `90m`, `168h`, `7d` (or a bare number of seconds).

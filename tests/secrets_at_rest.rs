@@ -76,3 +76,37 @@ async fn secrets_are_sealed_and_tampering_is_detected() {
         "Yg=="
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listed_resources_are_sealed_too() {
+    let mut s = harness::Server::start_with(&["--encrypt-resource", "configmaps"]);
+    s.ok(&[
+        "create",
+        "configmap",
+        "cfg",
+        &format!("--from-literal=k={SECRET}"),
+    ]);
+    assert_eq!(
+        s.ok(&["get", "configmap", "cfg", "-o", "jsonpath={.data.k}"]),
+        SECRET
+    );
+    s.stop();
+    {
+        let store = RocksBackend::open(RocksConfig::new(s.data_dir().join("store"))).unwrap();
+        let kv = store
+            .get("/registry/core/configmaps/default/cfg", None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(kv.value.starts_with(b"rampart:aesgcm:v1:"), "not sealed");
+        assert!(!contains(&kv.value, SECRET.as_bytes()));
+    }
+    // A malformed resource name is refused before anything starts.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["server", "--encrypt-resource", "Bad Name!", "--data-dir"])
+        .arg(s.data_dir().join("never"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!s.data_dir().join("never").exists());
+}

@@ -35,7 +35,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .context("cannot load the secrets encryption keys")?
             .with_file_delay(rotation_delay),
     );
-    let encrypted_prefixes = vec![SECRETS_PREFIX.to_string()];
+    let mut encrypted_prefixes = vec![SECRETS_PREFIX.to_string()];
+    for p in &args.encrypt_resources {
+        if !encrypted_prefixes.contains(p) {
+            encrypted_prefixes.push(p.clone());
+        }
+    }
     let backend: Arc<dyn Backend> = Arc::new(store::encrypted::EncryptedBackend::new(
         Arc::new(rocks.clone()),
         keyring.clone(),
