@@ -212,6 +212,33 @@ fn two_agents_in_netns_join_survive_ca_rotation_and_revocation_cuts_one_off() {
             "{csrs}"
         );
     }
+    // Each node's service proxy has its own identity, issued through the CSR API.
+    for k in 1..=2 {
+        let pki = dirs[k - 1].path().join("pki");
+        assert!(
+            eventually(Duration::from_secs(30), || pki
+                .join("kube-proxy.crt")
+                .exists()),
+            "node-{k} has no proxy certificate"
+        );
+        let cert = std::fs::read_to_string(pki.join("kube-proxy.crt")).unwrap();
+        let key = std::fs::read_to_string(pki.join("kube-proxy.key")).unwrap();
+        let who = s.raw(Raw {
+            identity: Identity::Pem(&cert, &key),
+            ..Raw::send(
+                "POST",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                "application/json",
+                br#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+            )
+        });
+        let v = who.json();
+        assert_eq!(
+            v["status"]["userInfo"]["username"],
+            format!("system:kube-proxy:node-{k}"),
+            "{v}"
+        );
+    }
     let node1_cert_before =
         std::fs::read_to_string(dirs[0].path().join("pki/kubelet-client.crt")).unwrap();
 

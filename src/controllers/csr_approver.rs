@@ -29,10 +29,14 @@ use kube::api::{ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::Api;
 
-use crate::api::csr::{self, SIGNER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING};
+use crate::api::csr::{self, SIGNER_CLIENT, SIGNER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING};
 
 pub const OWNERS_CONFIGMAP: &str = "rampart-node-identities";
 const NODE_PREFIX: &str = "system:node:";
+/// Each node's service proxy has its own identity: `CN=system:kube-proxy:<node>`, in the
+/// `system:node-proxier` group (upstream's kube-proxy role binds that group).
+pub const PROXY_PREFIX: &str = "system:kube-proxy:";
+pub const PROXY_GROUP: &str = "system:node-proxier";
 
 /// What to do with one pending CSR.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +109,7 @@ async fn handle(
         .to_string();
     if let Decision::Approve(_) = &decision {
         decision = match c.spec.signer_name.as_str() {
+            SIGNER_CLIENT => decision,
             SIGNER_CLIENT_KUBELET => {
                 let renewal = requester == req.common_name;
                 match claim(client, &node_name, &req.public_key_sha256(), renewal).await {
@@ -235,6 +240,28 @@ pub fn decide(
             }
             Decision::Approve(format!("serving certificate of node {n}"))
         }
+        SIGNER_CLIENT => {
+            // Only the node's own proxy identity; any other client certificate waits for a
+            // human (`kubectl certificate approve`).
+            let Some(n) = node_requester else {
+                return Decision::Leave;
+            };
+            if req.common_name.strip_prefix(PROXY_PREFIX) != Some(n)
+                || req.organizations != [PROXY_GROUP]
+            {
+                return Decision::Leave;
+            }
+            let allowed = ["digital signature", "key encipherment", "client auth"];
+            if usages.iter().any(|u| !allowed.contains(&u.as_str()))
+                || !usages.iter().any(|u| u == "client auth")
+                || req.has_sans()
+            {
+                return Decision::Deny(format!(
+                    "the proxy certificate of node {n} allows only the usages {allowed:?}, needs client auth and carries no SANs"
+                ));
+            }
+            Decision::Approve(format!("service proxy identity of node {n}"))
+        }
         _ => Decision::Leave,
     }
 }
@@ -340,6 +367,28 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn a_node_gets_only_its_own_proxy_identity() {
+        let usages = s(&["digital signature", "client auth"]);
+        let own = req("system:kube-proxy:a", &["system:node-proxier"], &[]);
+        let other = req("system:kube-proxy:b", &["system:node-proxier"], &[]);
+        let masters = req("system:kube-proxy:a", &["system:masters"], &[]);
+        let d =
+            |requester: &str, r: &csr::Request| decide(SIGNER_CLIENT, requester, &[], &usages, r);
+        assert!(matches!(d("system:node:a", &own), Decision::Approve(_)));
+        assert!(matches!(d("system:node:a", &other), Decision::Leave));
+        assert!(matches!(d("system:node:a", &masters), Decision::Leave));
+        assert!(matches!(d("alice", &own), Decision::Leave));
+        let server_usage = decide(
+            SIGNER_CLIENT,
+            "system:node:a",
+            &[],
+            &s(&["server auth"]),
+            &own,
+        );
+        assert!(matches!(server_usage, Decision::Deny(_)));
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! `rampart agent`: join a cluster and run the node. Order: node identity (reuse a valid
 //! client certificate from DATA_DIR/pki, else join with the token: pin `/cacerts`, CSR,
 //! wait for the signer), then the kubelet (Node registration, status, Lease) with a client
-//! authenticated by the node certificate, then the kubelet-serving certificate.
+//! authenticated by the node certificate, then the kubelet-serving certificate and the node's
+//! service-proxy identity (`CN=system:kube-proxy:<node>`, signer `kube-apiserver-client`).
 //!
 //! Upkeep every 10 s: `/cacerts` over the verified connection (a changed bundle — CA rotation —
-//! is saved and both certificates are renewed at once), client certificate renewed at 2/3 of
+//! is saved and every certificate is renewed at once), client certificate renewed at 2/3 of
 //! its life with a new key, authenticated by the current certificate (never the token again);
 //! the kube client is rebuilt and handed to the kubelet through a `watch` channel.
 //!
 //! Files (DATA_DIR/pki, 0700): `ca.crt`, `kubelet-client.{crt,key}`,
-//! `kubelet-serving.{crt,key}`; keys 0600. A renewal writes `<name>.key.next` and
+//! `kubelet-serving.{crt,key}`, `kube-proxy.{crt,key}`; keys 0600. A renewal writes `<name>.key.next` and
 //! `<name>.crt.next`, then renames the key and the certificate; a crash in between is finished
 //! at the next start, so the pair on disk always matches.
 
@@ -96,6 +97,7 @@ pub async fn run(
     private_dir(&pki)?;
     finish_swap(&pki, "kubelet-client");
     finish_swap(&pki, "kubelet-serving");
+    finish_swap(&pki, "kube-proxy");
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -128,6 +130,7 @@ pub async fn run(
 
     let mut tick = tokio::time::interval(UPKEEP);
     let mut serving_retry_at = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut proxy_retry_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stopped(stop_rx.clone()) => break,
@@ -160,6 +163,27 @@ pub async fn run(
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "cannot renew the node client certificate; will retry")
+                }
+            }
+        }
+        let proxy_due = load_pair(&pki, "kube-proxy").is_none_or(|p| due(&p.1)) || renew_all;
+        if proxy_due && tokio::time::Instant::now() >= proxy_retry_at {
+            let client = tx.borrow().clone();
+            match join::request(
+                &client,
+                &cfg.node_name,
+                Kind::Proxy,
+                Duration::from_secs(60),
+            )
+            .await
+            {
+                Ok(issued) => {
+                    save_pair(&pki, "kube-proxy", &issued)?;
+                    tracing::info!(node = %cfg.node_name, "service proxy certificate issued");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot get the service proxy certificate; will retry");
+                    proxy_retry_at = tokio::time::Instant::now() + Duration::from_secs(30);
                 }
             }
         }

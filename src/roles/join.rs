@@ -23,7 +23,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::api::csr::{hex, SIGNER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING};
+use crate::api::csr::{hex, SIGNER_CLIENT, SIGNER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING};
 use crate::auth::bootstrap::{constant_time_eq, JoinToken};
 
 /// Largest CA bundle we accept from an unverified server.
@@ -190,6 +190,9 @@ pub async fn pinned_ca(server: &str, token: &JoinToken) -> anyhow::Result<String
 pub enum Kind<'a> {
     /// `kube-apiserver-client-kubelet`: `CN=system:node:<name>, O=system:nodes`.
     Client,
+    /// `kube-apiserver-client`: the node's service proxy,
+    /// `CN=system:kube-proxy:<name>, O=system:node-proxier`.
+    Proxy,
     /// `kubelet-serving` with these SANs.
     Serving {
         dns: &'a [String],
@@ -213,14 +216,20 @@ pub async fn request(
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("cannot generate a key")?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, format!("system:node:{node}"));
-    dn.push(DnType::OrganizationName, "system:nodes");
+    if let Kind::Proxy = kind {
+        dn.push(DnType::CommonName, format!("system:kube-proxy:{node}"));
+        dn.push(DnType::OrganizationName, "system:node-proxier");
+    } else {
+        dn.push(DnType::CommonName, format!("system:node:{node}"));
+        dn.push(DnType::OrganizationName, "system:nodes");
+    }
     params.distinguished_name = dn;
     let (signer, usages) = match &kind {
         Kind::Client => (
             SIGNER_CLIENT_KUBELET,
             vec!["digital signature", "client auth"],
         ),
+        Kind::Proxy => (SIGNER_CLIENT, vec!["digital signature", "client auth"]),
         Kind::Serving { dns, ips } => {
             for d in dns.iter() {
                 params.subject_alt_names.push(SanType::DnsName(
