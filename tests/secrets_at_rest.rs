@@ -110,3 +110,26 @@ async fn listed_resources_are_sealed_too() {
     assert!(!out.status.success());
     assert!(!s.data_dir().join("never").exists());
 }
+
+#[test]
+fn string_data_is_stored_as_data_and_never_kept() {
+    let s = harness::Server::start();
+    s.ok_in(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: sd}\nstringData: {user: admin}\ndata: {other: eA==}\n",
+    );
+    let got = s.json(&["get", "secret", "sd"]);
+    assert_eq!(got["data"]["user"], "YWRtaW4=", "{got}");
+    assert_eq!(got["data"]["other"], "eA==", "{got}");
+    assert!(got.get("stringData").is_none(), "{got}");
+    // Updating through stringData overrides the key, as upstream.
+    s.ok(&[
+        "patch",
+        "secret",
+        "sd",
+        "-p",
+        r#"{"stringData":{"user":"root"}}"#,
+    ]);
+    let got = s.json(&["get", "secret", "sd"]);
+    assert_eq!(got["data"]["user"], "cm9vdA==", "{got}");
+}

@@ -52,6 +52,47 @@ fn template(spec: &mut Value) {
     }
 }
 
+/// Upstream's Secret conversion: `stringData` is write-only; each entry is base64-encoded into
+/// `data`, overriding a key of the same name, and `stringData` itself is never stored. Left in
+/// place when it holds non-strings, so validation reports them.
+fn merge_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(map) = obj.get("stringData").and_then(Value::as_object) else {
+        if obj.get("stringData").is_some_and(Value::is_null) {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("stringData");
+            }
+        }
+        return;
+    };
+    if !map.values().all(Value::is_string) {
+        return;
+    }
+    let encoded: Vec<(String, String)> = map
+        .iter()
+        .map(|(k, v)| {
+            let text = v.as_str().unwrap_or_default();
+            (
+                k.clone(),
+                base64::engine::general_purpose::STANDARD.encode(text),
+            )
+        })
+        .collect();
+    let Some(o) = obj.as_object_mut() else {
+        return;
+    };
+    o.remove("stringData");
+    let data = o.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    if let Some(d) = data.as_object_mut() {
+        for (k, v) in encoded {
+            d.insert(k, Value::String(v));
+        }
+    }
+}
+
 pub fn apply(ri: &ResourceInfo, obj: &mut Value) {
     match (ri.group.as_str(), ri.kind.as_str()) {
         ("", "Pod") => pod_spec(&mut obj["spec"]),
@@ -68,7 +109,10 @@ pub fn apply(ri: &ResourceInfo, obj: &mut Value) {
                 default(p, "targetPort", port);
             }
         }
-        ("", "Secret") => default(obj, "type", json!("Opaque")),
+        ("", "Secret") => {
+            default(obj, "type", json!("Opaque"));
+            merge_string_data(obj);
+        }
         ("", "ReplicationController") => {
             default(&mut obj["spec"], "replicas", json!(1));
             template(&mut obj["spec"]);
@@ -209,6 +253,16 @@ mod tests {
         let mut latest = json!({"name": "c", "image": "busybox"});
         container(&mut latest);
         assert_eq!(latest["imagePullPolicy"], "Always");
+    }
+
+    #[test]
+    fn secret_string_data_is_merged_into_data() {
+        let mut s = json!({"stringData": {"a": "x", "b": "y"}, "data": {"a": "b2xk", "c": "Yw=="}});
+        merge_string_data(&mut s);
+        assert_eq!(s, json!({"data": {"a": "eA==", "b": "eQ==", "c": "Yw=="}}));
+        let mut bad = json!({"stringData": {"a": 1}});
+        merge_string_data(&mut bad);
+        assert_eq!(bad, json!({"stringData": {"a": 1}}));
     }
 
     #[test]
