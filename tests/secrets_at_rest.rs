@@ -133,3 +133,38 @@ fn string_data_is_stored_as_data_and_never_kept() {
     let got = s.json(&["get", "secret", "sd"]);
     assert_eq!(got["data"]["user"], "cm9vdA==", "{got}");
 }
+
+#[test]
+fn a_lost_key_file_stops_the_server_instead_of_replacing_the_key() {
+    let mut s = harness::Server::start();
+    s.ok(&["create", "secret", "generic", "kept", "--from-literal=a=b"]);
+    s.stop();
+    let keys = s.data_dir().join("encryption/keys.json");
+    let saved = std::fs::read(&keys).unwrap();
+    std::fs::remove_file(&keys).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args([
+            "server",
+            "--log-format",
+            "json",
+            "--bind-address",
+            "127.0.0.1",
+        ])
+        .args(["--https-port", "0", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("keys.json is missing"), "{err}");
+    assert!(!keys.exists(), "no new key may be created");
+    // Restoring the backup brings everything back.
+    std::fs::write(&keys, saved).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    s.boot();
+    assert_eq!(
+        s.ok(&["get", "secret", "kept", "-o", "jsonpath={.data.a}"]),
+        "Yg=="
+    );
+}

@@ -30,17 +30,28 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
         .unwrap_or_default();
-    let keyring = Arc::new(
-        store::encrypted::Keyring::load_or_create(&args.data_dir.join("encryption"))
-            .context("cannot load the secrets encryption keys")?
-            .with_file_delay(rotation_delay),
-    );
     let mut encrypted_prefixes = vec![SECRETS_PREFIX.to_string()];
     for p in &args.encrypt_resources {
         if !encrypted_prefixes.contains(p) {
             encrypted_prefixes.push(p.clone());
         }
     }
+    let key_file = args.data_dir.join("encryption/keys.json");
+    if !key_file.exists()
+        && store::encrypted::any_sealed(&rocks, &encrypted_prefixes)
+            .await
+            .context("cannot scan the store for encrypted values")?
+    {
+        anyhow::bail!(
+            "{} is missing but the store holds encrypted values; restore the key file from your backup (a new key could never decrypt them)",
+            key_file.display()
+        );
+    }
+    let keyring = Arc::new(
+        store::encrypted::Keyring::load_or_create(&args.data_dir.join("encryption"))
+            .context("cannot load the secrets encryption keys")?
+            .with_file_delay(rotation_delay),
+    );
     let backend: Arc<dyn Backend> = Arc::new(store::encrypted::EncryptedBackend::new(
         Arc::new(rocks.clone()),
         keyring.clone(),

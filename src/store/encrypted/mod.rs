@@ -143,3 +143,33 @@ impl Backend for EncryptedBackend {
         self.inner.compacted_revision()
     }
 }
+
+/// Whether any stored value under `prefixes` is sealed (carries the envelope) — checked before a
+/// missing key file is replaced by a fresh key, which could never open those values.
+pub async fn any_sealed(inner: &dyn Backend, prefixes: &[String]) -> Result<bool> {
+    for prefix in prefixes {
+        let mut start_after = None;
+        loop {
+            let page = inner
+                .range(RangeRequest {
+                    prefix: prefix.clone(),
+                    start_after: start_after.clone(),
+                    limit: 500,
+                    revision: None,
+                })
+                .await?;
+            if page
+                .items
+                .iter()
+                .any(|kv| kv.value.starts_with(keyring::PREFIX))
+            {
+                return Ok(true);
+            }
+            match page.items.last() {
+                Some(last) if page.items.len() == 500 => start_after = Some(last.key.clone()),
+                _ => break,
+            }
+        }
+    }
+    Ok(false)
+}
