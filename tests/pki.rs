@@ -190,6 +190,15 @@ fn leaves_renew_without_restart_and_watches_survive() {
         rx.try_iter().any(|l| l.contains("namespace/after-renewal"))
     });
     let _ = watch.kill();
+    // The controllers run on the renewed controller-manager certificate (the first one has
+    // expired by now): a new namespace still gets its default ServiceAccount.
+    assert!(
+        eventually(Duration::from_secs(20), || s
+            .kubectl(&["get", "serviceaccount", "default", "-n", "after-renewal"])
+            .status
+            .success()),
+        "the controllers stopped working after their certificate was renewed"
+    );
     let _ = watch.wait();
     assert!(
         seen,
@@ -404,6 +413,21 @@ fn rotate_ca_overlaps_then_retires_the_old_ca() {
     assert!(
         !s.handshake_ok(&old_bundle),
         "the old root alone no longer verifies the server"
+    );
+    // The controllers follow: kube-root-ca.crt publishes the new bundle.
+    let bundle = pki(&s, "ca-bundle.crt");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let out = s.kubectl(&[
+                "get",
+                "configmap",
+                "kube-root-ca.crt",
+                "-o",
+                "jsonpath={.data.ca\\.crt}",
+            ]);
+            String::from_utf8_lossy(&out.stdout) == bundle
+        }),
+        "kube-root-ca.crt still holds the old bundle"
     );
 }
 

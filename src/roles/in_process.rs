@@ -34,33 +34,13 @@ pub async fn run(
     let Ok(server) = ready.await else {
         return Ok(());
     };
+    let manager = tokio::spawn(controller_manager(
+        cfg.authority.clone(),
+        server.clone(),
+        shutdown.clone(),
+    ));
     let m = cfg.authority.current();
-    let id = m
-        .identity("controller-manager")
-        .context("the PKI has no controller-manager identity")?;
-    let creds = Credentials::Certificate {
-        cert_pem: id.cert_pem,
-        key_pem: id.key_pem,
-    };
-    // The controller manager's own identity (CN=system:kube-controller-manager) for the
-    // controllers and the CSR signer, as upstream's kube-controller-manager hosts both.
-    let client = crate::client::build(&server, &m.bundle_pem, &creds)
-        .await
-        .context("cannot build the in-process API client")?;
-    let controllers = tokio::spawn(crate::controllers::run(
-        crate::controllers::Config {
-            root_ca_pem: m.bundle_pem.clone(),
-        },
-        client.clone(),
-        shutdown.clone().wait(),
-    ));
-    let signer = tokio::spawn(super::csr_signer::run(
-        super::csr_signer::Config {
-            authority: cfg.authority.clone(),
-        },
-        client.clone(),
-        shutdown.clone().wait(),
-    ));
+    let client = manager_client(&cfg.authority, &server).await?;
     if let Some(a) = cfg.agent {
         let data_dir = cfg.data_dir.join("agent");
         let token = if super::agent::has_identity(&data_dir) {
@@ -98,7 +78,85 @@ pub async fn run(
             tracing::error!(error = %format!("{e:#}"), "the embedded agent stopped");
         }
     }
-    let _ = controllers.await;
-    let _ = signer.await;
+    let _ = manager.await;
     Ok(())
+}
+
+/// A client with the controller manager's current certificate
+/// (CN=system:kube-controller-manager).
+async fn manager_client(authority: &pki::Authority, server: &str) -> anyhow::Result<kube::Client> {
+    let m = authority.current();
+    let id = m
+        .identity("controller-manager")
+        .context("the PKI has no controller-manager identity")?;
+    let creds = Credentials::Certificate {
+        cert_pem: id.cert_pem,
+        key_pem: id.key_pem,
+    };
+    crate::client::build(server, &m.bundle_pem, &creds)
+        .await
+        .context("cannot build the in-process API client")
+}
+
+/// The controllers and the CSR signer (as upstream's kube-controller-manager hosts both),
+/// restarted with a fresh client whenever the controller manager's certificate or the trust
+/// bundle changes — renewal every few days, CA rotation — so they never run on an expired
+/// identity or publish a stale `kube-root-ca.crt`.
+async fn controller_manager(authority: Arc<pki::Authority>, server: String, shutdown: Shutdown) {
+    let mut changes = authority.subscribe();
+    loop {
+        let m = authority.current();
+        let fingerprint = |m: &pki::Material| {
+            (
+                m.leaf("controller-manager").map(|l| l.info.serial.clone()),
+                m.bundle_pem.clone(),
+            )
+        };
+        let running = fingerprint(&m);
+        let client = match manager_client(&authority, &server).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot start the controller manager; retrying");
+                tokio::select! {
+                    _ = shutdown.clone().wait() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
+                }
+            }
+        };
+        let controllers = tokio::spawn(crate::controllers::run(
+            crate::controllers::Config {
+                root_ca_pem: m.bundle_pem.clone(),
+            },
+            client.clone(),
+            shutdown.clone().wait(),
+        ));
+        let signer = tokio::spawn(super::csr_signer::run(
+            super::csr_signer::Config {
+                authority: authority.clone(),
+            },
+            client,
+            shutdown.clone().wait(),
+        ));
+        let stop = loop {
+            tokio::select! {
+                _ = shutdown.clone().wait() => break true,
+                r = changes.changed() => {
+                    if r.is_err() {
+                        break true;
+                    }
+                    if fingerprint(&authority.current()) != running {
+                        tracing::info!("controller-manager identity or trust bundle changed; restarting the controllers");
+                        break false;
+                    }
+                }
+            }
+        };
+        controllers.abort();
+        signer.abort();
+        let _ = controllers.await;
+        let _ = signer.await;
+        if stop {
+            return;
+        }
+    }
 }
