@@ -456,3 +456,51 @@ fn bad_audit_policy_refuses_to_start() {
         assert!(!dir.path().join("data").join("store").exists());
     }
 }
+
+#[test]
+fn full_disk_fails_closed_with_503_and_recovers() {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP full_disk_fails_closed_with_503_and_recovers: needs root to mount a tmpfs");
+        return;
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs failed");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.path());
+    let dir = mnt.path().join("audit");
+    let s = Server::start_with(&["--audit-log-dir", dir.to_str().unwrap()]);
+    assert_eq!(s.raw(Raw::get("/api/v1/namespaces/default")).status, 200);
+    // Fill the disk.
+    let filler = mnt.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        codes.push(s.raw(Raw::get("/api/v1/namespaces/default")).status);
+    }
+    assert!(
+        codes.iter().filter(|c| **c == 503).count() >= 19,
+        "{codes:?}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        s.raw(Raw::get("/api/v1/namespaces/default")).status == 200
+    }));
+    let (ok, text) = verify(&dir);
+    assert!(ok, "{text}");
+}
