@@ -44,6 +44,15 @@ pub enum Command {
     /// Secrets encryption at rest: key status and crash-safe key rotation.
     #[command(subcommand)]
     SecretsEncrypt(SecretsEncryptCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain: DIR is the audit directory or one log file.
+    Verify { path: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +142,25 @@ pub struct ServerArgs {
     pub node_name: Option<String>,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// Audit log flags, named as kube-apiserver's.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    /// Directory of the audit log (default: DATA_DIR/audit).
+    #[arg(long)]
+    pub audit_log_dir: Option<PathBuf>,
+    /// Rotate `audit.log` when it would grow past this many MiB.
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// Rotated files to keep (0 keeps all).
+    #[arg(long, default_value_t = 10)]
+    pub audit_log_maxbackup: usize,
+    /// An `audit.k8s.io/v1` Policy (YAML); default: Metadata for every request.
+    #[arg(long)]
+    pub audit_policy_file: Option<PathBuf>,
 }
 
 /// Service-account token and OIDC flags, named as kube-apiserver's.

@@ -7,6 +7,7 @@
 //! a `metav1.Status` (`status.rs`). Must run on tokio's multi-threaded runtime: large lists are
 //! decoded and encoded under `block_in_place`.
 
+mod audit;
 mod body;
 mod bootstrap;
 pub mod crd;
@@ -60,6 +61,8 @@ pub struct Config {
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
     /// The service-account token issuer (TokenRequest, OIDC discovery); `None` disables both.
     pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
+    /// The audit log; every request is recorded (and refused with 503 when it cannot be).
+    pub audit: Option<Arc<crate::auth::audit::Sink>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,7 @@ pub(crate) struct State {
     /// Upstream's max-in-flight filter: non-watch requests beyond this get 429.
     pub inflight: tokio::sync::Semaphore,
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
+    pub audit: Option<Arc<crate::auth::audit::Sink>>,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -127,6 +131,7 @@ pub async fn run(
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),
         encryption: cfg.encryption.clone(),
+        audit: cfg.audit.clone(),
     });
     bootstrap::run(&state)
         .await

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use super::body::{error_response, text_response, Body};
 use super::request::{classify, Query};
 use super::status::ApiError;
-use super::{discovery, handlers, health, rampart_api, State};
+use super::{audit, discovery, handlers, health, rampart_api, State};
 use crate::auth;
 
 pub(super) async fn accept_loop(
@@ -160,17 +160,39 @@ impl Connection {
     }
 }
 
+/// Audits the request around serving it: refused with 503 up front when the audit log cannot
+/// be written, and its line written before the response is returned (see `audit`).
 async fn handle(
     state: Arc<State>,
     peer: SocketAddr,
     identity: Arc<Connection>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let Some(sink) = state.audit.clone() else {
+        return serve_request(state, peer, identity, req, &mut audit::Outcome::default()).await;
+    };
+    if !sink.writable() {
+        return audit::unavailable();
+    }
+    let start = audit::Start::new(&req, peer);
+    let mut outcome = audit::Outcome::default();
+    let response = serve_request(state, peer, identity, req, &mut outcome).await;
+    audit::finish(&sink, start, outcome, response).await
+}
+
+async fn serve_request(
+    state: Arc<State>,
+    peer: SocketAddr,
+    identity: Arc<Connection>,
+    req: Request<Incoming>,
+    outcome: &mut audit::Outcome,
+) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
     let info = classify(&method, &path, &query);
+    outcome.info = Some(info.clone());
 
     let response = if path == "/cacerts" && method == "GET" {
         // The one unauthenticated endpoint: the CA bundle, needed to pin it before joining.
@@ -185,6 +207,7 @@ async fn handle(
         match auth::bootstrap::PEER_IP.scope(peer.ip(), authn).await {
             Err(why) => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
             Ok(user) => {
+                outcome.user = Some(user.clone());
                 let user = &user;
                 let attrs = auth::Attributes {
                     user,
@@ -197,7 +220,9 @@ async fn handle(
                     name: &info.name,
                     path: &path,
                 };
-                match auth::authorize(&attrs) {
+                let decision = auth::authorize(&attrs);
+                outcome.decision = Some(decision.clone());
+                match decision {
                     auth::Decision::Deny(why) => error_response(&ApiError::forbidden(why)),
                     auth::Decision::Allow if info.resource_request => {
                         // Long-running watches do not count against the in-flight limit.

@@ -6,6 +6,7 @@
 //! replace the authorizer in their own issue; the request path (authenticate → authorize →
 //! admit → store) is already in place for them.
 
+pub mod audit;
 pub mod authn;
 pub mod bootstrap;
 pub mod oidc;

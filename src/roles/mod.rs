@@ -2,6 +2,7 @@
 //! `anyhow` is allowed here (as in `main`): this is where component errors become messages.
 
 pub mod agent;
+mod audit;
 mod auth;
 pub mod cert;
 pub mod csr_signer;
@@ -53,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(agent::run_cli(args))
         }
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Token(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

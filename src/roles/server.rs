@@ -18,6 +18,11 @@ const SECRETS_PREFIX: &str = "/registry/core/secrets/";
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::from_signals().context("cannot install signal handlers")?;
+    // A bad audit policy refuses to start before anything else is touched.
+    let audit_policy = match &args.audit.audit_policy_file {
+        Some(path) => crate::auth::audit::Policy::load(path)?,
+        None => crate::auth::audit::Policy::default_policy(),
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let store_dir = args.data_dir.join("store");
@@ -100,6 +105,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     })
     .context("cannot prepare the cluster PKI")?;
     let revocations = Arc::new(crate::auth::revocation::Revocations::default());
+    let audit = Arc::new(super::audit::open_sink(
+        &args.audit,
+        &args.data_dir,
+        audit_policy,
+    )?);
 
     let compactor = tokio::spawn(store::compactor::run(
         backend.clone(),
@@ -155,6 +165,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             revocations,
             encryption: Some(rotation),
             service_accounts: Some(sa_issuer),
+            audit: Some(audit),
         },
         backend.clone(),
         shutdown.clone().wait(),

@@ -1,0 +1,186 @@
+//! The request path's side of the audit log (`auth::audit`): what is known when a request
+//! arrives (`Start`), what authentication and authorization decided (`Outcome`), and the line
+//! written once the response is ready (`finish`).
+//!
+//! Stages: a request's line is written when its response is ready and before it is returned,
+//! with stage `ResponseComplete`; a watch's line is written when the watch starts streaming,
+//! with stage `ResponseStarted` (upstream's semantics for long-running requests), and nothing
+//! is written when it ends. Unauthenticated requests are recorded as `system:anonymous` in
+//! `system:unauthenticated`, with decision `deny`.
+
+use std::net::SocketAddr;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::{error_response, full, Body};
+use super::request::RequestInfo;
+use super::status::ApiError;
+use crate::auth::audit::{
+    micro_timestamp, Event, Level, ObjectRef, PolicyRequest, ResponseStatus, Sink, User,
+};
+use crate::auth::{Decision, UserInfo};
+
+/// The id of the interim authorizer's allow rule (Cedar policies will fill in their own ids).
+const ALLOW_AUTHENTICATED: &str = "rampart/allow-authenticated";
+
+pub(super) struct Start {
+    received: jiff::Timestamp,
+    uri: String,
+    user_agent: String,
+    peer: SocketAddr,
+}
+
+impl Start {
+    pub fn new(req: &Request<Incoming>, peer: SocketAddr) -> Start {
+        Start {
+            received: jiff::Timestamp::now(),
+            uri: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| req.uri().path().to_string()),
+            user_agent: req
+                .headers()
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            peer,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Outcome {
+    pub info: Option<RequestInfo>,
+    pub user: Option<UserInfo>,
+    pub decision: Option<Decision>,
+}
+
+pub(super) fn unavailable() -> Response<Body> {
+    error_response(&ApiError::new(
+        503,
+        "ServiceUnavailable",
+        "the audit log cannot be written",
+    ))
+}
+
+/// Writes the request's line; if that fails the response becomes the 503.
+pub(super) async fn finish(
+    sink: &Sink,
+    start: Start,
+    outcome: Outcome,
+    response: Response<Body>,
+) -> Response<Body> {
+    let code = response.status().as_u16();
+    let info = outcome.info.unwrap_or_default();
+    let user = outcome.user.clone().unwrap_or_else(|| UserInfo {
+        name: "system:anonymous".into(),
+        groups: vec!["system:unauthenticated".into()],
+    });
+    let path = start.uri.split('?').next().unwrap_or("").to_string();
+    let stage = if info.verb == "watch" && code < 300 {
+        "ResponseStarted"
+    } else {
+        "ResponseComplete"
+    };
+    let level = sink.policy().level(
+        &PolicyRequest {
+            user: &user.name,
+            groups: &user.groups,
+            verb: &info.verb,
+            resource_request: info.resource_request,
+            group: &info.group,
+            resource: &info.resource,
+            subresource: &info.subresource,
+            namespace: &info.namespace,
+            name: &info.name,
+            path: &path,
+        },
+        stage,
+    );
+    if level == Level::None {
+        return response;
+    }
+    // Error bodies are small, complete Status objects: read their message and reason.
+    let (response, status) = if code >= 400 {
+        let (parts, body) = response.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let text = |k: &str| v.get(k).and_then(|m| m.as_str()).unwrap_or("").to_string();
+        let status = ResponseStatus {
+            code,
+            status: "Failure".into(),
+            message: text("message"),
+            reason: text("reason"),
+        };
+        (Response::from_parts(parts, full(bytes)), status)
+    } else {
+        let status = ResponseStatus {
+            code,
+            ..Default::default()
+        };
+        (response, status)
+    };
+    let (decision, policies, reason) = match (&outcome.decision, &outcome.user) {
+        (Some(Decision::Allow), _) => ("allow", vec![ALLOW_AUTHENTICATED.to_string()], None),
+        (Some(Decision::Deny(why)), _) => ("deny", vec![], Some(why.clone())),
+        // Only /cacerts is served without authenticating.
+        (None, None) if code < 400 => ("allow", vec![], None),
+        (None, _) => ("deny", vec![], None),
+    };
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(
+        "authorization.k8s.io/decision".to_string(),
+        if decision == "allow" {
+            "allow"
+        } else {
+            "forbid"
+        }
+        .to_string(),
+    );
+    if let Some(reason) = reason {
+        annotations.insert("authorization.k8s.io/reason".to_string(), reason);
+    }
+    let event = Event {
+        kind: "Event".into(),
+        api_version: "audit.k8s.io/v1".into(),
+        level: level.as_str().into(),
+        audit_id: uuid::Uuid::new_v4().to_string(),
+        stage: stage.into(),
+        request_uri: start.uri,
+        verb: info.verb.clone(),
+        user: User {
+            username: user.name,
+            groups: user.groups,
+        },
+        source_ips: vec![start.peer.ip().to_string()],
+        user_agent: start.user_agent,
+        object_ref: info.resource_request.then(|| ObjectRef {
+            resource: info.resource.clone(),
+            namespace: info.namespace.clone(),
+            name: info.name.clone(),
+            api_group: info.group.clone(),
+            api_version: info.version.clone(),
+            subresource: info.subresource.clone(),
+        }),
+        response_status: Some(status),
+        request_received_timestamp: micro_timestamp(start.received),
+        stage_timestamp: micro_timestamp(jiff::Timestamp::now()),
+        annotations,
+        decision: decision.into(),
+        policies,
+        prev_hash: String::new(),
+        hash: None,
+    };
+    match sink.record(event) {
+        Ok(()) => response,
+        Err(_) => unavailable(),
+    }
+}
