@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 pub use authority::{Authority, Config, Leaf, Material};
+pub use files::{ensure_private_dir, write_atomic};
 pub use issue::{pem_blocks, ServingNames};
 
 #[derive(Debug, thiserror::Error)]

@@ -14,9 +14,7 @@
 //! `<name>.crt.next`, then renames the key and the certificate; a crash in between is finished
 //! at the next start, so the pair on disk always matches.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -94,7 +92,7 @@ pub async fn run(
         bail!("invalid node name {:?}: {e}", cfg.node_name);
     }
     let pki = cfg.data_dir.join("pki");
-    private_dir(&pki)?;
+    crate::pki::ensure_private_dir(&pki)?;
     finish_swap(&pki, "kubelet-client");
     finish_swap(&pki, "kubelet-serving");
     finish_swap(&pki, "kube-proxy");
@@ -141,7 +139,7 @@ pub async fn run(
         match fetch_ca(&client).await {
             Ok(bundle) if bundle != ca_pem => {
                 tracing::info!("the cluster CA bundle changed (CA rotation): saving it and renewing the node certificates");
-                write_file(&pki.join("ca.crt"), bundle.as_bytes(), 0o644)?;
+                crate::pki::write_atomic(&pki.join("ca.crt"), bundle.as_bytes(), 0o644)?;
                 ca_pem = bundle;
                 renew_all = true;
                 let c = node_client(&cfg.server, &ca_pem, &ident).await?;
@@ -242,7 +240,7 @@ async fn join_cluster(cfg: &Config, pki: &Path) -> anyhow::Result<(String, (Stri
     })?;
     let token = JoinToken::parse(raw).map_err(|e| anyhow!(e))?;
     let ca_pem = join::pinned_ca(&cfg.server, &token).await?;
-    write_file(&pki.join("ca.crt"), ca_pem.as_bytes(), 0o644)?;
+    crate::pki::write_atomic(&pki.join("ca.crt"), ca_pem.as_bytes(), 0o644)?;
     let client = crate::client::build(
         &cfg.server,
         &ca_pem,
@@ -314,8 +312,8 @@ fn load_pair(pki: &Path, name: &str) -> Option<(String, String)> {
 fn save_pair(pki: &Path, name: &str, issued: &join::Issued) -> anyhow::Result<()> {
     let key_next = pki.join(format!("{name}.key.next"));
     let crt_next = pki.join(format!("{name}.crt.next"));
-    write_file(&key_next, issued.key_pem.as_bytes(), 0o600)?;
-    write_file(&crt_next, issued.cert_pem.as_bytes(), 0o644)?;
+    crate::pki::write_atomic(&key_next, issued.key_pem.as_bytes(), 0o600)?;
+    crate::pki::write_atomic(&crt_next, issued.cert_pem.as_bytes(), 0o644)?;
     finish_swap(pki, name);
     Ok(())
 }
@@ -332,26 +330,4 @@ fn finish_swap(pki: &Path, name: &str) {
         let _ = std::fs::rename(&key_next, pki.join(format!("{name}.key")));
     }
     let _ = std::fs::rename(&crt_next, pki.join(format!("{name}.crt")));
-}
-
-fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot set permissions on {}", dir.display()))
-}
-
-/// Write atomically (temporary file, fsync, rename) with `mode`.
-fn write_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -101,26 +101,24 @@ fn describe(e: kube::Error) -> String {
     }
 }
 
+async fn rotate_ca_phase(conn: &ServerConnection, phase: &str) -> anyhow::Result<Value> {
+    call(
+        conn,
+        "POST",
+        "/rampart/v1/certificates/rotate-ca",
+        Some(json!({ "phase": phase })),
+    )
+    .await
+}
+
 async fn rotate_ca(
     conn: &ServerConnection,
     timeout: std::time::Duration,
     force: bool,
 ) -> anyhow::Result<()> {
-    let status = call(
-        conn,
-        "POST",
-        "/rampart/v1/certificates/rotate-ca",
-        Some(json!({"phase": "status"})),
-    )
-    .await?;
+    let status = rotate_ca_phase(conn, "status").await?;
     if status["inProgress"].as_bool() != Some(true) {
-        let out = call(
-            conn,
-            "POST",
-            "/rampart/v1/certificates/rotate-ca",
-            Some(json!({"phase": "begin"})),
-        )
-        .await?;
+        let out = rotate_ca_phase(conn, "begin").await?;
         println!(
             "new CA in place, trusted alongside the old one; reissued: {}",
             names(&out["renewed"]).join(", ")
@@ -131,13 +129,7 @@ async fn rotate_ca(
     let started = Instant::now();
     let mut last: Vec<String> = Vec::new();
     loop {
-        let status = call(
-            conn,
-            "POST",
-            "/rampart/v1/certificates/rotate-ca",
-            Some(json!({"phase": "status"})),
-        )
-        .await?;
+        let status = rotate_ca_phase(conn, "status").await?;
         let pending = names(&status["nodesOnOldCertificates"]);
         if pending.is_empty() {
             break;
@@ -162,13 +154,7 @@ async fn rotate_ca(
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
-    let out = call(
-        conn,
-        "POST",
-        "/rampart/v1/certificates/rotate-ca",
-        Some(json!({"phase": "finish"})),
-    )
-    .await?;
+    let out = rotate_ca_phase(conn, "finish").await?;
     println!(
         "old CA retired; reissued: {}",
         names(&out["renewed"]).join(", ")

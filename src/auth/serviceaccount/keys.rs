@@ -8,30 +8,10 @@
 //! `kid` is upstream's: base64url(SHA-256(DER SubjectPublicKeyInfo)) without padding, so
 //! tools that compute it from the public key agree with us.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use sha2::Digest;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {detail}")]
-    BadKey { path: PathBuf, detail: String },
-    #[error("{path} is readable by others (mode {mode:o}); expected 0600")]
-    Permissions { path: PathBuf, mode: u32 },
-    #[error("cannot generate the service-account key: {0}")]
-    Generate(String),
-}
 
 /// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, BIT STRING of 66),
 /// followed by the 65-byte uncompressed point `04 || x || y`.
@@ -128,60 +108,6 @@ impl KeySet {
         })
     }
 
-    /// Load `dir/sa.key` and `dir/sa.pub`, creating the pair on first start.
-    pub fn load_or_create(dir: &Path) -> Result<Self, Error> {
-        let key_path = dir.join("sa.key");
-        let pub_path = dir.join("sa.pub");
-        let key_pem = match std::fs::metadata(&key_path) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(Error::Permissions {
-                        path: key_path,
-                        mode,
-                    });
-                }
-                read(&key_path)?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                    action: "create",
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-                let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                    .map_err(|e| Error::Generate(e.to_string()))?;
-                let pem = pair.serialize_pem();
-                // Key first: a public key without its private half would be useless.
-                write_atomic(&key_path, pem.as_bytes(), 0o600)?;
-                write_atomic(&pub_path, pair.public_key_pem().as_bytes(), 0o644)?;
-                pem
-            }
-            Err(source) => {
-                return Err(Error::Io {
-                    action: "read",
-                    path: key_path,
-                    source,
-                })
-            }
-        };
-        let public_pem = match std::fs::read_to_string(&pub_path) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(Error::Io {
-                    action: "read",
-                    path: pub_path,
-                    source,
-                })
-            }
-        };
-        KeySet::from_pem(&key_pem, &public_pem).map_err(|detail| Error::BadKey {
-            path: key_path,
-            detail,
-        })
-    }
-
     pub fn signing_kid(&self) -> &str {
         &self.signing_kid
     }
@@ -202,14 +128,6 @@ impl KeySet {
     pub fn jwks(&self) -> serde_json::Value {
         serde_json::json!({ "keys": self.public.iter().map(PublicKey::jwk).collect::<Vec<_>>() })
     }
-}
-
-fn read(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io {
-        action: "read",
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// The DER contents of every `-----BEGIN <label>-----` block in `text`.
@@ -234,49 +152,9 @@ fn pem_blocks(text: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let io = |action: &'static str, source: std::io::Error| Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| io("create", e))?;
-    f.write_all(bytes).map_err(|e| io("write", e))?;
-    f.sync_all().map_err(|e| io("sync", e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))?;
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = std::fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn load_or_create_is_stable_and_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = KeySet::load_or_create(dir.path()).unwrap();
-        let b = KeySet::load_or_create(dir.path()).unwrap();
-        assert_eq!(a.signing_kid(), b.signing_kid());
-        let mode = std::fs::metadata(dir.path().join("sa.key"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(a.jwks()["keys"].as_array().unwrap().len(), 1);
-    }
 
     #[test]
     fn extra_public_keys_are_trusted() {
