@@ -11,7 +11,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use harness::{eventually, Identity, Raw, Server};
-use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
 use serde_json::Value;
 
 fn audit_dir(s: &Server) -> PathBuf {
@@ -55,25 +54,6 @@ fn verify(path: &Path) -> (bool, String) {
     );
     assert!(!text.contains("panicked"), "{text}");
     (out.status.success(), text)
-}
-
-fn client_cert(s: &Server, cn: &str, orgs: &[&str]) -> (String, String) {
-    let pki = |f: &str| std::fs::read_to_string(s.data_dir().join("pki").join(f)).unwrap();
-    let ca_pem = pki("client-ca.crt");
-    let ca_key = KeyPair::from_pem(&pki("client-ca.key")).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key).unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    for o in orgs {
-        params.distinguished_name.push(DnType::OrganizationName, *o);
-    }
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::hours(1);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (cert.pem() + &ca_pem, key.serialize_pem())
 }
 
 fn by_kubectl(all: &[Value]) -> Vec<Value> {
@@ -170,7 +150,7 @@ fn unauthenticated_and_forbidden_requests_are_audited() {
         ..Raw::get("/api/v1/namespaces/default")
     });
     assert_eq!(r.status, 401);
-    let (bob, bob_key) = client_cert(&s, "bob", &["devs"]);
+    let (bob, bob_key) = s.client_cert("bob", &["devs"]);
     let r = s.raw(Raw {
         identity: Identity::Pem(&bob, &bob_key),
         ..Raw::send(

@@ -11,7 +11,7 @@ mod harness;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use harness::{eventually, Identity, Raw, Server};
+use harness::{eventually, rampart_ok, Identity, Raw, Server};
 
 struct Net {
     tag: String,
@@ -101,20 +101,6 @@ fn skip_reason() -> Option<String> {
         return Some("needs iproute2's `ip`".into());
     }
     None
-}
-
-fn rampart_ok(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rampart"))
-        .args(args)
-        .output()
-        .expect("run rampart");
-    assert!(
-        out.status.success(),
-        "rampart {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn node_ready(s: &Server, name: &str) -> bool {

@@ -9,30 +9,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::{eventually, Identity, Raw, Server};
+use harness::{eventually, rampart_ok, Identity, Raw, Server};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use time::OffsetDateTime;
 
-fn rampart(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rampart"))
-        .args(args)
-        .output()
-        .expect("run rampart")
-}
-
-fn rampart_ok(args: &[&str]) -> String {
-    let out = rampart(args);
-    assert!(
-        out.status.success(),
-        "rampart {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn rampart_fails(args: &[&str]) -> String {
-    let out = rampart(args);
+    let out = harness::rampart(args);
     assert!(
         !out.status.success(),
         "rampart {args:?} unexpectedly succeeded"
@@ -49,7 +31,6 @@ fn pki(s: &Server, f: &str) -> String {
     std::fs::read_to_string(s.data_dir().join("pki").join(f)).expect(f)
 }
 
-/// A client certificate signed with the cluster's client CA (as a CSR signer would).
 fn client_cert(
     s: &Server,
     cn: &str,
@@ -57,20 +38,7 @@ fn client_cert(
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 ) -> (String, String) {
-    let ca_pem = pki(s, "client-ca.crt");
-    let ca_key = KeyPair::from_pem(&pki(s, "client-ca.key")).expect("ca key");
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key).expect("issuer");
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    for o in orgs {
-        params.distinguished_name.push(DnType::OrganizationName, *o);
-    }
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    params.not_before = not_before;
-    params.not_after = not_after;
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &issuer).expect("sign");
-    (cert.pem() + &ca_pem, key.serialize_pem())
+    s.client_cert_valid(cn, orgs, Some((not_before, not_after)))
 }
 
 fn hour() -> time::Duration {

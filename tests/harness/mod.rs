@@ -475,3 +475,60 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Run the `rampart` binary with `args`.
+pub fn rampart(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .output()
+        .expect("run rampart")
+}
+
+/// Run `rampart` and insist on success; returns stdout.
+pub fn rampart_ok(args: &[&str]) -> String {
+    let out = rampart(args);
+    assert!(
+        out.status.success(),
+        "rampart {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Server {
+    /// A client certificate `CN=cn, O=orgs...` signed with the cluster's client CA (as the CSR
+    /// signer would), valid from `not_before` to `not_after` (default: an hour either side).
+    pub fn client_cert_valid(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+    ) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
+        let pki = |f: &str| std::fs::read_to_string(self.data_dir().join("pki").join(f)).unwrap();
+        let ca_pem = pki("client-ca.crt");
+        let ca_key = KeyPair::from_pem(&pki("client-ca.key")).expect("ca key");
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key).expect("issuer");
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        for o in orgs {
+            params.distinguished_name.push(DnType::OrganizationName, *o);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        let (nb, na) = validity.unwrap_or((
+            now - time::Duration::hours(1),
+            now + time::Duration::hours(1),
+        ));
+        params.not_before = nb;
+        params.not_after = na;
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        (cert.pem() + &ca_pem, key.serialize_pem())
+    }
+
+    pub fn client_cert(&self, cn: &str, orgs: &[&str]) -> (String, String) {
+        self.client_cert_valid(cn, orgs, None)
+    }
+}
