@@ -140,6 +140,11 @@ pub struct ServerArgs {
     /// Name of the embedded agent's node (default: the hostname, lowercased).
     #[arg(long)]
     pub node_name: Option<String>,
+    /// A directory overlaying the embedded Cedar policies (`schema/`, `system/`, `authz/`,
+    /// `admission/`): same-named files replace the embedded ones, others are added. Every
+    /// policy is validated strictly against the schema at start-up.
+    #[arg(long)]
+    pub policy_dir: Option<PathBuf>,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]

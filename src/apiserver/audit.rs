@@ -22,8 +22,14 @@ use crate::auth::audit::{
 };
 use crate::auth::{Decision, UserInfo};
 
-/// The id of the interim authorizer's allow rule (Cedar policies will fill in their own ids).
-const ALLOW_AUTHENTICATED: &str = "rampart/allow-authenticated";
+/// Admission's verdict, attached by the write handlers to the response's extensions so the
+/// audit line names the admission policies too (`admission.rampart.io/policies`).
+#[derive(Debug, Clone, Default)]
+pub struct AdmissionAudit {
+    pub allowed: bool,
+    /// Ids of the admission policies that denied the request (or that ran, when allowed).
+    pub policies: Vec<String>,
+}
 
 pub(super) struct Start {
     received: jiff::Timestamp,
@@ -129,8 +135,8 @@ pub(super) async fn finish(
         (response, status)
     };
     let (decision, policies, reason) = match (&outcome.decision, &outcome.user) {
-        (Some(Decision::Allow), _) => ("allow", vec![ALLOW_AUTHENTICATED.to_string()], None),
-        (Some(Decision::Deny(why)), _) => ("deny", vec![], Some(why.clone())),
+        (Some(d), _) if d.allowed => ("allow", d.policies.clone(), None),
+        (Some(d), _) => ("deny", d.policies.clone(), Some(d.reason.clone())),
         // Only /cacerts is served without authenticating.
         (None, None) if code < 400 => ("allow", vec![], None),
         (None, _) => ("deny", vec![], None),
@@ -147,6 +153,20 @@ pub(super) async fn finish(
     );
     if let Some(reason) = reason {
         annotations.insert("authorization.k8s.io/reason".to_string(), reason);
+    }
+    let mut policies = policies;
+    if let Some(adm) = response.extensions().get::<AdmissionAudit>() {
+        annotations.insert(
+            "admission.rampart.io/decision".to_string(),
+            if adm.allowed { "allow" } else { "deny" }.to_string(),
+        );
+        if !adm.policies.is_empty() {
+            annotations.insert(
+                "admission.rampart.io/policies".to_string(),
+                adm.policies.join(","),
+            );
+        }
+        policies.extend(adm.policies.iter().cloned());
     }
     let event = Event {
         kind: "Event".into(),

@@ -63,6 +63,9 @@ pub struct Config {
     pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
     /// The audit log; every request is recorded (and refused with 503 when it cannot be).
     pub audit: Option<Arc<crate::auth::audit::Sink>>,
+    /// The Cedar authorizer. `None` bypasses authorization and admission entirely: only the
+    /// overhead benchmark does that, through the library; no CLI flag reaches it.
+    pub authorizer: Option<Arc<crate::auth::cedar::Authorizer>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +107,7 @@ pub(crate) struct State {
     pub inflight: tokio::sync::Semaphore,
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
     pub audit: Option<Arc<crate::auth::audit::Sink>>,
+    pub authorizer: Option<Arc<crate::auth::cedar::Authorizer>>,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -132,7 +136,11 @@ pub async fn run(
         inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),
         encryption: cfg.encryption.clone(),
         audit: cfg.audit.clone(),
+        authorizer: cfg.authorizer.clone(),
     });
+    if let Some(authz) = &state.authorizer {
+        tokio::spawn(authz.node_graph().clone().run(state.store.clone()));
+    }
     bootstrap::run(&state)
         .await
         .map_err(|e| Error::Bootstrap(e.to_string()))?;

@@ -1,14 +1,14 @@
 //! Who is asking, and may they. Authentication turns a request's credentials into a
 //! [`UserInfo`]; authorization decides on `(user, request attributes)`.
 //!
-//! Today: X.509 client certificates signed by the cluster CA (CN = user, O = groups, as
-//! upstream), and an authorizer that admits every authenticated identity. Cedar policies
-//! replace the authorizer in their own issue; the request path (authenticate → authorize →
-//! admit → store) is already in place for them.
+//! Authentication: X.509 client certificates (CN = user, O = groups, as upstream), service
+//! account JWTs, bootstrap tokens, optional OIDC. Authorization: one Cedar evaluation per
+//! request (`cedar`), with RBAC objects compiled into Cedar (`rbac`).
 
 pub mod audit;
 pub mod authn;
 pub mod bootstrap;
+pub mod cedar;
 pub mod oidc;
 pub mod revocation;
 pub mod serviceaccount;
@@ -45,17 +45,30 @@ pub struct Attributes<'a> {
     pub path: &'a str,
 }
 
+/// An authorization decision and the ids of the policies that determined it (the permits
+/// that allowed it, or the forbids that denied it; none when nothing permitted it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    Deny(String),
+pub struct Decision {
+    pub allowed: bool,
+    pub policies: Vec<String>,
+    /// Why, for a 403 ("no policy permits it", "forbidden by policy ...").
+    pub reason: String,
 }
 
-/// The interim authorizer: any authenticated identity may do anything.
-pub fn authorize(attrs: &Attributes<'_>) -> Decision {
-    if attrs.user.name.is_empty() {
-        Decision::Deny("anonymous requests are not allowed".into())
-    } else {
-        Decision::Allow
+impl Decision {
+    pub fn allow(policies: Vec<String>) -> Self {
+        Self {
+            allowed: true,
+            policies,
+            reason: String::new(),
+        }
+    }
+
+    pub fn deny(policies: Vec<String>, reason: String) -> Self {
+        Self {
+            allowed: false,
+            policies,
+            reason,
+        }
     }
 }

@@ -23,6 +23,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Some(path) => crate::auth::audit::Policy::load(path)?,
         None => crate::auth::audit::Policy::default_policy(),
     };
+    // So does a policy that does not validate against the schema (the error names file:line).
+    let policy_files = crate::auth::cedar::PolicyFiles::load(args.policy_dir.as_deref())?;
+    let authorizer = Arc::new(crate::auth::cedar::authorizer(
+        &policy_files,
+        crate::auth::cedar::NodeGraph::new(),
+    )?);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let store_dir = args.data_dir.join("store");
@@ -166,6 +172,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             encryption: Some(rotation),
             service_accounts: Some(sa_issuer),
             audit: Some(audit),
+            authorizer: Some(authorizer),
         },
         backend.clone(),
         shutdown.clone().wait(),

@@ -1,0 +1,238 @@
+//! The authorizer: every request is one Cedar evaluation over the slice of policies that can
+//! apply to its principal.
+//!
+//! Policies arrive in named *sources* (`system` and `authz` files, `rbac` compiled from RBAC
+//! objects, ...), each policy tagged with the subjects it can apply to (a user, group, service
+//! account or node entity; none = anyone). A request evaluates the global policies plus those of
+//! its principal and groups — so latency depends on what applies to the caller, not on how many
+//! bindings exist (Cedar evaluates every policy in the set it is given). The assembled set is
+//! cached per (principal, groups) until a source changes.
+//!
+//! Semantics (Cedar's, which are upstream RBAC's plus deny): `forbid` beats `permit`, no permit
+//! means deny. Unlike Cedar's default, a policy that errors makes the whole request **fail
+//! closed** — an erroring `forbid` would otherwise be skipped and let the request through.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use cedar_policy::{
+    Context, Entities, EntityUid, Policy, PolicySet, PrincipalConstraint, Request, Response,
+    Schema,
+};
+
+use super::entities::{self, Principal};
+use super::node_graph::NodeGraph;
+use crate::auth::{Attributes, Decision};
+
+/// A compiled policy and the subjects it can apply to (empty: evaluated for every request).
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub policy: Policy,
+    pub subjects: Vec<EntityUid>,
+}
+
+impl Compiled {
+    /// Index a hand-written policy by its principal scope: `principal == X` / `principal in X`
+    /// apply to X's slice, anything else to everyone.
+    pub fn from_scope(policy: Policy) -> Self {
+        let subjects = match policy.principal_constraint() {
+            PrincipalConstraint::Eq(uid)
+            | PrincipalConstraint::In(uid)
+            | PrincipalConstraint::IsIn(_, uid) => vec![uid],
+            PrincipalConstraint::Any | PrincipalConstraint::Is(_) => Vec::new(),
+        };
+        Self { policy, subjects }
+    }
+}
+
+/// Assembled policy sets by caller; rebuilt whenever a source changes.
+struct Slices {
+    global: Vec<Policy>,
+    by_subject: HashMap<EntityUid, Vec<Policy>>,
+    cache: Mutex<HashMap<Vec<EntityUid>, Arc<PolicySet>>>,
+}
+
+/// Cached assembled sets are dropped past this many distinct callers.
+const CACHE_LIMIT: usize = 4096;
+
+pub struct Authorizer {
+    schema: Schema,
+    sources: Mutex<BTreeMap<String, Arc<Vec<Compiled>>>>,
+    slices: RwLock<Arc<Slices>>,
+    nodes: Arc<NodeGraph>,
+    cedar: cedar_policy::Authorizer,
+}
+
+impl Authorizer {
+    pub fn new(schema: Schema, nodes: Arc<NodeGraph>) -> Self {
+        Self {
+            schema,
+            sources: Mutex::new(BTreeMap::new()),
+            slices: RwLock::new(Arc::new(Slices {
+                global: Vec::new(),
+                by_subject: HashMap::new(),
+                cache: Mutex::new(HashMap::new()),
+            })),
+            nodes,
+            cedar: cedar_policy::Authorizer::new(),
+        }
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn node_graph(&self) -> &Arc<NodeGraph> {
+        &self.nodes
+    }
+
+    /// Replace every policy of one source. Ids must be unique across sources; a duplicate
+    /// (which only a bug could produce) keeps the first and is logged.
+    pub fn set_source(&self, source: &str, policies: Vec<Compiled>) {
+        let Ok(mut sources) = self.sources.lock() else {
+            return;
+        };
+        sources.insert(source.to_string(), Arc::new(policies));
+        let mut global = Vec::new();
+        let mut by_subject: HashMap<EntityUid, Vec<Policy>> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for (name, list) in sources.iter() {
+            for c in list.iter() {
+                if !seen.insert(c.policy.id().clone()) {
+                    tracing::error!(source = %name, id = %c.policy.id(), "duplicate policy id ignored");
+                    continue;
+                }
+                if c.subjects.is_empty() {
+                    global.push(c.policy.clone());
+                }
+                for s in &c.subjects {
+                    by_subject.entry(s.clone()).or_default().push(c.policy.clone());
+                }
+            }
+        }
+        let slices = Arc::new(Slices {
+            global,
+            by_subject,
+            cache: Mutex::new(HashMap::new()),
+        });
+        if let Ok(mut s) = self.slices.write() {
+            *s = slices;
+        }
+    }
+
+    /// The number of policies in each source (metrics, `rampart policy` diagnostics).
+    pub fn source_sizes(&self) -> Vec<(String, usize)> {
+        self.sources
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.len())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The policy set that applies to `principal` (global + its own + its groups').
+    fn slice_for(&self, mut keys: Vec<EntityUid>) -> Arc<PolicySet> {
+        let slices = match self.slices.read() {
+            Ok(s) => s.clone(),
+            Err(_) => return Arc::new(PolicySet::new()),
+        };
+        keys.sort();
+        if let Ok(cache) = slices.cache.lock() {
+            if let Some(set) = cache.get(&keys) {
+                return set.clone();
+            }
+        }
+        let mut policies: Vec<Policy> = slices.global.clone();
+        let mut seen: std::collections::HashSet<_> =
+            policies.iter().map(|p| p.id().clone()).collect();
+        for k in &keys {
+            for p in slices.by_subject.get(k).into_iter().flatten() {
+                if seen.insert(p.id().clone()) {
+                    policies.push(p.clone());
+                }
+            }
+        }
+        let set = Arc::new(PolicySet::from_policies(policies).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot assemble a policy set; denying");
+            PolicySet::new()
+        }));
+        if let Ok(mut cache) = slices.cache.lock() {
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(keys, set.clone());
+        }
+        set
+    }
+
+    /// Decide one request.
+    pub fn authorize(&self, attrs: &Attributes<'_>) -> Decision {
+        let principal = Principal::of(attrs.user);
+        let Some(action) = entities::action(attrs.verb) else {
+            return Decision::deny(
+                Vec::new(),
+                format!("the verb {:?} is not known to the authorizer", attrs.verb),
+            );
+        };
+        let bound = match &principal {
+            Principal::Node(name) => self.nodes.bound_nodes(attrs, name),
+            _ => Vec::new(),
+        };
+        let (resource, resource_entity) = entities::resource(attrs, &bound);
+        let mut ents = principal.entities(attrs.user);
+        ents.push(resource_entity);
+        let entities = match Entities::from_entities(ents, None) {
+            Ok(e) => e,
+            Err(e) => return Decision::deny(Vec::new(), format!("cannot build entities: {e}")),
+        };
+        let request = match Request::new(
+            principal.uid(),
+            action,
+            resource,
+            Context::empty(),
+            None,
+        ) {
+            Ok(r) => r,
+            Err(e) => return Decision::deny(Vec::new(), format!("cannot build the request: {e}")),
+        };
+        let set = self.slice_for(principal.subject_keys_for(attrs.user));
+        let response = self.cedar.is_authorized(&request, &set, &entities);
+        decide(&response)
+    }
+}
+
+/// Turn Cedar's response into our decision, failing closed on evaluation errors.
+fn decide(response: &Response) -> Decision {
+    let ids: Vec<String> = response
+        .diagnostics()
+        .reason()
+        .map(|id| id.to_string())
+        .collect();
+    let errors: Vec<String> = response
+        .diagnostics()
+        .errors()
+        .map(|e| e.to_string())
+        .collect();
+    if !errors.is_empty() {
+        tracing::error!(?errors, "policy evaluation failed; denying the request");
+        let failed: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => p.policy_id().to_string(),
+            })
+            .collect();
+        return Decision::deny(
+            failed.clone(),
+            format!("policy evaluation failed ({}); denied", failed.join(", ")),
+        );
+    }
+    match response.decision() {
+        cedar_policy::Decision::Allow => Decision::allow(ids),
+        cedar_policy::Decision::Deny if ids.is_empty() => {
+            Decision::deny(ids, "no policy permits it".into())
+        }
+        cedar_policy::Decision::Deny => {
+            let reason = format!("forbidden by policy {}", ids.join(", "));
+            Decision::deny(ids, reason)
+        }
+    }
+}
