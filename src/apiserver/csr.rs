@@ -136,8 +136,10 @@ pub fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
     new["spec"] = old["spec"].clone();
     let n = name(new);
     let now = super::now_rfc3339();
+    let signer = old["spec"]["signerName"].as_str().unwrap_or_default();
     match ctx.info.subresource.as_str() {
         "approval" => {
+            may_use_signer(ctx, "approve", signer)?;
             let mut conds: Vec<Value> = conditions(new).into_iter().filter(is_decision).collect();
             for c in conds.iter_mut() {
                 stamp(c, &now);
@@ -194,6 +196,9 @@ pub fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
             new["status"]["conditions"] = json!(all);
             let old_cert = old["status"]["certificate"].as_str().unwrap_or_default();
             let new_cert = new["status"]["certificate"].as_str().unwrap_or_default();
+            if !new_cert.is_empty() && old_cert != new_cert {
+                may_use_signer(ctx, "sign", signer)?;
+            }
             if !old_cert.is_empty() && old_cert != new_cert {
                 return Err(ApiError::invalid(
                     &ctx.ri,
@@ -214,6 +219,38 @@ pub fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// Upstream's signer authorization: approving needs `approve`, issuing needs `sign` on the
+/// `signers` resource named by the signer (or its `<domain>/*` wildcard).
+fn may_use_signer(ctx: &Ctx, verb: &str, signer: &str) -> ApiResult<()> {
+    let Some(authz) = &ctx.state.authorizer else {
+        return Ok(());
+    };
+    let wildcard = signer
+        .split_once('/')
+        .map(|(domain, _)| format!("{domain}/*"))
+        .unwrap_or_default();
+    for name in [signer, wildcard.as_str()] {
+        let attrs = crate::auth::Attributes {
+            user: &ctx.user,
+            verb,
+            resource_request: true,
+            api_group: "certificates.k8s.io",
+            resource: "signers",
+            subresource: "",
+            namespace: "",
+            name,
+            path: "/apis/certificates.k8s.io/v1/signers",
+        };
+        if !name.is_empty() && authz.authorize(&attrs).allowed {
+            return Ok(());
+        }
+    }
+    let what = if verb == "approve" { "approve" } else { "sign" };
+    Err(ApiError::forbidden(format!(
+        "user not permitted to {what} requests with signerName {signer:?}"
+    )))
 }
 
 fn stamp(c: &mut Value, now: &str) {
