@@ -9,6 +9,7 @@ pub mod audit;
 pub mod authn;
 pub mod bootstrap;
 pub mod cedar;
+pub mod rbac;
 pub mod oidc;
 pub mod revocation;
 pub mod serviceaccount;
