@@ -30,6 +30,7 @@ pub fn defaults() -> Vec<Value> {
         .cloned()
         .unwrap_or_default()
         .into_iter()
+        .filter(|o| o.is_object() && o["metadata"].is_object())
         .map(|mut o| {
             o["apiVersion"] = json!(format!("{GROUP}/v1"));
             o["metadata"]["annotations"][AUTOUPDATE] = json!("true");
@@ -53,8 +54,17 @@ fn reconcile(have: &Value, want: &Value) -> Option<Value> {
     if have["metadata"]["annotations"][AUTOUPDATE] == "false" {
         return None;
     }
+    // Indexing assignments below would panic on a malformed stored object: leave it alone.
+    let shape_ok = have.is_object()
+        && have["metadata"].is_object()
+        && ["labels", "annotations"]
+            .iter()
+            .all(|f| matches!(have["metadata"][f], Value::Null | Value::Object(_)));
+    if !shape_ok {
+        return None;
+    }
     let mut out = have.clone();
-    let mut add_missing = |field: &str| {
+    let add_missing = |out: &mut Value, field: &str| {
         let mut list = have[field].as_array().cloned().unwrap_or_default();
         for item in want[field].as_array().into_iter().flatten() {
             if !list.contains(item) {
@@ -67,10 +77,10 @@ fn reconcile(have: &Value, want: &Value) -> Option<Value> {
         // The aggregation controller owns `rules`.
         out["aggregationRule"] = want["aggregationRule"].clone();
     } else if want.get("rules").is_some() {
-        add_missing("rules");
+        add_missing(&mut out, "rules");
     }
     if want.get("subjects").is_some() {
-        add_missing("subjects");
+        add_missing(&mut out, "subjects");
         out["roleRef"] = want["roleRef"].clone();
     }
     for (k, v) in want["metadata"]["labels"].as_object().into_iter().flatten() {

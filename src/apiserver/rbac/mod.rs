@@ -41,13 +41,13 @@ async fn sync(rbac: &Rbac, store: &Arc<dyn Backend>) -> Result<(), crate::store:
     let items: Vec<Value> = list
         .items
         .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .filter_map(|kv| decode(&kv.key, &kv.value))
         .collect();
     rbac.reset(&items);
     let mut events = store.watch(PREFIX, list.revision).await?;
     while let Some(ev) = events.next().await {
         let ev = ev?;
-        let Ok(v) = serde_json::from_slice::<Value>(&ev.value) else {
+        let Some(v) = decode(&ev.key, &ev.value) else {
             continue;
         };
         match ev.kind {
@@ -56,4 +56,23 @@ async fn sync(rbac: &Rbac, store: &Arc<dyn Backend>) -> Result<(), crate::store:
         }
     }
     Ok(())
+}
+
+/// A stored RBAC object, its `kind` taken from the key (what the object says is not trusted
+/// to be there).
+fn decode(key: &str, value: &[u8]) -> Option<Value> {
+    let plural = key.strip_prefix(PREFIX)?.split('/').next()?;
+    let kind = match plural {
+        "roles" => "Role",
+        "clusterroles" => "ClusterRole",
+        "rolebindings" => "RoleBinding",
+        "clusterrolebindings" => "ClusterRoleBinding",
+        _ => return None,
+    };
+    let mut v: Value = serde_json::from_slice(value).ok()?;
+    if !v.is_object() {
+        return None;
+    }
+    v["kind"] = Value::String(kind.into());
+    Some(v)
 }

@@ -20,7 +20,7 @@
 //! ClusterRoleBindings (a RoleBinding's rules apply only to requests in its namespace, and
 //! non-resource requests have none); verbs the schema does not know never match.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cedar_policy::{EntityUid, Policy, PolicyId};
@@ -206,8 +206,22 @@ fn resources_clause(resources: &[String]) -> Option<String> {
 
 /// Compile every binding × rule. Bindings whose role is missing compile to nothing.
 pub fn compile(objs: &Objects) -> Output {
+    compile_cached(objs, &mut Cache::default())
+}
+
+/// Per-binding results of the previous compile: a binding whose object and role rules are
+/// unchanged reuses its policies instead of generating and parsing them again, so a change
+/// among 10,000 bindings costs one binding's parse.
+#[derive(Default)]
+pub struct Cache {
+    entries: HashMap<String, (Binding, Vec<Rule>, Vec<Compiled>)>,
+}
+
+/// [`compile`], reusing (and refreshing) `cache`.
+pub fn compile_cached(objs: &Objects, cache: &mut Cache) -> Output {
     let mut policies = Vec::new();
     let mut index = Index::default();
+    let mut next = HashMap::with_capacity(objs.bindings.len());
     for b in objs.bindings.values() {
         let Some(rules) = objs.role_rules(b) else {
             continue;
@@ -225,22 +239,34 @@ pub fn compile(objs: &Objects) -> Output {
                 rules: Arc::new(rules.clone()),
             }),
         );
-        for (n, rule) in rules.iter().enumerate() {
-            let Some(text) = rule_policy(rule, &subjects, b.namespace.as_deref()) else {
-                continue;
-            };
-            let pid = format!("{id}/rule-{n}");
-            match Policy::parse(Some(PolicyId::new(&pid)), &text) {
-                Ok(policy) => policies.push(Compiled {
-                    policy,
-                    subjects: subjects.clone(),
-                }),
-                // Only a bug in this module could get here: the text is generated and escaped.
-                Err(e) => tracing::error!(id = %pid, error = %e, "cannot compile an RBAC rule"),
-            }
+        let compiled = match cache.entries.remove(&id) {
+            Some((cb, cr, c)) if cb == *b && cr == *rules => c,
+            _ => compile_binding(&id, b, rules, &subjects),
+        };
+        policies.extend(compiled.iter().cloned());
+        next.insert(id, (b.clone(), rules.clone(), compiled));
+    }
+    cache.entries = next;
+    Output { policies, index }
+}
+
+fn compile_binding(id: &str, b: &Binding, rules: &[Rule], subjects: &[EntityUid]) -> Vec<Compiled> {
+    let mut out = Vec::new();
+    for (n, rule) in rules.iter().enumerate() {
+        let Some(text) = rule_policy(rule, subjects, b.namespace.as_deref()) else {
+            continue;
+        };
+        let pid = format!("{id}/rule-{n}");
+        match Policy::parse(Some(PolicyId::new(&pid)), &text) {
+            Ok(policy) => out.push(Compiled {
+                policy,
+                subjects: subjects.to_vec(),
+            }),
+            // Only a bug in this module could get here: the text is generated and escaped.
+            Err(e) => tracing::error!(id = %pid, error = %e, "cannot compile an RBAC rule"),
         }
     }
-    Output { policies, index }
+    out
 }
 
 fn subjects_of(b: &Binding) -> Vec<EntityUid> {

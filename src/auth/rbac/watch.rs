@@ -11,7 +11,8 @@ use std::time::Duration;
 use k8s_openapi::api::authorization::v1::{NonResourceRule, ResourceRule};
 use serde_json::Value;
 
-use super::{compile, Index, Objects, Rule};
+use super::compile::{compile_cached, Cache};
+use super::{Index, Objects, Rule};
 use crate::auth::cedar::Authorizer;
 use crate::auth::UserInfo;
 
@@ -23,6 +24,7 @@ pub struct Rbac {
     index: RwLock<Arc<Index>>,
     authorizer: Arc<Authorizer>,
     changed: tokio::sync::Notify,
+    cache: Mutex<Cache>,
 }
 
 impl Rbac {
@@ -32,6 +34,7 @@ impl Rbac {
             index: RwLock::new(Arc::new(Index::default())),
             authorizer,
             changed: tokio::sync::Notify::new(),
+            cache: Mutex::new(Cache::default()),
         })
     }
 
@@ -67,7 +70,10 @@ impl Rbac {
             return;
         };
         let started = std::time::Instant::now();
-        let out = compile(&snapshot);
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        let out = compile_cached(&snapshot, &mut cache);
         let n = out.policies.len();
         self.authorizer.set_source("rbac", out.policies);
         if let Ok(mut i) = self.index.write() {
