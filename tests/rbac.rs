@@ -158,23 +158,36 @@ fn csr_user_is_granted_and_revoked_within_a_second() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("forbidden"), "{err}");
-    assert!(err.contains("User \"alice\" cannot list resource \"pods\""), "{err}");
+    assert!(
+        err.contains("User \"alice\" cannot list resource \"pods\""),
+        "{err}"
+    );
     assert!(err.contains("no policy permits it"), "{err}");
 
     // Granted within a second.
     s.ok(&[
-        "create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice", "-n",
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+        "-n",
         "team-a",
     ]);
     let pods_a = "/api/v1/namespaces/team-a/pods";
-    let took = time_until(Duration::from_secs(5), || get_as(&s, &cert, &key, pods_a).0 == 200);
+    let took = time_until(Duration::from_secs(5), || {
+        get_as(&s, &cert, &key, pods_a).0 == 200
+    });
     let took = took.expect("the RoleBinding never took effect");
     eprintln!("grant took effect after {took:?}");
     assert!(took < Duration::from_secs(1), "grant took {took:?}");
     let out = as_user(&s, &kc, &["get", "pods", "-n", "team-a"]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Only in that namespace, and only reading.
-    assert_eq!(get_as(&s, &cert, &key, "/api/v1/namespaces/team-b/pods").0, 403);
+    assert_eq!(
+        get_as(&s, &cert, &key, "/api/v1/namespaces/team-b/pods").0,
+        403
+    );
     assert_eq!(get_as(&s, &cert, &key, "/api/v1/pods").0, 403);
     assert_eq!(
         get_as(&s, &cert, &key, "/api/v1/namespaces/team-a/secrets").0,
@@ -182,7 +195,11 @@ fn csr_user_is_granted_and_revoked_within_a_second() {
     );
     let out = as_user(&s, &kc, &["create", "configmap", "x", "-n", "team-a"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no policy permits it"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no policy permits it"),
+        "{}",
+        stderr(&out)
+    );
 
     // The audit line of an allowed request names the RBAC policy.
     let lines = audit_lines(&s);
@@ -204,13 +221,21 @@ fn csr_user_is_granted_and_revoked_within_a_second() {
 
     // Revoked within a second.
     s.ok(&["delete", "rolebinding", "alice-view", "-n", "team-a"]);
-    let took = time_until(Duration::from_secs(5), || get_as(&s, &cert, &key, pods_a).0 == 403)
-        .expect("the revocation never took effect");
+    let took = time_until(Duration::from_secs(5), || {
+        get_as(&s, &cert, &key, pods_a).0 == 403
+    })
+    .expect("the revocation never took effect");
     eprintln!("revocation took effect after {took:?}");
     assert!(took < Duration::from_secs(1), "revocation took {took:?}");
 
     // A group binding through a ClusterRoleBinding works everywhere.
-    s.ok(&["create", "clusterrolebinding", "devs-view", "--clusterrole=view", "--group=devs"]);
+    s.ok(&[
+        "create",
+        "clusterrolebinding",
+        "devs-view",
+        "--clusterrole=view",
+        "--group=devs",
+    ]);
     assert!(eventually(Duration::from_secs(2), || get_as(
         &s,
         &cert,
@@ -246,14 +271,28 @@ fn service_accounts_resource_names_and_escalation() {
     s.ok(&["create", "configmap", "a", "-n", "apps"]);
     s.ok(&["create", "configmap", "b", "-n", "apps"]);
     s.ok(&[
-        "create", "role", "cm-a", "--verb=get", "--resource=configmaps", "--resource-name=a",
-        "-n", "apps",
-    ]);
-    s.ok(&[
-        "create", "rolebinding", "bot-cm", "--role=cm-a", "--serviceaccount=apps:bot", "-n",
+        "create",
+        "role",
+        "cm-a",
+        "--verb=get",
+        "--resource=configmaps",
+        "--resource-name=a",
+        "-n",
         "apps",
     ]);
-    let token = s.ok(&["create", "token", "bot", "-n", "apps"]).trim().to_string();
+    s.ok(&[
+        "create",
+        "rolebinding",
+        "bot-cm",
+        "--role=cm-a",
+        "--serviceaccount=apps:bot",
+        "-n",
+        "apps",
+    ]);
+    let token = s
+        .ok(&["create", "token", "bot", "-n", "apps"])
+        .trim()
+        .to_string();
     assert!(eventually(Duration::from_secs(2), || as_token(
         &s,
         &token,
@@ -280,8 +319,24 @@ fn service_accounts_resource_names_and_escalation() {
         "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
                    "verbs": ["create", "get", "list", "update", "patch", "delete"]}]});
     s.ok_in(&["create", "-f", "-"], &writer.to_string());
-    s.ok(&["create", "rolebinding", "carol-view", "--clusterrole=view", "--user=carol", "-n", "esc"]);
-    s.ok(&["create", "rolebinding", "carol-writer", "--role=rbac-writer", "--user=carol", "-n", "esc"]);
+    s.ok(&[
+        "create",
+        "rolebinding",
+        "carol-view",
+        "--clusterrole=view",
+        "--user=carol",
+        "-n",
+        "esc",
+    ]);
+    s.ok(&[
+        "create",
+        "rolebinding",
+        "carol-writer",
+        "--role=rbac-writer",
+        "--user=carol",
+        "-n",
+        "esc",
+    ]);
     assert!(
         eventually(Duration::from_secs(20), || rule_resources(&s, "view")
             .contains("\"pods\"")),
@@ -290,12 +345,26 @@ fn service_accounts_resource_names_and_escalation() {
     let (cert, key) = s.client_cert("carol", &["team"]);
     let kc = kubeconfig(&s, tmp.path(), &cert, &key);
     let carol = |args: &[&str]| as_user(&s, &kc, args);
-    assert!(eventually(Duration::from_secs(2), || carol(&["get", "pods", "-n", "esc"])
-        .status
-        .success()));
+    assert!(eventually(Duration::from_secs(2), || carol(&[
+        "get", "pods", "-n", "esc"
+    ])
+    .status
+    .success()));
 
-    for role in ["--clusterrole=admin", "--clusterrole=cluster-admin", "--role=rbac-writer"] {
-        let out = carol(&["create", "rolebinding", "x", role, "--user=dave", "-n", "esc"]);
+    for role in [
+        "--clusterrole=admin",
+        "--clusterrole=cluster-admin",
+        "--role=rbac-writer",
+    ] {
+        let out = carol(&[
+            "create",
+            "rolebinding",
+            "x",
+            role,
+            "--user=dave",
+            "-n",
+            "esc",
+        ]);
         let err = stderr(&out);
         if role == "--role=rbac-writer" {
             // She holds every rule of rbac-writer.
@@ -315,16 +384,49 @@ fn service_accounts_resource_names_and_escalation() {
         .kubectl(&["get", "rolebinding", "x", "-n", "esc"])
         .status
         .success());
-    let out = carol(&["create", "role", "sec", "--verb=get", "--resource=secrets", "-n", "esc"]);
+    let out = carol(&[
+        "create",
+        "role",
+        "sec",
+        "--verb=get",
+        "--resource=secrets",
+        "-n",
+        "esc",
+    ]);
     let err = stderr(&out);
     assert!(!out.status.success());
-    assert!(err.contains("roles.rbac.authorization.k8s.io \"sec\" is forbidden"), "{err}");
-    assert!(err.contains("{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"), "{err}");
-    assert!(!s.kubectl(&["get", "role", "sec", "-n", "esc"]).status.success());
+    assert!(
+        err.contains("roles.rbac.authorization.k8s.io \"sec\" is forbidden"),
+        "{err}"
+    );
+    assert!(
+        err.contains("{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"),
+        "{err}"
+    );
+    assert!(!s
+        .kubectl(&["get", "role", "sec", "-n", "esc"])
+        .status
+        .success());
     // What she holds she may grant.
-    let out = carol(&["create", "role", "pods", "--verb=get,list", "--resource=pods", "-n", "esc"]);
+    let out = carol(&[
+        "create",
+        "role",
+        "pods",
+        "--verb=get,list",
+        "--resource=pods",
+        "-n",
+        "esc",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = carol(&["create", "rolebinding", "dave-view", "--clusterrole=view", "--user=dave", "-n", "esc"]);
+    let out = carol(&[
+        "create",
+        "rolebinding",
+        "dave-view",
+        "--clusterrole=view",
+        "--user=dave",
+        "-n",
+        "esc",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     // `bind` on the admin ClusterRole lets her bind it without holding it.
@@ -333,13 +435,35 @@ fn service_accounts_resource_names_and_escalation() {
         "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
                    "resourceNames": ["admin"], "verbs": ["bind"]}]});
     s.ok_in(&["create", "-f", "-"], &binder.to_string());
-    s.ok(&["create", "rolebinding", "carol-binder", "--role=binder", "--user=carol", "-n", "esc"]);
+    s.ok(&[
+        "create",
+        "rolebinding",
+        "carol-binder",
+        "--role=binder",
+        "--user=carol",
+        "-n",
+        "esc",
+    ]);
     assert!(eventually(Duration::from_secs(2), || carol(&[
-        "create", "rolebinding", "dave-admin", "--clusterrole=admin", "--user=dave", "-n", "esc"
+        "create",
+        "rolebinding",
+        "dave-admin",
+        "--clusterrole=admin",
+        "--user=dave",
+        "-n",
+        "esc"
     ])
     .status
     .success()));
     // ... but not cluster-admin.
-    let out = carol(&["create", "rolebinding", "y", "--clusterrole=cluster-admin", "--user=dave", "-n", "esc"]);
+    let out = carol(&[
+        "create",
+        "rolebinding",
+        "y",
+        "--clusterrole=cluster-admin",
+        "--user=dave",
+        "-n",
+        "esc",
+    ]);
     assert!(!out.status.success());
 }

@@ -61,7 +61,11 @@ async fn reconcile_all(api: &Api<ClusterRole>) -> Result<(), kube::Error> {
         let Some(name) = role.metadata.name.as_deref() else {
             continue;
         };
-        let want = aggregate(name, rule.cluster_role_selectors.as_deref().unwrap_or(&[]), &all);
+        let want = aggregate(
+            name,
+            rule.cluster_role_selectors.as_deref().unwrap_or(&[]),
+            &all,
+        );
         if role.rules.as_deref().unwrap_or(&[]) == want.as_slice() {
             continue;
         }

@@ -123,7 +123,11 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
                 };
                 if let Some(fixed) = reconcile(&have, &want) {
                     let bytes = serde_json::to_vec(&fixed).unwrap_or_default();
-                    match state.store.update(&key, bytes.into(), kv.mod_revision).await {
+                    match state
+                        .store
+                        .update(&key, bytes.into(), kv.mod_revision)
+                        .await
+                    {
                         // Someone else wrote it meanwhile: theirs wins until the next start.
                         Ok(_) | Err(crate::store::Error::Conflict { .. }) => {}
                         Err(e) => return Err(e),
@@ -146,7 +150,14 @@ mod tests {
             .iter()
             .map(|o| o["metadata"]["name"].as_str().unwrap_or_default())
             .collect();
-        for want in ["cluster-admin", "admin", "edit", "view", "system:basic-user", "system:node"] {
+        for want in [
+            "cluster-admin",
+            "admin",
+            "edit",
+            "view",
+            "system:basic-user",
+            "system:node",
+        ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
         let mut objs = crate::auth::rbac::Objects::default();
@@ -159,9 +170,11 @@ mod tests {
         let schema = crate::auth::cedar::PolicyFiles::embedded()
             .schema()
             .expect("schema");
-        let set = cedar_policy::PolicySet::from_policies(out.policies.into_iter().map(|c| c.policy))
-            .expect("set");
-        let v = cedar_policy::Validator::new(schema).validate(&set, cedar_policy::ValidationMode::Strict);
+        let set =
+            cedar_policy::PolicySet::from_policies(out.policies.into_iter().map(|c| c.policy))
+                .expect("set");
+        let v = cedar_policy::Validator::new(schema)
+            .validate(&set, cedar_policy::ValidationMode::Strict);
         assert!(v.validation_errors().next().is_none());
     }
 
@@ -172,7 +185,10 @@ mod tests {
         let mut have = json!({"kind": "ClusterRole", "metadata": {"name": "x", "annotations": {AUTOUPDATE: "true"}},
                               "rules": [{"verbs": ["list"]}]});
         let fixed = reconcile(&have, &want).expect("changes");
-        assert_eq!(fixed["rules"], json!([{"verbs": ["list"]}, {"verbs": ["get"]}]));
+        assert_eq!(
+            fixed["rules"],
+            json!([{"verbs": ["list"]}, {"verbs": ["get"]}])
+        );
         assert!(reconcile(&fixed, &want).is_none());
         have["metadata"]["annotations"][AUTOUPDATE] = json!("false");
         assert!(reconcile(&have, &want).is_none());

@@ -142,7 +142,12 @@ fn only_gc_fields(old: &Value, new: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            for f in ["ownerReferences", "finalizers", "managedFields", "resourceVersion"] {
+            for f in [
+                "ownerReferences",
+                "finalizers",
+                "managedFields",
+                "resourceVersion",
+            ] {
                 m.remove(f);
             }
         }

@@ -44,7 +44,7 @@ pub fn literal(s: &str) -> String {
 /// A Cedar `like` pattern matching strings that start with `prefix`.
 fn prefix_pattern(prefix: &str) -> String {
     let mut p = escape(prefix, true);
-    p.insert_str(p.len() - 1, "*");
+    p.insert(p.len() - 1, '*');
     p
 }
 
@@ -96,7 +96,11 @@ fn principal_clause(subjects: &[EntityUid]) -> String {
         by_type
             .entry(s.type_name().to_string())
             .or_default()
-            .push(format!("{}::{}", s.type_name(), literal(s.id().unescaped())));
+            .push(format!(
+                "{}::{}",
+                s.type_name(),
+                literal(s.id().unescaped())
+            ));
     }
     let parts: Vec<String> = by_type
         .values()

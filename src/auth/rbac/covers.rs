@@ -127,19 +127,43 @@ mod tests {
         let pods_read = r(&[""], &["pods"], &["get", "list"], &[]);
         let cases: Vec<(Vec<Rule>, Vec<Rule>, bool)> = vec![
             (vec![star.clone()], vec![pods_read.clone()], true),
-            (vec![pods_read.clone()], vec![r(&[""], &["pods"], &["get"], &[])], true),
-            (vec![pods_read.clone()], vec![r(&[""], &["pods"], &["delete"], &[])], false),
-            (vec![pods_read.clone()], vec![r(&[""], &["secrets"], &["get"], &[])], false),
-            (vec![pods_read.clone()], vec![r(&["apps"], &["pods"], &["get"], &[])], false),
+            (
+                vec![pods_read.clone()],
+                vec![r(&[""], &["pods"], &["get"], &[])],
+                true,
+            ),
+            (
+                vec![pods_read.clone()],
+                vec![r(&[""], &["pods"], &["delete"], &[])],
+                false,
+            ),
+            (
+                vec![pods_read.clone()],
+                vec![r(&[""], &["secrets"], &["get"], &[])],
+                false,
+            ),
+            (
+                vec![pods_read.clone()],
+                vec![r(&["apps"], &["pods"], &["get"], &[])],
+                false,
+            ),
             // Subresources: exact or */sub.
-            (vec![pods_read.clone()], vec![r(&[""], &["pods/log"], &["get"], &[])], false),
+            (
+                vec![pods_read.clone()],
+                vec![r(&[""], &["pods/log"], &["get"], &[])],
+                false,
+            ),
             (
                 vec![r(&[""], &["*/log"], &["get"], &[])],
                 vec![r(&[""], &["pods/log"], &["get"], &[])],
                 true,
             ),
             // resourceNames: an unrestricted owner covers named; named covers only named.
-            (vec![pods_read.clone()], vec![r(&[""], &["pods"], &["get"], &["a"])], true),
+            (
+                vec![pods_read.clone()],
+                vec![r(&[""], &["pods"], &["get"], &["a"])],
+                true,
+            ),
             (
                 vec![r(&[""], &["pods"], &["get"], &["a"])],
                 vec![r(&[""], &["pods"], &["get"], &[])],
@@ -160,10 +184,26 @@ mod tests {
                 true,
             ),
             // Non-resource URLs.
-            (vec![url(&["/healthz/*"], &["get"])], vec![url(&["/healthz/ping"], &["get"])], true),
-            (vec![url(&["/healthz"], &["get"])], vec![url(&["/healthz/ping"], &["get"])], false),
-            (vec![url(&["*"], &["*"])], vec![url(&["/metrics"], &["get"])], true),
-            (vec![star.clone()], vec![url(&["/metrics"], &["get"])], false),
+            (
+                vec![url(&["/healthz/*"], &["get"])],
+                vec![url(&["/healthz/ping"], &["get"])],
+                true,
+            ),
+            (
+                vec![url(&["/healthz"], &["get"])],
+                vec![url(&["/healthz/ping"], &["get"])],
+                false,
+            ),
+            (
+                vec![url(&["*"], &["*"])],
+                vec![url(&["/metrics"], &["get"])],
+                true,
+            ),
+            (
+                vec![star.clone()],
+                vec![url(&["/metrics"], &["get"])],
+                false,
+            ),
             (vec![], vec![], true),
         ];
         for (i, (owner, servant, want)) in cases.into_iter().enumerate() {

@@ -90,33 +90,115 @@ fn url_allowed(a: &Authorizer, u: &UserInfo, verb: &str, path: &str) -> bool {
 fn rules_decide_like_upstream() {
     // (rule, request, allowed) through a RoleBinding in "ns" for user "u".
     let cases: Vec<(Value, Req<'_>, bool)> = vec![
-        (json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}), ("get", "", "pods", "", "ns", "p"), true),
-        (json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}), ("list", "", "pods", "", "ns", ""), false),
-        (json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}), ("get", "", "pods", "", "other", "p"), false),
-        (json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}), ("get", "apps", "pods", "", "ns", "p"), false),
-        (json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}), ("get", "", "pods", "log", "ns", "p"), false),
-        (json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]}), ("deletecollection", "", "pods", "", "ns", ""), true),
-        (json!({"apiGroups": ["*"], "resources": ["deployments"], "verbs": ["get"]}), ("get", "apps", "deployments", "", "ns", "d"), true),
-        (json!({"apiGroups": ["apps"], "resources": ["*"], "verbs": ["get"]}), ("get", "apps", "deployments", "scale", "ns", "d"), true),
-        (json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}), ("get", "", "pods", "log", "ns", "p"), true),
-        (json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}), ("get", "", "pods", "", "ns", "p"), false),
-        (json!({"apiGroups": ["*"], "resources": ["*/scale"], "verbs": ["update"]}), ("update", "apps", "deployments", "scale", "ns", "d"), true),
-        (json!({"apiGroups": ["*"], "resources": ["*/scale"], "verbs": ["update"]}), ("update", "apps", "deployments", "", "ns", "d"), false),
-        (json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"], "verbs": ["get", "list"]}), ("get", "", "configmaps", "", "ns", "a"), true),
-        (json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"], "verbs": ["get", "list"]}), ("get", "", "configmaps", "", "ns", "b"), false),
+        (
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}),
+            ("get", "", "pods", "", "ns", "p"),
+            true,
+        ),
+        (
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}),
+            ("list", "", "pods", "", "ns", ""),
+            false,
+        ),
+        (
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}),
+            ("get", "", "pods", "", "other", "p"),
+            false,
+        ),
+        (
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}),
+            ("get", "apps", "pods", "", "ns", "p"),
+            false,
+        ),
+        (
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}),
+            ("get", "", "pods", "log", "ns", "p"),
+            false,
+        ),
+        (
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]}),
+            ("deletecollection", "", "pods", "", "ns", ""),
+            true,
+        ),
+        (
+            json!({"apiGroups": ["*"], "resources": ["deployments"], "verbs": ["get"]}),
+            ("get", "apps", "deployments", "", "ns", "d"),
+            true,
+        ),
+        (
+            json!({"apiGroups": ["apps"], "resources": ["*"], "verbs": ["get"]}),
+            ("get", "apps", "deployments", "scale", "ns", "d"),
+            true,
+        ),
+        (
+            json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}),
+            ("get", "", "pods", "log", "ns", "p"),
+            true,
+        ),
+        (
+            json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}),
+            ("get", "", "pods", "", "ns", "p"),
+            false,
+        ),
+        (
+            json!({"apiGroups": ["*"], "resources": ["*/scale"], "verbs": ["update"]}),
+            ("update", "apps", "deployments", "scale", "ns", "d"),
+            true,
+        ),
+        (
+            json!({"apiGroups": ["*"], "resources": ["*/scale"], "verbs": ["update"]}),
+            ("update", "apps", "deployments", "", "ns", "d"),
+            false,
+        ),
+        (
+            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"], "verbs": ["get", "list"]}),
+            ("get", "", "configmaps", "", "ns", "a"),
+            true,
+        ),
+        (
+            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"], "verbs": ["get", "list"]}),
+            ("get", "", "configmaps", "", "ns", "b"),
+            false,
+        ),
         // resourceNames never match collection requests (list, create without a name).
-        (json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"], "verbs": ["list", "create"]}), ("list", "", "configmaps", "", "ns", ""), false),
-        (json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"], "verbs": ["list", "create"]}), ("create", "", "configmaps", "", "ns", ""), false),
+        (
+            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"], "verbs": ["list", "create"]}),
+            ("list", "", "configmaps", "", "ns", ""),
+            false,
+        ),
+        (
+            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["a"], "verbs": ["list", "create"]}),
+            ("create", "", "configmaps", "", "ns", ""),
+            false,
+        ),
         // Verbs outside the schema never match; no apiGroups never matches.
-        (json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["frobnicate"]}), ("get", "", "pods", "", "ns", "p"), false),
-        (json!({"resources": ["pods"], "verbs": ["get"]}), ("get", "", "pods", "", "ns", "p"), false),
+        (
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["frobnicate"]}),
+            ("get", "", "pods", "", "ns", "p"),
+            false,
+        ),
+        (
+            json!({"resources": ["pods"], "verbs": ["get"]}),
+            ("get", "", "pods", "", "ns", "p"),
+            false,
+        ),
         // A RoleBinding never grants cluster-scoped requests.
-        (json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}), ("get", "", "nodes", "", "", "n"), false),
+        (
+            json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}),
+            ("get", "", "nodes", "", "", "n"),
+            false,
+        ),
     ];
     for (i, (rule, req, want)) in cases.into_iter().enumerate() {
         let (a, out) = authorizer(&[
             role("ns", "r", json!([rule.clone()])),
-            rb("ns", "b", "Role", "r", json!([{"kind": "User", "name": "u"}])),
+            rb(
+                "ns",
+                "b",
+                "Role",
+                "r",
+                json!([{"kind": "User", "name": "u"}]),
+            ),
         ]);
         validate(&out.policies);
         let d = allowed(&a, &user("u", &[]), req);
@@ -135,20 +217,44 @@ fn subjects_and_bindings() {
     let (a, out) = authorizer(&[
         cluster_role("reader", rules),
         crb("all", "reader", json!([{"kind": "Group", "name": "devs"}])),
-        rb("ns", "sa", "ClusterRole", "reader", json!([
-            {"kind": "ServiceAccount", "name": "bot"},
-            {"kind": "ServiceAccount", "name": "other", "namespace": "ns2"},
-            {"kind": "User", "name": "system:serviceaccount:ns3:named"},
-        ])),
-        rb("ns", "missing", "Role", "nope", json!([{"kind": "User", "name": "x"}])),
+        rb(
+            "ns",
+            "sa",
+            "ClusterRole",
+            "reader",
+            json!([
+                {"kind": "ServiceAccount", "name": "bot"},
+                {"kind": "ServiceAccount", "name": "other", "namespace": "ns2"},
+                {"kind": "User", "name": "system:serviceaccount:ns3:named"},
+            ]),
+        ),
+        rb(
+            "ns",
+            "missing",
+            "Role",
+            "nope",
+            json!([{"kind": "User", "name": "x"}]),
+        ),
     ]);
     validate(&out.policies);
     let get = |ns| ("get", "", "pods", "", ns, "p");
     let d = allowed(&a, &user("alice", &["devs"]), get("any"));
     assert!(d.allowed);
     assert_eq!(d.policies, ["rbac/ClusterRoleBinding/all/rule-0"]);
-    assert!(allowed(&a, &user("alice", &["devs"]), ("get", "", "pods", "", "", "")).allowed);
-    let sa = |ns: &str, n: &str| user(&format!("system:serviceaccount:{ns}:{n}"), &["system:serviceaccounts"]);
+    assert!(
+        allowed(
+            &a,
+            &user("alice", &["devs"]),
+            ("get", "", "pods", "", "", "")
+        )
+        .allowed
+    );
+    let sa = |ns: &str, n: &str| {
+        user(
+            &format!("system:serviceaccount:{ns}:{n}"),
+            &["system:serviceaccounts"],
+        )
+    };
     assert!(allowed(&a, &sa("ns", "bot"), get("ns")).allowed);
     assert!(!allowed(&a, &sa("ns", "bot"), get("ns2")).allowed);
     assert!(allowed(&a, &sa("ns2", "other"), get("ns")).allowed);
@@ -173,7 +279,13 @@ fn non_resource_urls() {
     let (a, out) = authorizer(&[
         cluster_role("urls", rules),
         crb("c", "urls", json!([{"kind": "User", "name": "u"}])),
-        rb("ns", "r", "ClusterRole", "urls", json!([{"kind": "User", "name": "v"}])),
+        rb(
+            "ns",
+            "r",
+            "ClusterRole",
+            "urls",
+            json!([{"kind": "User", "name": "v"}]),
+        ),
     ]);
     validate(&out.policies);
     let u = user("u", &[]);
@@ -204,16 +316,33 @@ fn client_strings_are_escaped() {
                        {"nonResourceURLs": [format!("{nasty}*"), nasty], "verbs": ["get"]}]);
     let (a, out) = authorizer(&[
         cluster_role(nasty, rules),
-        crb(nasty, nasty, json!([{"kind": "User", "name": nasty}, {"kind": "Group", "name": nasty},
-                                 {"kind": "ServiceAccount", "name": nasty, "namespace": nasty}])),
-        rb(nasty, nasty, "ClusterRole", nasty, json!([{"kind": "User", "name": nasty}])),
+        crb(
+            nasty,
+            nasty,
+            json!([{"kind": "User", "name": nasty}, {"kind": "Group", "name": nasty},
+                                 {"kind": "ServiceAccount", "name": nasty, "namespace": nasty}]),
+        ),
+        rb(
+            nasty,
+            nasty,
+            "ClusterRole",
+            nasty,
+            json!([{"kind": "User", "name": nasty}]),
+        ),
     ]);
     assert_eq!(out.policies.len(), 3, "every rule compiles");
     validate(&out.policies);
     let u = user(nasty, &[]);
     assert!(allowed(&a, &u, ("get", nasty, nasty, "", nasty, nasty)).allowed);
     assert!(!allowed(&a, &u, ("get", nasty, nasty, "", nasty, "other")).allowed);
-    assert!(!allowed(&a, &user("other", &[]), ("get", nasty, nasty, "", nasty, nasty)).allowed);
+    assert!(
+        !allowed(
+            &a,
+            &user("other", &[]),
+            ("get", nasty, nasty, "", nasty, nasty)
+        )
+        .allowed
+    );
     assert!(url_allowed(&a, &u, "get", nasty));
     assert!(url_allowed(&a, &u, "get", &format!("{nasty}/more")));
     assert!(!url_allowed(&a, &u, "get", "/other"));
@@ -227,8 +356,13 @@ fn compiles_ten_thousand_bindings_quickly() {
                {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]}]),
     )];
     for i in 0..10_000 {
-        objs.push(rb(&format!("ns{}", i % 100), &format!("b{i}"), "ClusterRole", "view",
-                     json!([{"kind": "User", "name": format!("user{i}")}])));
+        objs.push(rb(
+            &format!("ns{}", i % 100),
+            &format!("b{i}"),
+            "ClusterRole",
+            "view",
+            json!([{"kind": "User", "name": format!("user{i}")}]),
+        ));
     }
     let mut o = Objects::default();
     for v in &objs {
@@ -242,7 +376,13 @@ fn compiles_ten_thousand_bindings_quickly() {
     // A change to one binding recompiles only that binding.
     let mut cache = compile::Cache::default();
     let _ = compile::compile_cached(&o, &mut cache);
-    o.apply(&rb("ns0", "b0", "ClusterRole", "view", json!([{"kind": "User", "name": "someone"}])));
+    o.apply(&rb(
+        "ns0",
+        "b0",
+        "ClusterRole",
+        "view",
+        json!([{"kind": "User", "name": "someone"}]),
+    ));
     let started = std::time::Instant::now();
     let again = compile::compile_cached(&o, &mut cache);
     eprintln!("recompiled after one change in {:?}", started.elapsed());

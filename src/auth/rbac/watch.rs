@@ -117,10 +117,18 @@ impl Rbac {
     }
 
     /// The rules of the role a binding refers to (`None`: no such role), from the live state.
-    pub fn role_rules(&self, kind: super::RoleKind, namespace: &str, name: &str) -> Option<Vec<Rule>> {
+    pub fn role_rules(
+        &self,
+        kind: super::RoleKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Vec<Rule>> {
         let o = self.objects.lock().ok()?;
         match kind {
-            super::RoleKind::Role => o.roles.get(&(namespace.to_string(), name.to_string())).cloned(),
+            super::RoleKind::Role => o
+                .roles
+                .get(&(namespace.to_string(), name.to_string()))
+                .cloned(),
             super::RoleKind::ClusterRole => o.cluster_roles.get(name).cloned(),
         }
     }
