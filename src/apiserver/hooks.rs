@@ -15,6 +15,7 @@ fn is(ctx: &Ctx, group: &str, kind: &str) -> bool {
 
 pub async fn before_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
     super::csr::before_create(ctx, obj)?;
+    super::rbac::escalation::check(ctx, obj, None).await?;
     if is(ctx, "", "Namespace") {
         obj["status"] = json!({"phase": "Active"});
         obj["spec"]["finalizers"] = json!(["kubernetes"]);
@@ -34,6 +35,7 @@ pub async fn before_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
 
 pub async fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
     super::csr::before_update(ctx, old, new)?;
+    super::rbac::escalation::check(ctx, new, Some(old)).await?;
     if is(ctx, "", "Service") {
         // Allocated values survive updates that omit them (upstream's patchAllocatedValues).
         for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {

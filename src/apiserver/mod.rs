@@ -26,6 +26,7 @@ pub mod openapi;
 mod pki_ops;
 pub mod protobuf;
 mod rampart_api;
+mod rbac;
 mod registry;
 mod request;
 pub mod sa_tokens;
@@ -108,6 +109,9 @@ pub(crate) struct State {
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
     pub audit: Option<Arc<crate::auth::audit::Sink>>,
     pub authorizer: Option<Arc<crate::auth::cedar::Authorizer>>,
+    /// The live RBAC state (compiled into the authorizer's `rbac` source); `None` when
+    /// authorization is bypassed.
+    pub rbac: Option<Arc<crate::auth::rbac::Rbac>>,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -137,6 +141,7 @@ pub async fn run(
         encryption: cfg.encryption.clone(),
         audit: cfg.audit.clone(),
         authorizer: cfg.authorizer.clone(),
+        rbac: cfg.authorizer.clone().map(crate::auth::rbac::Rbac::new),
     });
     if let Some(authz) = &state.authorizer {
         tokio::spawn(authz.node_graph().clone().run(state.store.clone()));
@@ -144,6 +149,12 @@ pub async fn run(
     bootstrap::run(&state)
         .await
         .map_err(|e| Error::Bootstrap(e.to_string()))?;
+    rbac::bootstrap::run(&state)
+        .await
+        .map_err(|e| Error::Bootstrap(e.to_string()))?;
+    if let Some(r) = &state.rbac {
+        tokio::spawn(rbac::run(r.clone(), state.store.clone()));
+    }
     pki_ops::load_revocations(&state)
         .await
         .map_err(Error::Bootstrap)?;

@@ -10,6 +10,7 @@ pub mod authn;
 pub mod bootstrap;
 pub mod cedar;
 pub mod oidc;
+pub mod rbac;
 pub mod revocation;
 pub mod serviceaccount;
 pub mod x509;

@@ -5,6 +5,7 @@
 //! controller-manager's own identity (a `kube::Client` over mTLS), never the store, so every
 //! change they make is authorized and audited like any other client's.
 
+pub mod clusterrole_aggregation;
 pub mod csr_approver;
 pub mod root_ca_publisher;
 pub mod serviceaccount;
@@ -36,6 +37,7 @@ pub async fn run(
     tasks.spawn(root_ca_publisher::run(client.clone(), cfg.root_ca_pem));
     tasks.spawn(csr_approver::run(client.clone()));
     tasks.spawn(token_cleaner::run(client.clone()));
+    tasks.spawn(clusterrole_aggregation::run(client.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
