@@ -14,7 +14,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -142,7 +142,6 @@ impl FirstError {
 
 // ---------------------------------------------------------------------------------------------
 // Clients and objects.
-
 
 fn configmap(name: String, payload: &str) -> ConfigMap {
     ConfigMap {

@@ -92,12 +92,18 @@ fn decision_latency(n: usize, iterations: usize) -> Result<Vec<String>, String> 
     authz.set_source("rbac", compiled.clone());
     let compile_time = started.elapsed();
     // The peer: the same policies as one set, every policy evaluated for every request.
-    let naive = Authorizer::new(files.schema().map_err(|e| e.to_string())?, cedar::NodeGraph::new());
+    let naive = Authorizer::new(
+        files.schema().map_err(|e| e.to_string())?,
+        cedar::NodeGraph::new(),
+    );
     let mut all: Vec<cedar::Compiled> = files
         .policies("system", naive.schema())
         .map_err(|e| e.to_string())?
         .into_iter()
-        .map(|policy| cedar::Compiled { policy, subjects: Vec::new() })
+        .map(|policy| cedar::Compiled {
+            policy,
+            subjects: Vec::new(),
+        })
         .collect();
     all.extend(compiled.into_iter().map(|c| cedar::Compiled {
         policy: c.policy,
@@ -111,7 +117,13 @@ fn decision_latency(n: usize, iterations: usize) -> Result<Vec<String>, String> 
     let stranger = user("stranger", &["devs"]);
     let admin = user("admin", &["system:masters"]);
     let cases: [(&str, &UserInfo, &str, &str, bool); 3] = [
-        ("bound user, list pods", &bound, "list", bound_ns.as_str(), true),
+        (
+            "bound user, list pods",
+            &bound,
+            "list",
+            bound_ns.as_str(),
+            true,
+        ),
         ("unbound user, denied", &stranger, "list", "ns-0", false),
         ("admin (system:masters)", &admin, "list", "ns-0", true),
     ];
@@ -146,7 +158,9 @@ fn decision_latency(n: usize, iterations: usize) -> Result<Vec<String>, String> 
                 let d = naive.authorize(&attrs);
                 naive_lat.push(t.elapsed());
                 if d.allowed != want {
-                    return Err(format!("{label} (unsliced): expected allowed={want}, got {d:?}"));
+                    return Err(format!(
+                        "{label} (unsliced): expected allowed={want}, got {d:?}"
+                    ));
                 }
             }
         }
@@ -174,9 +188,8 @@ fn decision_latency(n: usize, iterations: usize) -> Result<Vec<String>, String> 
 
 fn sign_client_cert(dir: &Path, cn: &str) -> Result<(String, String), String> {
     use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
-    let read = |f: &str| {
-        std::fs::read_to_string(dir.join("pki").join(f)).map_err(|e| format!("{f}: {e}"))
-    };
+    let read =
+        |f: &str| std::fs::read_to_string(dir.join("pki").join(f)).map_err(|e| format!("{f}: {e}"));
     let ca_pem = read("client-ca.crt")?;
     let ca_key = KeyPair::from_pem(&read("client-ca.key")?).map_err(|e| e.to_string())?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key).map_err(|e| e.to_string())?;
@@ -202,7 +215,10 @@ fn user_kubeconfig(dir: &Path, cn: &str) -> Result<std::path::PathBuf, String> {
         let trimmed = line.trim_start();
         let indent = &line[..line.len() - trimmed.len()];
         if trimmed.starts_with("client-certificate-data:") {
-            out.push_str(&format!("{indent}client-certificate-data: {}\n", b64(&cert)));
+            out.push_str(&format!(
+                "{indent}client-certificate-data: {}\n",
+                b64(&cert)
+            ));
         } else if trimmed.starts_with("client-key-data:") {
             out.push_str(&format!("{indent}client-key-data: {}\n", b64(&key)));
         } else {
@@ -215,10 +231,17 @@ fn user_kubeconfig(dir: &Path, cn: &str) -> Result<std::path::PathBuf, String> {
     Ok(path)
 }
 
-async fn kubectl_apply(admin: &kube::Client, yaml_objs: Vec<serde_json::Value>) -> Result<(), String> {
+async fn kubectl_apply(
+    admin: &kube::Client,
+    yaml_objs: Vec<serde_json::Value>,
+) -> Result<(), String> {
     for obj in yaml_objs {
         let kind = obj["kind"].as_str().unwrap_or_default().to_string();
-        let (group, version) = match obj["apiVersion"].as_str().unwrap_or_default().split_once('/') {
+        let (group, version) = match obj["apiVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .split_once('/')
+        {
             Some((g, v)) => (g.to_string(), v.to_string()),
             None => (String::new(), "v1".to_string()),
         };
@@ -241,7 +264,12 @@ async fn kubectl_apply(admin: &kube::Client, yaml_objs: Vec<serde_json::Value>) 
     Ok(())
 }
 
-async fn api_round(c: &kube::Client, gets: usize, creates: usize, tag: &str) -> Result<(Figures, Figures), String> {
+async fn api_round(
+    c: &kube::Client,
+    gets: usize,
+    creates: usize,
+    tag: &str,
+) -> Result<(Figures, Figures), String> {
     let api: Api<ConfigMap> = Api::namespaced(c.clone(), "ns-0");
     let mut cm = ConfigMap {
         metadata: ObjectMeta {
@@ -256,7 +284,9 @@ async fn api_round(c: &kube::Client, gets: usize, creates: usize, tag: &str) -> 
     let t0 = Instant::now();
     for _ in 0..gets {
         let t = Instant::now();
-        api.get(&format!("target-{tag}")).await.map_err(|e| format!("get: {e}"))?;
+        api.get(&format!("target-{tag}"))
+            .await
+            .map_err(|e| format!("get: {e}"))?;
         get.lat.push(t.elapsed());
     }
     get.wall = t0.elapsed();
@@ -266,7 +296,9 @@ async fn api_round(c: &kube::Client, gets: usize, creates: usize, tag: &str) -> 
     for i in 0..creates {
         cm.metadata.name = Some(format!("cm-{tag}-{i}"));
         let t = Instant::now();
-        api.create(&PostParams::default(), &cm).await.map_err(|e| format!("create: {e}"))?;
+        api.create(&PostParams::default(), &cm)
+            .await
+            .map_err(|e| format!("create: {e}"))?;
         create.lat.push(t.elapsed());
     }
     create.wall = t0.elapsed();
@@ -279,10 +311,21 @@ async fn api_overhead(scale: f64) -> Result<Vec<String>, String> {
     let base = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (dir_on, dir_off) = (base.path().join("enforcing"), base.path().join("bypassed"));
     let on = Server::start_with(&bin, &dir_on, &["--disable-agent"], &[])?;
-    let off = Server::start_with(&bin, &dir_off, &["--disable-agent"], &[("RAMPART_BENCH_BYPASS", "1")])?;
-    let mut objs = vec![serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns-0"}})];
+    let off = Server::start_with(
+        &bin,
+        &dir_off,
+        &["--disable-agent"],
+        &[("RAMPART_BENCH_BYPASS", "1")],
+    )?;
+    let mut objs = vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns-0"}}),
+    ];
     // 1,000 bindings in the cluster, the benchmark user bound by one of them.
-    objs.extend(rbac_objects(1000).into_iter().filter(|o| o["metadata"]["namespace"] == "ns-0"));
+    objs.extend(
+        rbac_objects(1000)
+            .into_iter()
+            .filter(|o| o["metadata"]["namespace"] == "ns-0"),
+    );
     objs.push(serde_json::json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": "bench", "namespace": "ns-0"},
@@ -322,7 +365,8 @@ async fn api_overhead(scale: f64) -> Result<Vec<String>, String> {
         ));
     }
     let (_, g50, g99, c50, c99) = figures[1];
-    let over = |a: Duration, b: Duration| (a.as_secs_f64() / b.as_secs_f64().max(1e-9) - 1.0) * 100.0;
+    let over =
+        |a: Duration, b: Duration| (a.as_secs_f64() / b.as_secs_f64().max(1e-9) - 1.0) * 100.0;
     rows.push(format!(
         "| overhead  | {:>+6.1}% | {:>+6.1}% | {:>+6.1}% | {:>+6.1}% |",
         over(g50, g50o),
@@ -348,7 +392,9 @@ async fn main() {
     }
     println!("\n## API request overhead of authorization + admission + audit (ms, 1 client, sequential)\n");
     if !cfg!(feature = "bench-bypass") {
-        println!("(skipped: build with `--features bench-bypass` so one server can run with them off)");
+        println!(
+            "(skipped: build with `--features bench-bypass` so one server can run with them off)"
+        );
         return;
     }
     println!("| server | GET p50 | GET p99 | create p50 | create p99 |");

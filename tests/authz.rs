@@ -37,7 +37,11 @@ fn unknown_user_is_denied_with_upstreams_message_and_reason() {
     );
     assert_eq!(st["details"]["kind"], "pods");
 
-    let r = get_as(&s, (&c, &k), "/apis/apps/v1/namespaces/default/deployments/web");
+    let r = get_as(
+        &s,
+        (&c, &k),
+        "/apis/apps/v1/namespaces/default/deployments/web",
+    );
     assert_eq!(r.status, 403);
     assert!(r.json()["message"]
         .as_str()
@@ -51,7 +55,15 @@ fn unknown_user_is_denied_with_upstreams_message_and_reason() {
         "forbidden: User \"mallory\" cannot get path \"/metrics\": no policy permits it"
     );
     // Discovery and health are open to every authenticated identity; nothing else is.
-    for path in ["/api", "/apis", "/api/v1", "/apis/apps/v1", "/version", "/healthz", "/readyz"] {
+    for path in [
+        "/api",
+        "/apis",
+        "/api/v1",
+        "/apis/apps/v1",
+        "/version",
+        "/healthz",
+        "/readyz",
+    ] {
         assert_eq!(get_as(&s, (&c, &k), path).status, 200, "{path}");
     }
     assert_eq!(get_as(&s, (&c, &k), "/api/v1/namespaces").status, 403);
@@ -118,20 +130,40 @@ fn node_reads_only_what_its_pods_use_and_writes_only_its_own_objects() {
         "envFrom":[{"configMapRef":{"name":"c1"}}]}]}}"#;
     s.ok_in(&["create", "-f", "-"], pod);
     assert!(
-        eventually(Duration::from_secs(2), || get_as(&s, n1, secret).status == 200),
+        eventually(Duration::from_secs(2), || get_as(&s, n1, secret).status
+            == 200),
         "n1 can read the secret its pod uses"
     );
-    assert_eq!(get_as(&s, n1, "/api/v1/namespaces/default/configmaps/c1").status, 200);
-    assert_eq!(get_as(&s, n2, secret).status, 403, "n2 runs no pod using s1");
-    assert_eq!(get_as(&s, n1, "/api/v1/namespaces/default/secrets/other").status, 403);
-    assert_eq!(get_as(&s, n1, "/api/v1/namespaces/default/secrets").status, 403, "no listing secrets");
+    assert_eq!(
+        get_as(&s, n1, "/api/v1/namespaces/default/configmaps/c1").status,
+        200
+    );
+    assert_eq!(
+        get_as(&s, n2, secret).status,
+        403,
+        "n2 runs no pod using s1"
+    );
+    assert_eq!(
+        get_as(&s, n1, "/api/v1/namespaces/default/secrets/other").status,
+        403
+    );
+    assert_eq!(
+        get_as(&s, n1, "/api/v1/namespaces/default/secrets").status,
+        403,
+        "no listing secrets"
+    );
     // Pod status: only the node the pod is bound to.
     let status = r#"{"status":{"phase":"Running"}}"#;
     let path = "/api/v1/namespaces/default/pods/web/status";
     let patch = |who: (&str, &str)| {
         s.raw(Raw {
             identity: Identity::Pem(who.0, who.1),
-            ..Raw::send("PATCH", path, "application/merge-patch+json", status.as_bytes())
+            ..Raw::send(
+                "PATCH",
+                path,
+                "application/merge-patch+json",
+                status.as_bytes(),
+            )
         })
     };
     assert_eq!(patch(n2).status, 403);
@@ -140,19 +172,41 @@ fn node_reads_only_what_its_pods_use_and_writes_only_its_own_objects() {
     let node = |name: &str| {
         format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}"}}}}"#)
     };
-    assert_eq!(send_as(&s, n1, "POST", "/api/v1/nodes", &node("n1")).status, 201);
-    assert_eq!(get_as(&s, n2, "/api/v1/nodes/n1").status, 200, "nodes read other nodes");
-    let r = send_as(&s, n2, "PATCH", "/api/v1/nodes/n1", r#"{"metadata":{"labels":{"x":"y"}}}"#);
-    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(send_as(&s, n2, "DELETE", "/api/v1/nodes/n1", "").status, 403);
     assert_eq!(
-        get_as(&s, n1, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2").status,
+        send_as(&s, n1, "POST", "/api/v1/nodes", &node("n1")).status,
+        201
+    );
+    assert_eq!(
+        get_as(&s, n2, "/api/v1/nodes/n1").status,
+        200,
+        "nodes read other nodes"
+    );
+    let r = send_as(
+        &s,
+        n2,
+        "PATCH",
+        "/api/v1/nodes/n1",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    );
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        send_as(&s, n2, "DELETE", "/api/v1/nodes/n1", "").status,
+        403
+    );
+    assert_eq!(
+        get_as(
+            &s,
+            n1,
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2"
+        )
+        .status,
         403
     );
     // Once the pod is gone the secret is out of reach again.
     s.ok(&["delete", "pod", "web", "--grace-period=0", "--force"]);
     assert!(
-        eventually(Duration::from_secs(2), || get_as(&s, n1, secret).status == 403),
+        eventually(Duration::from_secs(2), || get_as(&s, n1, secret).status
+            == 403),
         "access ends with the pod"
     );
     // A user merely *named* like a node (not in system:nodes) gets nothing.
@@ -166,18 +220,32 @@ fn control_plane_identities_get_their_slice_only() {
     let (pc, pk) = s.client_cert("system:kube-proxy:n1", &["system:node-proxier"]);
     let proxy = (pc.as_str(), pk.as_str());
     assert_eq!(get_as(&s, proxy, "/api/v1/services").status, 200);
-    assert_eq!(get_as(&s, proxy, "/apis/discovery.k8s.io/v1/endpointslices").status, 200);
+    assert_eq!(
+        get_as(&s, proxy, "/apis/discovery.k8s.io/v1/endpointslices").status,
+        200
+    );
     assert_eq!(get_as(&s, proxy, "/api/v1/secrets").status, 403);
-    assert_eq!(get_as(&s, proxy, "/api/v1/namespaces/default/pods").status, 403);
+    assert_eq!(
+        get_as(&s, proxy, "/api/v1/namespaces/default/pods").status,
+        403
+    );
 
     let (bc, bk) = s.client_cert("system:bootstrap:abcdef", &["system:bootstrappers"]);
     let boot = (bc.as_str(), bk.as_str());
     assert_eq!(
-        get_as(&s, boot, "/apis/certificates.k8s.io/v1/certificatesigningrequests").status,
+        get_as(
+            &s,
+            boot,
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+        )
+        .status,
         200
     );
     assert_eq!(get_as(&s, boot, "/api/v1/nodes").status, 403);
-    assert_eq!(get_as(&s, boot, "/api/v1/namespaces/kube-system/secrets").status, 403);
+    assert_eq!(
+        get_as(&s, boot, "/api/v1/namespaces/kube-system/secrets").status,
+        403
+    );
 
     let (cc, ck) = s.client_cert("system:kube-controller-manager", &[]);
     let cm = (cc.as_str(), ck.as_str());

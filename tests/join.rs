@@ -599,9 +599,8 @@ async fn failed_token_attempts_are_rate_limited() {
                     .await
                     .unwrap();
             // CSRs are what a join token may read (system/bootstrappers/csr).
-            let api: kube::Api<
-                k8s_openapi::api::certificates::v1::CertificateSigningRequest,
-            > = kube::Api::all(client);
+            let api: kube::Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest> =
+                kube::Api::all(client);
             match api.list(&Default::default()).await {
                 Ok(_) => (200, String::new()),
                 Err(kube::Error::Api(e)) => (e.code, e.message),

@@ -189,13 +189,8 @@ fn revoked_certificates_are_refused_at_once_and_after_restart() {
     let mut s = Server::start();
     let now = OffsetDateTime::now_utc();
     // In system:masters so her watch on namespaces is authorized: the test is about revocation.
-    let (alice, alice_key) = client_cert(
-        &s,
-        "alice",
-        &["system:masters"],
-        now - hour(),
-        now + hour(),
-    );
+    let (alice, alice_key) =
+        client_cert(&s, "alice", &["system:masters"], now - hour(), now + hour());
     let (node, node_key) = client_cert(
         &s,
         "system:node:n1",

@@ -677,12 +677,9 @@ fn oidc_tokens_map_to_users_and_bad_ones_are_refused() {
     h.kid = Some("test-key-2".into());
     let rotated = jsonwebtoken::encode(&h, &claims("rampart", now + 600, true), &new_key).unwrap();
     assert!(
-        eventually(Duration::from_secs(25), || bearer_get(
-            &s,
-            &rotated,
-            "/api"
-        )
-        .0 == 200),
+        eventually(Duration::from_secs(25), || bearer_get(&s, &rotated, "/api")
+            .0
+            == 200),
         "a token signed by the provider's new key is never accepted"
     );
 

@@ -160,7 +160,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let kubeconfig_path = args.data_dir.join("admin.kubeconfig");
     // See the `bench-bypass` feature in Cargo.toml: compiled out of every other build.
-    let bypass = cfg!(feature = "bench-bypass") && std::env::var_os("RAMPART_BENCH_BYPASS").is_some();
+    let bypass =
+        cfg!(feature = "bench-bypass") && std::env::var_os("RAMPART_BENCH_BYPASS").is_some();
     if bypass {
         tracing::warn!("RAMPART_BENCH_BYPASS: authorization, admission and audit are OFF");
     }
