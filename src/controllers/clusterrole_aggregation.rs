@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, reflector};
 use kube::runtime::watcher;
 
 use super::Error;
@@ -21,7 +22,10 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 
 pub async fn run(client: kube::Client) -> Result<(), Error> {
     let api: Api<ClusterRole> = Api::all(client);
-    let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+    // A reflector keeps every ClusterRole in memory, so a pass reads no more than the watch
+    // already delivered and writes only what changed.
+    let (reader, writer) = reflector::store();
+    let mut events = reflector(writer, watcher(api.clone(), watcher::Config::default())).boxed();
     loop {
         match events.next().await {
             None => break,
@@ -39,10 +43,16 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
                 ev = events.next() => if ev.is_none() { break },
             }
         }
-        if let Err(e) = reconcile_all(&api).await {
-            tracing::debug!(controller = NAME, error = %e, "reconcile failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = reconcile_all(&api).await;
+        for attempt in 0..3 {
+            let mut all: Vec<ClusterRole> = reader.state().iter().map(|r| (**r).clone()).collect();
+            all.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            match reconcile_all(&api, &all).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::debug!(controller = NAME, error = %e, attempt, "reconcile failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
         }
     }
     Err(Error::Controller {
@@ -51,10 +61,8 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
     })
 }
 
-async fn reconcile_all(api: &Api<ClusterRole>) -> Result<(), kube::Error> {
-    let mut all = api.list(&ListParams::default()).await?.items;
-    all.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    for role in &all {
+async fn reconcile_all(api: &Api<ClusterRole>, all: &[ClusterRole]) -> Result<(), kube::Error> {
+    for role in all {
         let Some(rule) = &role.aggregation_rule else {
             continue;
         };
@@ -64,7 +72,7 @@ async fn reconcile_all(api: &Api<ClusterRole>) -> Result<(), kube::Error> {
         let want = aggregate(
             name,
             rule.cluster_role_selectors.as_deref().unwrap_or(&[]),
-            &all,
+            all,
         );
         if role.rules.as_deref().unwrap_or(&[]) == want.as_slice() {
             continue;
