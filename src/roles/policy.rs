@@ -245,7 +245,11 @@ fn run_case(base: &PolicyFiles, file: &str, index: usize, shared: Option<&str>, 
     };
     let mut problem = None;
     if got != case.expect {
-        problem = Some(format!("expected {:?}, got {shown}", case.expect).to_lowercase());
+        let want = match case.expect {
+            Expect::Allow => "allow",
+            Expect::Deny => "deny",
+        };
+        problem = Some(format!("expected {want}, got {shown}"));
     } else if let Some(want) = &case.expect_policies {
         let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
         let have: BTreeSet<&str> = decision.policies.iter().map(String::as_str).collect();
