@@ -57,17 +57,29 @@ fn can_i_and_whoami_as_admin_and_as_a_plain_user() {
     let list = s.ok(&["auth", "can-i", "--list"]);
     assert!(list.contains("*.*"), "{list}");
     let who = s.ok(&["auth", "whoami", "-o", "json"]);
-    assert!(who.contains("\"admin\"") && who.contains("system:masters"), "{who}");
+    assert!(
+        who.contains("\"admin\"") && who.contains("system:masters"),
+        "{who}"
+    );
 
     let kc = kubeconfig_for(&s, "carol", &["devs"]);
     let o = kubectl_as(&s, &kc, &["auth", "can-i", "get", "pods"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("no"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("no"),
+        "{}",
+        text(&o)
+    );
     // Asking about oneself is allowed for everyone, and answered by the basic-user policy.
     let o = kubectl_as(
         &s,
         &kc,
-        &["auth", "can-i", "create", "selfsubjectaccessreviews.authorization.k8s.io"],
+        &[
+            "auth",
+            "can-i",
+            "create",
+            "selfsubjectaccessreviews.authorization.k8s.io",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     let o = kubectl_as(&s, &kc, &["auth", "can-i", "get", "/healthz"]);
@@ -80,7 +92,10 @@ fn can_i_and_whoami_as_admin_and_as_a_plain_user() {
     let o = kubectl_as(&s, &kc, &["auth", "can-i", "--list"]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("selfsubjectaccessreviews.authorization.k8s.io"), "{t}");
+    assert!(
+        t.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{t}"
+    );
     assert!(t.contains("/healthz") && !t.contains("*.*"), "{t}");
     assert!(t.contains("incomplete"), "{t}");
 }
@@ -133,7 +148,12 @@ fn subject_access_review_is_for_permitted_callers_only() {
 
     // A plain user may not ask about others.
     let (cert, key) = s.client_cert("frank", &[]);
-    let r = post(&s, Identity::Pem(&cert, &key), path, &sar("dave", "", "get"));
+    let r = post(
+        &s,
+        Identity::Pem(&cert, &key),
+        path,
+        &sar("dave", "", "get"),
+    );
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
     let msg = r.json()["message"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("subjectaccessreviews"), "{msg}");
@@ -191,14 +211,31 @@ fn impersonation_needs_the_impersonate_verb() {
     let o = s.kubectl(&["auth", "can-i", "create", "pods", "--as=bob"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("no"));
-    let who = s.ok(&["auth", "whoami", "--as=bob", "--as-group=devs", "-o", "json"]);
+    let who = s.ok(&[
+        "auth",
+        "whoami",
+        "--as=bob",
+        "--as-group=devs",
+        "-o",
+        "json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&who).unwrap();
     assert_eq!(v["status"]["userInfo"]["username"], "bob", "{v}");
     let groups = v["status"]["userInfo"]["groups"].to_string();
-    assert!(groups.contains("devs") && groups.contains("system:authenticated"), "{groups}");
+    assert!(
+        groups.contains("devs") && groups.contains("system:authenticated"),
+        "{groups}"
+    );
     assert_eq!(
-        s.ok(&["auth", "can-i", "get", "pods", "--as=bob", "--as-group=system:masters"])
-            .trim(),
+        s.ok(&[
+            "auth",
+            "can-i",
+            "get",
+            "pods",
+            "--as=bob",
+            "--as-group=system:masters"
+        ])
+        .trim(),
         "yes"
     );
     let err = s.fails(&["get", "pods", "--as=bob"]);
@@ -214,7 +251,11 @@ fn impersonation_needs_the_impersonate_verb() {
         "{t}"
     );
     // ... including escalating by group alone (refused: groups need a user).
-    let o = kubectl_as(&s, &kc, &["get", "pods", "--as=henry", "--as-group=system:masters"]);
+    let o = kubectl_as(
+        &s,
+        &kc,
+        &["get", "pods", "--as=henry", "--as-group=system:masters"],
+    );
     assert!(!o.status.success());
 
     // The audit line keeps the real user and records the impersonated one.

@@ -56,10 +56,15 @@ fn a_wrong_case_fails() {
     let text = output(&o);
     assert!(!o.status.success(), "{text}");
     assert!(
-        text.contains("FAIL") && text.contains("plain users are not masters") && text.contains("expected allow"),
+        text.contains("FAIL")
+            && text.contains("plain users are not masters")
+            && text.contains("expected allow"),
         "{text}"
     );
-    assert!(text.contains("expected policies [system/discovery]"), "{text}");
+    assert!(
+        text.contains("expected policies [system/discovery]"),
+        "{text}"
+    );
     // A typo in a field name is an error, not a silently different case.
     std::fs::write(
         &wrong,
@@ -91,7 +96,12 @@ fn policy_check_names_file_and_line() {
         "// a comment\npermit (principal, action, resource is k8s::Resource)\nwhen { resource.namespaces == \"x\" };\n",
     )
     .unwrap();
-    let o = rampart(&["policy", "check", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    let o = rampart(&[
+        "policy",
+        "check",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
     let text = output(&o);
     assert_eq!(o.status.code(), Some(1), "{text}");
     assert!(text.contains("bad.cedar:3: "), "{text}");
@@ -101,7 +111,11 @@ fn policy_check_names_file_and_line() {
         "one line per bad file: {text}"
     );
     // Syntax error.
-    std::fs::write(&bad, "permit (principal, action, resource)\nwhen { true ;\n").unwrap();
+    std::fs::write(
+        &bad,
+        "permit (principal, action, resource)\nwhen { true ;\n",
+    )
+    .unwrap();
     let o = rampart(&["policy", "check", bad.to_str().unwrap()]);
     let text = output(&o);
     assert_eq!(o.status.code(), Some(1), "{text}");
@@ -146,7 +160,11 @@ fn a_valid_authz_policy_in_policy_dir_takes_effect() {
         "@id(\"ops/alice-namespaces\")\npermit (principal == k8s::User::\"alice\", action in [k8s::Action::\"get\", k8s::Action::\"list\"], resource is k8s::Resource)\nwhen { resource.apiGroup == \"\" && resource.resource == \"namespaces\" };\n",
     );
     // The same policy passes `policy check` and its case passes `policy test --policy-dir`.
-    let o = rampart(&["policy", "check", dir.join("authz/alice.cedar").to_str().unwrap()]);
+    let o = rampart(&[
+        "policy",
+        "check",
+        dir.join("authz/alice.cedar").to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", output(&o));
     let cases = dir.join("cases.yaml");
     std::fs::write(
@@ -188,7 +206,10 @@ fn a_valid_authz_policy_in_policy_dir_takes_effect() {
     assert!(out.contains("namespace/default"), "{out}");
     let bob = kubeconfig("bob");
     let err = s.fails(&["--kubeconfig", &bob, "get", "namespaces"]);
-    assert!(err.contains("User \"bob\" cannot list resource \"namespaces\""), "{err}");
+    assert!(
+        err.contains("User \"bob\" cannot list resource \"namespaces\""),
+        "{err}"
+    );
     // Alice may list namespaces, nothing more.
     let err = s.fails(&["--kubeconfig", &alice, "get", "pods", "-n", "default"]);
     assert!(err.contains("forbidden"), "{err}");

@@ -100,7 +100,13 @@ pub fn review(
                 ));
             }
             if ri.kind == "LocalSubjectAccessReview" {
-                check_local(ri, &obj, &spec.resource_attributes, &spec.non_resource_attributes, url_namespace)?;
+                check_local(
+                    ri,
+                    &obj,
+                    &spec.resource_attributes,
+                    &spec.non_resource_attributes,
+                    url_namespace,
+                )?;
             }
             let attrs = one_of(ri, spec.resource_attributes, spec.non_resource_attributes)?;
             access_status(state, &UserInfo { name: user, groups }, &attrs)
@@ -119,10 +125,7 @@ pub fn review(
         .as_object_mut()
         .map(|o| o.entry("metadata").or_insert_with(|| json!({})));
     if let Some(Value::Object(m)) = meta {
-        m.insert(
-            "creationTimestamp".into(),
-            json!(super::now_rfc3339()),
-        );
+        m.insert("creationTimestamp".into(), json!(super::now_rfc3339()));
         if ri.namespaced {
             m.insert("namespace".into(), json!(url_namespace));
         }
@@ -132,14 +135,13 @@ pub fn review(
 }
 
 fn parse<T: serde::de::DeserializeOwned>(ri: &ResourceInfo, spec: Value) -> ApiResult<T> {
-    serde_json::from_value(spec).map_err(|e| {
-        ApiError::bad_request(format!("cannot decode the {} spec: {e}", ri.kind))
-    })
+    serde_json::from_value(spec)
+        .map_err(|e| ApiError::bad_request(format!("cannot decode the {} spec: {e}", ri.kind)))
 }
 
 /// The attributes under review: exactly one of resourceAttributes / nonResourceAttributes.
 enum Reviewed {
-    Resource(authz::ResourceAttributes),
+    Resource(Box<authz::ResourceAttributes>),
     NonResource(authz::NonResourceAttributes),
 }
 
@@ -149,7 +151,7 @@ fn one_of(
     non_resource: Option<authz::NonResourceAttributes>,
 ) -> ApiResult<Reviewed> {
     match (resource, non_resource) {
-        (Some(r), None) => Ok(Reviewed::Resource(r)),
+        (Some(r), None) => Ok(Reviewed::Resource(Box::new(r))),
         (None, Some(n)) => Ok(Reviewed::NonResource(n)),
         (r, _) => Err(ApiError::invalid(
             ri,
@@ -211,7 +213,10 @@ fn decide(state: &State, attrs: &Attributes<'_>) -> Decision {
     }
     let mut ids = Vec::new();
     for verb in ACTIONS {
-        let d = authz.authorize(&Attributes { verb, ..attrs.clone() });
+        let d = authz.authorize(&Attributes {
+            verb,
+            ..attrs.clone()
+        });
         if !d.allowed {
             return d;
         }
@@ -297,7 +302,15 @@ fn status_of(state: &State, d: &Decision) -> Value {
 }
 
 /// Allowed for this probe?
-fn probe(state: &State, user: &UserInfo, verb: &str, group: &str, resource: &str, sub: &str, ns: &str) -> bool {
+fn probe(
+    state: &State,
+    user: &UserInfo,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    sub: &str,
+    ns: &str,
+) -> bool {
     let path = format!("{group}/{resource}/{sub}@{ns}/");
     decide(
         state,
@@ -356,8 +369,10 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
         let mut rules: BTreeMap<(String, Vec<String>), Vec<String>> = BTreeMap::new();
         for ri in state.registry.all() {
             let ns = if ri.namespaced { namespace } else { "" };
-            let mut targets: Vec<(String, Vec<&str>)> =
-                vec![(ri.plural.clone(), ri.verbs.iter().map(String::as_str).collect())];
+            let mut targets: Vec<(String, Vec<&str>)> = vec![(
+                ri.plural.clone(),
+                ri.verbs.iter().map(String::as_str).collect(),
+            )];
             for sub in &ri.subresources {
                 targets.push((format!("{}/{sub}", ri.plural), SUBRESOURCE_VERBS.to_vec()));
             }
@@ -380,7 +395,8 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
             }
         }
         for ((group, verbs), resources) in rules {
-            resource_rules.push(json!({"verbs": verbs, "apiGroups": [group], "resources": resources}));
+            resource_rules
+                .push(json!({"verbs": verbs, "apiGroups": [group], "resources": resources}));
         }
     }
 

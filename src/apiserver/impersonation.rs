@@ -64,7 +64,13 @@ pub fn resolve(state: &State, real: UserInfo, headers: &HeaderMap) -> ApiResult<
     // (apiGroup, resource, subresource, namespace, name) the caller must `impersonate`.
     let mut checks: Vec<[String; 5]> = Vec::new();
     let check = |g: &str, r: &str, sub: &str, ns: &str, n: &str| {
-        [g.to_string(), r.to_string(), sub.to_string(), ns.to_string(), n.to_string()]
+        [
+            g.to_string(),
+            r.to_string(),
+            sub.to_string(),
+            ns.to_string(),
+            n.to_string(),
+        ]
     };
     match sa_parts(&name) {
         Some((ns, sa)) => checks.push(check("", "serviceaccounts", "", ns, sa)),
@@ -107,7 +113,10 @@ pub fn resolve(state: &State, real: UserInfo, headers: &HeaderMap) -> ApiResult<
     }
     let mut out_groups = groups;
     if let Some((ns, _)) = sa_parts(&name) {
-        for g in ["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")] {
+        for g in [
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{ns}"),
+        ] {
             if !out_groups.contains(&g) {
                 out_groups.push(g);
             }

@@ -45,6 +45,14 @@ use crate::auth::cedar::{self, files::parse_file, NodeGraph, PolicyFiles};
 use crate::auth::{Attributes, UserInfo};
 use crate::cli::{PolicyCommand, PolicyKind};
 
+/// A line on stdout; a closed pipe (`| head`) is not an error worth dying over.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
     let ok = match cmd {
         PolicyCommand::Check {
@@ -70,7 +78,11 @@ fn kind_of(path: &Path) -> PolicyKind {
 }
 
 /// Validate every file; false when any failed (each failure printed on one line).
-pub fn check(files: &[PathBuf], dir: Option<&Path>, kind: Option<PolicyKind>) -> anyhow::Result<bool> {
+pub fn check(
+    files: &[PathBuf],
+    dir: Option<&Path>,
+    kind: Option<PolicyKind>,
+) -> anyhow::Result<bool> {
     let tree = PolicyFiles::load(dir).map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
     let schema = tree
         .schema()
@@ -90,7 +102,7 @@ pub fn check(files: &[PathBuf], dir: Option<&Path>, kind: Option<PolicyKind>) ->
         // decides nothing more yet, but is part of the interface for separate schemas.
         let _kind = kind.unwrap_or_else(|| kind_of(path));
         match parse_file(&shown, &text, &schema).and_then(|p| unique_ids(&shown, &p).map(|_| p)) {
-            Ok(policies) => println!("{shown}: {} policies OK", policies.len()),
+            Ok(policies) => say!("{shown}: {} policies OK", policies.len()),
             Err(e) => {
                 eprintln!("{}", one_line(&e));
                 all_ok = false;
@@ -216,7 +228,7 @@ pub fn test(files: &[PathBuf], dir: Option<&Path>) -> anyhow::Result<bool> {
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    say!("{passed} passed, {failed} failed");
     Ok(failed == 0)
 }
 
@@ -227,16 +239,26 @@ fn load_cases(path: &Path) -> anyhow::Result<CaseFile> {
 }
 
 /// Evaluate one case and print its PASS/FAIL line; true when it passed.
-fn run_case(base: &PolicyFiles, file: &str, index: usize, shared: Option<&str>, case: &Case) -> bool {
+fn run_case(
+    base: &PolicyFiles,
+    file: &str,
+    index: usize,
+    shared: Option<&str>,
+    case: &Case,
+) -> bool {
     let label = format!("{file}: {}", case.name);
     let decision = match evaluate(base, file, index, shared, case) {
         Err(e) => {
-            println!("FAIL {label}: {e:#}");
+            say!("FAIL {label}: {e:#}");
             return false;
         }
         Ok(d) => d,
     };
-    let got = if decision.allowed { Expect::Allow } else { Expect::Deny };
+    let got = if decision.allowed {
+        Expect::Allow
+    } else {
+        Expect::Deny
+    };
     let ids = decision.policies.join(", ");
     let shown = if decision.allowed {
         format!("allow by [{ids}]")
@@ -261,8 +283,8 @@ fn run_case(base: &PolicyFiles, file: &str, index: usize, shared: Option<&str>, 
         }
     }
     match &problem {
-        None => println!("PASS {label}: {shown}"),
-        Some(p) => println!("FAIL {label}: {p}"),
+        None => say!("PASS {label}: {shown}"),
+        Some(p) => say!("FAIL {label}: {p}"),
     }
     problem.is_none()
 }
@@ -289,7 +311,8 @@ fn evaluate(
         tree.insert(&format!("authz/{stem}.case-{}.cedar", index + 1), text);
     }
     let graph = NodeGraph::new();
-    let authorizer = cedar::authorizer(&tree, graph.clone()).map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
+    let authorizer =
+        cedar::authorizer(&tree, graph.clone()).map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
     let user = UserInfo {
         name: case.principal.user.clone(),
         groups: case.principal.groups.clone(),
@@ -297,7 +320,10 @@ fn evaluate(
     let decision = match (&case.resource, &case.path) {
         (Some(r), None) => {
             bind(&graph, r, &case.bound_nodes)?;
-            let path = format!("{}/{}/{}@{}/{}", r.api_group, r.resource, r.subresource, r.namespace, r.name);
+            let path = format!(
+                "{}/{}/{}@{}/{}",
+                r.api_group, r.resource, r.subresource, r.namespace, r.name
+            );
             authorizer.authorize(&Attributes {
                 user: &user,
                 verb: &case.verb,
@@ -377,7 +403,10 @@ mod tests {
 
     #[test]
     fn case_kind_follows_the_directory() {
-        assert_eq!(kind_of(Path::new("policies/admission/pss.cedar")), PolicyKind::Admission);
+        assert_eq!(
+            kind_of(Path::new("policies/admission/pss.cedar")),
+            PolicyKind::Admission
+        );
         assert_eq!(kind_of(Path::new("x/authz/a.cedar")), PolicyKind::Authz);
     }
 
