@@ -47,6 +47,40 @@ pub enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check Cedar policy files and evaluate policy test cases offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files strictly against the schema: `FILE: N policies OK`, or
+    /// `FILE:LINE: message` and exit 1.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Use this directory's schema (and policies) over the embedded ones.
+        #[arg(long)]
+        policy_dir: Option<PathBuf>,
+        /// What the files are (default: `admission` when a path has an `admission`
+        /// directory, else `authz`).
+        #[arg(long, value_enum)]
+        kind: Option<PolicyKind>,
+    },
+    /// Evaluate request cases (YAML) against the embedded (or --policy-dir) policies, no
+    /// server: one PASS/FAIL line per case, exit 1 on any failure.
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        policy_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyKind {
+    Authz,
+    Admission,
 }
 
 #[derive(Debug, Subcommand)]

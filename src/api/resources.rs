@@ -160,6 +160,10 @@ const BUILTIN: &[Row] = &[
     ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", CLUSTER, NONE, &["api-extensions"], &["status"], CRUD),
     ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", CLUSTER, NONE, &["api-extensions"], NONE, CRUD),
     ("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", CLUSTER, NONE, NONE, NONE, CREATE_ONLY),
+    ("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", CLUSTER, NONE, NONE, NONE, CREATE_ONLY),
+    ("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", CLUSTER, NONE, NONE, NONE, CREATE_ONLY),
+    ("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", CLUSTER, NONE, NONE, NONE, CREATE_ONLY),
+    ("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", NS, NONE, NONE, NONE, CREATE_ONLY),
     ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", CLUSTER, &["crd", "crds"], &["api-extensions"], &["status"], CRUD),
 ];
 

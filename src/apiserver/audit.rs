@@ -62,6 +62,8 @@ impl Start {
 pub(super) struct Outcome {
     pub info: Option<RequestInfo>,
     pub user: Option<UserInfo>,
+    /// Who the request acted as, when it impersonated someone (`user` is the real caller).
+    pub impersonated: Option<UserInfo>,
     pub decision: Option<Decision>,
 }
 
@@ -180,6 +182,10 @@ pub(super) async fn finish(
             username: user.name,
             groups: user.groups,
         },
+        impersonated_user: outcome.impersonated.map(|u| User {
+            username: u.name,
+            groups: u.groups,
+        }),
         source_ips: vec![start.peer.ip().to_string()],
         user_agent: start.user_agent,
         object_ref: info.resource_request.then(|| ObjectRef {

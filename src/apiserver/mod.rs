@@ -7,6 +7,7 @@
 //! a `metav1.Status` (`status.rs`). Must run on tokio's multi-threaded runtime: large lists are
 //! decoded and encoded under `block_in_place`.
 
+pub(crate) mod access_review;
 mod audit;
 mod body;
 mod bootstrap;
@@ -19,6 +20,7 @@ mod gc;
 mod handlers;
 mod health;
 mod hooks;
+mod impersonation;
 pub mod join_tokens;
 pub mod merge;
 mod metrics;

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use super::body::{error_response, text_response, Body};
 use super::request::{classify, Query};
 use super::status::ApiError;
-use super::{audit, discovery, handlers, health, rampart_api, State};
+use super::{audit, discovery, handlers, health, impersonation, rampart_api, State};
 use crate::auth;
 
 pub(super) async fn accept_loop(
@@ -208,6 +208,14 @@ async fn serve_request(
             Err(why) => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
             Ok(user) => {
                 outcome.user = Some(user.clone());
+                // `kubectl --as`: from here on the request acts as the impersonated user.
+                let user = match impersonation::resolve(&state, user, req.headers()) {
+                    Ok(u) => u,
+                    Err(e) => return error_response(&e),
+                };
+                if outcome.user.as_ref() != Some(&user) {
+                    outcome.impersonated = Some(user.clone());
+                }
                 let user = &user;
                 let attrs = auth::Attributes {
                     user,
@@ -278,7 +286,7 @@ async fn serve_request(
 /// Upstream's forbidden message (`pods "web" is forbidden: User "bob" cannot get resource
 /// "pods" in API group "" in the namespace "default"`), followed by the authorizer's reason,
 /// which names the deciding policies. It names only the caller's own request.
-fn forbidden(attrs: &auth::Attributes<'_>, reason: &str) -> ApiError {
+pub(super) fn forbidden(attrs: &auth::Attributes<'_>, reason: &str) -> ApiError {
     let user = &attrs.user.name;
     let mut msg = if attrs.resource_request {
         let gr = if attrs.api_group.is_empty() {

@@ -10,6 +10,7 @@ pub mod in_process;
 pub mod join;
 pub mod logging;
 pub mod pki_maintenance;
+pub mod policy;
 pub mod secrets_encrypt;
 pub mod server;
 pub mod supervisor;
@@ -55,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(agent::run_cli(args))
         }
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
         Command::Token(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

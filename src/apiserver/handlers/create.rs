@@ -36,6 +36,19 @@ pub async fn create(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> 
             }),
         ));
     }
+    if ctx.ri.group == "authorization.k8s.io"
+        && crate::apiserver::access_review::KINDS.contains(&ctx.ri.kind.as_str())
+    {
+        prepare::check_type(ctx, &mut obj)?;
+        let reply = crate::apiserver::access_review::review(
+            &ctx.state,
+            &ctx.user,
+            &ctx.ri,
+            &ctx.info.namespace,
+            obj,
+        )?;
+        return Ok(json_response(201, &reply));
+    }
     let (obj, _) = create_object(ctx, obj).await?;
     Ok(json_response(201, &obj))
 }

@@ -172,6 +172,12 @@ pub(super) async fn dispatch(
     let sub = ctx.info.subresource.clone();
     let verb = ctx.info.verb.clone();
     let result = match (verb.as_str(), sub.as_str()) {
+        // Create-only kinds (reviews, bindings) store nothing to read back, as upstream.
+        (v, "") if v != "create" && ctx.ri.verbs == ["create"] => {
+            Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({verb})"
+            )))
+        }
         ("get", "") => get::get(&ctx).await,
         ("list", "") => list::list(&ctx).await,
         ("watch", "") => watch::watch(&ctx).await,

@@ -65,6 +65,9 @@ pub struct Event {
     pub request_uri: String,
     pub verb: String,
     pub user: User,
+    /// The identity the request acted as (`Impersonate-User`), as upstream's field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impersonated_user: Option<User>,
     #[serde(rename = "sourceIPs", default)]
     pub source_ips: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
