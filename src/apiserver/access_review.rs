@@ -423,6 +423,23 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
             non_resource_rules.push(json!({"verbs": verbs, "nonResourceURLs": urls}));
         }
     }
+    // RBAC's own rules too, from the same snapshot the authorizer uses: probing cannot see
+    // grants limited to resourceNames.
+    if !everything {
+        if let Some(rbac) = &state.rbac {
+            let (rr, nr) = rbac.rules_for(user, namespace);
+            for v in rr.iter().filter_map(|r| serde_json::to_value(r).ok()) {
+                if !resource_rules.contains(&v) {
+                    resource_rules.push(v);
+                }
+            }
+            for v in nr.iter().filter_map(|r| serde_json::to_value(r).ok()) {
+                if !non_resource_rules.contains(&v) {
+                    non_resource_rules.push(v);
+                }
+            }
+        }
+    }
     let mut status = json!({
         "resourceRules": resource_rules,
         "nonResourceRules": non_resource_rules,
@@ -430,7 +447,7 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
     });
     if !everything {
         status["evaluationError"] = json!(
-            "rules are found by probing the Cedar policies: grants that depend on an object's name or other facts are not listed"
+            "rules are RBAC's plus those found by probing the Cedar policies: Cedar grants that depend on an object's name or other facts are not listed"
         );
     }
     status

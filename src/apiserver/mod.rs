@@ -24,6 +24,7 @@ mod impersonation;
 pub mod join_tokens;
 pub mod merge;
 mod metrics;
+mod node_graph;
 pub mod openapi;
 mod pki_ops;
 pub mod protobuf;
@@ -146,7 +147,10 @@ pub async fn run(
         rbac: cfg.authorizer.clone().map(crate::auth::rbac::Rbac::new),
     });
     if let Some(authz) = &state.authorizer {
-        tokio::spawn(authz.node_graph().clone().run(state.store.clone()));
+        tokio::spawn(node_graph::run(
+            authz.node_graph().clone(),
+            state.store.clone(),
+        ));
     }
     bootstrap::run(&state)
         .await

@@ -3,22 +3,16 @@
 //!
 //! It feeds the precomputed `resource.boundNodes` fact, so the node-restriction policies can
 //! say "a node reads a secret only if a pod bound to it uses it" in Cedar, which cannot walk a
-//! graph itself. Kept current from a store watch on pods (list, then watch; relist on error).
+//! graph itself. Kept current by the API server (`apiserver/node_graph.rs` watches pods).
 //!
 //! Invariant: a reference counts per (pod, object) so two pods on one node using the same
 //! secret keep it readable until both are gone.
 
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
-use futures::StreamExt;
-use serde_json::Value;
 
 use crate::auth::Attributes;
-use crate::store::{Backend, EventKind, RangeRequest};
-
-const PODS_PREFIX: &str = "/registry/core/pods/";
 
 /// The kinds of objects a pod can give its node access to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,43 +133,11 @@ impl NodeGraph {
         }
     }
 
-    /// Follow the store's pods forever (list, then watch; relist after any error).
-    pub async fn run(self: Arc<Self>, store: Arc<dyn Backend>) {
-        loop {
-            if let Err(e) = self.sync(&store).await {
-                tracing::debug!(error = %e, "node graph watch ended; relisting");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn sync(&self, store: &Arc<dyn Backend>) -> Result<(), crate::store::Error> {
-        let list = store
-            .range(RangeRequest {
-                prefix: PODS_PREFIX.into(),
-                ..Default::default()
-            })
-            .await?;
+    /// Forget everything (before a relist).
+    pub fn clear(&self) {
         if let Ok(mut g) = self.graph.write() {
             *g = Graph::default();
         }
-        for kv in &list.items {
-            if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
-                self.apply(&v);
-            }
-        }
-        let mut events = store.watch(PODS_PREFIX, list.revision).await?;
-        while let Some(ev) = events.next().await {
-            let ev = ev?;
-            let Ok(v) = serde_json::from_slice::<Value>(&ev.value) else {
-                continue;
-            };
-            match ev.kind {
-                EventKind::Delete => self.remove(&v),
-                _ => self.apply(&v),
-            }
-        }
-        Ok(())
     }
 }
 
