@@ -36,12 +36,41 @@ pub const ACTIONS: &[&str] = &[
     "options",
 ];
 
-pub fn uid(ty: &str, id: &str) -> EntityUid {
-    // The type names are our schema's, so they always parse.
-    let ty = EntityTypeName::from_str(ty).unwrap_or_else(|_| {
-        EntityTypeName::from_str("k8s::User").expect("k8s::User is a valid type name")
+/// The schema's type names, parsed once: Cedar's name parser costs microseconds per call, and a
+/// request needs several names.
+const TYPES: &[&str] = &[
+    "k8s::User",
+    "k8s::Group",
+    "k8s::ServiceAccount",
+    "k8s::Node",
+    "k8s::Resource",
+    "k8s::NonResourceURL",
+    "k8s::Action",
+];
+
+fn type_name(ty: &str) -> EntityTypeName {
+    static PARSED: std::sync::OnceLock<Vec<Option<EntityTypeName>>> = std::sync::OnceLock::new();
+    let parsed = PARSED.get_or_init(|| {
+        TYPES
+            .iter()
+            .map(|t| EntityTypeName::from_str(t).ok())
+            .collect()
     });
-    EntityUid::from_type_name_and_id(ty, EntityId::new(id))
+    if let Some(Some(t)) = TYPES.iter().position(|t| *t == ty).map(|i| &parsed[i]) {
+        return t.clone();
+    }
+    // Other names (admission's) are parsed on demand; they are ours, so they parse.
+    EntityTypeName::from_str(ty).unwrap_or_else(|_| {
+        parsed
+            .first()
+            .cloned()
+            .flatten()
+            .expect("k8s::User is a valid type name")
+    })
+}
+
+pub fn uid(ty: &str, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name(ty), EntityId::new(id))
 }
 
 /// The action entity for a verb, `None` for verbs the schema does not know.
