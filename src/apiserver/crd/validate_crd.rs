@@ -887,7 +887,7 @@ mod tests {
                     s["properties"]["metadata"] = json!({"type": "object", "default": {"name": "n"}});
                 }),
                 vec![
-                    r#"spec.versions[0].schema.openAPIV3Schema.properties[spec].default: Invalid value: {"bogus":1,"image":"x"}: must not have unknown fields"#.into(),
+                    r#"spec.versions[0].schema.openAPIV3Schema.properties[spec].default: Invalid value: {"image":"x","bogus":1}: must not have unknown fields"#.into(),
                     "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[replicas].default: Invalid value: 20:  in body should be less than or equal to 10".into(),
                     "spec.versions[0].schema.openAPIV3Schema.properties[metadata].default: Forbidden: must not be set in top-level metadata".into(),
                 ],
