@@ -161,6 +161,8 @@ const BUILTIN: &[Row] = &[
     ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", CLUSTER, NONE, &["api-extensions"], NONE, CRUD),
     ("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", CLUSTER, NONE, NONE, NONE, CREATE_ONLY),
     ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", CLUSTER, &["crd", "crds"], &["api-extensions"], &["status"], CRUD),
+    // Rampart's own: users' Cedar admission policies (spec.policy), see apiserver::admission.
+    ("policy.rampart.io", "v1alpha1", "CedarPolicy", "cedarpolicies", CLUSTER, NONE, NONE, NONE, CRUD),
 ];
 
 /// Every built-in resource, in a stable order (the order discovery lists them).

@@ -7,6 +7,7 @@
 //! a `metav1.Status` (`status.rs`). Must run on tokio's multi-threaded runtime: large lists are
 //! decoded and encoded under `block_in_place`.
 
+mod admission;
 mod audit;
 mod body;
 mod bootstrap;
@@ -66,6 +67,9 @@ pub struct Config {
     /// The Cedar authorizer. `None` bypasses authorization and admission entirely: only the
     /// overhead benchmark does that, through the library; no CLI flag reaches it.
     pub authorizer: Option<Arc<crate::auth::cedar::Authorizer>>,
+    /// The Cedar admission policies (Pod Security Standards, files, `CedarPolicy` objects);
+    /// the built-in admission plugins run whenever `authorizer` is set.
+    pub admission: Option<Arc<crate::auth::admission::Admission>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +112,7 @@ pub(crate) struct State {
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
     pub audit: Option<Arc<crate::auth::audit::Sink>>,
     pub authorizer: Option<Arc<crate::auth::cedar::Authorizer>>,
+    pub admission: Option<Arc<crate::auth::admission::Admission>>,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -137,7 +142,11 @@ pub async fn run(
         encryption: cfg.encryption.clone(),
         audit: cfg.audit.clone(),
         authorizer: cfg.authorizer.clone(),
+        admission: cfg.admission.clone(),
     });
+    if let Some(adm) = &state.admission {
+        tokio::spawn(admission::follow_cedar_policies(adm.clone(), state.store.clone()));
+    }
     if let Some(authz) = &state.authorizer {
         tokio::spawn(authz.node_graph().clone().run(state.store.clone()));
     }

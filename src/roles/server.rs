@@ -29,6 +29,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &policy_files,
         crate::auth::cedar::NodeGraph::new(),
     )?);
+    let admission = Arc::new(crate::auth::admission::Admission::load(&policy_files)?);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let store_dir = args.data_dir.join("store");
@@ -173,6 +174,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             service_accounts: Some(sa_issuer),
             audit: Some(audit),
             authorizer: Some(authorizer),
+            admission: Some(admission),
         },
         backend.clone(),
         shutdown.clone().wait(),
