@@ -41,7 +41,10 @@ fn forbidden(ctx: &Ctx, name: &str, message: &str) -> ApiError {
 }
 
 fn name_of(obj: &Value) -> String {
-    obj["metadata"]["name"].as_str().unwrap_or_default().to_string()
+    obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn list(state: &State, prefix: String) -> ApiResult<Vec<Value>> {
@@ -83,7 +86,11 @@ pub async fn mutate_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
         let sa = obj["spec"]["serviceAccountName"]
             .as_str()
             .filter(|s| !s.is_empty())
-            .or_else(|| obj["spec"]["serviceAccount"].as_str().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                obj["spec"]["serviceAccount"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+            })
             .unwrap_or("default")
             .to_string();
         obj["spec"]["serviceAccountName"] = json!(sa);
@@ -106,7 +113,9 @@ pub async fn mutate_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
             return Err(forbidden(
                 ctx,
                 &name,
-                &format!("error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found"),
+                &format!(
+                    "error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found"
+                ),
             ));
         }
     }
@@ -126,12 +135,7 @@ fn aggregate(errs: &[String]) -> String {
 
 /// Validating admission for a create, an update (`old`) or a delete (`obj` is the stored
 /// object). Records the verdict in `ctx.admission`.
-pub async fn validate(
-    ctx: &Ctx,
-    op: Operation,
-    obj: &Value,
-    old: Option<&Value>,
-) -> ApiResult<()> {
+pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
     if ctx.state.authorizer.is_none() {
         return Ok(());
     }
@@ -176,7 +180,10 @@ pub async fn validate(
     let Some(adm) = ctx.state.admission.clone() else {
         return Ok(());
     };
-    if matches!(sub.as_str(), "binding" | "eviction" | "token" | "approval" | "finalize") {
+    if matches!(
+        sub.as_str(),
+        "binding" | "eviction" | "token" | "approval" | "finalize"
+    ) {
         return Ok(());
     }
     let (mut level, mut policy) = ("privileged".to_string(), "privileged:latest".to_string());
@@ -298,8 +305,14 @@ async fn refresh_quotas(state: &Arc<State>, ns: &str) -> ApiResult<()> {
         };
         let mut used = quota::Usage::new();
         let mut seen = Vec::new();
-        for key in q["spec"]["hard"].as_object().into_iter().flat_map(|h| h.keys()) {
-            let Some(ri) = resource_for(state, key) else { continue };
+        for key in q["spec"]["hard"]
+            .as_object()
+            .into_iter()
+            .flat_map(|h| h.keys())
+        {
+            let Some(ri) = resource_for(state, key) else {
+                continue;
+            };
             if seen.contains(&ri.plural) {
                 continue;
             }
@@ -318,7 +331,10 @@ async fn refresh_quotas(state: &Arc<State>, ns: &str) -> ApiResult<()> {
         q["status"] = status;
         let bytes = serde_json::to_vec(&q).unwrap_or_default();
         // A concurrent write wins; the next change refreshes again.
-        let _ = state.store.update(&kv.key, bytes.into(), kv.mod_revision).await;
+        let _ = state
+            .store
+            .update(&kv.key, bytes.into(), kv.mod_revision)
+            .await;
     }
     Ok(())
 }

@@ -145,7 +145,10 @@ pub async fn run(
         admission: cfg.admission.clone(),
     });
     if let Some(adm) = &state.admission {
-        tokio::spawn(admission::follow_cedar_policies(adm.clone(), state.store.clone()));
+        tokio::spawn(admission::follow_cedar_policies(
+            adm.clone(),
+            state.store.clone(),
+        ));
     }
     if let Some(authz) = &state.authorizer {
         tokio::spawn(authz.node_graph().clone().run(state.store.clone()));

@@ -174,26 +174,45 @@ impl Admission {
         };
         let principal = Principal::of(req.user);
         let mut ents = principal.entities(req.user);
-        let is_pod = req.ri.group.is_empty() && req.ri.kind == "Pod" && req.subresource != "binding";
+        let is_pod =
+            req.ri.group.is_empty() && req.ri.kind == "Pod" && req.subresource != "binding";
         let facts = is_pod.then(|| PodFacts::of(req.object));
         let resource = object_entity(req, req.object, facts.as_ref(), "", &mut ents);
         let mut context = HashMap::new();
         if let Some(old) = req.old {
             let old_uid = object_entity(req, old, None, "old:", &mut ents);
-            context.insert("old".to_string(), RestrictedExpression::new_entity_uid(old_uid));
+            context.insert(
+                "old".to_string(),
+                RestrictedExpression::new_entity_uid(old_uid),
+            );
         }
         let action = uid("k8s::admission::Action", req.operation.action());
         let entities = match Entities::from_entities(ents, None) {
             Ok(e) => e,
-            Err(e) => return deny(Vec::new(), format!("cannot build the admission entities: {e}")),
+            Err(e) => {
+                return deny(
+                    Vec::new(),
+                    format!("cannot build the admission entities: {e}"),
+                )
+            }
         };
         let context = match Context::from_pairs(context) {
             Ok(c) => c,
-            Err(e) => return deny(Vec::new(), format!("cannot build the admission context: {e}")),
+            Err(e) => {
+                return deny(
+                    Vec::new(),
+                    format!("cannot build the admission context: {e}"),
+                )
+            }
         };
         let request = match Request::new(principal.uid(), action, resource, context, None) {
             Ok(r) => r,
-            Err(e) => return deny(Vec::new(), format!("cannot build the admission request: {e}")),
+            Err(e) => {
+                return deny(
+                    Vec::new(),
+                    format!("cannot build the admission request: {e}"),
+                )
+            }
         };
         let response = self.cedar.is_authorized(&request, &set, &entities);
         let errors: Vec<String> = response
@@ -207,7 +226,10 @@ impl Admission {
             .collect();
         if !errors.is_empty() {
             tracing::error!(policies = ?errors, "admission policy evaluation failed; denying");
-            let msg = format!("admission policy evaluation failed ({}); denied", errors.join(", "));
+            let msg = format!(
+                "admission policy evaluation failed ({}); denied",
+                errors.join(", ")
+            );
             return deny(errors, msg);
         }
         if response.decision() == cedar_policy::Decision::Allow {
@@ -236,7 +258,11 @@ impl Admission {
                 .iter()
                 .map(|id| {
                     let summary = reason(id);
-                    let summary = if summary.is_empty() { id.to_string() } else { summary };
+                    let summary = if summary.is_empty() {
+                        id.to_string()
+                    } else {
+                        summary
+                    };
                     match facts.as_ref().and_then(|f| f.detail(id)) {
                         Some(d) => format!("{summary} ({d})"),
                         None => summary,
@@ -367,20 +393,34 @@ fn object_entity(
                 strings(&mut f.added_capabilities.iter()),
             ),
             ("allDropAll".to_string(), b(f.all_drop_all)),
-            ("volumeTypes".to_string(), strings(&mut f.volume_types.iter())),
+            (
+                "volumeTypes".to_string(),
+                strings(&mut f.volume_types.iter()),
+            ),
             (
                 "hostPorts".to_string(),
                 RestrictedExpression::new_set(
-                    f.host_ports.iter().map(|p| RestrictedExpression::new_long(*p)),
+                    f.host_ports
+                        .iter()
+                        .map(|p| RestrictedExpression::new_long(*p)),
                 ),
             ),
-            ("seccompTypes".to_string(), strings(&mut f.seccomp_types.iter())),
-            ("allSeccompRestricted".to_string(), b(f.all_seccomp_restricted)),
+            (
+                "seccompTypes".to_string(),
+                strings(&mut f.seccomp_types.iter()),
+            ),
+            (
+                "allSeccompRestricted".to_string(),
+                b(f.all_seccomp_restricted),
+            ),
             (
                 "appArmorProfiles".to_string(),
                 strings(&mut f.apparmor_profiles.iter()),
             ),
-            ("seLinuxTypes".to_string(), strings(&mut f.selinux_types.iter())),
+            (
+                "seLinuxTypes".to_string(),
+                strings(&mut f.selinux_types.iter()),
+            ),
             ("seLinuxUserOrRole".to_string(), b(f.selinux_user_or_role)),
             ("procMounts".to_string(), strings(&mut f.proc_mounts.iter())),
             ("sysctls".to_string(), strings(&mut f.sysctls.iter())),
@@ -392,7 +432,12 @@ fn object_entity(
             ),
         ]);
     }
-    match Entity::new_with_tags(object_uid.clone(), attrs, HashSet::new(), tags(&meta["labels"])) {
+    match Entity::new_with_tags(
+        object_uid.clone(),
+        attrs,
+        HashSet::new(),
+        tags(&meta["labels"]),
+    ) {
         Ok(e) => out.push(e),
         Err(e) => tracing::error!(error = %e, "cannot build the admission object entity"),
     }
@@ -433,20 +478,31 @@ mod tests {
         let adm = Admission::load(&PolicyFiles::embedded()).unwrap();
         let plain = pod(json!({"containers": [{"name": "c", "image": "nginx"}]}));
         assert!(admit(&adm, &plain, "baseline").allowed);
-        let bad = pod(json!({"hostNetwork": true, "containers": [{"name": "c", "image": "nginx",
-            "securityContext": {"privileged": true}}]}));
+        let bad = pod(
+            json!({"hostNetwork": true, "containers": [{"name": "c", "image": "nginx",
+            "securityContext": {"privileged": true}}]}),
+        );
         let v = admit(&adm, &bad, "baseline");
         assert!(!v.allowed);
-        assert_eq!(v.policies, vec!["pss/baseline/host-namespaces", "pss/baseline/privileged"]);
+        assert_eq!(
+            v.policies,
+            vec!["pss/baseline/host-namespaces", "pss/baseline/privileged"]
+        );
         assert!(v.message.starts_with(
             "violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true), privileged (container \"c\" must not set securityContext.privileged=true)"
         ), "{}", v.message);
         assert!(admit(&adm, &bad, "privileged").allowed);
         let v = admit(&adm, &plain, "restricted");
-        assert!(!v.allowed && v.policies.contains(&"pss/restricted/run-as-non-root".to_string()));
-        let ok = pod(json!({"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        assert!(
+            !v.allowed
+                && v.policies
+                    .contains(&"pss/restricted/run-as-non-root".to_string())
+        );
+        let ok = pod(
+            json!({"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{"name": "c", "image": "nginx", "securityContext": {
-                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}));
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}),
+        );
         assert!(admit(&adm, &ok, "restricted").allowed);
     }
 
@@ -460,15 +516,34 @@ when { resource.hasTag("app") && resource.getTag("app") == "web" &&
         let compiled = adm.compile_object("images", text).unwrap();
         assert_eq!(compiled[0].id().to_string(), "CedarPolicy/images/registry");
         adm.set_source("CedarPolicy/images", compiled);
-        let v = admit(&adm, &pod(json!({"containers": [{"name": "c", "image": "nginx"}]})), "baseline");
+        let v = admit(
+            &adm,
+            &pod(json!({"containers": [{"name": "c", "image": "nginx"}]})),
+            "baseline",
+        );
         assert_eq!(v.policies, vec!["CedarPolicy/images/registry"]);
-        assert!(v.message.contains("images must come from registry.example/"), "{}", v.message);
+        assert!(
+            v.message
+                .contains("images must come from registry.example/"),
+            "{}",
+            v.message
+        );
         let bad = adm
-            .compile_object("broken", "forbid (principal, action, resource)\nwhen { resource.nope };")
+            .compile_object(
+                "broken",
+                "forbid (principal, action, resource)\nwhen { resource.nope };",
+            )
             .unwrap_err()
             .to_string();
         assert!(bad.contains("CedarPolicy/broken:2"), "{bad}");
         adm.remove_source("CedarPolicy/images");
-        assert!(admit(&adm, &pod(json!({"containers": [{"name": "c", "image": "nginx"}]})), "baseline").allowed);
+        assert!(
+            admit(
+                &adm,
+                &pod(json!({"containers": [{"name": "c", "image": "nginx"}]})),
+                "baseline"
+            )
+            .allowed
+        );
     }
 }

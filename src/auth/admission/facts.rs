@@ -273,14 +273,21 @@ impl PodFacts {
                 .filter(|c| !c.host_ports.is_empty())
                 .map(|c| {
                     let ports: Vec<String> = c.host_ports.iter().map(|p| p.to_string()).collect();
-                    let word = if ports.len() == 1 { "hostPort" } else { "hostPorts" };
+                    let word = if ports.len() == 1 {
+                        "hostPort"
+                    } else {
+                        "hostPorts"
+                    };
                     format!("container {:?} uses {word} {}", c.name, ports.join(", "))
                 })
                 .collect::<Vec<_>>()
                 .join("; "),
             "pss/baseline/proc-mount" => {
                 let bad = names(&|c| c.proc_mount.as_deref().is_some_and(|p| p != "Default"));
-                format!("{} must not set securityContext.procMount to \"Unmasked\"", containers(&bad))
+                format!(
+                    "{} must not set securityContext.procMount to \"Unmasked\"",
+                    containers(&bad)
+                )
             }
             "pss/baseline/sysctls" => self
                 .sysctls
@@ -313,12 +320,16 @@ impl PodFacts {
                 if bad.is_empty() {
                     "forbidden securityContext.seLinuxOptions.user or .role".into()
                 } else {
-                    format!("forbidden securityContext.seLinuxOptions.type {}", bad.join(", "))
+                    format!(
+                        "forbidden securityContext.seLinuxOptions.type {}",
+                        bad.join(", ")
+                    )
                 }
             }
             "pss/baseline/apparmor" => "profile \"unconfined\"".to_string(),
             "pss/baseline/host-process" => {
-                "pod or containers must not set securityContext.windowsOptions.hostProcess=true".into()
+                "pod or containers must not set securityContext.windowsOptions.hostProcess=true"
+                    .into()
             }
             "pss/restricted/volume-types" => self
                 .volumes
@@ -438,7 +449,10 @@ mod tests {
             "volumes": [{"name": "root", "hostPath": {"path": "/"}}, {"name": "tmp", "emptyDir": {}}],
         }}));
         assert!(f.host_network && f.host_pid && !f.host_ipc && f.any_privileged);
-        assert_eq!(f.detail("pss/baseline/host-namespaces").unwrap(), "hostNetwork=true, hostPID=true");
+        assert_eq!(
+            f.detail("pss/baseline/host-namespaces").unwrap(),
+            "hostNetwork=true, hostPID=true"
+        );
         assert_eq!(
             f.detail("pss/baseline/privileged").unwrap(),
             "container \"init\" must not set securityContext.privileged=true"
@@ -448,9 +462,15 @@ mod tests {
             "container \"c\" must not include \"NET_ADMIN\" in securityContext.capabilities.add"
         );
         assert_eq!(f.host_ports, BTreeSet::from([8080]));
-        assert_eq!(f.detail("pss/baseline/host-ports").unwrap(), "container \"c\" uses hostPort 8080");
+        assert_eq!(
+            f.detail("pss/baseline/host-ports").unwrap(),
+            "container \"c\" uses hostPort 8080"
+        );
         assert!(f.volume_types.contains("hostPath") && f.volume_types.contains("emptyDir"));
-        assert_eq!(f.detail("pss/baseline/host-path-volumes").unwrap(), "volume \"root\"");
+        assert_eq!(
+            f.detail("pss/baseline/host-path-volumes").unwrap(),
+            "volume \"root\""
+        );
         assert_eq!(
             f.detail("pss/restricted/volume-types").unwrap(),
             "volume \"root\" uses restricted volume type \"hostPath\""
@@ -484,7 +504,10 @@ mod tests {
             f.detail("pss/restricted/seccomp").unwrap(),
             "pod or containers \"a\", \"b\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\""
         );
-        assert_eq!(f.detail("pss/restricted/run-as-user").unwrap(), "container \"a\" must not set runAsUser=0");
+        assert_eq!(
+            f.detail("pss/restricted/run-as-user").unwrap(),
+            "container \"a\" must not set runAsUser=0"
+        );
     }
 
     #[test]

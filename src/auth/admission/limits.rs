@@ -80,7 +80,10 @@ pub fn default_pod(pod: &mut Value, ranges: &[Value]) {
             }
         }
         if !set_req.is_empty() {
-            notes.push(format!("{} request for container {name}", set_req.join(", ")));
+            notes.push(format!(
+                "{} request for container {name}",
+                set_req.join(", ")
+            ));
         }
         if !set_lim.is_empty() {
             notes.push(format!("{} limit for container {name}", set_lim.join(", ")));
@@ -144,7 +147,11 @@ fn check(kind: &str, item: &Value, requests: &Value, limits: &Value, out: &mut V
             _ => {}
         }
     }
-    for (res, ratio) in item["maxLimitRequestRatio"].as_object().into_iter().flatten() {
+    for (res, ratio) in item["maxLimitRequestRatio"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
         let (Some(ratio), Some(l), Some(r)) = (q(ratio), q(&limits[res]), q(&requests[res])) else {
             continue;
         };
@@ -169,7 +176,13 @@ pub fn validate_pod(pod: &Value, ranges: &[Value]) -> Vec<String> {
         .collect();
     for item in items(ranges, "Container") {
         for c in &containers {
-            check("Container", item, &c["resources"]["requests"], &c["resources"]["limits"], &mut out);
+            check(
+                "Container",
+                item,
+                &c["resources"]["requests"],
+                &c["resources"]["limits"],
+                &mut out,
+            );
         }
     }
     let pod_items: Vec<&Value> = items(ranges, "Pod").collect();
@@ -214,8 +227,13 @@ mod tests {
         let a = &pod["spec"]["containers"][0]["resources"];
         assert_eq!(a["limits"], json!({"cpu": "500m", "memory": "256Mi"}));
         assert_eq!(a["requests"], json!({"cpu": "100m", "memory": "256Mi"}));
-        assert_eq!(pod["spec"]["containers"][1]["resources"]["limits"]["cpu"], "800m");
-        let note = pod["metadata"]["annotations"]["kubernetes.io/limit-ranger"].as_str().unwrap();
+        assert_eq!(
+            pod["spec"]["containers"][1]["resources"]["limits"]["cpu"],
+            "800m"
+        );
+        let note = pod["metadata"]["annotations"]["kubernetes.io/limit-ranger"]
+            .as_str()
+            .unwrap();
         assert!(note.starts_with("LimitRanger plugin set: "), "{note}");
         assert!(validate_pod(&pod, &range()).is_empty());
     }

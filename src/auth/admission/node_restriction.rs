@@ -37,7 +37,9 @@ pub fn check(
     match (ri.group.as_str(), ri.plural.as_str()) {
         ("", "nodes") => {
             if name != node {
-                return Err(format!("node {node:?} is not allowed to modify node {name:?}"));
+                return Err(format!(
+                    "node {node:?} is not allowed to modify node {name:?}"
+                ));
             }
             if op == Operation::Delete {
                 return Ok(());
@@ -136,15 +138,38 @@ mod tests {
             "node \"n1\" is not allowed to modify node \"n2\""
         );
         let labelled = json!({"metadata": {"name": "n1", "labels": {"node-restriction.kubernetes.io/x": "y"}}});
-        assert!(check("n1", Operation::Update, ri("nodes"), "", &labelled, Some(&own))
-            .unwrap_err()
-            .contains("not allowed to modify labels: node-restriction.kubernetes.io/x"));
+        assert!(check(
+            "n1",
+            Operation::Update,
+            ri("nodes"),
+            "",
+            &labelled,
+            Some(&own)
+        )
+        .unwrap_err()
+        .contains("not allowed to modify labels: node-restriction.kubernetes.io/x"));
         let lease = json!({"metadata": {"name": "n2", "namespace": "kube-node-lease"}});
         assert!(check("n1", Operation::Update, ri("leases"), "", &lease, None).is_err());
         let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n2"}});
-        assert!(check("n1", Operation::Update, ri("pods"), "status", &pod, Some(&pod)).is_err());
+        assert!(check(
+            "n1",
+            Operation::Update,
+            ri("pods"),
+            "status",
+            &pod,
+            Some(&pod)
+        )
+        .is_err());
         let mine = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}});
-        assert!(check("n1", Operation::Update, ri("pods"), "status", &mine, Some(&mine)).is_ok());
+        assert!(check(
+            "n1",
+            Operation::Update,
+            ri("pods"),
+            "status",
+            &mine,
+            Some(&mine)
+        )
+        .is_ok());
         assert!(check("n1", Operation::Update, ri("pods"), "", &mine, Some(&mine)).is_err());
     }
 }

@@ -46,7 +46,9 @@ impl Milli {
             "Ti" => (0, 40),
             "Pi" => (0, 50),
             "Ei" => (0, 60),
-            e if e.starts_with(['e', 'E']) => (e[1..].parse::<i32>().ok().filter(|x| x.abs() <= 18)?, 0),
+            e if e.starts_with(['e', 'E']) => {
+                (e[1..].parse::<i32>().ok().filter(|x| x.abs() <= 18)?, 0)
+            }
             _ => return None,
         };
         let exp = pow10 + 3 - frac.len() as i32;
@@ -69,7 +71,14 @@ impl Milli {
         }
         let units = v / 1000;
         if units != 0 {
-            for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+            for (suffix, shift) in [
+                ("Ei", 60),
+                ("Pi", 50),
+                ("Ti", 40),
+                ("Gi", 30),
+                ("Mi", 20),
+                ("Ki", 10),
+            ] {
                 let d = 1i128 << shift;
                 if units % d == 0 && units.abs() >= d {
                     return format!("{}{suffix}", units / d);

@@ -44,7 +44,10 @@ pub fn usage(ri: &ResourceInfo, obj: &Value) -> Usage {
         format!("count/{}.{}", ri.plural, ri.group)
     };
     if ri.group.is_empty() && ri.kind == "Pod" {
-        if matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
+        if matches!(
+            obj["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        ) {
             return u;
         }
         add(&mut u, "pods", ONE);
@@ -142,7 +145,10 @@ pub fn check(
     };
     let lacking = missing(ri, obj, hard);
     if !lacking.is_empty() {
-        return Err(format!("failed quota: {name}: must specify {}", lacking.join("; ")));
+        return Err(format!(
+            "failed quota: {name}: must specify {}",
+            lacking.join("; ")
+        ));
     }
     let mut requested = Usage::new();
     let mut using = Usage::new();
@@ -151,7 +157,9 @@ pub fn check(
         let Some(d) = delta.get(res).filter(|d| d.0 > 0) else {
             continue;
         };
-        let Some(limit) = quantity(limit) else { continue };
+        let Some(limit) = quantity(limit) else {
+            continue;
+        };
         let u = used.get(res).copied().unwrap_or_default();
         if u + *d > limit {
             requested.insert(res.clone(), *d);
@@ -204,13 +212,19 @@ mod tests {
         let quota = json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "1"}}});
         assert!(check(pods(), &pod, &quota, &Usage::new(), &u).is_ok());
         let err = check(pods(), &pod, &quota, &u, &u).unwrap_err();
-        assert_eq!(err, "exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1");
+        assert_eq!(
+            err,
+            "exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"
+        );
         let cpu = json!({"metadata": {"name": "c"}, "spec": {"hard": {"limits.memory": "1Gi"}}});
         assert_eq!(
             check(pods(), &pod, &cpu, &Usage::new(), &u).unwrap_err(),
             "failed quota: c: must specify limits.memory for: c"
         );
-        assert_eq!(status(&quota, &u), json!({"hard": {"pods": "1"}, "used": {"pods": "1"}}));
+        assert_eq!(
+            status(&quota, &u),
+            json!({"hard": {"pods": "1"}, "used": {"pods": "1"}})
+        );
         let done = json!({"status": {"phase": "Succeeded"}, "spec": {"containers": []}});
         assert!(usage(pods(), &done).is_empty());
     }
