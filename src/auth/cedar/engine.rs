@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use cedar_policy::{
-    Context, Entities, EntityUid, Policy, PolicySet, PrincipalConstraint, Request, Response, Schema,
+    Context, Entities, EntityUid, Policy, PolicySet, PrincipalConstraint, Request, Response,
+    Schema,
 };
 
 use super::entities::{self, Principal};
@@ -105,10 +106,7 @@ impl Authorizer {
                     global.push(c.policy.clone());
                 }
                 for s in &c.subjects {
-                    by_subject
-                        .entry(s.clone())
-                        .or_default()
-                        .push(c.policy.clone());
+                    by_subject.entry(s.clone()).or_default().push(c.policy.clone());
                 }
             }
         }
@@ -185,8 +183,13 @@ impl Authorizer {
             Ok(e) => e,
             Err(e) => return Decision::deny(Vec::new(), format!("cannot build entities: {e}")),
         };
-        let request = match Request::new(principal.uid(), action, resource, Context::empty(), None)
-        {
+        let request = match Request::new(
+            principal.uid(),
+            action,
+            resource,
+            Context::empty(),
+            None,
+        ) {
             Ok(r) => r,
             Err(e) => return Decision::deny(Vec::new(), format!("cannot build the request: {e}")),
         };
@@ -214,9 +217,7 @@ fn decide(response: &Response) -> Decision {
             .diagnostics()
             .errors()
             .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
-                    p.policy_id().to_string()
-                }
+                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => p.policy_id().to_string(),
             })
             .collect();
         return Decision::deny(

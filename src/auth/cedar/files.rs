@@ -16,9 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
-use cedar_policy::{
-    Policy, PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode, Validator,
-};
+use cedar_policy::{Policy, PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode, Validator};
 use miette::Diagnostic;
 
 use super::Error;
@@ -87,8 +85,7 @@ impl PolicyFiles {
             if !d.is_dir() {
                 continue;
             }
-            let entries =
-                std::fs::read_dir(&d).map_err(|e| Error::Io(d.display().to_string(), e))?;
+            let entries = std::fs::read_dir(&d).map_err(|e| Error::Io(d.display().to_string(), e))?;
             for entry in entries {
                 let path = entry
                     .map_err(|e| Error::Io(d.display().to_string(), e))?
@@ -112,11 +109,7 @@ impl PolicyFiles {
     }
 
     /// Files under `sub/` with extension `ext`, in path order.
-    pub fn under<'a>(
-        &'a self,
-        sub: &'a str,
-        ext: &'a str,
-    ) -> impl Iterator<Item = (&'a str, &'a str)> {
+    pub fn under<'a>(&'a self, sub: &'a str, ext: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.files.iter().filter_map(move |(p, t)| {
             let rest = p.strip_prefix(sub)?.strip_prefix('/')?;
             rest.ends_with(ext).then_some((p.as_str(), t.as_str()))
@@ -131,8 +124,7 @@ impl PolicyFiles {
                 .map_err(|e| Error::Schema(located(path, text, &e)))?;
             fragments.push(fragment);
         }
-        Schema::from_schema_fragments(fragments)
-            .map_err(|e| Error::Schema(format!("policies/schema: {e}")))
+        Schema::from_schema_fragments(fragments).map_err(|e| Error::Schema(format!("policies/schema: {e}")))
     }
 
     /// Every policy under `sub/`, parsed and validated strictly against `schema`.

@@ -27,21 +27,12 @@ pub enum Error {
 /// The authorizer with the system (`system/`) and operator (`authz/`) policies loaded from
 /// `files`; RBAC and other sources are added by their owners with
 /// [`Authorizer::set_source`].
-pub fn authorizer(
-    files: &PolicyFiles,
-    nodes: std::sync::Arc<NodeGraph>,
-) -> Result<Authorizer, Error> {
+pub fn authorizer(files: &PolicyFiles, nodes: std::sync::Arc<NodeGraph>) -> Result<Authorizer, Error> {
     let schema = files.schema()?;
     let system = files.policies("system", &schema)?;
     let authz = files.policies("authz", &schema)?;
     let engine = Authorizer::new(schema, nodes);
-    engine.set_source(
-        "system",
-        system.into_iter().map(Compiled::from_scope).collect(),
-    );
-    engine.set_source(
-        "authz",
-        authz.into_iter().map(Compiled::from_scope).collect(),
-    );
+    engine.set_source("system", system.into_iter().map(Compiled::from_scope).collect());
+    engine.set_source("authz", authz.into_iter().map(Compiled::from_scope).collect());
     Ok(engine)
 }

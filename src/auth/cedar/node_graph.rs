@@ -204,16 +204,7 @@ fn references(pod: &Value, ns: &str) -> Vec<ObjectKey> {
             add(Kind::Secret, &src["secret"]["name"]);
             add(Kind::ConfigMap, &src["configMap"]["name"]);
         }
-        for key in [
-            "cephfs",
-            "cinder",
-            "flexVolume",
-            "rbd",
-            "scaleIO",
-            "storageos",
-            "azureFile",
-            "iscsi",
-        ] {
+        for key in ["cephfs", "cinder", "flexVolume", "rbd", "scaleIO", "storageos", "azureFile", "iscsi"] {
             add(Kind::Secret, &v[key]["secretRef"]["name"]);
         }
         add(Kind::Secret, &v["csi"]["nodePublishSecretRef"]["name"]);
