@@ -274,7 +274,7 @@ fn resource_for(state: &State, key: &str) -> Option<ResourceInfo> {
         }
         k if k.starts_with("services") => ("", "services"),
         k if k.starts_with("count/") => {
-            let rest = &k[6..];
+            let rest = k.strip_prefix("count/").unwrap_or(k);
             match rest.split_once('.') {
                 Some((p, g)) => (g, p),
                 None => ("", rest),
