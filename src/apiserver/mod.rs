@@ -8,6 +8,7 @@
 //! decoded and encoded under `block_in_place`.
 
 pub(crate) mod access_review;
+mod admission;
 mod audit;
 mod body;
 mod bootstrap;
@@ -70,6 +71,9 @@ pub struct Config {
     /// The Cedar authorizer. `None` bypasses authorization and admission entirely: only the
     /// overhead benchmark does that, through the library; no CLI flag reaches it.
     pub authorizer: Option<Arc<crate::auth::cedar::Authorizer>>,
+    /// The Cedar admission policies (Pod Security Standards, files, `CedarPolicy` objects);
+    /// the built-in admission plugins run whenever `authorizer` is set.
+    pub admission: Option<Arc<crate::auth::admission::Admission>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +119,7 @@ pub(crate) struct State {
     /// The live RBAC state (compiled into the authorizer's `rbac` source); `None` when
     /// authorization is bypassed.
     pub rbac: Option<Arc<crate::auth::rbac::Rbac>>,
+    pub admission: Option<Arc<crate::auth::admission::Admission>>,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -145,7 +150,14 @@ pub async fn run(
         audit: cfg.audit.clone(),
         authorizer: cfg.authorizer.clone(),
         rbac: cfg.authorizer.clone().map(crate::auth::rbac::Rbac::new),
+        admission: cfg.admission.clone(),
     });
+    if let Some(adm) = &state.admission {
+        tokio::spawn(admission::follow_cedar_policies(
+            adm.clone(),
+            state.store.clone(),
+        ));
+    }
     if let Some(authz) = &state.authorizer {
         tokio::spawn(node_graph::run(
             authz.node_graph().clone(),

@@ -5,6 +5,7 @@
 //! account JWTs, bootstrap tokens, optional OIDC. Authorization: one Cedar evaluation per
 //! request (`cedar`), with RBAC objects compiled into Cedar (`rbac`).
 
+pub mod admission;
 pub mod audit;
 pub mod authn;
 pub mod bootstrap;

@@ -29,6 +29,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &policy_files,
         crate::auth::cedar::NodeGraph::new(),
     )?);
+    let admission = Arc::new(crate::auth::admission::Admission::load(&policy_files)?);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let store_dir = args.data_dir.join("store");
@@ -179,6 +180,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             service_accounts: Some(sa_issuer),
             audit: (!bypass).then_some(audit),
             authorizer: (!bypass).then_some(authorizer),
+            admission: (!bypass).then_some(admission),
         },
         backend.clone(),
         shutdown.clone().wait(),

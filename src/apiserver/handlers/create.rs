@@ -8,7 +8,8 @@ use super::prepare::{self, meta};
 use super::{read_body, Ctx};
 use crate::apiserver::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::{hooks, storage};
+use crate::apiserver::{admission, hooks, storage};
+use crate::auth::admission::Operation;
 
 /// Upstream's `SimpleNameGenerator` alphabet: no vowels, no confusable characters.
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -92,8 +93,10 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
     crate::apiserver::defaults::apply(&ctx.ri, &mut obj);
     prepare::stamp_create(ctx, &mut obj);
     hooks::before_create(ctx, &mut obj).await?;
+    prepare::ensure_namespace(ctx, &name).await?;
+    admission::mutate_create(ctx, &mut obj).await?;
     prepare::validate(ctx, &obj, None)?;
-    prepare::ensure_namespace(ctx).await?;
+    admission::validate(ctx, Operation::Create, &obj, None).await?;
     if ctx.dry_run() {
         return Ok((obj, 0));
     }
@@ -106,5 +109,6 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
         .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
     storage::set_resource_version(&mut obj, rev);
     hooks::after_write(ctx, &obj).await;
+    admission::after_change(ctx);
     Ok((obj, rev))
 }

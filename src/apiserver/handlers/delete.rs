@@ -12,7 +12,8 @@ use super::prepare::meta;
 use super::{read_body, Ctx};
 use crate::apiserver::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::{hooks, storage};
+use crate::apiserver::{admission, hooks, storage};
+use crate::auth::admission::Operation;
 use crate::store::RangeRequest;
 
 /// DeleteOptions from the body (if any) merged over the query parameters.
@@ -161,6 +162,7 @@ async fn delete_one(
     } else {
         0
     };
+    admission::validate(ctx, Operation::Delete, &obj, None).await?;
     let already_deleting = obj["metadata"]["deletionTimestamp"].is_string();
     let immediate = finalizers.is_empty() && grace == 0 && !is_namespace;
     if ctx.dry_run() {
@@ -175,6 +177,7 @@ async fn delete_one(
             .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
         storage::set_resource_version(&mut obj, del_rev);
         hooks::after_delete(ctx, &obj).await;
+        admission::after_change(ctx);
         if returns_object(ctx) {
             return Ok((200, obj));
         }

@@ -36,6 +36,8 @@ pub(super) struct Ctx {
     pub headers: HeaderMap,
     /// Warnings for the `Warning` response header (upstream's `299 - "..."`).
     pub warnings: Vec<String>,
+    /// Admission's verdict, for the audit line (set by `apiserver::admission`).
+    pub admission: std::sync::Mutex<Option<crate::apiserver::audit::AdmissionAudit>>,
 }
 
 impl Ctx {
@@ -101,8 +103,18 @@ impl Ctx {
         Ok(())
     }
 
-    /// Attach collected warnings to a response.
+    /// Record admission's verdict for the audit line.
+    pub fn record(&self, verdict: crate::apiserver::audit::AdmissionAudit) {
+        if let Ok(mut a) = self.admission.lock() {
+            *a = Some(verdict);
+        }
+    }
+
+    /// Attach collected warnings (and admission's verdict, for the audit line) to a response.
     pub fn finish(&self, mut resp: Response<Body>) -> Response<Body> {
+        if let Some(a) = self.admission.lock().ok().and_then(|a| a.clone()) {
+            resp.extensions_mut().insert(a);
+        }
         for w in &self.warnings {
             let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
             if let Ok(v) = http::HeaderValue::from_str(&text) {
@@ -168,6 +180,7 @@ pub(super) async fn dispatch(
         ri,
         headers: parts.headers,
         warnings: Vec::new(),
+        admission: std::sync::Mutex::new(None),
     };
     let sub = ctx.info.subresource.clone();
     let verb = ctx.info.verb.clone();

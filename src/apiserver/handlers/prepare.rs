@@ -263,7 +263,7 @@ pub fn carry_over(ctx: &Ctx, old: &Value, new: &mut Value, status_only: bool) {
 }
 
 /// Namespaced writes need a live namespace (upstream's NamespaceLifecycle admission).
-pub async fn ensure_namespace(ctx: &Ctx) -> ApiResult<()> {
+pub async fn ensure_namespace(ctx: &Ctx, name: &str) -> ApiResult<()> {
     if !ctx.ri.namespaced {
         return Ok(());
     }
@@ -286,7 +286,7 @@ pub async fn ensure_namespace(ctx: &Ctx) -> ApiResult<()> {
         return Err(ApiError::forbidden(format!(
             "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
             ctx.ri.group_resource(),
-            ctx.info.name
+            name
         )));
     }
     Ok(())

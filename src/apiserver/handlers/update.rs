@@ -9,7 +9,8 @@ use super::prepare::{self, meta};
 use super::{read_body, Ctx};
 use crate::apiserver::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::{hooks, storage};
+use crate::apiserver::{admission, hooks, storage};
+use crate::auth::admission::Operation;
 
 pub async fn update(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> {
     let (_, obj) = read_body(ctx, body).await?;
@@ -66,6 +67,7 @@ pub async fn update_object(
     prepare::carry_over(ctx, &current, &mut obj, status_only);
     hooks::before_update(ctx, &current, &mut obj).await?;
     prepare::validate(ctx, &obj, Some(&current))?;
+    admission::validate(ctx, Operation::Update, &obj, Some(&current)).await?;
     if ctx.dry_run() {
         storage::set_resource_version(&mut obj, rev);
         return Ok((obj, 200));

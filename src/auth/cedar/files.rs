@@ -30,6 +30,18 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../policies/schema/authz.cedarschema"),
     ),
     (
+        "schema/admission.cedarschema",
+        include_str!("../../../policies/schema/admission.cedarschema"),
+    ),
+    (
+        "admission/pss-baseline.cedar",
+        include_str!("../../../policies/admission/pss-baseline.cedar"),
+    ),
+    (
+        "admission/pss-restricted.cedar",
+        include_str!("../../../policies/admission/pss-restricted.cedar"),
+    ),
+    (
         "system/masters.cedar",
         include_str!("../../../policies/system/masters.cedar"),
     ),
