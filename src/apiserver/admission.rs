@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::audit::AdmissionAudit;
+use super::follow::{follow, Follower};
 use super::handlers::Ctx;
 use super::status::{ApiError, ApiResult};
 use super::{storage, State};
@@ -23,7 +23,7 @@ use crate::auth::admission::{
     self, limits, node_restriction, quota, Admission, AdmissionRequest, Operation,
 };
 use crate::auth::cedar::entities::Principal;
-use crate::store::{Backend, EventKind, RangeRequest};
+use crate::store::{Backend, RangeRequest};
 
 pub const CEDAR_POLICY_GROUP: &str = "policy.rampart.io";
 const CEDAR_POLICY_PREFIX: &str = "/registry/policy.rampart.io/cedarpolicies/";
@@ -341,13 +341,37 @@ async fn refresh_quotas(state: &Arc<State>, ns: &str) -> ApiResult<()> {
 
 /// Load every `CedarPolicy` object into `adm`, and follow changes (list, then watch; relist
 /// on error). Objects that no longer compile (the schema changed) are skipped and logged.
-pub async fn follow_cedar_policies(adm: Arc<Admission>, store: Arc<dyn Backend>) {
-    loop {
-        if let Err(e) = sync(&adm, &store).await {
-            tracing::debug!(error = %e, "CedarPolicy watch ended; relisting");
+struct CedarPolicies(Arc<Admission>);
+
+impl Follower for CedarPolicies {
+    fn reset(&self, items: Vec<(String, Value)>) {
+        let names: Vec<String> = items.iter().map(|(_, v)| load_one(&self.0, v)).collect();
+        for id in self.0.source_names() {
+            if let Some(n) = id.strip_prefix("CedarPolicy/") {
+                if !names.iter().any(|x| x == n) {
+                    self.0.remove_source(&id);
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    fn apply(&self, _key: &str, obj: &Value) {
+        load_one(&self.0, obj);
+    }
+    fn remove(&self, _key: &str, obj: &Value) {
+        self.0
+            .remove_source(&format!("CedarPolicy/{}", name_of(obj)));
+    }
+}
+
+/// Keep the admission engine's `CedarPolicy/<name>` sources in step with the store.
+pub async fn follow_cedar_policies(adm: Arc<Admission>, store: Arc<dyn Backend>) {
+    follow(
+        "CedarPolicy",
+        CEDAR_POLICY_PREFIX,
+        store,
+        Arc::new(CedarPolicies(adm)),
+    )
+    .await
 }
 
 fn load_one(adm: &Admission, obj: &Value) -> String {
@@ -361,40 +385,4 @@ fn load_one(adm: &Admission, obj: &Value) -> String {
         }
     }
     name
-}
-
-async fn sync(adm: &Admission, store: &Arc<dyn Backend>) -> Result<(), crate::store::Error> {
-    let list = store
-        .range(RangeRequest {
-            prefix: CEDAR_POLICY_PREFIX.into(),
-            ..Default::default()
-        })
-        .await?;
-    let mut names = Vec::new();
-    for kv in &list.items {
-        if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
-            names.push(load_one(adm, &v));
-        }
-    }
-    for id in adm.source_names() {
-        if let Some(n) = id.strip_prefix("CedarPolicy/") {
-            if !names.iter().any(|x| x == n) {
-                adm.remove_source(&id);
-            }
-        }
-    }
-    let mut events = store.watch(CEDAR_POLICY_PREFIX, list.revision).await?;
-    while let Some(ev) = events.next().await {
-        let ev = ev?;
-        let Ok(v) = serde_json::from_slice::<Value>(&ev.value) else {
-            continue;
-        };
-        match ev.kind {
-            EventKind::Delete => adm.remove_source(&format!("CedarPolicy/{}", name_of(&v))),
-            _ => {
-                load_one(adm, &v);
-            }
-        }
-    }
-    Ok(())
 }

@@ -17,6 +17,7 @@ mod csr;
 mod custom;
 mod defaults;
 mod discovery;
+mod follow;
 mod gc;
 mod handlers;
 mod health;

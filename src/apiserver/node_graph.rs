@@ -1,51 +1,34 @@
-//! Feeds the node authorizer's graph (`auth::cedar::NodeGraph`) from the store: list pods,
-//! then watch them, relisting after any error (a compaction, a lagging watcher), as upstream's
-//! graph populator does from its informer.
+//! Feeds the node authorizer's graph (`auth::cedar::NodeGraph`) from the store's pods, as
+//! upstream's graph populator does from its informer.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
 
+use super::follow::{follow, Follower};
 use crate::auth::cedar::NodeGraph;
-use crate::store::{Backend, EventKind, RangeRequest};
+use crate::store::Backend;
 
 const PODS_PREFIX: &str = "/registry/core/pods/";
 
-/// Follow the store's pods forever.
-pub async fn run(graph: Arc<NodeGraph>, store: Arc<dyn Backend>) {
-    loop {
-        if let Err(e) = sync(&graph, &store).await {
-            tracing::debug!(error = %e, "node graph watch ended; relisting");
+struct Pods(Arc<NodeGraph>);
+
+impl Follower for Pods {
+    fn reset(&self, items: Vec<(String, Value)>) {
+        self.0.clear();
+        for (_, pod) in &items {
+            self.0.apply(pod);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fn apply(&self, _key: &str, pod: &Value) {
+        self.0.apply(pod);
+    }
+    fn remove(&self, _key: &str, pod: &Value) {
+        self.0.remove(pod);
     }
 }
 
-async fn sync(graph: &NodeGraph, store: &Arc<dyn Backend>) -> Result<(), crate::store::Error> {
-    let list = store
-        .range(RangeRequest {
-            prefix: PODS_PREFIX.into(),
-            ..Default::default()
-        })
-        .await?;
-    graph.clear();
-    for kv in &list.items {
-        if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
-            graph.apply(&v);
-        }
-    }
-    let mut events = store.watch(PODS_PREFIX, list.revision).await?;
-    while let Some(ev) = events.next().await {
-        let ev = ev?;
-        let Ok(v) = serde_json::from_slice::<Value>(&ev.value) else {
-            continue;
-        };
-        match ev.kind {
-            EventKind::Delete => graph.remove(&v),
-            _ => graph.apply(&v),
-        }
-    }
-    Ok(())
+/// Follow the store's pods forever.
+pub async fn run(graph: Arc<NodeGraph>, store: Arc<dyn Backend>) {
+    follow("node graph", PODS_PREFIX, store, Arc::new(Pods(graph))).await
 }

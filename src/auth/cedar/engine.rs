@@ -49,6 +49,40 @@ struct Slices {
     global: Vec<Policy>,
     by_subject: HashMap<EntityUid, Vec<Policy>>,
     cache: Mutex<HashMap<Vec<EntityUid>, Arc<PolicySet>>>,
+    /// Decisions already evaluated against exactly these policies (see `decision_key`).
+    decisions: Mutex<HashMap<String, Decision>>,
+}
+
+/// Cached decisions are dropped past this many distinct requests.
+const DECISION_CACHE_LIMIT: usize = 65_536;
+
+/// Everything a non-node decision depends on besides the policies: the caller and groups and
+/// the request attributes, each length-prefixed so no two requests share a key.
+fn decision_key(a: &Attributes<'_>) -> String {
+    let mut k = String::with_capacity(160);
+    for part in [
+        a.user.name.as_str(),
+        a.verb,
+        if a.resource_request { "r" } else { "n" },
+        a.api_group,
+        a.resource,
+        a.subresource,
+        a.namespace,
+        a.name,
+        if a.resource_request { "" } else { a.path },
+    ] {
+        push_part(&mut k, part);
+    }
+    for g in &a.user.groups {
+        push_part(&mut k, g);
+    }
+    k
+}
+
+fn push_part(k: &mut String, part: &str) {
+    k.push_str(&part.len().to_string());
+    k.push(':');
+    k.push_str(part);
 }
 
 /// Cached assembled sets are dropped past this many distinct callers.
@@ -71,6 +105,7 @@ impl Authorizer {
                 global: Vec::new(),
                 by_subject: HashMap::new(),
                 cache: Mutex::new(HashMap::new()),
+                decisions: Mutex::new(HashMap::new()),
             })),
             nodes,
             cedar: cedar_policy::Authorizer::new(),
@@ -116,6 +151,7 @@ impl Authorizer {
             global,
             by_subject,
             cache: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(HashMap::new()),
         });
         if let Ok(mut s) = self.slices.write() {
             *s = slices;
@@ -131,11 +167,7 @@ impl Authorizer {
     }
 
     /// The policy set that applies to `principal` (global + its own + its groups').
-    fn slice_for(&self, mut keys: Vec<EntityUid>) -> Arc<PolicySet> {
-        let slices = match self.slices.read() {
-            Ok(s) => s.clone(),
-            Err(_) => return Arc::new(PolicySet::new()),
-        };
+    fn slice_for(&self, slices: &Slices, mut keys: Vec<EntityUid>) -> Arc<PolicySet> {
         keys.sort();
         if let Ok(cache) = slices.cache.lock() {
             if let Some(set) = cache.get(&keys) {
@@ -167,14 +199,45 @@ impl Authorizer {
 
     /// Decide one request.
     pub fn authorize(&self, attrs: &Attributes<'_>) -> Decision {
+        let Ok(slices) = self.slices.read().map(|s| s.clone()) else {
+            return Decision::deny(Vec::new(), "the policy store is unavailable".into());
+        };
         let principal = Principal::of(attrs.user);
+        // A decision is a pure function of the policies and the request's entities, so an
+        // identical request against the same policy generation reuses the evaluation. Not for
+        // nodes: their `boundNodes` fact follows the pod graph, not the policies.
+        let key = (!matches!(principal, Principal::Node(_))).then(|| decision_key(attrs));
+        if let (Some(k), Ok(cache)) = (&key, slices.decisions.lock()) {
+            if let Some(d) = cache.get(k) {
+                return d.clone();
+            }
+        }
+        let decision = self.evaluate(&slices, &principal, attrs);
+        if let (Some(k), Ok(mut cache)) = (key, slices.decisions.lock()) {
+            if cache.len() >= DECISION_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(k, decision.clone());
+        }
+        decision
+    }
+
+    /// One Cedar evaluation, bypassing the decision cache (what the benchmark measures).
+    pub fn evaluate_uncached(&self, attrs: &Attributes<'_>) -> Decision {
+        let Ok(slices) = self.slices.read().map(|s| s.clone()) else {
+            return Decision::deny(Vec::new(), "the policy store is unavailable".into());
+        };
+        self.evaluate(&slices, &Principal::of(attrs.user), attrs)
+    }
+
+    fn evaluate(&self, slices: &Slices, principal: &Principal, attrs: &Attributes<'_>) -> Decision {
         let Some(action) = entities::action(attrs.verb) else {
             return Decision::deny(
                 Vec::new(),
                 format!("the verb {:?} is not known to the authorizer", attrs.verb),
             );
         };
-        let bound = match &principal {
+        let bound = match principal {
             Principal::Node(name) => self.nodes.bound_nodes(attrs, name),
             _ => Vec::new(),
         };
@@ -190,7 +253,7 @@ impl Authorizer {
             Ok(r) => r,
             Err(e) => return Decision::deny(Vec::new(), format!("cannot build the request: {e}")),
         };
-        let set = self.slice_for(principal.subject_keys_for(attrs.user));
+        let set = self.slice_for(slices, principal.subject_keys_for(attrs.user));
         let response = self.cedar.is_authorized(&request, &set, &entities);
         decide(&response)
     }

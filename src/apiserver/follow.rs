@@ -1,0 +1,69 @@
+//! Following a store prefix from inside the API server, the way upstream's in-process
+//! informers feed the RBAC authorizer, the node authorizer's graph and policy caches: list the
+//! prefix and hand over the whole snapshot, then apply watch events; after any error (a
+//! compacted revision, a lagging watcher) wait briefly and start over with a fresh list.
+//!
+//! Invariant: a follower always sees a full `reset` before the events that follow it, so it
+//! never has to reconcile a gap itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::store::{Backend, EventKind, RangeRequest};
+
+/// What a follower does with the objects under its prefix (decoded JSON, with their keys).
+pub trait Follower: Send + Sync + 'static {
+    fn reset(&self, items: Vec<(String, Value)>);
+    fn apply(&self, key: &str, obj: &Value);
+    fn remove(&self, key: &str, obj: &Value);
+}
+
+/// Follow `prefix` forever. `what` names it in logs.
+pub async fn follow(
+    what: &'static str,
+    prefix: &'static str,
+    store: Arc<dyn Backend>,
+    follower: Arc<dyn Follower>,
+) {
+    loop {
+        if let Err(e) = sync(prefix, &store, follower.as_ref()).await {
+            tracing::debug!(error = %e, what, "watch ended; relisting");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn sync(
+    prefix: &str,
+    store: &Arc<dyn Backend>,
+    follower: &dyn Follower,
+) -> Result<(), crate::store::Error> {
+    let list = store
+        .range(RangeRequest {
+            prefix: prefix.into(),
+            ..Default::default()
+        })
+        .await?;
+    let items = list
+        .items
+        .iter()
+        .filter_map(|kv| Some((kv.key.clone(), serde_json::from_slice(&kv.value).ok()?)))
+        .collect();
+    follower.reset(items);
+    let mut events = store.watch(prefix, list.revision).await?;
+    while let Some(ev) = events.next().await {
+        let ev = ev?;
+        // Values that are not JSON objects were not written by the API server: skip them.
+        let Ok(v) = serde_json::from_slice::<Value>(&ev.value) else {
+            continue;
+        };
+        match ev.kind {
+            EventKind::Delete => follower.remove(&ev.key, &v),
+            _ => follower.apply(&ev.key, &v),
+        }
+    }
+    Ok(())
+}
