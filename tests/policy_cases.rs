@@ -38,6 +38,11 @@ fn the_system_policy_cases_pass() {
     let o = rampart(&args);
     let text = output(&o);
     assert!(o.status.success(), "{text}");
+    // Admission cases run through the admission engine and name the PSS policy.
+    assert!(
+        text.contains("PASS") && text.contains("pss/baseline/privileged"),
+        "{text}"
+    );
     assert!(!text.contains("FAIL"), "{text}");
     assert!(text.contains("PASS"), "{text}");
     assert!(text.contains(" 0 failed"), "{text}");

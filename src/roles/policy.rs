@@ -9,7 +9,7 @@
 //! A case file:
 //!
 //! ```yaml
-//! kind: authz              # the default; `admission` is reserved for admission cases
+//! kind: authz              # the default; `admission` for admission cases (below)
 //! policies: |              # optional Cedar added for every case in the file
 //!   @id("test/alice") permit (principal == k8s::User::"alice", action, resource);
 //! cases:
@@ -33,6 +33,12 @@
 //! object), so it applies where the node authorizer computes it: pods, secrets, configmaps,
 //! persistentvolumeclaims and serviceaccounts, for Node principals. Unknown fields are errors,
 //! so a typo cannot silently turn a case into a different one.
+//!
+//! An admission case file (`kind: admission`) runs the admission policies (`admission/`,
+//! inline `policies:` added there) over an object: `verb` is create, update or delete,
+//! `object:` the object as it would be stored, optional `oldObject:` and `namespaceLabels:`
+//! (they pick the Pod Security level; kube-system is exempt); `expectPolicies` names the
+//! denying policies.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -170,6 +176,14 @@ struct Case {
     expect: Expect,
     #[serde(default)]
     expect_policies: Option<Vec<String>>,
+    /// Admission cases: the object as it would be stored, the object before an update, and
+    /// the labels of its namespace (they choose the Pod Security level).
+    #[serde(default)]
+    object: Option<serde_json::Value>,
+    #[serde(default)]
+    old_object: Option<serde_json::Value>,
+    #[serde(default)]
+    namespace_labels: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,13 +229,8 @@ pub fn test(files: &[PathBuf], dir: Option<&Path>) -> anyhow::Result<bool> {
                 continue;
             }
         };
-        if file.kind == CaseKind::Admission {
-            eprintln!("{shown}: admission cases are not supported by this build yet");
-            failed += 1;
-            continue;
-        }
         for (i, case) in file.cases.iter().enumerate() {
-            if run_case(&base, &shown, i, file.policies.as_deref(), case) {
+            if run_case(&base, &shown, &file.kind, i, file.policies.as_deref(), case) {
                 passed += 1;
             } else {
                 failed += 1;
@@ -242,12 +251,17 @@ fn load_cases(path: &Path) -> anyhow::Result<CaseFile> {
 fn run_case(
     base: &PolicyFiles,
     file: &str,
+    kind: &CaseKind,
     index: usize,
     shared: Option<&str>,
     case: &Case,
 ) -> bool {
     let label = format!("{file}: {}", case.name);
-    let decision = match evaluate(base, file, index, shared, case) {
+    let result = match kind {
+        CaseKind::Authz => evaluate(base, file, index, shared, case),
+        CaseKind::Admission => admit(base, file, index, shared, case),
+    };
+    let decision = match result {
         Err(e) => {
             say!("FAIL {label}: {e:#}");
             return false;
@@ -355,6 +369,76 @@ fn evaluate(
         _ => bail!("a case needs exactly one of `resource` and `path`"),
     };
     Ok(decision)
+}
+
+/// The admission decision for one case: the embedded (or `--policy-dir`) admission policies,
+/// plus inline ones, over `object` — the same engine the server runs after authorization.
+fn admit(
+    base: &PolicyFiles,
+    file: &str,
+    index: usize,
+    shared: Option<&str>,
+    case: &Case,
+) -> anyhow::Result<crate::auth::Decision> {
+    use crate::auth::admission::{pod_security_level, Admission, AdmissionRequest, Operation};
+    let mut tree = base.clone();
+    let stem = Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("cases");
+    if let Some(text) = shared {
+        tree.insert(&format!("admission/{stem}.inline.cedar"), text);
+    }
+    if let Some(text) = &case.policies {
+        tree.insert(&format!("admission/{stem}.case-{}.cedar", index + 1), text);
+    }
+    let adm = Admission::load(&tree).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(object) = &case.object else {
+        bail!("an admission case needs `object`");
+    };
+    let operation = match case.verb.as_str() {
+        "create" => Operation::Create,
+        "update" => Operation::Update,
+        "delete" => Operation::Delete,
+        other => bail!("admission verbs are create, update and delete, not {other:?}"),
+    };
+    let (group, _) = object["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit_once('/')
+        .unwrap_or(("", ""));
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let Some(ri) = crate::api::resources::builtin()
+        .iter()
+        .find(|r| r.group == group && r.kind == kind)
+    else {
+        bail!("unknown kind {kind:?} in group {group:?}");
+    };
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default");
+    let (level, policy) = if kind == "Pod" {
+        pod_security_level(namespace, case.namespace_labels.as_ref())
+    } else {
+        ("privileged".to_string(), "privileged:latest".to_string())
+    };
+    let user = UserInfo {
+        name: case.principal.user.clone(),
+        groups: case.principal.groups.clone(),
+    };
+    let verdict = adm.admit(&AdmissionRequest {
+        user: &user,
+        operation,
+        ri,
+        subresource: "",
+        object,
+        old: case.old_object.as_ref(),
+        pod_level: &level,
+        pod_policy: &policy,
+    });
+    Ok(if verdict.allowed {
+        crate::auth::Decision::allow(verdict.policies)
+    } else {
+        crate::auth::Decision::deny(verdict.policies, verdict.message)
+    })
 }
 
 /// Put the case's bound nodes into the node graph as pods on those nodes using the object.
