@@ -414,7 +414,9 @@ fn admit(
     else {
         bail!("unknown kind {kind:?} in group {group:?}");
     };
-    let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default");
+    let namespace = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default");
     let (level, policy) = if kind == "Pod" {
         pod_security_level(namespace, case.namespace_labels.as_ref())
     } else {
