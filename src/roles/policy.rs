@@ -311,19 +311,7 @@ fn evaluate(
     shared: Option<&str>,
     case: &Case,
 ) -> anyhow::Result<crate::auth::Decision> {
-    let mut tree = base.clone();
-    // Inline policies join the operator policies (`authz/`), validated like them; the file
-    // name in errors says where they came from.
-    let stem = Path::new(file)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("cases");
-    if let Some(text) = shared {
-        tree.insert(&format!("authz/{stem}.inline.cedar"), text);
-    }
-    if let Some(text) = &case.policies {
-        tree.insert(&format!("authz/{stem}.case-{}.cedar", index + 1), text);
-    }
+    let tree = with_inline(base, "authz", file, index, shared, case);
     let graph = NodeGraph::new();
     let authorizer =
         cedar::authorizer(&tree, graph.clone()).map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
@@ -371,6 +359,31 @@ fn evaluate(
     Ok(decision)
 }
 
+/// The policy tree with the file's and the case's inline policies added under `sub/`, where
+/// they are validated like the operator's own; the file name in errors says where they came
+/// from.
+fn with_inline(
+    base: &PolicyFiles,
+    sub: &str,
+    file: &str,
+    index: usize,
+    shared: Option<&str>,
+    case: &Case,
+) -> PolicyFiles {
+    let mut tree = base.clone();
+    let stem = Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("cases");
+    if let Some(text) = shared {
+        tree.insert(&format!("{sub}/{stem}.inline.cedar"), text);
+    }
+    if let Some(text) = &case.policies {
+        tree.insert(&format!("{sub}/{stem}.case-{}.cedar", index + 1), text);
+    }
+    tree
+}
+
 /// The admission decision for one case: the embedded (or `--policy-dir`) admission policies,
 /// plus inline ones, over `object` — the same engine the server runs after authorization.
 fn admit(
@@ -381,17 +394,7 @@ fn admit(
     case: &Case,
 ) -> anyhow::Result<crate::auth::Decision> {
     use crate::auth::admission::{pod_security_level, Admission, AdmissionRequest, Operation};
-    let mut tree = base.clone();
-    let stem = Path::new(file)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("cases");
-    if let Some(text) = shared {
-        tree.insert(&format!("admission/{stem}.inline.cedar"), text);
-    }
-    if let Some(text) = &case.policies {
-        tree.insert(&format!("admission/{stem}.case-{}.cedar", index + 1), text);
-    }
+    let tree = with_inline(base, "admission", file, index, shared, case);
     let adm = Admission::load(&tree).map_err(|e| anyhow::anyhow!("{e}"))?;
     let Some(object) = &case.object else {
         bail!("an admission case needs `object`");
