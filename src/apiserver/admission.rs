@@ -146,6 +146,7 @@ pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>
             ctx.record(AdmissionAudit {
                 allowed: false,
                 policies: vec!["builtin/NodeRestriction".into()],
+                ..Default::default()
             });
             return Err(forbidden(ctx, &name, &msg));
         }
@@ -158,6 +159,7 @@ pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>
             ctx.record(AdmissionAudit {
                 allowed: false,
                 policies: vec!["builtin/LimitRanger".into()],
+                ..Default::default()
             });
             return Err(forbidden(ctx, &name, &aggregate(&errs)));
         }
@@ -210,6 +212,7 @@ pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>
     ctx.record(AdmissionAudit {
         allowed: verdict.allowed,
         policies: verdict.policies.clone(),
+        ..Default::default()
     });
     if verdict.allowed {
         Ok(())
@@ -236,6 +239,7 @@ async fn check_quota(ctx: &Ctx, obj: &Value, ns: &str, name: &str) -> ApiResult<
             ctx.record(AdmissionAudit {
                 allowed: false,
                 policies: vec![format!("builtin/ResourceQuota/{}", name_of(q))],
+                ..Default::default()
             });
             return Err(forbidden(ctx, name, &msg));
         }

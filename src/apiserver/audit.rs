@@ -29,6 +29,8 @@ pub struct AdmissionAudit {
     pub allowed: bool,
     /// Ids of the admission policies that denied the request (or that ran, when allowed).
     pub policies: Vec<String>,
+    /// Audit annotations admission adds (upstream's `pod-security.kubernetes.io/*`, ...).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 pub(super) struct Start {
@@ -169,6 +171,9 @@ pub(super) async fn finish(
             );
         }
         policies.extend(adm.policies.iter().cloned());
+        for (k, v) in &adm.annotations {
+            annotations.insert(k.clone(), v.clone());
+        }
     }
     let event = Event {
         kind: "Event".into(),
