@@ -243,6 +243,46 @@ fn impersonation_needs_the_impersonate_verb() {
         .trim(),
         "yes"
     );
+    // uid and extra are impersonated too (each needs its own `impersonate` grant), and reach
+    // the authorizer and the audit line.
+    let who = s.ok(&[
+        "auth",
+        "whoami",
+        "--as=bob",
+        "--as-uid=bob-uid-1",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&who).unwrap();
+    assert_eq!(v["status"]["userInfo"]["uid"], "bob-uid-1", "{v}");
+    let r = s.raw(harness::Raw {
+        headers: vec![
+            ("Impersonate-User", "bob"),
+            ("Impersonate-Extra-example.com%2fteam", "payments"),
+            ("Impersonate-Extra-example.com%2fteam", "billing"),
+        ],
+        ..harness::Raw::send(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            "application/json",
+            br#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#,
+        )
+    });
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(
+        v["status"]["userInfo"]["extra"]["example.com/team"],
+        serde_json::json!(["payments", "billing"]),
+        "{v}"
+    );
+    let r = s.raw(harness::Raw {
+        headers: vec![
+            ("Impersonate-User", "bob"),
+            ("Impersonate-Extra-bad%zz", "x"),
+        ],
+        ..harness::Raw::get("/api/v1/namespaces")
+    });
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     let err = s.fails(&["get", "pods", "--as=bob"]);
     assert!(err.contains("User \"bob\" cannot list"), "{err}");
 

@@ -219,3 +219,57 @@ fn a_valid_authz_policy_in_policy_dir_takes_effect() {
     let err = s.fails(&["--kubeconfig", &alice, "get", "pods", "-n", "default"]);
     assert!(err.contains("forbidden"), "{err}");
 }
+
+#[test]
+fn policy_check_kind_picks_the_schema_the_server_uses() {
+    // An admission rule (over the object being written) is meaningless as an authorization
+    // policy: authorization requests never carry admission types, so the authorization schema
+    // does not know them and the check refuses it — by `--kind`, or by an `authz/` path.
+    let dir = tempfile::tempdir().unwrap();
+    let text = "@id(\"t/no-latest\")\nforbid (principal, action, resource is k8s::admission::Pod)\nwhen { resource.images.contains(\"busybox:latest\") };\n";
+    let file = dir.path().join("rule.cedar");
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap();
+
+    let o = rampart(&["policy", "check", "--kind", "admission", path]);
+    assert!(o.status.success(), "{}", output(&o));
+    assert!(
+        output(&o).contains("rule.cedar: 1 policies OK"),
+        "{}",
+        output(&o)
+    );
+
+    let o = rampart(&["policy", "check", "--kind", "authz", path]);
+    let text_out = output(&o);
+    assert_eq!(o.status.code(), Some(1), "{text_out}");
+    assert!(text_out.contains("rule.cedar:2: "), "{text_out}");
+    assert!(text_out.contains("k8s::admission::Pod"), "{text_out}");
+
+    // Without --kind the directory decides, as the server's policy tree does.
+    std::fs::create_dir_all(dir.path().join("authz")).unwrap();
+    std::fs::create_dir_all(dir.path().join("admission")).unwrap();
+    let in_authz = dir.path().join("authz/rule.cedar");
+    let in_admission = dir.path().join("admission/rule.cedar");
+    std::fs::write(&in_authz, text).unwrap();
+    std::fs::write(&in_admission, text).unwrap();
+    let o = rampart(&["policy", "check", in_authz.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", output(&o));
+    let o = rampart(&["policy", "check", in_admission.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", output(&o));
+
+    // And the server refuses the same file in its authz/ directory, naming it.
+    let (_keep, policy_dir) = policy_dir_with("rule.cedar", text);
+    let data = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1"])
+        .arg("--https-port")
+        .arg(harness::free_port().to_string())
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--policy-dir")
+        .arg(&policy_dir)
+        .output()
+        .expect("run rampart server");
+    assert!(!o.status.success(), "{}", output(&o));
+    assert!(output(&o).contains("authz/rule.cedar:2"), "{}", output(&o));
+}

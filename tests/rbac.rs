@@ -76,11 +76,8 @@ fn stderr(o: &Output) -> String {
 
 fn get_as(s: &Server, cert: &str, key: &str, path: &str) -> (u16, String) {
     let r = s.raw(Raw {
-        method: "GET",
-        path,
-        content_type: None,
-        body: b"",
         identity: Identity::Pem(cert, key),
+        ..Raw::get(path)
     });
     (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }

@@ -187,8 +187,36 @@ fn token_request_issues_a_jwt_that_authenticates_and_verifies_with_the_jwks() {
     ] {
         assert!(groups.as_array().unwrap().contains(&json!(g)), "{groups}");
     }
+    // uid and extra as upstream's bound-token user info: the service account's uid, and the
+    // token's id as `credential-id` (so an audit line names the credential used).
+    assert_eq!(me["status"]["userInfo"]["uid"], sa_uid.as_str(), "{me}");
+    let credential =
+        me["status"]["userInfo"]["extra"]["authentication.kubernetes.io/credential-id"].clone();
+    assert!(
+        credential[0]
+            .as_str()
+            .is_some_and(|c| c.starts_with("JTI=")),
+        "{me}"
+    );
+    assert!(me["status"]["userInfo"]["extra"]
+        .get("authentication.kubernetes.io/pod-name")
+        .is_none());
     let (code, _) = bearer_get(&s, &token, "/apis");
     assert_eq!(code, 200);
+    let audit = std::fs::read_to_string(s.data_dir().join("audit/audit.log")).unwrap();
+    let line = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| {
+            l["requestURI"] == "/apis"
+                && l["user"]["username"] == "system:serviceaccount:apps:robot"
+        })
+        .expect("the audit line of the token's request");
+    assert_eq!(line["user"]["uid"], sa_uid.as_str(), "{line}");
+    assert_eq!(
+        line["user"]["extra"]["authentication.kubernetes.io/credential-id"], credential,
+        "{line}"
+    );
 
     // Discovery and the JWKS, with upstream's content types.
     let disc = s.raw(Raw::get("/.well-known/openid-configuration"));
@@ -246,9 +274,22 @@ fn token_request_issues_a_jwt_that_authenticates_and_verifies_with_the_jwks() {
         .unwrap()
         .claims;
     assert_eq!(claims["kubernetes.io"]["pod"]["name"], "web");
+    let me = whoami(&s, &bound);
     assert_eq!(
-        whoami(&s, &bound)["status"]["userInfo"]["username"],
+        me["status"]["userInfo"]["username"],
         "system:serviceaccount:apps:robot"
+    );
+    let pod_uid = s.json(&["-n", "apps", "get", "pod", "web"])["metadata"]["uid"].clone();
+    let extra = &me["status"]["userInfo"]["extra"];
+    assert_eq!(
+        extra["authentication.kubernetes.io/pod-name"],
+        json!(["web"]),
+        "{me}"
+    );
+    assert_eq!(
+        extra["authentication.kubernetes.io/pod-uid"],
+        json!([pod_uid]),
+        "{me}"
     );
 }
 

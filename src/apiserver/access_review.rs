@@ -109,7 +109,13 @@ pub fn review(
                 )?;
             }
             let attrs = one_of(ri, spec.resource_attributes, spec.non_resource_attributes)?;
-            access_status(state, &UserInfo { name: user, groups }, &attrs)
+            let subject = UserInfo {
+                name: user,
+                uid: spec.uid.unwrap_or_default(),
+                groups,
+                extra: spec.extra.unwrap_or_default(),
+            };
+            access_status(state, &subject, &attrs)
         }
         "SelfSubjectRulesReview" => {
             let spec: authz::SelfSubjectRulesReviewSpec = parse(ri, spec)?;

@@ -89,6 +89,7 @@ pub(super) async fn finish(
     let user = outcome.user.clone().unwrap_or_else(|| UserInfo {
         name: "system:anonymous".into(),
         groups: vec!["system:unauthenticated".into()],
+        ..Default::default()
     });
     let path = start.uri.split('?').next().unwrap_or("").to_string();
     let stage = if info.verb == "watch" && code < 300 {
@@ -183,14 +184,8 @@ pub(super) async fn finish(
         stage: stage.into(),
         request_uri: start.uri,
         verb: info.verb.clone(),
-        user: User {
-            username: user.name,
-            groups: user.groups,
-        },
-        impersonated_user: outcome.impersonated.map(|u| User {
-            username: u.name,
-            groups: u.groups,
-        }),
+        user: User::from(user),
+        impersonated_user: outcome.impersonated.map(User::from),
         source_ips: vec![start.peer.ip().to_string()],
         user_agent: start.user_agent,
         object_ref: info.resource_request.then(|| ObjectRef {

@@ -82,14 +82,25 @@ pub fn resolve(state: &State, real: UserInfo, headers: &HeaderMap) -> ApiResult<
     for u in &uids {
         checks.push(check("authentication.k8s.io", "uids", "", "", u));
     }
-    let extra_keys: Vec<String> = headers
+    let mut header_keys: Vec<String> = headers
         .keys()
         .filter_map(|k| k.as_str().strip_prefix(EXTRA_PREFIX).map(str::to_string))
         .collect();
-    for key in extra_keys {
-        for v in text(&format!("{EXTRA_PREFIX}{key}"))? {
-            checks.push(check("authentication.k8s.io", "userextras", &key, "", &v));
+    header_keys.dedup();
+    let mut extra = std::collections::BTreeMap::new();
+    for header_key in header_keys {
+        // Header names cannot carry every character an extra key may hold (`/`, upper case
+        // is folded): clients percent-encode the key, as upstream's `unescapeExtraKey`.
+        let key = percent_decode(&header_key).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the {EXTRA_PREFIX}{header_key} header name is not validly percent-encoded"
+            ))
+        })?;
+        let values = text(&format!("{EXTRA_PREFIX}{header_key}"))?;
+        for v in &values {
+            checks.push(check("authentication.k8s.io", "userextras", &key, "", v));
         }
+        extra.insert(key, values);
     }
     if let Some(authz) = &state.authorizer {
         for [group, resource, sub, namespace, target] in &checks {
@@ -124,7 +135,9 @@ pub fn resolve(state: &State, real: UserInfo, headers: &HeaderMap) -> ApiResult<
     }
     let user = UserInfo {
         name,
+        uid: uids.into_iter().next().unwrap_or_default(),
         groups: out_groups,
+        extra,
     };
     // Upstream adds system:authenticated to every impersonated user but the anonymous one.
     Ok(if user.name == "system:anonymous" {
@@ -132,6 +145,27 @@ pub fn resolve(state: &State, real: UserInfo, headers: &HeaderMap) -> ApiResult<
     } else {
         user.with_authenticated_group()
     })
+}
+
+/// `%XX` escapes decoded (URL path unescaping); `None` for a malformed escape or non-UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn sa_parts(name: &str) -> Option<(&str, &str)> {
@@ -157,5 +191,17 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("impersonate-user", http::HeaderValue::from_static("bob"));
         assert!(requested(&h));
+    }
+
+    #[test]
+    fn extra_keys_are_percent_decoded() {
+        assert_eq!(
+            percent_decode("example.com%2fteam").as_deref(),
+            Some("example.com/team")
+        );
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%+1x"), None);
+        assert_eq!(percent_decode("%ff"), None);
     }
 }

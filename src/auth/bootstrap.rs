@@ -181,6 +181,7 @@ pub fn check(token: &BearerToken, secret: Option<&Secret>, now: i64) -> Result<U
     Ok(UserInfo {
         name: format!("system:bootstrap:{}", token.id),
         groups,
+        ..Default::default()
     }
     .with_authenticated_group())
 }

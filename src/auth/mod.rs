@@ -16,11 +16,15 @@ pub mod revocation;
 pub mod serviceaccount;
 pub mod x509;
 
-/// An authenticated identity, as upstream's `user.Info`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An authenticated identity, as upstream's `user.Info`: name, uid, groups and extra
+/// (`authentication.kubernetes.io/pod-name`, `credential-id`, ... for service-account tokens;
+/// `Impersonate-Extra-*` when impersonating). Client certificates carry no uid or extra.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserInfo {
     pub name: String,
+    pub uid: String,
     pub groups: Vec<String>,
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {

@@ -307,6 +307,7 @@ impl Authenticator {
                 .into_iter()
                 .map(|g| format!("{}{g}", self.cfg.groups_prefix))
                 .collect(),
+            ..Default::default()
         }
         .with_authenticated_group())
     }

@@ -127,6 +127,7 @@ mod tests {
             user: UserInfo {
                 name: name.into(),
                 groups: vec![],
+                ..Default::default()
             },
             serial: serial.to_vec(),
             issuer: Vec::new(),

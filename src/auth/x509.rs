@@ -65,5 +65,10 @@ pub fn identity(cert: &CertificateDer<'_>) -> Result<UserInfo, Error> {
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
-    Ok(UserInfo { name, groups }.with_authenticated_group())
+    Ok(UserInfo {
+        name,
+        groups,
+        ..Default::default()
+    }
+    .with_authenticated_group())
 }

@@ -15,6 +15,7 @@
 //! cases:
 //!   - name: a node reads a secret a pod bound to it uses
 //!     principal: {user: "system:node:n1", groups: [system:nodes, system:authenticated]}
+//!                          # optional uid: "..." and extra: {key: [values]} (principal tags)
 //!     verb: get
 //!     resource: {apiGroup: "", resource: secrets, namespace: default, name: s1}
 //!     boundNodes: [n1]     # nodes running a pod that uses the object (node graph)
@@ -90,8 +91,11 @@ pub fn check(
     kind: Option<PolicyKind>,
 ) -> anyhow::Result<bool> {
     let tree = PolicyFiles::load(dir).map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
-    let schema = tree
+    let full = tree
         .schema()
+        .map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
+    let authz = tree
+        .authz_schema()
         .map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
     let mut all_ok = true;
     for path in files {
@@ -104,10 +108,13 @@ pub fn check(
                 continue;
             }
         };
-        // Authorization and admission policies share one combined schema today; the kind
-        // decides nothing more yet, but is part of the interface for separate schemas.
-        let _kind = kind.unwrap_or_else(|| kind_of(path));
-        match parse_file(&shown, &text, &schema).and_then(|p| unique_ids(&shown, &p).map(|_| p)) {
+        // As the server loads them: authorization policies against the authorization
+        // schema, admission policies against the full one.
+        let schema = match kind.unwrap_or_else(|| kind_of(path)) {
+            PolicyKind::Authz => &authz,
+            PolicyKind::Admission => &full,
+        };
+        match parse_file(&shown, &text, schema).and_then(|p| unique_ids(&shown, &p).map(|_| p)) {
             Ok(policies) => say!("{shown}: {} policies OK", policies.len()),
             Err(e) => {
                 eprintln!("{}", one_line(&e));
@@ -191,7 +198,22 @@ struct Case {
 struct PrincipalSpec {
     user: String,
     #[serde(default)]
+    uid: String,
+    #[serde(default)]
     groups: Vec<String>,
+    #[serde(default)]
+    extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl PrincipalSpec {
+    fn user_info(&self) -> UserInfo {
+        UserInfo {
+            name: self.user.clone(),
+            uid: self.uid.clone(),
+            groups: self.groups.clone(),
+            extra: self.extra.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,10 +337,7 @@ fn evaluate(
     let graph = NodeGraph::new();
     let authorizer =
         cedar::authorizer(&tree, graph.clone()).map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
-    let user = UserInfo {
-        name: case.principal.user.clone(),
-        groups: case.principal.groups.clone(),
-    };
+    let user = case.principal.user_info();
     let decision = match (&case.resource, &case.path) {
         (Some(r), None) => {
             bind(&graph, r, &case.bound_nodes)?;
@@ -425,10 +444,7 @@ fn admit(
     } else {
         ("privileged".to_string(), "privileged:latest".to_string())
     };
-    let user = UserInfo {
-        name: case.principal.user.clone(),
-        groups: case.principal.groups.clone(),
-    };
+    let user = case.principal.user_info();
     let verdict = adm.admit(&AdmissionRequest {
         user: &user,
         operation,

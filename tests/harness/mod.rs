@@ -313,6 +313,8 @@ pub struct Raw<'a> {
     pub content_type: Option<&'a str>,
     pub body: &'a [u8],
     pub identity: Identity<'a>,
+    /// Extra request headers (name, value).
+    pub headers: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Raw<'a> {
@@ -323,6 +325,7 @@ impl<'a> Raw<'a> {
             content_type: None,
             body: b"",
             identity: Identity::Admin,
+            headers: Vec::new(),
         }
     }
 
@@ -333,6 +336,7 @@ impl<'a> Raw<'a> {
             content_type: Some(content_type),
             body,
             identity: Identity::Admin,
+            headers: Vec::new(),
         }
     }
 }
@@ -397,6 +401,9 @@ fn raw_request(
     );
     if let Some(ct) = req.content_type {
         head.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    for (name, value) in &req.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     tls.write_all(head.as_bytes()).expect("write head");

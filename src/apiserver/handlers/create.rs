@@ -33,7 +33,7 @@ pub async fn create(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> 
                 "kind": "SelfSubjectReview",
                 "apiVersion": "authentication.k8s.io/v1",
                 "metadata": {"creationTimestamp": prepare::now_rfc3339()},
-                "status": {"userInfo": {"username": ctx.user.name, "groups": ctx.user.groups}},
+                "status": {"userInfo": user_info(&ctx.user)},
             }),
         ));
     }
@@ -52,6 +52,18 @@ pub async fn create(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> 
     }
     let (obj, _) = create_object(ctx, obj).await?;
     Ok(json_response(201, &obj))
+}
+
+/// `authentication.k8s.io/v1` `UserInfo`: empty uid and extra are left out, as upstream.
+fn user_info(user: &crate::auth::UserInfo) -> Value {
+    let mut v = json!({"username": user.name, "groups": user.groups});
+    if !user.uid.is_empty() {
+        v["uid"] = json!(user.uid);
+    }
+    if !user.extra.is_empty() {
+        v["extra"] = json!(user.extra);
+    }
+    v
 }
 
 /// The create path shared with server-side apply of a new object. Returns the stored object

@@ -455,6 +455,7 @@ mod tests {
         let user = UserInfo {
             name: "alice".into(),
             groups: vec!["system:authenticated".into()],
+            ..Default::default()
         };
         let policy = format!("{level}:latest");
         adm.admit(&AdmissionRequest {

@@ -17,8 +17,23 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 #[serde(rename_all = "camelCase")]
 pub struct User {
     pub username: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl From<crate::auth::UserInfo> for User {
+    fn from(u: crate::auth::UserInfo) -> Self {
+        User {
+            username: u.name,
+            uid: u.uid,
+            groups: u.groups,
+            extra: u.extra,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

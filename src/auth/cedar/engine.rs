@@ -76,6 +76,16 @@ fn decision_key(a: &Attributes<'_>) -> String {
     for g in &a.user.groups {
         push_part(&mut k, g);
     }
+    // uid and extra are principal facts policies may test; "#" cannot start a length prefix.
+    k.push('#');
+    push_part(&mut k, &a.user.uid);
+    for (key, values) in &a.user.extra {
+        push_part(&mut k, key);
+        push_part(&mut k, &values.len().to_string());
+        for v in values {
+            push_part(&mut k, v);
+        }
+    }
     k
 }
 

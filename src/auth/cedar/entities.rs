@@ -117,6 +117,7 @@ impl Principal {
         Principal::of(&UserInfo {
             name: name.into(),
             groups,
+            ..Default::default()
         })
         .uid()
     }
@@ -154,8 +155,22 @@ impl Principal {
             }
         };
         attrs.insert("name".to_string(), RestrictedExpression::new_string(name));
+        attrs.insert(
+            "uid".to_string(),
+            RestrictedExpression::new_string(user.uid.clone()),
+        );
+        let tags = user.extra.iter().map(|(k, values)| {
+            (
+                k.clone(),
+                RestrictedExpression::new_set(
+                    values
+                        .iter()
+                        .map(|v| RestrictedExpression::new_string(v.clone())),
+                ),
+            )
+        });
         let mut out = Vec::with_capacity(user.groups.len() + 1);
-        match Entity::new(self.uid(), attrs, parents) {
+        match Entity::new_with_tags(self.uid(), attrs, parents, tags) {
             Ok(e) => out.push(e),
             Err(e) => tracing::error!(error = %e, "cannot build the principal entity"),
         }

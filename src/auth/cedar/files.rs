@@ -1,7 +1,8 @@
 //! The policy tree: the Cedar schema and policies shipped in `policies/` (compiled into the
 //! binary), overlaid by an operator's `--policy-dir`.
 //!
-//! Layout (the same embedded and on disk): `schema/*.cedarschema` (fragments, combined),
+//! Layout (the same embedded and on disk): `schema/*.cedarschema` (fragments, combined;
+//! `schema/admission*.cedarschema` only into the admission schema),
 //! `system/*.cedar` (authorization policies for built-in identities), `authz/*.cedar`
 //! (operators' own authorization policies), `admission/*.cedar` (admission policies, Pod
 //! Security Standards first). A file in `--policy-dir` with the same relative path as an
@@ -123,10 +124,25 @@ impl PolicyFiles {
         })
     }
 
-    /// The schema: every `schema/*.cedarschema` fragment combined.
+    /// The full schema (what admission policies validate against): every
+    /// `schema/*.cedarschema` fragment combined.
     pub fn schema(&self) -> Result<Schema, Error> {
+        self.schema_of(|_| true)
+    }
+
+    /// The authorization schema (what `system/` and `authz/` policies validate against): every
+    /// fragment but the admission ones (`schema/admission*.cedarschema`), so an authorization
+    /// policy written over admission types — which would never match a request — is refused.
+    pub fn authz_schema(&self) -> Result<Schema, Error> {
+        self.schema_of(|path| !is_admission_fragment(path))
+    }
+
+    fn schema_of(&self, include: impl Fn(&str) -> bool) -> Result<Schema, Error> {
         let mut fragments = Vec::new();
         for (path, text) in self.under("schema", ".cedarschema") {
+            if !include(path) {
+                continue;
+            }
             let (fragment, _warnings) = SchemaFragment::from_cedarschema_str(text)
                 .map_err(|e| Error::Schema(located(path, text, &e)))?;
             fragments.push(fragment);
@@ -152,6 +168,12 @@ impl PolicyFiles {
         }
         Ok(out)
     }
+}
+
+fn is_admission_fragment(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with("admission"))
 }
 
 /// Parse one policy file, give each policy its id (`@id`, else `<file>#<n>`) and validate

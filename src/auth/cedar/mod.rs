@@ -31,7 +31,7 @@ pub fn authorizer(
     files: &PolicyFiles,
     nodes: std::sync::Arc<NodeGraph>,
 ) -> Result<Authorizer, Error> {
-    let schema = files.schema()?;
+    let schema = files.authz_schema()?;
     let system = files.policies("system", &schema)?;
     let authz = files.policies("authz", &schema)?;
     let engine = Authorizer::new(schema, nodes);

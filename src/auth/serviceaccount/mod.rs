@@ -39,6 +39,12 @@ impl Authenticator {
     }
 }
 
+const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
+const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
+const EXTRA_NODE_NAME: &str = "authentication.kubernetes.io/node-name";
+const EXTRA_NODE_UID: &str = "authentication.kubernetes.io/node-uid";
+const EXTRA_CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
+
 /// The identity of a service account.
 pub fn user(namespace: &str, name: &str) -> UserInfo {
     UserInfo {
@@ -47,6 +53,7 @@ pub fn user(namespace: &str, name: &str) -> UserInfo {
             "system:serviceaccounts".into(),
             format!("system:serviceaccounts:{namespace}"),
         ],
+        ..Default::default()
     }
     .with_authenticated_group()
 }
@@ -62,6 +69,26 @@ impl TokenAuthenticator for Authenticator {
             return Some(Err(e));
         }
         let k = &claims.kubernetes;
-        Some(Ok(user(&k.namespace, &k.serviceaccount.name)))
+        let mut u = user(&k.namespace, &k.serviceaccount.name);
+        u.uid = k.serviceaccount.uid.clone();
+        // Upstream's extra for bound tokens (pkg/serviceaccount/claims.go), so audit and
+        // authorization can tell which pod or node a token was issued to.
+        let mut extra = std::collections::BTreeMap::new();
+        if let Some(pod) = &k.pod {
+            extra.insert(EXTRA_POD_NAME.to_string(), vec![pod.name.clone()]);
+            extra.insert(EXTRA_POD_UID.to_string(), vec![pod.uid.clone()]);
+        }
+        if let Some(node) = &k.node {
+            extra.insert(EXTRA_NODE_NAME.to_string(), vec![node.name.clone()]);
+            extra.insert(EXTRA_NODE_UID.to_string(), vec![node.uid.clone()]);
+        }
+        if !claims.jti.is_empty() {
+            extra.insert(
+                EXTRA_CREDENTIAL_ID.to_string(),
+                vec![format!("JTI={}", claims.jti)],
+            );
+        }
+        u.extra = extra;
+        Some(Ok(u))
     }
 }
