@@ -5,8 +5,9 @@
 //! objects, ...), each policy tagged with the subjects it can apply to (a user, group, service
 //! account or node entity; none = anyone). A request evaluates the global policies plus those of
 //! its principal and groups — so latency depends on what applies to the caller, not on how many
-//! bindings exist (Cedar evaluates every policy in the set it is given). The assembled set is
-//! cached per (principal, groups) until a source changes.
+//! bindings exist (Cedar evaluates every policy in the set it is given). The slice is further
+//! cut to the policies whose action scope admits the request's verb; the assembled set is
+//! cached per (principal, groups, verb) until a source changes.
 //!
 //! Semantics (Cedar's, which are upstream RBAC's plus deny): `forbid` beats `permit`, no permit
 //! means deny. Unlike Cedar's default, a policy that errors makes the whole request **fail
@@ -16,7 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use cedar_policy::{
-    Context, Entities, EntityUid, Policy, PolicySet, PrincipalConstraint, Request, Response, Schema,
+    ActionConstraint, Context, Entities, EntityUid, Policy, PolicySet, PrincipalConstraint,
+    Request, Response, Schema,
 };
 
 use super::entities::{self, Principal};
@@ -44,11 +46,14 @@ impl Compiled {
     }
 }
 
+/// An assembled set's key: the caller's sorted subject keys and the request's action.
+type SliceKey = (Vec<EntityUid>, EntityUid);
+
 /// Assembled policy sets by caller; rebuilt whenever a source changes.
 struct Slices {
     global: Vec<Policy>,
     by_subject: HashMap<EntityUid, Vec<Policy>>,
-    cache: Mutex<HashMap<Vec<EntityUid>, Arc<PolicySet>>>,
+    cache: Mutex<HashMap<SliceKey, Arc<PolicySet>>>,
     /// Decisions already evaluated against exactly these policies (see `decision_key`).
     decisions: Mutex<HashMap<String, Decision>>,
 }
@@ -176,22 +181,31 @@ impl Authorizer {
             .unwrap_or_default()
     }
 
-    /// The policy set that applies to `principal` (global + its own + its groups').
-    fn slice_for(&self, slices: &Slices, mut keys: Vec<EntityUid>) -> Arc<PolicySet> {
+    /// The policy set that applies to `principal` (global + its own + its groups') for
+    /// `action`: only policies whose action scope admits the verb (see [`may_apply`]).
+    fn slice_for(
+        &self,
+        slices: &Slices,
+        mut keys: Vec<EntityUid>,
+        action: &EntityUid,
+    ) -> Arc<PolicySet> {
         keys.sort();
+        let key = (keys, action.clone());
         if let Ok(cache) = slices.cache.lock() {
-            if let Some(set) = cache.get(&keys) {
+            if let Some(set) = cache.get(&key) {
                 return set.clone();
             }
         }
-        let mut policies: Vec<Policy> = slices.global.clone();
-        let mut seen: std::collections::HashSet<_> =
-            policies.iter().map(|p| p.id().clone()).collect();
-        for k in &keys {
-            for p in slices.by_subject.get(k).into_iter().flatten() {
-                if seen.insert(p.id().clone()) {
-                    policies.push(p.clone());
-                }
+        let mut policies: Vec<Policy> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let candidates = slices.global.iter().chain(
+            key.0
+                .iter()
+                .flat_map(|k| slices.by_subject.get(k).into_iter().flatten()),
+        );
+        for p in candidates {
+            if may_apply(p, action) && seen.insert(p.id().clone()) {
+                policies.push(p.clone());
             }
         }
         let set = Arc::new(PolicySet::from_policies(policies).unwrap_or_else(|e| {
@@ -202,7 +216,7 @@ impl Authorizer {
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
-            cache.insert(keys, set.clone());
+            cache.insert(key, set.clone());
         }
         set
     }
@@ -258,14 +272,27 @@ impl Authorizer {
             Ok(e) => e,
             Err(e) => return Decision::deny(Vec::new(), format!("cannot build entities: {e}")),
         };
+        let set = self.slice_for(slices, principal.subject_keys_for(attrs.user), &action);
         let request = match Request::new(principal.uid(), action, resource, Context::empty(), None)
         {
             Ok(r) => r,
             Err(e) => return Decision::deny(Vec::new(), format!("cannot build the request: {e}")),
         };
-        let set = self.slice_for(slices, principal.subject_keys_for(attrs.user));
         let response = self.cedar.is_authorized(&request, &set, &entities);
         decide(&response)
+    }
+}
+
+/// Whether `policy` can apply to a request for `action`. Request entities are built without
+/// the schema's action hierarchy, so for Cedar `action in [a, b]` holds exactly when the
+/// request's action is `a` or `b`: leaving out the policies whose scope names other actions
+/// never changes a decision (they can neither permit, forbid, nor error), and a verb's
+/// slice is a fraction of the caller's policies.
+fn may_apply(policy: &Policy, action: &EntityUid) -> bool {
+    match policy.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(a) => &a == action,
+        ActionConstraint::In(list) => list.contains(action),
     }
 }
 
@@ -306,5 +333,67 @@ fn decide(response: &Response) -> Decision {
             let reason = format!("forbidden by policy {}", ids.join(", "));
             Decision::deny(ids, reason)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::cedar::PolicyFiles;
+    use crate::auth::UserInfo;
+    use cedar_policy::PolicyId;
+
+    fn policy(id: &str, text: &str) -> Compiled {
+        Compiled::from_scope(Policy::parse(Some(PolicyId::new(id)), text).expect("policy parses"))
+    }
+
+    fn decide_for(authz: &Authorizer, user: &UserInfo, verb: &str) -> Decision {
+        authz.evaluate_uncached(&Attributes {
+            user,
+            verb,
+            resource_request: true,
+            api_group: "",
+            resource: "pods",
+            subresource: "",
+            namespace: "default",
+            name: "",
+            path: "/api/v1/namespaces/default/pods",
+        })
+    }
+
+    #[test]
+    fn verb_slices_keep_every_decision() {
+        let schema = PolicyFiles::embedded().authz_schema().expect("schema");
+        let authz = Authorizer::new(schema, NodeGraph::new());
+        authz.set_source(
+            "t",
+            vec![
+                policy(
+                    "t/read",
+                    r#"permit (principal == k8s::User::"alice", action in [k8s::Action::"get", k8s::Action::"list"], resource);"#,
+                ),
+                policy(
+                    "t/no-list",
+                    r#"forbid (principal, action == k8s::Action::"list", resource) when { principal.name == "alice" };"#,
+                ),
+                policy(
+                    "t/any",
+                    r#"permit (principal == k8s::User::"alice", action, resource) when { resource has name && resource.name == "x" };"#,
+                ),
+            ],
+        );
+        let alice = UserInfo {
+            name: "alice".into(),
+            ..Default::default()
+        };
+        let get = decide_for(&authz, &alice, "get");
+        assert!(get.allowed, "{get:?}");
+        assert_eq!(get.policies, vec!["t/read".to_string()]);
+        let list = decide_for(&authz, &alice, "list");
+        assert!(!list.allowed);
+        assert_eq!(list.policies, vec!["t/no-list".to_string()]);
+        let watch = decide_for(&authz, &alice, "watch");
+        assert!(!watch.allowed);
+        assert!(watch.policies.is_empty(), "{watch:?}");
     }
 }

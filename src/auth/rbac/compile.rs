@@ -7,12 +7,15 @@
 //!
 //! ```text
 //! permit (principal, action in [k8s::Action::"get", ...], resource is k8s::Resource)
-//! when { (principal in [k8s::Group::"devs"] || principal in [k8s::User::"bob"]) &&
-//!        resource.namespace == "ns" && ["apps"].contains(resource.apiGroup) &&
-//!        ((["deployments"].contains(resource.resource) && resource.subresource == "") ||
+//! when { (principal in k8s::Group::"devs" || principal in [k8s::User::"bob", k8s::User::"ann"]) &&
+//!        resource.namespace == "ns" && (resource.apiGroup == "apps") &&
+//!        (((resource.resource == "deployments") && resource.subresource == "") ||
 //!         (resource.resource == "deployments" && resource.subresource == "scale")) &&
-//!        ["web"].contains(resource.name) };
+//!        (resource.name == "web") };
 //! ```
+//!
+//! Lists of up to eight names are `==` chains rather than set literals, and one subject is
+//! `principal in X`: Cedar rebuilds a set literal on every evaluation.
 //!
 //! Upstream details kept: `*` verbs/groups/resources match anything; `*/sub` matches any
 //! resource's `sub`; resourceNames never match a request without a name (collections,
@@ -64,10 +67,23 @@ fn escape(s: &str, like: bool) -> String {
     out
 }
 
-fn list(items: &[&str]) -> String {
+/// `expr` equals one of `items`. Short lists become `==` chains: Cedar builds (and hashes) a
+/// set literal on every evaluation, which made a matching RBAC rule cost several times a
+/// non-matching one; a chain of comparisons stops at the first hit.
+fn one_of(expr: &str, items: &[&str]) -> String {
+    if items.len() <= SHORT_LIST {
+        let parts: Vec<String> = items
+            .iter()
+            .map(|s| format!("{expr} == {}", literal(s)))
+            .collect();
+        return format!("({})", parts.join(" || "));
+    }
     let parts: Vec<String> = items.iter().map(|s| literal(s)).collect();
-    format!("[{}]", parts.join(", "))
+    format!("[{}].contains({expr})", parts.join(", "))
 }
+
+/// Up to this many alternatives are compared one by one (see [`one_of`]).
+const SHORT_LIST: usize = 8;
 
 /// The entity a binding subject names (`None` for kinds RBAC ignores).
 pub fn subject_uid(s: &super::Subject, binding_ns: Option<&str>) -> Option<EntityUid> {
@@ -104,7 +120,11 @@ fn principal_clause(subjects: &[EntityUid]) -> String {
     }
     let parts: Vec<String> = by_type
         .values()
-        .map(|v| format!("principal in [{}]", v.join(", ")))
+        .map(|v| match v.as_slice() {
+            // One subject (the common case) needs no set literal either.
+            [one] => format!("principal in {one}"),
+            _ => format!("principal in [{}]", v.join(", ")),
+        })
         .collect();
     format!("({})", parts.join(" || "))
 }
@@ -139,14 +159,14 @@ pub fn rule_policy(rule: &Rule, subjects: &[EntityUid], namespace: Option<&str>)
                 return None;
             }
             let groups: Vec<&str> = rule.api_groups.iter().map(String::as_str).collect();
-            conds.push(format!("{}.contains(resource.apiGroup)", list(&groups)));
+            conds.push(one_of("resource.apiGroup", &groups));
         }
         if !rule.resources.iter().any(|r| r == "*") {
             conds.push(resources_clause(&rule.resources)?);
         }
         if !rule.resource_names.is_empty() {
             let names: Vec<&str> = rule.resource_names.iter().map(String::as_str).collect();
-            conds.push(format!("{}.contains(resource.name)", list(&names)));
+            conds.push(one_of("resource.name", &names));
         }
         "k8s::Resource"
     } else if !rule.non_resource_urls.is_empty() && namespace.is_none() {
@@ -197,8 +217,8 @@ fn resources_clause(resources: &[String]) -> Option<String> {
         alts.insert(
             0,
             format!(
-                "({}.contains(resource.resource) && resource.subresource == \"\")",
-                list(&plain)
+                "({} && resource.subresource == \"\")",
+                one_of("resource.resource", &plain)
             ),
         );
     }
