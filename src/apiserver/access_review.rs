@@ -17,10 +17,13 @@
 //! cannot express), and `SelfSubjectRulesReview` cannot read rules back out of arbitrary
 //! policies, so it **probes**: it asks the authorizer about every served resource (and its
 //! subresources) × verb in the namespace with no object name, and about a fixed list of
-//! non-resource URLs, and reports the allowed combinations as rules. Grants that depend on the
-//! object's name or on other facts (a node's bound objects, a kubelet's own Node) cannot be
-//! found that way, so the answer is marked `incomplete: true` unless the caller may do
-//! everything (reported as upstream's `*` rules, as for cluster-admin).
+//! non-resource URLs, and reports the allowed combinations as rules; RBAC's own rules are added
+//! from the compiled snapshot, and grants limited to named objects in Cedar policies are found
+//! by probing again with every name the caller's policies compare `resource.name` with
+//! (`auth::cedar::names`). Grants that depend on other facts (name patterns, labels, a node's
+//! bound objects) cannot be found that way, so the answer is marked `incomplete: true` unless
+//! the caller may do everything (reported as upstream's `*` rules, as for cluster-admin) — as
+//! upstream marks the rules of authorizers it cannot enumerate (webhooks).
 
 use std::collections::BTreeMap;
 
@@ -307,7 +310,7 @@ fn status_of(state: &State, d: &Decision) -> Value {
     status
 }
 
-/// Allowed for this probe?
+/// Allowed for this probe (on the collection, no object name)?
 fn probe(
     state: &State,
     user: &UserInfo,
@@ -317,7 +320,22 @@ fn probe(
     sub: &str,
     ns: &str,
 ) -> bool {
-    let path = format!("{group}/{resource}/{sub}@{ns}/");
+    probe_named(state, user, verb, group, resource, sub, ns, "")
+}
+
+/// Allowed for this probe on the object `name`?
+#[allow(clippy::too_many_arguments)]
+fn probe_named(
+    state: &State,
+    user: &UserInfo,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    sub: &str,
+    ns: &str,
+    name: &str,
+) -> bool {
+    let path = format!("{group}/{resource}/{sub}@{ns}/{name}");
     decide(
         state,
         &Attributes {
@@ -328,11 +346,58 @@ fn probe(
             resource,
             subresource: sub,
             namespace: ns,
-            name: "",
+            name,
             path: &path,
         },
     )
     .allowed
+}
+
+/// Verbs that address one object by name (what a name-scoped grant can allow).
+const NAMED_VERBS: &[&str] = &["get", "update", "patch", "delete"];
+
+/// Rules for grants limited to named objects in Cedar policies (not RBAC's, which
+/// `rules_for` reports): probe each served resource with every name a policy in the caller's
+/// slice compares `resource.name` with (`auth::cedar::names`), keeping what is allowed for the
+/// name but not for the collection.
+fn named_rules(state: &State, user: &UserInfo, namespace: &str) -> Vec<Value> {
+    let Some(authz) = &state.authorizer else {
+        return Vec::new();
+    };
+    let policies: Vec<_> = authz
+        .policies_for(user)
+        .into_iter()
+        .filter(|p| !p.id().to_string().starts_with("rbac/"))
+        .collect();
+    let names = crate::auth::cedar::names::resource_names(&policies);
+    // (group, verbs, name) → resources
+    let mut rules: BTreeMap<(String, Vec<String>, String), Vec<String>> = BTreeMap::new();
+    for name in &names {
+        for ri in state.registry.all() {
+            let ns = if ri.namespaced { namespace } else { "" };
+            let verbs: Vec<String> = NAMED_VERBS
+                .iter()
+                .filter(|v| ri.verbs.iter().any(|rv| rv == *v))
+                .filter(|v| !probe(state, user, v, &ri.group, &ri.plural, "", ns))
+                .filter(|v| probe_named(state, user, v, &ri.group, &ri.plural, "", ns, name))
+                .map(|v| v.to_string())
+                .collect();
+            if !verbs.is_empty() {
+                let resources = rules
+                    .entry((ri.group.clone(), verbs, name.clone()))
+                    .or_default();
+                if !resources.contains(&ri.plural) {
+                    resources.push(ri.plural.clone());
+                }
+            }
+        }
+    }
+    rules
+        .into_iter()
+        .map(|((group, verbs, name), resources)| {
+            json!({"verbs": verbs, "apiGroups": [group], "resources": resources, "resourceNames": [name]})
+        })
+        .collect()
 }
 
 fn probe_url(state: &State, user: &UserInfo, verb: &str, path: &str) -> bool {
@@ -430,8 +495,14 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
         }
     }
     // RBAC's own rules too, from the same snapshot the authorizer uses: probing cannot see
-    // grants limited to resourceNames.
+    // grants limited to resourceNames. Cedar policies' name-scoped grants are found by
+    // probing with the names they mention.
     if !everything {
+        for v in named_rules(state, user, namespace) {
+            if !resource_rules.contains(&v) {
+                resource_rules.push(v);
+            }
+        }
         if let Some(rbac) = &state.rbac {
             let (rr, nr) = rbac.rules_for(user, namespace);
             for v in rr.iter().filter_map(|r| serde_json::to_value(r).ok()) {
@@ -453,7 +524,7 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
     });
     if !everything {
         status["evaluationError"] = json!(
-            "rules are RBAC's plus those found by probing the Cedar policies: Cedar grants that depend on an object's name or other facts are not listed"
+            "rules are RBAC's plus those found by probing the Cedar policies (also with the object names they mention): Cedar grants that depend on other facts (name patterns, labels, bound nodes) are not listed"
         );
     }
     status

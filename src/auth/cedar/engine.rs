@@ -221,6 +221,27 @@ impl Authorizer {
         set
     }
 
+    /// Every policy that can apply to `user` (its slice over all actions), for analysis
+    /// (`SelfSubjectRulesReview`), never for decisions.
+    pub fn policies_for(&self, user: &crate::auth::UserInfo) -> Vec<Policy> {
+        let Ok(slices) = self.slices.read().map(|s| s.clone()) else {
+            return Vec::new();
+        };
+        let mut seen = std::collections::HashSet::new();
+        slices
+            .global
+            .iter()
+            .chain(
+                Principal::of(user)
+                    .subject_keys_for(user)
+                    .iter()
+                    .flat_map(|k| slices.by_subject.get(k).into_iter().flatten()),
+            )
+            .filter(|p| seen.insert(p.id().clone()))
+            .cloned()
+            .collect()
+    }
+
     /// Decide one request.
     pub fn authorize(&self, attrs: &Attributes<'_>) -> Decision {
         let Ok(slices) = self.slices.read().map(|s| s.clone()) else {

@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod entities;
 pub mod files;
+pub mod names;
 pub mod node_graph;
 
 pub use engine::{Authorizer, Compiled};
