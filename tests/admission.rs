@@ -258,3 +258,215 @@ fn built_in_admission_plugins() {
         .status
         .success()));
 }
+
+#[test]
+fn pod_security_warn_audit_and_namespace_labels() {
+    let s = Server::start();
+    s.ok(&["create", "namespace", "warned"]);
+    s.ok(&[
+        "label",
+        "namespace",
+        "warned",
+        "pod-security.kubernetes.io/warn=restricted",
+        "pod-security.kubernetes.io/audit=restricted",
+    ]);
+    assert!(eventually(Duration::from_secs(10), || s
+        .kubectl(&["get", "serviceaccount", "default", "-n", "warned"])
+        .status
+        .success()));
+    // warn: admitted under the enforced baseline, with upstream's warning for restricted.
+    let out = s.kubectl_in(&["create", "-f", "-"], Some(&pod("plain", "warned", PLAIN)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("Warning: would violate PodSecurity \"restricted:latest\":")
+            && err.contains("runAsNonRoot != true"),
+        "{err}"
+    );
+    // A compliant pod gets no warning.
+    let out = s.kubectl_in(
+        &["create", "-f", "-"],
+        Some(&pod("compliant", "warned", RESTRICTED_OK)),
+    );
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("PodSecurity"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Workloads' templates are warned about (never enforced).
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: warned\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: c\n        image: nginx\n        securityContext:\n          privileged: true\n";
+    let out = s.kubectl_in(&["create", "-f", "-"], Some(deploy));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("would violate PodSecurity \"restricted:latest\"")
+            && err.contains(
+                "privileged (container \"c\" must not set securityContext.privileged=true)"
+            ),
+        "{err}"
+    );
+    // audit: the pod's audit line carries the violations and the enforced policy.
+    assert!(eventually(Duration::from_secs(5), || {
+        audit_lines(&s).iter().any(|l| {
+            l["verb"] == "create"
+                && l["objectRef"]["resource"] == "pods"
+                && l["objectRef"]["namespace"] == "warned"
+                && l["annotations"]["pod-security.kubernetes.io/enforce-policy"]
+                    == "baseline:latest"
+                && l["annotations"]["pod-security.kubernetes.io/audit-violations"]
+                    .as_str()
+                    .is_some_and(|v| {
+                        v.starts_with("would violate PodSecurity \"restricted:latest\":")
+                    })
+        })
+    }));
+
+    // Labels are validated as upstream's plugin does, and nothing changes.
+    let err = s.fails(&[
+        "label",
+        "namespace",
+        "warned",
+        "pod-security.kubernetes.io/enforce=strict",
+    ]);
+    assert!(
+        err.contains("Invalid value: \"strict\": must be one of privileged, baseline, restricted"),
+        "{err}"
+    );
+    let ns = s.json(&["get", "namespace", "warned"]);
+    assert!(ns["metadata"]["labels"]
+        .get("pod-security.kubernetes.io/enforce")
+        .is_none());
+    let err = create_fails(
+        &s,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: badver\n  labels:\n    pod-security.kubernetes.io/enforce-version: \"1.2\"\n",
+    );
+    assert!(err.contains("must be \"latest\" or \"v1.x\""), "{err}");
+
+    // Tightening enforce names the existing pods the new level would reject.
+    let out = s.kubectl(&[
+        "label",
+        "namespace",
+        "warned",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("existing pods in namespace \"warned\" violate the new PodSecurity enforce level \"restricted:latest\"")
+            && err.contains("plain: ")
+            && !err.contains("compliant:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn service_account_token_volume_limit_ranges_for_claims_and_atomic_quota() {
+    let s = Server::start();
+    s.ok(&["create", "namespace", "team"]);
+    assert!(eventually(Duration::from_secs(10), || s
+        .kubectl(&["get", "serviceaccount", "default", "-n", "team"])
+        .status
+        .success()));
+    // ServiceAccount admission mounts upstream's projected token volume...
+    s.ok_in(&["create", "-f", "-"], &pod("mounted", "team", PLAIN));
+    let p = s.json(&["get", "pod", "mounted", "-n", "team"]);
+    let vols = p["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    let vol = vols
+        .iter()
+        .find(|v| {
+            v["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("kube-api-access-"))
+        })
+        .unwrap_or_else(|| panic!("no token volume: {p}"));
+    let sources = vol["projected"]["sources"].as_array().unwrap();
+    assert_eq!(sources[0]["serviceAccountToken"]["path"], "token");
+    assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+    let mounts = &p["spec"]["containers"][0]["volumeMounts"];
+    assert!(
+        mounts
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["name"] == vol["name"]
+                && m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+                && m["readOnly"] == true)),
+        "{mounts}"
+    );
+    // ...unless the pod opts out.
+    s.ok_in(
+        &["create", "-f", "-"],
+        &pod(
+            "unmounted",
+            "team",
+            "  automountServiceAccountToken: false\n  containers:\n  - name: c\n    image: nginx\n",
+        ),
+    );
+    let p = s.json(&["get", "pod", "unmounted", "-n", "team"]);
+    assert!(p["spec"]["volumes"].is_null(), "{p}");
+
+    // LimitRanger bounds PersistentVolumeClaims too.
+    s.ok_in(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: storage\n  namespace: team\nspec:\n  limits:\n  - type: PersistentVolumeClaim\n    max:\n      storage: 2Gi\n",
+    );
+    let claim = |name: &str, size: &str| {
+        format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {name}\n  namespace: team\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: {size}\n")
+    };
+    let err = create_fails(&s, &claim("huge", "5Gi"));
+    assert!(
+        err.contains("persistentvolumeclaims \"huge\" is forbidden: maximum storage usage per PersistentVolumeClaim is 2Gi, but limit is 5Gi"),
+        "{err}"
+    );
+    s.ok_in(&["create", "-f", "-"], &claim("small", "1Gi"));
+
+    // ResourceQuota is charged atomically: of 8 concurrent creates against room for 3,
+    // exactly 3 succeed.
+    s.ok(&["create", "namespace", "race"]);
+    s.ok(&["create", "quota", "svc", "--hard=services=3", "-n", "race"]);
+    assert!(eventually(Duration::from_secs(5), || {
+        s.json(&["get", "quota", "svc", "-n", "race"])["status"]["used"]["services"] == "0"
+    }));
+    let results: Vec<(bool, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = &s;
+                scope.spawn(move || {
+                    let name = format!("s{i}");
+                    let out = s.kubectl(&[
+                        "create",
+                        "service",
+                        "clusterip",
+                        &name,
+                        "--tcp=80:80",
+                        "-n",
+                        "race",
+                    ]);
+                    (
+                        out.status.success(),
+                        String::from_utf8_lossy(&out.stderr).into_owned(),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((false, "thread panicked".into())))
+            .collect()
+    });
+    let admitted = results.iter().filter(|(ok, _)| *ok).count();
+    assert_eq!(admitted, 3, "{results:?}");
+    for (ok, err) in &results {
+        assert!(*ok || err.contains("exceeded quota: svc"), "{err}");
+    }
+    let listed = s.json(&["get", "services", "-n", "race"]);
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        s.json(&["get", "quota", "svc", "-n", "race"])["status"]["used"]["services"],
+        "3"
+    );
+    // Deleting frees the share again.
+    s.ok(&["delete", "service", "-n", "race", "--all"]);
+    assert!(eventually(Duration::from_secs(5), || {
+        s.json(&["get", "quota", "svc", "-n", "race"])["status"]["used"]["services"] == "0"
+    }));
+}

@@ -31,6 +31,8 @@ pub struct AdmissionAudit {
     pub policies: Vec<String>,
     /// Audit annotations admission adds (upstream's `pod-security.kubernetes.io/*`, ...).
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// Warnings for the client (Pod Security's warn mode), sent as `Warning` headers.
+    pub warnings: Vec<String>,
 }
 
 pub(super) struct Start {

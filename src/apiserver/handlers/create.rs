@@ -113,14 +113,15 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
         return Ok((obj, 0));
     }
     let bytes = storage::encode(&obj)?;
-    let rev = ctx
-        .state
-        .store
-        .create(&ctx.key(&name), bytes)
-        .await
-        .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
+    let rev = match ctx.state.store.create(&ctx.key(&name), bytes).await {
+        Ok(rev) => rev,
+        Err(e) => {
+            admission::create_failed(ctx);
+            return Err(ApiError::from_store(e, &ctx.ri, &name));
+        }
+    };
     storage::set_resource_version(&mut obj, rev);
     hooks::after_write(ctx, &obj).await;
-    admission::after_change(ctx);
+    admission::after_change(ctx, true);
     Ok((obj, rev))
 }

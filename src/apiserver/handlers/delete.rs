@@ -177,7 +177,7 @@ async fn delete_one(
             .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
         storage::set_resource_version(&mut obj, del_rev);
         hooks::after_delete(ctx, &obj).await;
-        admission::after_change(ctx);
+        admission::after_change(ctx, false);
         if returns_object(ctx) {
             return Ok((200, obj));
         }

@@ -38,6 +38,8 @@ pub(super) struct Ctx {
     pub warnings: Vec<String>,
     /// Admission's verdict, for the audit line (set by `apiserver::admission`).
     pub admission: std::sync::Mutex<Option<crate::apiserver::audit::AdmissionAudit>>,
+    /// Whether admission charged a ResourceQuota for this create (given back if it fails).
+    pub quota_charged: std::sync::Mutex<bool>,
 }
 
 impl Ctx {
@@ -100,6 +102,7 @@ impl Ctx {
             .map_err(|e| ApiError::from_store(e, &self.ri, &name))?;
         storage::set_resource_version(obj, new_rev);
         super::hooks::after_write(self, obj).await;
+        super::admission::after_change(self, false);
         Ok(())
     }
 
@@ -112,10 +115,16 @@ impl Ctx {
 
     /// Attach collected warnings (and admission's verdict, for the audit line) to a response.
     pub fn finish(&self, mut resp: Response<Body>) -> Response<Body> {
-        if let Some(a) = self.admission.lock().ok().and_then(|a| a.clone()) {
+        let admission = self.admission.lock().ok().and_then(|a| a.clone());
+        let admission_warnings = admission.as_ref().map(|a| a.warnings.clone());
+        if let Some(a) = admission {
             resp.extensions_mut().insert(a);
         }
-        for w in &self.warnings {
+        for w in self
+            .warnings
+            .iter()
+            .chain(admission_warnings.iter().flatten())
+        {
             let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
             if let Ok(v) = http::HeaderValue::from_str(&text) {
                 resp.headers_mut().append("warning", v);
@@ -181,6 +190,7 @@ pub(super) async fn dispatch(
         headers: parts.headers,
         warnings: Vec::new(),
         admission: std::sync::Mutex::new(None),
+        quota_charged: std::sync::Mutex::new(false),
     };
     let sub = ctx.info.subresource.clone();
     let verb = ctx.info.verb.clone();

@@ -166,18 +166,25 @@ impl Admission {
             .collect())
     }
 
-    /// Decide one write.
-    pub fn admit(&self, req: &AdmissionRequest<'_>) -> Verdict {
+    /// Evaluate the policy set for `req`: the deciding policy ids when denied (`Ok(ids)`,
+    /// empty when allowed), or the fail-closed verdict when evaluation itself failed.
+    fn evaluate(
+        &self,
+        req: &AdmissionRequest<'_>,
+        facts: Option<&PodFacts>,
+    ) -> Result<(Vec<String>, Arc<PolicySet>), Verdict> {
         let set = match self.set.read() {
             Ok(s) => s.clone(),
-            Err(_) => return deny(Vec::new(), "the admission policy set is unavailable".into()),
+            Err(_) => {
+                return Err(deny(
+                    Vec::new(),
+                    "the admission policy set is unavailable".into(),
+                ))
+            }
         };
         let principal = Principal::of(req.user);
         let mut ents = principal.entities(req.user);
-        let is_pod =
-            req.ri.group.is_empty() && req.ri.kind == "Pod" && req.subresource != "binding";
-        let facts = is_pod.then(|| PodFacts::of(req.object));
-        let resource = object_entity(req, req.object, facts.as_ref(), "", &mut ents);
+        let resource = object_entity(req, req.object, facts, "", &mut ents);
         let mut context = HashMap::new();
         if let Some(old) = req.old {
             let old_uid = object_entity(req, old, None, "old:", &mut ents);
@@ -187,33 +194,16 @@ impl Admission {
             );
         }
         let action = uid("k8s::admission::Action", req.operation.action());
-        let entities = match Entities::from_entities(ents, None) {
-            Ok(e) => e,
-            Err(e) => {
-                return deny(
-                    Vec::new(),
-                    format!("cannot build the admission entities: {e}"),
-                )
-            }
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            deny(
+                Vec::new(),
+                format!("cannot build the admission {what}: {e}"),
+            )
         };
-        let context = match Context::from_pairs(context) {
-            Ok(c) => c,
-            Err(e) => {
-                return deny(
-                    Vec::new(),
-                    format!("cannot build the admission context: {e}"),
-                )
-            }
-        };
-        let request = match Request::new(principal.uid(), action, resource, context, None) {
-            Ok(r) => r,
-            Err(e) => {
-                return deny(
-                    Vec::new(),
-                    format!("cannot build the admission request: {e}"),
-                )
-            }
-        };
+        let entities = Entities::from_entities(ents, None).map_err(|e| failed("entities", &e))?;
+        let context = Context::from_pairs(context).map_err(|e| failed("context", &e))?;
+        let request = Request::new(principal.uid(), action, resource, context, None)
+            .map_err(|e| failed("request", &e))?;
         let response = self.cedar.is_authorized(&request, &set, &entities);
         let errors: Vec<String> = response
             .diagnostics()
@@ -230,14 +220,10 @@ impl Admission {
                 "admission policy evaluation failed ({}); denied",
                 errors.join(", ")
             );
-            return deny(errors, msg);
+            return Err(deny(errors, msg));
         }
         if response.decision() == cedar_policy::Decision::Allow {
-            return Verdict {
-                allowed: true,
-                policies: Vec::new(),
-                message: String::new(),
-            };
+            return Ok((Vec::new(), set));
         }
         let mut ids: Vec<String> = response
             .diagnostics()
@@ -245,38 +231,37 @@ impl Admission {
             .map(|id| id.to_string())
             .collect();
         ids.sort_by_key(|id| (pss_rank(id), id.clone()));
-        let reason = |id: &str| {
-            set.annotation(&PolicyId::new(id), "reason")
-                .unwrap_or("")
-                .to_string()
+        Ok((ids, set))
+    }
+
+    /// Decide one write.
+    pub fn admit(&self, req: &AdmissionRequest<'_>) -> Verdict {
+        let is_pod =
+            req.ri.group.is_empty() && req.ri.kind == "Pod" && req.subresource != "binding";
+        let facts = is_pod.then(|| PodFacts::of(req.object));
+        let (ids, set) = match self.evaluate(req, facts.as_ref()) {
+            Ok(r) => r,
+            Err(v) => return v,
         };
+        if ids.is_empty() {
+            return Verdict {
+                allowed: true,
+                policies: Vec::new(),
+                message: String::new(),
+            };
+        }
         let (pss, other): (Vec<&String>, Vec<&String>) =
             ids.iter().partition(|id| id.starts_with("pss/"));
         let mut parts = Vec::new();
         if !pss.is_empty() {
-            let checks: Vec<String> = pss
-                .iter()
-                .map(|id| {
-                    let summary = reason(id);
-                    let summary = if summary.is_empty() {
-                        id.to_string()
-                    } else {
-                        summary
-                    };
-                    match facts.as_ref().and_then(|f| f.detail(id)) {
-                        Some(d) => format!("{summary} ({d})"),
-                        None => summary,
-                    }
-                })
-                .collect();
             parts.push(format!(
                 "violates PodSecurity {:?}: {}",
                 req.pod_policy,
-                checks.join(", ")
+                pss_checks(&set, &pss, facts.as_ref())
             ));
         }
         for id in other {
-            let r = reason(id);
+            let r = reason(&set, id);
             parts.push(if r.is_empty() {
                 format!("denied by admission policy {id}")
             } else {
@@ -286,6 +271,69 @@ impl Admission {
         let message = format!("{} (policies: {})", parts.join("; "), ids.join(", "));
         deny(ids, message)
     }
+
+    /// Pod Security's checks of `pod` (a pod, or a workload's template pod) at `level`
+    /// without enforcing (upstream's warn and audit modes): upstream's `would violate
+    /// PodSecurity "<level>:<version>": ...` text, or `None` when the pod meets the level.
+    /// A policy that fails to evaluate is reported as a violation.
+    pub fn pod_security_violations(
+        &self,
+        req: &AdmissionRequest<'_>,
+        pod: &Value,
+        level: &str,
+        policy: &str,
+    ) -> Option<String> {
+        let facts = PodFacts::of(pod);
+        let probe = AdmissionRequest {
+            object: pod,
+            old: None,
+            pod_level: level,
+            pod_policy: policy,
+            ..*req
+        };
+        let (ids, set) = match self.evaluate(&probe, Some(&facts)) {
+            Ok(r) => r,
+            Err(v) => {
+                return Some(format!(
+                    "would violate PodSecurity {policy:?}: {}",
+                    v.message
+                ))
+            }
+        };
+        let pss: Vec<&String> = ids.iter().filter(|id| id.starts_with("pss/")).collect();
+        if pss.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "would violate PodSecurity {policy:?}: {}",
+            pss_checks(&set, &pss, Some(&facts))
+        ))
+    }
+}
+
+fn reason(set: &PolicySet, id: &str) -> String {
+    set.annotation(&PolicyId::new(id), "reason")
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Upstream's list of failed checks: `summary (detail), ...`.
+fn pss_checks(set: &PolicySet, ids: &[&String], facts: Option<&PodFacts>) -> String {
+    ids.iter()
+        .map(|id| {
+            let summary = reason(set, id);
+            let summary = if summary.is_empty() {
+                id.to_string()
+            } else {
+                summary
+            };
+            match facts.and_then(|f| f.detail(id)) {
+                Some(d) => format!("{summary} ({d})"),
+                None => summary,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Baseline checks first, then restricted, then the rest, as upstream lists them.

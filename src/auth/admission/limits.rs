@@ -1,9 +1,13 @@
-//! LimitRanger (upstream's `LimitRanger` admission plugin) for pods: `default` and
+//! LimitRanger (upstream's `LimitRanger` admission plugin) for pods and
+//! PersistentVolumeClaims. Pods: `default` and
 //! `defaultRequest` of `type: Container` items fill in missing limits and requests (and the
 //! pod is annotated `kubernetes.io/limit-ranger`), then `min`, `max` and
 //! `maxLimitRequestRatio` are enforced per container and, for `type: Pod` items, over the
 //! sum of the containers. Upstream's messages: `minimum cpu usage per Container is 100m, but
 //! request is 50m`, `maximum memory usage per Container is 1Gi, but limit is 2Gi`.
+//! Claims: `type: PersistentVolumeClaim` items bound `spec.resources.requests` (min against
+//! the request, max against the request read as a limit, as upstream does: `maximum storage
+//! usage per PersistentVolumeClaim is 2Gi, but limit is 5Gi`), on create and update.
 
 use serde_json::{json, Value};
 
@@ -207,6 +211,32 @@ pub fn validate_pod(pod: &Value, ranges: &[Value]) -> Vec<String> {
     out
 }
 
+/// Violations of the namespace's LimitRanges by a PersistentVolumeClaim.
+pub fn validate_pvc(pvc: &Value, ranges: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    let requests = &pvc["spec"]["resources"]["requests"];
+    let none = json!({});
+    for item in items(ranges, "PersistentVolumeClaim") {
+        let min_only = json!({"min": item["min"]});
+        let max_only = json!({"max": item["max"]});
+        check(
+            "PersistentVolumeClaim",
+            &min_only,
+            requests,
+            &none,
+            &mut out,
+        );
+        check(
+            "PersistentVolumeClaim",
+            &max_only,
+            &none,
+            requests,
+            &mut out,
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +279,22 @@ mod tests {
                 "minimum cpu usage per Container is 50m, but request is 10m".to_string(),
                 "maximum cpu usage per Container is 1, but limit is 2".to_string(),
             ]
+        );
+    }
+
+    #[test]
+    fn claims_are_bounded_by_their_request() {
+        let ranges = vec![json!({"spec": {"limits": [{"type": "PersistentVolumeClaim",
+            "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}}]}})];
+        let pvc = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        assert!(validate_pvc(&pvc("1Gi"), &ranges).is_empty());
+        assert_eq!(
+            validate_pvc(&pvc("5Gi"), &ranges),
+            vec!["maximum storage usage per PersistentVolumeClaim is 2Gi, but limit is 5Gi"]
+        );
+        assert_eq!(
+            validate_pvc(&pvc("500Mi"), &ranges),
+            vec!["minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"]
         );
     }
 }

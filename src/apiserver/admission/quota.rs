@@ -1,0 +1,258 @@
+//! ResourceQuota on the write path (decisions in `auth::admission::quota`).
+//!
+//! Charging is atomic, as upstream's plugin: a create that fits a quota adds its usage to the
+//! quota's `status.used` with a compare-and-swap on the quota object, and retries from a
+//! fresh read when another create charged first; so N concurrent creates against room for M
+//! admit exactly M. `status.used` is the truth for admission; when it lacks a resource (a
+//! quota no one has reconciled yet) the usage is computed from the stored objects.
+//!
+//! Reconciliation (upstream's quota controller) recomputes `status.used` from the stored
+//! objects after deletes, updates (a pod turning terminal frees its share), quota writes and
+//! creates that failed after being charged. Like upstream's controller it can briefly miss a
+//! create that was charged but not yet stored; the next change corrects it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{forbidden, list, name_of};
+use crate::api::ResourceInfo;
+use crate::apiserver::audit::AdmissionAudit;
+use crate::apiserver::handlers::Ctx;
+use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::{storage, State};
+use crate::auth::admission::quota;
+use crate::store::{Error as StoreError, KeyValue, RangeRequest};
+
+/// Upstream retries its quota update a few times before giving up with a conflict.
+const CHARGE_ATTEMPTS: usize = 10;
+
+async fn quotas(state: &State, ns: &str) -> ApiResult<Vec<KeyValue>> {
+    Ok(state
+        .store
+        .range(RangeRequest {
+            prefix: format!("/registry/core/resourcequotas/{ns}/"),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .items)
+}
+
+/// The namespace's usage of `ri` objects, from the store.
+async fn stored_usage(state: &State, ri: &ResourceInfo, ns: &str) -> ApiResult<quota::Usage> {
+    let mut used = quota::Usage::new();
+    for o in list(state, storage::prefix(ri, Some(ns))).await? {
+        for (k, v) in quota::usage(ri, &o) {
+            let e = used.entry(k).or_default();
+            *e = *e + v;
+        }
+    }
+    Ok(used)
+}
+
+/// Admit `obj` (being created) against every quota of its namespace and charge it.
+/// Returns whether any quota was charged (so a failed create can be reconciled).
+pub async fn charge(ctx: &Ctx, obj: &Value, ns: &str, name: &str) -> ApiResult<bool> {
+    let listed = quotas(&ctx.state, ns).await?;
+    if listed.is_empty() {
+        return Ok(false);
+    }
+    let delta = quota::usage(&ctx.ri, obj);
+    let mut from_store: Option<quota::Usage> = None;
+    let mut charged = false;
+    for first in listed {
+        let mut kv = first;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Ok(mut q) = serde_json::from_slice::<Value>(&kv.value) else {
+                break;
+            };
+            let hard = q["spec"]["hard"].as_object().cloned().unwrap_or_default();
+            let wanted: Vec<&String> = hard
+                .keys()
+                .filter(|k| delta.get(*k).is_some_and(|d| d.0 > 0))
+                .collect();
+            let mut used = quota::Usage::new();
+            for k in &wanted {
+                match q["status"]["used"][k.as_str()]
+                    .as_str()
+                    .and_then(crate::auth::admission::quantity::Milli::parse)
+                {
+                    Some(v) => {
+                        used.insert((*k).clone(), v);
+                    }
+                    None => {
+                        if from_store.is_none() {
+                            from_store = Some(stored_usage(&ctx.state, &ctx.ri, ns).await?);
+                        }
+                        let v = from_store
+                            .as_ref()
+                            .and_then(|u| u.get(k.as_str()).copied())
+                            .unwrap_or_default();
+                        used.insert((*k).clone(), v);
+                    }
+                }
+            }
+            if let Err(msg) = quota::check(&ctx.ri, obj, &q, &used, &delta) {
+                ctx.record(AdmissionAudit {
+                    allowed: false,
+                    policies: vec![format!("builtin/ResourceQuota/{}", name_of(&q))],
+                    ..Default::default()
+                });
+                return Err(forbidden(ctx, name, &msg));
+            }
+            if wanted.is_empty() || ctx.dry_run() {
+                break;
+            }
+            let mut after = used.clone();
+            for k in &wanted {
+                let e = after.entry((*k).clone()).or_default();
+                *e = *e + delta.get(k.as_str()).copied().unwrap_or_default();
+            }
+            // Keep what the status says about resources this object does not use.
+            let mut status = quota::status(&q, &after);
+            for (k, v) in q["status"]["used"].as_object().into_iter().flatten() {
+                if !wanted.contains(&k) {
+                    status["used"][k] = v.clone();
+                }
+            }
+            q["status"] = status;
+            let bytes = serde_json::to_vec(&q).map_err(|e| ApiError::internal(e.to_string()))?;
+            match ctx
+                .state
+                .store
+                .update(&kv.key, bytes.into(), kv.mod_revision)
+                .await
+            {
+                Ok(_) => {
+                    charged = true;
+                    break;
+                }
+                Err(StoreError::Conflict { .. }) if attempt < CHARGE_ATTEMPTS => {
+                    match ctx.state.store.get(&kv.key, None).await {
+                        Ok(Some(fresh)) => kv = fresh,
+                        // The quota was deleted meanwhile: nothing to charge.
+                        Ok(None) => break,
+                        Err(e) => return Err(ApiError::internal(e.to_string())),
+                    }
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    return Err(match resource_for(&ctx.state, "resourcequotas") {
+                        Some(ri) => ApiError::modified(&ri, &name_of(&q)),
+                        None => ApiError::new(409, "Conflict", "the quota is busy; try again"),
+                    })
+                }
+                Err(e) => return Err(ApiError::internal(e.to_string())),
+            }
+        }
+    }
+    Ok(charged)
+}
+
+/// Reconcile the namespace's quotas after a change that can free or change usage. Creates
+/// already charged their usage; only a create whose store write failed after charging asks
+/// (`charged_but_failed`).
+pub fn after_change(ctx: &Ctx, created: bool) {
+    if ctx.state.authorizer.is_none() || !quota::tracked(&ctx.ri) || ctx.dry_run() {
+        return;
+    }
+    let is_quota = ctx.ri.group.is_empty() && ctx.ri.plural == "resourcequotas";
+    if created && !is_quota {
+        return;
+    }
+    reconcile_later(
+        ctx.state.clone(),
+        ctx.namespace().to_string(),
+        Duration::ZERO,
+    );
+}
+
+/// A create was charged and then failed: give the charge back by reconciling.
+pub fn charged_but_failed(ctx: &Ctx) {
+    reconcile_later(
+        ctx.state.clone(),
+        ctx.namespace().to_string(),
+        Duration::from_millis(200),
+    );
+}
+
+fn reconcile_later(state: Arc<State>, ns: String, after: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        if let Err(e) = refresh(&state, &ns).await {
+            tracing::debug!(namespace = %ns, error = %e.message, "cannot refresh quota status");
+        }
+    });
+}
+
+/// The resource a quota key counts.
+fn resource_for(state: &State, key: &str) -> Option<ResourceInfo> {
+    let (group, plural) = match key {
+        "pods" | "cpu" | "memory" => ("", "pods"),
+        k if k.starts_with("requests.") || k.starts_with("limits.") => {
+            if k == "requests.storage" {
+                ("", "persistentvolumeclaims")
+            } else {
+                ("", "pods")
+            }
+        }
+        k if k.starts_with("services") => ("", "services"),
+        k if k.starts_with("count/") => {
+            let rest = k.strip_prefix("count/").unwrap_or(k);
+            match rest.split_once('.') {
+                Some((p, g)) => (g, p),
+                None => ("", rest),
+            }
+        }
+        k => ("", k),
+    };
+    state
+        .registry
+        .all()
+        .into_iter()
+        .find(|r| r.group == group && r.plural == plural)
+}
+
+async fn refresh(state: &Arc<State>, ns: &str) -> ApiResult<()> {
+    for kv in quotas(state, ns).await? {
+        let Ok(mut q) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        let mut used = quota::Usage::new();
+        let mut seen = Vec::new();
+        for key in q["spec"]["hard"]
+            .as_object()
+            .into_iter()
+            .flat_map(|h| h.keys())
+        {
+            let Some(ri) = resource_for(state, key) else {
+                continue;
+            };
+            if seen.contains(&ri.plural) {
+                continue;
+            }
+            seen.push(ri.plural.clone());
+            for (k, v) in stored_usage(state, &ri, ns).await? {
+                let e = used.entry(k).or_default();
+                *e = *e + v;
+            }
+        }
+        let status = quota::status(&q, &used);
+        if q["status"] == status {
+            continue;
+        }
+        q["status"] = status;
+        let Ok(bytes) = serde_json::to_vec(&q) else {
+            continue;
+        };
+        // A concurrent charge wins; the next change reconciles again.
+        let _ = state
+            .store
+            .update(&kv.key, bytes.into(), kv.mod_revision)
+            .await;
+    }
+    Ok(())
+}
