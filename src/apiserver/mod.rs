@@ -121,6 +121,8 @@ pub(crate) struct State {
     /// authorization is bypassed.
     pub rbac: Option<Arc<crate::auth::rbac::Rbac>>,
     pub admission: Option<Arc<crate::auth::admission::Admission>>,
+    /// ResourceQuotas and LimitRanges as admission reads them (followed when admission is on).
+    pub admission_caches: admission::Caches,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -152,7 +154,11 @@ pub async fn run(
         authorizer: cfg.authorizer.clone(),
         rbac: cfg.authorizer.clone().map(crate::auth::rbac::Rbac::new),
         admission: cfg.admission.clone(),
+        admission_caches: admission::Caches::default(),
     });
+    if state.authorizer.is_some() {
+        state.admission_caches.follow(&state.store);
+    }
     if let Some(adm) = &state.admission {
         tokio::spawn(admission::follow_cedar_policies(
             adm.clone(),

@@ -14,11 +14,13 @@
 //! - `cedar_policies`: `CedarPolicy` objects (validated here, 422 naming the line) followed
 //!   into the engine.
 
+mod cache;
 mod cedar_policies;
 mod pod_security;
 mod quota;
 mod service_account;
 
+pub use cache::Caches;
 pub use cedar_policies::follow_cedar_policies;
 
 use serde_json::{json, Value};
@@ -88,9 +90,17 @@ pub async fn mutate_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
     }
     service_account::mutate(ctx, obj).await?;
     let ns = ctx.namespace().to_string();
-    let ranges = list(&ctx.state, format!("/registry/core/limitranges/{ns}/")).await?;
+    let ranges = limit_ranges(ctx, &ns).await?;
     limits::default_pod(obj, &ranges);
     Ok(())
+}
+
+/// The namespace's LimitRanges, from the cache once it has synced.
+async fn limit_ranges(ctx: &Ctx, ns: &str) -> ApiResult<Vec<Value>> {
+    match ctx.state.admission_caches.limit_ranges.in_namespace(ns) {
+        Some(r) => Ok(r),
+        None => list(&ctx.state, format!("{}{ns}/", cache::LIMIT_RANGES)).await,
+    }
 }
 
 /// Upstream's aggregate error text: one error as is, several as `[a, b]`.
@@ -128,11 +138,9 @@ pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>
     let ns = ctx.namespace().to_string();
     if op != Operation::Delete && sub.is_empty() {
         let errs = if op == Operation::Create && is_pod(&ctx.ri) {
-            let ranges = list(&ctx.state, format!("/registry/core/limitranges/{ns}/")).await?;
-            limits::validate_pod(obj, &ranges)
+            limits::validate_pod(obj, &limit_ranges(ctx, &ns).await?)
         } else if ctx.ri.group.is_empty() && ctx.ri.plural == "persistentvolumeclaims" {
-            let ranges = list(&ctx.state, format!("/registry/core/limitranges/{ns}/")).await?;
-            limits::validate_pvc(obj, &ranges)
+            limits::validate_pvc(obj, &limit_ranges(ctx, &ns).await?)
         } else {
             Vec::new()
         };

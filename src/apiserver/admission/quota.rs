@@ -6,6 +6,10 @@
 //! admit exactly M. `status.used` is the truth for admission; when it lacks a resource (a
 //! quota no one has reconciled yet) the usage is computed from the stored objects.
 //!
+//! Whether a namespace has quotas at all comes from the followed cache (`cache.rs`), so
+//! namespaces without quotas pay no store read; a quota created a few milliseconds ago may
+//! not be enforced yet, as with upstream's informer-fed plugin.
+//!
 //! Reconciliation (upstream's quota controller) recomputes `status.used` from the stored
 //! objects after deletes, updates (a pod turning terminal frees its share), quota writes and
 //! creates that failed after being charged. Like upstream's controller it can briefly miss a
@@ -55,6 +59,9 @@ async fn stored_usage(state: &State, ri: &ResourceInfo, ns: &str) -> ApiResult<q
 /// Admit `obj` (being created) against every quota of its namespace and charge it.
 /// Returns whether any quota was charged (so a failed create can be reconciled).
 pub async fn charge(ctx: &Ctx, obj: &Value, ns: &str, name: &str) -> ApiResult<bool> {
+    if ctx.state.admission_caches.quotas.any_in(ns) == Some(false) {
+        return Ok(false);
+    }
     let listed = quotas(&ctx.state, ns).await?;
     if listed.is_empty() {
         return Ok(false);

@@ -71,8 +71,81 @@ pub struct Verdict {
 pub struct Admission {
     schema: Schema,
     sources: Mutex<BTreeMap<String, Vec<Policy>>>,
-    set: RwLock<Arc<PolicySet>>,
+    set: RwLock<Arc<Slices>>,
     cedar: cedar_policy::Authorizer,
+}
+
+/// The policy set cut by (resource is a Pod, operation), as the authorizer cuts by verb: a
+/// policy whose scope names another entity type or other actions can neither forbid nor
+/// error for the request, so leaving it out never changes a verdict. A slice holding only
+/// the built-in permit admits without building entities at all (a ConfigMap write in a
+/// cluster whose only admission policies are the Pod Security Standards).
+#[derive(Default)]
+struct Slices {
+    /// `[is_pod][operation]`.
+    sets: [[Arc<PolicySet>; 3]; 2],
+    /// Every policy, for annotations (`@reason`) and diagnostics.
+    all: Arc<PolicySet>,
+}
+
+const OPERATIONS: [Operation; 3] = [Operation::Create, Operation::Update, Operation::Delete];
+
+impl Operation {
+    fn index(self) -> usize {
+        match self {
+            Operation::Create => 0,
+            Operation::Update => 1,
+            Operation::Delete => 2,
+        }
+    }
+}
+
+/// Whether `policy` can apply to a request on a Pod (`is_pod`) or another object for `op`.
+fn may_apply(policy: &Policy, is_pod: bool, op: Operation) -> bool {
+    use cedar_policy::{ActionConstraint, ResourceConstraint};
+    let wanted = if is_pod {
+        "k8s::admission::Pod"
+    } else {
+        "k8s::admission::Object"
+    };
+    let resource_ok = match policy.resource_constraint() {
+        ResourceConstraint::Any | ResourceConstraint::In(_) => true,
+        ResourceConstraint::Eq(uid) => uid.type_name().to_string() == wanted,
+        ResourceConstraint::Is(ty) | ResourceConstraint::IsIn(ty, _) => ty.to_string() == wanted,
+    };
+    let action = uid("k8s::admission::Action", op.action());
+    let action_ok = match policy.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(a) => a == action,
+        ActionConstraint::In(list) => list.contains(&action),
+    };
+    resource_ok && action_ok
+}
+
+impl Slices {
+    fn new(all: Vec<Policy>) -> Slices {
+        let set_of = |list: Vec<Policy>| {
+            PolicySet::from_policies(list).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot assemble the admission policy set");
+                PolicySet::new()
+            })
+        };
+        let mut sets: [[Arc<PolicySet>; 3]; 2] = Default::default();
+        for (p, row) in sets.iter_mut().enumerate() {
+            for op in OPERATIONS {
+                let slice: Vec<Policy> = all
+                    .iter()
+                    .filter(|x| x.id().to_string() == DEFAULT_PERMIT || may_apply(x, p == 1, op))
+                    .cloned()
+                    .collect();
+                row[op.index()] = Arc::new(set_of(slice));
+            }
+        }
+        Slices {
+            sets,
+            all: Arc::new(set_of(all)),
+        }
+    }
 }
 
 impl Admission {
@@ -83,7 +156,7 @@ impl Admission {
         let adm = Admission {
             schema,
             sources: Mutex::new(BTreeMap::new()),
-            set: RwLock::new(Arc::new(PolicySet::new())),
+            set: RwLock::new(Arc::new(Slices::default())),
             cedar: cedar_policy::Authorizer::new(),
         };
         adm.set_source("files", policies);
@@ -120,12 +193,9 @@ impl Admission {
                 }
             }
         }
-        let set = PolicySet::from_policies(all).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot assemble the admission policy set");
-            PolicySet::new()
-        });
+        let slices = Slices::new(all);
         if let Ok(mut s) = self.set.write() {
-            *s = Arc::new(set);
+            *s = Arc::new(slices);
         }
     }
 
@@ -146,7 +216,7 @@ impl Admission {
     pub fn policy_ids(&self) -> Vec<String> {
         self.set
             .read()
-            .map(|s| s.policies().map(|p| p.id().to_string()).collect())
+            .map(|s| s.all.policies().map(|p| p.id().to_string()).collect())
             .unwrap_or_default()
     }
 
@@ -173,7 +243,7 @@ impl Admission {
         req: &AdmissionRequest<'_>,
         facts: Option<&PodFacts>,
     ) -> Result<(Vec<String>, Arc<PolicySet>), Verdict> {
-        let set = match self.set.read() {
+        let slices = match self.set.read() {
             Ok(s) => s.clone(),
             Err(_) => {
                 return Err(deny(
@@ -182,6 +252,11 @@ impl Admission {
                 ))
             }
         };
+        let set = slices.sets[usize::from(facts.is_some())][req.operation.index()].clone();
+        if set.num_of_policies() == 1 && set.policy(&PolicyId::new(DEFAULT_PERMIT)).is_some() {
+            // Only the built-in permit: nothing can forbid.
+            return Ok((Vec::new(), slices.all.clone()));
+        }
         let principal = Principal::of(req.user);
         let mut ents = principal.entities(req.user);
         let resource = object_entity(req, req.object, facts, "", &mut ents);
@@ -223,7 +298,7 @@ impl Admission {
             return Err(deny(errors, msg));
         }
         if response.decision() == cedar_policy::Decision::Allow {
-            return Ok((Vec::new(), set));
+            return Ok((Vec::new(), slices.all.clone()));
         }
         let mut ids: Vec<String> = response
             .diagnostics()
@@ -231,7 +306,7 @@ impl Admission {
             .map(|id| id.to_string())
             .collect();
         ids.sort_by_key(|id| (pss_rank(id), id.clone()));
-        Ok((ids, set))
+        Ok((ids, slices.all.clone()))
     }
 
     /// Decide one write.
@@ -594,5 +669,45 @@ when { resource.hasTag("app") && resource.getTag("app") == "web" &&
             )
             .allowed
         );
+    }
+
+    #[test]
+    fn slices_keep_every_verdict() {
+        let adm = Admission::load(&PolicyFiles::embedded()).unwrap();
+        let text = r#"@id("labels") @reason("objects need an owner label")
+forbid (principal, action == k8s::admission::Action::"create", resource is k8s::admission::Object)
+when { !resource.hasTag("owner") };"#;
+        adm.set_source(
+            "CedarPolicy/labels",
+            adm.compile_object("labels", text).unwrap(),
+        );
+        let cm = builtin().iter().find(|r| r.plural == "configmaps").unwrap();
+        let user = UserInfo {
+            name: "alice".into(),
+            ..Default::default()
+        };
+        let obj = json!({"metadata": {"name": "c", "namespace": "default"}});
+        let req = |op| AdmissionRequest {
+            user: &user,
+            operation: op,
+            ri: cm,
+            subresource: "",
+            object: &obj,
+            old: None,
+            pod_level: "privileged",
+            pod_policy: "privileged:latest",
+        };
+        let v = adm.admit(&req(Operation::Create));
+        assert_eq!(v.policies, vec!["CedarPolicy/labels/labels"]);
+        assert!(
+            v.message.contains("objects need an owner label"),
+            "{}",
+            v.message
+        );
+        assert!(adm.admit(&req(Operation::Update)).allowed);
+        assert!(adm.admit(&req(Operation::Delete)).allowed);
+        // The Object policy is not in the pods' slice: a labelled-less pod is judged by PSS only.
+        let plain = pod(json!({"containers": [{"name": "c", "image": "nginx"}]}));
+        assert!(admit(&adm, &plain, "baseline").allowed);
     }
 }

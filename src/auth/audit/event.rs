@@ -115,15 +115,34 @@ impl Event {
     }
 
     /// Sets `prev_hash` and `hash` and returns the line (no trailing newline).
+    ///
+    /// Serializes once: `hash` is the struct's last field and skipped when `None`, so the
+    /// sealed line is the hashed bytes with `,"hash":"<hex>"` spliced in before the closing
+    /// brace — byte for byte what serde_json writes for the sealed struct (tested).
     pub fn seal(&mut self, prev_hash: &str) -> Vec<u8> {
         self.prev_hash = prev_hash.to_string();
-        self.hash = Some(self.compute_hash());
-        serde_json::to_vec(self).unwrap_or_default()
+        self.hash = None;
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        let hash = hex(&Sha256::digest(&line));
+        if line.last() == Some(&b'}') {
+            line.pop();
+            line.extend_from_slice(b",\"hash\":\"");
+            line.extend_from_slice(hash.as_bytes());
+            line.extend_from_slice(b"\"}");
+        }
+        self.hash = Some(hash);
+        line
     }
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 /// Now as upstream's audit timestamps: RFC 3339, UTC, microseconds.
@@ -145,7 +164,13 @@ mod tests {
             verb: "get".into(),
             ..Default::default()
         };
+        e.annotations.insert("a\"}".into(), "x".into());
         let line = e.seal(GENESIS);
+        assert_eq!(
+            line,
+            serde_json::to_vec(&e).unwrap(),
+            "the splice is serde's own output"
+        );
         let parsed: Event = serde_json::from_slice(&line).unwrap();
         assert_eq!(parsed.compute_hash(), parsed.hash.clone().unwrap());
         assert_eq!(serde_json::to_vec(&parsed).unwrap(), line);

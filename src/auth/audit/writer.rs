@@ -8,7 +8,8 @@
 //! Fail closed: a failed write marks the sink unhealthy and drops the file. While unhealthy,
 //! [`Sink::writable`] (checked before a request is served) retries opening at most every
 //! 500 ms and otherwise says no, so the request path answers 503 before anything changes.
-//! `writable` also stats `audit.log`, so a moved or removed log is caught before serving; a
+//! `writable` also stats `audit.log` (at most every 10 ms), so a moved or removed log is
+//! caught before serving; a
 //! write that fails later (disk full) turns that request's response into the 503, but a
 //! mutation it made stays applied (its line may be partial: see crash recovery).
 //! The directory is only created at start: a directory removed later stays a failure (a new,
@@ -36,6 +37,8 @@ use super::policy::Policy;
 
 pub const CURRENT: &str = "audit.log";
 const RETRY_EVERY: Duration = Duration::from_millis(500);
+/// How long a successful check that `audit.log` is the open file is trusted.
+const RECHECK_EVERY: Duration = Duration::from_millis(10);
 /// How far back from the end the last complete line is looked for.
 const TAIL_WINDOW: u64 = 1 << 20;
 
@@ -66,6 +69,8 @@ pub struct Sink {
 struct Inner {
     file: Option<File>,
     ino: (u64, u64),
+    /// When `audit.log` was last seen to be the file held open (see `still_current`).
+    checked_at: Option<Instant>,
     size: u64,
     prev: String,
     last_try: Option<Instant>,
@@ -84,6 +89,7 @@ impl Sink {
         let mut inner = Inner {
             file: None,
             ino: (0, 0),
+            checked_at: None,
             size: 0,
             prev: GENESIS.into(),
             last_try: None,
@@ -172,10 +178,20 @@ impl Inner {
         Ok(())
     }
 
-    /// Whether `audit.log` is still the file held open.
-    fn still_current(&self, dir: &Path) -> bool {
-        self.file.is_some()
-            && std::fs::metadata(dir.join(CURRENT)).is_ok_and(|m| (m.dev(), m.ino()) == self.ino)
+    /// Whether `audit.log` is still the file held open. One stat(2) per [`RECHECK_EVERY`] at
+    /// most: a stat costs several microseconds here, a tenth of a cached GET, and a log moved
+    /// a few milliseconds ago is still a real file holding the lines (and a deleted one breaks
+    /// the chain visibly for `verify`).
+    fn still_current(&mut self, dir: &Path) -> bool {
+        if self.file.is_none() {
+            return false;
+        }
+        if self.checked_at.is_some_and(|t| t.elapsed() < RECHECK_EVERY) {
+            return true;
+        }
+        let ok = std::fs::metadata(dir.join(CURRENT)).is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
+        self.checked_at = ok.then(Instant::now);
+        ok
     }
 
     fn rotate(&mut self, cfg: &Config) -> std::io::Result<()> {
@@ -202,6 +218,7 @@ impl Inner {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let meta = file.metadata()?;
         self.ino = (meta.dev(), meta.ino());
+        self.checked_at = None;
         self.size = meta.len();
         self.file = Some(file);
         Ok(())
