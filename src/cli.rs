@@ -200,6 +200,10 @@ pub struct AuditArgs {
     /// An `audit.k8s.io/v1` Policy (YAML); default: Metadata for every request.
     #[arg(long)]
     pub audit_policy_file: Option<PathBuf>,
+    /// fdatasync the audit log this often (milliseconds) when lines were written; 0 syncs
+    /// every line before its response. A machine crash loses at most one interval's lines.
+    #[arg(long, default_value_t = 1000)]
+    pub audit_log_sync_interval: u64,
 }
 
 /// Service-account token and OIDC flags, named as kube-apiserver's.

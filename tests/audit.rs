@@ -273,6 +273,9 @@ fn rotation_by_size_keeps_the_chain_across_files_and_restarts() {
             "{f:?} too big"
         );
     }
+    // Count and verify a quiescent log: a running server keeps writing lines (its own
+    // controllers' requests) between the two reads.
+    s.stop();
     let total = lines(&dir).len();
     assert_eq!(lines(&dir)[0]["prevHash"], "0".repeat(64));
     let (ok, text) = verify(&dir);
@@ -452,9 +455,13 @@ fn full_disk_fails_closed_with_503_and_recovers() {
         eprintln!("SKIP full_disk_fails_closed_with_503_and_recovers: needs root to mount a tmpfs");
         return;
     }
+    // A 256 KiB rotation size gives a 64 KiB reserve, topped up below 32 KiB.
+    // SAFETY: set before any thread of this test process reads the environment; nextest runs
+    // each test in its own process. The server child inherits it.
+    std::env::set_var("RAMPART_TEST_AUDIT_MAXSIZE_BYTES", "262144");
     let mnt = tempfile::tempdir().unwrap();
     let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
         .arg(mnt.path())
         .status()
         .unwrap();
@@ -469,7 +476,7 @@ fn full_disk_fails_closed_with_503_and_recovers() {
     let dir = mnt.path().join("audit");
     let s = Server::start_with(&["--audit-log-dir", dir.to_str().unwrap()]);
     assert_eq!(s.raw(Raw::get("/api/v1/namespaces/default")).status, 200);
-    // Fill the disk.
+    // Fill the disk: what is left is the audit log's reserve.
     let filler = mnt.path().join("filler");
     {
         use std::io::Write;
@@ -477,18 +484,70 @@ fn full_disk_fails_closed_with_503_and_recovers() {
         let chunk = vec![0u8; 4096];
         while f.write_all(&chunk).is_ok() {}
     }
+    // Creates go on into the reserve until it runs low; then they are refused up front.
+    let create = |name: &str| {
+        let body =
+            format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}}}}"#);
+        s.raw(Raw::send(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            body.as_bytes(),
+        ))
+        .status
+    };
+    let mut refused = None;
+    for i in 0..400 {
+        let name = format!("fill-{i}");
+        match create(&name) {
+            201 => continue,
+            503 => {
+                refused = Some(name);
+                break;
+            }
+            other => panic!("create {name}: unexpected {other}"),
+        }
+    }
+    let refused = refused.expect("no 503 before 400 creates on a full disk");
     let mut codes = Vec::new();
     for _ in 0..20 {
         codes.push(s.raw(Raw::get("/api/v1/namespaces/default")).status);
     }
-    assert!(
-        codes.iter().filter(|c| **c == 503).count() >= 19,
-        "{codes:?}"
-    );
+    assert!(codes.iter().all(|c| *c == 503), "{codes:?}");
     std::fs::remove_file(&filler).unwrap();
     assert!(eventually(Duration::from_secs(10), || {
         s.raw(Raw::get("/api/v1/namespaces/default")).status == 200
     }));
+    // The refused create changed nothing; the ones before it are there.
+    let path = format!("/api/v1/namespaces/default/configmaps/{refused}");
+    assert_eq!(s.raw(Raw::get(&path)).status, 404, "{refused} was stored");
+    assert_eq!(
+        s.raw(Raw::get("/api/v1/namespaces/default/configmaps/fill-0"))
+            .status,
+        200
+    );
+    assert_eq!(create(&refused), 201);
     let (ok, text) = verify(&dir);
     assert!(ok, "{text}");
+}
+
+#[test]
+fn every_line_synced_when_the_sync_interval_is_zero() {
+    let mut s = Server::start_with(&["--audit-log-sync-interval", "0"]);
+    for _ in 0..5 {
+        assert_eq!(s.raw(Raw::get("/api/v1/namespaces/default")).status, 200);
+    }
+    s.ok(&["create", "configmap", "synced"]);
+    let dir = audit_dir(&s);
+    s.stop();
+    let all = lines(&dir);
+    assert!(
+        all.iter()
+            .any(|l| l["verb"] == "create" && l["objectRef"]["resource"] == "configmaps"),
+        "the create is in the log"
+    );
+    let (ok, text) = verify(&dir);
+    assert!(ok, "{text}");
+    let err = harness::rampart(&["server", "--audit-log-sync-interval", "soon"]);
+    assert!(!err.status.success());
 }

@@ -24,6 +24,7 @@ pub fn open_sink(args: &AuditArgs, data_dir: &Path, policy: Policy) -> anyhow::R
         max_size,
         max_backups: args.audit_log_maxbackup,
         policy,
+        sync_interval: std::time::Duration::from_millis(args.audit_log_sync_interval),
     })
     .context("cannot open the audit log")
 }

@@ -117,6 +117,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &args.data_dir,
         audit_policy,
     )?);
+    audit.start_syncer();
+    let audit_at_shutdown = audit.clone();
 
     let compactor = tokio::spawn(store::compactor::run(
         backend.clone(),
@@ -168,7 +170,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let maintenance_authority = authority.clone();
     let maintenance_shutdown = shutdown.clone();
-    apiserver::run(
+    let served = apiserver::run(
         apiserver::Config {
             bind_address: args.bind_address,
             port: args.https_port,
@@ -205,8 +207,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             Ok(())
         },
     )
-    .await
-    .context("API server failed")?;
+    .await;
+    // Whatever ended the server, the lines written so far reach the disk.
+    audit_at_shutdown.sync();
+    served.context("API server failed")?;
     in_process.abort();
     match compactor.await {
         Ok(Ok(())) => {}
