@@ -551,3 +551,115 @@ fn every_line_synced_when_the_sync_interval_is_zero() {
     let err = harness::rampart(&["server", "--audit-log-sync-interval", "soon"]);
     assert!(!err.status.success());
 }
+
+#[test]
+fn request_and_response_bodies_follow_the_policy_levels() {
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: RequestResponse\n  resources: [{group: \"\", resources: [namespaces]}]\n- level: Request\n  resources: [{group: \"\", resources: [serviceaccounts]}]\n- level: Metadata\n",
+    )
+    .unwrap();
+    let mut s = Server::start_with(&["--audit-policy-file", policy.to_str().unwrap()]);
+    s.ok(&["create", "namespace", "bodies"]);
+    s.ok(&["create", "serviceaccount", "robot", "-n", "bodies"]);
+    s.ok(&["create", "configmap", "plain", "--from-literal=k=v"]);
+    // Two namespaces with 200 KiB annotations: their list exceeds the 256 KiB cap.
+    let big = "x".repeat(200 * 1024);
+    for n in ["big-a", "big-b"] {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{n}","annotations":{{"pad":"{big}"}}}}}}"#
+        );
+        assert_eq!(
+            s.raw(Raw::send(
+                "POST",
+                "/api/v1/namespaces",
+                "application/json",
+                body.as_bytes()
+            ))
+            .status,
+            201
+        );
+    }
+    assert_eq!(s.raw(Raw::get("/api/v1/namespaces")).status, 200);
+    // A request body over the cap (refused by validation, still recorded).
+    let huge = format!(
+        r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"huge","annotations":{{"pad":"{}"}}}}}}"#,
+        "y".repeat(300 * 1024)
+    );
+    assert_eq!(
+        s.raw(Raw::send(
+            "POST",
+            "/api/v1/namespaces",
+            "application/json",
+            huge.as_bytes()
+        ))
+        .status,
+        422
+    );
+    let dir = audit_dir(&s);
+    s.stop();
+    let all = lines(&dir);
+    let refused = all
+        .iter()
+        .find(|l| l["verb"] == "create" && l["responseStatus"]["code"] == 422)
+        .expect("the refused create's line");
+    assert!(refused.get("requestObject").is_none());
+    assert_eq!(
+        refused["annotations"]["audit.rampart.io/truncated"],
+        "requestObject"
+    );
+    let find = |verb: &str, resource: &str, name: &str| -> Value {
+        all.iter()
+            .find(|l| {
+                l["verb"] == verb
+                    && l["objectRef"]["resource"] == resource
+                    && l["objectRef"]["name"] == name
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no {verb} {resource}/{name} line"))
+    };
+    // RequestResponse: both bodies; objectRef names the created object, as upstream.
+    let ns = find("create", "namespaces", "bodies");
+    assert_eq!(ns["level"], "RequestResponse");
+    assert_eq!(ns["requestObject"]["metadata"]["name"], "bodies");
+    assert_eq!(ns["responseObject"]["metadata"]["name"], "bodies");
+    assert!(ns["responseObject"]["metadata"]["uid"].is_string(), "{ns}");
+    // Request: the request body only.
+    let sa = find("create", "serviceaccounts", "robot");
+    assert_eq!(sa["level"], "Request");
+    assert_eq!(sa["requestObject"]["metadata"]["name"], "robot");
+    assert!(sa.get("responseObject").is_none(), "{sa}");
+    // Metadata (and configmaps are capped there whatever the policy): no bodies.
+    let cm = find("create", "configmaps", "plain");
+    assert_eq!(cm["level"], "Metadata");
+    assert!(cm.get("requestObject").is_none() && cm.get("responseObject").is_none());
+    // Under the cap a body is kept whole; over it (the list of both) it is left out and
+    // the line says so.
+    let created = find("create", "namespaces", "big-a");
+    assert_eq!(
+        created["requestObject"]["metadata"]["annotations"]["pad"]
+            .as_str()
+            .map(str::len),
+        Some(200 * 1024)
+    );
+    assert!(created["annotations"]
+        .get("audit.rampart.io/truncated")
+        .is_none());
+    let list = all
+        .iter()
+        .find(|l| {
+            l["verb"] == "list"
+                && l["objectRef"]["resource"] == "namespaces"
+                && l["requestURI"] == "/api/v1/namespaces"
+        })
+        .expect("the list line");
+    assert!(list.get("responseObject").is_none());
+    assert_eq!(
+        list["annotations"]["audit.rampart.io/truncated"],
+        "responseObject"
+    );
+    let (ok, text) = verify(&dir);
+    assert!(ok, "{text}");
+}

@@ -35,6 +35,51 @@ pub struct AdmissionAudit {
     pub warnings: Vec<String>,
 }
 
+/// Bodies larger than this are left out of the audit line (annotated
+/// `audit.rampart.io/truncated`), as upstream truncates oversized events.
+pub const BODY_CAP: usize = 256 << 10;
+const TRUNCATED: &str = "audit.rampart.io/truncated";
+
+/// What the handlers saw of the request, attached to the response for its audit line.
+#[derive(Debug, Clone, Default)]
+pub struct RequestSeen {
+    /// The request body as JSON, when the request's level is Request or more: `Some(None)`
+    /// when it was captured but left out (too large, or not JSON).
+    pub object: Option<Option<serde_json::Value>>,
+    /// The name of a created object (not in the URL): upstream fills objectRef.name from it.
+    pub created_name: Option<String>,
+}
+
+impl RequestSeen {
+    /// Keep `body` (decoded from `len` bytes) for the line.
+    pub fn keep(&mut self, len: usize, body: &serde_json::Value) {
+        self.object = Some((len <= BODY_CAP).then(|| body.clone()));
+    }
+}
+
+/// The level the policy gives this request, for handlers deciding whether to keep bodies.
+/// Metadata (no capture) when no rule can ask for more.
+pub fn level_for(sink: Option<&Sink>, user: &UserInfo, info: &RequestInfo, path: &str) -> Level {
+    let Some(sink) = sink.filter(|s| s.policy().max_level() >= Level::Request) else {
+        return Level::Metadata;
+    };
+    sink.policy().level(
+        &PolicyRequest {
+            user: &user.name,
+            groups: &user.groups,
+            verb: &info.verb,
+            resource_request: info.resource_request,
+            group: &info.group,
+            resource: &info.resource,
+            subresource: &info.subresource,
+            namespace: &info.namespace,
+            name: &info.name,
+            path,
+        },
+        "ResponseComplete",
+    )
+}
+
 pub(super) struct Start {
     received: jiff::Timestamp,
     uri: String,
@@ -141,6 +186,26 @@ pub(super) async fn finish(
         };
         (response, status)
     };
+    let mut truncated: Vec<&str> = Vec::new();
+    let seen = response.extensions().get::<RequestSeen>().cloned();
+    let request_object = match seen.as_ref().and_then(|s| s.object.clone()) {
+        Some(Some(v)) if level >= Level::Request => Some(v),
+        Some(None) if level >= Level::Request => {
+            truncated.push("requestObject");
+            None
+        }
+        _ => None,
+    };
+    let (response, response_object) =
+        if level == Level::RequestResponse && stage == "ResponseComplete" && code < 400 {
+            let (object, response) = response_body(response).await;
+            if object.is_none() {
+                truncated.push("responseObject");
+            }
+            (response, object)
+        } else {
+            (response, None)
+        };
     let (decision, policies, reason) = match (&outcome.decision, &outcome.user) {
         (Some(d), _) if d.allowed => ("allow", d.policies.clone(), None),
         (Some(d), _) => ("deny", d.policies.clone(), Some(d.reason.clone())),
@@ -162,6 +227,9 @@ pub(super) async fn finish(
         annotations.insert("authorization.k8s.io/reason".to_string(), reason);
     }
     let mut policies = policies;
+    if !truncated.is_empty() {
+        annotations.insert(TRUNCATED.to_string(), truncated.join(","));
+    }
     if let Some(adm) = response.extensions().get::<AdmissionAudit>() {
         annotations.insert(
             "admission.rampart.io/decision".to_string(),
@@ -193,12 +261,17 @@ pub(super) async fn finish(
         object_ref: info.resource_request.then(|| ObjectRef {
             resource: info.resource.clone(),
             namespace: info.namespace.clone(),
-            name: info.name.clone(),
+            name: match seen.as_ref().and_then(|s| s.created_name.clone()) {
+                Some(n) if info.name.is_empty() => n,
+                _ => info.name.clone(),
+            },
             api_group: info.group.clone(),
             api_version: info.version.clone(),
             subresource: info.subresource.clone(),
         }),
         response_status: Some(status),
+        request_object,
+        response_object,
         request_received_timestamp: micro_timestamp(start.received),
         stage_timestamp: micro_timestamp(jiff::Timestamp::now()),
         annotations,
@@ -211,4 +284,27 @@ pub(super) async fn finish(
         Ok(()) => response,
         Err(_) => unavailable(),
     }
+}
+
+/// The response's JSON body for the line, and the response rebuilt. Only bodies of a known
+/// size within [`BODY_CAP`] are read (a streaming body stays untouched); a body that is not
+/// JSON (protobuf, table output is JSON) is left out.
+async fn response_body(response: Response<Body>) -> (Option<serde_json::Value>, Response<Body>) {
+    use hyper::body::Body as _;
+    let fits = response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n as usize <= BODY_CAP);
+    if !fits {
+        return (None, response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let object = serde_json::from_slice(&bytes).ok();
+    (object, Response::from_parts(parts, full(bytes)))
 }

@@ -101,6 +101,9 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
         name
     };
     meta(&mut obj).insert("name".into(), json!(name));
+    if let Ok(mut seen) = ctx.seen.lock() {
+        seen.created_name = Some(name.clone());
+    }
     let mut obj = prepare::decode(ctx, obj)?;
     crate::apiserver::defaults::apply(&ctx.ri, &mut obj);
     prepare::stamp_create(ctx, &mut obj);

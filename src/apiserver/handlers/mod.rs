@@ -40,6 +40,10 @@ pub(super) struct Ctx {
     pub admission: std::sync::Mutex<Option<crate::apiserver::audit::AdmissionAudit>>,
     /// Whether admission charged a ResourceQuota for this create (given back if it fails).
     pub quota_charged: std::sync::Mutex<bool>,
+    /// The audit level of this request (bodies are kept only from Request up).
+    pub audit_level: crate::auth::audit::Level,
+    /// What the audit line needs from the handlers (request body, created name).
+    pub seen: std::sync::Mutex<crate::apiserver::audit::RequestSeen>,
 }
 
 impl Ctx {
@@ -106,6 +110,15 @@ impl Ctx {
         Ok(())
     }
 
+    /// Keep the request body (decoded from `len` bytes) when the audit level asks for it.
+    pub fn keep_request_body(&self, len: usize, body: &Value) {
+        if self.audit_level >= crate::auth::audit::Level::Request {
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.keep(len, body);
+            }
+        }
+    }
+
     /// Record admission's verdict for the audit line.
     pub fn record(&self, verdict: crate::apiserver::audit::AdmissionAudit) {
         if let Ok(mut a) = self.admission.lock() {
@@ -119,6 +132,11 @@ impl Ctx {
         let admission_warnings = admission.as_ref().map(|a| a.warnings.clone());
         if let Some(a) = admission {
             resp.extensions_mut().insert(a);
+        }
+        if let Some(seen) = self.seen.lock().ok().map(|s| s.clone()) {
+            if seen.object.is_some() || seen.created_name.is_some() {
+                resp.extensions_mut().insert(seen);
+            }
         }
         for w in self
             .warnings
@@ -150,9 +168,11 @@ pub(super) async fn read_body(ctx: &Ctx, body: Incoming) -> ApiResult<(String, V
         .map_err(|e| {
             ApiError::bad_request(format!("cannot decode the protobuf request body: {e}"))
         })?;
+        ctx.keep_request_body(bytes.len(), &value);
         return Ok((media, value));
     }
     let value = body::decode(&media, &bytes)?;
+    ctx.keep_request_body(bytes.len(), &value);
     Ok((media, value))
 }
 
@@ -181,6 +201,7 @@ pub(super) async fn dispatch(
     if !scope_ok || (!info.subresource.is_empty() && !ri.has_subresource(&info.subresource)) {
         return error_response(&ApiError::path_not_found());
     }
+    let audit_level = crate::apiserver::audit::level_for(state.audit.as_deref(), &user, &info, "");
     let mut ctx = Ctx {
         state: state.clone(),
         user,
@@ -191,6 +212,8 @@ pub(super) async fn dispatch(
         warnings: Vec::new(),
         admission: std::sync::Mutex::new(None),
         quota_charged: std::sync::Mutex::new(false),
+        audit_level,
+        seen: Default::default(),
     };
     let sub = ctx.info.subresource.clone();
     let verb = ctx.info.verb.clone();

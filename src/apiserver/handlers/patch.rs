@@ -44,6 +44,7 @@ pub async fn patch_object(
         .and_then(|v| v.parse::<u64>().ok());
     let raw = body::read(body_in, length).await?;
     let patch_doc = body::decode(&media, &raw)?;
+    ctx.keep_request_body(raw.len(), &patch_doc);
     if matches!(kind, Kind::Strategic)
         && ctx
             .state

@@ -91,6 +91,12 @@ pub struct Event {
     pub object_ref: Option<ObjectRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_status: Option<ResponseStatus>,
+    /// The request body (level Request and up), as upstream's field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_object: Option<serde_json::Value>,
+    /// The response body (level RequestResponse), as upstream's field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_object: Option<serde_json::Value>,
     pub request_received_timestamp: String,
     pub stage_timestamp: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

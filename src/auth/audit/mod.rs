@@ -13,10 +13,15 @@
 //!   before serving (fail closed).
 //! - `verify`: recomputes the chain over the rotated files and `audit.log`.
 //!
-//! Bodies: levels Request and RequestResponse are accepted in policies and recorded as the
-//! event's level, but request/response objects are not captured (handlers consume the request
-//! body and stream responses; teeing them is not cheap). So object contents, Secrets' `data`
-//! above all, never reach the log at any level.
+//! Bodies, as upstream: level Request records the request body as `requestObject` (the
+//! decoded object for create/update, the patch document for patch), RequestResponse also
+//! the response body as `responseObject` (not for watches, whose line is written when they
+//! start). Bodies over 256 KiB, streamed responses and responses that are not JSON are left
+//! out and named in the `audit.rampart.io/truncated` annotation. Bodies are kept only for
+//! requests whose level asks for them (the handlers learn the level before reading the
+//! body), so the default Metadata policy pays nothing. Secrets, ConfigMaps, TokenReviews and
+//! service account tokens are capped at Metadata whatever the policy says, so their data
+//! never reaches the log.
 
 mod event;
 mod policy;

@@ -1,7 +1,7 @@
 //! Upstream's audit policy (`audit.k8s.io/v1` `Policy`): an ordered list of rules, the first
 //! rule that matches a request decides its level. A request no rule matches is not logged
 //! (level None), as upstream. Rampart caps Secrets, ConfigMaps and token reviews / service
-//! account tokens at Metadata whatever the policy says, and never records bodies (see `mod`).
+//! account tokens at Metadata whatever the policy says, so their bodies are never recorded.
 
 use serde::Deserialize;
 
@@ -102,6 +102,16 @@ const METADATA_ONLY: &[(&str, &str)] = &[
 ];
 
 impl Policy {
+    /// The highest level any rule can give: the request path captures bodies only when
+    /// this is Request or more.
+    pub fn max_level(&self) -> Level {
+        self.rules
+            .iter()
+            .map(|r| r.level)
+            .max()
+            .unwrap_or(Level::None)
+    }
+
     /// Metadata for every request.
     pub fn default_policy() -> Policy {
         Policy {
