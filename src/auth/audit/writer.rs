@@ -278,7 +278,7 @@ impl Inner {
         let mut line = event.seal(&self.prev);
         line.push(b'\n');
         if self.size > 0 && self.size + line.len() as u64 > cfg.max_size {
-            self.rotate(cfg).map_err(Error::Write)?;
+            self.rotate(cfg, line.len() as u64).map_err(Error::Write)?;
         }
         if self.size + line.len() as u64 > self.allocated_to {
             // A line bigger than what is left of the reserve: allocate for it first, so a
@@ -334,9 +334,13 @@ impl Inner {
         ok
     }
 
-    fn rotate(&mut self, cfg: &Config) -> std::io::Result<()> {
+    fn rotate(&mut self, cfg: &Config, line_len: u64) -> std::io::Result<()> {
         let stamp = micro_timestamp(jiff::Timestamp::now()).replace(':', "-");
         let current = cfg.dir.join(CURRENT);
+        // The new file starts with what the old one gives back, which `writable` kept at
+        // half the reserve or more: on a full disk the rotation itself then cannot fail, and
+        // the next `writable` refuses the following request when it cannot top up.
+        let freed = self.allocated_to.saturating_sub(self.size);
         if let Some(f) = &self.file {
             // The rotated file is final: on disk, and without the reserve beyond its end.
             f.set_len(self.size)?;
@@ -344,7 +348,7 @@ impl Inner {
         }
         std::fs::rename(&current, cfg.dir.join(format!("audit-{stamp}.log")))?;
         self.open_file(&current)?;
-        self.reserve(cfg.reserve())?;
+        self.reserve(freed.clamp(line_len, cfg.reserve().max(line_len)))?;
         if cfg.max_backups > 0 {
             let rotated = rotated_files(&cfg.dir)?;
             let excess = rotated.len().saturating_sub(cfg.max_backups);
