@@ -57,27 +57,34 @@ impl RequestSeen {
     }
 }
 
+/// What the audit policy's rules are matched against, for this request.
+fn policy_request<'a>(
+    user: &'a UserInfo,
+    info: &'a RequestInfo,
+    path: &'a str,
+) -> PolicyRequest<'a> {
+    PolicyRequest {
+        user: &user.name,
+        groups: &user.groups,
+        verb: &info.verb,
+        resource_request: info.resource_request,
+        group: &info.group,
+        resource: &info.resource,
+        subresource: &info.subresource,
+        namespace: &info.namespace,
+        name: &info.name,
+        path,
+    }
+}
+
 /// The level the policy gives this request, for handlers deciding whether to keep bodies.
 /// Metadata (no capture) when no rule can ask for more.
 pub fn level_for(sink: Option<&Sink>, user: &UserInfo, info: &RequestInfo, path: &str) -> Level {
     let Some(sink) = sink.filter(|s| s.policy().max_level() >= Level::Request) else {
         return Level::Metadata;
     };
-    sink.policy().level(
-        &PolicyRequest {
-            user: &user.name,
-            groups: &user.groups,
-            verb: &info.verb,
-            resource_request: info.resource_request,
-            group: &info.group,
-            resource: &info.resource,
-            subresource: &info.subresource,
-            namespace: &info.namespace,
-            name: &info.name,
-            path,
-        },
-        "ResponseComplete",
-    )
+    sink.policy()
+        .level(&policy_request(user, info, path), "ResponseComplete")
 }
 
 pub(super) struct Start {
@@ -144,21 +151,9 @@ pub(super) async fn finish(
     } else {
         "ResponseComplete"
     };
-    let level = sink.policy().level(
-        &PolicyRequest {
-            user: &user.name,
-            groups: &user.groups,
-            verb: &info.verb,
-            resource_request: info.resource_request,
-            group: &info.group,
-            resource: &info.resource,
-            subresource: &info.subresource,
-            namespace: &info.namespace,
-            name: &info.name,
-            path: &path,
-        },
-        stage,
-    );
+    let level = sink
+        .policy()
+        .level(&policy_request(&user, &info, &path), stage);
     if level == Level::None {
         return response;
     }
