@@ -50,6 +50,58 @@ pub enum Command {
     /// Check Cedar policy files and evaluate policy test cases offline.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Encrypted snapshots of a server: save (online), ls, restore (on a fresh machine), prune.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot of the running server now: into DATA_DIR/snapshots/, or into --output.
+    Save {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Snapshot name (default: on-demand-<unix time>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the sealed snapshot to this file instead of keeping it on the server.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// List the snapshots in DATA_DIR/snapshots/ (newest first).
+    Ls {
+        #[arg(
+            long,
+            default_value = "/var/lib/rampart/server",
+            env = "RAMPART_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Rebuild a server directory from a snapshot (the server must not run on it); needs only
+    /// the snapshot file and the snapshot key file.
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The new server directory (absent or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The snapshot key file (DATA_DIR/snapshot.key of the server that saved it).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Delete the oldest scheduled snapshots, keeping --snapshot-retention of them.
+    Prune {
+        #[arg(
+            long,
+            default_value = "/var/lib/rampart/server",
+            env = "RAMPART_DATA_DIR"
+        )]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        snapshot_retention: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +223,13 @@ pub struct ServerArgs {
     /// Run the control plane alone, without the embedded node agent.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Cron schedule (5 fields, UTC) of automatic snapshots into DATA_DIR/snapshots/; an
+    /// empty value disables them.
+    #[arg(long, default_value = "0 */12 * * *")]
+    pub snapshot_schedule: String,
+    /// How many scheduled snapshots to keep.
+    #[arg(long, default_value_t = 5)]
+    pub snapshot_retention: usize,
     /// Name of the embedded agent's node (default: the hostname, lowercased).
     #[arg(long)]
     pub node_name: Option<String>,

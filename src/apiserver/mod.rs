@@ -65,6 +65,8 @@ pub struct Config {
     pub revocations: Arc<crate::auth::revocation::Revocations>,
     /// The secrets encryption key rotation controller (`/rampart/v1/secrets-encrypt/...`).
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
+    /// Server snapshots (`/rampart/v1/snapshots`); `None` answers 404 there.
+    pub snapshots: Option<Arc<crate::snapshot::Snapshotter>>,
     /// The service-account token issuer (TokenRequest, OIDC discovery); `None` disables both.
     pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
     /// The audit log; every request is recorded (and refused with 503 when it cannot be).
@@ -115,6 +117,7 @@ pub(crate) struct State {
     /// Upstream's max-in-flight filter: non-watch requests beyond this get 429.
     pub inflight: tokio::sync::Semaphore,
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
+    pub snapshots: Option<Arc<crate::snapshot::Snapshotter>>,
     pub audit: Option<Arc<crate::auth::audit::Sink>>,
     pub authorizer: Option<Arc<crate::auth::cedar::Authorizer>>,
     /// The live RBAC state (compiled into the authorizer's `rbac` source); `None` when
@@ -150,6 +153,7 @@ pub async fn run(
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),
         encryption: cfg.encryption.clone(),
+        snapshots: cfg.snapshots.clone(),
         audit: cfg.audit.clone(),
         authorizer: cfg.authorizer.clone(),
         rbac: cfg.authorizer.clone().map(crate::auth::rbac::Rbac::new),

@@ -17,6 +17,7 @@ use crate::auth::UserInfo;
 
 const ENCRYPT_STATUS: &str = "/rampart/v1/secrets-encrypt/status";
 const ENCRYPT_ROTATE: &str = "/rampart/v1/secrets-encrypt/rotate-keys";
+const SNAPSHOTS: &str = "/rampart/v1/snapshots";
 
 pub(super) async fn serve(
     state: &Arc<State>,
@@ -57,6 +58,10 @@ pub(super) async fn serve(
             done(pki_ops::revoke(state, &body).await)
         }
         ("GET", ENCRYPT_STATUS) | ("POST", ENCRYPT_ROTATE) => secrets_encrypt(state, path).await,
+        ("GET", SNAPSHOTS) | ("POST", SNAPSHOTS) => snapshots(state, &method, &body).await,
+        (_, SNAPSHOTS) => error_response(&ApiError::method_not_allowed(format!(
+            "{method} is not supported on {path}"
+        ))),
         (_, ENCRYPT_STATUS) | (_, ENCRYPT_ROTATE) => error_response(&ApiError::method_not_allowed(
             format!("{method} is not supported on {path}"),
         )),
@@ -97,5 +102,66 @@ async fn secrets_encrypt(state: &Arc<State>, path: &str) -> Response<Body> {
         Err(e) => error_response(&ApiError::internal(format!(
             "secrets encryption: {e}"
         ))),
+    }
+}
+
+/// Snapshots: `GET` lists the server's snapshots; `POST {"name": N, "stream": bool}` takes one
+/// now, kept in `DATA_DIR/snapshots/` or, with `stream`, returned base64-encoded as
+/// `{"name", "snapshot"}` and kept nowhere on the server.
+async fn snapshots(state: &Arc<State>, method: &http::Method, body: &[u8]) -> Response<Body> {
+    use crate::snapshot::Error;
+    let Some(snapshotter) = &state.snapshots else {
+        return error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "snapshots are not available on this server",
+        ));
+    };
+    if method == http::Method::GET {
+        return match snapshotter.list() {
+            Ok(list) => json_response(200, &serde_json::json!({ "items": list })),
+            Err(e) => error_response(&ApiError::internal(format!("snapshots: {e}"))),
+        };
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SaveRequest {
+        name: String,
+        #[serde(default)]
+        stream: bool,
+    }
+    let req: SaveRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(&ApiError::bad_request(format!(
+                "snapshot request: {e} (expected {{\"name\": NAME, \"stream\": BOOL}})"
+            )))
+        }
+    };
+    let bad = |e: Error| match e {
+        Error::Name(_) => ApiError::bad_request(e.to_string()),
+        Error::Restore(_) | Error::KeyringBusy => ApiError::new(409, "Conflict", e.to_string()),
+        other => ApiError::internal(format!("snapshot: {other}")),
+    };
+    if req.stream {
+        match snapshotter.save_to_bytes(&req.name).await {
+            Ok(bytes) => {
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+                json_response(
+                    200,
+                    &serde_json::json!({ "name": req.name, "snapshot": encoded }),
+                )
+            }
+            Err(e) => error_response(&bad(e)),
+        }
+    } else {
+        match snapshotter.save(&req.name).await {
+            Ok(listing) => match serde_json::to_value(&listing) {
+                Ok(v) => json_response(201, &v),
+                Err(e) => error_response(&ApiError::internal(e.to_string())),
+            },
+            Err(e) => error_response(&bad(e)),
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod pki_maintenance;
 pub mod policy;
 pub mod secrets_encrypt;
 pub mod server;
+pub mod snapshot;
 pub mod supervisor;
 pub mod token;
 
@@ -57,6 +58,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(cmd) => audit::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Snapshot(cmd) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(snapshot::run(cmd))
+        }
         Command::Token(args) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

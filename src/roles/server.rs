@@ -168,6 +168,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if bypass {
         tracing::warn!("RAMPART_BENCH_BYPASS: authorization, admission and audit are OFF");
     }
+    // Snapshots: scheduled ones here, on-demand ones through /rampart/v1/snapshots.
+    let schedule = Some(args.snapshot_schedule.trim().to_string()).filter(|s| !s.is_empty());
+    if let Some(expr) = &schedule {
+        crate::snapshot::parse_schedule(expr)?;
+    }
+    let snapshotter = crate::snapshot::Snapshotter::new(
+        crate::snapshot::Config {
+            data_dir: args.data_dir.clone(),
+            schedule,
+            retention: args.snapshot_retention,
+        },
+        rocks.clone(),
+    );
+    let scheduled_snapshots = tokio::spawn(crate::snapshot::run(
+        snapshotter.clone(),
+        shutdown.clone().wait(),
+    ));
     let maintenance_authority = authority.clone();
     let maintenance_shutdown = shutdown.clone();
     let served = apiserver::run(
@@ -179,6 +196,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             authn,
             revocations,
             encryption: Some(rotation),
+            snapshots: Some(snapshotter),
             service_accounts: Some(sa_issuer),
             audit: (!bypass).then_some(audit),
             authorizer: (!bypass).then_some(authorizer),
@@ -217,6 +235,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "compactor stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "compactor task failed"),
     }
+    scheduled_snapshots.abort();
     match rotation_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "key rotation stopped with an error"),

@@ -156,6 +156,24 @@ impl RocksBackend {
         walk(&self.shared.path)
     }
 
+    /// A consistent point-in-time copy of the whole store in `dir` (which must not exist), made
+    /// with RocksDB's checkpoint (hard links to SST files on the same filesystem, the memtable
+    /// flushed first). Returns the revision committed before the copy began: the copy holds
+    /// at least that revision, and every write acknowledged before the call.
+    pub async fn checkpoint(&self, dir: &Path) -> Result<Revision> {
+        let dir = dir.to_path_buf();
+        self.blocking(move |shared| {
+            let revision = shared.committed.load(Ordering::Acquire);
+            let checkpoint = rocksdb::checkpoint::Checkpoint::new(&shared.db)
+                .map_err(|e| shared.rocks_err(e))?;
+            checkpoint
+                .create_checkpoint(&dir)
+                .map_err(|e| shared.rocks_err(e))?;
+            Ok(revision)
+        })
+        .await
+    }
+
     async fn submit(&self, op: Op) -> Result<Revision> {
         let (reply, rx) = oneshot::channel();
         {
