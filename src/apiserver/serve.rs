@@ -217,6 +217,18 @@ async fn serve_request(
                     outcome.impersonated = Some(user.clone());
                 }
                 let user = &user;
+                // The scope is settled before authorization: a path that serves nothing at
+                // its scope (a cluster-scoped resource under /namespaces/{ns}/) is refused
+                // here, so no decision is ever made about a scope the handler would not act in.
+                if let Some(e) = info
+                    .resource_request
+                    .then(|| state.registry.lookup(&info.group, &info.version, &info.resource))
+                    .flatten()
+                    .and_then(|ri| super::request::check_scope(&info, &ri).err())
+                {
+                    outcome.info = Some(info.unrouted(&method));
+                    return error_response(&handlers::scope_error(e));
+                }
                 let attrs = auth::Attributes {
                     user,
                     verb: &info.verb,

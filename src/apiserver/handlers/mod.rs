@@ -176,6 +176,16 @@ pub(super) async fn read_body(ctx: &Ctx, body: Incoming) -> ApiResult<(String, V
     Ok((media, value))
 }
 
+/// The Status for a path no route serves at its scope.
+pub(super) fn scope_error(e: super::request::ScopeError) -> ApiError {
+    match e {
+        super::request::ScopeError::NotFound => ApiError::path_not_found(),
+        super::request::ScopeError::MethodNotAllowed => ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ),
+    }
+}
+
 pub(super) async fn dispatch(
     state: &Arc<State>,
     user: UserInfo,
@@ -190,15 +200,12 @@ pub(super) async fn dispatch(
     else {
         return error_response(&ApiError::path_not_found());
     };
-    let scope_ok = if ri.plural == "namespaces" {
-        true
-    } else if ri.namespaced {
-        // Namespaced objects are addressed inside a namespace; lists may span all.
-        !info.namespace.is_empty() || info.name.is_empty()
-    } else {
-        info.namespace.is_empty()
-    };
-    if !scope_ok || (!info.subresource.is_empty() && !ri.has_subresource(&info.subresource)) {
+    // The request was authorized in the scope `check_scope` accepted (serve.rs); checking
+    // again against the entry served here keeps that true even if the registry changed since.
+    if let Err(e) = super::request::check_scope(&info, &ri) {
+        return error_response(&scope_error(e));
+    }
+    if !info.subresource.is_empty() && !ri.has_subresource(&info.subresource) {
         return error_response(&ApiError::path_not_found());
     }
     let audit_level = crate::apiserver::audit::level_for(state.audit.as_deref(), &user, &info, "");
