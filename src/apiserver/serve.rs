@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -202,9 +202,11 @@ async fn serve_request(
         if let Ok(id) = &conn_identity {
             state.node_issuers.observe(id);
         }
-        let authn = state.authn.authenticate(&conn_identity, req.headers());
-        // The client address scopes the join-token failure limit (auth::bootstrap).
-        match auth::bootstrap::PEER_IP.scope(peer.ip(), authn).await {
+        match state.authn.authenticate(&conn_identity, req.headers()).await {
+            Err(auth::authn::Refusal {
+                message,
+                retry_after: Some(wait),
+            }) => throttled(&message, wait),
             Err(why) => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
             Ok(user) => {
                 outcome.user = Some(user.clone());
@@ -293,6 +295,20 @@ async fn serve_request(
     );
     tracing::debug!(%peer, %method, %path, code, "request");
     response
+}
+
+/// 429 for a credential that must back off (upstream's `NewTooManyRequests`: Retry-After
+/// header and `details.retryAfterSeconds`).
+fn throttled(message: &str, wait: Duration) -> Response<Body> {
+    let secs = wait.as_secs().max(1);
+    let mut resp = error_response(
+        &ApiError::new(429, "TooManyRequests", message)
+            .with_details(serde_json::json!({ "retryAfterSeconds": secs })),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 /// Upstream's forbidden message (`pods "web" is forbidden: User "bob" cannot get resource
