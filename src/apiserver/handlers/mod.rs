@@ -34,8 +34,9 @@ pub(super) struct Ctx {
     pub query: Query,
     pub ri: ResourceInfo,
     pub headers: HeaderMap,
-    /// Warnings for the `Warning` response header (upstream's `299 - "..."`).
-    pub warnings: Vec<String>,
+    /// Warnings for the `Warning` response header (upstream's `299 - "..."`, deduplicated and
+    /// capped as upstream's recorder: `apiserver::warnings`).
+    pub warnings: crate::apiserver::warnings::Warnings,
     /// Admission's verdict, for the audit line (set by `apiserver::admission`).
     pub admission: std::sync::Mutex<Option<crate::apiserver::audit::AdmissionAudit>>,
     /// Whether admission charged a ResourceQuota for this create (given back if it fails).
@@ -127,9 +128,11 @@ impl Ctx {
     }
 
     /// Attach collected warnings (and admission's verdict, for the audit line) to a response.
-    pub fn finish(&self, mut resp: Response<Body>) -> Response<Body> {
+    pub fn finish(&mut self, mut resp: Response<Body>) -> Response<Body> {
         let admission = self.admission.lock().ok().and_then(|a| a.clone());
-        let admission_warnings = admission.as_ref().map(|a| a.warnings.clone());
+        if let Some(a) = &admission {
+            self.warnings.extend(a.warnings.iter().cloned());
+        }
         if let Some(a) = admission {
             resp.extensions_mut().insert(a);
         }
@@ -138,16 +141,7 @@ impl Ctx {
                 resp.extensions_mut().insert(seen);
             }
         }
-        for w in self
-            .warnings
-            .iter()
-            .chain(admission_warnings.iter().flatten())
-        {
-            let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
-            if let Ok(v) = http::HeaderValue::from_str(&text) {
-                resp.headers_mut().append("warning", v);
-            }
-        }
+        self.warnings.write(resp.headers_mut());
         resp
     }
 }
@@ -216,7 +210,7 @@ pub(super) async fn dispatch(
         query,
         ri,
         headers: parts.headers,
-        warnings: Vec::new(),
+        warnings: Default::default(),
         admission: std::sync::Mutex::new(None),
         quota_charged: std::sync::Mutex::new(false),
         audit_level,

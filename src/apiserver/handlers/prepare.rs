@@ -131,10 +131,7 @@ pub fn decode(ctx: &mut Ctx, obj: Value) -> ApiResult<Value> {
         }
     };
     if !unknown.is_empty() {
-        let msgs: Vec<String> = unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect();
+        let msgs = unknown.iter().map(|f| format!("unknown field \"{f}\""));
         match mode.as_str() {
             "Strict" => {
                 return Err(ApiError::bad_request(format!(
@@ -142,7 +139,7 @@ pub fn decode(ctx: &mut Ctx, obj: Value) -> ApiResult<Value> {
                     ctx.ri.kind,
                     ctx.ri.version,
                     ctx.ri.kind,
-                    msgs.join(", ")
+                    msgs.collect::<Vec<_>>().join(", ")
                 )))
             }
             "Warn" => ctx.warnings.extend(msgs),
