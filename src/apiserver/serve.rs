@@ -192,7 +192,17 @@ async fn serve_request(
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
     let info = classify(&method, &path, &query);
-    outcome.info = Some(info.clone());
+    // A path that serves nothing at its scope (a cluster-scoped resource under
+    // /namespaces/{ns}/) is refused before authorization, below; its audit line, whatever the
+    // outcome, names no object in a scope the request never reached.
+    let scope = match state.registry.lookup(&info.group, &info.version, &info.resource) {
+        Some(ri) if info.resource_request => super::request::check_scope(&info, &ri),
+        _ => Ok(()),
+    };
+    outcome.info = Some(match scope {
+        Ok(()) => info.clone(),
+        Err(_) => info.unrouted(&method),
+    });
 
     let response = if path == "/cacerts" && method == "GET" {
         // The one unauthenticated endpoint: the CA bundle, needed to pin it before joining.
@@ -219,16 +229,9 @@ async fn serve_request(
                     outcome.impersonated = Some(user.clone());
                 }
                 let user = &user;
-                // The scope is settled before authorization: a path that serves nothing at
-                // its scope (a cluster-scoped resource under /namespaces/{ns}/) is refused
-                // here, so no decision is ever made about a scope the handler would not act in.
-                if let Some(e) = info
-                    .resource_request
-                    .then(|| state.registry.lookup(&info.group, &info.version, &info.resource))
-                    .flatten()
-                    .and_then(|ri| super::request::check_scope(&info, &ri).err())
-                {
-                    outcome.info = Some(info.unrouted(&method));
+                // The scope is settled before authorization, so no decision is ever made
+                // about a scope the handler would not act in.
+                if let Err(e) = scope {
                     return error_response(&handlers::scope_error(e));
                 }
                 let attrs = auth::Attributes {
