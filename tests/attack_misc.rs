@@ -17,9 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use harness::{rampart, Identity, Raw, RawResponse, Server};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde_json::{json, Value};
 
 /// Address-space cap for the attacked server (see `Server::start_capped`).
@@ -123,13 +121,19 @@ fn only_the_client_ca_issues_identities() {
     // Positive controls: the admin, and a masters certificate from the client CA.
     assert_eq!(s.raw(Raw::get("/api/v1/namespaces")).status, 200);
     let from_client_ca = s.client_cert("x", masters);
-    assert_eq!(get_with(&s, &from_client_ca, "/api/v1/namespaces").status, 200);
+    assert_eq!(
+        get_with(&s, &from_client_ca, "/api/v1/namespaces").status,
+        200
+    );
 
     let mut forged = Vec::new();
     for ca in ["kubelet-serving-ca", "server-ca", "ca"] {
         let (crt, key) = (pki(&s, &format!("{ca}.crt")), pki(&s, &format!("{ca}.key")));
         // With and without the signing CA in the chain sent.
-        forged.push((format!("signed by {ca}"), cert_signed_by("x", masters, &crt, &key, "")));
+        forged.push((
+            format!("signed by {ca}"),
+            cert_signed_by("x", masters, &crt, &key, ""),
+        ));
         forged.push((
             format!("signed by {ca}, chain sent"),
             cert_signed_by("x", masters, &crt, &key, &crt),
@@ -155,7 +159,10 @@ fn only_the_client_ca_issues_identities() {
     fake.distinguished_name
         .push(DnType::CommonName, client_cn.as_str());
     fake.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    fake.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    fake.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let fake_key = KeyPair::generate().unwrap();
     let fake_ca = fake.signed_by(&fake_key, &ks_issuer).unwrap().pem();
     let chain = format!("{fake_ca}{}", pki(&s, "kubelet-serving-ca.crt"));
@@ -176,7 +183,10 @@ fn only_the_client_ca_issues_identities() {
 
     // During a CA rotation the retiring client CA still issues identities (old certificates
     // keep working) but the retiring kubelet-serving CA does not.
-    let old_ks = (pki(&s, "kubelet-serving-ca.crt"), pki(&s, "kubelet-serving-ca.key"));
+    let old_ks = (
+        pki(&s, "kubelet-serving-ca.crt"),
+        pki(&s, "kubelet-serving-ca.key"),
+    );
     let old_client = s.client_cert("old-client", masters);
     let r = s.raw(Raw::send(
         "POST",
@@ -185,7 +195,11 @@ fn only_the_client_ca_issues_identities() {
         br#"{"phase":"begin"}"#,
     ));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_ne!(pki(&s, "kubelet-serving-ca.crt"), old_ks.0, "rotation issued new CAs");
+    assert_ne!(
+        pki(&s, "kubelet-serving-ca.crt"),
+        old_ks.0,
+        "rotation issued new CAs"
+    );
     assert_eq!(get_with(&s, &old_client, "/api/v1/namespaces").status, 200);
     let new_client = s.client_cert("new-client", masters);
     assert_eq!(get_with(&s, &new_client, "/api/v1/namespaces").status, 200);
@@ -198,7 +212,10 @@ fn only_the_client_ca_issues_identities() {
             "Unauthorized",
         );
     }
-    let (crt, key) = (pki(&s, "kubelet-serving-ca.crt"), pki(&s, "kubelet-serving-ca.key"));
+    let (crt, key) = (
+        pki(&s, "kubelet-serving-ca.crt"),
+        pki(&s, "kubelet-serving-ca.key"),
+    );
     expect_status(
         "signed by the new kubelet-serving CA",
         &get_with(&s, &cert_signed_by("x", masters, &crt, &key, ""), "/api"),
@@ -332,7 +349,10 @@ fn warnings_for_unknown_fields_are_capped() {
     assert!(!warnings.is_empty(), "no warnings at all");
     assert!(warnings.len() < 300, "{} Warning headers", warnings.len());
     let text: usize = warnings.iter().map(|w| w.len()).sum();
-    assert!(text < 4096 + 256 + 12 * warnings.len(), "{text} bytes of warnings");
+    assert!(
+        text < 4096 + 256 + 12 * warnings.len(),
+        "{text} bytes of warnings"
+    );
     assert_eq!(warnings[0], r#"299 - "unknown field \"f0\"""#);
     let stored = s
         .raw(Raw::get("/api/v1/namespaces/default/configmaps/wide"))
@@ -389,7 +409,8 @@ fn warnings_for_unknown_fields_are_capped() {
 #[test]
 fn dry_run_create_of_a_taken_name_is_a_conflict() {
     let mut s = start();
-    let cm = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"base"},"data":{"a":"1"}}"#;
+    let cm =
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"base"},"data":{"a":"1"}}"#;
     assert_eq!(
         s.raw(Raw::send(
             "POST",
@@ -400,7 +421,8 @@ fn dry_run_create_of_a_taken_name_is_a_conflict() {
         .status,
         201
     );
-    let secret = br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"base"},"stringData":{"a":"1"}}"#;
+    let secret =
+        br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"base"},"stringData":{"a":"1"}}"#;
     assert_eq!(
         s.raw(Raw::send(
             "POST",
@@ -413,10 +435,15 @@ fn dry_run_create_of_a_taken_name_is_a_conflict() {
     );
     s.settle();
     let before = revision(&s);
-    let other_data = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"base"},"data":{"a":"2"}}"#;
+    let other_data =
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"base"},"data":{"a":"2"}}"#;
     let ns = br#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"default"}}"#;
     let cases: Vec<(&str, &[u8], &str)> = vec![
-        ("/api/v1/namespaces/default/configmaps", other_data, "configmaps"),
+        (
+            "/api/v1/namespaces/default/configmaps",
+            other_data,
+            "configmaps",
+        ),
         ("/api/v1/namespaces/default/secrets", secret, "secrets"),
         ("/api/v1/namespaces", ns, "namespaces"),
     ];
@@ -431,7 +458,10 @@ fn dry_run_create_of_a_taken_name_is_a_conflict() {
             };
             let r = s.raw(Raw::send("POST", &format!("{path}?dryRun=All"), ct, &body));
             let st = expect_status(what, &r, 409, "AlreadyExists");
-            assert!(st["message"].as_str().unwrap_or("").contains("already exists"));
+            assert!(st["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("already exists"));
         }
     }
     assert_eq!(revision(&s), before, "a dry run wrote");
@@ -483,9 +513,15 @@ fn assert_one_apply_each(obj: &Value, what: &str) {
     let n = applies.len();
     applies.sort();
     applies.dedup();
-    assert_eq!(applies.len(), n, "{what}: two Apply entries for one manager: {entries:?}");
+    assert_eq!(
+        applies.len(),
+        n,
+        "{what}: two Apply entries for one manager: {entries:?}"
+    );
     assert!(
-        entries.iter().all(|(_, op)| op == "Apply" || op == "Update"),
+        entries
+            .iter()
+            .all(|(_, op)| op == "Apply" || op == "Update"),
         "{what}: {entries:?}"
     );
 }
@@ -503,7 +539,12 @@ fn crafted_managed_fields_never_leave_two_apply_entries_for_one_manager() {
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "mf", "managedFields": crafted},
         "data": {"a": "1", "b": "2", "c": "3"}});
-    let r = s.raw(Raw::send("POST", cms, "application/json", &serde_json::to_vec(&body).unwrap()));
+    let r = s.raw(Raw::send(
+        "POST",
+        cms,
+        "application/json",
+        &serde_json::to_vec(&body).unwrap(),
+    ));
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert_one_apply_each(&r.json(), "create");
     // Update carrying them.
@@ -584,10 +625,19 @@ fn list_with_a_limit_decodes_no_more_than_it_returns() {
         let body = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
             "metadata": {"name": format!("r{i:02}"), "labels": {"app": "a"}},
             "revision": i, "data": {"blob": data}});
-        let r = s.raw(Raw::send("POST", base, "application/json", &serde_json::to_vec(&body).unwrap()));
+        let r = s.raw(Raw::send(
+            "POST",
+            base,
+            "application/json",
+            &serde_json::to_vec(&body).unwrap(),
+        ));
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     }
-    for query in ["limit=1", "limit=1&labelSelector=app%3Da", "limit=1&labelSelector=app%21%3Db"] {
+    for query in [
+        "limit=1",
+        "limit=1&labelSelector=app%3Da",
+        "limit=1&labelSelector=app%21%3Db",
+    ] {
         let (ev, ret) = (
             list_counter(&s, "evaluated", resource),
             list_counter(&s, "returned", resource),
@@ -596,7 +646,9 @@ fn list_with_a_limit_decodes_no_more_than_it_returns() {
         assert_eq!(r.status, 200);
         let list = r.json();
         assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{query}");
-        assert!(list["metadata"]["continue"].as_str().is_some_and(|c| !c.is_empty()));
+        assert!(list["metadata"]["continue"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()));
         assert_eq!(list_counter(&s, "returned", resource) - ret, 1, "{query}");
         assert_eq!(
             list_counter(&s, "evaluated", resource) - ev,
@@ -634,7 +686,11 @@ fn the_data_directory_is_private() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut s = Server::start_in(dir);
-    let mode = std::fs::metadata(s.data_dir()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(s.data_dir())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o700, "data directory mode {mode:o}");
     assert_responsive(&mut s);
 }

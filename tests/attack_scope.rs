@@ -167,7 +167,11 @@ const TARGETS: &[(&str, &str, &str)] = &[
     ("/api/v1", "nodes", "n1"),
     ("/api/v1", "persistentvolumes", "pv1"),
     ("/apis/storage.k8s.io/v1", "storageclasses", "fast"),
-    ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", "target"),
+    (
+        "/apis/rbac.authorization.k8s.io/v1",
+        "clusterroles",
+        "target",
+    ),
     (
         "/apis/rbac.authorization.k8s.io/v1",
         "clusterrolebindings",
@@ -202,7 +206,12 @@ fn attack_requests(prefix: &str, plural: &str, name: &str, obj: &Value) -> Vec<R
     let mut out = vec![
         Request::new("GET", &one, None, vec![]),
         Request::new("GET", &base, None, vec![]),
-        Request::new("GET", &format!("{base}?watch=1&timeoutSeconds=1"), None, vec![]),
+        Request::new(
+            "GET",
+            &format!("{base}?watch=1&timeoutSeconds=1"),
+            None,
+            vec![],
+        ),
         Request::new(
             "GET",
             &format!("{base}?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3D{name}"),
@@ -223,7 +232,12 @@ fn attack_requests(prefix: &str, plural: &str, name: &str, obj: &Value) -> Vec<R
             Some("application/strategic-merge-patch+json"),
             merge.clone(),
         ),
-        Request::new("PATCH", &one, Some("application/json-patch+json"), json_patch),
+        Request::new(
+            "PATCH",
+            &one,
+            Some("application/json-patch+json"),
+            json_patch,
+        ),
         Request::new(
             "PATCH",
             &format!("{one}?fieldManager=attacker&force=true"),
@@ -366,7 +380,12 @@ fn cluster_scoped_resources_under_a_namespace_are_not_found_and_untouched() {
                 continue;
             }
             let resp = send(&s, &s.admin_identity(), &r);
-            expect_status(&format!("admin {} {}", r.method, r.path), &resp, 404, "NotFound");
+            expect_status(
+                &format!("admin {} {}", r.method, r.path),
+                &resp,
+                404,
+                "NotFound",
+            );
         }
     }
     // A stranger without credentials: 401, and its audit line names no wrong scope either.
@@ -434,15 +453,28 @@ fn namespaced_resources_need_their_namespace_and_namespace_subresources_still_wo
     );
     settle_namespaces(&s, &["fin"]);
     let before = revision(&s);
-    let cm = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"default"}}"#;
+    let cm =
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"default"}}"#;
     let cases: Vec<(&str, &str, &[u8], u16, &str)> = vec![
         ("POST", "/api/v1/configmaps", cm, 405, "MethodNotAllowed"),
         ("DELETE", "/api/v1/configmaps", b"", 405, "MethodNotAllowed"),
         ("GET", "/api/v1/configmaps/keep", b"", 404, "NotFound"),
         ("DELETE", "/api/v1/configmaps/keep", b"", 404, "NotFound"),
         ("PUT", "/api/v1/configmaps/keep", cm, 404, "NotFound"),
-        ("GET", "/api/v1/namespaces//configmaps", b"", 404, "NotFound"),
-        ("DELETE", "/api/v1/namespaces//configmaps", b"", 404, "NotFound"),
+        (
+            "GET",
+            "/api/v1/namespaces//configmaps",
+            b"",
+            404,
+            "NotFound",
+        ),
+        (
+            "DELETE",
+            "/api/v1/namespaces//configmaps",
+            b"",
+            404,
+            "NotFound",
+        ),
         (
             "GET",
             "/api/v1/namespaces/default/configmaps/keep/status/x",

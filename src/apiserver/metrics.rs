@@ -88,10 +88,22 @@ impl Metrics {
 
     fn render_lists(&self, out: &mut String) {
         const NAMES: [(&str, &str); 4] = [
-            ("apiserver_storage_list_total", "Number of LIST requests served from storage"),
-            ("apiserver_storage_list_fetched_objects_total", "Number of objects read from storage in the course of serving a LIST request"),
-            ("apiserver_storage_list_evaluated_objects_total", "Number of objects tested in the course of serving a LIST request from storage"),
-            ("apiserver_storage_list_returned_objects_total", "Number of objects returned for a LIST request from storage"),
+            (
+                "apiserver_storage_list_total",
+                "Number of LIST requests served from storage",
+            ),
+            (
+                "apiserver_storage_list_fetched_objects_total",
+                "Number of objects read from storage in the course of serving a LIST request",
+            ),
+            (
+                "apiserver_storage_list_evaluated_objects_total",
+                "Number of objects tested in the course of serving a LIST request from storage",
+            ),
+            (
+                "apiserver_storage_list_returned_objects_total",
+                "Number of objects returned for a LIST request from storage",
+            ),
         ];
         let lists = lock(&self.lists);
         for (i, (name, help)) in NAMES.iter().enumerate() {

@@ -275,10 +275,7 @@ mod tests {
         ] {
             assert_eq!(scope(method, path, ""), Err(NotFound), "{method} {path}");
         }
-        for (method, path) in [
-            ("POST", "/api/v1/pods"),
-            ("DELETE", "/api/v1/configmaps"),
-        ] {
+        for (method, path) in [("POST", "/api/v1/pods"), ("DELETE", "/api/v1/configmaps")] {
             assert_eq!(
                 scope(method, path, ""),
                 Err(MethodNotAllowed),

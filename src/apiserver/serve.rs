@@ -195,7 +195,10 @@ async fn serve_request(
     // A path that serves nothing at its scope (a cluster-scoped resource under
     // /namespaces/{ns}/) is refused before authorization, below; its audit line, whatever the
     // outcome, names no object in a scope the request never reached.
-    let scope = match state.registry.lookup(&info.group, &info.version, &info.resource) {
+    let scope = match state
+        .registry
+        .lookup(&info.group, &info.version, &info.resource)
+    {
         Some(ri) if info.resource_request => super::request::check_scope(&info, &ri),
         _ => Ok(()),
     };
@@ -212,7 +215,11 @@ async fn serve_request(
         if let Ok(id) = &conn_identity {
             state.node_issuers.observe(id);
         }
-        match state.authn.authenticate(&conn_identity, req.headers()).await {
+        match state
+            .authn
+            .authenticate(&conn_identity, req.headers())
+            .await
+        {
             Err(auth::authn::Refusal {
                 message,
                 retry_after: Some(wait),

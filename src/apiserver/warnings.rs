@@ -146,7 +146,10 @@ mod tests {
         assert!(w.texts().count() < 300);
         let mut h = HeaderMap::new();
         w.write(&mut h);
-        assert_eq!(h.get_all(http::header::WARNING).iter().count(), w.texts().count());
+        assert_eq!(
+            h.get_all(http::header::WARNING).iter().count(),
+            w.texts().count()
+        );
     }
 
     #[test]

@@ -416,11 +416,7 @@ fn serving_spec(cfg: &Config, common_name: &str) -> LeafSpec {
 /// The certificates of the client-issuing CAs: the current ones, and the retiring ones of a CA
 /// rotation (recognised by their subject: signing CAs are named `<common_name>-<generation>`,
 /// see `issue::new_intermediate`).
-fn client_issuers(
-    profiles: &Profiles,
-    current: &BTreeMap<String, Ca>,
-    retiring: &str,
-) -> String {
+fn client_issuers(profiles: &Profiles, current: &BTreeMap<String, Ca>, retiring: &str) -> String {
     let mut out = String::new();
     for a in profiles.client_authorities() {
         if let Some(ca) = current.get(&a.name) {

@@ -102,6 +102,10 @@ mod tests {
             .iter()
             .map(|a| a.name.as_str())
             .collect();
-        assert_eq!(clients, ["client-ca"], "only the client CA issues identities");
+        assert_eq!(
+            clients,
+            ["client-ca"],
+            "only the client CA issues identities"
+        );
     }
 }

@@ -38,9 +38,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .recursive(true)
             .mode(0o700)
             .create(&args.data_dir)
-            .with_context(|| {
-                format!("cannot create data directory {}", args.data_dir.display())
-            })?;
+            .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
         std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| {
                 format!(
