@@ -529,6 +529,17 @@ fn assert_one_apply_each(obj: &Value, what: &str) {
 #[test]
 fn crafted_managed_fields_never_leave_two_apply_entries_for_one_manager() {
     let mut s = start();
+    {
+        let r = s.raw(Raw::send(
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/applied?fieldManager=m",
+            "application/apply-patch+yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  a: \"1\"\n",
+        ));
+        // Server-side apply records Apply, not Update.
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(managed(&r.json()), [("m".to_string(), "Apply".to_string())]);
+    }
     let entry = |v: &str, field: &str| {
         json!({"manager": "m", "operation": "Apply", "apiVersion": v,
                "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {format!("f:{field}"): {}}}})
@@ -588,7 +599,11 @@ fn crafted_managed_fields_never_leave_two_apply_entries_for_one_manager() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let got = r.json();
     assert_one_apply_each(&got, "apply");
-    assert!(managed(&got).contains(&("m".into(), "Apply".into())));
+    assert!(
+        managed(&got).contains(&("m".into(), "Apply".into())),
+        "{}",
+        got["metadata"]
+    );
     // An unknown operation is never stored.
     let mut bad = got.clone();
     bad["metadata"]["managedFields"] = json!([{"manager": "m", "operation": "Delete",

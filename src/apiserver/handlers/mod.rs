@@ -41,6 +41,9 @@ pub(super) struct Ctx {
     pub admission: std::sync::Mutex<Option<crate::apiserver::audit::AdmissionAudit>>,
     /// Whether admission charged a ResourceQuota for this create (given back if it fails).
     pub quota_charged: std::sync::Mutex<bool>,
+    /// The body is a server-side apply whose managedFields `merge::apply` already wrote (as
+    /// Apply); the write pipeline must not record the change again as an Update.
+    pub applied: bool,
     /// The audit level of this request (bodies are kept only from Request up).
     pub audit_level: crate::auth::audit::Level,
     /// What the audit line needs from the handlers (request body, created name).
@@ -213,6 +216,7 @@ pub(super) async fn dispatch(
         warnings: Default::default(),
         admission: std::sync::Mutex::new(None),
         quota_charged: std::sync::Mutex::new(false),
+        applied: false,
         audit_level,
         seen: Default::default(),
     };

@@ -195,7 +195,11 @@ pub fn stamp_create(ctx: &Ctx, obj: &mut Value) {
         }
     }
     defaults::status_on_create(&ctx.ri, obj);
-    merge::record_update(None, obj, &manager, "Update", &api_version, &now_rfc3339());
+    // Server-side apply recorded its own (Apply) ownership; an Update on top would move the
+    // applier's fields to an Update entry (upstream runs one of FieldManager.Apply/Update).
+    if !ctx.applied {
+        merge::record_update(None, obj, &manager, "Update", &api_version, &now_rfc3339());
+    }
 }
 
 /// Carry server-owned fields from `old` into an update, as upstream's `PrepareForUpdate`.
@@ -249,14 +253,16 @@ pub fn carry_over(ctx: &Ctx, old: &Value, new: &mut Value, status_only: bool) {
             meta(new).insert("managedFields".into(), mf.clone());
         }
     }
-    merge::record_update(
-        Some(old),
-        new,
-        &manager,
-        "Update",
-        &api_version,
-        &now_rfc3339(),
-    );
+    if !ctx.applied {
+        merge::record_update(
+            Some(old),
+            new,
+            &manager,
+            "Update",
+            &api_version,
+            &now_rfc3339(),
+        );
+    }
 }
 
 /// Namespaced writes need a live namespace (upstream's NamespaceLifecycle admission).
