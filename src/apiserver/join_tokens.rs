@@ -1,5 +1,6 @@
 //! The join-token authenticator: bearer tokens `<id>.<secret>` checked against the bootstrap
-//! token Secrets in `kube-system` (see `auth::bootstrap` for the rules and the rate limit).
+//! token Secrets in `kube-system` (see `auth::bootstrap` for the rules and the per-id
+//! back-off: 401, then 429 with a growing Retry-After; a correct secret always passes).
 //! It reads the store directly because authentication happens before any API request exists.
 
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::auth::authn::TokenAuthenticator;
+use crate::auth::authn::{Refusal, TokenAuthenticator};
 use crate::auth::bootstrap::{self, BearerToken, Limiter};
 use crate::auth::UserInfo;
 use crate::store::Backend;
@@ -40,22 +41,41 @@ impl JoinTokenAuthenticator {
 #[async_trait]
 impl TokenAuthenticator for JoinTokenAuthenticator {
     async fn authenticate(&self, token: &str) -> Option<Result<UserInfo, String>> {
+        self.authenticate_or_throttle(token)
+            .await
+            .map(|r| r.map_err(|e| e.message))
+    }
+
+    async fn authenticate_or_throttle(&self, token: &str) -> Option<Result<UserInfo, Refusal>> {
         let token = BearerToken::parse(token)?;
-        let key = bootstrap::limiter_key(&token);
-        if self.limiter.locked(&key, Instant::now()) {
-            return Some(Err(
-                "too many failed join-token attempts from this address; try again later".into(),
-            ));
-        }
         let secret = match self.lookup(&token).await {
             Ok(s) => s,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Some(Err(e.into())),
         };
+        // The secret is checked first: a correct token is never refused by a back-off.
         let result = bootstrap::check(&token, secret.as_ref(), jiff::Timestamp::now().as_second());
-        if result.is_err() && self.limiter.fail(&key, Instant::now()) {
-            // The id is not secret; the secret never reaches the log.
-            tracing::warn!(token_id = %token.id, %key, "join-token failures: locking out the source for a while");
-        }
-        Some(result)
+        Some(match result {
+            Ok(user) => {
+                self.limiter.succeed(&token.id);
+                Ok(user)
+            }
+            Err(message) => match self.limiter.fail(&token.id, Instant::now()) {
+                None => Err(message.into()),
+                Some(wait) => {
+                    if wait == self.limiter.first_back_off() {
+                        // Once per episode; the id is not secret, the secret never logged.
+                        tracing::warn!(token_id = %token.id, "repeated join-token failures: backing off this token id");
+                    }
+                    Err(Refusal {
+                        message: format!(
+                            "too many failed attempts with join token {}; retry after {} s",
+                            token.id,
+                            wait.as_secs().max(1)
+                        ),
+                        retry_after: Some(wait),
+                    })
+                }
+            },
+        })
     }
 }

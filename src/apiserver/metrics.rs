@@ -33,6 +33,9 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, u64>>,
     latency: Mutex<BTreeMap<(String, String, String), Histogram>>,
     pub watches: AtomicI64,
+    /// Per served resource (`plural[.group]`, so bounded by the registry): lists, objects
+    /// fetched from the store, decoded and tested, returned.
+    lists: Mutex<BTreeMap<String, [u64; 4]>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -73,6 +76,44 @@ impl Metrics {
         h.count += 1;
     }
 
+    /// One LIST served from the store (upstream's `apiserver_storage_list_*` metrics).
+    pub fn observe_list(&self, resource: &str, fetched: usize, evaluated: usize, returned: usize) {
+        let mut lists = lock(&self.lists);
+        let c = lists.entry(resource.to_string()).or_default();
+        c[0] += 1;
+        c[1] += fetched as u64;
+        c[2] += evaluated as u64;
+        c[3] += returned as u64;
+    }
+
+    fn render_lists(&self, out: &mut String) {
+        const NAMES: [(&str, &str); 4] = [
+            (
+                "apiserver_storage_list_total",
+                "Number of LIST requests served from storage",
+            ),
+            (
+                "apiserver_storage_list_fetched_objects_total",
+                "Number of objects read from storage in the course of serving a LIST request",
+            ),
+            (
+                "apiserver_storage_list_evaluated_objects_total",
+                "Number of objects tested in the course of serving a LIST request from storage",
+            ),
+            (
+                "apiserver_storage_list_returned_objects_total",
+                "Number of objects returned for a LIST request from storage",
+            ),
+        ];
+        let lists = lock(&self.lists);
+        for (i, (name, help)) in NAMES.iter().enumerate() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (resource, c) in lists.iter() {
+                let _ = writeln!(out, "{name}{{resource=\"{resource}\"}} {}", c[i]);
+            }
+        }
+    }
+
     pub fn render(&self, state: &Arc<State>) -> Response<Body> {
         let mut out = String::new();
         out.push_str("# HELP apiserver_request_total Counter of apiserver requests broken out for each verb, group, resource, subresource and HTTP response code.\n# TYPE apiserver_request_total counter\n");
@@ -107,6 +148,7 @@ impl Metrics {
                 h.count
             );
         }
+        self.render_lists(&mut out);
         let _ = writeln!(out, "# HELP apiserver_registered_watchers Number of currently open watches.\n# TYPE apiserver_registered_watchers gauge\napiserver_registered_watchers {}", self.watches.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP rampart_store_revision Current store revision.\n# TYPE rampart_store_revision gauge\nrampart_store_revision {}", state.store.current_revision());
         let _ = writeln!(out, "# HELP rampart_store_compacted_revision Revision history is compacted to.\n# TYPE rampart_store_compacted_revision gauge\nrampart_store_compacted_revision {}", state.store.compacted_revision());

@@ -43,6 +43,7 @@ pub mod table;
 mod tls;
 mod typed;
 mod validate;
+mod warnings;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;

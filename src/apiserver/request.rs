@@ -1,6 +1,19 @@
 //! Request classification, as upstream's `RequestInfoFactory`: a URL path becomes a verb
 //! (get/list/watch/create/update/patch/delete/deletecollection), group, version, resource,
 //! subresource, namespace and name; everything else is a non-resource request.
+//!
+//! [`check_scope`] is upstream's router, reduced to the question of scope: which resources are
+//! served under `/namespaces/{ns}/` and which at the cluster level. It runs before
+//! authorization, so the scope the authorizer sees is the scope the handler acts on.
+//! Invariants (as upstream's API installer):
+//! - no cluster-scoped resource is served under `/namespaces/{ns}/` (404) — the namespace's
+//!   own `/api/v1/namespaces/{name}[/status|/finalize]` is the namespace object, not a
+//!   resource inside one;
+//! - a namespaced object is only addressed inside its namespace: without one, a path with a
+//!   name is 404 and the collection serves only list and watch (405 for other verbs; 404 when
+//!   the resource cannot be listed at all, e.g. LocalSubjectAccessReview);
+//! - paths with empty segments or parts after the subresource (other than a proxy's path) are
+//!   served by no route (404).
 
 use std::collections::HashMap;
 
@@ -16,6 +29,60 @@ pub struct RequestInfo {
     pub subresource: String,
     pub namespace: String,
     pub name: String,
+    /// The path named a namespace as `/namespaces/{ns}/{resource}...` (the namespace object's
+    /// own path sets `namespace` to its name without this).
+    pub namespaced_path: bool,
+    /// The path has segments no route serves: an empty one, or more after the subresource.
+    pub malformed: bool,
+}
+
+impl RequestInfo {
+    /// The request as one that no resource route serves, for its audit line: it names no
+    /// object, and so no scope, the request never reached.
+    pub fn unrouted(&self, method: &str) -> RequestInfo {
+        RequestInfo {
+            path: self.path.clone(),
+            verb: method.to_ascii_lowercase(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Why a resource path is served by no route (see [`check_scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeError {
+    /// 404: no such route.
+    NotFound,
+    /// 405: the collection exists at this scope, the verb does not.
+    MethodNotAllowed,
+}
+
+/// Whether `info` addresses `ri` at a scope it is served at. Run before authorization (and
+/// again by the dispatcher, against the entry it serves), so a request is never authorized in
+/// one scope and served in another.
+pub fn check_scope(info: &RequestInfo, ri: &crate::api::ResourceInfo) -> Result<(), ScopeError> {
+    if info.malformed && info.subresource != "proxy" {
+        return Err(ScopeError::NotFound);
+    }
+    if info.namespaced_path {
+        // `/namespaces/{ns}/...` serves namespaced resources only, in a named namespace.
+        return if ri.namespaced && !info.namespace.is_empty() {
+            Ok(())
+        } else {
+            Err(ScopeError::NotFound)
+        };
+    }
+    if !ri.namespaced {
+        return Ok(());
+    }
+    // A namespaced resource without a namespace: only the all-namespaces list (and watch).
+    if !info.name.is_empty() || !ri.has_verb("list") {
+        return Err(ScopeError::NotFound);
+    }
+    match info.verb.as_str() {
+        "list" | "watch" => Ok(()),
+        _ => Err(ScopeError::MethodNotAllowed),
+    }
 }
 
 /// Decoded query parameters (last value wins, as Go's `url.Values.Get`).
@@ -69,10 +136,12 @@ pub fn classify(method: &str, path: &str, query: &Query) -> RequestInfo {
         return info;
     }
     let mut rest = rest;
+    info.malformed = rest.iter().any(|p| p.is_empty());
     // /namespaces/{ns}/{resource}...: a namespaced resource. /namespaces/{name}[/{sub}] is the
     // namespace object itself (its "namespace" is its own name, as upstream).
     if rest.len() >= 3 && rest[0] == "namespaces" && !matches!(rest[2], "status" | "finalize") {
         info.namespace = rest[1].to_string();
+        info.namespaced_path = true;
         rest = &rest[2..];
     }
     info.resource_request = true;
@@ -82,10 +151,11 @@ pub fn classify(method: &str, path: &str, query: &Query) -> RequestInfo {
             info.resource = resource.to_string();
             info.name = name.to_string();
         }
-        [resource, name, sub, ..] => {
+        [resource, name, sub, more @ ..] => {
             info.resource = resource.to_string();
             info.name = name.to_string();
             info.subresource = sub.to_string();
+            info.malformed |= !more.is_empty();
         }
         [] => {
             info.resource_request = false;
@@ -162,5 +232,69 @@ mod tests {
         assert!(!i.resource_request);
         let i = c("GET", "/apis/apps/v1", "");
         assert!(!i.resource_request);
+    }
+
+    fn scope(method: &str, path: &str, q: &str) -> Result<(), ScopeError> {
+        let i = c(method, path, q);
+        let ri = crate::api::resources::builtin()
+            .iter()
+            .find(|r| r.group == i.group && r.version == i.version && r.plural == i.resource)
+            .unwrap_or_else(|| panic!("no resource for {path}"))
+            .clone();
+        check_scope(&i, &ri)
+    }
+
+    #[test]
+    fn cluster_scoped_resources_are_not_served_inside_a_namespace() {
+        use ScopeError::*;
+        for (method, path) in [
+            ("GET", "/api/v1/namespaces/own/namespaces/other"),
+            ("GET", "/api/v1/namespaces/own/namespaces"),
+            ("DELETE", "/api/v1/namespaces/own/namespaces/other"),
+            ("PATCH", "/api/v1/namespaces/own/namespaces/other/status"),
+            ("PUT", "/api/v1/namespaces/own/namespaces/own/finalize"),
+            ("GET", "/api/v1/namespaces/own/nodes/n1"),
+            ("GET", "/api/v1/namespaces/own/persistentvolumes"),
+            (
+                "DELETE",
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/own/clusterroles",
+            ),
+            (
+                "POST",
+                "/apis/authorization.k8s.io/v1/namespaces/own/selfsubjectaccessreviews",
+            ),
+            ("GET", "/api/v1/namespaces//pods"),
+            ("GET", "/api/v1/namespaces/own/pods//status"),
+            ("PUT", "/api/v1/namespaces/own/pods/p/status/extra"),
+            ("GET", "/api/v1/namespaces/own/status/extra"),
+            ("GET", "/api/v1/pods/p"),
+            (
+                "POST",
+                "/apis/authorization.k8s.io/v1/localsubjectaccessreviews",
+            ),
+        ] {
+            assert_eq!(scope(method, path, ""), Err(NotFound), "{method} {path}");
+        }
+        for (method, path) in [("POST", "/api/v1/pods"), ("DELETE", "/api/v1/configmaps")] {
+            assert_eq!(
+                scope(method, path, ""),
+                Err(MethodNotAllowed),
+                "{method} {path}"
+            );
+        }
+        for (method, path, q) in [
+            ("GET", "/api/v1/namespaces/own", ""),
+            ("PUT", "/api/v1/namespaces/own/status", ""),
+            ("PUT", "/api/v1/namespaces/own/finalize", ""),
+            ("DELETE", "/api/v1/namespaces/own", ""),
+            ("GET", "/api/v1/namespaces", "watch=1"),
+            ("GET", "/api/v1/pods", ""),
+            ("GET", "/api/v1/pods", "watch=true"),
+            ("DELETE", "/api/v1/namespaces/own/pods", ""),
+            ("GET", "/api/v1/nodes/n1", ""),
+            ("GET", "/api/v1/namespaces/own/pods/p/log", ""),
+        ] {
+            assert_eq!(scope(method, path, q), Ok(()), "{method} {path}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -192,7 +192,20 @@ async fn serve_request(
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
     let info = classify(&method, &path, &query);
-    outcome.info = Some(info.clone());
+    // A path that serves nothing at its scope (a cluster-scoped resource under
+    // /namespaces/{ns}/) is refused before authorization, below; its audit line, whatever the
+    // outcome, names no object in a scope the request never reached.
+    let scope = match state
+        .registry
+        .lookup(&info.group, &info.version, &info.resource)
+    {
+        Some(ri) if info.resource_request => super::request::check_scope(&info, &ri),
+        _ => Ok(()),
+    };
+    outcome.info = Some(match scope {
+        Ok(()) => info.clone(),
+        Err(_) => info.unrouted(&method),
+    });
 
     let response = if path == "/cacerts" && method == "GET" {
         // The one unauthenticated endpoint: the CA bundle, needed to pin it before joining.
@@ -202,9 +215,15 @@ async fn serve_request(
         if let Ok(id) = &conn_identity {
             state.node_issuers.observe(id);
         }
-        let authn = state.authn.authenticate(&conn_identity, req.headers());
-        // The client address scopes the join-token failure limit (auth::bootstrap).
-        match auth::bootstrap::PEER_IP.scope(peer.ip(), authn).await {
+        match state
+            .authn
+            .authenticate(&conn_identity, req.headers())
+            .await
+        {
+            Err(auth::authn::Refusal {
+                message,
+                retry_after: Some(wait),
+            }) => throttled(&message, wait),
             Err(why) => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
             Ok(user) => {
                 outcome.user = Some(user.clone());
@@ -217,6 +236,11 @@ async fn serve_request(
                     outcome.impersonated = Some(user.clone());
                 }
                 let user = &user;
+                // The scope is settled before authorization, so no decision is ever made
+                // about a scope the handler would not act in.
+                if let Err(e) = scope {
+                    return error_response(&handlers::scope_error(e));
+                }
                 let attrs = auth::Attributes {
                     user,
                     verb: &info.verb,
@@ -281,6 +305,20 @@ async fn serve_request(
     );
     tracing::debug!(%peer, %method, %path, code, "request");
     response
+}
+
+/// 429 for a credential that must back off (upstream's `NewTooManyRequests`: Retry-After
+/// header and `details.retryAfterSeconds`).
+fn throttled(message: &str, wait: Duration) -> Response<Body> {
+    let secs = wait.as_secs().max(1);
+    let mut resp = error_response(
+        &ApiError::new(429, "TooManyRequests", message)
+            .with_details(serde_json::json!({ "retryAfterSeconds": secs })),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 /// Upstream's forbidden message (`pods "web" is forbidden: User "bob" cannot get resource

@@ -7,7 +7,8 @@
 //!
 //! The handshake accepts any client certificate as long as the client proves it holds the key
 //! (the CertificateVerify signature is checked as usual); chain verification against the
-//! cluster CA happens in `auth::x509` (per connection, and again whenever the PKI changes), so
+//! client-issuing CA (and its predecessor during a CA rotation; never the root, the server CA
+//! or the kubelet-serving CA) happens in `auth::x509` (per connection, and again whenever the PKI changes), so
 //! an untrusted certificate gets a readable 401 Status rather than a TLS alert, and a client
 //! without one can still fetch `/cacerts`.
 
@@ -130,8 +131,10 @@ fn client_trust(
     provider: &Arc<CryptoProvider>,
 ) -> Result<ClientTrust, Error> {
     let m = authority.current();
+    // Anchored at the client-issuing CAs, not the root: a certificate signed by the server CA
+    // or the kubelet-serving CA (or by anything else under the root) is no identity.
     let mut roots = RootCertStore::empty();
-    for cert in pem_certs(&m.bundle_pem)? {
+    for cert in pem_certs(&m.client_issuers_pem)? {
         roots.add(cert)?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())

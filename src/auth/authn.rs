@@ -28,11 +28,49 @@ pub struct CertIdentity {
 /// The connection's certificate identity, or why there is none.
 pub type ConnIdentity = Result<CertIdentity, String>;
 
+/// Why a request was not authenticated. The message is safe to return to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub message: String,
+    /// The client must wait this long before trying this credential again (429 with
+    /// Retry-After rather than 401).
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Self {
+        Refusal {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 #[async_trait]
 pub trait TokenAuthenticator: Send + Sync {
     /// `None`: not a token of this kind. `Some(Err)`: this kind, but invalid (the message is
     /// safe to return to the client: it never echoes the token).
     async fn authenticate(&self, token: &str) -> Option<Result<UserInfo, String>>;
+
+    /// As [`TokenAuthenticator::authenticate`], for authenticators that can also ask the
+    /// client to back off (join tokens after repeated failures).
+    async fn authenticate_or_throttle(&self, token: &str) -> Option<Result<UserInfo, Refusal>> {
+        self.authenticate(token)
+            .await
+            .map(|r| r.map_err(Refusal::from))
+    }
 }
 
 /// Per-request checks on a certificate identity that can change while a connection is open
@@ -52,7 +90,7 @@ impl Authenticator {
         &self,
         conn: &ConnIdentity,
         headers: &http::HeaderMap,
-    ) -> Result<UserInfo, String> {
+    ) -> Result<UserInfo, Refusal> {
         let cert_error = match conn {
             Ok(id) => {
                 let now = jiff::Timestamp::now().as_second();
@@ -60,17 +98,17 @@ impl Authenticator {
                     return Err("the client certificate has expired".into());
                 }
                 for c in &self.cert_checks {
-                    c.check(id)?;
+                    c.check(id).map_err(Refusal::from)?;
                 }
                 return Ok(id.user.clone());
             }
             Err(why) => why.clone(),
         };
         let Some(token) = bearer(headers) else {
-            return Err(cert_error);
+            return Err(cert_error.into());
         };
         for a in &self.tokens {
-            if let Some(result) = a.authenticate(token).await {
+            if let Some(result) = a.authenticate_or_throttle(token).await {
                 return result;
             }
         }

@@ -8,13 +8,18 @@
 //! format) the agent parses, and the failed-attempt limiter.
 //!
 //! Invariants: secrets are compared in constant time and never appear in messages or logs.
-//! Rate limit (our choice, upstream has none): 5 failures from one source address within a
-//! minute lock that address out of token authentication for 5 minutes; locked-out requests are
-//! refused with 401 before any lookup (401, not 429, because authenticators answer with
-//! Unauthorized and a client must not learn whether its guess was close).
+//!
+//! Failure back-off (our choice, upstream has none), keyed by **token id**, never by address:
+//! an id's first 5 failures are plain 401s; each further failure answers 429 with a
+//! Retry-After that doubles (1 s, 2 s, 4 s ... capped at 5 minutes) until the id has been quiet
+//! for 10 minutes or its correct secret is presented. A correct secret is always accepted: it
+//! is checked before the back-off is consulted, so nobody else's failures (another token, a
+//! neighbour behind the same NAT, or someone hammering this very id) can refuse it. The back-off
+//! is a signal to misconfigured clients and a bound on log noise, not the secret's protection:
+//! 16 characters of `[a-z0-9]` (~82 bits) cannot be found by online guessing at any rate a
+//! server can answer. At most 10,000 ids are tracked; beyond that an untracked id gets 401.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,12 +34,6 @@ pub const GROUP: &str = "system:bootstrappers";
 pub const NODE_TOKEN_GROUP: &str = "system:bootstrappers:rampart:default-node-token";
 /// Prefix of the printed join token (k3s-style "K10", ours "R10").
 pub const JOIN_PREFIX: &str = "R10";
-
-tokio::task_local! {
-    /// The client address of the request being authenticated (set by the API server around
-    /// authentication), for the per-address failure limit.
-    pub static PEER_IP: IpAddr;
-}
 
 /// The bearer part `<id>.<secret>` of a join token.
 #[derive(Clone, PartialEq, Eq)]
@@ -186,79 +185,79 @@ pub fn check(token: &BearerToken, secret: Option<&Secret>, now: i64) -> Result<U
     .with_authenticated_group())
 }
 
-/// Failed-attempt limiter keyed by source address (and by token id when no address is known).
+/// Failed-attempt back-off keyed by token id (see the module docs).
 pub struct Limiter {
-    max_failures: usize,
-    window: Duration,
-    lockout: Duration,
+    /// Failures answered with a plain 401 before the back-off starts.
+    free: u32,
+    /// The first back-off; each further failure doubles it.
+    base: Duration,
+    max: Duration,
+    /// An id without failures for this long starts over.
+    forget: Duration,
+    /// Ids tracked at most (memory bound against floods of made-up ids).
+    capacity: usize,
     state: Mutex<HashMap<String, Entry>>,
 }
 
-#[derive(Default)]
 struct Entry {
-    failures: Vec<Instant>,
-    locked_until: Option<Instant>,
+    failures: u32,
+    last: Instant,
 }
 
 impl Default for Limiter {
     fn default() -> Self {
-        Limiter::new(5, Duration::from_secs(60), Duration::from_secs(300))
+        Limiter::new(5, Duration::from_secs(1), Duration::from_secs(300))
     }
 }
 
 impl Limiter {
-    pub fn new(max_failures: usize, window: Duration, lockout: Duration) -> Self {
+    pub fn new(free: u32, base: Duration, max: Duration) -> Self {
         Limiter {
-            max_failures,
-            window,
-            lockout,
+            free,
+            base,
+            max,
+            forget: max * 2,
+            capacity: 10_000,
             state: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether `key` is locked out now.
-    pub fn locked(&self, key: &str, now: Instant) -> bool {
-        let Ok(state) = self.state.lock() else {
-            return true;
-        };
-        state
-            .get(key)
-            .and_then(|e| e.locked_until)
-            .is_some_and(|until| now < until)
+    /// Record a failed attempt for `id`; the back-off the client must now observe, if any
+    /// (`None`: answer 401 as usual).
+    pub fn fail(&self, id: &str, now: Instant) -> Option<Duration> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.contains_key(id) && state.len() >= self.capacity {
+            let forget = self.forget;
+            state.retain(|_, e| now.saturating_duration_since(e.last) < forget);
+            if state.len() >= self.capacity {
+                return None;
+            }
+        }
+        let e = state.entry(id.to_string()).or_insert(Entry {
+            failures: 0,
+            last: now,
+        });
+        if now.saturating_duration_since(e.last) >= self.forget {
+            e.failures = 0;
+        }
+        e.failures = e.failures.saturating_add(1);
+        e.last = now;
+        let over = e.failures.checked_sub(self.free + 1)?;
+        // 2^over, saturating well before overflow: anything past the cap is the cap.
+        let factor = 1u32 << over.min(20);
+        Some(self.base.saturating_mul(factor).min(self.max))
     }
 
-    /// Record a failure; returns whether `key` is now locked out.
-    pub fn fail(&self, key: &str, now: Instant) -> bool {
-        let Ok(mut state) = self.state.lock() else {
-            return true;
-        };
-        // Bound memory: forget idle entries once the map grows.
-        if state.len() > 10_000 {
-            let horizon = self.window.max(self.lockout);
-            state.retain(|_, e| {
-                e.locked_until.is_some_and(|u| u > now)
-                    || e.failures
-                        .last()
-                        .is_some_and(|t| now.duration_since(*t) < horizon)
-            });
-        }
-        let e = state.entry(key.to_string()).or_default();
-        e.failures.retain(|t| now.duration_since(*t) < self.window);
-        e.failures.push(now);
-        if e.failures.len() >= self.max_failures {
-            e.locked_until = Some(now + self.lockout);
-            e.failures.clear();
-            return true;
-        }
-        false
+    /// The first back-off an id gets (to log once per episode).
+    pub fn first_back_off(&self) -> Duration {
+        self.base.min(self.max)
     }
-}
 
-/// The limiter key for the current request: its source address, else the token id.
-pub fn limiter_key(token: &BearerToken) -> String {
-    PEER_IP
-        .try_with(|ip| format!("ip:{ip}"))
-        .unwrap_or_else(|_| format!("id:{}", token.id))
+    /// The correct secret was presented: forgive the id's failures.
+    pub fn succeed(&self, id: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.remove(id);
+    }
 }
 
 #[cfg(test)]
@@ -319,16 +318,43 @@ mod tests {
     }
 
     #[test]
-    fn limiter_locks_after_failures() {
-        let l = Limiter::new(5, Duration::from_secs(60), Duration::from_secs(300));
+    fn back_off_is_per_id_and_doubles() {
+        let l = Limiter::new(5, Duration::from_secs(1), Duration::from_secs(300));
         let now = Instant::now();
-        for i in 0..4 {
-            assert!(!l.fail("a", now + Duration::from_secs(i)));
+        for _ in 0..5 {
+            assert_eq!(l.fail("aaaaaa", now), None);
         }
-        assert!(!l.locked("a", now));
-        assert!(l.fail("a", now + Duration::from_secs(5)));
-        assert!(l.locked("a", now + Duration::from_secs(10)));
-        assert!(!l.locked("b", now));
-        assert!(!l.locked("a", now + Duration::from_secs(400)));
+        let waits: Vec<u64> = (0..4)
+            .map(|_| l.fail("aaaaaa", now).unwrap().as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8]);
+        // Another id is not affected.
+        assert_eq!(l.fail("bbbbbb", now), None);
+        // Capped, and forgotten after a quiet period.
+        for _ in 0..40 {
+            l.fail("aaaaaa", now);
+        }
+        assert_eq!(l.fail("aaaaaa", now), Some(Duration::from_secs(300)));
+        assert_eq!(l.fail("aaaaaa", now + Duration::from_secs(700)), None);
+        // Success forgives.
+        for _ in 0..7 {
+            l.fail("cccccc", now);
+        }
+        l.succeed("cccccc");
+        assert_eq!(l.fail("cccccc", now), None);
+    }
+
+    #[test]
+    fn back_off_memory_is_bounded() {
+        let mut l = Limiter::new(0, Duration::from_secs(1), Duration::from_secs(300));
+        l.capacity = 100;
+        let now = Instant::now();
+        for i in 0..1000 {
+            l.fail(&format!("{i:06}"), now);
+        }
+        assert!(l.state.lock().unwrap().len() <= 100);
+        // Untracked ids get plain 401s; tracked ones keep backing off.
+        assert_eq!(l.fail("999999", now), None);
+        assert!(l.fail("000001", now).is_some());
     }
 }

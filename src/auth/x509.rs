@@ -2,8 +2,13 @@
 //! the subject CN is the user name, each O is a group.
 //!
 //! The TLS layer accepts any client certificate whose holder proves possession of its key; the
-//! chain is verified here against the cluster CA, so a missing, expired or foreign certificate
-//! becomes a 401 Status instead of an opaque handshake failure.
+//! chain is verified here, so a missing, expired or foreign certificate becomes a 401 Status
+//! instead of an opaque handshake failure.
+//!
+//! Invariant: the verifier's anchors are the client-issuing CA and, during a CA rotation, its
+//! predecessor (`pki::Material::client_issuers_pem`) — as upstream's `--client-ca-file`. A
+//! certificate signed by the root, the server CA or the kubelet-serving CA is no identity, so
+//! a key that signs serving certificates can never mint `system:masters`.
 
 use std::sync::Arc;
 

@@ -56,6 +56,10 @@ pub struct Material {
     /// Certificates of every signing CA peers may chain to (current and retiring), for
     /// completing client chains that omit their intermediate.
     pub intermediates_pem: String,
+    /// The CAs whose certificates are client identities: the client-issuing signing CAs and,
+    /// during a CA rotation, their retiring predecessors (never the root, the server CA or
+    /// the kubelet-serving CA: those keys must not be able to mint a user).
+    pub client_issuers_pem: String,
     pub leaves: BTreeMap<String, Leaf>,
     /// Service-account token signing key (PKCS#8 PEM) and the public keys that verify tokens.
     pub sa_key_pem: String,
@@ -409,6 +413,25 @@ fn serving_spec(cfg: &Config, common_name: &str) -> LeafSpec {
     }
 }
 
+/// The certificates of the client-issuing CAs: the current ones, and the retiring ones of a CA
+/// rotation (recognised by their subject: signing CAs are named `<common_name>-<generation>`,
+/// see `issue::new_intermediate`).
+fn client_issuers(profiles: &Profiles, current: &BTreeMap<String, Ca>, retiring: &str) -> String {
+    let mut out = String::new();
+    for a in profiles.client_authorities() {
+        if let Some(ca) = current.get(&a.name) {
+            out.push_str(&ca.own_cert_pem());
+        }
+        let prefix = format!("CN={}-", a.common_name);
+        for block in pem_blocks(retiring) {
+            if parse_pem(&block).is_ok_and(|i| i.subject.contains(&prefix)) {
+                out.push_str(&block);
+            }
+        }
+    }
+    out
+}
+
 fn names_cover(info: &CertInfo, spec: &LeafSpec) -> bool {
     spec.dns.iter().all(|d| info.dns.contains(d)) && spec.ips.iter().all(|i| info.ips.contains(i))
 }
@@ -451,8 +474,9 @@ fn converge(
     let cross_pem = read_optional(&dir.join(CROSS))?.filter(|s| !s.trim().is_empty());
 
     let mut intermediates = BTreeMap::new();
-    let mut intermediates_pem =
+    let retiring_intermediates =
         read_optional(&dir.join(RETIRING_INTERMEDIATES))?.unwrap_or_default();
+    let mut intermediates_pem = retiring_intermediates.clone();
     for a in &profiles.authorities {
         let current = load_ca(dir, &a.name)?.filter(|(_, info)| {
             info.issuer_raw == root_info.subject_raw && !info.due_for_renewal(now)
@@ -469,6 +493,8 @@ fn converge(
         intermediates_pem.push_str(&ca.own_cert_pem());
         intermediates.insert(a.name.clone(), ca);
     }
+
+    let client_issuers_pem = client_issuers(profiles, &intermediates, &retiring_intermediates);
 
     let mut leaves = BTreeMap::new();
     for l in &profiles.leaves {
@@ -560,6 +586,7 @@ fn converge(
             cross_pem,
             intermediates,
             intermediates_pem,
+            client_issuers_pem,
             leaves,
             sa_key_pem,
             sa_public_pems: vec![sa_pub],

@@ -42,6 +42,30 @@ pub struct LeafProfile {
     pub serving_names: bool,
 }
 
+/// The CSR signers whose certificates are client identities of the API server.
+pub const CLIENT_SIGNERS: &[&str] = &[
+    "kubernetes.io/kube-apiserver-client",
+    "kubernetes.io/kube-apiserver-client-kubelet",
+];
+
+impl Profiles {
+    /// The authorities that issue API client identities: those signing the server's client
+    /// leaves or the client CSR signers. Only their certificates authenticate users.
+    pub fn client_authorities(&self) -> Vec<&AuthorityProfile> {
+        self.authorities
+            .iter()
+            .filter(|a| {
+                self.leaves
+                    .iter()
+                    .any(|l| l.usage == Usage::Client && l.issuer == a.name)
+                    || CLIENT_SIGNERS
+                        .iter()
+                        .any(|s| self.signers.get(*s) == Some(&a.name))
+            })
+            .collect()
+    }
+}
+
 /// The embedded profiles, checked for consistency.
 pub fn builtin() -> Result<Profiles, String> {
     let p: Profiles =
@@ -73,5 +97,15 @@ mod tests {
         assert!(p.leaves.iter().any(|l| l.name == "apiserver-serving"));
         assert!(p.leaves.iter().any(|l| l.name == "admin"));
         assert_eq!(p.signers.len(), 3);
+        let clients: Vec<&str> = p
+            .client_authorities()
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        assert_eq!(
+            clients,
+            ["client-ca"],
+            "only the client CA issues identities"
+        );
     }
 }

@@ -30,8 +30,23 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         crate::auth::cedar::NodeGraph::new(),
     )?);
     let admission = Arc::new(crate::auth::admission::Admission::load(&policy_files)?);
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    // The data directory holds keys, the store and the audit log: owner only (0700), also
+    // when it already existed with a looser mode (as k3s' and kubeadm's data dirs).
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&args.data_dir)
+            .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+        std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| {
+                format!(
+                    "cannot make data directory {} private (0700)",
+                    args.data_dir.display()
+                )
+            })?;
+    }
     let store_dir = args.data_dir.join("store");
     let rocks = RocksBackend::open(RocksConfig::new(&store_dir))
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;

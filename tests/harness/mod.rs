@@ -18,6 +18,8 @@ pub struct Server {
     pub extra_args: Vec<String>,
     /// Run the embedded agent (off by default: control-plane suites want an empty cluster).
     pub agent: bool,
+    /// Cap on the server's address space (`RLIMIT_AS`, as `prlimit --as`), for attack tests.
+    pub memory_cap: Option<u64>,
 }
 
 pub fn free_port() -> u16 {
@@ -48,9 +50,33 @@ impl Server {
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             agent,
+            memory_cap: None,
         };
         s.boot();
         s
+    }
+
+    /// A server whose address space is capped at `bytes` (`setrlimit(RLIMIT_AS)` in the child,
+    /// what `prlimit --as` does): attack tests run under it, so a regression that makes one
+    /// request balloon fails that request or kills the server instead of the machine.
+    pub fn start_capped(extra: &[&str], bytes: u64) -> Server {
+        let mut s = Server {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            agent: false,
+            memory_cap: Some(bytes),
+        };
+        s.boot();
+        s
+    }
+
+    /// Whether the server process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Start on a prepared data directory (e.g. one holding the user's own CA).
@@ -61,6 +87,7 @@ impl Server {
             child: None,
             extra_args: Vec::new(),
             agent: false,
+            memory_cap: None,
         };
         s.boot();
         s
@@ -98,7 +125,25 @@ impl Server {
 
     /// (Re)start the process on the same directory and port; waits for the ready line.
     pub fn boot(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rampart"));
+        if let Some(cap) = self.memory_cap {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // setrlimit(2), which is async-signal-safe; it allocates nothing and takes no lock.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: cap,
+                        rlim_max: cap,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .args(["server", "--log-format", "json"])
             .args(
                 if self.extra_args.iter().any(|a| a == "--bind-address") {

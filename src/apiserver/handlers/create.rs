@@ -1,4 +1,6 @@
 //! POST to a collection: create an object (with `generateName`, `dryRun`, field validation).
+//! A `dryRun=All` create runs every step but the write, and still answers 409 AlreadyExists for
+//! a taken name (upstream's `DryRunnableStorage.Create`).
 
 use http::Response;
 use hyper::body::Incoming;
@@ -113,6 +115,17 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
     prepare::validate(ctx, &obj, None)?;
     admission::validate(ctx, Operation::Create, &obj, None).await?;
     if ctx.dry_run() {
+        // As upstream's DryRunnableStorage: a dry-run create answers what the real one would,
+        // including 409 for a name already taken, and writes nothing.
+        let existing = ctx
+            .state
+            .store
+            .get(&ctx.key(&name), None)
+            .await
+            .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
+        if existing.is_some() {
+            return Err(ApiError::already_exists(&ctx.ri, &name));
+        }
         return Ok((obj, 0));
     }
     let bytes = storage::encode(&obj)?;

@@ -1,5 +1,10 @@
 //! LIST: label and field selectors, `limit`/`continue` pagination from one consistent snapshot,
 //! `resourceVersion`/`resourceVersionMatch`, all-namespace lists, and `as=Table`.
+//!
+//! Invariant: a list decodes no more than it needs. Without selectors it fetches `limit`
+//! objects (the store says whether more follow); with selectors it scans pages of at least 50
+//! raw values but decodes them one by one and stops at the `limit`-th match. Upstream's
+//! `apiserver_storage_list_{fetched,evaluated,returned}_objects_total` count it.
 
 use base64::Engine;
 use http::Response;
@@ -89,6 +94,11 @@ impl Selectors {
         Ok(Selectors { labels, fields })
     }
 
+    /// Whether every object matches (nothing to filter).
+    pub fn everything(&self) -> bool {
+        self.labels.0.is_empty() && self.fields.0.is_empty()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = obj["metadata"]["labels"]
             .as_object()
@@ -158,10 +168,15 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response<Body>> {
             }
         }
     };
-    let page = if limit > 0 { limit.max(50) } else { 0 };
+    let page = match limit {
+        0 => 0,
+        l if selectors.everything() => l,
+        l => l.max(50),
+    };
     let mut items = Vec::new();
     let mut more = false;
     let mut last_key = None;
+    let (mut fetched, mut evaluated) = (0usize, 0usize);
     let served_rev;
     loop {
         let resp = ctx
@@ -182,36 +197,36 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response<Body>> {
             })?;
         revision = Some(resp.revision);
         let n = resp.items.len();
+        fetched += n;
         // Decoding thousands of objects is CPU work: let the runtime move other tasks away.
-        let decoded: Vec<ApiResult<Value>> = tokio::task::block_in_place(|| {
-            resp.items
-                .iter()
-                .map(|kv| storage::decode(kv, &ctx.ri))
-                .collect()
-        });
-        for (i, (kv, obj)) in resp.items.iter().zip(decoded).enumerate() {
-            let obj = obj?;
-            if !selectors.matches(&obj) {
+        // One at a time, stopping at the limit: what is not returned is not decoded.
+        let filled = tokio::task::block_in_place(|| -> ApiResult<Option<bool>> {
+            for (i, kv) in resp.items.iter().enumerate() {
+                let obj = storage::decode(kv, &ctx.ri)?;
+                evaluated += 1;
                 last_key = Some(kv.key.clone());
-                continue;
+                if !selectors.matches(&obj) {
+                    continue;
+                }
+                items.push(obj);
+                if limit > 0 && items.len() == limit {
+                    return Ok(Some(i + 1 < n || resp.more));
+                }
             }
-            if limit > 0 && items.len() == limit {
-                more = true;
-                break;
-            }
-            items.push(obj);
-            last_key = Some(kv.key.clone());
-            if limit > 0 && items.len() == limit && (i + 1 < n || resp.more) {
-                more = true;
-                break;
-            }
+            Ok(None)
+        })?;
+        if let Some(rest) = filled {
+            more = rest;
         }
-        if more || !resp.more || limit == 0 {
+        if filled.is_some() || !resp.more || limit == 0 {
             served_rev = resp.revision;
             break;
         }
         start_after = last_key.clone();
     }
+    ctx.state
+        .metrics
+        .observe_list(&ctx.ri.group_resource(), fetched, evaluated, items.len());
     let continue_token = match (more, &last_key) {
         (true, Some(k)) => Some(encode_continue(
             served_rev,

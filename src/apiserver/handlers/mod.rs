@@ -34,12 +34,16 @@ pub(super) struct Ctx {
     pub query: Query,
     pub ri: ResourceInfo,
     pub headers: HeaderMap,
-    /// Warnings for the `Warning` response header (upstream's `299 - "..."`).
-    pub warnings: Vec<String>,
+    /// Warnings for the `Warning` response header (upstream's `299 - "..."`, deduplicated and
+    /// capped as upstream's recorder: `apiserver::warnings`).
+    pub warnings: crate::apiserver::warnings::Warnings,
     /// Admission's verdict, for the audit line (set by `apiserver::admission`).
     pub admission: std::sync::Mutex<Option<crate::apiserver::audit::AdmissionAudit>>,
     /// Whether admission charged a ResourceQuota for this create (given back if it fails).
     pub quota_charged: std::sync::Mutex<bool>,
+    /// The body is a server-side apply whose managedFields `merge::apply` already wrote (as
+    /// Apply); the write pipeline must not record the change again as an Update.
+    pub applied: bool,
     /// The audit level of this request (bodies are kept only from Request up).
     pub audit_level: crate::auth::audit::Level,
     /// What the audit line needs from the handlers (request body, created name).
@@ -127,9 +131,11 @@ impl Ctx {
     }
 
     /// Attach collected warnings (and admission's verdict, for the audit line) to a response.
-    pub fn finish(&self, mut resp: Response<Body>) -> Response<Body> {
+    pub fn finish(&mut self, mut resp: Response<Body>) -> Response<Body> {
         let admission = self.admission.lock().ok().and_then(|a| a.clone());
-        let admission_warnings = admission.as_ref().map(|a| a.warnings.clone());
+        if let Some(a) = &admission {
+            self.warnings.extend(a.warnings.iter().cloned());
+        }
         if let Some(a) = admission {
             resp.extensions_mut().insert(a);
         }
@@ -138,16 +144,7 @@ impl Ctx {
                 resp.extensions_mut().insert(seen);
             }
         }
-        for w in self
-            .warnings
-            .iter()
-            .chain(admission_warnings.iter().flatten())
-        {
-            let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
-            if let Ok(v) = http::HeaderValue::from_str(&text) {
-                resp.headers_mut().append("warning", v);
-            }
-        }
+        self.warnings.write(resp.headers_mut());
         resp
     }
 }
@@ -176,6 +173,16 @@ pub(super) async fn read_body(ctx: &Ctx, body: Incoming) -> ApiResult<(String, V
     Ok((media, value))
 }
 
+/// The Status for a path no route serves at its scope.
+pub(super) fn scope_error(e: super::request::ScopeError) -> ApiError {
+    match e {
+        super::request::ScopeError::NotFound => ApiError::path_not_found(),
+        super::request::ScopeError::MethodNotAllowed => ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ),
+    }
+}
+
 pub(super) async fn dispatch(
     state: &Arc<State>,
     user: UserInfo,
@@ -190,15 +197,12 @@ pub(super) async fn dispatch(
     else {
         return error_response(&ApiError::path_not_found());
     };
-    let scope_ok = if ri.plural == "namespaces" {
-        true
-    } else if ri.namespaced {
-        // Namespaced objects are addressed inside a namespace; lists may span all.
-        !info.namespace.is_empty() || info.name.is_empty()
-    } else {
-        info.namespace.is_empty()
-    };
-    if !scope_ok || (!info.subresource.is_empty() && !ri.has_subresource(&info.subresource)) {
+    // The request was authorized in the scope `check_scope` accepted (serve.rs); checking
+    // again against the entry served here keeps that true even if the registry changed since.
+    if let Err(e) = super::request::check_scope(&info, &ri) {
+        return error_response(&scope_error(e));
+    }
+    if !info.subresource.is_empty() && !ri.has_subresource(&info.subresource) {
         return error_response(&ApiError::path_not_found());
     }
     let audit_level = crate::apiserver::audit::level_for(state.audit.as_deref(), &user, &info, "");
@@ -209,9 +213,10 @@ pub(super) async fn dispatch(
         query,
         ri,
         headers: parts.headers,
-        warnings: Vec::new(),
+        warnings: Default::default(),
         admission: std::sync::Mutex::new(None),
         quota_charged: std::sync::Mutex::new(false),
+        applied: false,
         audit_level,
         seen: Default::default(),
     };

@@ -66,6 +66,7 @@ pub async fn patch_object(
     }
     let name = ctx.info.name.clone();
     let manager = ctx.field_manager();
+    ctx.applied = matches!(kind, Kind::Apply);
     let now = super::prepare::now_rfc3339();
     for _ in 0..RETRIES {
         let loaded = ctx.load(&name).await;

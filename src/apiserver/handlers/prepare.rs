@@ -131,10 +131,7 @@ pub fn decode(ctx: &mut Ctx, obj: Value) -> ApiResult<Value> {
         }
     };
     if !unknown.is_empty() {
-        let msgs: Vec<String> = unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect();
+        let msgs = unknown.iter().map(|f| format!("unknown field \"{f}\""));
         match mode.as_str() {
             "Strict" => {
                 return Err(ApiError::bad_request(format!(
@@ -142,7 +139,7 @@ pub fn decode(ctx: &mut Ctx, obj: Value) -> ApiResult<Value> {
                     ctx.ri.kind,
                     ctx.ri.version,
                     ctx.ri.kind,
-                    msgs.join(", ")
+                    msgs.collect::<Vec<_>>().join(", ")
                 )))
             }
             "Warn" => ctx.warnings.extend(msgs),
@@ -198,7 +195,11 @@ pub fn stamp_create(ctx: &Ctx, obj: &mut Value) {
         }
     }
     defaults::status_on_create(&ctx.ri, obj);
-    merge::record_update(None, obj, &manager, "Update", &api_version, &now_rfc3339());
+    // Server-side apply recorded its own (Apply) ownership; an Update on top would move the
+    // applier's fields to an Update entry (upstream runs one of FieldManager.Apply/Update).
+    if !ctx.applied {
+        merge::record_update(None, obj, &manager, "Update", &api_version, &now_rfc3339());
+    }
 }
 
 /// Carry server-owned fields from `old` into an update, as upstream's `PrepareForUpdate`.
@@ -252,14 +253,16 @@ pub fn carry_over(ctx: &Ctx, old: &Value, new: &mut Value, status_only: bool) {
             meta(new).insert("managedFields".into(), mf.clone());
         }
     }
-    merge::record_update(
-        Some(old),
-        new,
-        &manager,
-        "Update",
-        &api_version,
-        &now_rfc3339(),
-    );
+    if !ctx.applied {
+        merge::record_update(
+            Some(old),
+            new,
+            &manager,
+            "Update",
+            &api_version,
+            &now_rfc3339(),
+        );
+    }
 }
 
 /// Namespaced writes need a live namespace (upstream's NamespaceLifecycle admission).

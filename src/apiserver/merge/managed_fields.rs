@@ -15,6 +15,8 @@
 //!   creationTimestamp, selfLink, uid, clusterName, generation,
 //!   managedFields, resourceVersion}`, and all of `status` — the main
 //!   resource never owns status, which is written through its subresource;
+//! * decoding keeps one entry per identity (the last one), as upstream's map
+//!   does, and refuses operations other than `Apply` and `Update`;
 //! * entries are sorted like `sortEncodedManagedFields`: Apply before
 //!   Update, then by time, manager, apiVersion, subresource.
 //!
@@ -66,10 +68,16 @@ pub(crate) fn decode(obj: &Value) -> Result<Vec<Entry>, String> {
         _ => return Err("metadata.managedFields must be a list".into()),
     };
     let text = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    list.iter()
+    let entries = list
+        .iter()
         .map(|e| {
             if !e.is_object() {
                 return Err("metadata.managedFields entries must be objects".to_string());
+            }
+            let operation = text(e, "operation");
+            // Empty is tolerated: `[{}]` is how clients reset ownership (dropped as empty).
+            if !matches!(operation.as_str(), "" | "Apply" | "Update") {
+                return Err("managedFields operation must be `Apply` or `Update`".to_string());
             }
             let fields_type = text(e, "fieldsType");
             if !fields_type.is_empty() && fields_type != "FieldsV1" {
@@ -83,14 +91,46 @@ pub(crate) fn decode(obj: &Value) -> Result<Vec<Entry>, String> {
             };
             Ok(Entry {
                 manager: text(e, "manager"),
-                operation: text(e, "operation"),
+                operation,
                 api_version: text(e, "apiVersion"),
                 time: e.get("time").and_then(Value::as_str).map(str::to_owned),
                 subresource: text(e, "subresource"),
                 set,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(normalize(entries))
+}
+
+/// One entry per owner identity, as upstream's `decodeManagedFields`, which decodes into a
+/// map keyed by `BuildManagerIdentifier` (manager, operation, subresource, and apiVersion for
+/// `Update` only): the last entry of an identity wins. So a crafted list can never leave two
+/// Apply entries for one manager. Linear in the number of entries.
+fn normalize(entries: Vec<Entry>) -> Vec<Entry> {
+    let mut index: std::collections::HashMap<(String, String, String, String), usize> =
+        std::collections::HashMap::with_capacity(entries.len());
+    let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let version = if e.operation == "Apply" {
+            String::new()
+        } else {
+            e.api_version.clone()
+        };
+        let id = (
+            e.manager.clone(),
+            e.operation.clone(),
+            version,
+            e.subresource.clone(),
+        );
+        match index.get(&id) {
+            Some(&i) => out[i] = e,
+            None => {
+                index.insert(id, out.len());
+                out.push(e);
+            }
+        }
+    }
+    out
 }
 
 /// Writes `entries` (dropping empty ones, sorted) into `obj.metadata`.
@@ -407,6 +447,28 @@ mod tests {
             .map(|e| e.manager)
             .collect();
         assert_eq!(names, vec!["a", "b", "z"]);
+    }
+
+    #[test]
+    fn duplicate_identities_collapse_to_the_last() {
+        let entry = |manager: &str, op: &str, v: &str, field: &str| {
+            json!({"manager": manager, "operation": op, "apiVersion": v,
+                   "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {format!("f:{field}"): {}}}})
+        };
+        let obj = json!({"metadata": {"managedFields": [
+            entry("m", "Apply", "v1", "a"),
+            entry("m", "Apply", "v2", "b"),
+            entry("m", "Update", "v1", "c"),
+            entry("m", "Update", "v2", "d"),
+            entry("m", "Update", "v1", "e"),
+        ]}});
+        let got = decode(&obj).unwrap();
+        let applies: Vec<_> = got.iter().filter(|e| e.operation == "Apply").collect();
+        assert_eq!(applies.len(), 1);
+        assert_eq!(applies[0].api_version, "v2");
+        assert_eq!(got.len(), 3, "{got:?}");
+        let bad = json!({"metadata": {"managedFields": [entry("m", "Delete", "v1", "a")]}});
+        assert!(decode(&bad).is_err());
     }
 
     #[test]
