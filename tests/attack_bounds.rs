@@ -332,10 +332,11 @@ fn no_write_path_stores_an_object_over_the_limit() {
                "data": {"big": big}})
         .to_string()
     };
-    let widget = |name: &str| {
-        json!({"apiVersion": "example.org/v1", "kind": "Widget", "metadata": {"name": name},
-               "spec": {"big": big}})
-        .to_string()
+    let widget = |name: &str, field: &str| {
+        let mut w = json!({"apiVersion": "example.org/v1", "kind": "Widget",
+                           "metadata": {"name": name}});
+        w[field] = json!({ "big": big });
+        w.to_string()
     };
     let cases: Vec<(&str, String, &str, String)> = vec![
         ("POST", CMS.into(), "application/json", cm("huge")),
@@ -364,12 +365,12 @@ fn no_write_path_stores_an_object_over_the_limit() {
             "application/apply-patch+yaml",
             cm("created-by-apply"),
         ),
-        ("POST", WIDGETS.into(), "application/json", widget("huge")),
+        ("POST", WIDGETS.into(), "application/json", widget("huge", "spec")),
         (
             "PUT",
             format!("{WIDGETS}/victim/status"),
             "application/json",
-            widget("victim"),
+            widget("victim", "status"),
         ),
         (
             "PATCH",
@@ -447,6 +448,7 @@ fn nested_yaml_does_not_stall_the_server() {
     ];
     let (cert, key) = s.client_cert("mallory", &[]);
     let before = revision(&s);
+    let s = &s;
     let done = std::sync::atomic::AtomicBool::new(false);
     let worst = std::thread::scope(|scope| {
         let poller = scope.spawn(|| {
@@ -494,8 +496,8 @@ fn nested_yaml_does_not_stall_the_server() {
         poller.join().expect("poller thread")
     });
     assert!(worst < Duration::from_secs(1), "/readyz took {worst:?}");
-    assert_eq!(revision(&s), before);
-    alive_and_fast(&s);
+    assert_eq!(revision(s), before);
+    alive_and_fast(s);
 }
 
 fn containers(n: usize, image: &str) -> Value {

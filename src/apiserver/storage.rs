@@ -70,7 +70,7 @@ pub fn encode(obj: &Value) -> ApiResult<Bytes> {
     }
     let mut obj = obj.clone();
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.shift_remove("resourceVersion");
+        meta.remove("resourceVersion");
     }
     let bytes = serde_json::to_vec(&obj)
         .map_err(|e| ApiError::internal(format!("cannot encode object: {e}")))?;

@@ -167,7 +167,7 @@ pub(super) async fn read_body(ctx: &Ctx, body: Incoming) -> ApiResult<(String, V
             )
         };
         let value = if bytes.len() <= body::INLINE_DECODE_BYTES {
-            decode(&bytes)?
+            decode(&bytes[..])?
         } else {
             let raw = bytes.clone();
             crate::apiserver::offload::run(move || decode(&raw)).await??

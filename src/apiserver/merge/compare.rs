@@ -216,7 +216,7 @@ fn walk(
                 ni.iter().map(|i| (item_element(ty, sn, i), i)).collect();
             let mut old_index: HashMap<&PathElement, &Value> = HashMap::with_capacity(olds.len());
             for (e, v) in &olds {
-                old_index.entry(e).or_insert(v);
+                old_index.entry(e).or_insert(*v);
             }
             let new_index: HashSet<&PathElement> = news.iter().map(|(e, _)| e).collect();
             for (e, nv) in &news {
