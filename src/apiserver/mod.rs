@@ -47,6 +47,7 @@ pub mod table;
 mod tls;
 mod typed;
 mod validate;
+mod yaml;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
