@@ -133,7 +133,7 @@ pub fn decode(media: &str, bytes: &[u8]) -> ApiResult<Value> {
             match serde_json::from_slice(bytes) {
                 Ok(v) => v,
                 Err(_) => super::yaml::decode(bytes)
-                    .map_err(|e| ApiError::bad_request(format!("the request body: {e}")))?,
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
             }
         }
         other => return Err(ApiError::unsupported_media_type(other)),

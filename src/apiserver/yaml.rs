@@ -16,7 +16,7 @@
 use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// Deepest flow nesting accepted (the same limit as the decoded document's depth).
@@ -62,9 +62,9 @@ pub fn flow_depth(bytes: &[u8]) -> usize {
 /// Why a YAML body was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the YAML body nests '[' and '{{' deeper than {MAX_FLOW_DEPTH} levels (counting those inside strings); send it as JSON")]
+    #[error("the YAML request body nests '[' and '{{' deeper than {MAX_FLOW_DEPTH} levels (counting those inside strings); send it as JSON")]
     TooDeep,
-    #[error("the YAML body is not valid: {0}")]
+    #[error("the request body is not valid YAML: {0}")]
     Invalid(String),
 }
 
