@@ -521,6 +521,7 @@ fn huge_list_merges_are_linear() {
                         "template": {"metadata": {"labels": {"app": "web"}},
                                      "spec": {"containers": list}}}})
     };
+    eprintln!("baseline RSS {} MiB", rss_bytes(&s) >> 20);
     create(
         &s,
         "/apis/apps/v1/namespaces/default/deployments",
@@ -562,6 +563,7 @@ fn huge_list_merges_are_linear() {
         let took = started.elapsed();
         // The quadratic merge took 16.6 s for 20k containers; linear is a few hundred ms
         // (more on a loaded CI machine).
+        eprintln!("{ct} on {path}: {} in {took:?}, RSS {} MiB", resp.status, rss_bytes(&s) >> 20);
         assert!(took < Duration::from_secs(4), "{ct} on {path} took {took:?}");
         if resp.status != 200 {
             expect_status(&resp, &[413, 422], &format!("{ct} on {path}"));

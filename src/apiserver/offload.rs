@@ -7,7 +7,13 @@
 //! without holding a thread (the in-flight limit bounds how many wait). Upstream's Go
 //! scheduler preempts goroutines, so kube-apiserver needs no such pool; tokio does not
 //! preempt, hence this one.
+//!
+//! Big requests leave big free blocks in glibc's per-thread arenas, which glibc keeps: a few
+//! megabyte-sized patches would hold hundreds of MiB of RSS for good. After such a request the
+//! handler calls [`release_memory`], which hands free pages back to the kernel (`malloc_trim`,
+//! off the async workers, at most one at a time).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 
 use tokio::sync::Semaphore;
@@ -35,4 +41,25 @@ where
     })
     .await;
     result.map_err(|e| ApiError::internal(format!("request processing failed: {e}")))
+}
+
+/// Requests whose body or stored object reach this size release their free memory afterwards.
+pub const RELEASE_AFTER_BYTES: usize = 256 * 1024;
+
+static TRIMMING: AtomicBool = AtomicBool::new(false);
+
+/// Returns the free memory of every malloc arena to the kernel, in the background; a call while
+/// one is running is dropped (that one covers it).
+pub fn release_memory() {
+    if TRIMMING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim only walks and madvises glibc's own free lists; it has no
+        // preconditions and is thread-safe.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        TRIMMING.store(false, Ordering::Release);
+    });
 }

@@ -97,6 +97,17 @@ pub async fn patch(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>
     Ok(json_response(code, &obj))
 }
 
+/// Hands the memory of a big patch back once it is answered, whatever the answer.
+struct ReleaseOnDrop(bool);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if self.0 {
+            offload::release_memory();
+        }
+    }
+}
+
 /// Shared with the status subresource (`status_only`).
 pub async fn patch_object(
     ctx: &mut Ctx,
@@ -115,6 +126,7 @@ pub async fn patch_object(
         .header("content-length")
         .and_then(|v| v.parse::<u64>().ok());
     let raw = body::read(body_in, length).await?;
+    let mut release = ReleaseOnDrop(raw.len() >= offload::RELEASE_AFTER_BYTES);
     let patch_doc = body::decode_offloaded(&media, &raw).await?;
     ctx.keep_request_body(raw.len(), &patch_doc);
     if matches!(kind, Kind::Strategic)
@@ -149,7 +161,10 @@ pub async fn patch_object(
     for _ in 0..RETRIES {
         let loaded = ctx.load(&name).await;
         let (current, rev) = match (loaded, kind) {
-            (Ok(x), _) => x,
+            (Ok(x), _) => {
+                release.0 |= approx_size(&x.0) >= offload::RELEASE_AFTER_BYTES;
+                x
+            }
             (Err(e), Kind::Apply) if e.code == 404 && !status_only => {
                 let (_, applied) = run_job(ctx, &job, None, &name).await?;
                 let (obj, _) = create::create_object(ctx, applied).await?;
@@ -165,6 +180,13 @@ pub async fn patch_object(
         }
     }
     Err(ApiError::modified(&ctx.ri, &name))
+}
+
+fn approx_size(v: &Value) -> usize {
+    match merge::measure(v, merge::Limits::depth(usize::MAX)) {
+        merge::Measure::Fits { bytes, .. } => bytes,
+        _ => usize::MAX,
+    }
 }
 
 /// A patch that names a resourceVersion asks for optimistic concurrency: do not retry it.
