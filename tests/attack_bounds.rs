@@ -83,7 +83,12 @@ fn expect_status(resp: &RawResponse, codes: &[u16], what: &str) -> Value {
 fn alive_and_fast(s: &Server) {
     let started = Instant::now();
     let ready = s.raw(Raw::get("/readyz"));
-    assert_eq!(ready.status, 200, "{}", String::from_utf8_lossy(&ready.body));
+    assert_eq!(
+        ready.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&ready.body)
+    );
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "/readyz took {:?}",
@@ -92,7 +97,13 @@ fn alive_and_fast(s: &Server) {
     let name = format!("alive-{}", rand_suffix());
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
     let started = Instant::now();
-    let created = send(s, "POST", CMS, "application/json", body.to_string().as_bytes());
+    let created = send(
+        s,
+        "POST",
+        CMS,
+        "application/json",
+        body.to_string().as_bytes(),
+    );
     assert_eq!(created.status, 201);
     assert!(started.elapsed() < Duration::from_secs(1));
     let rss = rss_bytes(s);
@@ -116,7 +127,13 @@ fn rss_bytes(s: &Server) -> u64 {
 }
 
 fn create(s: &Server, path: &str, obj: &Value) {
-    let resp = send(s, "POST", path, "application/json", obj.to_string().as_bytes());
+    let resp = send(
+        s,
+        "POST",
+        path,
+        "application/json",
+        obj.to_string().as_bytes(),
+    );
     assert_eq!(
         resp.status,
         201,
@@ -138,7 +155,11 @@ fn install_widgets(s: &Server) {
                 "schema": {"openAPIV3Schema": {"type": "object",
                     "x-kubernetes-preserve-unknown-fields": true}}}]}
     });
-    create(s, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", &crd);
+    create(
+        s,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        &crd,
+    );
     let served = harness::eventually(Duration::from_secs(20), || {
         s.raw(Raw::get(WIDGETS)).status == 200
     });
@@ -177,7 +198,11 @@ fn targets(s: &Server) -> Vec<String> {
 /// (`x` moves into a fresh `t`, then `t` takes `x`'s place), in objects or in lists.
 fn nesting_patch(arrays: bool) -> Vec<u8> {
     let empty = if arrays { json!([]) } else { json!({}) };
-    let inner = if arrays { "/metadata/t/0" } else { "/metadata/t/x" };
+    let inner = if arrays {
+        "/metadata/t/0"
+    } else {
+        "/metadata/t/x"
+    };
     let mut ops = vec![json!({"op": "add", "path": "/metadata/x", "value": {}})];
     while serde_json::to_vec(&ops).map_or(0, |b| b.len()) < 105_000 {
         ops.push(json!({"op": "add", "path": "/metadata/t", "value": empty}));
@@ -340,7 +365,12 @@ fn no_write_path_stores_an_object_over_the_limit() {
     };
     let cases: Vec<(&str, String, &str, String)> = vec![
         ("POST", CMS.into(), "application/json", cm("huge")),
-        ("PUT", format!("{CMS}/victim"), "application/json", cm("victim")),
+        (
+            "PUT",
+            format!("{CMS}/victim"),
+            "application/json",
+            cm("victim"),
+        ),
         (
             "PATCH",
             format!("{CMS}/victim"),
@@ -365,7 +395,12 @@ fn no_write_path_stores_an_object_over_the_limit() {
             "application/apply-patch+yaml",
             cm("created-by-apply"),
         ),
-        ("POST", WIDGETS.into(), "application/json", widget("huge", "spec")),
+        (
+            "POST",
+            WIDGETS.into(),
+            "application/json",
+            widget("huge", "spec"),
+        ),
         (
             "PUT",
             format!("{WIDGETS}/victim/status"),
@@ -395,7 +430,10 @@ fn no_write_path_stores_an_object_over_the_limit() {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
     assert_eq!(s.raw(Raw::get(&format!("{CMS}/huge"))).status, 404);
-    assert_eq!(s.raw(Raw::get(&format!("{CMS}/created-by-apply"))).status, 404);
+    assert_eq!(
+        s.raw(Raw::get(&format!("{CMS}/created-by-apply"))).status,
+        404
+    );
     // Just under the limit is fine.
     let fits = "z".repeat(1_400_000);
     let ok = send(
@@ -436,12 +474,18 @@ fn nested_yaml_does_not_stall_the_server() {
             SSAR,
         ),
         (
-            format!("apiVersion: v1\nkind: ConfigMap\ndata: {}", "[".repeat(200_000)),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\ndata: {}",
+                "[".repeat(200_000)
+            ),
             "POST",
             CMS,
         ),
         (
-            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {}", "{a: ".repeat(50_000)),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {}",
+                "{a: ".repeat(50_000)
+            ),
             "PATCH",
             "/api/v1/namespaces/default/configmaps/victim?fieldManager=attacker",
         ),
@@ -563,8 +607,15 @@ fn huge_list_merges_are_linear() {
         let took = started.elapsed();
         // The quadratic merge took 16.6 s for 20k containers; linear is a few hundred ms
         // (more on a loaded CI machine).
-        eprintln!("{ct} on {path}: {} in {took:?}, RSS {} MiB", resp.status, rss_bytes(&s) >> 20);
-        assert!(took < Duration::from_secs(4), "{ct} on {path} took {took:?}");
+        eprintln!(
+            "{ct} on {path}: {} in {took:?}, RSS {} MiB",
+            resp.status,
+            rss_bytes(&s) >> 20
+        );
+        assert!(
+            took < Duration::from_secs(4),
+            "{ct} on {path} took {took:?}"
+        );
         if resp.status != 200 {
             expect_status(&resp, &[413, 422], &format!("{ct} on {path}"));
             assert_eq!(revision(&s), before, "{path} changed");

@@ -132,8 +132,9 @@ pub fn decode(media: &str, bytes: &[u8]) -> ApiResult<Value> {
             // JSON is YAML; try the strict parser first for precise errors.
             match serde_json::from_slice(bytes) {
                 Ok(v) => v,
-                Err(_) => super::yaml::decode(bytes)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                Err(_) => {
+                    super::yaml::decode(bytes).map_err(|e| ApiError::bad_request(e.to_string()))?
+                }
             }
         }
         other => return Err(ApiError::unsupported_media_type(other)),

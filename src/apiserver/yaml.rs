@@ -212,7 +212,9 @@ mod tests {
         for body in [
             "a: ".to_string() + &"[".repeat(200_000),
             "a: ".to_string() + &"{a: ".repeat(50_000),
-            (0..600).map(|i| format!("{}a:\n", " ".repeat(i))).collect::<String>(),
+            (0..600)
+                .map(|i| format!("{}a:\n", " ".repeat(i)))
+                .collect::<String>(),
             "- ".repeat(100_000),
         ] {
             let started = Instant::now();

@@ -90,7 +90,9 @@ pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
     let ops = raw_ops
         .iter()
         .enumerate()
-        .map(|(i, op)| decode_op(op).map_err(|e| PatchError::Malformed(format!("operation {i}: {e}"))))
+        .map(|(i, op)| {
+            decode_op(op).map_err(|e| PatchError::Malformed(format!("operation {i}: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let Measure::Fits {
         depth: doc_depth, ..
@@ -497,7 +499,10 @@ mod tests {
             v = json!([v]);
         }
         let patch = json!([{"op": "add", "path": "/spec/deep", "value": v}]);
-        assert_eq!(json_patch(&doc(), &patch), Err(PatchError::TooDeep(MAX_DEPTH)));
+        assert_eq!(
+            json_patch(&doc(), &patch),
+            Err(PatchError::TooDeep(MAX_DEPTH))
+        );
     }
 
     /// The attack: each op shallow, the result ever deeper (nest the document into itself).
@@ -552,7 +557,8 @@ mod tests {
 
     #[test]
     fn too_many_operations() {
-        let ops = vec![json!({"op": "test", "path": "/spec/replicas", "value": 1}); MAX_OPERATIONS + 1];
+        let ops =
+            vec![json!({"op": "test", "path": "/spec/replicas", "value": 1}); MAX_OPERATIONS + 1];
         assert!(matches!(
             json_patch(&doc(), &Value::Array(ops)),
             Err(PatchError::TooLarge(_))

@@ -741,7 +741,10 @@ mod tests {
                 .collect()
         };
         let live = deploy(names(20_000, "a"));
-        let order: Vec<Value> = (0..20_000).rev().map(|i| json!({"name": format!("c{i}")})).collect();
+        let order: Vec<Value> = (0..20_000)
+            .rev()
+            .map(|i| json!({"name": format!("c{i}")}))
+            .collect();
         let patch = json!({"spec": {"template": {"spec": {
             "$setElementOrder/containers": order, "containers": names(20_000, "b")}}},
             "metadata": {"finalizers": (0..20_000).map(|i| format!("f{i}")).collect::<Vec<_>>()}});
@@ -751,7 +754,10 @@ mod tests {
         let list = containers(&out).as_array().unwrap();
         assert_eq!(list.len(), 20_000);
         assert_eq!(list[0], json!({"name": "c19999", "image": "b"}));
-        assert_eq!(out["metadata"]["finalizers"].as_array().unwrap().len(), 20_000);
+        assert_eq!(
+            out["metadata"]["finalizers"].as_array().unwrap().len(),
+            20_000
+        );
         assert!(took < std::time::Duration::from_secs(2), "{took:?}");
     }
 
