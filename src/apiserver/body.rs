@@ -1,6 +1,10 @@
 //! Request bodies in, responses out: a size limit (413 past 3 MiB, as upstream), JSON or YAML
 //! decoding with a 415 for other media types, and JSON responses. Protobuf is never produced;
 //! clients that offer it also accept JSON.
+//!
+//! Decoding is linear in the body: JSON through serde_json (which stops at 128 levels), YAML
+//! through `yaml` (flow nesting bounded before libyaml sees it, alias expansion bounded while
+//! the value is built). Big bodies are decoded off the async workers ([`decode_offloaded`]).
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
@@ -15,7 +19,10 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// Deepest nesting accepted in a decoded body; hostile documents must not exhaust the stack.
-const MAX_DEPTH: usize = 100;
+const MAX_DEPTH: usize = crate::apiserver::merge::MAX_DEPTH;
+
+/// Bodies up to this size are decoded inline: offloading costs more than decoding them.
+pub const INLINE_DECODE_BYTES: usize = 64 * 1024;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
@@ -99,15 +106,13 @@ pub fn media_type(content_type: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
-fn depth(v: &Value, limit: usize) -> bool {
-    if limit == 0 {
-        return false;
+/// [`decode`], run off the async workers when the body is big (see `offload`).
+pub async fn decode_offloaded(media: &str, bytes: &bytes::Bytes) -> ApiResult<Value> {
+    if bytes.len() <= INLINE_DECODE_BYTES {
+        return decode(media, bytes);
     }
-    match v {
-        Value::Array(a) => a.iter().all(|x| depth(x, limit - 1)),
-        Value::Object(o) => o.values().all(|x| depth(x, limit - 1)),
-        _ => true,
-    }
+    let (media, bytes) = (media.to_string(), bytes.clone());
+    super::offload::run(move || decode(&media, &bytes)).await?
 }
 
 /// Decode a JSON or YAML document (one object).
@@ -127,14 +132,14 @@ pub fn decode(media: &str, bytes: &[u8]) -> ApiResult<Value> {
             // JSON is YAML; try the strict parser first for precise errors.
             match serde_json::from_slice(bytes) {
                 Ok(v) => v,
-                Err(_) => serde_yaml_ng::from_slice(bytes).map_err(|e| {
-                    ApiError::bad_request(format!("the request body is not valid YAML: {e}"))
-                })?,
+                Err(_) => {
+                    super::yaml::decode(bytes).map_err(|e| ApiError::bad_request(e.to_string()))?
+                }
             }
         }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
-    if !depth(&value, MAX_DEPTH) {
+    if crate::apiserver::merge::too_deep(&value, MAX_DEPTH) {
         return Err(ApiError::bad_request(format!(
             "the request body is nested deeper than {MAX_DEPTH} levels"
         )));

@@ -18,6 +18,9 @@ mod custom;
 mod defaults;
 mod discovery;
 mod follow;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gc;
 mod handlers;
 mod health;
@@ -27,6 +30,7 @@ pub mod join_tokens;
 pub mod merge;
 mod metrics;
 mod node_graph;
+mod offload;
 pub mod openapi;
 mod pki_ops;
 pub mod protobuf;
@@ -44,6 +48,7 @@ mod tls;
 mod typed;
 mod validate;
 mod warnings;
+mod yaml;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;

@@ -211,6 +211,7 @@ impl From<crate::apiserver::merge::PatchError> for ApiError {
         match &e {
             P::Unapplicable(_) => ApiError::new(422, "Invalid", e.to_string()),
             P::UnsupportedKind { .. } => ApiError::new(415, "UnsupportedMediaType", e.to_string()),
+            P::TooLarge(_) => ApiError::too_large(e.to_string()),
             P::Malformed(_) | P::TooDeep(_) | P::NotAnObject(_) => {
                 ApiError::bad_request(e.to_string())
             }

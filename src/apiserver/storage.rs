@@ -4,6 +4,12 @@
 //! have no namespace segment). Values are the object's JSON without `resourceVersion`, which is
 //! always the store's `mod_revision` and is filled in on read — so it can never disagree with
 //! the revision that actually wrote the object.
+//!
+//! Every object write goes through [`encode`], which is where the object limits live, so no
+//! write path (create, update, any patch, apply, subresources, custom resources, hooks) can
+//! skip them: at most [`MAX_OBJECT_BYTES`] encoded (upstream is bounded by etcd's 1.5 MiB
+//! request limit; 413 RequestEntityTooLarge) and at most [`MAX_OBJECT_DEPTH`] levels deep
+//! (below serde_json's parse limit of 128, so every stored object can be read back; 422).
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -42,15 +48,39 @@ pub fn prefix(ri: &ResourceInfo, namespace: Option<&str>) -> String {
     }
 }
 
-/// Serialise for storage (without `resourceVersion`).
+/// Largest encoded object stored: etcd's default `--max-request-bytes` (1.5 MiB), the limit
+/// every upstream object is held to.
+pub const MAX_OBJECT_BYTES: usize = 1024 * 1024 * 3 / 2;
+
+/// Deepest stored object. Requests are held to 100 levels; managedFields can add a few more
+/// (a field set is as deep as the fields it names, four levels down). serde_json refuses to
+/// parse past 128, so anything stored beyond that could never be read again.
+pub const MAX_OBJECT_DEPTH: usize = 120;
+
+/// Serialise for storage (without `resourceVersion`), refusing objects over the limits.
 pub fn encode(obj: &Value) -> ApiResult<Bytes> {
+    use crate::apiserver::merge::{measure, Limits, Measure};
+    // Checked before serializing: serialization recurses, so depth must be known first.
+    if measure(obj, Limits::depth(MAX_OBJECT_DEPTH)) == Measure::TooDeep {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!("the object is nested more than {MAX_OBJECT_DEPTH} levels deep"),
+        ));
+    }
     let mut obj = obj.clone();
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
-    serde_json::to_vec(&obj)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::internal(format!("cannot encode object: {e}")))
+    let bytes = serde_json::to_vec(&obj)
+        .map_err(|e| ApiError::internal(format!("cannot encode object: {e}")))?;
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::too_large(format!(
+            "Request entity too large: the object would be {} bytes, more than the limit of {MAX_OBJECT_BYTES} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// Decode a stored object and stamp its `resourceVersion`; `api_version` is what the
@@ -81,6 +111,23 @@ pub fn set_resource_version(obj: &mut Value, revision: u64) {
 mod tests {
     use super::*;
     use crate::api::resources::builtin;
+
+    #[test]
+    fn encode_enforces_the_object_limits() {
+        let ok = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "7"},
+            "data": {"k": "x".repeat(MAX_OBJECT_BYTES - 100)}});
+        let bytes = encode(&ok).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("resourceVersion"));
+        let big = serde_json::json!({"metadata": {"name": "a"}, "data": {"k": "x".repeat(MAX_OBJECT_BYTES)}});
+        let err = encode(&big).unwrap_err();
+        assert_eq!((err.code, err.reason), (413, "RequestEntityTooLarge"));
+        let mut deep = serde_json::json!(1);
+        for _ in 0..MAX_OBJECT_DEPTH {
+            deep = serde_json::json!([deep]);
+        }
+        let err = encode(&serde_json::json!({ "spec": deep })).unwrap_err();
+        assert_eq!(err.code, 422);
+    }
 
     #[test]
     fn keys() {

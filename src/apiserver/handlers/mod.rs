@@ -157,18 +157,22 @@ pub(super) async fn read_body(ctx: &Ctx, body: Incoming) -> ApiResult<(String, V
     let media = body::media_type(ctx.header("content-type"));
     // kubectl's typed clients send built-in kinds as protobuf; everything else is JSON/YAML.
     if media == crate::apiserver::protobuf::MEDIA_TYPE {
-        let value = crate::apiserver::protobuf::decode_with_defaults(
-            &bytes,
-            &ctx.ri.api_version(),
-            &ctx.ri.kind,
-        )
-        .map_err(|e| {
-            ApiError::bad_request(format!("cannot decode the protobuf request body: {e}"))
-        })?;
+        let (api_version, kind) = (ctx.ri.api_version(), ctx.ri.kind.clone());
+        let decode = move |bytes: &[u8]| {
+            crate::apiserver::protobuf::decode_with_defaults(bytes, &api_version, &kind).map_err(
+                |e| ApiError::bad_request(format!("cannot decode the protobuf request body: {e}")),
+            )
+        };
+        let value = if bytes.len() <= body::INLINE_DECODE_BYTES {
+            decode(&bytes[..])?
+        } else {
+            let raw = bytes.clone();
+            crate::apiserver::offload::run(move || decode(&raw)).await??
+        };
         ctx.keep_request_body(bytes.len(), &value);
         return Ok((media, value));
     }
-    let value = body::decode(&media, &bytes)?;
+    let value = body::decode_offloaded(&media, &bytes).await?;
     ctx.keep_request_body(bytes.len(), &value);
     Ok((media, value))
 }

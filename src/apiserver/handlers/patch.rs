@@ -1,6 +1,13 @@
 //! PATCH: JSON patch, merge patch, strategic merge patch and server-side apply, each applied to
 //! the current object and then sent down the update path (retried on a concurrent write, as
 //! upstream's `GuaranteedUpdate` does).
+//!
+//! Applying a patch is CPU work proportional to the object and the patch (up to a few MiB
+//! each), so it runs on the offload pool, never on an async worker. What a patch may produce
+//! is bounded by `merge` (depth, JSON patch copies and operations) and, like every write, by
+//! the object limits in `storage::encode`.
+
+use std::sync::Arc;
 
 use http::Response;
 use hyper::body::Incoming;
@@ -9,10 +16,12 @@ use serde_json::Value;
 use super::{create, update, Ctx};
 use crate::apiserver::body::{self, json_response, Body};
 use crate::apiserver::merge;
+use crate::apiserver::offload;
 use crate::apiserver::status::{ApiError, ApiResult};
 
 const RETRIES: usize = 5;
 
+#[derive(Clone, Copy)]
 enum Kind {
     Json,
     Merge,
@@ -20,9 +29,83 @@ enum Kind {
     Apply,
 }
 
+/// Everything needed to apply the request's patch to one version of the object.
+struct Job {
+    kind: Kind,
+    patch: Value,
+    group: String,
+    object_kind: String,
+    manager: String,
+    force: bool,
+    now: String,
+}
+
+enum Failed {
+    Patch(merge::PatchError),
+    Apply(merge::ApplyError),
+}
+
+impl Job {
+    /// The patched object; `current` is `None` only for an apply that creates.
+    fn run(&self, current: Option<&Value>) -> Result<Value, Failed> {
+        let (group, kind) = (self.group.as_str(), self.object_kind.as_str());
+        match (self.kind, current) {
+            (Kind::Apply, current) => merge::apply(
+                current,
+                &self.patch,
+                &self.manager,
+                self.force,
+                group,
+                kind,
+                &self.now,
+            )
+            .map_err(Failed::Apply),
+            (_, None) => Err(Failed::Patch(merge::PatchError::Unapplicable(
+                "there is no object to patch".into(),
+            ))),
+            (Kind::Json, Some(c)) => merge::json_patch(c, &self.patch).map_err(Failed::Patch),
+            (Kind::Merge, Some(c)) => merge::merge_patch(c, &self.patch).map_err(Failed::Patch),
+            (Kind::Strategic, Some(c)) => {
+                merge::strategic_merge_patch(c, &self.patch, group, kind).map_err(Failed::Patch)
+            }
+        }
+    }
+}
+
+/// Runs `job` against `current` on the offload pool; gives `current` back with the result.
+async fn run_job(
+    ctx: &Ctx,
+    job: &Arc<Job>,
+    current: Option<Value>,
+    name: &str,
+) -> ApiResult<(Option<Value>, Value)> {
+    let job = Arc::clone(job);
+    let (current, result) = offload::run(move || {
+        let result = job.run(current.as_ref());
+        (current, result)
+    })
+    .await?;
+    match result {
+        Ok(v) => Ok((current, v)),
+        Err(Failed::Patch(e)) => Err(ApiError::from(e)),
+        Err(Failed::Apply(e)) => Err(ApiError::from_apply(e, &ctx.ri, name)),
+    }
+}
+
 pub async fn patch(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> {
     let (obj, code) = patch_object(ctx, body_in, false).await?;
     Ok(json_response(code, &obj))
+}
+
+/// Hands the memory of a big patch back once it is answered, whatever the answer.
+struct ReleaseOnDrop(bool);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if self.0 {
+            offload::release_memory();
+        }
+    }
 }
 
 /// Shared with the status subresource (`status_only`).
@@ -43,7 +126,8 @@ pub async fn patch_object(
         .header("content-length")
         .and_then(|v| v.parse::<u64>().ok());
     let raw = body::read(body_in, length).await?;
-    let patch_doc = body::decode(&media, &raw)?;
+    let mut release = ReleaseOnDrop(raw.len() >= offload::RELEASE_AFTER_BYTES);
+    let patch_doc = body::decode_offloaded(&media, &raw).await?;
     ctx.keep_request_body(raw.len(), &patch_doc);
     if matches!(kind, Kind::Strategic)
         && ctx
@@ -58,66 +142,52 @@ pub async fn patch_object(
             "strategic merge patch is not supported for custom resources; use a merge patch or server-side apply",
         ));
     }
-    let force = ctx.query.flag("force");
     if matches!(kind, Kind::Apply) && ctx.query.get("fieldManager").is_none() {
         return Err(ApiError::bad_request(
             "PATCH requests of type application/apply-patch+yaml must include fieldManager",
         ));
     }
+    let precondition = precondition_in(&patch_doc);
     let name = ctx.info.name.clone();
-    let manager = ctx.field_manager();
     ctx.applied = matches!(kind, Kind::Apply);
-    let now = super::prepare::now_rfc3339();
+    let job = Arc::new(Job {
+        kind,
+        patch: patch_doc,
+        group: ctx.ri.group.clone(),
+        object_kind: ctx.ri.kind.clone(),
+        manager: ctx.field_manager(),
+        force: ctx.query.flag("force"),
+        now: super::prepare::now_rfc3339(),
+    });
     for _ in 0..RETRIES {
         let loaded = ctx.load(&name).await;
-        let (current, rev) = match (loaded, &kind) {
-            (Ok(x), _) => x,
+        let (current, rev) = match (loaded, kind) {
+            (Ok(x), _) => {
+                release.0 |= approx_size(&x.0) >= offload::RELEASE_AFTER_BYTES;
+                x
+            }
             (Err(e), Kind::Apply) if e.code == 404 && !status_only => {
-                let applied = merge::apply(
-                    None,
-                    &patch_doc,
-                    &manager,
-                    force,
-                    &ctx.ri.group,
-                    &ctx.ri.kind,
-                    &now,
-                )
-                .map_err(|e| ApiError::from_apply(e, &ctx.ri, &name))?;
+                let (_, applied) = run_job(ctx, &job, None, &name).await?;
                 let (obj, _) = create::create_object(ctx, applied).await?;
                 return Ok((obj, 201));
             }
             (Err(e), _) => return Err(e),
         };
-        let patched = match &kind {
-            Kind::Json => merge::json_patch(&current, &raw),
-            Kind::Merge => merge::merge_patch(&current, &patch_doc),
-            Kind::Strategic => {
-                merge::strategic_merge_patch(&current, &patch_doc, &ctx.ri.group, &ctx.ri.kind)
-            }
-            Kind::Apply => {
-                match merge::apply(
-                    Some(&current),
-                    &patch_doc,
-                    &manager,
-                    force,
-                    &ctx.ri.group,
-                    &ctx.ri.kind,
-                    &now,
-                ) {
-                    Ok(v) => Ok(v),
-                    Err(e) => return Err(ApiError::from_apply(e, &ctx.ri, &name)),
-                }
-            }
-        }
-        .map_err(ApiError::from)?;
+        let (current, patched) = run_job(ctx, &job, Some(current), &name).await?;
+        let current = current.unwrap_or_default();
         match update::update_object(ctx, patched, current, rev, status_only).await {
-            Err(e) if e.code == 409 && e.reason == "Conflict" && !precondition_in(&patch_doc) => {
-                continue
-            }
+            Err(e) if e.code == 409 && e.reason == "Conflict" && !precondition => continue,
             other => return other,
         }
     }
     Err(ApiError::modified(&ctx.ri, &name))
+}
+
+fn approx_size(v: &Value) -> usize {
+    match merge::measure(v, merge::Limits::depth(usize::MAX)) {
+        merge::Measure::Fits { bytes, .. } => bytes,
+        _ => usize::MAX,
+    }
 }
 
 /// A patch that names a resourceVersion asks for optimistic concurrency: do not retry it.

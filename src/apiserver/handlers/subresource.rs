@@ -178,7 +178,7 @@ async fn scale_write(ctx: &mut Ctx, verb: &str, body_in: Incoming) -> ApiResult<
         .header("content-length")
         .and_then(|v| v.parse::<u64>().ok());
     let raw = body::read(body_in, length).await?;
-    let doc = body::decode(&media, &raw)?;
+    let doc = body::decode_offloaded(&media, &raw).await?;
     for _ in 0..5 {
         let (current, rev) = ctx.load(&name).await?;
         let scale = to_scale(ctx, &current);
@@ -186,7 +186,7 @@ async fn scale_write(ctx: &mut Ctx, verb: &str, body_in: Incoming) -> ApiResult<
             doc.clone()
         } else {
             match media.as_str() {
-                "application/json-patch+json" => merge::json_patch(&scale, &raw),
+                "application/json-patch+json" => merge::json_patch(&scale, &doc),
                 "application/merge-patch+json" => merge::merge_patch(&scale, &doc),
                 "application/strategic-merge-patch+json" => {
                     merge::strategic_merge_patch(&scale, &doc, "autoscaling", "Scale")

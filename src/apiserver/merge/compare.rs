@@ -13,6 +13,8 @@
 //! Invariant: callers have bounded the nesting depth of both values
 //! (`MAX_DEPTH`), so the recursion here is bounded.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::Value;
 
 use super::fieldpath::{FieldSet, PathElement};
@@ -186,17 +188,20 @@ fn walk(
             }
         }
         (Shape::ListSet, Value::Array(oi), Value::Array(ni)) => {
+            // Hashed lookups keep this linear in the lengths of both lists.
             let old_set: Vec<PathElement> = oi.iter().map(PathElement::value).collect();
             let new_set: Vec<PathElement> = ni.iter().map(PathElement::value).collect();
+            let old_index: HashSet<&PathElement> = old_set.iter().collect();
+            let new_index: HashSet<&PathElement> = new_set.iter().collect();
             for e in &new_set {
-                if !old_set.contains(e) {
+                if !old_index.contains(e) {
                     path.push(e.clone());
                     out.added.insert(path);
                     path.pop();
                 }
             }
             for e in &old_set {
-                if !new_set.contains(e) {
+                if !new_index.contains(e) {
                     path.push(e.clone());
                     out.removed.insert(path);
                     path.pop();
@@ -209,10 +214,15 @@ fn walk(
                 oi.iter().map(|i| (item_element(ty, so, i), i)).collect();
             let news: Vec<(PathElement, &Value)> =
                 ni.iter().map(|i| (item_element(ty, sn, i), i)).collect();
+            let mut old_index: HashMap<&PathElement, &Value> = HashMap::with_capacity(olds.len());
+            for (e, v) in &olds {
+                old_index.entry(e).or_insert(*v);
+            }
+            let new_index: HashSet<&PathElement> = news.iter().map(|(e, _)| e).collect();
             for (e, nv) in &news {
                 path.push(e.clone());
-                match olds.iter().find(|(oe, _)| oe == e) {
-                    Some((_, ov)) => walk_item(ov, nv, elem, path, out),
+                match old_index.get(e) {
+                    Some(ov) => walk_item(ov, nv, elem, path, out),
                     None => {
                         out.added.insert(path);
                         collect_item(nv, elem, path, &mut out.added);
@@ -221,7 +231,7 @@ fn walk(
                 path.pop();
             }
             for (e, ov) in &olds {
-                if !news.iter().any(|(ne, _)| ne == e) {
+                if !new_index.contains(e) {
                     path.push(e.clone());
                     out.removed.insert(path);
                     collect_item(ov, elem, path, &mut out.removed);

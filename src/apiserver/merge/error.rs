@@ -29,6 +29,12 @@ pub enum PatchError {
     #[error("the request is nested more than {0} levels deep")]
     TooDeep(usize),
 
+    /// The patch asks for more work than one request may: more JSON patch
+    /// operations than upstream's `maxJSONPatchOperations`.
+    /// **413 Request Entity Too Large**, exactly as upstream.
+    #[error("{0}")]
+    TooLarge(String),
+
     /// The result of the patch is not a JSON object (e.g. a merge patch
     /// whose body is `[]` or `"x"`, which RFC 7396 says replaces the whole
     /// document).  **400 Bad Request**: upstream fails to decode the result.

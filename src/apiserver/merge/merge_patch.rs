@@ -11,10 +11,13 @@ use serde_json::Value;
 
 use super::json_patch::kind_name;
 use super::{too_deep, PatchError, MAX_DEPTH};
+use crate::apiserver::storage::MAX_OBJECT_DEPTH;
 
 /// Applies a JSON merge patch to `doc`.
 pub fn merge_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
-    if too_deep(patch, MAX_DEPTH) || too_deep(doc, MAX_DEPTH) {
+    // The result is never deeper than the deeper of the two: patch values land where they
+    // stand in the patch.
+    if too_deep(patch, MAX_DEPTH) || too_deep(doc, MAX_OBJECT_DEPTH) {
         return Err(PatchError::TooDeep(MAX_DEPTH));
     }
     if !patch.is_object() {

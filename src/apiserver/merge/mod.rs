@@ -15,8 +15,14 @@
 //!
 //! Invariants shared by every entry point:
 //! * no input can make them panic, and documents nested deeper than
-//!   [`MAX_DEPTH`] are refused before any recursive walk, so a hostile body
-//!   cannot exhaust the stack;
+//!   [`MAX_DEPTH`] (stored objects: `storage::MAX_OBJECT_DEPTH`) are refused
+//!   before any recursive walk, so a hostile body cannot exhaust the stack;
+//! * results are bounded too, not only inputs: a merge, strategic merge or
+//!   apply result is never deeper than its inputs, and JSON patch checks
+//!   every operation before it runs (see [`json_patch`]), so no value deeper
+//!   than the limit is ever built (and none is ever dropped recursively);
+//! * every list merge indexes items by their key (hash maps), so merging
+//!   lists is linear in their length, never quadratic;
 //! * built-in kinds are merged with the type graph generated from
 //!   k8s-openapi ([`schema`]); kinds outside it (custom resources) are
 //!   treated the way upstream treats a schemaless object: maps merge key by
@@ -37,7 +43,7 @@ mod strategic;
 
 pub use self::apply::apply;
 pub use self::error::{ApplyError, Conflict, PatchError};
-pub use self::json_patch::json_patch;
+pub use self::json_patch::{json_patch, MAX_COPY_BYTES, MAX_OPERATIONS};
 pub use self::managed_fields::record_update;
 pub use self::merge_patch::merge_patch;
 pub use self::strategic::strategic_merge_patch;
@@ -65,6 +71,94 @@ pub(crate) fn too_deep(value: &Value, max: usize) -> bool {
         stack.extend(children.map(|c| (c, depth + 1)));
     }
     false
+}
+
+/// What [`measure`] may find before it gives up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub depth: usize,
+    pub bytes: usize,
+    pub nodes: usize,
+}
+
+impl Limits {
+    /// Only a depth limit.
+    pub fn depth(depth: usize) -> Self {
+        Limits {
+            depth,
+            bytes: usize::MAX,
+            nodes: usize::MAX,
+        }
+    }
+}
+
+/// The outcome of [`measure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Measure {
+    /// Within every limit: nesting depth (a scalar is 0, a container one more than its
+    /// deepest child), approximate JSON size in bytes, and the number of values visited.
+    Fits {
+        depth: usize,
+        bytes: usize,
+        nodes: usize,
+    },
+    TooDeep,
+    TooBig,
+    TooMany,
+}
+
+/// Measures a value without recursion, stopping as soon as a limit is passed, so its cost is
+/// bounded by the limits, not by the value.
+pub(crate) fn measure(value: &Value, limits: Limits) -> Measure {
+    let (mut depth, mut bytes, mut nodes) = (0usize, 0usize, 0usize);
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 1)];
+    while let Some((v, level)) = stack.pop() {
+        nodes += 1;
+        if nodes > limits.nodes {
+            return Measure::TooMany;
+        }
+        match v {
+            Value::Array(items) => {
+                if level > limits.depth {
+                    return Measure::TooDeep;
+                }
+                depth = depth.max(level);
+                bytes = bytes.saturating_add(2 + items.len());
+                stack.extend(items.iter().map(|c| (c, level + 1)));
+            }
+            Value::Object(map) => {
+                if level > limits.depth {
+                    return Measure::TooDeep;
+                }
+                depth = depth.max(level);
+                bytes = bytes.saturating_add(2);
+                for (k, c) in map {
+                    bytes = bytes.saturating_add(k.len() + 4);
+                    stack.push((c, level + 1));
+                }
+            }
+            Value::String(s) => bytes = bytes.saturating_add(s.len() + 2),
+            Value::Number(n) => bytes = bytes.saturating_add(number_len(n)),
+            Value::Bool(_) | Value::Null => bytes = bytes.saturating_add(5),
+        }
+        if bytes > limits.bytes {
+            return Measure::TooBig;
+        }
+    }
+    Measure::Fits {
+        depth,
+        bytes,
+        nodes,
+    }
+}
+
+/// Length of a number's JSON text, without formatting it (floats are estimated).
+fn number_len(n: &serde_json::Number) -> usize {
+    match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => u.checked_ilog10().unwrap_or(0) as usize + 1,
+        (None, Some(i)) => i.unsigned_abs().checked_ilog10().unwrap_or(0) as usize + 2,
+        _ => 24,
+    }
 }
 
 /// Splits `apiVersion` into (group, version); the core group is "".
@@ -95,6 +189,32 @@ mod tests {
         assert!(too_deep(&nested(4), 3));
         assert!(too_deep(&json!([[[[]]]]), 3));
         assert!(!too_deep(&json!([[[]]]), 3));
+    }
+
+    #[test]
+    fn measure_counts_depth_size_and_stops_early() {
+        assert_eq!(
+            measure(&json!({"ab": [1, "x"]}), Limits::depth(5)),
+            Measure::Fits {
+                depth: 2,
+                bytes: 2 + 6 + 4 + 1 + 3,
+                nodes: 4
+            }
+        );
+        assert_eq!(measure(&nested(10), Limits::depth(9)), Measure::TooDeep);
+        let big = json!(["x".repeat(100)]);
+        let limits = Limits {
+            depth: 10,
+            bytes: 50,
+            nodes: usize::MAX,
+        };
+        assert_eq!(measure(&big, limits), Measure::TooBig);
+        let limits = Limits {
+            depth: 10,
+            bytes: usize::MAX,
+            nodes: 2,
+        };
+        assert_eq!(measure(&json!([1, 2, 3]), limits), Measure::TooMany);
     }
 
     #[test]

@@ -21,11 +21,15 @@
 //! Kinds without a schema are refused with [`PatchError::UnsupportedKind`]
 //! (upstream answers 415 for strategic merge patch on custom resources).
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{Map, Value};
 
 use super::compare::child_type;
+use super::fieldpath::canonical;
 use super::schema::{self, TypeRef};
 use super::{split_api_version, too_deep, PatchError, MAX_DEPTH};
+use crate::apiserver::storage::MAX_OBJECT_DEPTH;
 
 const DIRECTIVE: &str = "$patch";
 const RETAIN_KEYS: &str = "$retainKeys";
@@ -40,7 +44,7 @@ pub fn strategic_merge_patch(
     group: &str,
     kind: &str,
 ) -> Result<Value, PatchError> {
-    if too_deep(patch, MAX_DEPTH) || too_deep(doc, MAX_DEPTH) {
+    if too_deep(patch, MAX_DEPTH) || too_deep(doc, MAX_OBJECT_DEPTH) {
         return Err(PatchError::TooDeep(MAX_DEPTH));
     }
     let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
@@ -131,7 +135,8 @@ fn merge_map(
             .as_array()
             .ok_or_else(|| malformed(format!("{key} must be a list")))?;
         if let Some(Value::Array(items)) = original.get_mut(field) {
-            items.retain(|item| !values.contains(item));
+            let values: HashSet<String> = values.iter().map(canonical).collect();
+            items.retain(|item| !values.contains(&canonical(item)));
         }
     }
 
@@ -228,6 +233,9 @@ fn merge_key_of<'a>(item: &'a Value, key: &str) -> Result<&'a Value, PatchError>
 }
 
 /// `mergeSlice` for a list with `patchStrategy:"merge"`.
+///
+/// Linear in the lengths of both lists: items are found through a hash index
+/// of their identities (merge key value or scalar), never by scanning.
 fn merge_slice(
     mut original: Vec<Value>,
     patch: Vec<Value>,
@@ -240,8 +248,9 @@ fn merge_slice(
     let kind = element_kind(&[&original, &patch])?;
     let patch_order: Vec<Value>;
     if kind != ElemKind::Object {
+        let mut seen: HashSet<String> = original.iter().map(canonical).collect();
         for item in &patch {
-            if !original.contains(item) {
+            if seen.insert(canonical(item)) {
                 original.push(item.clone());
             }
         }
@@ -253,13 +262,13 @@ fn merge_slice(
             ));
         }
         let mut plain = Vec::with_capacity(patch.len());
+        let mut deleted = HashSet::new();
         let mut replace = false;
         for item in patch {
             match item.get(DIRECTIVE) {
                 None => plain.push(item),
                 Some(Value::String(d)) if d == "delete" => {
-                    let target = merge_key_of(&item, key)?.clone();
-                    original.retain(|o| o.get(key) != Some(&target));
+                    deleted.insert(canonical(merge_key_of(&item, key)?));
                 }
                 Some(Value::String(d)) if d == "replace" => replace = true,
                 Some(Value::String(d)) if d == "merge" => {
@@ -270,6 +279,9 @@ fn merge_slice(
                 Some(d) => return Err(malformed(format!("unknown patch type {d} in list item"))),
             }
         }
+        if !deleted.is_empty() {
+            original.retain(|o| o.get(key).is_none_or(|v| !deleted.contains(&canonical(v))));
+        }
         if replace {
             original = plain
                 .iter()
@@ -278,30 +290,37 @@ fn merge_slice(
                 .collect::<Result<_, _>>()?;
             plain.clear();
         }
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(original.len());
+        for (i, o) in original.iter().enumerate() {
+            if let Some(v) = o.get(key) {
+                index.entry(canonical(v)).or_insert(i);
+            }
+        }
         for item in &plain {
-            let mv = merge_key_of(item, key)?;
-            let found = original.iter().position(|o| o.get(key) == Some(mv));
+            let id = canonical(merge_key_of(item, key)?);
             let Value::Object(p) = item.clone() else {
                 continue;
             };
-            match found {
-                Some(i) => {
+            match index.get(&id) {
+                Some(&i) => {
                     let o = match std::mem::take(&mut original[i]) {
                         Value::Object(o) => o,
                         _ => Map::new(),
                     };
                     original[i] = Value::Object(merge_map(o, p, elem)?);
                 }
-                None => original.push(Value::Object(merge_map(Map::new(), p, elem)?)),
+                None => {
+                    index.insert(id, original.len());
+                    original.push(Value::Object(merge_map(Map::new(), p, elem)?));
+                }
             }
         }
         patch_order = plain;
     }
-    let server_order = original.clone();
-    let (in_patch, server_only) = partition(original, &patch_order, kind, key);
+    let server_order = Positions::of(&original, kind, key);
+    let patch_order = Positions::of(&patch_order, kind, key);
     Ok(normalize_element_order(
-        in_patch,
-        server_only,
+        original,
         &patch_order,
         &server_order,
         kind,
@@ -309,45 +328,56 @@ fn merge_slice(
     ))
 }
 
-/// The identity of an item for ordering purposes: its merge key for objects,
-/// itself for scalars.
-fn identity<'a>(item: &'a Value, kind: ElemKind, key: &str) -> Option<&'a Value> {
+/// The identity of an item for ordering purposes, as hashable text: the
+/// canonical JSON of its merge key for objects, of itself for scalars.
+fn identity(item: &Value, kind: ElemKind, key: &str) -> Option<String> {
     if kind == ElemKind::Object {
-        item.get(key)
+        item.get(key).map(canonical)
     } else {
-        Some(item)
+        Some(canonical(item))
     }
 }
 
-fn index_in(list: &[Value], item: &Value, kind: ElemKind, key: &str) -> Option<usize> {
-    let id = identity(item, kind, key)?;
-    list.iter().position(|x| identity(x, kind, key) == Some(id))
+/// The first position of every identity in a list (upstream's `index` lookups, hashed).
+struct Positions(HashMap<String, usize>);
+
+impl Positions {
+    fn of(list: &[Value], kind: ElemKind, key: &str) -> Self {
+        let mut map = HashMap::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            if let Some(id) = identity(item, kind, key) {
+                map.entry(id).or_insert(i);
+            }
+        }
+        Positions(map)
+    }
+
+    fn get(&self, id: &Option<String>) -> Option<usize> {
+        id.as_ref().and_then(|id| self.0.get(id)).copied()
+    }
 }
 
-fn partition(
-    items: Vec<Value>,
-    by: &[Value],
-    kind: ElemKind,
-    key: &str,
-) -> (Vec<Value>, Vec<Value>) {
-    items
-        .into_iter()
-        .partition(|item| index_in(by, item, kind, key).is_some())
-}
-
-/// `normalizeElementOrder`: patch items in patch order, server-only items in
-/// server order, interleaved by their position in the server's list.
+/// `normalizeElementOrder`: items named by the patch (`patch_order`) in patch
+/// order, server-only items in server order, interleaved by their position in
+/// the server's list.
 fn normalize_element_order(
-    mut patch_items: Vec<Value>,
-    mut server_only: Vec<Value>,
-    patch_order: &[Value],
-    server_order: &[Value],
+    items: Vec<Value>,
+    patch_order: &Positions,
+    server_order: &Positions,
     kind: ElemKind,
     key: &str,
 ) -> Vec<Value> {
-    let pos = |list: &[Value], v: &Value| index_in(list, v, kind, key).unwrap_or(usize::MAX);
-    patch_items.sort_by_key(|v| pos(patch_order, v));
-    server_only.sort_by_key(|v| pos(server_order, v));
+    // (position in the server's list, position in the patch, item)
+    type Placed = (Option<usize>, Option<usize>, Value);
+    let (mut patch_items, mut server_only): (Vec<Placed>, Vec<Placed>) = items
+        .into_iter()
+        .map(|v| {
+            let id = identity(&v, kind, key);
+            (server_order.get(&id), patch_order.get(&id), v)
+        })
+        .partition(|(_, in_patch, _)| in_patch.is_some());
+    patch_items.sort_by_key(|(_, p, _)| p.unwrap_or(usize::MAX));
+    server_only.sort_by_key(|(s, _, _)| s.unwrap_or(usize::MAX));
     let mut out = Vec::with_capacity(patch_items.len() + server_only.len());
     let mut left = server_only.into_iter().peekable();
     let mut right = patch_items.into_iter().peekable();
@@ -356,16 +386,11 @@ fn normalize_element_order(
             (None, None) => break,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (Some(l), Some(r)) => match (
-                index_in(server_order, l, kind, key),
-                index_in(server_order, r, kind, key),
-            ) {
-                (Some(li), Some(ri)) => li < ri,
-                _ => false,
-            },
+            (Some((Some(li), _, _)), Some((Some(ri), _, _))) => li < ri,
+            _ => false,
         };
         let next = if take_left { left.next() } else { right.next() };
-        out.extend(next);
+        out.extend(next.map(|(_, _, v)| v));
     }
     out
 }
@@ -413,9 +438,9 @@ fn set_element_order(
             merge_key_of(item, key)?;
         }
     }
-    let server_order = original_list.unwrap_or_default();
-    let (in_order, server_only) = partition(merged, &order, kind, key);
-    let result = normalize_element_order(in_order, server_only, &order, &server_order, kind, key);
+    let server_order = Positions::of(original_list.as_deref().unwrap_or_default(), kind, key);
+    let order = Positions::of(&order, kind, key);
+    let result = normalize_element_order(merged, &order, &server_order, kind, key);
     original.insert(field.to_string(), Value::Array(result));
     Ok(())
 }
@@ -704,6 +729,36 @@ mod tests {
             let err = strategic_merge_patch(&live, &patch, "apps", "Deployment").unwrap_err();
             assert!(check(&err), "{patch}: {err:?}");
         }
+    }
+
+    /// 20,000 containers merged by key took 16.6 s when each item was found by scanning;
+    /// with the hash index it is linear (tens of milliseconds).
+    #[test]
+    fn huge_lists_merge_in_linear_time() {
+        let names = |n: usize, image: &str| -> Value {
+            (0..n)
+                .map(|i| json!({"name": format!("c{i}"), "image": image}))
+                .collect()
+        };
+        let live = deploy(names(20_000, "a"));
+        let order: Vec<Value> = (0..20_000)
+            .rev()
+            .map(|i| json!({"name": format!("c{i}")}))
+            .collect();
+        let patch = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": order, "containers": names(20_000, "b")}}},
+            "metadata": {"finalizers": (0..20_000).map(|i| format!("f{i}")).collect::<Vec<_>>()}});
+        let started = std::time::Instant::now();
+        let out = smp(&live, patch);
+        let took = started.elapsed();
+        let list = containers(&out).as_array().unwrap();
+        assert_eq!(list.len(), 20_000);
+        assert_eq!(list[0], json!({"name": "c19999", "image": "b"}));
+        assert_eq!(
+            out["metadata"]["finalizers"].as_array().unwrap().len(),
+            20_000
+        );
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
     }
 
     #[test]
