@@ -183,6 +183,38 @@ pub struct ServerArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// The API server's connection limits (defaults as kube-apiserver's). Hidden: tests shorten
+/// them; operators rarely need to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// Time allowed from accept to a finished TLS handshake.
+    #[arg(long, hide = true, default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: std::time::Duration,
+    /// Time allowed for a connection's (next) request headers, as Go's ReadHeaderTimeout.
+    #[arg(long, hide = true, default_value = "32s", value_parser = parse_duration)]
+    pub request_header_timeout: std::time::Duration,
+    /// A connection without a request in flight for this long is closed.
+    #[arg(long, hide = true, default_value = "90s", value_parser = parse_duration)]
+    pub idle_connection_timeout: std::time::Duration,
+    /// Connections one address may hold without having authenticated (and as many more
+    /// still in their TLS handshake).
+    #[arg(long, hide = true, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unauthenticated_connections_per_ip: u32,
+}
+
+impl ConnectionArgs {
+    pub fn limits(&self) -> crate::apiserver::ConnectionLimits {
+        crate::apiserver::ConnectionLimits {
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            header_read_timeout: self.request_header_timeout,
+            idle_timeout: self.idle_connection_timeout,
+            max_unauthenticated_per_ip: self.max_unauthenticated_connections_per_ip as usize,
+        }
+    }
 }
 
 /// Audit log flags, named as kube-apiserver's.
