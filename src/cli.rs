@@ -85,8 +85,14 @@ pub enum PolicyKind {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the audit log's hash chain: DIR is the audit directory or one log file.
-    Verify { path: PathBuf },
+    /// Check the audit log's hash chain: DIR is the audit directory or one log file. A chain
+    /// that starts after pruned history (older files removed) fails unless --allow-pruned.
+    Verify {
+        path: PathBuf,
+        /// Accept a chain whose oldest files were pruned (e.g. shipped and removed).
+        #[arg(long)]
+        allow_pruned: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,9 +232,18 @@ pub struct AuditArgs {
     /// Rotate `audit.log` when it would grow past this many MiB.
     #[arg(long, default_value_t = 100)]
     pub audit_log_maxsize: u64,
-    /// Rotated files to keep (0 keeps all).
-    #[arg(long, default_value_t = 10)]
+    /// Rotated files to keep once shipped (0, the default, never deletes history). Only files
+    /// at or before the one named in `audit.shipped` in the audit directory are pruned.
+    #[arg(long, default_value_t = 0)]
     pub audit_log_maxbackup: usize,
+    /// Disk budget of all audit files together, in MiB (0: none). When it is used up,
+    /// mutations are refused (503) rather than history deleted; reads go on a little longer.
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_max_total_size: u64,
+    /// Window over which requests from unauthenticated peers are aggregated into counted
+    /// summary lines.
+    #[arg(long, hide = true, default_value = "10s", value_parser = parse_duration)]
+    pub audit_stranger_window: std::time::Duration,
     /// An `audit.k8s.io/v1` Policy (YAML); default: Metadata for every request.
     #[arg(long)]
     pub audit_policy_file: Option<PathBuf>,

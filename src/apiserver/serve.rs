@@ -302,7 +302,13 @@ async fn handle(
     let Some(sink) = state.audit.clone() else {
         return serve_request(state, peer, identity, req, &mut audit::Outcome::default()).await;
     };
-    if !sink.writable() {
+    // With the audit budget used up, mutations are refused before anything changes; reads
+    // go on a little longer (see `auth::audit::writer`).
+    let mutating = !matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if !sink.admits(mutating) {
         return audit::unavailable();
     }
     let start = audit::Start::new(&req, peer);

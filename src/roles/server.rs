@@ -210,7 +210,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     )
     .await;
     // Whatever ended the server, the lines written so far reach the disk.
-    audit_at_shutdown.sync();
+    audit_at_shutdown.finish();
     served.context("API server failed")?;
     in_process.abort();
     match compactor.await {
