@@ -711,6 +711,58 @@ mod tests {
         }
     }
 
+    fn sink_with(dir: &Path, max_size: u64, max_backups: usize, max_total_size: u64) -> Sink {
+        Sink::open(Config {
+            dir: dir.to_path_buf(),
+            max_size,
+            max_backups,
+            max_total_size,
+            policy: Policy::default_policy(),
+            sync_interval: Duration::from_secs(60),
+            flood_window: Duration::from_secs(10),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn pruning_needs_the_opt_in_and_a_shipped_mark() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sink_with(tmp.path(), 2000, 1, 0);
+        for _ in 0..40 {
+            s.record(event()).unwrap();
+        }
+        let rotated = rotated_files(tmp.path()).unwrap();
+        assert!(rotated.len() >= 4, "nothing pruned without a mark: {rotated:?}");
+        let mark = rotated[1].file_name().unwrap().to_str().unwrap().to_string();
+        std::fs::write(tmp.path().join(SHIPPED), &mark).unwrap();
+        // Rotations within one microsecond would share a name; keep them apart.
+        std::thread::sleep(Duration::from_millis(2));
+        for _ in 0..20 {
+            s.record(event()).unwrap();
+        }
+        let now = rotated_files(tmp.path()).unwrap();
+        assert!(!now.contains(&rotated[0]) && !now.contains(&rotated[1]));
+        for f in &rotated[2..] {
+            assert!(now.contains(f), "{f:?} was not shipped but was pruned");
+        }
+    }
+
+    #[test]
+    fn the_budget_stops_mutations_first_then_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sink_with(tmp.path(), 1 << 20, 0, 8 << 10);
+        while s.used() < 8 << 10 {
+            assert!(s.admits(true));
+            s.record(event()).unwrap();
+        }
+        assert!(!s.admits(true), "a mutation past the budget");
+        assert!(s.admits(false), "reads go on for a while");
+        while s.used() < (8 << 10) + READ_SLACK_MIN {
+            s.record(event()).unwrap();
+        }
+        assert!(!s.admits(false));
+    }
+
     #[test]
     fn lines_are_synced_every_line_or_by_the_syncer() {
         let tmp = tempfile::tempdir().unwrap();
