@@ -193,6 +193,10 @@ pub async fn run(
     pki_ops::load_revocations(&state)
         .await
         .map_err(Error::Bootstrap)?;
+    match connections::raise_fd_limit() {
+        Ok(n) => tracing::debug!(limit = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
     let addr = SocketAddr::new(cfg.bind_address, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -1,5 +1,9 @@
 //! Connections and the top of the request path: TLS accept, per-connection identity, HTTP/1.1
 //! or HTTP/2 (ALPN), then authenticate → classify → authorize → dispatch, with metrics.
+//!
+//! The connection layer's limits (`connections`): handshake, header and idle deadlines, the
+//! per-address cap on connections nobody has authenticated on, and back-off on accept
+//! errors. HEAD responses go out without a body (no HTTP/2 DATA frame), as Go's server does.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
