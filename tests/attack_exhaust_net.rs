@@ -110,7 +110,8 @@ fn connect(s: &Server, config: &Arc<rustls::ClientConfig>) -> Tls {
     let name = ServerName::try_from("127.0.0.1").unwrap();
     let mut conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
     let mut sock = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     while conn.is_handshaking() {
         conn.complete_io(&mut sock).expect("handshake");
     }
@@ -285,7 +286,9 @@ fn metrics_stay_bounded_and_valid_under_hostile_requests() {
     // Strangers: 800 requests, each with a new path and a mix of methods, some invented.
     let stranger = client_config(&s, None, &[b"http/1.1"]);
     let mut conn = connect(&s, &stranger);
-    let methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "PROPFIND"];
+    let methods = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "PROPFIND",
+    ];
     for i in 0..800 {
         let method = match i % 10 {
             8 => format!("X{i}"),
@@ -325,14 +328,25 @@ fn metrics_stay_bounded_and_valid_under_hostile_requests() {
         before.len(),
         after.len()
     );
-    assert!(!after.contains("evil"), "an attacker's group became a label");
-    assert!(!after.contains("things"), "an attacker's resource became a label");
-    assert!(after.contains("verb=\"other\""), "unknown verbs collapse to other");
+    assert!(
+        !after.contains("evil"),
+        "an attacker's group became a label"
+    );
+    assert!(
+        !after.contains("things"),
+        "an attacker's resource became a label"
+    );
+    assert!(
+        after.contains("verb=\"other\""),
+        "unknown verbs collapse to other"
+    );
     // Strangers are counted without their paths.
     assert!(
-        after.lines().any(|l| l.starts_with("apiserver_request_total{")
-            && l.contains("resource=\"\"")
-            && l.contains("code=\"401\"")),
+        after
+            .lines()
+            .any(|l| l.starts_with("apiserver_request_total{")
+                && l.contains("resource=\"\"")
+                && l.contains("code=\"401\"")),
         "401s are counted"
     );
     alive_and_fast(&s);
@@ -447,7 +461,10 @@ fn a_watch_outlives_the_idle_and_header_timeouts() {
     }
     assert!(String::from_utf8_lossy(&seen).contains("\"ADDED\""));
     let closed = closed_after(&mut idle_admin, t, Duration::from_secs(8));
-    assert!(closed.is_some(), "an idle kept-alive connection stayed open");
+    assert!(
+        closed.is_some(),
+        "an idle kept-alive connection stayed open"
+    );
     alive_and_fast(&s);
 }
 
@@ -589,7 +606,11 @@ fn strangers_cannot_flush_the_audit_trail() {
     };
     let sent = sent.into_inner() as u64;
     assert_eq!(accounted(401), sent, "401s in the log");
-    assert_eq!(accounted(200), cacerts.into_inner() as u64, "/cacerts in the log");
+    assert_eq!(
+        accounted(200),
+        cacerts.into_inner() as u64,
+        "/cacerts in the log"
+    );
     let summaries = lines
         .iter()
         .filter(|l| l["annotations"]["audit.rampart.io/aggregated-count"].is_string())
@@ -648,7 +669,12 @@ fn history_is_pruned_only_when_shipped_and_verify_reports_it() {
     let (ok, text) = verify(&dir, &[]);
     assert!(ok, "{text}");
     // The shipper acknowledges the three oldest files: they may go, the rest stay.
-    let shipped = rotated[2].file_name().unwrap().to_str().unwrap().to_string();
+    let shipped = rotated[2]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     std::fs::write(dir.join("audit.shipped"), format!("{shipped}\n")).unwrap();
     fill_audit(&s, 65536 + 4096);
     let now = audit_files(&dir);
@@ -658,7 +684,10 @@ fn history_is_pruned_only_when_shipped_and_verify_reports_it() {
     for f in &rotated[3..] {
         assert!(f.exists(), "{f:?} was not shipped but was removed");
     }
-    assert!(now.len() > 2, "unshipped files are kept past the limit: {now:?}");
+    assert!(
+        now.len() > 2,
+        "unshipped files are kept past the limit: {now:?}"
+    );
     // verify: pruned history is a failure unless accepted.
     let (ok, text) = verify(&dir, &[]);
     assert!(!ok, "pruned history passed verify: {text}");
@@ -704,7 +733,8 @@ fn an_exhausted_audit_budget_refuses_mutations_not_history() {
         assert_eq!(r.status, 503, "{verb}");
     }
     assert_eq!(
-        s.raw(Raw::get("/api/v1/namespaces/default/configmaps/early")).status,
+        s.raw(Raw::get("/api/v1/namespaces/default/configmaps/early"))
+            .status,
         200,
         "reads go on past the budget"
     );
@@ -753,8 +783,8 @@ fn raw_h2_head(s: &Server, path: &str, identity: Option<(String, String)>) -> Ve
     assert_eq!(c.conn.alpn_protocol(), Some(&b"h2"[..]));
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
-    // HPACK, literals without indexing: :method HEAD (name 2), :scheme https (7),
-    // :path (name 4), :authority (name 1).
+                                                         // HPACK, literals without indexing: :method HEAD (name 2), :scheme https (7),
+                                                         // :path (name 4), :authority (name 1).
     let mut block = vec![0x02, 4];
     block.extend_from_slice(b"HEAD");
     block.push(0x87);
@@ -765,7 +795,17 @@ fn raw_h2_head(s: &Server, path: &str, identity: Option<(String, String)>) -> Ve
     block.extend_from_slice(b"127.0.0.1");
     let len = block.len();
     // HEADERS, END_STREAM | END_HEADERS, stream 1.
-    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 1, 0x5, 0, 0, 0, 1]);
+    out.extend_from_slice(&[
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        1,
+        0x5,
+        0,
+        0,
+        0,
+        1,
+    ]);
     out.extend_from_slice(&block);
     c.write_all(&out).unwrap();
     c.flush().unwrap();
@@ -775,7 +815,8 @@ fn raw_h2_head(s: &Server, path: &str, identity: Option<(String, String)>) -> Ve
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         while buf.len() >= 9 {
-            let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
             if buf.len() < 9 + len {
                 break;
             }

@@ -308,7 +308,10 @@ fn rotation_by_size_keeps_the_chain_across_files_and_restarts() {
     assert!(!ok && text.contains("pruned history"), "{text}");
     let out = harness::rampart(&["audit", "verify", "--allow-pruned", dir.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("starts after pruned history"), "{text}");
+    assert!(
+        out.status.success() && text.contains("starts after pruned history"),
+        "{text}"
+    );
 }
 
 fn rotated_names(dir: &Path) -> Vec<String> {

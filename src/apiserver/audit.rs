@@ -231,8 +231,18 @@ pub(super) async fn finish(
     };
     let mut truncated: Vec<&str> = std::mem::take(&mut start.truncated);
     let mut status = status;
-    cap(&mut status.message, MAX_MESSAGE, "responseStatus.message", &mut truncated);
-    cap(&mut status.reason, MAX_FIELD, "responseStatus.reason", &mut truncated);
+    cap(
+        &mut status.message,
+        MAX_MESSAGE,
+        "responseStatus.message",
+        &mut truncated,
+    );
+    cap(
+        &mut status.reason,
+        MAX_FIELD,
+        "responseStatus.reason",
+        &mut truncated,
+    );
     let seen = response.extensions().get::<RequestSeen>().cloned();
     let request_object = match seen.as_ref().and_then(|s| s.object.clone()) {
         Some(Some(v)) if level >= Level::Request => Some(v),
@@ -270,7 +280,12 @@ pub(super) async fn finish(
         .to_string(),
     );
     if let Some(mut reason) = reason {
-        cap(&mut reason, MAX_MESSAGE, "authorization.k8s.io/reason", &mut truncated);
+        cap(
+            &mut reason,
+            MAX_MESSAGE,
+            "authorization.k8s.io/reason",
+            &mut truncated,
+        );
         annotations.insert("authorization.k8s.io/reason".to_string(), reason);
     }
     let mut policies = policies;
@@ -337,9 +352,19 @@ pub(super) async fn finish(
             cap(value, MAX_FIELD, field, &mut truncated);
         }
     }
-    cap(&mut event.user.username, MAX_FIELD, "user.username", &mut truncated);
+    cap(
+        &mut event.user.username,
+        MAX_FIELD,
+        "user.username",
+        &mut truncated,
+    );
     if let Some(u) = event.impersonated_user.as_mut() {
-        cap(&mut u.username, MAX_FIELD, "impersonatedUser.username", &mut truncated);
+        cap(
+            &mut u.username,
+            MAX_FIELD,
+            "impersonatedUser.username",
+            &mut truncated,
+        );
     }
     if !truncated.is_empty() {
         event

@@ -322,7 +322,11 @@ impl hyper::body::Body for Tracked {
 
 /// `body` with `busy` held until it is finished or dropped.
 pub fn track(body: Body, busy: Busy) -> Body {
-    Tracked { inner: body, _busy: busy }.boxed()
+    Tracked {
+        inner: body,
+        _busy: busy,
+    }
+    .boxed()
 }
 
 #[cfg(test)]
@@ -347,7 +351,10 @@ mod tests {
         let a = counts.admit(ip, Phase::Unauthenticated).unwrap();
         let b = counts.admit(ip, Phase::Unauthenticated).unwrap();
         assert!(counts.admit(ip, Phase::Unauthenticated).is_none());
-        assert!(counts.admit(ip, Phase::Handshake).is_some(), "separate counts");
+        assert!(
+            counts.admit(ip, Phase::Handshake).is_some(),
+            "separate counts"
+        );
         assert!(counts
             .admit([10, 0, 0, 2].into(), Phase::Unauthenticated)
             .is_some());
@@ -357,7 +364,10 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(counts.count(ip, Phase::Unauthenticated), 0);
-        assert!(counts.counts.lock().unwrap().is_empty(), "no entry left behind");
+        assert!(
+            counts.counts.lock().unwrap().is_empty(),
+            "no entry left behind"
+        );
     }
 
     #[test]
@@ -380,7 +390,11 @@ mod tests {
         let first = a.deadline(&limits).unwrap();
         assert!(first <= Instant::now() + Duration::from_secs(2));
         let busy = a.begin();
-        assert_eq!(a.deadline(&limits), None, "a request in flight keeps it open");
+        assert_eq!(
+            a.deadline(&limits),
+            None,
+            "a request in flight keeps it open"
+        );
         drop(busy);
         let later = a.deadline(&limits).unwrap();
         assert!(later > Instant::now() + Duration::from_secs(4));

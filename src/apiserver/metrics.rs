@@ -306,7 +306,11 @@ mod tests {
             };
             m.observe(labels, 200, Duration::from_millis(1));
         }
-        assert_eq!(m.series(), MAX_SERIES + 1, "the cap plus the `other` series");
+        assert_eq!(
+            m.series(),
+            MAX_SERIES + 1,
+            "the cap plus the `other` series"
+        );
         assert!(lock(&m.latency).len() <= MAX_SERIES + 1);
     }
 }

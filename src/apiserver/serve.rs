@@ -137,7 +137,11 @@ async fn serve_connection(
         async move {
             let head = req.method() == http::Method::HEAD;
             let response = handle(state, peer, identity, req).await;
-            let response = if head { without_body(response) } else { response };
+            let response = if head {
+                without_body(response)
+            } else {
+                response
+            };
             Ok::<_, Infallible>(response.map(|body| connections::track(body, busy)))
         }
     });

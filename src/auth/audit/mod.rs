@@ -34,7 +34,7 @@ mod verify;
 mod writer;
 
 pub use event::{micro_timestamp, Event, ObjectRef, ResponseStatus, User, GENESIS};
+pub use flood::COUNT as AGGREGATED_COUNT;
 pub use policy::{Level, Policy, PolicyError, Request as PolicyRequest};
 pub use verify::{verify, Finding, Verified};
-pub use flood::COUNT as AGGREGATED_COUNT;
 pub use writer::{Config, Error, Sink, SHIPPED};

@@ -370,7 +370,11 @@ impl Sink {
         };
         let limit = self.cfg.budget(mutating);
         let mut used = inner.rotated_bytes + inner.size;
-        if used >= limit && !inner.counted_at.is_some_and(|t| t.elapsed() < RECOUNT_EVERY) {
+        if used >= limit
+            && !inner
+                .counted_at
+                .is_some_and(|t| t.elapsed() < RECOUNT_EVERY)
+        {
             // Shipped files may have been removed since: count again before refusing.
             if let Err(e) = inner.recount(&self.cfg.dir) {
                 tracing::debug!(error = %e, "cannot count the audit files");
@@ -732,8 +736,16 @@ mod tests {
             s.record(event()).unwrap();
         }
         let rotated = rotated_files(tmp.path()).unwrap();
-        assert!(rotated.len() >= 4, "nothing pruned without a mark: {rotated:?}");
-        let mark = rotated[1].file_name().unwrap().to_str().unwrap().to_string();
+        assert!(
+            rotated.len() >= 4,
+            "nothing pruned without a mark: {rotated:?}"
+        );
+        let mark = rotated[1]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         std::fs::write(tmp.path().join(SHIPPED), &mark).unwrap();
         // Rotations within one microsecond would share a name; keep them apart.
         std::thread::sleep(Duration::from_millis(2));
