@@ -183,6 +183,7 @@ impl PeerCounts {
     }
 
     /// How many connections `ip` holds in `phase`.
+    #[cfg(test)]
     pub fn count(&self, ip: IpAddr, phase: Phase) -> usize {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.get(&(ip, phase)).copied().unwrap_or(0)

@@ -212,6 +212,7 @@ impl Metrics {
     }
 
     /// How many request-count series exist (for tests and the cardinality bound).
+    #[cfg(test)]
     pub fn series(&self) -> usize {
         lock(&self.requests).len()
     }
