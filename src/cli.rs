@@ -206,8 +206,8 @@ pub struct ConnectionArgs {
     /// A connection without a request in flight for this long is closed.
     #[arg(long, hide = true, default_value = "90s", value_parser = parse_duration)]
     pub idle_connection_timeout: std::time::Duration,
-    /// Connections one address may hold without having authenticated (and as many more
-    /// still in their TLS handshake).
+    /// Connections one address may hold without having authenticated (and four times as
+    /// many still in their TLS handshake).
     #[arg(long, hide = true, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_unauthenticated_connections_per_ip: u32,
 }

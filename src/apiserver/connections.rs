@@ -14,9 +14,10 @@
 //!   protocol: it holds nothing of ours that a peer could pin by sending nothing, half a
 //!   header (HTTP/1) or frames that never make a request (HTTP/2). Requests in flight,
 //!   including watches that stream for hours, keep their connection.
-//! - A peer address holds at most `max_unauthenticated_per_ip` connections still in their
-//!   handshake, and as many more that finished it without a valid client certificate and have
-//!   not yet made an authenticated request. Beyond that new connections are closed at once;
+//! - A peer address holds at most `max_unauthenticated_per_ip` connections that finished
+//!   their handshake without a valid client certificate and have not yet made an
+//!   authenticated request, and four times as many still in their handshake (bounded in time
+//!   by the handshake timeout). Beyond that new connections are closed at once;
 //!   connections with a trusted client certificate never count, so an attacker sharing the
 //!   admin's address cannot lock the admin out with idle or anonymous connections.
 //! - Repeated warnings (accept errors, refused peers) are logged at most once per
@@ -38,6 +39,8 @@ use super::body::Body;
 
 /// How often a repeated warning may be logged.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Connections one address may have in their handshake, per unauthenticated one allowed.
+const HANDSHAKES_PER_UNAUTHENTICATED: usize = 4;
 /// Accept back-off bounds, as Go's `net/http`.
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -52,8 +55,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long a connection may sit without a request in flight after its first one.
     pub idle_timeout: Duration,
-    /// Connections per peer address that have not authenticated (yet), and as many still
-    /// in their handshake.
+    /// Connections per peer address that have not authenticated (yet); four times as many
+    /// may be in their handshake.
     pub max_unauthenticated_per_ip: usize,
 }
 
@@ -166,9 +169,15 @@ impl PeerCounts {
 
     /// A place for one more connection from `ip` in `phase`, or `None` at the cap.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, phase: Phase) -> Option<Slot> {
+        // Handshakes are brief and a burst of honest clients (a restart behind one NAT
+        // address) may be in them together: they get a wider cap.
+        let max = match phase {
+            Phase::Handshake => self.max.saturating_mul(HANDSHAKES_PER_UNAUTHENTICATED),
+            Phase::Unauthenticated => self.max,
+        };
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry((ip, phase)).or_insert(0);
-        if *n >= self.max {
+        if *n >= max {
             if *n == 0 {
                 counts.remove(&(ip, phase));
             }
