@@ -41,6 +41,14 @@ fn start(extra: &[&str]) -> Server {
     s
 }
 
+/// Tests that set the audit test hooks run in their own process under nextest; this keeps
+/// the others on the defaults when several run in one process (`cargo test`).
+fn default_audit_env() {
+    // SAFETY: called at the start of a test, before it starts threads or a server.
+    std::env::remove_var("RAMPART_TEST_AUDIT_MAXSIZE_BYTES");
+    std::env::remove_var("RAMPART_TEST_AUDIT_MAX_TOTAL_BYTES");
+}
+
 fn cap_memory(s: &Server) {
     let pid = s.child.as_ref().expect("running").id() as libc::pid_t;
     let limit = libc::rlimit64 {
@@ -286,6 +294,7 @@ fn request_series(text: &str) -> usize {
 
 #[test]
 fn metrics_stay_bounded_and_valid_under_hostile_requests() {
+    default_audit_env();
     let s = start(&[]);
     s.settle();
     let before = scrape(&s);
@@ -365,6 +374,7 @@ fn metrics_stay_bounded_and_valid_under_hostile_requests() {
 
 #[test]
 fn quiet_and_anonymous_connections_are_closed_and_capped() {
+    default_audit_env();
     let header = Duration::from_secs(3);
     let s = start(&[
         "--request-header-timeout",
@@ -433,6 +443,7 @@ fn quiet_and_anonymous_connections_are_closed_and_capped() {
 
 #[test]
 fn a_watch_outlives_the_idle_and_header_timeouts() {
+    default_audit_env();
     let s = start(&[
         "--request-header-timeout",
         "2s",
@@ -548,6 +559,7 @@ fn strangers_cannot_flush_the_audit_trail() {
     // SAFETY: set before any thread of this test process reads the environment; nextest runs
     // each test in its own process. The server child inherits it.
     std::env::set_var("RAMPART_TEST_AUDIT_MAXSIZE_BYTES", "262144");
+    std::env::remove_var("RAMPART_TEST_AUDIT_MAX_TOTAL_BYTES");
     let mut s = start(&["--audit-stranger-window", "5s"]);
     let dir = audit_dir(&s);
     s.ok(&["create", "namespace", "evidence"]);
@@ -672,6 +684,7 @@ fn fill_audit(s: &Server, bytes: u64) {
 fn history_is_pruned_only_when_shipped_and_verify_reports_it() {
     // SAFETY: see above.
     std::env::set_var("RAMPART_TEST_AUDIT_MAXSIZE_BYTES", "65536");
+    std::env::remove_var("RAMPART_TEST_AUDIT_MAX_TOTAL_BYTES");
     let s = start(&["--audit-log-maxbackup", "2"]);
     let dir = audit_dir(&s);
     s.ok(&["create", "namespace", "first-evidence"]);
@@ -869,6 +882,7 @@ fn raw_h2_head(s: &Server, path: &str, identity: Option<(String, String)>) -> Ve
 
 #[test]
 fn head_sends_no_body_over_http2_or_http1() {
+    default_audit_env();
     let s = start(&[]);
     let cases: Vec<(&str, Option<(String, String)>)> = vec![
         ("/api/v1/namespaces/default", Some(s.admin_identity())),
