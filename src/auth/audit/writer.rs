@@ -370,11 +370,10 @@ impl Sink {
         };
         let limit = self.cfg.budget(mutating);
         let mut used = inner.rotated_bytes + inner.size;
-        if used >= limit
-            && !inner
-                .counted_at
-                .is_some_and(|t| t.elapsed() < RECOUNT_EVERY)
-        {
+        let counted_recently = inner
+            .counted_at
+            .is_some_and(|t| t.elapsed() < RECOUNT_EVERY);
+        if used >= limit && !counted_recently {
             // Shipped files may have been removed since: count again before refusing.
             if let Err(e) = inner.recount(&self.cfg.dir) {
                 tracing::debug!(error = %e, "cannot count the audit files");
