@@ -492,6 +492,65 @@ fn a_watch_outlives_the_idle_and_header_timeouts() {
     alive_and_fast(&s);
 }
 
+/// CPU seconds the process has used (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf(3) has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[test]
+fn accept_errors_back_off_instead_of_spinning() {
+    default_audit_env();
+    let s = start(&["--tls-handshake-timeout", "30s"]);
+    let pid = s.child.as_ref().unwrap().id();
+    // Leave the server a handful of descriptors, then use them up with connections that
+    // never start their handshake; more wait in the listen backlog.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let limit = libc::rlimit64 {
+        rlim_cur: open + 6,
+        rlim_max: open + 6,
+    };
+    // SAFETY: prlimit64(2) on our own child with a valid rlimit and no old-value pointer.
+    let rc = unsafe {
+        libc::prlimit64(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let socks: Vec<TcpStream> = (0..24)
+        .map(|_| TcpStream::connect(("127.0.0.1", s.port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Out of descriptors with connections pending: the accept loop waits instead of spinning.
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_seconds(pid) - before;
+    assert!(
+        used < 0.5,
+        "the server used {used:.2} s of CPU in 3 s at its fd limit"
+    );
+    // Once the connections go, the server accepts again.
+    drop(socks);
+    assert!(
+        harness::eventually(Duration::from_secs(15), || s
+            .raw(Raw::get("/version"))
+            .status
+            == 200),
+        "the server did not recover from its fd limit"
+    );
+    alive_and_fast(&s);
+}
+
 // ---------------------------------------------------------------------------------------
 // (c) the audit trail
 
@@ -567,8 +626,8 @@ fn strangers_cannot_flush_the_audit_trail() {
     let before_files = audit_files(&dir);
     let before_bytes = audit_bytes(&dir);
 
-    // 4 connections × 500 requests with 60 KB URIs, every method; plus /cacerts with a huge
-    // query (served, 200, but still nobody's request).
+    // 4 connections × 500 requests with URIs up to 60 KB, every method; plus /cacerts with a
+    // huge query (served, 200, but still nobody's request).
     let sent = std::sync::atomic::AtomicUsize::new(0);
     let cacerts = std::sync::atomic::AtomicUsize::new(0);
     let stranger = client_config(&s, None, &[b"http/1.1"]);
@@ -578,7 +637,8 @@ fn strangers_cannot_flush_the_audit_trail() {
             let (s, stranger, sent, cacerts) = (&s, &stranger, &sent, &cacerts);
             scope.spawn(move || {
                 let mut conn = connect(s, stranger);
-                let filler = "a".repeat(60_000);
+                // Other sizes too: most connections send 60 KB URIs, one 8 KB, one tiny.
+                let filler = "a".repeat([60_000, 60_000, 8_000, 10][t]);
                 for i in 0..500 {
                     let method = ["GET", "POST", "PUT", "DELETE", "PATCH"][i % 5];
                     if i % 50 == 49 {
