@@ -137,8 +137,14 @@ pub enum PolicyKind {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the audit log's hash chain: DIR is the audit directory or one log file.
-    Verify { path: PathBuf },
+    /// Check the audit log's hash chain: DIR is the audit directory or one log file. A chain
+    /// that starts after pruned history (older files removed) fails unless --allow-pruned.
+    Verify {
+        path: PathBuf,
+        /// Accept a chain whose oldest files were pruned (e.g. shipped and removed).
+        #[arg(long)]
+        allow_pruned: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +248,38 @@ pub struct ServerArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// The API server's connection limits (defaults as kube-apiserver's). Hidden: tests shorten
+/// them; operators rarely need to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// Time allowed from accept to a finished TLS handshake.
+    #[arg(long, hide = true, default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: std::time::Duration,
+    /// Time allowed for a connection's (next) request headers, as Go's ReadHeaderTimeout.
+    #[arg(long, hide = true, default_value = "32s", value_parser = parse_duration)]
+    pub request_header_timeout: std::time::Duration,
+    /// A connection without a request in flight for this long is closed.
+    #[arg(long, hide = true, default_value = "90s", value_parser = parse_duration)]
+    pub idle_connection_timeout: std::time::Duration,
+    /// Connections one address may hold without having authenticated (and four times as
+    /// many still in their TLS handshake).
+    #[arg(long, hide = true, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unauthenticated_connections_per_ip: u32,
+}
+
+impl ConnectionArgs {
+    pub fn limits(&self) -> crate::apiserver::ConnectionLimits {
+        crate::apiserver::ConnectionLimits {
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            header_read_timeout: self.request_header_timeout,
+            idle_timeout: self.idle_connection_timeout,
+            max_unauthenticated_per_ip: self.max_unauthenticated_connections_per_ip as usize,
+        }
+    }
 }
 
 /// Audit log flags, named as kube-apiserver's.
@@ -253,9 +291,18 @@ pub struct AuditArgs {
     /// Rotate `audit.log` when it would grow past this many MiB.
     #[arg(long, default_value_t = 100)]
     pub audit_log_maxsize: u64,
-    /// Rotated files to keep (0 keeps all).
-    #[arg(long, default_value_t = 10)]
+    /// Rotated files to keep once shipped (0, the default, never deletes history). Only files
+    /// at or before the one named in `audit.shipped` in the audit directory are pruned.
+    #[arg(long, default_value_t = 0)]
     pub audit_log_maxbackup: usize,
+    /// Disk budget of all audit files together, in MiB (0: none). When it is used up,
+    /// mutations are refused (503) rather than history deleted; reads go on a little longer.
+    #[arg(long, default_value_t = 0)]
+    pub audit_log_max_total_size: u64,
+    /// Window over which requests from unauthenticated peers are aggregated into counted
+    /// summary lines.
+    #[arg(long, hide = true, default_value = "10s", value_parser = parse_duration)]
+    pub audit_stranger_window: std::time::Duration,
     /// An `audit.k8s.io/v1` Policy (YAML); default: Metadata for every request.
     #[arg(long)]
     pub audit_policy_file: Option<PathBuf>,

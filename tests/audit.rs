@@ -244,7 +244,7 @@ fn rotation_by_size_keeps_the_chain_across_files_and_restarts() {
     // SAFETY: set before any thread of this test process reads the environment; nextest runs
     // each test in its own process. The server child inherits it.
     std::env::set_var("RAMPART_TEST_AUDIT_MAXSIZE_BYTES", "6000");
-    let mut s = Server::start_with(&["--audit-log-maxbackup", "0"]);
+    let mut s = Server::start();
     let dir = audit_dir(&s);
     for _ in 0..20 {
         assert_eq!(s.raw(Raw::get("/api/v1/namespaces/default")).status, 200);
@@ -286,16 +286,42 @@ fn rotation_by_size_keeps_the_chain_across_files_and_restarts() {
     );
     drop(s);
 
-    // With a backup limit, the oldest files go and verify says the chain starts later.
+    // A backup limit alone deletes nothing: only files named as shipped may be pruned.
     let s = Server::start_with(&["--audit-log-maxbackup", "2"]);
     for _ in 0..40 {
         assert_eq!(s.raw(Raw::get("/api/v1/namespaces/default")).status, 200);
     }
     let dir = audit_dir(&s);
-    let count = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(count, 3, "two rotated files and audit.log");
+    let rotated = rotated_names(&dir);
+    assert!(rotated.len() > 2, "unshipped files kept: {rotated:?}");
     let (ok, text) = verify(&dir);
-    assert!(ok && text.contains("starts after pruned history"), "{text}");
+    assert!(ok && !text.contains("pruned"), "{text}");
+    // Once shipped, the oldest files go, and verify fails on the missing start unless the
+    // caller accepts it.
+    std::fs::write(dir.join("audit.shipped"), rotated.last().unwrap()).unwrap();
+    for _ in 0..20 {
+        assert_eq!(s.raw(Raw::get("/api/v1/namespaces/default")).status, 200);
+    }
+    let now = rotated_names(&dir);
+    assert!(!now.contains(&rotated[0]), "{now:?}");
+    let (ok, text) = verify(&dir);
+    assert!(!ok && text.contains("pruned history"), "{text}");
+    let out = harness::rampart(&["audit", "verify", "--allow-pruned", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("starts after pruned history"),
+        "{text}"
+    );
+}
+
+fn rotated_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+        .filter(|n| n.starts_with("audit-") && n.ends_with(".log"))
+        .collect();
+    names.sort();
+    names
 }
 
 /// A closed log of `n` lines in its own directory.

@@ -7,6 +7,13 @@
 //! with stage `ResponseStarted` (upstream's semantics for long-running requests), and nothing
 //! is written when it ends. Unauthenticated requests are recorded as `system:anonymous` in
 //! `system:unauthenticated`, with decision `deny`.
+//!
+//! Bounded lines: what a client chooses (the URI, user agent, names in `objectRef`, and the
+//! messages that echo them) is cut to a fixed size ([`MAX_URI`], [`MAX_FIELD`],
+//! [`MAX_MESSAGE`]) and the cut fields are named in `audit.rampart.io/truncated`, so one
+//! request writes at most a few KiB besides the bodies a policy asks for (themselves capped at
+//! [`BODY_CAP`]). Requests nobody authenticated for go through the sink's flood aggregation
+//! (`auth::audit::Sink::record_stranger`).
 
 use std::net::SocketAddr;
 
@@ -39,6 +46,25 @@ pub struct AdmissionAudit {
 /// `audit.rampart.io/truncated`), as upstream truncates oversized events.
 pub const BODY_CAP: usize = 256 << 10;
 const TRUNCATED: &str = "audit.rampart.io/truncated";
+/// The longest `requestURI` kept.
+pub const MAX_URI: usize = 4096;
+/// The longest user agent, user name or `objectRef` field kept.
+pub const MAX_FIELD: usize = 1024;
+/// The longest status message or authorization reason kept.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// Cut `value` to at most `max` bytes (on a character boundary), noting `field` when it was.
+fn cap(value: &mut String, max: usize, field: &'static str, truncated: &mut Vec<&'static str>) {
+    if value.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value.truncate(end);
+    truncated.push(field);
+}
 
 /// What the handlers saw of the request, attached to the response for its audit line.
 #[derive(Debug, Clone, Default)]
@@ -92,26 +118,48 @@ pub(super) struct Start {
     uri: String,
     user_agent: String,
     peer: SocketAddr,
+    /// Fields cut to their cap so far.
+    truncated: Vec<&'static str>,
 }
 
 impl Start {
     pub fn new(req: &Request<Incoming>, peer: SocketAddr) -> Start {
+        let mut truncated = Vec::new();
+        let uri = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or_else(|| req.uri().path());
+        let user_agent = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        // Only the capped prefix is copied: a 60 KB URI costs 4 KiB here.
+        let mut uri = uri[..floor_boundary(uri, MAX_URI + 1)].to_string();
+        cap(&mut uri, MAX_URI, "requestURI", &mut truncated);
+        let mut user_agent = user_agent[..floor_boundary(user_agent, MAX_FIELD + 1)].to_string();
+        cap(&mut user_agent, MAX_FIELD, "userAgent", &mut truncated);
         Start {
             received: jiff::Timestamp::now(),
-            uri: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| req.uri().path().to_string()),
-            user_agent: req
-                .headers()
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string(),
+            uri,
+            user_agent,
             peer,
+            truncated,
         }
     }
+}
+
+/// The largest character boundary of `s` at or below `max`.
+fn floor_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 #[derive(Default)]
@@ -134,7 +182,7 @@ pub(super) fn unavailable() -> Response<Body> {
 /// Writes the request's line; if that fails the response becomes the 503.
 pub(super) async fn finish(
     sink: &Sink,
-    start: Start,
+    mut start: Start,
     outcome: Outcome,
     response: Response<Body>,
 ) -> Response<Body> {
@@ -181,7 +229,20 @@ pub(super) async fn finish(
         };
         (response, status)
     };
-    let mut truncated: Vec<&str> = Vec::new();
+    let mut truncated: Vec<&str> = std::mem::take(&mut start.truncated);
+    let mut status = status;
+    cap(
+        &mut status.message,
+        MAX_MESSAGE,
+        "responseStatus.message",
+        &mut truncated,
+    );
+    cap(
+        &mut status.reason,
+        MAX_FIELD,
+        "responseStatus.reason",
+        &mut truncated,
+    );
     let seen = response.extensions().get::<RequestSeen>().cloned();
     let request_object = match seen.as_ref().and_then(|s| s.object.clone()) {
         Some(Some(v)) if level >= Level::Request => Some(v),
@@ -218,13 +279,16 @@ pub(super) async fn finish(
         }
         .to_string(),
     );
-    if let Some(reason) = reason {
+    if let Some(mut reason) = reason {
+        cap(
+            &mut reason,
+            MAX_MESSAGE,
+            "authorization.k8s.io/reason",
+            &mut truncated,
+        );
         annotations.insert("authorization.k8s.io/reason".to_string(), reason);
     }
     let mut policies = policies;
-    if !truncated.is_empty() {
-        annotations.insert(TRUNCATED.to_string(), truncated.join(","));
-    }
     if let Some(adm) = response.extensions().get::<AdmissionAudit>() {
         annotations.insert(
             "admission.rampart.io/decision".to_string(),
@@ -241,7 +305,8 @@ pub(super) async fn finish(
             annotations.insert(k.clone(), v.clone());
         }
     }
-    let event = Event {
+    let stranger = outcome.user.is_none();
+    let mut event = Event {
         kind: "Event".into(),
         api_version: "audit.k8s.io/v1".into(),
         level: level.as_str().into(),
@@ -275,7 +340,43 @@ pub(super) async fn finish(
         prev_hash: String::new(),
         hash: None,
     };
-    match sink.record(event) {
+    if let Some(o) = event.object_ref.as_mut() {
+        for (value, field) in [
+            (&mut o.resource, "objectRef.resource"),
+            (&mut o.namespace, "objectRef.namespace"),
+            (&mut o.name, "objectRef.name"),
+            (&mut o.api_group, "objectRef.apiGroup"),
+            (&mut o.api_version, "objectRef.apiVersion"),
+            (&mut o.subresource, "objectRef.subresource"),
+        ] {
+            cap(value, MAX_FIELD, field, &mut truncated);
+        }
+    }
+    cap(
+        &mut event.user.username,
+        MAX_FIELD,
+        "user.username",
+        &mut truncated,
+    );
+    if let Some(u) = event.impersonated_user.as_mut() {
+        cap(
+            &mut u.username,
+            MAX_FIELD,
+            "impersonatedUser.username",
+            &mut truncated,
+        );
+    }
+    if !truncated.is_empty() {
+        event
+            .annotations
+            .insert(TRUNCATED.to_string(), truncated.join(","));
+    }
+    let recorded = if stranger {
+        sink.record_stranger(start.peer.ip(), event)
+    } else {
+        sink.record(event)
+    };
+    match recorded {
         Ok(()) => response,
         Err(_) => unavailable(),
     }

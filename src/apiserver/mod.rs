@@ -12,6 +12,7 @@ mod admission;
 mod audit;
 mod body;
 mod bootstrap;
+mod connections;
 pub mod crd;
 mod csr;
 mod custom;
@@ -56,6 +57,7 @@ use std::sync::Arc;
 
 use crate::store::Backend;
 
+pub use connections::Limits as ConnectionLimits;
 pub use status::ApiError;
 
 #[derive(Clone)]
@@ -83,6 +85,9 @@ pub struct Config {
     /// The Cedar admission policies (Pod Security Standards, files, `CedarPolicy` objects);
     /// the built-in admission plugins run whenever `authorizer` is set.
     pub admission: Option<Arc<crate::auth::admission::Admission>>,
+    /// Handshake, header and idle timeouts and the per-address cap on unauthenticated
+    /// connections.
+    pub connections: ConnectionLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +137,9 @@ pub(crate) struct State {
     pub admission: Option<Arc<crate::auth::admission::Admission>>,
     /// ResourceQuotas and LimitRanges as admission reads them (followed when admission is on).
     pub admission_caches: admission::Caches,
+    /// The connection layer's timeouts and caps, and the per-address counts they apply to.
+    pub limits: ConnectionLimits,
+    pub peers: Arc<connections::PeerCounts>,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -165,6 +173,8 @@ pub async fn run(
         rbac: cfg.authorizer.clone().map(crate::auth::rbac::Rbac::new),
         admission: cfg.admission.clone(),
         admission_caches: admission::Caches::default(),
+        peers: connections::PeerCounts::new(cfg.connections.max_unauthenticated_per_ip),
+        limits: cfg.connections.clone(),
     });
     if state.authorizer.is_some() {
         state.admission_caches.follow(&state.store);
@@ -193,6 +203,10 @@ pub async fn run(
     pki_ops::load_revocations(&state)
         .await
         .map_err(Error::Bootstrap)?;
+    match connections::raise_fd_limit() {
+        Ok(n) => tracing::debug!(limit = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
     let addr = SocketAddr::new(cfg.bind_address, cfg.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

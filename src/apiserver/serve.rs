@@ -1,5 +1,9 @@
 //! Connections and the top of the request path: TLS accept, per-connection identity, HTTP/1.1
 //! or HTTP/2 (ALPN), then authenticate → classify → authorize → dispatch, with metrics.
+//!
+//! The connection layer's limits (`connections`): handshake, header and idle deadlines, the
+//! per-address cap on connections nobody has authenticated on, and back-off on accept
+//! errors. HEAD responses go out without a body (no HTTP/2 DATA frame), as Go's server does.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
 use super::body::{error_response, text_response, Body};
+use super::connections::{self, Activity, Backoff, Phase, RateLimitedLog};
 use super::request::{classify, Query};
 use super::status::ApiError;
 use super::{audit, discovery, handlers, health, impersonation, rampart_api, State};
@@ -25,24 +30,44 @@ pub(super) async fn accept_loop(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(config);
+    let accept_log = RateLimitedLog::default();
+    let mut backoff = Backoff::default();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff.success();
+                    x
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors (or memory) clears only as connections close: wait
+                    // instead of spinning, and say so once in a while, not per attempt.
+                    let delay = backoff.failure();
+                    if let Some(suppressed) = accept_log.allow() {
+                        tracing::warn!(error = %e, suppressed, retry_in = ?delay, "accept failed");
+                    }
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                     continue;
                 }
             },
+        };
+        // Connections still in their handshake are capped per address: they have proved
+        // nothing yet.
+        let Some(handshaking) = state.peers.admit(peer.ip(), Phase::Handshake) else {
+            refused(&state, peer, "TLS handshakes in progress");
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let state = state.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
+                state.limits.tls_handshake_timeout,
                 acceptor.accept(tcp),
             )
             .await
@@ -57,45 +82,140 @@ pub(super) async fn accept_loop(
                     return;
                 }
             };
-            let chain: Option<Vec<CertificateDer<'static>>> = {
-                let (_, conn) = tls.get_ref();
-                conn.peer_certificates()
-                    .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+            drop(handshaking);
+            serve_connection(state, peer, tls).await;
+        });
+    }
+}
+
+fn refused(state: &State, peer: SocketAddr, what: &str) {
+    if let Some(suppressed) = state.peers.refused_log.allow() {
+        tracing::warn!(
+            %peer,
+            suppressed,
+            limit = state.limits.max_unauthenticated_per_ip,
+            "refusing a connection: too many {what} from this address"
+        );
+    }
+}
+
+/// One TLS connection: HTTP/1.1 or HTTP/2, closed when it stays quiet too long (see
+/// `connections`), when its certificate stops being trusted, or when the peer leaves.
+async fn serve_connection(
+    state: Arc<State>,
+    peer: SocketAddr,
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) {
+    let chain: Option<Vec<CertificateDer<'static>>> = {
+        let (_, conn) = tls.get_ref();
+        conn.peer_certificates()
+            .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+    };
+    let identity = Connection::new(chain, &state);
+    let had_certificate = identity.chain.is_some();
+    // Without a trusted certificate the connection counts against its address until a
+    // request on it authenticates (a bearer token).
+    if !(had_certificate && identity.still_valid(&state)) {
+        match state.peers.admit(peer.ip(), Phase::Unauthenticated) {
+            Some(slot) => identity.hold(slot),
+            None => {
+                refused(&state, peer, "unauthenticated connections");
+                return;
+            }
+        }
+    }
+    let mut revocations = state.revocations.subscribe();
+    let mut pki_changes = state.tls.authority().subscribe();
+    let activity = Activity::new();
+    let service_state = state.clone();
+    let service_identity = identity.clone();
+    let service_activity = activity.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = service_state.clone();
+        let identity = service_identity.clone();
+        let busy = service_activity.begin();
+        async move {
+            let head = req.method() == http::Method::HEAD;
+            let response = handle(state, peer, identity, req).await;
+            let response = if head {
+                without_body(response)
+            } else {
+                response
             };
-            let identity = Connection::new(chain, &state);
-            let had_certificate = identity.chain.is_some();
-            let mut revocations = state.revocations.subscribe();
-            let mut pki_changes = state.tls.authority().subscribe();
-            let service_state = state.clone();
-            let service_identity = identity.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let state = service_state.clone();
-                let identity = service_identity.clone();
-                async move { Ok::<_, Infallible>(handle(state, peer, identity, req).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            tokio::pin!(conn);
+            Ok::<_, Infallible>(response.map(|body| connections::track(body, busy)))
+        }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.limits.header_read_timeout);
+    // Pings find peers that vanished under a long watch; the idle deadline below closes
+    // connections that never send a request.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(state.limits.idle_timeout / 2)
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    loop {
+        let deadline = activity.deadline(&state.limits);
+        let quiet = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = &mut conn => {
+                if let Err(e) = done {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
             // A certificate revoked or no longer trusted (CA retired) ends the connections
             // made with it — open watches included — instead of waiting for a reconnect.
-            loop {
-                tokio::select! {
-                    done = &mut conn => {
-                        if let Err(e) = done {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                        return;
-                    }
-                    r = revocations.changed() => { if r.is_err() { return; } }
-                    r = pki_changes.changed() => { if r.is_err() { return; } }
-                }
+            r = revocations.changed() => {
+                if r.is_err() { return; }
                 if had_certificate && !identity.still_valid(&state) {
                     tracing::info!(%peer, "closing a connection whose client certificate is no longer valid");
                     return;
                 }
             }
-        });
+            r = pki_changes.changed() => {
+                if r.is_err() { return; }
+                if had_certificate && !identity.still_valid(&state) {
+                    tracing::info!(%peer, "closing a connection whose client certificate is no longer valid");
+                    return;
+                }
+            }
+            () = activity.changed() => {}
+            () = quiet => {
+                if activity.deadline(&state.limits).is_some_and(|d| d <= Instant::now()) {
+                    tracing::debug!(%peer, "closing a quiet connection");
+                    // HTTP/2 peers get a GOAWAY; whatever does not finish promptly is dropped.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut conn).await;
+                    return;
+                }
+            }
+        }
     }
+}
+
+/// A HEAD response: the GET's headers (with its length) and no body at all, so HTTP/2 sends
+/// no DATA frame (RFC 9110 §9.3.2).
+fn without_body(response: Response<Body>) -> Response<Body> {
+    use hyper::body::Body as _;
+    let (mut parts, body) = response.into_parts();
+    if let Some(n) = body.size_hint().exact() {
+        parts
+            .headers
+            .entry(http::header::CONTENT_LENGTH)
+            .or_insert_with(|| http::HeaderValue::from(n));
+    }
+    Response::from_parts(parts, super::body::full(bytes::Bytes::new()))
 }
 
 /// A connection's client certificate and what it proved, re-verified whenever the PKI
@@ -108,6 +228,9 @@ struct Connection {
     /// while trust changes (a retired CA) still apply at once.
     established: rustls::pki_types::UnixTime,
     verified: std::sync::RwLock<(u64, auth::authn::ConnIdentity)>,
+    /// The connection's place in its address's unauthenticated count, until a request on
+    /// it authenticates.
+    unauthenticated: std::sync::Mutex<Option<connections::Slot>>,
 }
 
 impl Connection {
@@ -119,6 +242,7 @@ impl Connection {
             chain,
             established,
             verified: std::sync::RwLock::new((trust.generation, id)),
+            unauthenticated: std::sync::Mutex::new(None),
         })
     }
 
@@ -133,6 +257,21 @@ impl Connection {
                     .map_err(|e| e.to_string())
             }
             None => Err(auth::x509::Error::NoCertificate.to_string()),
+        }
+    }
+
+    fn hold(&self, slot: connections::Slot) {
+        if let Ok(mut s) = self.unauthenticated.lock() {
+            *s = Some(slot);
+        }
+    }
+
+    /// A request on this connection authenticated: it no longer counts as anonymous.
+    fn authenticated(&self) {
+        if let Ok(s) = self.unauthenticated.lock() {
+            if let Some(slot) = s.as_ref() {
+                slot.release();
+            }
         }
     }
 
@@ -171,7 +310,13 @@ async fn handle(
     let Some(sink) = state.audit.clone() else {
         return serve_request(state, peer, identity, req, &mut audit::Outcome::default()).await;
     };
-    if !sink.writable() {
+    // With the audit budget used up, mutations are refused before anything changes; reads
+    // go on a little longer (see `auth::audit::writer`).
+    let mutating = !matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if !sink.admits(mutating) {
         return audit::unavailable();
     }
     let start = audit::Start::new(&req, peer);
@@ -226,6 +371,7 @@ async fn serve_request(
             }) => throttled(&message, wait),
             Err(why) => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
             Ok(user) => {
+                identity.authenticated();
                 outcome.user = Some(user.clone());
                 // `kubectl --as`: from here on the request acts as the impersonated user.
                 let user = match impersonation::resolve(&state, user, req.headers()) {
@@ -295,14 +441,9 @@ async fn serve_request(
         }
     };
     let code = response.status().as_u16();
-    state.metrics.observe(
-        &info.verb,
-        &info.group,
-        &info.resource,
-        &info.subresource,
-        code,
-        started.elapsed(),
-    );
+    // Unauthenticated requests are counted without their path (see `metrics`).
+    let labels = super::metrics::Labels::of(&state, &info, outcome.user.is_some());
+    state.metrics.observe(labels, code, started.elapsed());
     tracing::debug!(%peer, %method, %path, code, "request");
     response
 }

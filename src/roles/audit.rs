@@ -9,12 +9,18 @@ use crate::cli::{AuditArgs, AuditCommand};
 
 /// Test hook: rotate at this many bytes instead of `--audit-log-maxsize` MiB.
 const MAXSIZE_BYTES_ENV: &str = "RAMPART_TEST_AUDIT_MAXSIZE_BYTES";
+/// Test hook: a budget of this many bytes instead of `--audit-log-max-total-size` MiB.
+const MAX_TOTAL_BYTES_ENV: &str = "RAMPART_TEST_AUDIT_MAX_TOTAL_BYTES";
 
 pub fn open_sink(args: &AuditArgs, data_dir: &Path, policy: Policy) -> anyhow::Result<Sink> {
     let max_size = std::env::var(MAXSIZE_BYTES_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(args.audit_log_maxsize.saturating_mul(1024 * 1024));
+    let max_total_size = std::env::var(MAX_TOTAL_BYTES_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(args.audit_log_max_total_size.saturating_mul(1024 * 1024));
     let dir = args
         .audit_log_dir
         .clone()
@@ -23,32 +29,46 @@ pub fn open_sink(args: &AuditArgs, data_dir: &Path, policy: Policy) -> anyhow::R
         dir,
         max_size,
         max_backups: args.audit_log_maxbackup,
+        max_total_size,
         policy,
         sync_interval: std::time::Duration::from_millis(args.audit_log_sync_interval),
+        flood_window: args.audit_stranger_window,
     })
     .context("cannot open the audit log")
 }
 
 pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
-        AuditCommand::Verify { path } => {
+        AuditCommand::Verify { path, allow_pruned } => {
             if !path.exists() {
                 anyhow::bail!("{}: no such file or directory", path.display());
             }
             match audit::verify(&path) {
-                Ok(v) => {
-                    match v.starts_after {
-                        Some(h) => println!(
+                Ok(v) => match v.starts_after {
+                    // Missing history is missing evidence: only the caller who knows it was
+                    // shipped elsewhere may accept it.
+                    Some(h) if !allow_pruned => {
+                        eprintln!(
+                            "audit log incomplete: {} lines verified in {} files, but the chain starts after pruned history (prevHash {h}); pass --allow-pruned if the older files were shipped elsewhere",
+                            v.lines, v.files
+                        );
+                        std::process::exit(1);
+                    }
+                    Some(h) => {
+                        println!(
                             "{} lines verified in {} files, chain intact (starts after pruned history, prevHash {h})",
                             v.lines, v.files
-                        ),
-                        None => println!(
+                        );
+                        Ok(())
+                    }
+                    None => {
+                        println!(
                             "{} lines verified in {} files, chain intact",
                             v.lines, v.files
-                        ),
+                        );
+                        Ok(())
                     }
-                    Ok(())
-                }
+                },
                 Err(finding) => {
                     eprintln!("audit log broken: {finding}");
                     std::process::exit(1);

@@ -216,6 +216,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             audit: (!bypass).then_some(audit),
             authorizer: (!bypass).then_some(authorizer),
             admission: (!bypass).then_some(admission),
+            connections: args.connections.limits(),
         },
         backend.clone(),
         shutdown.clone().wait(),
@@ -242,7 +243,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     )
     .await;
     // Whatever ended the server, the lines written so far reach the disk.
-    audit_at_shutdown.sync();
+    audit_at_shutdown.finish();
     served.context("API server failed")?;
     in_process.abort();
     match compactor.await {

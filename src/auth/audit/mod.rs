@@ -11,7 +11,11 @@
 //! - `writer`: the sink (DATA_DIR/audit/audit.log, 0600 files in a 0700 dir, size rotation,
 //!   chain resumed across restarts and rotations) with a health flag the request path checks
 //!   before serving (fail closed).
-//! - `verify`: recomputes the chain over the rotated files and `audit.log`.
+//! - `flood`: strangers' requests (nobody authenticated) aggregated into counted summary
+//!   lines, so anonymous floods write a bounded amount.
+//! - `verify`: recomputes the chain over the rotated files and `audit.log`; history pruned
+//!   from the start of the chain is reported (a failure for `rampart audit verify` unless
+//!   `--allow-pruned`).
 //!
 //! Bodies, as upstream: level Request records the request body as `requestObject` (the
 //! decoded object for create/update, the patch document for patch), RequestResponse also
@@ -24,11 +28,13 @@
 //! never reaches the log.
 
 mod event;
+mod flood;
 mod policy;
 mod verify;
 mod writer;
 
 pub use event::{micro_timestamp, Event, ObjectRef, ResponseStatus, User, GENESIS};
+pub use flood::COUNT as AGGREGATED_COUNT;
 pub use policy::{Level, Policy, PolicyError, Request as PolicyRequest};
 pub use verify::{verify, Finding, Verified};
-pub use writer::{Config, Error, Sink};
+pub use writer::{Config, Error, Sink, SHIPPED};

@@ -1,7 +1,9 @@
 //! `rampart audit verify`: reads the rotated files (oldest first) then `audit.log`, recomputes
 //! every line's hash and checks each `prevHash` against the previous line's hash, stopping at
 //! the first break. The first line of the oldest file may chain to something other than the
-//! genesis value when older rotated files were pruned; that is reported, not treated as a break.
+//! genesis value when older rotated files were pruned; that is reported in
+//! [`Verified::starts_after`], and `rampart audit verify` treats it as a failure unless the
+//! caller accepts pruned history explicitly.
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,17 @@
 //! The audit sink: `DIR/audit.log` (0600, in a 0700 directory), rotated by size to
-//! `audit-<RFC 3339 time with ':' as '-'>.log` (so names sort in chain order), keeping at most
-//! `max_backups` rotated files (0 keeps all). The chain continues across files and restarts.
+//! `audit-<RFC 3339 time with ':' as '-'>.log` (so names sort in chain order). The chain
+//! continues across files and restarts.
+//!
+//! History is never deleted by default. Pruning needs the operator to opt in
+//! (`max_backups` > 0) *and* the files to have been shipped: only rotated files whose names
+//! sort at or before the one named in `DIR/audit.shipped` (written by whatever ships the log
+//! away) are removed, oldest first, down to `max_backups`. Unshipped history is kept even
+//! past the limit. An optional disk budget (`max_total_size`, all files together) fails
+//! closed instead of deleting: once reached, [`Sink::admits`] refuses mutations (the
+//! request path answers 503 before serving them) while reads go on being served and logged
+//! until the budget plus an eighth (at least 64 KiB) is used, then they are refused too.
+//! Requests from strangers (no authenticated identity) are aggregated (`flood`), so they
+//! cannot use up the budget.
 //!
 //! Durability: each line is one `write(2)` of the whole line, done before the response is
 //! returned, so it survives a crash of the process. Against a crash of the machine, the file
@@ -46,9 +57,18 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::event::{hex, micro_timestamp, Event, GENESIS};
+use super::flood::{Flood, Verdict};
 use super::policy::Policy;
 
 pub const CURRENT: &str = "audit.log";
+/// Names the newest rotated file that has been shipped (copied elsewhere): only files up
+/// to it may be pruned.
+pub const SHIPPED: &str = "audit.shipped";
+/// Extra room reads get past the budget (see the module docs), at least this much.
+const READ_SLACK_MIN: u64 = 64 << 10;
+/// How often a sink over its budget re-counts the directory (a shipper may have removed
+/// files), and how often the flood summaries are checked.
+const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 /// The reserve's bounds (see the module docs).
 const RESERVE_MIN: u64 = 64 << 10;
@@ -62,15 +82,30 @@ const TAIL_WINDOW: u64 = 1 << 20;
 pub struct Config {
     pub dir: PathBuf,
     pub max_size: u64,
+    /// Rotated files to keep once they are shipped; 0 (the default) never prunes.
     pub max_backups: usize,
+    /// Bytes all audit files together may use before mutations are refused; 0 = no budget
+    /// (the disk's free space is the limit, guarded by the reserve).
+    pub max_total_size: u64,
     pub policy: Policy,
     /// How often written lines are `fdatasync`ed; zero syncs every line before its response.
     pub sync_interval: Duration,
+    /// The aggregation window for strangers' requests (see `flood`).
+    pub flood_window: Duration,
 }
 
 impl Config {
     fn reserve(&self) -> u64 {
         (self.max_size / 4).clamp(RESERVE_MIN, RESERVE_MAX)
+    }
+
+    /// The most a request of this kind may find used (see the module docs).
+    fn budget(&self, mutating: bool) -> u64 {
+        if mutating {
+            self.max_total_size
+        } else {
+            self.max_total_size + (self.max_total_size / 8).max(READ_SLACK_MIN)
+        }
     }
 }
 
@@ -92,6 +127,9 @@ pub struct Sink {
     dirty: AtomicBool,
     /// Completed syncs (observable by tests and metrics).
     syncs: AtomicU64,
+    flood: Flood,
+    /// The budget was found exhausted (logged once per episode).
+    over_budget: AtomicBool,
 }
 
 struct Inner {
@@ -102,6 +140,10 @@ struct Inner {
     /// When `audit.log` was last seen to be the file held open (see `still_current`).
     checked_at: Option<Instant>,
     size: u64,
+    /// Bytes in rotated files, as last counted (rotation, pruning, or a recount when over
+    /// the budget).
+    rotated_bytes: u64,
+    counted_at: Option<Instant>,
     prev: String,
     last_try: Option<Instant>,
 }
@@ -122,40 +164,68 @@ impl Sink {
             allocated_to: 0,
             checked_at: None,
             size: 0,
+            rotated_bytes: 0,
+            counted_at: None,
             prev: GENESIS.into(),
             last_try: None,
         };
         inner.reopen(&cfg.dir).map_err(open_err)?;
         inner.reserve(cfg.reserve()).map_err(open_err)?;
+        inner.recount(&cfg.dir).map_err(open_err)?;
         Ok(Sink {
+            flood: Flood::new(cfg.flood_window),
             cfg,
             inner: Mutex::new(inner),
             healthy: AtomicBool::new(true),
             dirty: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
+            over_budget: AtomicBool::new(false),
         })
     }
 
-    /// Sync written lines every `sync_interval` on a background thread, for as long as the
-    /// sink lives. Does nothing when every line is synced as it is written.
+    /// A background thread, for as long as the sink lives: syncs written lines every
+    /// `sync_interval` (unless every line is synced as it is written) and writes the
+    /// summaries of strangers' requests when their window ends.
     pub fn start_syncer(self: &Arc<Self>) {
-        if self.cfg.sync_interval.is_zero() {
-            return;
-        }
         let weak: Weak<Sink> = Arc::downgrade(self);
         let every = self.cfg.sync_interval;
+        let tick = if every.is_zero() {
+            RECOUNT_EVERY
+        } else {
+            every.min(RECOUNT_EVERY)
+        };
         let spawned = std::thread::Builder::new()
             .name("audit-sync".into())
-            .spawn(move || loop {
-                std::thread::sleep(every);
-                match weak.upgrade() {
-                    Some(sink) => sink.sync(),
-                    None => return,
+            .spawn(move || {
+                let mut synced = Instant::now();
+                loop {
+                    std::thread::sleep(tick);
+                    let Some(sink) = weak.upgrade() else { return };
+                    sink.flush_floods(false);
+                    if !every.is_zero() && synced.elapsed() >= every {
+                        sink.sync();
+                        synced = Instant::now();
+                    }
                 }
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the audit sync thread");
         }
+    }
+
+    /// Write the strangers' summaries that are due (all of them when `force`).
+    fn flush_floods(&self, force: bool) {
+        let due = self.flood.due(force);
+        if !due.is_empty() {
+            // A failure marks the sink unhealthy: requests are refused until it recovers.
+            let _ = self.write(due);
+        }
+    }
+
+    /// At shutdown: pending summaries written, everything synced.
+    pub fn finish(&self) {
+        self.flush_floods(true);
+        self.sync();
     }
 
     /// `fdatasync` the current file if lines were written since the last sync. The file
@@ -245,13 +315,32 @@ impl Sink {
     }
 
     /// Appends `event`, chained to the previous line.
-    pub fn record(&self, mut event: Event) -> Result<(), Error> {
+    pub fn record(&self, event: Event) -> Result<(), Error> {
+        self.write(vec![event])
+    }
+
+    /// Appends the line of a request nobody authenticated for (from `ip`): written in full,
+    /// or counted into a summary line when it is part of a flood (see `flood`).
+    pub fn record_stranger(&self, ip: std::net::IpAddr, event: Event) -> Result<(), Error> {
+        let (mut lines, verdict) = self.flood.admit(ip, &event);
+        if verdict == Verdict::Write {
+            lines.push(event);
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.write(lines)
+    }
+
+    fn write(&self, events: Vec<Event>) -> Result<(), Error> {
         let Ok(mut inner) = self.inner.lock() else {
             return Err(Error::Gone);
         };
-        if let Err(e) = inner.append(&self.cfg, &mut event) {
-            drop(inner);
-            return self.fail(e);
+        for mut event in events {
+            if let Err(e) = inner.append(&self.cfg, &mut event) {
+                drop(inner);
+                return self.fail(e);
+            }
         }
         if !self.cfg.sync_interval.is_zero() {
             self.dirty.store(true, Ordering::Release);
@@ -264,6 +353,55 @@ impl Sink {
         }
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether a request may be served now: the log is writable (see [`Sink::writable`])
+    /// and, with a budget, the files leave room for this kind of request (mutations stop at
+    /// the budget, reads a little later; see the module docs).
+    pub fn admits(&self, mutating: bool) -> bool {
+        if !self.writable() {
+            return false;
+        }
+        if self.cfg.max_total_size == 0 {
+            return true;
+        }
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        let limit = self.cfg.budget(mutating);
+        let mut used = inner.rotated_bytes + inner.size;
+        let counted_recently = inner
+            .counted_at
+            .is_some_and(|t| t.elapsed() < RECOUNT_EVERY);
+        if used >= limit && !counted_recently {
+            // Shipped files may have been removed since: count again before refusing.
+            if let Err(e) = inner.recount(&self.cfg.dir) {
+                tracing::debug!(error = %e, "cannot count the audit files");
+            }
+            used = inner.rotated_bytes + inner.size;
+        }
+        if used < limit {
+            if used < self.cfg.budget(true) && self.over_budget.swap(false, Ordering::AcqRel) {
+                tracing::info!("the audit log is within its budget again");
+            }
+            return true;
+        }
+        if !self.over_budget.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                used,
+                budget = self.cfg.max_total_size,
+                "the audit log has used its disk budget: refusing mutations until its files are shipped and removed"
+            );
+        }
+        false
+    }
+
+    /// Bytes the audit files use now (rotated files as last counted, plus `audit.log`).
+    pub fn used(&self) -> u64 {
+        match self.inner.lock() {
+            Ok(inner) => inner.rotated_bytes + inner.size,
+            Err(_) => 0,
+        }
     }
 }
 
@@ -350,12 +488,19 @@ impl Inner {
         self.open_file(&current)?;
         self.reserve(freed.clamp(line_len, cfg.reserve().max(line_len)))?;
         if cfg.max_backups > 0 {
-            let rotated = rotated_files(&cfg.dir)?;
-            let excess = rotated.len().saturating_sub(cfg.max_backups);
-            for old in &rotated[..excess] {
-                std::fs::remove_file(old)?;
-            }
+            prune(&cfg.dir, cfg.max_backups)?;
         }
+        self.recount(&cfg.dir)
+    }
+
+    /// Count the bytes of the rotated files.
+    fn recount(&mut self, dir: &Path) -> std::io::Result<()> {
+        let mut total = 0;
+        for f in rotated_files(dir)? {
+            total += std::fs::metadata(&f).map_or(0, |m| m.len());
+        }
+        self.rotated_bytes = total;
+        self.counted_at = Some(Instant::now());
         Ok(())
     }
 
@@ -474,6 +619,26 @@ fn previous_complete_line(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
         .map(|l| l.to_vec()))
 }
 
+/// Remove the oldest rotated files beyond `keep`, but only those already shipped (named at
+/// or before the name in `SHIPPED`); the first unshipped file stops the pruning.
+fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
+    let shipped = match std::fs::read_to_string(dir.join(SHIPPED)) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let rotated = rotated_files(dir)?;
+    let excess = rotated.len().saturating_sub(keep);
+    for old in &rotated[..excess] {
+        let name = old.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if shipped.is_empty() || name > shipped.as_str() {
+            break;
+        }
+        std::fs::remove_file(old)?;
+    }
+    Ok(())
+}
+
 /// Rotated files, oldest first.
 pub fn rotated_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -498,8 +663,10 @@ mod tests {
             dir: dir.to_path_buf(),
             max_size,
             max_backups: 0,
+            max_total_size: 0,
             policy: Policy::default_policy(),
             sync_interval,
+            flood_window: Duration::from_secs(10),
         })
         .unwrap()
     }
@@ -545,6 +712,66 @@ mod tests {
         for f in rotated {
             assert!(allocated(&f) < RESERVE_MIN, "{f:?} keeps {}", allocated(&f));
         }
+    }
+
+    fn sink_with(dir: &Path, max_size: u64, max_backups: usize, max_total_size: u64) -> Sink {
+        Sink::open(Config {
+            dir: dir.to_path_buf(),
+            max_size,
+            max_backups,
+            max_total_size,
+            policy: Policy::default_policy(),
+            sync_interval: Duration::from_secs(60),
+            flood_window: Duration::from_secs(10),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn pruning_needs_the_opt_in_and_a_shipped_mark() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sink_with(tmp.path(), 2000, 1, 0);
+        for _ in 0..40 {
+            s.record(event()).unwrap();
+        }
+        let rotated = rotated_files(tmp.path()).unwrap();
+        assert!(
+            rotated.len() >= 4,
+            "nothing pruned without a mark: {rotated:?}"
+        );
+        let mark = rotated[1]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        std::fs::write(tmp.path().join(SHIPPED), &mark).unwrap();
+        // Rotations within one microsecond would share a name; keep them apart.
+        std::thread::sleep(Duration::from_millis(2));
+        for _ in 0..20 {
+            s.record(event()).unwrap();
+        }
+        let now = rotated_files(tmp.path()).unwrap();
+        assert!(!now.contains(&rotated[0]) && !now.contains(&rotated[1]));
+        for f in &rotated[2..] {
+            assert!(now.contains(f), "{f:?} was not shipped but was pruned");
+        }
+    }
+
+    #[test]
+    fn the_budget_stops_mutations_first_then_reads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sink_with(tmp.path(), 1 << 20, 0, 8 << 10);
+        while s.used() < 8 << 10 {
+            assert!(s.admits(true));
+            s.record(event()).unwrap();
+        }
+        assert!(!s.admits(true), "a mutation past the budget");
+        assert!(s.admits(false), "reads go on for a while");
+        while s.used() < (8 << 10) + READ_SLACK_MIN {
+            s.record(event()).unwrap();
+        }
+        assert!(!s.admits(false));
     }
 
     #[test]
