@@ -50,6 +50,7 @@ use std::sync::Arc;
 
 use crate::store::Backend;
 
+pub use handlers::watch::WatchLimits;
 pub use status::ApiError;
 
 #[derive(Clone)]
@@ -75,6 +76,8 @@ pub struct Config {
     /// The Cedar admission policies (Pod Security Standards, files, `CedarPolicy` objects);
     /// the built-in admission plugins run whenever `authorizer` is set.
     pub admission: Option<Arc<crate::auth::admission::Admission>>,
+    /// How many watches one user and the whole server may hold open (429 past either).
+    pub watch_limits: WatchLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,8 @@ pub(crate) struct State {
     pub admission: Option<Arc<crate::auth::admission::Admission>>,
     /// ResourceQuotas and LimitRanges as admission reads them (followed when admission is on).
     pub admission_caches: admission::Caches,
+    /// Open watches by user, against `Config::watch_limits`.
+    pub watches: handlers::watch::Watches,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -155,6 +160,7 @@ pub async fn run(
         rbac: cfg.authorizer.clone().map(crate::auth::rbac::Rbac::new),
         admission: cfg.admission.clone(),
         admission_caches: admission::Caches::default(),
+        watches: handlers::watch::Watches::new(cfg.watch_limits),
     });
     if state.authorizer.is_some() {
         state.admission_caches.follow(&state.store);
