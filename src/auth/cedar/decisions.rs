@@ -85,7 +85,7 @@ impl Decisions {
     }
 
     /// Entries currently kept.
-    pub fn len(&self) -> usize {
+    pub fn entries(&self) -> usize {
         let g = self.lock();
         g.young.len() + g.old.len()
     }
@@ -114,6 +114,6 @@ mod tests {
     fn long_keys_are_not_kept() {
         let cache = Decisions::default();
         cache.insert("x".repeat(MAX_KEY + 1), Decision::allow(Vec::new()));
-        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.entries(), 0);
     }
 }

@@ -309,7 +309,7 @@ impl Authorizer {
     pub fn decision_cache_size(&self) -> (usize, usize) {
         self.slices
             .read()
-            .map(|s| (s.decisions.bytes(), s.decisions.len()))
+            .map(|s| (s.decisions.bytes(), s.decisions.entries()))
             .unwrap_or_default()
     }
 

@@ -60,11 +60,6 @@ impl Watches {
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Open watches over every user.
-    pub fn open(&self) -> usize {
-        self.counts().total
-    }
 }
 
 /// One accepted watch; dropping it gives the place back.
