@@ -409,13 +409,14 @@ fn named_rules(
     for name in &names {
         for ri in state.registry.all() {
             let ns = if ri.namespaced { namespace } else { "" };
-            let verbs: Vec<String> = NAMED_VERBS
-                .iter()
-                .filter(|v| ri.verbs.iter().any(|rv| rv == *v))
-                .filter(|v| !probe(probes, user, v, &ri.group, &ri.plural, "", ns))
-                .filter(|v| probe_named(probes, user, v, &ri.group, &ri.plural, "", ns, name))
-                .map(|v| v.to_string())
-                .collect();
+            let mut verbs: Vec<String> = Vec::new();
+            for v in NAMED_VERBS.iter().filter(|v| ri.verbs.iter().any(|rv| rv == *v)) {
+                if !probe(probes, user, v, &ri.group, &ri.plural, "", ns)
+                    && probe_named(probes, user, v, &ri.group, &ri.plural, "", ns, name)
+                {
+                    verbs.push(v.to_string());
+                }
+            }
             if !verbs.is_empty() {
                 let resources = rules
                     .entry((ri.group.clone(), verbs, name.clone()))
