@@ -174,6 +174,8 @@ async fn h2(s: &Server, identity: &(String, String), wide_open: bool) -> H2 {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
         .await
         .expect("connect");
+    // As Go's clients: without it a request body waits for a delayed ACK (40 ms).
+    tcp.set_nodelay(true).expect("nodelay");
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
         .await
@@ -364,6 +366,8 @@ fn unread_watches_on_one_connection_stay_bounded() {
     cap_memory(&s, 3072);
     let before = rss_mib(&s);
 
+    // The in-process controllers hold a few watches of their own.
+    let baseline = rt.block_on(open_watches(&c));
     let attacker = rt.block_on(h2(&s, &admin, true));
     // One complete exchange first, so the connection's settings are known; then stop reading.
     let (code, _) = rt.block_on(call(&attacker, "GET", "/version", None));
@@ -387,8 +391,8 @@ fn unread_watches_on_one_connection_stay_bounded() {
             })
         })
         .collect();
-    let opened = rt.block_on(wait_open_watches(&c, 200.0, Duration::from_secs(20)));
-    assert_eq!(opened, 200.0, "all 200 watches are open");
+    let opened = rt.block_on(wait_open_watches(&c, baseline + 200.0, Duration::from_secs(20)));
+    assert_eq!(opened, baseline + 200.0, "all 200 watches are open");
     // Let the server push whatever it is going to push into the stalled connection.
     std::thread::sleep(Duration::from_secs(3));
     let during = rss_mib(&s);
@@ -409,18 +413,23 @@ fn unread_watches_on_one_connection_stay_bounded() {
         p.abort();
     }
     drop(attacker);
-    let left = rt.block_on(wait_open_watches(&c, 0.0, Duration::from_secs(20)));
-    assert_eq!(left, 0.0, "watches of a closed connection are released");
+    let left = rt.block_on(wait_open_watches(&c, baseline, Duration::from_secs(20)));
+    assert_eq!(left, baseline, "watches of a closed connection are released");
 }
 
 #[test]
 fn watch_caps_answer_429_and_free_up() {
-    let s = Server::start_with(&["--max-watches-per-user", "20", "--max-watches", "30"]);
+    let s = Server::start_with(&["--max-watches-per-user", "20", "--max-watches", "50"]);
     let admin = s.admin_identity();
     let alice = s.client_cert("alice", &["system:masters"]);
     let bob = s.client_cert("bob", &["system:masters"]);
     let rt = runtime();
     rt.block_on(async {
+        let c = h2(&s, &admin, false).await;
+        // The in-process controllers hold a few watches of their own, against the 50.
+        let baseline = open_watches(&c).await;
+        assert!((0.0..25.0).contains(&baseline), "{baseline}");
+        let room_for_bob = 50 - 20 - baseline as usize;
         let a = h2(&s, &alice, false).await;
         let b = h2(&s, &bob, false).await;
         let mut held = Vec::new();
@@ -455,15 +464,15 @@ fn watch_caps_answer_429_and_free_up() {
         let (code, _) = call(&a, "GET", "/api/v1/namespaces/default", None).await;
         assert_eq!(code, 200);
 
-        // Bob has his own allowance, up to the server's 30.
+        // Bob has his own allowance, up to the server's 50.
         let mut bobs = Vec::new();
-        for i in 0..10 {
+        for i in 0..room_for_bob {
             let r = open_watch(&b, "/api/v1/pods?watch=1").await;
             assert_eq!(r.status(), 200, "watch {i} of bob");
             bobs.push(r);
         }
         let r = open_watch(&b, "/api/v1/pods?watch=1").await;
-        assert_eq!(r.status(), 429, "the server's 31st watch");
+        assert_eq!(r.status(), 429, "the server's 51st watch");
         let st: Value =
             serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
         assert!(
@@ -473,16 +482,17 @@ fn watch_caps_answer_429_and_free_up() {
 
         // Ending watches (the client drops them) gives the places back.
         held.truncate(5);
-        let c = h2(&s, &admin, false).await;
-        assert_eq!(wait_open_watches(&c, 15.0, Duration::from_secs(10)).await, 15.0);
-        for i in 0..10 {
+        let want = 50.0 - 15.0;
+        assert_eq!(wait_open_watches(&c, want, Duration::from_secs(10)).await, want);
+        for i in 0..15 {
             let r = open_watch(&b, "/api/v1/pods?watch=1").await;
             assert_eq!(r.status(), 200, "bob's watch {i} after alice closed some");
             bobs.push(r);
         }
         drop(held);
         drop(bobs);
-        assert_eq!(wait_open_watches(&c, 0.0, Duration::from_secs(10)).await, 0.0);
+        let left = wait_open_watches(&c, baseline, Duration::from_secs(10)).await;
+        assert_eq!(left, baseline);
     });
 }
 
@@ -727,7 +737,7 @@ fn rules_reviews_in_a_row_stay_cheap_and_bounded() {
         eprintln!(
             "{who}: 150 SelfSubjectRulesReviews, median {median} µs (GET /version {get} ms), RSS {before} -> {after} MiB"
         );
-        assert!(median < 300_000, "{who}: a review took {median} µs");
+        assert!(median < 100_000, "{who}: a review took {median} µs");
         assert!(after < before + 30, "{who}: RSS grew {before} -> {after} MiB");
     }
     assert!(alive(&mut s));

@@ -454,6 +454,7 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
     let mut resource_rules = Vec::new();
     let mut non_resource_rules = Vec::new();
     let mut probes = Probes::new(state, user);
+    let t0 = std::time::Instant::now();
 
     // What the caller may do to anything ("*" resources in "*" groups): cluster-admin's rule.
     let wild: Vec<&str> = ACTIONS
@@ -549,6 +550,12 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
             }
         }
     }
+    tracing::debug!(
+        user = %user.name,
+        evaluations = probes.prober.as_ref().map_or(0, |p| p.evaluations),
+        elapsed_us = t0.elapsed().as_micros() as u64,
+        "SelfSubjectRulesReview probed"
+    );
     let mut status = json!({
         "resourceRules": resource_rules,
         "nonResourceRules": non_resource_rules,
