@@ -3,7 +3,7 @@
 //! hyper polls a response body only when the connection has room for more (HTTP/2 stream
 //! capacity, HTTP/1.1 write buffer), so a body that does its work inside `poll_next` needs no
 //! queue of its own: a client that stops reading stops the work. What one watch can hold at a
-//! time is therefore: one page of the initial state (about [`PAGE_BYTES`] plus one object), or
+//! time is therefore: one page of the initial state (about [`PAGE_BYTES`], or one object), or
 //! the store hub's queue of live events (bounded in events and bytes; a watcher past it is
 //! dropped and its queue freed, see `store::watch`), plus what hyper has buffered for the
 //! connection. The initial state is read in pages from the snapshot at the watch's start
@@ -32,10 +32,11 @@ use crate::store::{Backend, EventKind, KeyValue, RangeRequest, RangeResponse, Wa
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
-/// Items in the first page of the initial state (read before the response starts).
-pub const FIRST_PAGE: usize = 16;
+/// Items in the first page of the initial state (read before the response starts): one, since
+/// object sizes are unknown until then (16 objects of 1.5 MiB would be 24 MiB per watch).
+pub const FIRST_PAGE: usize = 1;
 /// Later pages hold about this many bytes of stored objects...
-const PAGE_BYTES: usize = 256 * 1024;
+const PAGE_BYTES: usize = 64 * 1024;
 /// ...and between 1 and this many objects.
 const MAX_PAGE: usize = 500;
 
