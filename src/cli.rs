@@ -244,6 +244,12 @@ pub struct ServerArgs {
     /// policy is validated strictly against the schema at start-up.
     #[arg(long)]
     pub policy_dir: Option<PathBuf>,
+    /// Watches one user may hold open; more are refused with 429 TooManyRequests.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_watches_per_user: usize,
+    /// Watches the server holds open over every user; more are refused with 429.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_watches: usize,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]

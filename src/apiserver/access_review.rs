@@ -310,9 +310,42 @@ fn status_of(state: &State, d: &Decision) -> Value {
     status
 }
 
+/// The probes of one `SelfSubjectRulesReview`: decisions from the authorizer's prober (which
+/// neither reads nor fills the decision cache and answers for free when no permit of the
+/// verb's slice can apply), at most [`MAX_EVALUATIONS`] Cedar evaluations per review.
+struct Probes<'a> {
+    prober: Option<crate::auth::cedar::Prober<'a>>,
+    /// The budget ran out: later probes answered "no" and the review says so.
+    exhausted: bool,
+}
+
+/// Cedar evaluations one review may make (a few milliseconds); with a large registry (many
+/// CRDs) the rest is reported as not evaluated rather than costing more.
+const MAX_EVALUATIONS: usize = 4096;
+
+impl<'a> Probes<'a> {
+    fn new(state: &'a State, user: &'a UserInfo) -> Self {
+        Probes {
+            prober: state.authorizer.as_ref().map(|a| a.prober(user)),
+            exhausted: false,
+        }
+    }
+
+    fn allowed(&mut self, attrs: &Attributes<'_>) -> bool {
+        let Some(p) = &mut self.prober else {
+            return true;
+        };
+        if p.evaluations >= MAX_EVALUATIONS {
+            self.exhausted = true;
+            return false;
+        }
+        p.allowed(attrs)
+    }
+}
+
 /// Allowed for this probe (on the collection, no object name)?
 fn probe(
-    state: &State,
+    probes: &mut Probes<'_>,
     user: &UserInfo,
     verb: &str,
     group: &str,
@@ -320,13 +353,13 @@ fn probe(
     sub: &str,
     ns: &str,
 ) -> bool {
-    probe_named(state, user, verb, group, resource, sub, ns, "")
+    probe_named(probes, user, verb, group, resource, sub, ns, "")
 }
 
 /// Allowed for this probe on the object `name`?
 #[allow(clippy::too_many_arguments)]
 fn probe_named(
-    state: &State,
+    probes: &mut Probes<'_>,
     user: &UserInfo,
     verb: &str,
     group: &str,
@@ -336,21 +369,17 @@ fn probe_named(
     name: &str,
 ) -> bool {
     let path = format!("{group}/{resource}/{sub}@{ns}/{name}");
-    decide(
-        state,
-        &Attributes {
-            user,
-            verb,
-            resource_request: true,
-            api_group: group,
-            resource,
-            subresource: sub,
-            namespace: ns,
-            name,
-            path: &path,
-        },
-    )
-    .allowed
+    probes.allowed(&Attributes {
+        user,
+        verb,
+        resource_request: true,
+        api_group: group,
+        resource,
+        subresource: sub,
+        namespace: ns,
+        name,
+        path: &path,
+    })
 }
 
 /// Verbs that address one object by name (what a name-scoped grant can allow).
@@ -360,7 +389,12 @@ const NAMED_VERBS: &[&str] = &["get", "update", "patch", "delete"];
 /// `rules_for` reports): probe each served resource with every name a policy in the caller's
 /// slice compares `resource.name` with (`auth::cedar::names`), keeping what is allowed for the
 /// name but not for the collection.
-fn named_rules(state: &State, user: &UserInfo, namespace: &str) -> Vec<Value> {
+fn named_rules(
+    state: &State,
+    probes: &mut Probes<'_>,
+    user: &UserInfo,
+    namespace: &str,
+) -> Vec<Value> {
     let Some(authz) = &state.authorizer else {
         return Vec::new();
     };
@@ -375,13 +409,14 @@ fn named_rules(state: &State, user: &UserInfo, namespace: &str) -> Vec<Value> {
     for name in &names {
         for ri in state.registry.all() {
             let ns = if ri.namespaced { namespace } else { "" };
-            let verbs: Vec<String> = NAMED_VERBS
-                .iter()
-                .filter(|v| ri.verbs.iter().any(|rv| rv == *v))
-                .filter(|v| !probe(state, user, v, &ri.group, &ri.plural, "", ns))
-                .filter(|v| probe_named(state, user, v, &ri.group, &ri.plural, "", ns, name))
-                .map(|v| v.to_string())
-                .collect();
+            let mut verbs: Vec<String> = Vec::new();
+            for v in NAMED_VERBS.iter().filter(|v| ri.verbs.iter().any(|rv| rv == *v)) {
+                if !probe(probes, user, v, &ri.group, &ri.plural, "", ns)
+                    && probe_named(probes, user, v, &ri.group, &ri.plural, "", ns, name)
+                {
+                    verbs.push(v.to_string());
+                }
+            }
             if !verbs.is_empty() {
                 let resources = rules
                     .entry((ri.group.clone(), verbs, name.clone()))
@@ -400,34 +435,32 @@ fn named_rules(state: &State, user: &UserInfo, namespace: &str) -> Vec<Value> {
         .collect()
 }
 
-fn probe_url(state: &State, user: &UserInfo, verb: &str, path: &str) -> bool {
-    decide(
-        state,
-        &Attributes {
-            user,
-            verb,
-            resource_request: false,
-            api_group: "",
-            resource: "",
-            subresource: "",
-            namespace: "",
-            name: "",
-            path,
-        },
-    )
-    .allowed
+fn probe_url(probes: &mut Probes<'_>, user: &UserInfo, verb: &str, path: &str) -> bool {
+    probes.allowed(&Attributes {
+        user,
+        verb,
+        resource_request: false,
+        api_group: "",
+        resource: "",
+        subresource: "",
+        namespace: "",
+        name: "",
+        path,
+    })
 }
 
 /// `SubjectRulesReviewStatus` by probing (see the module docs).
 fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
     let mut resource_rules = Vec::new();
     let mut non_resource_rules = Vec::new();
+    let mut probes = Probes::new(state, user);
+    let t0 = std::time::Instant::now();
 
     // What the caller may do to anything ("*" resources in "*" groups): cluster-admin's rule.
     let wild: Vec<&str> = ACTIONS
         .iter()
         .copied()
-        .filter(|v| probe(state, user, v, "*", "*", "", namespace))
+        .filter(|v| probe(&mut probes, user, v, "*", "*", "", namespace))
         .collect();
     let everything = wild.len() == ACTIONS.len();
     if everything {
@@ -452,7 +485,7 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
                 let allowed: Vec<&str> = verbs
                     .into_iter()
                     .filter(|v| !wild.contains(v))
-                    .filter(|v| probe(state, user, v, &ri.group, resource, sub, ns))
+                    .filter(|v| probe(&mut probes, user, v, &ri.group, resource, sub, ns))
                     .collect();
                 if !allowed.is_empty() {
                     let mut allowed: Vec<String> = allowed.into_iter().map(String::from).collect();
@@ -474,7 +507,7 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
     let wild_urls: Vec<&str> = NON_RESOURCE_VERBS
         .iter()
         .copied()
-        .filter(|v| probe_url(state, user, v, "*"))
+        .filter(|v| probe_url(&mut probes, user, v, "*"))
         .collect();
     if wild_urls.len() == NON_RESOURCE_VERBS.len() {
         non_resource_rules.push(json!({"verbs": ["*"], "nonResourceURLs": ["*"]}));
@@ -484,7 +517,7 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
             let verbs: Vec<&str> = NON_RESOURCE_VERBS
                 .iter()
                 .copied()
-                .filter(|v| probe_url(state, user, v, url))
+                .filter(|v| probe_url(&mut probes, user, v, url))
                 .collect();
             if !verbs.is_empty() {
                 by_verbs.entry(verbs).or_default().push(url);
@@ -498,7 +531,7 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
     // grants limited to resourceNames. Cedar policies' name-scoped grants are found by
     // probing with the names they mention.
     if !everything {
-        for v in named_rules(state, user, namespace) {
+        for v in named_rules(state, &mut probes, user, namespace) {
             if !resource_rules.contains(&v) {
                 resource_rules.push(v);
             }
@@ -517,15 +550,25 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
             }
         }
     }
+    tracing::debug!(
+        user = %user.name,
+        evaluations = probes.prober.as_ref().map_or(0, |p| p.evaluations),
+        elapsed_us = t0.elapsed().as_micros() as u64,
+        "SelfSubjectRulesReview probed"
+    );
     let mut status = json!({
         "resourceRules": resource_rules,
         "nonResourceRules": non_resource_rules,
         "incomplete": !everything,
     });
     if !everything {
-        status["evaluationError"] = json!(
-            "rules are RBAC's plus those found by probing the Cedar policies (also with the object names they mention): Cedar grants that depend on other facts (name patterns, labels, bound nodes) are not listed"
-        );
+        let mut why = "rules are RBAC's plus those found by probing the Cedar policies (also with the object names they mention): Cedar grants that depend on other facts (name patterns, labels, bound nodes) are not listed".to_string();
+        if probes.exhausted {
+            why.push_str(&format!(
+                "; probing stopped after {MAX_EVALUATIONS} evaluations, so some resources were not probed"
+            ));
+        }
+        status["evaluationError"] = json!(why);
     }
     status
 }

@@ -58,6 +58,7 @@ use std::sync::Arc;
 use crate::store::Backend;
 
 pub use connections::Limits as ConnectionLimits;
+pub use handlers::watch::WatchLimits;
 pub use status::ApiError;
 
 #[derive(Clone)]
@@ -88,6 +89,8 @@ pub struct Config {
     /// Handshake, header and idle timeouts and the per-address cap on unauthenticated
     /// connections.
     pub connections: ConnectionLimits,
+    /// How many watches one user and the whole server may hold open (429 past either).
+    pub watch_limits: WatchLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +143,8 @@ pub(crate) struct State {
     /// The connection layer's timeouts and caps, and the per-address counts they apply to.
     pub limits: ConnectionLimits,
     pub peers: Arc<connections::PeerCounts>,
+    /// Open watches by user, against `Config::watch_limits`.
+    pub watches: handlers::watch::Watches,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -175,6 +180,7 @@ pub async fn run(
         admission_caches: admission::Caches::default(),
         peers: connections::PeerCounts::new(cfg.connections.max_unauthenticated_per_ip),
         limits: cfg.connections.clone(),
+        watches: handlers::watch::Watches::new(cfg.watch_limits),
     });
     if state.authorizer.is_some() {
         state.admission_caches.follow(&state.store);

@@ -217,6 +217,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             authorizer: (!bypass).then_some(authorizer),
             admission: (!bypass).then_some(admission),
             connections: args.connections.limits(),
+            watch_limits: apiserver::WatchLimits {
+                per_user: args.max_watches_per_user,
+                global: args.max_watches,
+            },
         },
         backend.clone(),
         shutdown.clone().wait(),

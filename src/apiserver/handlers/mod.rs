@@ -11,7 +11,7 @@ mod patch;
 mod prepare;
 mod subresource;
 mod update;
-mod watch;
+pub(super) mod watch;
 
 use std::sync::Arc;
 

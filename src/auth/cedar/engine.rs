@@ -9,6 +9,10 @@
 //! cut to the policies whose action scope admits the request's verb; the assembled set is
 //! cached per (principal, groups, verb) until a source changes.
 //!
+//! Decisions are cached too (`decisions.rs`, bounded in bytes), keyed only on what the slice's
+//! policies can look at (`depends.rs`): a slice that never reads `resource.name` or the path
+//! shares one entry for every name and path, so made-up names cannot fill the cache.
+//!
 //! Semantics (Cedar's, which are upstream RBAC's plus deny): `forbid` beats `permit`, no permit
 //! means deny. Unlike Cedar's default, a policy that errors makes the whole request **fail
 //! closed** — an erroring `forbid` would otherwise be skipped and let the request through.
@@ -21,6 +25,8 @@ use cedar_policy::{
     Request, Response, Schema,
 };
 
+use super::decisions::Decisions;
+use super::depends::Depends;
 use super::entities::{self, Principal};
 use super::node_graph::NodeGraph;
 use crate::auth::{Attributes, Decision};
@@ -49,21 +55,45 @@ impl Compiled {
 /// An assembled set's key: the caller's sorted subject keys and the request's action.
 type SliceKey = (Vec<EntityUid>, EntityUid);
 
+/// One caller's policies for one verb, and what their decisions can depend on.
+struct Slice {
+    set: PolicySet,
+    depends: Depends,
+}
+
 /// Assembled policy sets by caller; rebuilt whenever a source changes.
 struct Slices {
     global: Vec<Policy>,
     by_subject: HashMap<EntityUid, Vec<Policy>>,
-    cache: Mutex<HashMap<SliceKey, Arc<PolicySet>>>,
+    cache: Mutex<HashMap<SliceKey, Arc<Slice>>>,
     /// Decisions already evaluated against exactly these policies (see `decision_key`).
-    decisions: Mutex<HashMap<String, Decision>>,
+    decisions: Decisions,
 }
 
-/// Cached decisions are dropped past this many distinct requests.
-const DECISION_CACHE_LIMIT: usize = 65_536;
+impl Slices {
+    fn new(global: Vec<Policy>, by_subject: HashMap<EntityUid, Vec<Policy>>) -> Self {
+        Slices {
+            global,
+            by_subject,
+            cache: Mutex::new(HashMap::new()),
+            decisions: Decisions::default(),
+        }
+    }
+}
 
 /// Everything a non-node decision depends on besides the policies: the caller and groups and
-/// the request attributes, each length-prefixed so no two requests share a key.
-fn decision_key(a: &Attributes<'_>) -> String {
+/// the request attributes the slice's policies can read (`depends`), each length-prefixed so
+/// no two requests share a key. The name and the path are left out when no policy of the
+/// slice can see them, so requests differing only there share one entry.
+fn decision_key(a: &Attributes<'_>, depends: &Depends) -> String {
+    let (name, path) = if a.resource_request {
+        (
+            if depends.name { a.name } else { "" },
+            if depends.resource_uid { a.path } else { "" },
+        )
+    } else {
+        ("", if depends.url_path { a.path } else { "" })
+    };
     let mut k = String::with_capacity(160);
     for part in [
         a.user.name.as_str(),
@@ -73,8 +103,8 @@ fn decision_key(a: &Attributes<'_>) -> String {
         a.resource,
         a.subresource,
         a.namespace,
-        a.name,
-        if a.resource_request { "" } else { a.path },
+        name,
+        path,
     ] {
         push_part(&mut k, part);
     }
@@ -116,12 +146,7 @@ impl Authorizer {
         Self {
             schema,
             sources: Mutex::new(BTreeMap::new()),
-            slices: RwLock::new(Arc::new(Slices {
-                global: Vec::new(),
-                by_subject: HashMap::new(),
-                cache: Mutex::new(HashMap::new()),
-                decisions: Mutex::new(HashMap::new()),
-            })),
+            slices: RwLock::new(Arc::new(Slices::new(Vec::new(), HashMap::new()))),
             nodes,
             cedar: cedar_policy::Authorizer::new(),
         }
@@ -162,12 +187,7 @@ impl Authorizer {
                 }
             }
         }
-        let slices = Arc::new(Slices {
-            global,
-            by_subject,
-            cache: Mutex::new(HashMap::new()),
-            decisions: Mutex::new(HashMap::new()),
-        });
+        let slices = Arc::new(Slices::new(global, by_subject));
         if let Ok(mut s) = self.slices.write() {
             *s = slices;
         }
@@ -188,7 +208,7 @@ impl Authorizer {
         slices: &Slices,
         mut keys: Vec<EntityUid>,
         action: &EntityUid,
-    ) -> Arc<PolicySet> {
+    ) -> Arc<Slice> {
         keys.sort();
         let key = (keys, action.clone());
         if let Ok(cache) = slices.cache.lock() {
@@ -208,10 +228,14 @@ impl Authorizer {
                 policies.push(p.clone());
             }
         }
-        let set = Arc::new(PolicySet::from_policies(policies).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot assemble a policy set; denying");
-            PolicySet::new()
-        }));
+        let depends = Depends::of(&policies);
+        let set = Arc::new(Slice {
+            set: PolicySet::from_policies(policies).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot assemble a policy set; denying");
+                PolicySet::new()
+            }),
+            depends,
+        });
         if let Ok(mut cache) = slices.cache.lock() {
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
@@ -248,22 +272,23 @@ impl Authorizer {
             return Decision::deny(Vec::new(), "the policy store is unavailable".into());
         };
         let principal = Principal::of(attrs.user);
+        let Some(action) = entities::action(attrs.verb) else {
+            return unknown_verb(attrs.verb);
+        };
+        let slice = self.slice_for(&slices, principal.subject_keys_for(attrs.user), &action);
         // A decision is a pure function of the policies and the request's entities, so an
         // identical request against the same policy generation reuses the evaluation. Not for
         // nodes: their `boundNodes` fact follows the pod graph, not the policies.
-        let key = (!matches!(principal, Principal::Node(_))).then(|| decision_key(attrs));
-        if let (Some(k), Ok(cache)) = (&key, slices.decisions.lock()) {
-            if let Some(d) = cache.get(k) {
-                return d.clone();
-            }
+        if matches!(principal, Principal::Node(_)) {
+            return self.evaluate(&slice, &principal, action, principal.entities(attrs.user), attrs);
         }
-        let decision = self.evaluate(&slices, &principal, attrs);
-        if let (Some(k), Ok(mut cache)) = (key, slices.decisions.lock()) {
-            if cache.len() >= DECISION_CACHE_LIMIT {
-                cache.clear();
-            }
-            cache.insert(k, decision.clone());
+        let key = decision_key(attrs, &slice.depends);
+        if let Some(d) = slices.decisions.get(&key) {
+            return d;
         }
+        let decision =
+            self.evaluate(&slice, &principal, action, principal.entities(attrs.user), attrs);
+        slices.decisions.insert(key, decision.clone());
         decision
     }
 
@@ -272,35 +297,122 @@ impl Authorizer {
         let Ok(slices) = self.slices.read().map(|s| s.clone()) else {
             return Decision::deny(Vec::new(), "the policy store is unavailable".into());
         };
-        self.evaluate(&slices, &Principal::of(attrs.user), attrs)
+        let principal = Principal::of(attrs.user);
+        let Some(action) = entities::action(attrs.verb) else {
+            return unknown_verb(attrs.verb);
+        };
+        let slice = self.slice_for(&slices, principal.subject_keys_for(attrs.user), &action);
+        self.evaluate(&slice, &principal, action, principal.entities(attrs.user), attrs)
     }
 
-    fn evaluate(&self, slices: &Slices, principal: &Principal, attrs: &Attributes<'_>) -> Decision {
-        let Some(action) = entities::action(attrs.verb) else {
-            return Decision::deny(
-                Vec::new(),
-                format!("the verb {:?} is not known to the authorizer", attrs.verb),
-            );
-        };
+    /// Bytes and entries held by the decision cache (for tests and diagnostics).
+    pub fn decision_cache_size(&self) -> (usize, usize) {
+        self.slices
+            .read()
+            .map(|s| (s.decisions.bytes(), s.decisions.entries()))
+            .unwrap_or_default()
+    }
+
+    /// A prober for `SelfSubjectRulesReview`: the decisions [`Self::authorize`] would make for
+    /// `user`, without reading or filling the decision cache (a review asks about hundreds of
+    /// combinations nobody requests), with the principal's entities built once, and answering
+    /// without evaluation when no `permit` of the verb's slice can apply to the kind of
+    /// resource asked about.
+    pub fn prober<'a>(&'a self, user: &'a crate::auth::UserInfo) -> Prober<'a> {
+        let principal = Principal::of(user);
+        Prober {
+            authz: self,
+            slices: self.slices.read().map(|s| s.clone()).ok(),
+            entities: principal.entities(user),
+            keys: principal.subject_keys_for(user),
+            principal,
+            by_verb: HashMap::new(),
+            evaluations: 0,
+        }
+    }
+
+    fn evaluate(
+        &self,
+        slice: &Slice,
+        principal: &Principal,
+        action: EntityUid,
+        mut ents: Vec<cedar_policy::Entity>,
+        attrs: &Attributes<'_>,
+    ) -> Decision {
         let bound = match principal {
             Principal::Node(name) => self.nodes.bound_nodes(attrs, name),
             _ => Vec::new(),
         };
         let (resource, resource_entity) = entities::resource(attrs, &bound);
-        let mut ents = principal.entities(attrs.user);
         ents.push(resource_entity);
         let entities = match Entities::from_entities(ents, None) {
             Ok(e) => e,
             Err(e) => return Decision::deny(Vec::new(), format!("cannot build entities: {e}")),
         };
-        let set = self.slice_for(slices, principal.subject_keys_for(attrs.user), &action);
         let request = match Request::new(principal.uid(), action, resource, Context::empty(), None)
         {
             Ok(r) => r,
             Err(e) => return Decision::deny(Vec::new(), format!("cannot build the request: {e}")),
         };
-        let response = self.cedar.is_authorized(&request, &set, &entities);
+        let response = self.cedar.is_authorized(&request, &slice.set, &entities);
         decide(&response)
+    }
+}
+
+fn unknown_verb(verb: &str) -> Decision {
+    Decision::deny(
+        Vec::new(),
+        format!("the verb {verb:?} is not known to the authorizer"),
+    )
+}
+
+/// See [`Authorizer::prober`].
+pub struct Prober<'a> {
+    authz: &'a Authorizer,
+    slices: Option<Arc<Slices>>,
+    principal: Principal,
+    entities: Vec<cedar_policy::Entity>,
+    keys: Vec<EntityUid>,
+    by_verb: HashMap<String, Arc<Slice>>,
+    /// Cedar evaluations made so far (probes answered from the slice's shape are free).
+    pub evaluations: usize,
+}
+
+impl Prober<'_> {
+    /// Whether `attrs` (whose user must be the prober's) would be allowed.
+    pub fn allowed(&mut self, attrs: &Attributes<'_>) -> bool {
+        let Some(slices) = &self.slices else {
+            return false;
+        };
+        let Some(action) = entities::action(attrs.verb) else {
+            return false;
+        };
+        let slice = match self.by_verb.get(attrs.verb) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.authz.slice_for(slices, self.keys.clone(), &action);
+                self.by_verb.insert(attrs.verb.to_string(), s.clone());
+                s
+            }
+        };
+        let could = if attrs.resource_request {
+            slice.depends.permits_resources
+        } else {
+            slice.depends.permits_urls
+        };
+        if !could {
+            return false;
+        }
+        self.evaluations += 1;
+        self.authz
+            .evaluate(
+                &slice,
+                &self.principal,
+                action,
+                self.entities.clone(),
+                attrs,
+            )
+            .allowed
     }
 }
 

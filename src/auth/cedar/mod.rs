@@ -5,13 +5,15 @@
 //! (policy slices indexed by principal, fail-closed evaluation); `node_graph` precomputes the
 //! node-restriction facts Cedar cannot compute itself.
 
+mod decisions;
+pub mod depends;
 pub mod engine;
 pub mod entities;
 pub mod files;
 pub mod names;
 pub mod node_graph;
 
-pub use engine::{Authorizer, Compiled};
+pub use engine::{Authorizer, Compiled, Prober};
 pub use files::PolicyFiles;
 pub use node_graph::NodeGraph;
 

@@ -37,6 +37,10 @@ pub struct RocksConfig {
     pub path: PathBuf,
     /// Events a watcher may have queued before it is closed as too slow.
     pub watch_buffer: usize,
+    /// Bytes (keys and values) a watcher may have queued before it is closed as too slow.
+    pub watch_buffer_bytes: usize,
+    /// Bytes queued over all watchers; past it the one furthest behind is closed.
+    pub watch_total_bytes: usize,
     /// Most writes committed in one batch (one fsync).
     pub max_batch: usize,
 }
@@ -46,6 +50,8 @@ impl RocksConfig {
         RocksConfig {
             path: path.into(),
             watch_buffer: 10_000,
+            watch_buffer_bytes: 16 << 20,
+            watch_total_bytes: 512 << 20,
             max_batch: 1024,
         }
     }

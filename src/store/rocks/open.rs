@@ -65,19 +65,27 @@ pub(super) fn open(cfg: &RocksConfig) -> Result<Shared> {
         path: path.to_path_buf(),
         committed: AtomicU64::new(0),
         compacted: AtomicU64::new(0),
-        hub: Hub::new(0, cfg.watch_buffer),
+        hub: Hub::new(0, hub_limits(cfg)),
         compaction: Mutex::new(()),
     };
     let (revision, compacted) = check_meta(&shared_db, path)?;
     let shared = Shared {
         committed: AtomicU64::new(revision),
         compacted: AtomicU64::new(compacted),
-        hub: Hub::new(revision, cfg.watch_buffer),
+        hub: Hub::new(revision, hub_limits(cfg)),
         ..shared_db
     };
     // A compaction interrupted by a crash left old versions behind; finish it.
     compact::finish_physical(&shared)?;
     Ok(shared)
+}
+
+fn hub_limits(cfg: &RocksConfig) -> crate::store::watch::Limits {
+    crate::store::watch::Limits {
+        events: cfg.watch_buffer,
+        bytes: cfg.watch_buffer_bytes,
+        total_bytes: cfg.watch_total_bytes,
+    }
 }
 
 /// Read and cross-check the metadata; write it for a new store.

@@ -187,7 +187,8 @@ pub(super) fn range(shared: &Shared, req: &RangeRequest) -> Result<RangeResponse
     })
 }
 
-/// Load up to `max` history events in `(after, until]` for `prefix`.
+/// Load up to `max` history events (and about [`REPLAY_CHUNK_BYTES`]) in `(after, until]`
+/// for `prefix`.
 fn history_chunk(
     shared: &Shared,
     prefix: &str,
@@ -214,7 +215,9 @@ fn history_chunk(
     iter.seek((after + 1).to_be_bytes());
     let mut out = Vec::new();
     let mut cursor = after;
-    while iter.valid() && out.len() < max {
+    let mut bytes = 0usize;
+    let full = |out: &Vec<Event>, bytes: usize| out.len() >= max || bytes >= REPLAY_CHUNK_BYTES;
+    while iter.valid() && !full(&out, bytes) {
         let (Some(k), Some(v)) = (iter.key(), iter.value()) else {
             break;
         };
@@ -233,6 +236,7 @@ fn history_chunk(
                     .map(|(_, v)| v.value),
                 _ => None,
             };
+            bytes += key.len() + version.value.len() + prev_value.as_ref().map_or(0, |p| p.len());
             out.push(Event {
                 kind,
                 key,
@@ -244,7 +248,7 @@ fn history_chunk(
         iter.next();
     }
     iter.status().map_err(|e| shared.rocks_err(e))?;
-    if out.len() < max {
+    if !full(&out, bytes) {
         cursor = until;
     }
     Ok((out, cursor))
@@ -261,6 +265,9 @@ struct WatchState {
 }
 
 const REPLAY_CHUNK: usize = 512;
+/// A replay chunk stops growing past this many bytes, so a watcher resuming far back holds
+/// about this much history at a time however large the objects are.
+const REPLAY_CHUNK_BYTES: usize = 1 << 20;
 
 pub(super) fn watch(shared: Arc<Shared>, prefix: &str, after: Revision) -> Result<WatchStream> {
     if !prefix.is_empty() {
@@ -315,12 +322,12 @@ async fn next_event(mut st: WatchState) -> Option<(Result<Event>, WatchState)> {
             }
         }
         // Live: skip anything at or before where the caller asked to start.
-        match st.sub.rx.recv().await {
+        match st.sub.recv().await {
             Some(ev) if ev.revision <= st.cursor => continue,
             Some(ev) => return Some((Ok(owned(&ev)), st)),
             None => {
                 st.done = true;
-                let err = if st.sub.lagged.load(Ordering::SeqCst) {
+                let err = if st.sub.lagged() {
                     Error::WatchTooSlow
                 } else {
                     Error::Closed
