@@ -204,6 +204,10 @@ pub struct AuditArgs {
     /// every line before its response. A machine crash loses at most one interval's lines.
     #[arg(long, default_value_t = 1000)]
     pub audit_log_sync_interval: u64,
+    /// Seconds between passes of the Service claim repair loop (orphaned ClusterIP and
+    /// node-port claims released, missing ones re-created); it also runs at start.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..))]
+    pub service_repair_interval: u64,
 }
 
 /// Service-account token and OIDC flags, named as kube-apiserver's.

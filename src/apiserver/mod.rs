@@ -21,7 +21,6 @@ mod follow;
 mod gc;
 mod handlers;
 mod health;
-mod hooks;
 mod impersonation;
 pub mod join_tokens;
 pub mod merge;
@@ -39,6 +38,7 @@ mod serve;
 mod services;
 mod status;
 mod storage;
+mod strategy;
 pub mod table;
 mod tls;
 mod typed;
@@ -75,6 +75,8 @@ pub struct Config {
     /// The Cedar admission policies (Pod Security Standards, files, `CedarPolicy` objects);
     /// the built-in admission plugins run whenever `authorizer` is set.
     pub admission: Option<Arc<crate::auth::admission::Admission>>,
+    /// How often orphaned Service claims are repaired (upstream: 3 minutes); also at start.
+    pub service_repair_interval: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +125,8 @@ pub(crate) struct State {
     pub admission: Option<Arc<crate::auth::admission::Admission>>,
     /// ResourceQuotas and LimitRanges as admission reads them (followed when admission is on).
     pub admission_caches: admission::Caches,
+    /// Service claims whose write is in flight (`services`, read by the repair loop).
+    pub claims_in_flight: services::InFlight,
 }
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
@@ -155,6 +159,7 @@ pub async fn run(
         rbac: cfg.authorizer.clone().map(crate::auth::rbac::Rbac::new),
         admission: cfg.admission.clone(),
         admission_caches: admission::Caches::default(),
+        claims_in_flight: services::InFlight::default(),
     });
     if state.authorizer.is_some() {
         state.admission_caches.follow(&state.store);
@@ -177,6 +182,15 @@ pub async fn run(
     rbac::bootstrap::run(&state)
         .await
         .map_err(|e| Error::Bootstrap(e.to_string()))?;
+    // Claims orphaned by a crash or by deletes outside the handlers are repaired before
+    // serving, then periodically.
+    if let Err(e) = strategy::repair::repair_once(&state).await {
+        tracing::warn!(error = %e, "service claim repair failed at start");
+    }
+    tokio::spawn(strategy::repair::run(
+        state.clone(),
+        cfg.service_repair_interval,
+    ));
     if let Some(r) = &state.rbac {
         tokio::spawn(rbac::run(r.clone(), state.store.clone()));
     }

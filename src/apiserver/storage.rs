@@ -42,6 +42,14 @@ pub fn prefix(ri: &ResourceInfo, namespace: Option<&str>) -> String {
     }
 }
 
+/// Node-port claims (`apiserver::services`): one key per claimed port, under the key upstream
+/// keeps its node-port bitmap at. No resource lives under `/registry/ranges/`.
+pub const NODE_PORT_CLAIMS: &str = "/registry/ranges/servicenodeports/";
+
+pub fn node_port_claim_key(port: i64) -> String {
+    format!("{NODE_PORT_CLAIMS}{port}")
+}
+
 /// Serialise for storage (without `resourceVersion`).
 pub fn encode(obj: &Value) -> ApiResult<Bytes> {
     let mut obj = obj.clone();

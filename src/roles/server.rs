@@ -183,6 +183,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             audit: (!bypass).then_some(audit),
             authorizer: (!bypass).then_some(authorizer),
             admission: (!bypass).then_some(admission),
+            service_repair_interval: std::time::Duration::from_secs(args.service_repair_interval),
         },
         backend.clone(),
         shutdown.clone().wait(),

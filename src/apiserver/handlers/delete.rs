@@ -12,7 +12,7 @@ use super::prepare::meta;
 use super::{read_body, Ctx};
 use crate::apiserver::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::{admission, hooks, storage};
+use crate::apiserver::{admission, storage, strategy};
 use crate::auth::admission::Operation;
 use crate::store::RangeRequest;
 
@@ -176,7 +176,7 @@ async fn delete_one(
             .await
             .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
         storage::set_resource_version(&mut obj, del_rev);
-        hooks::after_delete(ctx, &obj).await;
+        strategy::after_delete(ctx, &obj).await;
         admission::after_change(ctx, false);
         if returns_object(ctx) {
             return Ok((200, obj));

@@ -159,6 +159,7 @@ pub fn validate(ctx: &Ctx, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
         .unwrap_or_default()
         .to_string();
     let mut causes = validate::object(&ctx.ri, obj, old);
+    causes.extend(crate::apiserver::strategy::validate(ctx, obj, old));
     if let Some(cv) =
         ctx.state
             .registry
