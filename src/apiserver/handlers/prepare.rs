@@ -253,6 +253,7 @@ pub fn carry_over(ctx: &Ctx, old: &Value, new: &mut Value, status_only: bool) {
             meta(new).insert("managedFields".into(), mf.clone());
         }
     }
+    crate::apiserver::defaults::empty_status(&ctx.ri, new);
     merge::record_update(
         Some(old),
         new,
