@@ -204,10 +204,14 @@ pub struct AuditArgs {
     /// every line before its response. A machine crash loses at most one interval's lines.
     #[arg(long, default_value_t = 1000)]
     pub audit_log_sync_interval: u64,
-    /// Seconds between passes of the Service claim repair loop (orphaned ClusterIP and
+    /// Time between passes of the Service claim repair loop (orphaned ClusterIP and
     /// node-port claims released, missing ones re-created); it also runs at start.
-    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..))]
-    pub service_repair_interval: u64,
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    pub service_repair_interval: std::time::Duration,
+    /// After SIGTERM, keep serving this long with `/readyz` failing its `shutdown` check, so
+    /// load balancers stop sending new requests first (kube-apiserver's flag; default none).
+    #[arg(long, value_parser = parse_duration)]
+    pub shutdown_delay_duration: Option<std::time::Duration>,
 }
 
 /// Service-account token and OIDC flags, named as kube-apiserver's.

@@ -45,7 +45,7 @@ mod typed;
 mod validate;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::store::Backend;
@@ -77,6 +77,8 @@ pub struct Config {
     pub admission: Option<Arc<crate::auth::admission::Admission>>,
     /// How often orphaned Service claims are repaired (upstream: 3 minutes); also at start.
     pub service_repair_interval: std::time::Duration,
+    /// How long to keep serving after shutdown is requested, with `/readyz` failing.
+    pub shutdown_delay: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +129,15 @@ pub(crate) struct State {
     pub admission_caches: admission::Caches,
     /// Service claims whose write is in flight (`services`, read by the repair loop).
     pub claims_in_flight: services::InFlight,
+    /// The in-server followers `/readyz` waits for (RBAC is `rbac.ready()`).
+    pub feeds: health::Feeds,
+    /// Set once shutdown was requested (`/readyz` fails its `shutdown` check).
+    pub draining: AtomicBool,
 }
+
+/// How long start-up waits for the in-server followers' first lists before announcing
+/// readiness anyway (`/readyz` keeps saying which are missing).
+const FEEDS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
 pub const MAX_INFLIGHT: usize = 600;
@@ -160,21 +170,31 @@ pub async fn run(
         admission: cfg.admission.clone(),
         admission_caches: admission::Caches::default(),
         claims_in_flight: services::InFlight::default(),
+        feeds: health::Feeds::default(),
+        draining: AtomicBool::new(false),
     });
     if state.authorizer.is_some() {
         state.admission_caches.follow(&state.store);
     }
-    if let Some(adm) = &state.admission {
-        tokio::spawn(admission::follow_cedar_policies(
-            adm.clone(),
-            state.store.clone(),
-        ));
+    match &state.admission {
+        Some(adm) => {
+            tokio::spawn(admission::follow_cedar_policies(
+                adm.clone(),
+                state.store.clone(),
+                state.feeds.cedar_policies.clone(),
+            ));
+        }
+        None => state.feeds.cedar_policies.store(true, Ordering::Release),
     }
-    if let Some(authz) = &state.authorizer {
-        tokio::spawn(node_graph::run(
-            authz.node_graph().clone(),
-            state.store.clone(),
-        ));
+    match &state.authorizer {
+        Some(authz) => {
+            tokio::spawn(node_graph::run(
+                authz.node_graph().clone(),
+                state.store.clone(),
+                state.feeds.node_graph.clone(),
+            ));
+        }
+        None => state.feeds.node_graph.store(true, Ordering::Release),
     }
     bootstrap::run(&state)
         .await
@@ -205,7 +225,19 @@ pub async fn run(
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
     state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    health::wait_for_feeds(&state, FEEDS_WAIT).await;
     on_ready(bound).map_err(Error::Ready)?;
+    // Shutdown: first `/readyz` fails (draining), then after the delay the listener closes.
+    let drain_state = state.clone();
+    let delay = cfg.shutdown_delay;
+    let shutdown = async move {
+        shutdown.await;
+        drain_state.draining.store(true, Ordering::Release);
+        if !delay.is_zero() {
+            tracing::info!(?delay, "draining: /readyz fails until the shutdown delay has passed");
+            tokio::time::sleep(delay).await;
+        }
+    };
     serve::accept_loop(listener, tls.config.clone(), state, shutdown).await;
     Ok(())
 }
