@@ -38,6 +38,7 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
         }
     }
     gc::reload_crds(state).await;
+    super::strategy::apiservice::ensure_local(state).await?;
     kubernetes_service(state).await
 }
 

@@ -15,6 +15,7 @@
 //!    delete path (DELETE, DELETECOLLECTION, a finalizer-completed delete) runs `after_delete`;
 //!    the claim repair loop ([`repair`]) covers deletes that bypass the handlers.
 
+pub mod apiservice;
 mod crd;
 mod namespace;
 pub mod repair;
@@ -44,6 +45,9 @@ pub async fn prepare_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         crd::prepare_create(&ctx.state, obj).await;
     }
+    if is(ctx, "apiregistration.k8s.io", "APIService") {
+        apiservice::set_availability(&ctx.state, obj, None).await;
+    }
     Ok(())
 }
 
@@ -56,6 +60,9 @@ pub async fn prepare_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResul
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         crd::prepare_update(&ctx.state, old, new).await;
     }
+    if is(ctx, "apiregistration.k8s.io", "APIService") {
+        apiservice::set_availability(&ctx.state, new, Some(old)).await;
+    }
     Ok(())
 }
 
@@ -63,6 +70,9 @@ pub async fn prepare_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResul
 pub fn validate(ctx: &Ctx, obj: &Value, old: Option<&Value>) -> Vec<(String, String)> {
     if is_service(ctx) {
         return service::validate(obj, old);
+    }
+    if is(ctx, "apiregistration.k8s.io", "APIService") {
+        return apiservice::validate(obj);
     }
     Vec::new()
 }
