@@ -312,10 +312,13 @@ struct WireStatus<'a> {
     code: i64,
 }
 
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
 /// A `metav1.Status` in upstream's byte layout (see [`ApiError::to_bytes`]); `details` is
 /// read from our JSON form (`name`, `group`, `kind`, `uid`, `causes`, `retryAfterSeconds`).
 pub fn status_bytes(status: &str, message: &str, reason: &str, details: Option<&Value>, code: u16) -> Vec<u8> {
-    let s = |v: &'_ Value| -> &'_ str { v.as_str().unwrap_or_default() };
     let details = details.map(|d| WireDetails {
         name: s(&d["name"]),
         group: s(&d["group"]),
