@@ -183,6 +183,14 @@ pub struct ServerArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
+    /// Time between passes of the Service claim repair loop (orphaned ClusterIP and
+    /// node-port claims released, missing ones re-created); it also runs at start.
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    pub service_repair_interval: std::time::Duration,
+    /// After SIGTERM, keep serving this long with `/readyz` failing its `shutdown` check, so
+    /// load balancers stop sending new requests first (kube-apiserver's flag; default none).
+    #[arg(long, value_parser = parse_duration)]
+    pub shutdown_delay_duration: Option<std::time::Duration>,
 }
 
 /// Audit log flags, named as kube-apiserver's.
@@ -204,14 +212,6 @@ pub struct AuditArgs {
     /// every line before its response. A machine crash loses at most one interval's lines.
     #[arg(long, default_value_t = 1000)]
     pub audit_log_sync_interval: u64,
-    /// Time between passes of the Service claim repair loop (orphaned ClusterIP and
-    /// node-port claims released, missing ones re-created); it also runs at start.
-    #[arg(long, default_value = "3m", value_parser = parse_duration)]
-    pub service_repair_interval: std::time::Duration,
-    /// After SIGTERM, keep serving this long with `/readyz` failing its `shutdown` check, so
-    /// load balancers stop sending new requests first (kube-apiserver's flag; default none).
-    #[arg(long, value_parser = parse_duration)]
-    pub shutdown_delay_duration: Option<std::time::Duration>,
 }
 
 /// Service-account token and OIDC flags, named as kube-apiserver's.

@@ -40,7 +40,10 @@ fn readyz_checks_are_real_and_shutdown_drains() {
     });
     assert!(draining, "{:?}", readyz(&s));
     let (_, body) = readyz(&s);
-    assert!(body.contains("[+]informer-sync ok") && body.contains("readyz check failed"), "{body}");
+    assert!(
+        body.contains("[+]informer-sync ok") && body.contains("readyz check failed"),
+        "{body}"
+    );
     assert_eq!(s.raw(Raw::get("/livez")).status, 200);
     let one = s.raw(Raw::get("/readyz/shutdown"));
     assert_eq!(one.status, 500);
@@ -48,7 +51,10 @@ fn readyz_checks_are_real_and_shutdown_drains() {
     let mut child = s.child.take().unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(sent.elapsed() >= Duration::from_secs(3), "exited before the shutdown delay");
+    assert!(
+        sent.elapsed() >= Duration::from_secs(3),
+        "exited before the shutdown delay"
+    );
 }
 
 fn pod(name: &str, sa: Option<&str>) -> Vec<u8> {
@@ -68,13 +74,27 @@ fn service_account_admission_waits_on_its_cache() {
     let pods = "/api/v1/namespaces/default/pods";
     // A missing named account is refused at once (upstream looks it up once).
     let started = Instant::now();
-    let r = s.raw(Raw::send("POST", pods, "application/json", &pod("p1", Some("late"))));
+    let r = s.raw(Raw::send(
+        "POST",
+        pods,
+        "application/json",
+        &pod("p1", Some("late")),
+    ));
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("serviceaccount \"late\" not found"));
-    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     // Created, it is seen by the very next create.
     s.ok(&["create", "serviceaccount", "late"]);
-    let r = s.raw(Raw::send("POST", pods, "application/json", &pod("p2", Some("late"))));
+    let r = s.raw(Raw::send(
+        "POST",
+        pods,
+        "application/json",
+        &pod("p2", Some("late")),
+    ));
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     // A brand-new namespace: its `default` account appears a moment after it (the
     // controller), and a pod created right away waits for it instead of failing.
@@ -82,7 +102,12 @@ fn service_account_admission_waits_on_its_cache() {
         let ns = format!("fresh{i}");
         s.ok(&["create", "namespace", &ns]);
         let path = format!("/api/v1/namespaces/{ns}/pods");
-        let r = s.raw(Raw::send("POST", &path, "application/json", &pod("first", None)));
+        let r = s.raw(Raw::send(
+            "POST",
+            &path,
+            "application/json",
+            &pod("first", None),
+        ));
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         let created = r.json();
         assert_eq!(created["spec"]["serviceAccountName"], "default");

@@ -11,7 +11,6 @@ use super::body::{json_response, text_response, Body};
 use super::request::Query;
 use super::State;
 
-
 /// The Kubernetes release whose API we serve.
 pub const KUBE_MINOR: &str = "37";
 

@@ -234,7 +234,10 @@ pub async fn run(
         shutdown.await;
         drain_state.draining.store(true, Ordering::Release);
         if !delay.is_zero() {
-            tracing::info!(?delay, "draining: /readyz fails until the shutdown delay has passed");
+            tracing::info!(
+                ?delay,
+                "draining: /readyz fails until the shutdown delay has passed"
+            );
             tokio::time::sleep(delay).await;
         }
     };

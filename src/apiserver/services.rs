@@ -50,12 +50,7 @@ pub struct Owner {
 
 impl Owner {
     pub fn of(svc: &Value) -> Owner {
-        let s = |f: &str| {
-            svc["metadata"][f]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        };
+        let s = |f: &str| svc["metadata"][f].as_str().unwrap_or_default().to_string();
         Owner {
             namespace: s("namespace"),
             name: s("name"),
@@ -299,7 +294,11 @@ pub fn owner_of_claim(v: &Value) -> Option<Owner> {
 }
 
 /// Create the claim at `key`; `Ok(None)` if someone holds it already.
-async fn create_claim(store: &Arc<dyn Backend>, key: &str, value: &Value) -> ApiResult<Option<u64>> {
+async fn create_claim(
+    store: &Arc<dyn Backend>,
+    key: &str,
+    value: &Value,
+) -> ApiResult<Option<u64>> {
     let bytes = storage::encode(value)?;
     match store.create(key, bytes).await {
         Ok(rev) => Ok(Some(rev)),
@@ -311,7 +310,12 @@ async fn create_claim(store: &Arc<dyn Backend>, key: &str, value: &Value) -> Api
 }
 
 /// Re-create the claim of `ip` or `port` for `owner` (the repair loop); false if held.
-pub(crate) async fn reclaim(state: &State, ip: Option<&str>, port: Option<i64>, owner: &Owner) -> ApiResult<bool> {
+pub(crate) async fn reclaim(
+    state: &State,
+    ip: Option<&str>,
+    port: Option<i64>,
+    owner: &Owner,
+) -> ApiResult<bool> {
     let (key, value) = match (ip, port) {
         (Some(ip), _) => match ip_key(state, ip) {
             Some(key) => (key, ip_object(ip, owner)),
@@ -360,8 +364,16 @@ async fn precheck(state: &State, svc: &Value, had: &Held) -> ApiResult<()> {
         }
     }
     if needs_node_ports(svc) {
-        for (i, p) in svc["spec"]["ports"].as_array().into_iter().flatten().enumerate() {
-            if let Some(n) = p["nodePort"].as_i64().filter(|n| *n != 0 && !had.ports.contains(n)) {
+        for (i, p) in svc["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(n) = p["nodePort"]
+                .as_i64()
+                .filter(|n| *n != 0 && !had.ports.contains(n))
+            {
                 if exists(storage::node_port_claim_key(n)).await? {
                     return Err(invalid(
                         svc,
@@ -392,7 +404,11 @@ pub async fn claim(state: &Arc<State>, svc: &mut Value, old: Option<&Value>) -> 
             Some(ip) if had.ips.contains(&ip) => ip,
             Some(ip) => {
                 ip_in_range(&ip).map_err(|why| {
-                    invalid(svc, "spec.clusterIPs", format!("Invalid value: [\"{ip}\"]: {why}"))
+                    invalid(
+                        svc,
+                        "spec.clusterIPs",
+                        format!("Invalid value: [\"{ip}\"]: {why}"),
+                    )
                 })?;
                 if !claims.ip(&ip, &owner).await? {
                     return Err(invalid(
@@ -527,7 +543,8 @@ mod tests {
         let h = held_by(&svc);
         assert_eq!(h.ips.into_iter().collect::<Vec<_>>(), ["10.43.0.9"]);
         assert_eq!(h.ports.into_iter().collect::<Vec<_>>(), [30053]);
-        let headless = json!({"spec": {"clusterIP": "None", "ports": [{"port": 1, "nodePort": 30001}]}});
+        let headless =
+            json!({"spec": {"clusterIP": "None", "ports": [{"port": 1, "nodePort": 30001}]}});
         assert_eq!(held_by(&headless), Held::default());
     }
 
@@ -542,10 +559,20 @@ mod tests {
 
     #[test]
     fn owners_match_by_uid() {
-        let a = Owner { namespace: "n".into(), name: "s".into(), uid: "1".into() };
-        let b = Owner { uid: "2".into(), ..a.clone() };
+        let a = Owner {
+            namespace: "n".into(),
+            name: "s".into(),
+            uid: "1".into(),
+        };
+        let b = Owner {
+            uid: "2".into(),
+            ..a.clone()
+        };
         assert!(a.holds(&a));
-        assert!(!a.holds(&b), "a recreated Service must not free its predecessor's claim");
+        assert!(
+            !a.holds(&b),
+            "a recreated Service must not free its predecessor's claim"
+        );
         let claim = ip_object("10.43.0.5", &a);
         assert_eq!(owner_of_claim(&claim), Some(a.clone()));
         assert_eq!(owner_of_claim(&port_value(30001, &a)), Some(a));

@@ -181,7 +181,13 @@ impl ApiError {
     /// retryAfterSeconds`), each cause as `reason, message, field`, and the newline Go's
     /// `json.Encoder` ends every response with. Clients compare these bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        status_bytes("Failure", &self.message, self.reason, self.details.as_ref(), self.code)
+        status_bytes(
+            "Failure",
+            &self.message,
+            self.reason,
+            self.details.as_ref(),
+            self.code,
+        )
     }
 
     /// Map a store failure for object `name` of `ri`.
@@ -318,7 +324,13 @@ fn s(v: &Value) -> &str {
 
 /// A `metav1.Status` in upstream's byte layout (see [`ApiError::to_bytes`]); `details` is
 /// read from our JSON form (`name`, `group`, `kind`, `uid`, `causes`, `retryAfterSeconds`).
-pub fn status_bytes(status: &str, message: &str, reason: &str, details: Option<&Value>, code: u16) -> Vec<u8> {
+pub fn status_bytes(
+    status: &str,
+    message: &str,
+    reason: &str,
+    details: Option<&Value>,
+    code: u16,
+) -> Vec<u8> {
     let details = details.map(|d| WireDetails {
         name: s(&d["name"]),
         group: s(&d["group"]),

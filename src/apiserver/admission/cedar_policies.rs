@@ -49,7 +49,13 @@ pub async fn follow_cedar_policies(
         inner: CedarPolicies(adm),
         synced,
     };
-    follow("CedarPolicy", CEDAR_POLICY_PREFIX, store, Arc::new(follower)).await
+    follow(
+        "CedarPolicy",
+        CEDAR_POLICY_PREFIX,
+        store,
+        Arc::new(follower),
+    )
+    .await
 }
 
 fn load_one(adm: &Admission, obj: &Value) -> String {

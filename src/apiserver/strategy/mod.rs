@@ -23,10 +23,10 @@ mod service;
 
 use serde_json::Value;
 
+use super::gc;
 use super::handlers::Ctx;
 use super::services::{self, Claims};
 use super::status::{ApiError, ApiResult};
-use super::gc;
 
 fn is(ctx: &Ctx, group: &str, kind: &str) -> bool {
     ctx.ri.group == group && ctx.ri.kind == kind

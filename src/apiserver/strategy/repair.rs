@@ -20,9 +20,6 @@ use crate::apiserver::services::{self, owner_of_claim, Held, Owner};
 use crate::apiserver::{storage, State};
 use crate::store::{KeyValue, RangeRequest, Revision};
 
-/// Upstream repairs every 3 minutes.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(180);
-
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
@@ -32,7 +29,11 @@ pub struct Report {
     pub conflicts: usize,
 }
 
-async fn range(state: &State, prefix: String, rev: Revision) -> Result<Vec<KeyValue>, crate::store::Error> {
+async fn range(
+    state: &State,
+    prefix: String,
+    rev: Revision,
+) -> Result<Vec<KeyValue>, crate::store::Error> {
     let mut out = Vec::new();
     let mut start_after = None;
     loop {
@@ -60,7 +61,9 @@ pub async fn repair_once(state: &Arc<State>) -> Result<Report, crate::store::Err
     let rev = state.store.current_revision();
     let (Some(svc_ri), Some(ip_ri)) = (
         state.registry.lookup("", "v1", "services"),
-        state.registry.lookup("networking.k8s.io", "v1", "ipaddresses"),
+        state
+            .registry
+            .lookup("networking.k8s.io", "v1", "ipaddresses"),
     ) else {
         return Ok(Report::default());
     };
@@ -148,7 +151,9 @@ pub async fn repair_once(state: &Arc<State>) -> Result<Report, crate::store::Err
                 None => match services::reclaim(state, None, Some(*port), owner).await {
                     Ok(true) => report.recreated += 1,
                     Ok(false) => report.conflicts += 1,
-                    Err(e) => tracing::warn!(port, error = %e, "cannot re-create a node-port claim"),
+                    Err(e) => {
+                        tracing::warn!(port, error = %e, "cannot re-create a node-port claim")
+                    }
                 },
             }
         }

@@ -60,7 +60,10 @@ pub fn prepare_update(old: &Value, new: &mut Value) {
         let old_ports = services::held_by(old).ports;
         if let Some(ports) = new["spec"]["ports"].as_array_mut() {
             for p in ports.iter_mut() {
-                if p["nodePort"].as_i64().is_some_and(|n| old_ports.contains(&n)) {
+                if p["nodePort"]
+                    .as_i64()
+                    .is_some_and(|n| old_ports.contains(&n))
+                {
                     if let Some(o) = p.as_object_mut() {
                         o.remove("nodePort");
                     }
@@ -135,7 +138,8 @@ mod tests {
         let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.7", "clusterIPs": ["10.43.0.7"],
             "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
             "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}});
-        let mut new = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        let mut new =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
         prepare_update(&old, &mut new);
         assert_eq!(new["spec"]["clusterIP"], "10.43.0.7");
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
@@ -153,19 +157,42 @@ mod tests {
 
     #[test]
     fn node_port_rules() {
-        let causes = |svc: Value| validate(&svc, None).into_iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>();
+        let causes = |svc: Value| {
+            validate(&svc, None)
+                .into_iter()
+                .map(|(f, m)| format!("{f}: {m}"))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            causes(json!({"spec": {"type": "ClusterIP", "ports": [{"port": 1, "nodePort": 30001}]}})),
+            causes(
+                json!({"spec": {"type": "ClusterIP", "ports": [{"port": 1, "nodePort": 30001}]}})
+            ),
             ["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"]
         );
         assert_eq!(
-            causes(json!({"spec": {"type": "NodePort", "ports": [{"port": 1, "nodePort": 30001}, {"port": 2, "nodePort": 30001}]}})),
+            causes(
+                json!({"spec": {"type": "NodePort", "ports": [{"port": 1, "nodePort": 30001}, {"port": 2, "nodePort": 30001}]}})
+            ),
             ["spec.ports[1].nodePort: Duplicate value: 30001"]
         );
         assert!(causes(json!({"spec": {"type": "NodePort", "ports": [{"port": 53, "protocol": "UDP", "nodePort": 30053}, {"port": 53, "protocol": "TCP", "nodePort": 30053}]}})).is_empty());
-        assert_eq!(causes(json!({"spec": {"type": "NodePort", "ports": [{"port": 1, "nodePort": 80}]}})).len(), 1);
-        assert_eq!(causes(json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 1}]}})).len(), 1);
+        assert_eq!(
+            causes(json!({"spec": {"type": "NodePort", "ports": [{"port": 1, "nodePort": 80}]}}))
+                .len(),
+            1
+        );
+        assert_eq!(
+            causes(json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 1}]}})).len(),
+            1
+        );
         let old = json!({"spec": {"clusterIP": "10.43.0.3", "ports": [{"port": 1}]}});
-        assert_eq!(validate(&json!({"spec": {"clusterIP": "10.43.0.4", "ports": [{"port": 1}]}}), Some(&old)).len(), 1);
+        assert_eq!(
+            validate(
+                &json!({"spec": {"clusterIP": "10.43.0.4", "ports": [{"port": 1}]}}),
+                Some(&old)
+            )
+            .len(),
+            1
+        );
     }
 }
