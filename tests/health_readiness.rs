@@ -81,7 +81,11 @@ fn service_account_admission_waits_on_its_cache() {
         &pod("p1", Some("late")),
     ));
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
-    assert!(String::from_utf8_lossy(&r.body).contains("serviceaccount \"late\" not found"));
+    let message = r.json()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.contains("serviceaccount \"late\" not found"),
+        "{message}"
+    );
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "{:?}",
