@@ -254,6 +254,14 @@ pub struct ServerArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
+    /// Time between passes of the Service claim repair loop (orphaned ClusterIP and
+    /// node-port claims released, missing ones re-created); it also runs at start.
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    pub service_repair_interval: std::time::Duration,
+    /// After SIGTERM, keep serving this long with `/readyz` failing its `shutdown` check, so
+    /// load balancers stop sending new requests first (kube-apiserver's flag; default none).
+    #[arg(long, value_parser = parse_duration)]
+    pub shutdown_delay_duration: Option<std::time::Duration>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }

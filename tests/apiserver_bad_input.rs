@@ -198,3 +198,362 @@ fn watch_from_a_compacted_revision_is_gone() {
     ));
     expect_status(&list, 410, "Expired");
 }
+
+const SVCS: &str = "/api/v1/namespaces/default/services";
+
+fn service(name: &str, ty: &str, extra_spec: &str, ports: &str) -> Vec<u8> {
+    format!(
+        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}"}},"spec":{{"type":"{ty}"{extra_spec},"selector":{{"app":"x"}},"ports":{ports}}}}}"#
+    )
+    .into_bytes()
+}
+
+/// Every ClusterIP and node-port claim in the store, by listing IPAddresses and reading
+/// back each Service (node-port claims are not API objects; the Services say which exist).
+fn ip_addresses(s: &Server) -> Vec<String> {
+    let list = s
+        .raw(Raw::get("/apis/networking.k8s.io/v1/ipaddresses"))
+        .json();
+    let mut ips: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    ips.sort();
+    ips
+}
+
+fn service_ips(s: &Server) -> Vec<String> {
+    let list = s.raw(Raw::get("/api/v1/services")).json();
+    let mut ips: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["spec"]["clusterIP"].as_str())
+        .filter(|ip| *ip != "None")
+        .map(str::to_string)
+        .collect();
+    ips.sort();
+    ips
+}
+
+#[test]
+fn failed_service_creates_claim_nothing() {
+    let s = Server::start();
+    // A Service holding node port 30100, a namespace whose quota allows no Services, and a
+    // Cedar admission policy refusing Services named "denied".
+    let taken = service("taken", "NodePort", "", r#"[{"port":80,"nodePort":30100}]"#);
+    let created = s.raw(Raw::send("POST", SVCS, "application/json", &taken));
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let created = created.json();
+    assert_eq!(created["spec"]["ports"][0]["nodePort"], 30100);
+    let taken_ip = created["spec"]["clusterIP"].as_str().unwrap().to_string();
+    s.ok(&["create", "namespace", "full"]);
+    s.ok(&["create", "quota", "none", "-n", "full", "--hard=services=0"]);
+    let policy = r#"apiVersion: policy.rampart.io/v1alpha1
+kind: CedarPolicy
+metadata:
+  name: no-denied-services
+spec:
+  policy: |
+    @id("no-denied")
+    forbid (principal, action == k8s::admission::Action::"create", resource is k8s::admission::Object)
+    when { resource.kind == "Service" && resource.name == "denied" };
+"#;
+    s.ok_in(&["create", "-f", "-"], policy);
+    let denied = service("denied", "NodePort", "", r#"[{"port":80}]"#);
+    // The policy is loaded by a store watch: wait for the first refusal (nothing is stored
+    // by a refused create, so waiting here cannot change the revision compared below).
+    assert!(harness::eventually(
+        std::time::Duration::from_secs(5),
+        || {
+            s.raw(Raw::send("POST", SVCS, "application/json", &denied))
+                .status
+                == 403
+        }
+    ));
+    s.settle();
+    let before = revision(&s);
+    let claims_before = ip_addresses(&s);
+    assert_eq!(
+        claims_before,
+        service_ips(&s),
+        "one IPAddress per ClusterIP"
+    );
+
+    let full_ns = "/api/v1/namespaces/full/services".to_string();
+    let cases: Vec<Case> = vec![
+        // The name is taken: 409 before any IP is claimed.
+        (
+            "POST",
+            SVCS.into(),
+            "application/json",
+            service("taken", "ClusterIP", "", r#"[{"port":80}]"#),
+            409,
+            "AlreadyExists",
+        ),
+        (
+            "POST",
+            SVCS.into(),
+            "application/json",
+            service("taken", "NodePort", "", r#"[{"port":80}]"#),
+            409,
+            "AlreadyExists",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/nowhere/services".into(),
+            "application/json",
+            service("s1", "NodePort", "", r#"[{"port":80}]"#),
+            404,
+            "NotFound",
+        ),
+        (
+            "POST",
+            SVCS.into(),
+            "application/json",
+            denied.clone(),
+            403,
+            "Forbidden",
+        ),
+        (
+            "POST",
+            full_ns,
+            "application/json",
+            service("s2", "NodePort", "", r#"[{"port":80}]"#),
+            403,
+            "Forbidden",
+        ),
+        // Explicit values someone else holds, or that are not allowed at all.
+        (
+            "POST",
+            SVCS.into(),
+            "application/json",
+            service("s3", "NodePort", "", r#"[{"port":80,"nodePort":30100}]"#),
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            SVCS.into(),
+            "application/json",
+            service(
+                "s4",
+                "ClusterIP",
+                &format!(r#","clusterIP":"{taken_ip}""#),
+                r#"[{"port":80}]"#,
+            ),
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            SVCS.into(),
+            "application/json",
+            service(
+                "s5",
+                "ClusterIP",
+                r#","clusterIP":"10.0.0.1""#,
+                r#"[{"port":80}]"#,
+            ),
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            SVCS.into(),
+            "application/json",
+            service("s6", "ClusterIP", "", r#"[{"port":80,"nodePort":30111}]"#),
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            SVCS.into(),
+            "application/json",
+            service(
+                "s7",
+                "NodePort",
+                "",
+                r#"[{"port":80,"nodePort":30112},{"port":81,"nodePort":30112}]"#,
+            ),
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            SVCS.into(),
+            "application/json",
+            service("s8", "NodePort", "", r#"[{"port":80,"nodePort":80}]"#),
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            SVCS.into(),
+            "application/json",
+            service("s9", "NodePort", "", r#"[{"port":0}]"#),
+            422,
+            "Invalid",
+        ),
+    ];
+    for (method, path, ct, body, code, reason) in &cases {
+        let resp = s.raw(Raw::send(method, path, ct, body));
+        expect_status(&resp, *code, reason);
+        assert_eq!(
+            revision(&s),
+            before,
+            "{method} {path} {} changed the store",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert_eq!(ip_addresses(&s), claims_before, "no IP stayed claimed");
+
+    // The same explicit node port from 8 clients at once: exactly one gets it.
+    let codes: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = &s;
+                scope.spawn(move || {
+                    let body = service(
+                        &format!("race{i}"),
+                        "NodePort",
+                        "",
+                        r#"[{"port":80,"nodePort":30200}]"#,
+                    );
+                    s.raw(Raw::send("POST", SVCS, "application/json", &body))
+                        .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(codes.iter().filter(|c| **c == 201).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 422).count(), 7, "{codes:?}");
+
+    // 16 concurrent NodePort creates with two ports each: all distinct ports and IPs.
+    let made: Vec<serde_json::Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let s = &s;
+                scope.spawn(move || {
+                    let body = service(
+                        &format!("many{i}"),
+                        "NodePort",
+                        "",
+                        r#"[{"name":"a","port":80},{"name":"b","port":81}]"#,
+                    );
+                    let r = s.raw(Raw::send("POST", SVCS, "application/json", &body));
+                    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+                    r.json()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ports: Vec<i64> = made
+        .iter()
+        .flat_map(|svc| {
+            svc["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["nodePort"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ports.extend([30100, 30200]);
+    let n = ports.len();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), n, "node ports collided: {ports:?}");
+    // Losers of the race gave their IPs back (the guard releases in the background).
+    assert!(
+        harness::eventually(std::time::Duration::from_secs(5), || {
+            ip_addresses(&s) == service_ips(&s)
+        }),
+        "{:?} vs {:?}",
+        ip_addresses(&s),
+        service_ips(&s)
+    );
+
+    // Deleting gives the IP and the port back: both can be asked for by a new Service.
+    let del = s.raw(Raw::send(
+        "DELETE",
+        &format!("{SVCS}/taken"),
+        "application/json",
+        b"",
+    ));
+    assert_eq!(del.status, 200);
+    let again = service(
+        "again",
+        "NodePort",
+        &format!(r#","clusterIP":"{taken_ip}""#),
+        r#"[{"port":80,"nodePort":30100}]"#,
+    );
+    let r = s.raw(Raw::send("POST", SVCS, "application/json", &again));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // So does deletecollection.
+    let r = s.raw(Raw::send("DELETE", SVCS, "application/json", b""));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(harness::eventually(
+        std::time::Duration::from_secs(5),
+        || { ip_addresses(&s) == service_ips(&s) }
+    ));
+}
+
+#[test]
+fn orphaned_service_claims_are_repaired() {
+    let s = Server::start_with(&["--service-repair-interval", "1"]);
+    let svc = service("kept", "ClusterIP", "", r#"[{"port":80}]"#);
+    let created = s.raw(Raw::send("POST", SVCS, "application/json", &svc));
+    assert_eq!(created.status, 201);
+    let ip = created.json()["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A claim whose Service is gone (as a crash between claim and create would leave it).
+    let orphan = r#"{"apiVersion":"networking.k8s.io/v1","kind":"IPAddress","metadata":{"name":"10.43.200.200","labels":{"ipaddress.kubernetes.io/managed-by":"ipallocator.k8s.io"}},"spec":{"parentRef":{"group":"","resource":"services","namespace":"default","name":"vanished"}}}"#;
+    let r = s.raw(Raw::send(
+        "POST",
+        "/apis/networking.k8s.io/v1/ipaddresses",
+        "application/json",
+        orphan.as_bytes(),
+    ));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // Someone else's IPAddress (not managed by the allocator) is left alone.
+    let foreign = r#"{"apiVersion":"networking.k8s.io/v1","kind":"IPAddress","metadata":{"name":"10.43.200.201"},"spec":{"parentRef":{"group":"","resource":"services","namespace":"default","name":"vanished"}}}"#;
+    let r = s.raw(Raw::send(
+        "POST",
+        "/apis/networking.k8s.io/v1/ipaddresses",
+        "application/json",
+        foreign.as_bytes(),
+    ));
+    assert_eq!(r.status, 201);
+    // The live Service's claim removed behind its back.
+    let r = s.raw(Raw::send(
+        "DELETE",
+        &format!("/apis/networking.k8s.io/v1/ipaddresses/{ip}"),
+        "application/json",
+        b"",
+    ));
+    assert_eq!(r.status, 200);
+    let repaired = harness::eventually(std::time::Duration::from_secs(10), || {
+        let ips = ip_addresses(&s);
+        ips.contains(&ip) && !ips.contains(&"10.43.200.200".to_string())
+    });
+    assert!(repaired, "{:?}", ip_addresses(&s));
+    let claim = s
+        .raw(Raw::get(&format!(
+            "/apis/networking.k8s.io/v1/ipaddresses/{ip}"
+        )))
+        .json();
+    assert_eq!(claim["spec"]["parentRef"]["name"], "kept");
+    assert!(ip_addresses(&s).contains(&"10.43.200.201".to_string()));
+}

@@ -1,5 +1,6 @@
 //! The official Kubernetes Python client (pinned in tests/requirements.txt) works unmodified:
-//! namespaces, CRUD, patch, scale, a watch, and a 404.
+//! namespaces, CRUD, patch, scale, a watch, a 404, and the client's own e2e Service test
+//! (status present on create/read/patch, delete answering the Service).
 
 mod harness;
 

@@ -165,6 +165,7 @@ const BUILTIN: &[Row] = &[
     ("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", CLUSTER, NONE, NONE, NONE, CREATE_ONLY),
     ("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", NS, NONE, NONE, NONE, CREATE_ONLY),
     ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", CLUSTER, &["crd", "crds"], &["api-extensions"], &["status"], CRUD),
+    ("apiregistration.k8s.io", "v1", "APIService", "apiservices", CLUSTER, NONE, &["api-extensions"], &["status"], CRUD),
     // Rampart's own: users' Cedar admission policies (spec.policy), see apiserver::admission.
     ("policy.rampart.io", "v1alpha1", "CedarPolicy", "cedarpolicies", CLUSTER, NONE, NONE, NONE, CRUD),
 ];

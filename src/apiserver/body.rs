@@ -30,15 +30,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// A JSON response, ended with a newline as Go's `json.Encoder` (upstream's serializer) does.
 pub fn json_response(code: u16, value: &Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let mut resp = Response::new(full(bytes));
-    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    resp
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes_response(code, bytes)
 }
 
 pub fn text_response(code: u16, text: impl Into<String>) -> Response<Body> {
@@ -52,7 +48,18 @@ pub fn text_response(code: u16, text: impl Into<String>) -> Response<Body> {
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(e.code, &e.to_status())
+    bytes_response(e.code, e.to_bytes())
+}
+
+/// A JSON response from bytes already encoded.
+pub fn bytes_response(code: u16, bytes: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// How much of an oversized body is read and discarded before answering 413, so the answer is

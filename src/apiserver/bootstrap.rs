@@ -38,6 +38,7 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
         }
     }
     gc::reload_crds(state).await;
+    super::strategy::apiservice::ensure_local(state).await?;
     kubernetes_service(state).await
 }
 
@@ -61,10 +62,11 @@ async fn kubernetes_service(state: &Arc<State>) -> Result<(), crate::store::Erro
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": state.advertise.port()}]},
             "status": {"loadBalancer": {}},
         });
-        if services::allocate(state, &mut svc).await.is_ok() {
+        if let Ok(claims) = services::claim(state, &mut svc, None).await {
             let bytes = serde_json::to_vec(&svc).unwrap_or_default();
             match state.store.create(&key, bytes.into()).await {
-                Ok(_) | Err(crate::store::Error::AlreadyExists { .. }) => {}
+                Ok(_) => claims.commit().await,
+                Err(crate::store::Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

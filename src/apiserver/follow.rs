@@ -21,6 +21,27 @@ pub trait Follower: Send + Sync + 'static {
     fn remove(&self, key: &str, obj: &Value);
 }
 
+/// A follower that also records that its first list was handed over (what `/readyz`'s
+/// `informer-sync` check waits for).
+pub struct Tracked<F> {
+    pub inner: F,
+    pub synced: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<F: Follower> Follower for Tracked<F> {
+    fn reset(&self, items: Vec<(String, Value)>) {
+        self.inner.reset(items);
+        self.synced
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+    fn apply(&self, key: &str, obj: &Value) {
+        self.inner.apply(key, obj);
+    }
+    fn remove(&self, key: &str, obj: &Value) {
+        self.inner.remove(key, obj);
+    }
+}
+
 /// Follow `prefix` forever. `what` names it in logs.
 pub async fn follow(
     what: &'static str,

@@ -1,7 +1,7 @@
 //! `/healthz`, `/livez`, `/readyz` (with `?verbose` per-check lines and `/readyz/<check>`) and
 //! `/version`, in upstream's plain-text format (`[+]ping ok` ... `readyz check passed`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::Response;
@@ -14,10 +14,49 @@ use super::State;
 /// The Kubernetes release whose API we serve.
 pub const KUBE_MINOR: &str = "37";
 
+/// First-list flags of the in-server followers (RBAC's is `Rbac::ready`).
+#[derive(Default)]
+pub struct Feeds {
+    pub cedar_policies: Arc<AtomicBool>,
+    pub node_graph: Arc<AtomicBool>,
+}
+
+/// The followers that have not delivered their first list yet (empty when all have).
+fn unsynced(state: &State) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if state.rbac.as_ref().is_some_and(|r| !r.ready()) {
+        out.push("RBAC");
+    }
+    if !state.feeds.cedar_policies.load(Ordering::Acquire) {
+        out.push("CedarPolicy");
+    }
+    if !state.feeds.node_graph.load(Ordering::Acquire) {
+        out.push("node graph");
+    }
+    out
+}
+
+/// Start-up only (never a request handler): wait up to `limit` for the followers' first
+/// lists, so the ready line normally comes after them.
+pub async fn wait_for_feeds(state: &State, limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !unsynced(state).is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(missing = ?unsynced(state), "serving before every follower listed; /readyz says not ready");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 async fn run_check(state: &Arc<State>, name: &str) -> Result<(), String> {
     match name {
         "ping" => Ok(()),
-        "log" => Ok(()),
+        // The audit writer can take a line now (the request path refuses requests otherwise).
+        "log" => match &state.audit {
+            Some(sink) if !sink.writable() => Err("the audit log cannot be written".into()),
+            _ => Ok(()),
+        },
         "etcd" => {
             // A real read through the store, so a wedged store shows up here.
             state
@@ -27,14 +66,28 @@ async fn run_check(state: &Arc<State>, name: &str) -> Result<(), String> {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
-        "informer-sync" | "poststarthook/bootstrap" => {
+        "poststarthook/bootstrap" => {
             if state.ready.load(Ordering::SeqCst) {
                 Ok(())
             } else {
                 Err("not finished".into())
             }
         }
-        "shutdown" => Ok(()),
+        "informer-sync" => {
+            let missing = unsynced(state);
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("waiting for {}", missing.join(", ")))
+            }
+        }
+        "shutdown" => {
+            if state.draining.load(Ordering::Acquire) {
+                Err("the server is shutting down".into())
+            } else {
+                Ok(())
+            }
+        }
         other => Err(format!("unknown check {other}")),
     }
 }

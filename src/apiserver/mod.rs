@@ -25,7 +25,6 @@ pub mod fuzzing;
 mod gc;
 mod handlers;
 mod health;
-mod hooks;
 mod impersonation;
 pub mod join_tokens;
 pub mod merge;
@@ -44,6 +43,7 @@ mod serve;
 mod services;
 mod status;
 mod storage;
+mod strategy;
 pub mod table;
 mod tls;
 mod typed;
@@ -52,7 +52,7 @@ mod warnings;
 mod yaml;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::store::Backend;
@@ -91,6 +91,10 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// How many watches one user and the whole server may hold open (429 past either).
     pub watch_limits: WatchLimits,
+    /// How often orphaned Service claims are repaired (upstream: 3 minutes); also at start.
+    pub service_repair_interval: std::time::Duration,
+    /// How long to keep serving after shutdown is requested, with `/readyz` failing.
+    pub shutdown_delay: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +149,17 @@ pub(crate) struct State {
     pub peers: Arc<connections::PeerCounts>,
     /// Open watches by user, against `Config::watch_limits`.
     pub watches: handlers::watch::Watches,
+    /// Service claims whose write is in flight (`services`, read by the repair loop).
+    pub claims_in_flight: services::InFlight,
+    /// The in-server followers `/readyz` waits for (RBAC is `rbac.ready()`).
+    pub feeds: health::Feeds,
+    /// Set once shutdown was requested (`/readyz` fails its `shutdown` check).
+    pub draining: AtomicBool,
 }
+
+/// How long start-up waits for the in-server followers' first lists before announcing
+/// readiness anyway (`/readyz` keeps saying which are missing).
+const FEEDS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Upstream's default `--max-requests-inflight` plus `--max-mutating-requests-inflight`.
 pub const MAX_INFLIGHT: usize = 600;
@@ -181,21 +195,32 @@ pub async fn run(
         peers: connections::PeerCounts::new(cfg.connections.max_unauthenticated_per_ip),
         limits: cfg.connections.clone(),
         watches: handlers::watch::Watches::new(cfg.watch_limits),
+        claims_in_flight: services::InFlight::default(),
+        feeds: health::Feeds::default(),
+        draining: AtomicBool::new(false),
     });
     if state.authorizer.is_some() {
         state.admission_caches.follow(&state.store);
     }
-    if let Some(adm) = &state.admission {
-        tokio::spawn(admission::follow_cedar_policies(
-            adm.clone(),
-            state.store.clone(),
-        ));
+    match &state.admission {
+        Some(adm) => {
+            tokio::spawn(admission::follow_cedar_policies(
+                adm.clone(),
+                state.store.clone(),
+                state.feeds.cedar_policies.clone(),
+            ));
+        }
+        None => state.feeds.cedar_policies.store(true, Ordering::Release),
     }
-    if let Some(authz) = &state.authorizer {
-        tokio::spawn(node_graph::run(
-            authz.node_graph().clone(),
-            state.store.clone(),
-        ));
+    match &state.authorizer {
+        Some(authz) => {
+            tokio::spawn(node_graph::run(
+                authz.node_graph().clone(),
+                state.store.clone(),
+                state.feeds.node_graph.clone(),
+            ));
+        }
+        None => state.feeds.node_graph.store(true, Ordering::Release),
     }
     bootstrap::run(&state)
         .await
@@ -203,6 +228,15 @@ pub async fn run(
     rbac::bootstrap::run(&state)
         .await
         .map_err(|e| Error::Bootstrap(e.to_string()))?;
+    // Claims orphaned by a crash or by deletes outside the handlers are repaired before
+    // serving, then periodically.
+    if let Err(e) = strategy::repair::repair_once(&state).await {
+        tracing::warn!(error = %e, "service claim repair failed at start");
+    }
+    tokio::spawn(strategy::repair::run(
+        state.clone(),
+        cfg.service_repair_interval,
+    ));
     if let Some(r) = &state.rbac {
         tokio::spawn(rbac::run(r.clone(), state.store.clone()));
     }
@@ -221,7 +255,22 @@ pub async fn run(
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
     state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    health::wait_for_feeds(&state, FEEDS_WAIT).await;
     on_ready(bound).map_err(Error::Ready)?;
+    // Shutdown: first `/readyz` fails (draining), then after the delay the listener closes.
+    let drain_state = state.clone();
+    let delay = cfg.shutdown_delay;
+    let shutdown = async move {
+        shutdown.await;
+        drain_state.draining.store(true, Ordering::Release);
+        if !delay.is_zero() {
+            tracing::info!(
+                ?delay,
+                "draining: /readyz fails until the shutdown delay has passed"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    };
     serve::accept_loop(listener, tls.config.clone(), state, shutdown).await;
     Ok(())
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::follow::{follow, Follower};
+use std::sync::atomic::AtomicBool;
+
+use super::follow::{follow, Follower, Tracked};
 use crate::auth::cedar::NodeGraph;
 use crate::store::Backend;
 
@@ -28,7 +30,11 @@ impl Follower for Pods {
     }
 }
 
-/// Follow the store's pods forever.
-pub async fn run(graph: Arc<NodeGraph>, store: Arc<dyn Backend>) {
-    follow("node graph", PODS_PREFIX, store, Arc::new(Pods(graph))).await
+/// Follow the store's pods forever; `synced` is set once the first list is in the graph.
+pub async fn run(graph: Arc<NodeGraph>, store: Arc<dyn Backend>, synced: Arc<AtomicBool>) {
+    let follower = Tracked {
+        inner: Pods(graph),
+        synced,
+    };
+    follow("node graph", PODS_PREFIX, store, Arc::new(follower)).await
 }

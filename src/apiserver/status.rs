@@ -174,6 +174,22 @@ impl ApiError {
         s
     }
 
+    /// The `Status` body as upstream's apiserver writes it: the fields of Go's `metav1.Status`
+    /// in declaration order (`kind, apiVersion, metadata, status, message, reason, details,
+    /// code`, empty ones omitted as `omitempty` does, `"metadata":{}` kept since Go never omits
+    /// a struct), `details` as `StatusDetails` (`name, group, kind, uid, causes,
+    /// retryAfterSeconds`), each cause as `reason, message, field`, and the newline Go's
+    /// `json.Encoder` ends every response with. Clients compare these bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        status_bytes(
+            "Failure",
+            &self.message,
+            self.reason,
+            self.details.as_ref(),
+            self.code,
+        )
+    }
+
     /// Map a store failure for object `name` of `ri`.
     pub fn from_store(err: store::Error, ri: &ResourceInfo, name: &str) -> Self {
         match err {
@@ -244,5 +260,127 @@ impl ApiError {
             }
             A::InvalidConfig(_) | A::TooDeep(_) => ApiError::bad_request(e.to_string()),
         }
+    }
+}
+
+fn is_empty_str(s: &&str) -> bool {
+    s.is_empty()
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+#[derive(serde::Serialize)]
+struct WireCause<'a> {
+    #[serde(skip_serializing_if = "is_empty_str")]
+    reason: &'a str,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    message: &'a str,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    field: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDetails<'a> {
+    #[serde(skip_serializing_if = "is_empty_str")]
+    name: &'a str,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    group: &'a str,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    uid: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    causes: Vec<WireCause<'a>>,
+    #[serde(skip_serializing_if = "is_zero")]
+    retry_after_seconds: i64,
+}
+
+#[derive(serde::Serialize)]
+struct Empty {}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireStatus<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: Empty,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    status: &'a str,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    message: &'a str,
+    #[serde(skip_serializing_if = "is_empty_str")]
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<WireDetails<'a>>,
+    #[serde(skip_serializing_if = "is_zero")]
+    code: i64,
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// A `metav1.Status` in upstream's byte layout (see [`ApiError::to_bytes`]); `details` is
+/// read from our JSON form (`name`, `group`, `kind`, `uid`, `causes`, `retryAfterSeconds`).
+pub fn status_bytes(
+    status: &str,
+    message: &str,
+    reason: &str,
+    details: Option<&Value>,
+    code: u16,
+) -> Vec<u8> {
+    let details = details.map(|d| WireDetails {
+        name: s(&d["name"]),
+        group: s(&d["group"]),
+        kind: s(&d["kind"]),
+        uid: s(&d["uid"]),
+        causes: d["causes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| WireCause {
+                reason: s(&c["reason"]),
+                message: s(&c["message"]),
+                field: s(&c["field"]),
+            })
+            .collect(),
+        retry_after_seconds: d["retryAfterSeconds"].as_i64().unwrap_or(0),
+    });
+    let wire = WireStatus {
+        kind: "Status",
+        api_version: "v1",
+        metadata: Empty {},
+        status,
+        message,
+        reason,
+        details,
+        code: i64::from(code),
+    };
+    let mut out = serde_json::to_vec(&wire).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_bytes_are_upstreams() {
+        let ri = crate::api::resources::builtin()
+            .iter()
+            .find(|r| r.kind == "ConfigMap")
+            .unwrap();
+        let e = ApiError::not_found(ri, "x");
+        assert_eq!(
+            String::from_utf8(e.to_bytes()).unwrap(),
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"x\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"x\",\"kind\":\"configmaps\"},\"code\":404}\n"
+        );
+        let inv = ApiError::invalid(ri, "x", vec![("data".into(), "Invalid value: 1".into())]);
+        let text = String::from_utf8(inv.to_bytes()).unwrap();
+        assert!(text.contains(r#""details":{"name":"x","kind":"ConfigMap","causes":[{"reason":"FieldValueInvalid","message":"Invalid value: 1","field":"data"}]},"code":422}"#), "{text}");
     }
 }

@@ -48,6 +48,15 @@ pub fn prefix(ri: &ResourceInfo, namespace: Option<&str>) -> String {
     }
 }
 
+/// Node-port claims (`apiserver::services`): one key per claimed port, under the key upstream
+/// keeps its node-port bitmap at. No resource lives under `/registry/ranges/`.
+pub const NODE_PORT_CLAIMS: &str = "/registry/ranges/servicenodeports/";
+
+pub fn node_port_claim_key(port: i64) -> String {
+    format!("{NODE_PORT_CLAIMS}{port}")
+}
+
+
 /// Largest encoded object stored: etcd's default `--max-request-bytes` (1.5 MiB), the limit
 /// every upstream object is held to.
 pub const MAX_OBJECT_BYTES: usize = 1024 * 1024 * 3 / 2;

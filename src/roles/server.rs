@@ -221,6 +221,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 per_user: args.max_watches_per_user,
                 global: args.max_watches,
             },
+            service_repair_interval: args.service_repair_interval,
+            shutdown_delay: args.shutdown_delay_duration.unwrap_or_default(),
         },
         backend.clone(),
         shutdown.clone().wait(),

@@ -61,6 +61,34 @@ try:
 except client.exceptions.ApiException as e:
     assert e.status == 404, e.status
 
+# The client's own e2e test_service_apis (e2e_test/test_client.py), with its assertions:
+# status must be present on create, read and patch, a strategic patch adds a port, and the
+# delete answer decodes as the deleted Service.
+svc_name = "frontend-py"
+service_manifest = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"labels": {"name": svc_name}, "name": svc_name},
+    "spec": {"ports": [{"name": "port", "port": 80, "protocol": "TCP", "targetPort": 80}],
+             "selector": {"name": svc_name}},
+}
+# This client generation validates request bodies with pydantic: the create takes the model.
+resp = core.create_namespaced_service(body=client.V1Service(
+    api_version="v1", kind="Service",
+    metadata=client.V1ObjectMeta(labels={"name": svc_name}, name=svc_name),
+    spec=client.V1ServiceSpec(
+        ports=[client.V1ServicePort(name="port", port=80, protocol="TCP", target_port=80)],
+        selector={"name": svc_name})), namespace=ns)
+assert resp.metadata.name == svc_name and resp.status, resp
+assert resp.status.load_balancer is not None, resp.status
+resp = core.read_namespaced_service(name=svc_name, namespace=ns)
+assert resp.metadata.name == svc_name and resp.status, resp
+service_manifest["spec"]["ports"] = [{"name": "new", "port": 8080, "protocol": "TCP", "targetPort": 8080}]
+resp = core.patch_namespaced_service(body=service_manifest, name=svc_name, namespace=ns)
+assert len(resp.spec.ports) == 2 and resp.status, resp
+resp = core.delete_namespaced_service(name=svc_name, body={}, namespace=ns)
+assert isinstance(resp, client.V1Service) and resp.metadata.name == svc_name, resp
+
 core.delete_namespaced_config_map("cfg", ns)
 t.join(15)
 kinds = [k for k, n in events if n == "cfg"]

@@ -20,6 +20,7 @@ use crate::store::Backend;
 
 pub const QUOTAS: &str = "/registry/core/resourcequotas/";
 pub const LIMIT_RANGES: &str = "/registry/core/limitranges/";
+pub const SERVICE_ACCOUNTS: &str = "/registry/core/serviceaccounts/";
 
 /// The objects under one prefix, by namespace then key.
 #[derive(Default)]
@@ -27,6 +28,8 @@ pub struct ByNamespace {
     prefix: &'static str,
     objects: RwLock<HashMap<String, BTreeMap<String, Value>>>,
     synced: AtomicBool,
+    /// Woken after every list and event, for readers waiting for an object to appear.
+    pub changed: tokio::sync::Notify,
 }
 
 impl ByNamespace {
@@ -46,6 +49,17 @@ impl ByNamespace {
                 .map(|m| m.values().cloned().collect())
                 .unwrap_or_default(),
         )
+    }
+
+    /// The object at `key`: `Some(None)` if the cache knows it is absent, `None` before the
+    /// first list.
+    pub fn get(&self, key: &str) -> Option<Option<Value>> {
+        if !self.synced.load(Ordering::Acquire) {
+            return None;
+        }
+        let ns = self.namespace_of(key)?;
+        let objects = self.objects.read().ok()?;
+        Some(objects.get(ns).and_then(|m| m.get(key)).cloned())
     }
 
     /// Whether the namespace has any object, or `None` before the first list.
@@ -70,6 +84,7 @@ impl Follower for ByNamespace {
             *objects = fresh;
         }
         self.synced.store(true, Ordering::Release);
+        self.changed.notify_waiters();
     }
 
     fn apply(&self, key: &str, obj: &Value) {
@@ -82,6 +97,7 @@ impl Follower for ByNamespace {
                 .or_default()
                 .insert(key.to_string(), obj.clone());
         }
+        self.changed.notify_waiters();
     }
 
     fn remove(&self, key: &str, _obj: &Value) {
@@ -103,6 +119,8 @@ impl Follower for ByNamespace {
 pub struct Caches {
     pub quotas: Arc<ByNamespace>,
     pub limit_ranges: Arc<ByNamespace>,
+    /// ServiceAccounts, for ServiceAccount admission (upstream's plugin reads a lister).
+    pub service_accounts: Arc<ByNamespace>,
 }
 
 impl Default for Caches {
@@ -116,6 +134,7 @@ impl Default for Caches {
         Caches {
             quotas: by(QUOTAS),
             limit_ranges: by(LIMIT_RANGES),
+            service_accounts: by(SERVICE_ACCOUNTS),
         }
     }
 }
@@ -134,6 +153,12 @@ impl Caches {
             LIMIT_RANGES,
             store.clone(),
             self.limit_ranges.clone(),
+        ));
+        tokio::spawn(follow(
+            "ServiceAccount",
+            SERVICE_ACCOUNTS,
+            store.clone(),
+            self.service_accounts.clone(),
         ));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::name_of;
-use crate::apiserver::follow::{follow, Follower};
+use crate::apiserver::follow::{follow, Follower, Tracked};
 use crate::auth::admission::Admission;
 use crate::store::Backend;
 
@@ -39,12 +39,21 @@ impl Follower for CedarPolicies {
 }
 
 /// Keep the admission engine's `CedarPolicy/<name>` sources in step with the store.
-pub async fn follow_cedar_policies(adm: Arc<Admission>, store: Arc<dyn Backend>) {
+/// `synced` is set once the first list is loaded.
+pub async fn follow_cedar_policies(
+    adm: Arc<Admission>,
+    store: Arc<dyn Backend>,
+    synced: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let follower = Tracked {
+        inner: CedarPolicies(adm),
+        synced,
+    };
     follow(
         "CedarPolicy",
         CEDAR_POLICY_PREFIX,
         store,
-        Arc::new(CedarPolicies(adm)),
+        Arc::new(follower),
     )
     .await
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::cache::SERVICE_ACCOUNTS;
 use super::{forbidden, get, name_of};
 use crate::apiserver::handlers::Ctx;
 use crate::apiserver::status::ApiResult;
@@ -45,21 +46,16 @@ pub async fn mutate(ctx: &Ctx, pod: &mut Value) -> ApiResult<()> {
         .to_string();
     pod["spec"]["serviceAccountName"] = json!(sa);
     pod["spec"]["serviceAccount"] = json!(sa);
-    let key = format!("/registry/core/serviceaccounts/{ns}/{sa}");
+    let key = format!("{SERVICE_ACCOUNTS}{ns}/{sa}");
     // The default account is created by a controller right after its namespace: wait for
-    // it briefly, as upstream's plugin retries its lookup.
-    let tries = if sa == "default" { 20 } else { 1 };
-    let mut account = None;
-    for i in 0..tries {
-        account = get(&ctx.state, &key).await?;
-        if account.is_some() {
-            break;
-        }
-        if i + 1 < tries {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let Some(account) = account else {
+    // it a bounded while, as upstream's plugin retries its lookup (10 × 100–200 ms) — here
+    // by waiting on the ServiceAccount cache's change signal, not by sleeping.
+    let wait = if sa == "default" {
+        DEFAULT_ACCOUNT_WAIT
+    } else {
+        Duration::ZERO
+    };
+    let Some(account) = find_account(ctx, &key, wait).await? else {
         return Err(forbidden(
             ctx,
             &name,
@@ -72,6 +68,32 @@ pub async fn mutate(ctx: &Ctx, pod: &mut Value) -> ApiResult<()> {
         mount_token(pod);
     }
     Ok(())
+}
+
+/// The most a pod create waits for its namespace's `default` account to appear.
+const DEFAULT_ACCOUNT_WAIT: Duration = Duration::from_secs(2);
+
+/// The account at `key`, from the cache (fed by a store watch), else from the store (the
+/// cache may lag a just-created account by milliseconds); if absent, wait up to `wait` for
+/// the cache to change and look again. Event-driven: no sleeping, no polling loop.
+async fn find_account(ctx: &Ctx, key: &str, wait: Duration) -> ApiResult<Option<Value>> {
+    let cache = &ctx.state.admission_caches.service_accounts;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before looking, so a change between the look and the wait wakes us.
+        let changed = cache.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if let Some(Some(found)) = cache.get(key) {
+            return Ok(Some(found));
+        }
+        if let Some(found) = get(&ctx.state, key).await? {
+            return Ok(Some(found));
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return Ok(None);
+        }
+    }
 }
 
 /// The pod's own setting wins over its account's; both default to mounting.

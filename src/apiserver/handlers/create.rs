@@ -10,7 +10,7 @@ use super::prepare::{self, meta};
 use super::{read_body, Ctx};
 use crate::apiserver::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::{admission, hooks, storage};
+use crate::apiserver::{admission, storage, strategy};
 use crate::auth::admission::Operation;
 
 /// Upstream's `SimpleNameGenerator` alphabet: no vowels, no confusable characters.
@@ -109,7 +109,7 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
     let mut obj = prepare::decode(ctx, obj)?;
     crate::apiserver::defaults::apply(&ctx.ri, &mut obj);
     prepare::stamp_create(ctx, &mut obj);
-    hooks::before_create(ctx, &mut obj).await?;
+    strategy::prepare_create(ctx, &mut obj).await?;
     prepare::ensure_namespace(ctx, &name).await?;
     admission::mutate_create(ctx, &mut obj).await?;
     prepare::validate(ctx, &obj, None)?;
@@ -128,16 +128,34 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
         }
         return Ok((obj, 0));
     }
-    let bytes = storage::encode(&obj)?;
-    let rev = match ctx.state.store.create(&ctx.key(&name), bytes).await {
+    // Claims (Service IPs and ports) only now, after validation and admission; dropping
+    // `claims` on any error below gives them back.
+    let claims = match strategy::begin_write(ctx, &mut obj, None).await {
+        Ok(c) => c,
+        Err(e) => {
+            admission::create_failed(ctx);
+            return Err(e);
+        }
+    };
+    let stored = match storage::encode(&obj) {
+        Ok(bytes) => ctx
+            .state
+            .store
+            .create(&ctx.key(&name), bytes)
+            .await
+            .map_err(|e| ApiError::from_store(e, &ctx.ri, &name)),
+        Err(e) => Err(e),
+    };
+    let rev = match stored {
         Ok(rev) => rev,
         Err(e) => {
             admission::create_failed(ctx);
-            return Err(ApiError::from_store(e, &ctx.ri, &name));
+            return Err(e);
         }
     };
+    strategy::commit(claims).await;
     storage::set_resource_version(&mut obj, rev);
-    hooks::after_write(ctx, &obj).await;
+    strategy::after_commit(ctx, &obj).await;
     admission::after_change(ctx, true);
     Ok((obj, rev))
 }

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use super::list::Selectors;
 use super::prepare::meta;
 use super::{read_body, Ctx};
-use crate::apiserver::body::{json_response, Body};
-use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::{admission, hooks, storage};
+use crate::apiserver::body::{bytes_response, json_response, Body};
+use crate::apiserver::status::{status_bytes, ApiError, ApiResult};
+use crate::apiserver::{admission, storage, strategy};
 use crate::auth::admission::Operation;
 use crate::store::RangeRequest;
 
@@ -81,11 +81,30 @@ pub async fn delete(ctx: &Ctx, body: Incoming) -> ApiResult<Response<Body>> {
     let name = ctx.info.name.clone();
     let (obj, rev) = ctx.load(&name).await?;
     let (code, out) = delete_one(ctx, &opts, obj, rev).await?;
+    if out["kind"] == "Status" {
+        // Upstream's field order, not serde_json's sorted maps.
+        return Ok(bytes_response(
+            code,
+            status_bytes("Success", "", "", Some(&out["details"]), 0),
+        ));
+    }
     Ok(json_response(code, &out))
 }
 
+/// Upstream's registries with `ReturnDeletedObject: true` answer a delete with the deleted
+/// object; every other resource answers a `Status` naming it.
 fn returns_object(ctx: &Ctx) -> bool {
-    (ctx.ri.group.is_empty() && ctx.ri.kind == "Pod")
+    let core = ctx.ri.group.is_empty()
+        && matches!(
+            ctx.ri.kind.as_str(),
+            "Pod"
+                | "Service"
+                | "ServiceAccount"
+                | "Namespace"
+                | "PersistentVolume"
+                | "PersistentVolumeClaim"
+        );
+    core || (ctx.ri.group == "storage.k8s.io" && ctx.ri.kind == "StorageClass")
         || ctx
             .state
             .registry
@@ -176,7 +195,7 @@ async fn delete_one(
             .await
             .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
         storage::set_resource_version(&mut obj, del_rev);
-        hooks::after_delete(ctx, &obj).await;
+        strategy::after_delete(ctx, &obj).await;
         admission::after_change(ctx, false);
         if returns_object(ctx) {
             return Ok((200, obj));

@@ -109,7 +109,7 @@ impl Ctx {
             .await
             .map_err(|e| ApiError::from_store(e, &self.ri, &name))?;
         storage::set_resource_version(obj, new_rev);
-        super::hooks::after_write(self, obj).await;
+        super::strategy::after_commit(self, obj).await;
         super::admission::after_change(self, false);
         Ok(())
     }

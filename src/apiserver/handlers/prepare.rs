@@ -156,6 +156,7 @@ pub fn validate(ctx: &Ctx, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
         .unwrap_or_default()
         .to_string();
     let mut causes = validate::object(&ctx.ri, obj, old);
+    causes.extend(crate::apiserver::strategy::validate(ctx, obj, old));
     if let Some(cv) =
         ctx.state
             .registry
@@ -253,6 +254,7 @@ pub fn carry_over(ctx: &Ctx, old: &Value, new: &mut Value, status_only: bool) {
             meta(new).insert("managedFields".into(), mf.clone());
         }
     }
+    crate::apiserver::defaults::empty_status(&ctx.ri, new);
     if !ctx.applied {
         merge::record_update(
             Some(old),

@@ -9,7 +9,7 @@ use super::prepare::{self, meta};
 use super::{read_body, Ctx};
 use crate::apiserver::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::{admission, hooks, storage};
+use crate::apiserver::{admission, storage, strategy};
 use crate::auth::admission::Operation;
 
 pub async fn update(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> {
@@ -65,7 +65,7 @@ pub async fn update_object(
     let mut obj = prepare::decode(ctx, obj)?;
     crate::apiserver::defaults::apply(&ctx.ri, &mut obj);
     prepare::carry_over(ctx, &current, &mut obj, status_only);
-    hooks::before_update(ctx, &current, &mut obj).await?;
+    strategy::prepare_update(ctx, &current, &mut obj).await?;
     prepare::validate(ctx, &obj, Some(&current))?;
     admission::validate(ctx, Operation::Update, &obj, Some(&current)).await?;
     if ctx.dry_run() {
@@ -85,13 +85,15 @@ pub async fn update_object(
             .delete(&ctx.key(&name), rev)
             .await
             .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))?;
-        hooks::after_delete(ctx, &obj).await;
+        strategy::after_delete(ctx, &obj).await;
         return Ok((obj, 200));
     }
     if unchanged(&current, &obj) {
         return Ok((current, 200));
     }
+    let claims = strategy::begin_write(ctx, &mut obj, Some(&current)).await?;
     ctx.store_update(&mut obj, rev).await?;
+    strategy::commit(claims).await;
     Ok((obj, 200))
 }
 
