@@ -1,13 +1,14 @@
 //! Per-resource side effects of writes, the parts of upstream's registry strategies and
 //! built-in controllers that the API server must provide itself: namespaces start Active with
 //! the `kubernetes` finalizer; CRDs get their status conditions and are (un)served as they
-//! change; deletions hand dependents to the garbage collector.
+//! change. Dependents of deleted objects and the contents of deleted namespaces are the
+//! controller manager's (`src/controllers/garbage_collector.rs`, `namespace.rs`), as upstream.
 
 use serde_json::{json, Value};
 
 use super::handlers::Ctx;
 use super::status::ApiResult;
-use super::{custom, gc, services};
+use super::{crd_lifecycle, custom, services};
 
 fn is(ctx: &Ctx, group: &str, kind: &str) -> bool {
     ctx.ri.group == group && ctx.ri.kind == kind
@@ -27,7 +28,7 @@ pub async fn before_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
     }
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         custom::crd_defaults(obj);
-        let others = gc::list_crds(&ctx.state).await;
+        let others = crd_lifecycle::list_crds(&ctx.state).await;
         custom::crd_status(obj, &others);
     }
     Ok(())
@@ -60,7 +61,7 @@ pub async fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult
     }
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         let name = new["metadata"]["name"].clone();
-        let others: Vec<Value> = gc::list_crds(&ctx.state)
+        let others: Vec<Value> = crd_lifecycle::list_crds(&ctx.state)
             .await
             .into_iter()
             .filter(|c| c["metadata"]["name"] != name)
@@ -74,16 +75,9 @@ pub async fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult
     Ok(())
 }
 
-pub async fn after_write(ctx: &Ctx, obj: &Value) {
+pub async fn after_write(ctx: &Ctx, _obj: &Value) {
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
-        gc::reload_crds(&ctx.state).await;
-    }
-    if obj["metadata"]["deletionTimestamp"].is_string() {
-        if is(ctx, "", "Namespace") {
-            gc::spawn_namespace_cleanup(ctx.state.clone(), obj.clone());
-        } else {
-            gc::spawn_finalize(ctx.state.clone(), ctx.ri.clone(), obj.clone());
-        }
+        crd_lifecycle::reload_crds(&ctx.state).await;
     }
 }
 
@@ -92,8 +86,7 @@ pub async fn after_delete(ctx: &Ctx, obj: &Value) {
         services::release(&ctx.state, obj).await;
     }
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
-        gc::reload_crds(&ctx.state).await;
-        gc::spawn_crd_cleanup(ctx.state.clone(), obj.clone());
+        crd_lifecycle::reload_crds(&ctx.state).await;
+        crd_lifecycle::spawn_crd_cleanup(ctx.state.clone(), obj.clone());
     }
-    gc::spawn_dependents(ctx.state.clone(), ctx.ri.clone(), obj.clone());
 }

@@ -18,7 +18,7 @@ mod custom;
 mod defaults;
 mod discovery;
 mod follow;
-mod gc;
+mod crd_lifecycle;
 mod handlers;
 mod health;
 mod hooks;

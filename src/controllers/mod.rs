@@ -7,6 +7,13 @@
 
 pub mod clusterrole_aggregation;
 pub mod csr_approver;
+pub mod deployment;
+pub mod deployment_rollout;
+pub mod events;
+pub mod garbage_collector;
+pub mod informers;
+pub mod namespace;
+pub mod replicaset;
 pub mod root_ca_publisher;
 pub mod serviceaccount;
 pub mod token_cleaner;
@@ -25,6 +32,49 @@ pub enum Error {
     Controller { name: &'static str, detail: String },
 }
 
+/// The shared informers of the workload controllers, and the controllers that read them.
+struct Workloads {
+    pods: informers::Informer<k8s_openapi::api::core::v1::Pod>,
+    replica_sets: informers::Informer<k8s_openapi::api::apps::v1::ReplicaSet>,
+    deployments: informers::Informer<k8s_openapi::api::apps::v1::Deployment>,
+}
+
+impl Workloads {
+    fn new(client: &kube::Client) -> Self {
+        Self {
+            pods: informers::Informer::new(kube::Api::all(client.clone())),
+            replica_sets: informers::Informer::new(kube::Api::all(client.clone())),
+            deployments: informers::Informer::new(kube::Api::all(client.clone())),
+        }
+    }
+
+    /// Subscribe every controller first, then start the watches.
+    fn spawn(self, client: &kube::Client, tasks: &mut tokio::task::JoinSet<Result<(), Error>>) {
+        let missing = |name: &'static str| Error::Controller {
+            name,
+            detail: "cannot subscribe to a shared informer".into(),
+        };
+        match replicaset::run(client.clone(), &self.replica_sets, &self.pods) {
+            Some(c) => drop(tasks.spawn(c)),
+            None => drop(tasks.spawn(async move { Err(missing("replicaset")) })),
+        }
+        match deployment::run(client.clone(), &self.deployments, &self.replica_sets) {
+            Some(c) => drop(tasks.spawn(c)),
+            None => drop(tasks.spawn(async move { Err(missing("deployment")) })),
+        }
+        let stopped = || Error::Controller {
+            name: "informer",
+            detail: "a shared informer stopped".into(),
+        };
+        let pods = self.pods.run();
+        tasks.spawn(async move { pods.await; Err(stopped()) });
+        let sets = self.replica_sets.run();
+        tasks.spawn(async move { sets.await; Err(stopped()) });
+        let deployments = self.deployments.run();
+        tasks.spawn(async move { deployments.await; Err(stopped()) });
+    }
+}
+
 /// Run every controller until `shutdown` resolves.
 pub async fn run(
     cfg: Config,
@@ -38,6 +88,10 @@ pub async fn run(
     tasks.spawn(csr_approver::run(client.clone()));
     tasks.spawn(token_cleaner::run(client.clone()));
     tasks.spawn(clusterrole_aggregation::run(client.clone()));
+    tasks.spawn(garbage_collector::run(client.clone()));
+    tasks.spawn(namespace::run(client.clone()));
+    let workloads = Workloads::new(&client);
+    workloads.spawn(&client, &mut tasks);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
