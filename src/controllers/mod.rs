@@ -14,6 +14,7 @@ pub mod garbage_collector;
 pub mod informers;
 pub mod namespace;
 pub mod replicaset;
+pub mod replication_controller;
 pub mod root_ca_publisher;
 pub mod serviceaccount;
 pub mod token_cleaner;
@@ -37,6 +38,7 @@ struct Workloads {
     pods: informers::Informer<k8s_openapi::api::core::v1::Pod>,
     replica_sets: informers::Informer<k8s_openapi::api::apps::v1::ReplicaSet>,
     deployments: informers::Informer<k8s_openapi::api::apps::v1::Deployment>,
+    replication_controllers: informers::Informer<k8s_openapi::api::core::v1::ReplicationController>,
 }
 
 impl Workloads {
@@ -45,6 +47,7 @@ impl Workloads {
             pods: informers::Informer::new(kube::Api::all(client.clone())),
             replica_sets: informers::Informer::new(kube::Api::all(client.clone())),
             deployments: informers::Informer::new(kube::Api::all(client.clone())),
+            replication_controllers: informers::Informer::new(kube::Api::all(client.clone())),
         }
     }
 
@@ -62,6 +65,10 @@ impl Workloads {
             Some(c) => drop(tasks.spawn(c)),
             None => drop(tasks.spawn(async move { Err(missing("deployment")) })),
         }
+        match replication_controller::run(client.clone(), &self.replication_controllers, &self.pods) {
+            Some(c) => drop(tasks.spawn(c)),
+            None => drop(tasks.spawn(async move { Err(missing("replicationcontroller")) })),
+        }
         let stopped = || Error::Controller {
             name: "informer",
             detail: "a shared informer stopped".into(),
@@ -72,6 +79,8 @@ impl Workloads {
         tasks.spawn(async move { sets.await; Err(stopped()) });
         let deployments = self.deployments.run();
         tasks.spawn(async move { deployments.await; Err(stopped()) });
+        let rcs = self.replication_controllers.run();
+        tasks.spawn(async move { rcs.await; Err(stopped()) });
     }
 }
 
