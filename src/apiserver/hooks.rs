@@ -23,6 +23,9 @@ pub async fn before_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
         let name = obj["metadata"]["name"].clone();
         obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
     }
+    if is(ctx, "batch", "Job") {
+        job_selector(obj);
+    }
     if is(ctx, "", "Service") && !ctx.dry_run() {
         services::allocate(&ctx.state, obj).await?;
     }
@@ -89,4 +92,25 @@ pub async fn after_delete(ctx: &Ctx, obj: &Value) {
         crd_lifecycle::reload_crds(&ctx.state).await;
         crd_lifecycle::spawn_crd_cleanup(ctx.state.clone(), obj.clone());
     }
+}
+
+/// Upstream's Job strategy (`generateSelector`): unless `spec.manualSelector` is true, the Job
+/// selects its pods by its own uid, and the template carries the labels the Job controller and
+/// users rely on (`batch.kubernetes.io/controller-uid`, `batch.kubernetes.io/job-name` and the
+/// legacy `controller-uid`, `job-name`).
+fn job_selector(obj: &mut Value) {
+    if obj["spec"]["manualSelector"] == json!(true) || !obj["spec"].is_object() {
+        return;
+    }
+    let uid = obj["metadata"]["uid"].clone();
+    let name = obj["metadata"]["name"].clone();
+    if !obj["spec"]["template"]["metadata"]["labels"].is_object() {
+        obj["spec"]["template"]["metadata"]["labels"] = json!({});
+    }
+    let labels = &mut obj["spec"]["template"]["metadata"]["labels"];
+    labels["batch.kubernetes.io/controller-uid"] = uid.clone();
+    labels["batch.kubernetes.io/job-name"] = name.clone();
+    labels["controller-uid"] = uid.clone();
+    labels["job-name"] = name;
+    obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
 }

@@ -12,6 +12,7 @@ pub mod deployment_rollout;
 pub mod events;
 pub mod garbage_collector;
 pub mod informers;
+pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod replication_controller;
@@ -39,6 +40,7 @@ struct Workloads {
     replica_sets: informers::Informer<k8s_openapi::api::apps::v1::ReplicaSet>,
     deployments: informers::Informer<k8s_openapi::api::apps::v1::Deployment>,
     replication_controllers: informers::Informer<k8s_openapi::api::core::v1::ReplicationController>,
+    jobs: informers::Informer<k8s_openapi::api::batch::v1::Job>,
 }
 
 impl Workloads {
@@ -48,6 +50,7 @@ impl Workloads {
             replica_sets: informers::Informer::new(kube::Api::all(client.clone())),
             deployments: informers::Informer::new(kube::Api::all(client.clone())),
             replication_controllers: informers::Informer::new(kube::Api::all(client.clone())),
+            jobs: informers::Informer::new(kube::Api::all(client.clone())),
         }
     }
 
@@ -69,6 +72,10 @@ impl Workloads {
             Some(c) => drop(tasks.spawn(c)),
             None => drop(tasks.spawn(async move { Err(missing("replicationcontroller")) })),
         }
+        match job::run(client.clone(), &self.jobs, &self.pods) {
+            Some(c) => drop(tasks.spawn(c)),
+            None => drop(tasks.spawn(async move { Err(missing("job")) })),
+        }
         let stopped = || Error::Controller {
             name: "informer",
             detail: "a shared informer stopped".into(),
@@ -81,6 +88,8 @@ impl Workloads {
         tasks.spawn(async move { deployments.await; Err(stopped()) });
         let rcs = self.replication_controllers.run();
         tasks.spawn(async move { rcs.await; Err(stopped()) });
+        let jobs = self.jobs.run();
+        tasks.spawn(async move { jobs.await; Err(stopped()) });
     }
 }
 

@@ -93,7 +93,7 @@ struct Pending {
 }
 
 impl Expectations {
-    fn satisfied(&self, owner: &str, pods: &[Arc<Pod>]) -> bool {
+    pub fn satisfied(&self, owner: &str, pods: &[Arc<Pod>]) -> bool {
         let Ok(mut map) = self.pending.lock() else {
             return true;
         };
@@ -134,6 +134,10 @@ impl Expectations {
             p.deletes.extend(deletes);
             p.since = std::time::Instant::now();
         }
+    }
+
+    pub fn expect_creates(&self, owner: &str, names: Vec<String>) {
+        self.expect(owner, names, Vec::new());
     }
 
     pub fn forget(&self, owner: &str) {
