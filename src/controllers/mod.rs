@@ -6,6 +6,8 @@
 //! change they make is authorized and audited like any other client's.
 
 pub mod clusterrole_aggregation;
+pub mod cron_schedule;
+pub mod cronjob;
 pub mod csr_approver;
 pub mod deployment;
 pub mod deployment_rollout;
@@ -41,6 +43,7 @@ struct Workloads {
     deployments: informers::Informer<k8s_openapi::api::apps::v1::Deployment>,
     replication_controllers: informers::Informer<k8s_openapi::api::core::v1::ReplicationController>,
     jobs: informers::Informer<k8s_openapi::api::batch::v1::Job>,
+    cronjobs: informers::Informer<k8s_openapi::api::batch::v1::CronJob>,
 }
 
 impl Workloads {
@@ -51,6 +54,7 @@ impl Workloads {
             deployments: informers::Informer::new(kube::Api::all(client.clone())),
             replication_controllers: informers::Informer::new(kube::Api::all(client.clone())),
             jobs: informers::Informer::new(kube::Api::all(client.clone())),
+            cronjobs: informers::Informer::new(kube::Api::all(client.clone())),
         }
     }
 
@@ -76,6 +80,10 @@ impl Workloads {
             Some(c) => drop(tasks.spawn(c)),
             None => drop(tasks.spawn(async move { Err(missing("job")) })),
         }
+        match cronjob::run(client.clone(), &self.cronjobs, &self.jobs) {
+            Some(c) => drop(tasks.spawn(c)),
+            None => drop(tasks.spawn(async move { Err(missing("cronjob")) })),
+        }
         let stopped = || Error::Controller {
             name: "informer",
             detail: "a shared informer stopped".into(),
@@ -90,6 +98,8 @@ impl Workloads {
         tasks.spawn(async move { rcs.await; Err(stopped()) });
         let jobs = self.jobs.run();
         tasks.spawn(async move { jobs.await; Err(stopped()) });
+        let cronjobs = self.cronjobs.run();
+        tasks.spawn(async move { cronjobs.await; Err(stopped()) });
     }
 }
 
