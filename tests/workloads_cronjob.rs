@@ -48,7 +48,8 @@ fn cronjob_fires_on_a_one_minute_schedule() {
         "status not updated: {}",
         s.ok(&["get", "cronjob", "tick", "-o", "yaml"])
     );
-    let _ = minutes;
+    let at: jiff::Timestamp = scheduled.parse().unwrap_or_else(|e| panic!("{scheduled}: {e}"));
+    assert_eq!(at.as_second(), minutes * 60, "name and scheduled time disagree");
     let describe = s.ok(&["describe", "cronjob", "tick"]);
     assert!(describe.contains("SuccessfulCreate"), "{describe}");
     // The Job runs like any other: it made its pod.

@@ -9,6 +9,7 @@ pub mod clusterrole_aggregation;
 pub mod cron_schedule;
 pub mod cronjob;
 pub mod csr_approver;
+pub mod daemonset;
 pub mod deployment;
 pub mod deployment_rollout;
 pub mod events;
@@ -44,6 +45,8 @@ struct Workloads {
     replication_controllers: informers::Informer<k8s_openapi::api::core::v1::ReplicationController>,
     jobs: informers::Informer<k8s_openapi::api::batch::v1::Job>,
     cronjobs: informers::Informer<k8s_openapi::api::batch::v1::CronJob>,
+    daemon_sets: informers::Informer<k8s_openapi::api::apps::v1::DaemonSet>,
+    nodes: informers::Informer<k8s_openapi::api::core::v1::Node>,
 }
 
 impl Workloads {
@@ -55,6 +58,8 @@ impl Workloads {
             replication_controllers: informers::Informer::new(kube::Api::all(client.clone())),
             jobs: informers::Informer::new(kube::Api::all(client.clone())),
             cronjobs: informers::Informer::new(kube::Api::all(client.clone())),
+            daemon_sets: informers::Informer::new(kube::Api::all(client.clone())),
+            nodes: informers::Informer::new(kube::Api::all(client.clone())),
         }
     }
 
@@ -84,6 +89,10 @@ impl Workloads {
             Some(c) => drop(tasks.spawn(c)),
             None => drop(tasks.spawn(async move { Err(missing("cronjob")) })),
         }
+        match daemonset::run(client.clone(), &self.daemon_sets, &self.pods, &self.nodes) {
+            Some(c) => drop(tasks.spawn(c)),
+            None => drop(tasks.spawn(async move { Err(missing("daemonset")) })),
+        }
         let stopped = || Error::Controller {
             name: "informer",
             detail: "a shared informer stopped".into(),
@@ -100,6 +109,10 @@ impl Workloads {
         tasks.spawn(async move { jobs.await; Err(stopped()) });
         let cronjobs = self.cronjobs.run();
         tasks.spawn(async move { cronjobs.await; Err(stopped()) });
+        let daemon_sets = self.daemon_sets.run();
+        tasks.spawn(async move { daemon_sets.await; Err(stopped()) });
+        let nodes = self.nodes.run();
+        tasks.spawn(async move { nodes.await; Err(stopped()) });
     }
 }
 
