@@ -290,16 +290,24 @@ fn new_pod(ds: &DaemonSet, template: &PodTemplateSpec, hash: &str, node: &str) -
     }
 }
 
-/// Make sure the ControllerRevision for `hash` exists (named `<ds>-<hash>`).
-async fn ensure_revision(ctx: &Ctx, ds: &DaemonSet, ns: &str, hash: &str, template: &PodTemplateSpec) -> Result<(), ReconcileError> {
-    let name = ds.metadata.name.clone().unwrap_or_default();
-    let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), ns);
+/// Make sure the ControllerRevision for `hash` exists (named `<owner>-<hash>`, revision one
+/// above the owner's highest), as upstream's history for DaemonSets and StatefulSets.
+pub async fn ensure_revision(
+    client: &kube::Client,
+    owner_kind: &str,
+    owner: &ObjectMeta,
+    hash: &str,
+    template: &PodTemplateSpec,
+) -> Result<(), kube::Error> {
+    let name = owner.name.clone().unwrap_or_default();
+    let ns = owner.namespace.clone().unwrap_or_default();
+    let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
     let rev_name = format!("{name}-{hash}");
     if api.get_opt(&rev_name).await?.is_some() {
         return Ok(());
     }
     let existing = api.list(&Default::default()).await?;
-    let uid = ds.metadata.uid.clone().unwrap_or_default();
+    let uid = owner.uid.clone().unwrap_or_default();
     let revision = existing
         .items
         .iter()
@@ -321,11 +329,11 @@ async fn ensure_revision(ctx: &Ctx, ds: &DaemonSet, ns: &str, hash: &str, templa
     let cr = ControllerRevision {
         metadata: ObjectMeta {
             name: Some(rev_name),
-            namespace: Some(ns.into()),
+            namespace: Some(ns),
             labels: Some(labels),
             owner_references: Some(vec![OwnerReference {
                 api_version: "apps/v1".into(),
-                kind: "DaemonSet".into(),
+                kind: owner_kind.into(),
                 name,
                 uid,
                 controller: Some(true),
@@ -339,7 +347,7 @@ async fn ensure_revision(ctx: &Ctx, ds: &DaemonSet, ns: &str, hash: &str, templa
     match api.create(&PostParams::default(), &cr).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -357,7 +365,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
     }
     let template = spec.template.clone();
     let hash = template_hash(&template, ds.status.as_ref().and_then(|s| s.collision_count));
-    ensure_revision(&ctx, &ds, &ns, &hash, &template).await?;
+    ensure_revision(&ctx.client, "DaemonSet", &ds.metadata, &hash, &template).await?;
     let pods: Vec<Arc<Pod>> = ctx
         .pods
         .state()

@@ -21,6 +21,7 @@ pub mod replicaset;
 pub mod replication_controller;
 pub mod root_ca_publisher;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod token_cleaner;
 
 use std::future::Future;
@@ -47,6 +48,7 @@ struct Workloads {
     cronjobs: informers::Informer<k8s_openapi::api::batch::v1::CronJob>,
     daemon_sets: informers::Informer<k8s_openapi::api::apps::v1::DaemonSet>,
     nodes: informers::Informer<k8s_openapi::api::core::v1::Node>,
+    stateful_sets: informers::Informer<k8s_openapi::api::apps::v1::StatefulSet>,
 }
 
 impl Workloads {
@@ -60,6 +62,7 @@ impl Workloads {
             cronjobs: informers::Informer::new(kube::Api::all(client.clone())),
             daemon_sets: informers::Informer::new(kube::Api::all(client.clone())),
             nodes: informers::Informer::new(kube::Api::all(client.clone())),
+            stateful_sets: informers::Informer::new(kube::Api::all(client.clone())),
         }
     }
 
@@ -93,6 +96,10 @@ impl Workloads {
             Some(c) => drop(tasks.spawn(c)),
             None => drop(tasks.spawn(async move { Err(missing("daemonset")) })),
         }
+        match statefulset::run(client.clone(), &self.stateful_sets, &self.pods) {
+            Some(c) => drop(tasks.spawn(c)),
+            None => drop(tasks.spawn(async move { Err(missing("statefulset")) })),
+        }
         let stopped = || Error::Controller {
             name: "informer",
             detail: "a shared informer stopped".into(),
@@ -113,6 +120,8 @@ impl Workloads {
         tasks.spawn(async move { daemon_sets.await; Err(stopped()) });
         let nodes = self.nodes.run();
         tasks.spawn(async move { nodes.await; Err(stopped()) });
+        let stateful_sets = self.stateful_sets.run();
+        tasks.spawn(async move { stateful_sets.await; Err(stopped()) });
     }
 }
 
