@@ -55,15 +55,15 @@ pub fn run(
     client: kube::Client,
     cronjobs: &Informer<CronJob>,
     jobs: &Informer<Job>,
-) -> Option<impl std::future::Future<Output = Result<(), Error>>> {
+) -> impl std::future::Future<Output = Result<(), Error>> {
     let store = cronjobs.store();
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), NAME),
         client,
         jobs: jobs.store(),
     });
-    let controller = Controller::for_shared_stream(cronjobs.subscribe()?, store.clone())
-        .watches_shared_stream(jobs.subscribe()?, move |job: Arc<Job>| {
+    let controller = Controller::for_stream(cronjobs.triggers(), store.clone())
+        .reconcile_on(jobs.related(move |job: &Job| {
             if controller_of(&job.metadata).is_none() {
                 return Vec::new();
             }
@@ -72,8 +72,11 @@ pub fn run(
                 ..Default::default()
             };
             owners_of(&as_pod, &store, "CronJob", |_: &CronJob| None::<Selector>)
-        });
-    Some(async move {
+        }));
+    async move {
+        // Decide nothing before the caches hold a full list: a half-filled cache would look
+        // like missing objects.
+        let _ = ctx.jobs.wait_until_ready().await;
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {
@@ -86,7 +89,7 @@ pub fn run(
             name: NAME,
             detail: "the controller stream ended".into(),
         })
-    })
+    }
 }
 
 fn error_policy(_: Arc<CronJob>, e: &ReconcileError, _: Arc<Ctx>) -> Action {

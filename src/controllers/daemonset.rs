@@ -68,7 +68,7 @@ pub fn run(
     sets: &Informer<DaemonSet>,
     pods: &Informer<Pod>,
     nodes: &Informer<Node>,
-) -> Option<impl std::future::Future<Output = Result<(), Error>>> {
+) -> impl std::future::Future<Output = Result<(), Error>> {
     let store = sets.store();
     let node_store = store.clone();
     let ctx = Arc::new(Ctx {
@@ -78,22 +78,26 @@ pub fn run(
         nodes: nodes.store(),
         expectations: Expectations::default(),
     });
-    let controller = Controller::for_shared_stream(sets.subscribe()?, store.clone())
-        .watches_shared_stream(pods.subscribe()?, move |pod: Arc<Pod>| {
+    let controller = Controller::for_stream(sets.triggers(), store.clone())
+        .reconcile_on(pods.related(move |pod: &Pod| {
             if controller_of(&pod.metadata).is_none() {
                 return Vec::new();
             }
             owners_of(&pod, &store, "DaemonSet", |_: &DaemonSet| None::<Selector>)
-        })
+        }))
         // Any node change may change where daemons should run: every set looks again.
-        .watches_shared_stream(nodes.subscribe()?, move |_node: Arc<Node>| {
+        .reconcile_on(nodes.related(move |_node: &Node| {
             node_store
                 .state()
                 .iter()
                 .map(|ds| ObjectRef::from_obj(ds.as_ref()))
                 .collect::<Vec<_>>()
-        });
-    Some(async move {
+        }));
+    async move {
+        // Decide nothing before the caches hold a full list: a half-filled cache would look
+        // like missing objects.
+        let _ = ctx.pods.wait_until_ready().await;
+        let _ = ctx.nodes.wait_until_ready().await;
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {
@@ -106,7 +110,7 @@ pub fn run(
             name: NAME,
             detail: "the controller stream ended".into(),
         })
-    })
+    }
 }
 
 fn error_policy(_: Arc<DaemonSet>, e: &ReconcileError, _: Arc<Ctx>) -> Action {

@@ -66,15 +66,15 @@ pub fn run(
     client: kube::Client,
     deployments: &Informer<Deployment>,
     sets: &Informer<ReplicaSet>,
-) -> Option<impl std::future::Future<Output = Result<(), Error>>> {
+) -> impl std::future::Future<Output = Result<(), Error>> {
     let dep_store = deployments.store();
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), NAME),
         client,
         sets: sets.store(),
     });
-    let controller = Controller::for_shared_stream(deployments.subscribe()?, dep_store.clone())
-        .watches_shared_stream(sets.subscribe()?, move |rs: Arc<ReplicaSet>| {
+    let controller = Controller::for_stream(deployments.triggers(), dep_store.clone())
+        .reconcile_on(sets.related(move |rs: &ReplicaSet| {
             let as_pod = k8s_openapi::api::core::v1::Pod {
                 metadata: rs.metadata.clone(),
                 ..Default::default()
@@ -84,8 +84,11 @@ pub fn run(
                     .as_ref()
                     .and_then(|s| Selector::try_from(s.selector.clone()).ok())
             })
-        });
-    Some(async move {
+        }));
+    async move {
+        // Decide nothing before the caches hold a full list: a half-filled cache would look
+        // like missing objects.
+        let _ = ctx.sets.wait_until_ready().await;
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {
@@ -98,7 +101,7 @@ pub fn run(
             name: NAME,
             detail: "the controller stream ended".into(),
         })
-    })
+    }
 }
 
 fn error_policy(_: Arc<Deployment>, e: &ReconcileError, _: Arc<Ctx>) -> Action {

@@ -1,33 +1,66 @@
 //! Shared informers, as upstream's SharedInformerFactory: one watch per resource feeds one
-//! reflector store that every controller reads, and each controller subscribes to the same
-//! event stream (kube-runtime's shared reflectors) instead of opening its own watch.
+//! reflector store that every controller reads, and a broadcast of changes — additions,
+//! updates *and deletions* — that each controller subscribes to instead of opening its own
+//! watch. (kube-runtime's own shared streams drop deletions, which a ReplicaSet must see to
+//! replace a deleted pod, hence this small layer over its watcher and store.)
 //!
-//! Invariants: the store is updated before subscribers see an event, so a reconcile triggered
-//! by an event reads at least that state; the watch re-lists with kube-runtime's default
-//! back-off after errors (never a hot loop); subscriptions are taken before `start`.
+//! Invariants: the store is updated before subscribers hear of a change, so a reconcile
+//! triggered by it reads at least that state; after a re-list every object is announced again
+//! and objects that vanished meanwhile are announced as deleted; a subscriber that falls more
+//! than `BUFFER` changes behind is handed every cached object instead (a resync), never
+//! blocking the watch; the watch re-lists with kube-runtime's default back-off after errors
+//! (never a hot loop).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::hash::Hash;
+use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{stream, Stream, StreamExt};
 use kube::api::Api;
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::Resource;
 use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
 
-/// Events buffered per subscriber before the watch waits for the slowest one.
-const BUFFER: usize = 1024;
+/// Changes buffered per subscriber before it is resynced from the store.
+const BUFFER: usize = 4096;
+
+/// One change of a watched object.
+#[derive(Debug)]
+pub enum Change<K> {
+    Applied(Arc<K>),
+    Deleted(Arc<K>),
+}
+
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Change::Applied(k) => Change::Applied(k.clone()),
+            Change::Deleted(k) => Change::Deleted(k.clone()),
+        }
+    }
+}
+
+impl<K> Change<K> {
+    pub fn object(&self) -> &K {
+        match self {
+            Change::Applied(k) | Change::Deleted(k) => k,
+        }
+    }
+}
 
 pub struct Informer<K>
 where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Eq + Hash + Clone,
+    K: Resource<DynamicType = ()> + Clone + 'static,
 {
     api: Api<K>,
     store: Store<K>,
     writer: reflector::store::Writer<K>,
+    tx: broadcast::Sender<Change<K>>,
 }
 
 impl<K> Informer<K>
@@ -35,8 +68,14 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     pub fn new(api: Api<K>) -> Self {
-        let (store, writer) = reflector::store_shared(BUFFER);
-        Self { api, store, writer }
+        let (store, writer) = reflector::store();
+        let (tx, _) = broadcast::channel(BUFFER);
+        Self {
+            api,
+            store,
+            writer,
+            tx,
+        }
     }
 
     /// The shared cache (ready once the first list completed).
@@ -44,20 +83,91 @@ where
         self.store.clone()
     }
 
-    /// A new subscriber to the event stream.
-    pub fn subscribe(&self) -> Option<ReflectHandle<K>> {
-        self.writer.subscribe()
+    /// Every change from now on (a resync of the whole cache after falling behind).
+    pub fn subscribe(&self) -> impl Stream<Item = Change<K>> + Send + 'static {
+        let store = self.store.clone();
+        BroadcastStream::new(self.tx.subscribe()).flat_map(move |r| {
+            let changes = match r {
+                Ok(c) => vec![c],
+                Err(BroadcastStreamRecvError::Lagged(_)) => {
+                    store.state().into_iter().map(Change::Applied).collect()
+                }
+            };
+            stream::iter(changes)
+        })
+    }
+
+    /// The objects themselves, as a controller's main trigger (deletions need no reconcile).
+    pub fn triggers(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+        self.subscribe().filter_map(|c| async move {
+            match c {
+                Change::Applied(k) => Some(Ok((*k).clone())),
+                Change::Deleted(_) => None,
+            }
+        })
+    }
+
+    /// Objects of another kind that a change of these concerns (its owners, say).
+    pub fn related<O, F>(&self, map: F) -> impl Stream<Item = ObjectRef<O>> + Send + 'static
+    where
+        O: Resource<DynamicType = ()> + 'static,
+        F: Fn(&K) -> Vec<ObjectRef<O>> + Send + 'static,
+    {
+        self.subscribe()
+            .flat_map(move |c| stream::iter(map(c.object())))
     }
 
     /// The watch, to be run (spawned) until it is aborted.
     pub fn run(self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let stream = watcher(self.api, watcher::Config::default())
+        let Self {
+            api,
+            store,
+            mut writer,
+            tx,
+        } = self;
+        let mut before: HashMap<ObjectRef<K>, Arc<K>> = HashMap::new();
+        let mut events = watcher(api, watcher::Config::default())
             .default_backoff()
-            .reflect_shared(self.writer);
-        stream.for_each(|ev| async move {
-            if let Err(e) = ev {
-                tracing::debug!(error = %e, "informer watch error");
+            .boxed();
+        async move {
+            while let Some(ev) = events.next().await {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "informer watch error");
+                        continue;
+                    }
+                };
+                if matches!(ev, watcher::Event::Init) {
+                    before = store
+                        .state()
+                        .into_iter()
+                        .map(|o| (ObjectRef::from_obj(o.as_ref()), o))
+                        .collect();
+                }
+                writer.apply_watcher_event(&ev);
+                // No receivers is fine: send errors are ignored.
+                match ev {
+                    watcher::Event::Apply(obj) => {
+                        let r = ObjectRef::from_obj(&obj);
+                        let shared = store.get(&r).unwrap_or_else(|| Arc::new(obj));
+                        let _ = tx.send(Change::Applied(shared));
+                    }
+                    watcher::Event::Delete(obj) => {
+                        let _ = tx.send(Change::Deleted(Arc::new(obj)));
+                    }
+                    watcher::Event::InitDone => {
+                        for o in store.state() {
+                            before.remove(&ObjectRef::from_obj(o.as_ref()));
+                            let _ = tx.send(Change::Applied(o));
+                        }
+                        for (_, gone) in before.drain() {
+                            let _ = tx.send(Change::Deleted(gone));
+                        }
+                    }
+                    watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                }
             }
-        })
+        }
     }
 }

@@ -64,24 +64,26 @@ pub fn run(
     client: kube::Client,
     jobs: &Informer<Job>,
     pods: &Informer<Pod>,
-) -> Option<impl std::future::Future<Output = Result<(), Error>>> {
+) -> impl std::future::Future<Output = Result<(), Error>> {
     let store = jobs.store();
-    let pod_trigger = pods.subscribe()?;
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), NAME),
         client,
         pods: pods.store(),
         expectations: Expectations::default(),
     });
-    let controller = Controller::for_shared_stream(jobs.subscribe()?, store.clone())
-        .watches_shared_stream(pod_trigger, move |pod: Arc<Pod>| {
+    let controller = Controller::for_stream(jobs.triggers(), store.clone())
+        .reconcile_on(pods.related(move |pod: &Pod| {
             // Only pods a Job controls (orphans are not adopted by Jobs here).
             if controller_of(&pod.metadata).is_none() {
                 return Vec::new();
             }
             owners_of(&pod, &store, "Job", |_: &Job| None::<Selector>)
-        });
-    Some(async move {
+        }));
+    async move {
+        // Decide nothing before the caches hold a full list: a half-filled cache would look
+        // like missing objects.
+        let _ = ctx.pods.wait_until_ready().await;
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {
@@ -94,7 +96,7 @@ pub fn run(
             name: NAME,
             detail: "the controller stream ended".into(),
         })
-    })
+    }
 }
 
 fn error_policy(_: Arc<Job>, e: &ReconcileError, _: Arc<Ctx>) -> Action {

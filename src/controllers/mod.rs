@@ -26,6 +26,8 @@ pub mod token_cleaner;
 
 use std::future::Future;
 
+use futures::FutureExt;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The cluster CA bundle (PEM) published as `kube-root-ca.crt` in every namespace.
@@ -68,60 +70,34 @@ impl Workloads {
 
     /// Subscribe every controller first, then start the watches.
     fn spawn(self, client: &kube::Client, tasks: &mut tokio::task::JoinSet<Result<(), Error>>) {
-        let missing = |name: &'static str| Error::Controller {
-            name,
-            detail: "cannot subscribe to a shared informer".into(),
-        };
-        match replicaset::run(client.clone(), &self.replica_sets, &self.pods) {
-            Some(c) => drop(tasks.spawn(c)),
-            None => drop(tasks.spawn(async move { Err(missing("replicaset")) })),
+        let c = client.clone();
+        tasks.spawn(replicaset::run(c.clone(), &self.replica_sets, &self.pods));
+        tasks.spawn(replication_controller::run(c.clone(), &self.replication_controllers, &self.pods));
+        tasks.spawn(deployment::run(c.clone(), &self.deployments, &self.replica_sets));
+        tasks.spawn(job::run(c.clone(), &self.jobs, &self.pods));
+        tasks.spawn(cronjob::run(c.clone(), &self.cronjobs, &self.jobs));
+        tasks.spawn(daemonset::run(c.clone(), &self.daemon_sets, &self.pods, &self.nodes));
+        tasks.spawn(statefulset::run(c, &self.stateful_sets, &self.pods));
+        let watches = [
+            self.pods.run().boxed(),
+            self.replica_sets.run().boxed(),
+            self.deployments.run().boxed(),
+            self.replication_controllers.run().boxed(),
+            self.jobs.run().boxed(),
+            self.cronjobs.run().boxed(),
+            self.daemon_sets.run().boxed(),
+            self.nodes.run().boxed(),
+            self.stateful_sets.run().boxed(),
+        ];
+        for watch in watches {
+            tasks.spawn(async move {
+                watch.await;
+                Err(Error::Controller {
+                    name: "informer",
+                    detail: "a shared informer stopped".into(),
+                })
+            });
         }
-        match deployment::run(client.clone(), &self.deployments, &self.replica_sets) {
-            Some(c) => drop(tasks.spawn(c)),
-            None => drop(tasks.spawn(async move { Err(missing("deployment")) })),
-        }
-        match replication_controller::run(client.clone(), &self.replication_controllers, &self.pods) {
-            Some(c) => drop(tasks.spawn(c)),
-            None => drop(tasks.spawn(async move { Err(missing("replicationcontroller")) })),
-        }
-        match job::run(client.clone(), &self.jobs, &self.pods) {
-            Some(c) => drop(tasks.spawn(c)),
-            None => drop(tasks.spawn(async move { Err(missing("job")) })),
-        }
-        match cronjob::run(client.clone(), &self.cronjobs, &self.jobs) {
-            Some(c) => drop(tasks.spawn(c)),
-            None => drop(tasks.spawn(async move { Err(missing("cronjob")) })),
-        }
-        match daemonset::run(client.clone(), &self.daemon_sets, &self.pods, &self.nodes) {
-            Some(c) => drop(tasks.spawn(c)),
-            None => drop(tasks.spawn(async move { Err(missing("daemonset")) })),
-        }
-        match statefulset::run(client.clone(), &self.stateful_sets, &self.pods) {
-            Some(c) => drop(tasks.spawn(c)),
-            None => drop(tasks.spawn(async move { Err(missing("statefulset")) })),
-        }
-        let stopped = || Error::Controller {
-            name: "informer",
-            detail: "a shared informer stopped".into(),
-        };
-        let pods = self.pods.run();
-        tasks.spawn(async move { pods.await; Err(stopped()) });
-        let sets = self.replica_sets.run();
-        tasks.spawn(async move { sets.await; Err(stopped()) });
-        let deployments = self.deployments.run();
-        tasks.spawn(async move { deployments.await; Err(stopped()) });
-        let rcs = self.replication_controllers.run();
-        tasks.spawn(async move { rcs.await; Err(stopped()) });
-        let jobs = self.jobs.run();
-        tasks.spawn(async move { jobs.await; Err(stopped()) });
-        let cronjobs = self.cronjobs.run();
-        tasks.spawn(async move { cronjobs.await; Err(stopped()) });
-        let daemon_sets = self.daemon_sets.run();
-        tasks.spawn(async move { daemon_sets.await; Err(stopped()) });
-        let nodes = self.nodes.run();
-        tasks.spawn(async move { nodes.await; Err(stopped()) });
-        let stateful_sets = self.stateful_sets.run();
-        tasks.spawn(async move { stateful_sets.await; Err(stopped()) });
     }
 }
 

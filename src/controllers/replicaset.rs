@@ -158,24 +158,26 @@ pub fn run(
     client: kube::Client,
     sets: &Informer<ReplicaSet>,
     pods: &Informer<Pod>,
-) -> Option<impl std::future::Future<Output = Result<(), Error>>> {
+) -> impl std::future::Future<Output = Result<(), Error>> {
     let set_store = sets.store();
-    let pod_trigger = pods.subscribe()?;
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), NAME),
         client,
         pods: pods.store(),
         expectations: Expectations::default(),
     });
-    let controller = Controller::for_shared_stream(sets.subscribe()?, set_store.clone())
-        .watches_shared_stream(pod_trigger, move |pod: Arc<Pod>| {
+    let controller = Controller::for_stream(sets.triggers(), set_store.clone())
+        .reconcile_on(pods.related(move |pod: &Pod| {
             owners_of(&pod, &set_store, "ReplicaSet", |rs: &ReplicaSet| {
                 rs.spec
                     .as_ref()
                     .and_then(|s| Selector::try_from(s.selector.clone()).ok())
             })
-        });
-    Some(async move {
+        }));
+    async move {
+        // Decide nothing before the caches hold a full list: a half-filled cache would look
+        // like missing objects.
+        let _ = ctx.pods.wait_until_ready().await;
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {
@@ -188,7 +190,7 @@ pub fn run(
             name: NAME,
             detail: "the controller stream ended".into(),
         })
-    })
+    }
 }
 
 /// The owners a pod event concerns: its controller of `kind`, or (for an orphan) every owner

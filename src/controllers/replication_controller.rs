@@ -34,20 +34,22 @@ pub fn run(
     client: kube::Client,
     controllers: &Informer<ReplicationController>,
     pods: &Informer<Pod>,
-) -> Option<impl std::future::Future<Output = Result<(), Error>>> {
+) -> impl std::future::Future<Output = Result<(), Error>> {
     let store = controllers.store();
-    let pod_trigger = pods.subscribe()?;
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), NAME),
         client,
         pods: pods.store(),
         expectations: Expectations::default(),
     });
-    let controller = Controller::for_shared_stream(controllers.subscribe()?, store.clone())
-        .watches_shared_stream(pod_trigger, move |pod: Arc<Pod>| {
+    let controller = Controller::for_stream(controllers.triggers(), store.clone())
+        .reconcile_on(pods.related(move |pod: &Pod| {
             owners_of(&pod, &store, "ReplicationController", selector_of)
-        });
-    Some(async move {
+        }));
+    async move {
+        // Decide nothing before the caches hold a full list: a half-filled cache would look
+        // like missing objects.
+        let _ = ctx.pods.wait_until_ready().await;
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {
@@ -60,7 +62,7 @@ pub fn run(
             name: NAME,
             detail: "the controller stream ended".into(),
         })
-    })
+    }
 }
 
 async fn reconcile(

@@ -63,21 +63,24 @@ pub fn run(
     client: kube::Client,
     sets: &Informer<StatefulSet>,
     pods: &Informer<Pod>,
-) -> Option<impl std::future::Future<Output = Result<(), Error>>> {
+) -> impl std::future::Future<Output = Result<(), Error>> {
     let store = sets.store();
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), NAME),
         client,
         pods: pods.store(),
     });
-    let controller = Controller::for_shared_stream(sets.subscribe()?, store.clone())
-        .watches_shared_stream(pods.subscribe()?, move |pod: Arc<Pod>| {
+    let controller = Controller::for_stream(sets.triggers(), store.clone())
+        .reconcile_on(pods.related(move |pod: &Pod| {
             if controller_of(&pod.metadata).is_none() {
                 return Vec::new();
             }
             owners_of(&pod, &store, "StatefulSet", |_: &StatefulSet| None::<Selector>)
-        });
-    Some(async move {
+        }));
+    async move {
+        // Decide nothing before the caches hold a full list: a half-filled cache would look
+        // like missing objects.
+        let _ = ctx.pods.wait_until_ready().await;
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {
@@ -90,7 +93,7 @@ pub fn run(
             name: NAME,
             detail: "the controller stream ended".into(),
         })
-    })
+    }
 }
 
 fn error_policy(_: Arc<StatefulSet>, e: &ReconcileError, _: Arc<Ctx>) -> Action {
