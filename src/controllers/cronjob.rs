@@ -115,7 +115,7 @@ fn reference(job: &Job) -> ObjectReference {
         name: job.metadata.name.clone(),
         namespace: job.metadata.namespace.clone(),
         uid: job.metadata.uid.clone(),
-        resource_version: job.metadata.resource_version.clone(),
+        resource_version: None,
         ..Default::default()
     }
 }

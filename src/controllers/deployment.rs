@@ -402,6 +402,20 @@ pub async fn new_replica_set(
             Ok(Some(created))
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
+            // Ours already (the cache has not caught up with an earlier create)?
+            if let Some(existing) = api.get_opt(rs.metadata.name.as_deref().unwrap_or_default()).await? {
+                let ours = controller_of(&existing.metadata)
+                    .is_some_and(|c| Some(&c.uid) == d.metadata.uid.as_ref());
+                let same = existing
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .map(without_hash)
+                    == Some(want.clone());
+                if ours && same {
+                    return Ok(Some(existing));
+                }
+            }
             // The name is taken by a set with another template: count the collision so the
             // next hash differs (upstream's collisionCount), and retry.
             let deps: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);

@@ -227,6 +227,10 @@ fn now() -> Time {
 fn set_condition(status: &mut JobStatus, type_: &str, value: &str, reason: &str, message: &str) {
     let conditions = status.conditions.get_or_insert_with(Vec::new);
     if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status == value && c.reason.as_deref() == Some(reason) {
+            // Unchanged: rewriting the times would make every sync a write (and a new sync).
+            return;
+        }
         if c.status != value {
             c.last_transition_time = Some(now());
         }
