@@ -12,6 +12,8 @@ pub mod csr_approver;
 pub mod daemonset;
 pub mod deployment;
 pub mod deployment_rollout;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod garbage_collector;
 pub mod informers;
@@ -51,6 +53,7 @@ struct Workloads {
     daemon_sets: informers::Informer<k8s_openapi::api::apps::v1::DaemonSet>,
     nodes: informers::Informer<k8s_openapi::api::core::v1::Node>,
     stateful_sets: informers::Informer<k8s_openapi::api::apps::v1::StatefulSet>,
+    services: informers::Informer<k8s_openapi::api::core::v1::Service>,
 }
 
 impl Workloads {
@@ -65,6 +68,7 @@ impl Workloads {
             daemon_sets: informers::Informer::new(kube::Api::all(client.clone())),
             nodes: informers::Informer::new(kube::Api::all(client.clone())),
             stateful_sets: informers::Informer::new(kube::Api::all(client.clone())),
+            services: informers::Informer::new(kube::Api::all(client.clone())),
         }
     }
 
@@ -77,7 +81,9 @@ impl Workloads {
         tasks.spawn(job::run(c.clone(), &self.jobs, &self.pods));
         tasks.spawn(cronjob::run(c.clone(), &self.cronjobs, &self.jobs));
         tasks.spawn(daemonset::run(c.clone(), &self.daemon_sets, &self.pods, &self.nodes));
-        tasks.spawn(statefulset::run(c, &self.stateful_sets, &self.pods));
+        tasks.spawn(statefulset::run(c.clone(), &self.stateful_sets, &self.pods));
+        tasks.spawn(endpoints::run(c.clone(), &self.services, &self.pods));
+        tasks.spawn(endpointslice::run(c, &self.services, &self.pods));
         let watches = [
             self.pods.run().boxed(),
             self.replica_sets.run().boxed(),
@@ -88,6 +94,7 @@ impl Workloads {
             self.daemon_sets.run().boxed(),
             self.nodes.run().boxed(),
             self.stateful_sets.run().boxed(),
+            self.services.run().boxed(),
         ];
         for watch in watches {
             tasks.spawn(async move {
