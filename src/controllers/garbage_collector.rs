@@ -572,7 +572,13 @@ async fn attempt_to_delete(shared: &Shared, uid: &str) -> Graphed<()> {
             .await?;
         return Ok(());
     }
-    let policy = if !waiting.is_empty() || finalizers.iter().any(|f| f == FOREGROUND) {
+    // Foreground only matters for a dependent that has dependents itself (upstream).
+    let has_dependents = shared
+        .graph
+        .lock()
+        .map(|g| !g.dependents_of(uid).is_empty())
+        .unwrap_or(false);
+    let policy = if (!waiting.is_empty() && has_dependents) || finalizers.iter().any(|f| f == FOREGROUND) {
         "Foreground"
     } else if finalizers.iter().any(|f| f == ORPHAN) {
         "Orphan"
