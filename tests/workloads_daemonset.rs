@@ -91,8 +91,11 @@ fn daemonset_tracks_nodes() {
     // A node leaving.
     s.ok(&["delete", "node", "n3"]);
     assert!(eventually(WAIT, || nodes_of(&placement(&s)) == ["n1"]), "{:?}", placement(&s));
-    let st = &ds_generation(&s)["status"];
-    assert!(eventually(WAIT, || ds_generation(&s)["status"]["desiredNumberScheduled"] == 1), "{st}");
+    assert!(
+        eventually(WAIT, || ds_generation(&s)["status"]["desiredNumberScheduled"] == 1),
+        "{}",
+        ds_generation(&s)["status"]
+    );
 
     // Template change: RollingUpdate replaces the pod once it is available.
     s.ok(&["taint", "node", "n2", "dedicated-"]);

@@ -57,14 +57,16 @@ fn replica_set_keeps_its_count_adopts_and_releases() {
     }
     // Status: 3 replicas, 3 fully labelled, then ready/available as pods become ready.
     assert!(eventually(WAIT, || {
-        let st = &s.json(&["get", "rs", "front"])["status"];
+        let rs = s.json(&["get", "rs", "front"]);
+        let st = &rs["status"];
         st["replicas"] == 3 && st["fullyLabeledReplicas"] == 3 && st["observedGeneration"] == 1
     }));
     let pods = live(&s, "tier=front");
     mark_ready(&s, &name(&pods[0]));
     mark_ready(&s, &name(&pods[1]));
     assert!(eventually(WAIT, || {
-        let st = &s.json(&["get", "rs", "front"])["status"];
+        let rs = s.json(&["get", "rs", "front"]);
+        let st = &rs["status"];
         st["readyReplicas"] == 2 && st["availableReplicas"] == 2
     }));
 

@@ -13,7 +13,7 @@ use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Schedule {
     minutes: u64,
     hours: u64,
@@ -221,10 +221,10 @@ mod tests {
         assert_eq!(s.next_after(ts("2026-01-10T12:00:00Z")), Some(ts("2026-01-11T08:00:00Z")));
         let s = Schedule::parse("0 9 * * *", Some("Europe/Berlin")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.next_after(ts("2026-07-10T12:00:00Z")), Some(ts("2026-07-11T07:00:00Z")));
-        assert_eq!(
+        assert!(matches!(
             Schedule::parse("0 9 * * *", Some("Mars/Olympus")),
-            Err(ParseError::Zone("Mars/Olympus".into()))
-        );
+            Err(ParseError::Zone(z)) if z == "Mars/Olympus"
+        ));
     }
 
     #[test]

@@ -130,7 +130,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileE
         cj.metadata.namespace.clone(),
         cj.metadata.name.clone(),
         cj.metadata.uid.clone(),
-        cj.spec.as_ref(),
+        Some(&cj.spec),
     ) else {
         return Ok(Action::await_change());
     };

@@ -31,7 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::core::{Selector, SelectorExt};
+use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
@@ -152,27 +152,18 @@ pub fn affinity_matches(selector: &NodeSelector, node: &Node) -> bool {
     let labels = node.metadata.labels.clone().unwrap_or_default();
     let name = node.metadata.name.as_deref();
     selector.node_selector_terms.iter().any(|term| {
-        let exprs = term.match_expressions.iter().flatten();
-        let fields = term.match_fields.iter().flatten();
-        let mut any = false;
-        let ok = exprs
-            .map(|r| {
-                any = true;
-                requirement_matches(r, labels.get(&r.key).map(String::as_str))
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .all(|b| b)
-            && fields
-                .map(|r| {
-                    any = true;
-                    requirement_matches(r, (r.key == "metadata.name").then_some(name).flatten())
-                })
-                .collect::<Vec<_>>()
-                .into_iter()
-                .all(|b| b);
+        let exprs: Vec<&NodeSelectorRequirement> = term.match_expressions.iter().flatten().collect();
+        let fields: Vec<&NodeSelectorRequirement> = term.match_fields.iter().flatten().collect();
         // An empty term matches nothing, as upstream.
-        ok && any
+        if exprs.is_empty() && fields.is_empty() {
+            return false;
+        }
+        exprs
+            .iter()
+            .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+            && fields.iter().all(|r| {
+                requirement_matches(r, (r.key == "metadata.name").then_some(name).flatten())
+            })
     })
 }
 
@@ -316,7 +307,7 @@ pub async fn ensure_revision(
         .items
         .iter()
         .filter(|r| controller_of(&r.metadata).is_some_and(|c| c.uid == uid))
-        .map(|r| r.revision)
+        .filter_map(|r| r.revision)
         .max()
         .unwrap_or(0)
         + 1;
@@ -345,8 +336,8 @@ pub async fn ensure_revision(
             }]),
             ..Default::default()
         },
-        data: Some(RawExtension(json!({"spec": {"template": tmpl}}))),
-        revision,
+        data: RawExtension(json!({"spec": {"template": tmpl}})),
+        revision: Some(revision),
     };
     match api.create(&PostParams::default(), &cr).await {
         Ok(_) => Ok(()),
@@ -360,7 +351,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
         ds.metadata.namespace.clone(),
         ds.metadata.name.clone(),
         ds.metadata.uid.clone(),
-        ds.spec.as_ref(),
+        Some(&ds.spec),
     ) else {
         return Ok(Action::await_change());
     };

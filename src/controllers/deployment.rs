@@ -80,9 +80,7 @@ pub fn run(
                 ..Default::default()
             };
             owners_of(&as_pod, &dep_store, "Deployment", |d: &Deployment| {
-                d.spec
-                    .as_ref()
-                    .and_then(|s| Selector::try_from(s.selector.clone()).ok())
+                Selector::try_from(d.spec.selector.clone()).ok()
             })
         }));
     async move {
@@ -110,7 +108,7 @@ fn error_policy(_: Arc<Deployment>, e: &ReconcileError, _: Arc<Ctx>) -> Action {
 }
 
 pub fn replicas(rs: &ReplicaSet) -> i32 {
-    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+    rs.spec.replicas.unwrap_or(0)
 }
 
 pub fn revision(rs: &ReplicaSet) -> i64 {
@@ -158,7 +156,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
     let (Some(ns), Some(_), Some(spec)) = (
         d.metadata.namespace.clone(),
         d.metadata.name.clone(),
-        d.spec.as_ref(),
+        Some(&d.spec),
     ) else {
         return Ok(Action::await_change());
     };
@@ -287,13 +285,11 @@ pub async fn new_replica_set(
     create: bool,
     initial_replicas: impl Fn(&[ReplicaSet]) -> i32,
 ) -> Result<Option<ReplicaSet>, ReconcileError> {
-    let Some(spec) = d.spec.as_ref() else {
-        return Ok(None);
-    };
+    let spec = &d.spec;
     let want = without_hash(&spec.template);
     let max_old = sets
         .iter()
-        .filter(|rs| rs.spec.as_ref().and_then(|s| s.template.as_ref()).map(without_hash) != Some(want.clone()))
+        .filter(|rs| rs.spec.template.as_ref().map(without_hash) != Some(want.clone()))
         .map(revision)
         .max()
         .unwrap_or(0);
@@ -301,7 +297,7 @@ pub async fn new_replica_set(
     // The oldest set with this template is the new one (upstream's FindNewReplicaSet).
     let mut existing: Vec<&ReplicaSet> = sets
         .iter()
-        .filter(|rs| rs.spec.as_ref().and_then(|s| s.template.as_ref()).map(without_hash) == Some(want.clone()))
+        .filter(|rs| rs.spec.template.as_ref().map(without_hash) == Some(want.clone()))
         .collect();
     existing.sort_by_key(|rs| rs.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()));
     if let Some(rs) = existing.first() {
@@ -331,7 +327,7 @@ pub async fn new_replica_set(
             }
         }
         let min_ready = spec.min_ready_seconds;
-        let min_ready_changed = rs.spec.as_ref().and_then(|s| s.min_ready_seconds) != min_ready;
+        let min_ready_changed = rs.spec.min_ready_seconds != min_ready;
         if !changed && !min_ready_changed {
             return Ok(Some((*rs).clone()));
         }
@@ -380,12 +376,12 @@ pub async fn new_replica_set(
             owner_references: Some(vec![owner_ref(d)]),
             ..Default::default()
         },
-        spec: Some(ReplicaSetSpec {
+        spec: ReplicaSetSpec {
             replicas: Some(replicas),
             min_ready_seconds: spec.min_ready_seconds,
             selector,
             template: Some(template),
-        }),
+        },
         status: None,
     };
     match api.create(&PostParams::default(), &rs).await {
@@ -406,11 +402,7 @@ pub async fn new_replica_set(
             if let Some(existing) = api.get_opt(rs.metadata.name.as_deref().unwrap_or_default()).await? {
                 let ours = controller_of(&existing.metadata)
                     .is_some_and(|c| Some(&c.uid) == d.metadata.uid.as_ref());
-                let same = existing
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.template.as_ref())
-                    .map(without_hash)
+                let same = existing.spec.template.as_ref().map(without_hash)
                     == Some(want.clone());
                 if ours && same {
                     return Ok(Some(existing));
@@ -437,7 +429,7 @@ pub async fn scale(
     rs: &ReplicaSet,
     to: i32,
 ) -> Result<bool, ReconcileError> {
-    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let desired = d.spec.replicas.unwrap_or(1);
     let max = desired + rollout::max_surge(d);
     let ann = rs.metadata.annotations.clone().unwrap_or_default();
     let from = replicas(rs);
@@ -476,8 +468,7 @@ pub async fn scale(
 pub async fn cleanup(ctx: &Ctx, d: &Deployment, old: &[ReplicaSet]) -> Result<(), ReconcileError> {
     let limit = d
         .spec
-        .as_ref()
-        .and_then(|s| s.revision_history_limit)
+        .revision_history_limit
         .unwrap_or(10)
         .max(0) as usize;
     let mut empty: Vec<&ReplicaSet> = old

@@ -44,13 +44,13 @@ fn resolve(v: Option<&IntOrString>, total: i32, round_up: bool, default_pct: i32
 }
 
 fn desired(d: &Deployment) -> i32 {
-    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    d.spec.replicas.unwrap_or(1)
 }
 
 fn recreate(d: &Deployment) -> bool {
     d.spec
+        .strategy
         .as_ref()
-        .and_then(|s| s.strategy.as_ref())
         .and_then(|s| s.type_.as_deref())
         == Some("Recreate")
 }
@@ -62,8 +62,8 @@ fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
     }
     let ru = d
         .spec
+        .strategy
         .as_ref()
-        .and_then(|s| s.strategy.as_ref())
         .and_then(|s| s.rolling_update.as_ref());
     let n = desired(d);
     let surge = resolve(ru.and_then(|r| r.max_surge.as_ref()), n, true, 25);
@@ -110,7 +110,7 @@ impl<'a> Plan<'a> {
 
     pub async fn sync(self) -> Result<Action, ReconcileError> {
         let d = self.d;
-        let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
+        let paused = d.spec.paused.unwrap_or(false);
         if d.metadata.deletion_timestamp.is_some() {
             let new = new_replica_set(self.ctx, d, self.ns, &self.sets, false, |_| 0).await?;
             let old = self.split(&new);
@@ -337,8 +337,8 @@ impl<'a> Plan<'a> {
             .as_ref()
             .and_then(|rs| rs.metadata.name.clone())
             .unwrap_or_default();
-        let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
-        let deadline = d.spec.as_ref().and_then(|s| s.progress_deadline_seconds);
+        let paused = d.spec.paused.unwrap_or(false);
+        let deadline = d.spec.progress_deadline_seconds;
         let is_complete = new.as_ref().is_some_and(|rs| complete(d, rs))
             && updated == want
             && available >= want

@@ -215,15 +215,18 @@ pub fn run(
         .reconcile_on(pods.related(move |pod: &Pod| services_for(pod, &svc_store)));
     async move {
         let _ = ctx.pods.wait_until_ready().await;
-        tokio::spawn(deletions);
-        controller
+        let reconciles = controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {
                 if let Err(e) = res {
                     tracing::debug!(controller = NAME, error = %e, "reconcile failed");
                 }
-            })
-            .await;
+            });
+        // Both end only with the process (or when this task is aborted).
+        tokio::select! {
+            _ = deletions => {}
+            _ = reconciles => {}
+        }
         Err(Error::Controller {
             name: NAME,
             detail: "the controller stream ended".into(),

@@ -196,7 +196,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
                 ..Default::default()
             },
             address_type: family,
-            endpoints: eps,
+            endpoints: Some(eps),
             ports: Some(ports),
         };
         plan.push((current, slice));

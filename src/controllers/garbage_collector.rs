@@ -154,7 +154,9 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
             let mut crd_events = watcher(crds, watcher::Config::default())
                 .default_backoff()
                 .boxed();
-            let mut running: HashMap<(String, String), (Arc<Kind>, tokio::task::JoinHandle<()>)> =
+            // Owned by this task: aborting it (controller restart) aborts every watch.
+            let mut watches = tokio::task::JoinSet::new();
+            let mut running: HashMap<(String, String), (Arc<Kind>, tokio::task::AbortHandle)> =
                 HashMap::new();
             loop {
                 match discover(&client).await {
@@ -172,7 +174,7 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
                                 if let Ok(mut g) = shared.graph.lock() {
                                     g.syncing.insert(key.clone());
                                 }
-                                let task = tokio::spawn(watch_resource(
+                                let task = watches.spawn(watch_resource(
                                     client.clone(),
                                     kind.clone(),
                                     change_tx.clone(),
@@ -216,7 +218,9 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
             }
         }
     };
-    tokio::spawn(rediscover);
+    // The helper tasks live exactly as long as this one (a JoinSet aborts its tasks on drop).
+    let mut helpers = tokio::task::JoinSet::new();
+    helpers.spawn(rediscover);
 
     // The graph: applies changes and queues work.
     let graph_task = {
@@ -227,14 +231,17 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
             }
         }
     };
-    tokio::spawn(graph_task);
+    helpers.spawn(graph_task);
 
     // Workers: each item is handled by one task at a time (a set of items in flight).
     let in_flight: Arc<Mutex<HashSet<Work>>> = Arc::default();
     let limit = Arc::new(tokio::sync::Semaphore::new(8));
     while let Some(item) = work_rx.recv().await {
-        let fresh = in_flight.lock().map(|mut s| s.insert(item.clone()));
-        if fresh != Ok(true) {
+        let fresh = in_flight
+            .lock()
+            .map(|mut s| s.insert(item.clone()))
+            .unwrap_or(false);
+        if !fresh {
             // Already being handled: handle it again afterwards, as upstream's queue does.
             let shared = shared.clone();
             let item = item.clone();

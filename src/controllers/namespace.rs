@@ -111,9 +111,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
                 .collect(),
         );
     }
-    let body = serde_json::to_vec(&fin).map_err(|e| ReconcileError(e.to_string()))?;
     match api
-        .replace_subresource("finalize", &name, &PostParams::default(), body)
+        .replace_subresource("finalize", &name, &PostParams::default(), &fin)
         .await
     {
         Ok(_) => Ok(Action::await_change()),

@@ -169,9 +169,7 @@ pub fn run(
     let controller = Controller::for_stream(sets.triggers(), set_store.clone())
         .reconcile_on(pods.related(move |pod: &Pod| {
             owners_of(&pod, &set_store, "ReplicaSet", |rs: &ReplicaSet| {
-                rs.spec
-                    .as_ref()
-                    .and_then(|s| Selector::try_from(s.selector.clone()).ok())
+                Selector::try_from(rs.spec.selector.clone()).ok()
             })
         }));
     async move {
@@ -233,7 +231,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
         rs.metadata.namespace.clone(),
         rs.metadata.name.clone(),
         rs.metadata.uid.clone(),
-        rs.spec.as_ref(),
+        Some(&rs.spec),
     ) else {
         return Ok(Action::await_change());
     };
@@ -491,10 +489,9 @@ async fn create_pods(ctx: &Ctx, want: &Replicated, count: usize) -> Option<Strin
     let template = new_pod(want);
     while left > 0 {
         let n = batch.min(left);
-        let results = futures::future::join_all(
-            (0..n).map(|_| api.create(&PostParams::default(), &template)),
-        )
-        .await;
+        let pp = PostParams::default();
+        let results =
+            futures::future::join_all((0..n).map(|_| api.create(&pp, &template))).await;
         let mut created = Vec::new();
         let mut failed = None;
         for r in results {

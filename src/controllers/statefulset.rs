@@ -122,7 +122,7 @@ fn owner(sts: &StatefulSet, controller: bool) -> OwnerReference {
 }
 
 fn retention(sts: &StatefulSet) -> (bool, bool) {
-    let p = sts.spec.as_ref().and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
+    let p = sts.spec.persistent_volume_claim_retention_policy.as_ref();
     (
         p.and_then(|p| p.when_deleted.as_deref()) == Some("Delete"),
         p.and_then(|p| p.when_scaled.as_deref()) == Some("Delete"),
@@ -131,7 +131,7 @@ fn retention(sts: &StatefulSet) -> (bool, bool) {
 
 fn new_pod(sts: &StatefulSet, n: i32, hash: &str) -> Pod {
     let set = sts.metadata.name.clone().unwrap_or_default();
-    let spec = sts.spec.clone().unwrap_or_default();
+    let spec = sts.spec.clone();
     let tm = spec.template.metadata.clone().unwrap_or_default();
     let name = format!("{set}-{n}");
     let mut labels = tm.labels.unwrap_or_default();
@@ -173,7 +173,7 @@ fn new_pod(sts: &StatefulSet, n: i32, hash: &str) -> Pod {
 /// Create the claims of ordinal `n` that do not exist yet.
 async fn ensure_claims(ctx: &Ctx, sts: &StatefulSet, ns: &str, n: i32) -> Result<(), ReconcileError> {
     let set = sts.metadata.name.clone().unwrap_or_default();
-    let spec = sts.spec.clone().unwrap_or_default();
+    let spec = sts.spec.clone();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     let (when_deleted, _) = retention(sts);
     let selector_labels: BTreeMap<String, String> = spec.selector.match_labels.clone().unwrap_or_default();
@@ -213,7 +213,7 @@ async fn ensure_claims(ctx: &Ctx, sts: &StatefulSet, ns: &str, n: i32) -> Result
 
 /// whenScaled: Delete — the condemned pod owns its claims, so they go with it.
 async fn hand_claims_to_pod(ctx: &Ctx, sts: &StatefulSet, ns: &str, pod: &Pod) -> Result<(), ReconcileError> {
-    let spec = sts.spec.clone().unwrap_or_default();
+    let spec = sts.spec.clone();
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     for claim in spec.volume_claim_templates.iter().flatten() {
@@ -242,7 +242,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
         sts.metadata.namespace.clone(),
         sts.metadata.name.clone(),
         sts.metadata.uid.clone(),
-        sts.spec.as_ref(),
+        Some(&sts.spec),
     ) else {
         return Ok(Action::await_change());
     };
@@ -316,8 +316,8 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
 
     // Scale down: condemned ordinals, highest first (all at once for Parallel).
     if !acted {
-        let condemned: Vec<&Arc<Pod>> = pods.iter().rev().filter(|(n, _)| !wanted.contains(n)).map(|(_, p)| p).collect();
-        let all_healthy = pods.iter().filter(|(n, _)| wanted.contains(n)).all(|(_, p)| running_and_ready(p));
+        let condemned: Vec<&Arc<Pod>> = pods.iter().rev().filter(|(n, _)| !wanted.contains(*n)).map(|(_, p)| p).collect();
+        let all_healthy = pods.iter().filter(|(n, _)| wanted.contains(*n)).all(|(_, p)| running_and_ready(p));
         for p in condemned {
             if p.metadata.deletion_timestamp.is_some() {
                 if !parallel {
@@ -353,7 +353,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
             .and_then(|u| u.rolling_update.as_ref())
             .and_then(|r| r.partition)
             .unwrap_or(0);
-        let live: Vec<(&i32, &Arc<Pod>)> = pods.iter().filter(|(n, _)| wanted.contains(n)).collect();
+        let live: Vec<(&i32, &Arc<Pod>)> = pods.iter().filter(|(n, _)| wanted.contains(*n)).collect();
         let all_healthy = live.iter().all(|(_, p)| running_and_ready(p) && p.metadata.deletion_timestamp.is_none());
         if all_healthy {
             if let Some((_, p)) = live.iter().rev().find(|(n, p)| {
