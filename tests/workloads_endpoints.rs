@@ -71,7 +71,8 @@ fn endpoints_and_slices_follow_pods() {
         "{:?}",
         slices(&s)
     );
-    let sl = &slices(&s)[0];
+    let all = slices(&s);
+    let sl = &all[0];
     assert_eq!(sl["addressType"], "IPv4");
     assert_eq!(sl["ports"][0]["port"], 8080);
     assert_eq!(sl["metadata"]["ownerReferences"][0]["kind"], "Service");

@@ -67,7 +67,8 @@ fn ordered_ready_scales_in_order() {
         // Not ready yet: the next ordinal must not appear.
         assert!(eventually(WAIT, || observed(&s, "web", n + 1)));
         assert_eq!(names(&s, "web"), want, "created out of order");
-        let p = &pods(&s, "web")[n];
+        let all = pods(&s, "web");
+        let p = &all[n];
         assert_eq!(p["spec"]["hostname"], format!("web-{n}"));
         assert_eq!(p["spec"]["subdomain"], "web");
         ready(&s, &format!("web-{n}"));

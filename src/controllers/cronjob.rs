@@ -56,6 +56,10 @@ pub fn run(
     cronjobs: &Informer<CronJob>,
     jobs: &Informer<Job>,
 ) -> impl std::future::Future<Output = Result<(), Error>> {
+    // kube-runtime's applier waits for its store with a wait that wakes one waiter only;
+    // waiting here first makes that wait return at once.
+    let main_ready = cronjobs.ready();
+    let jobs_ready = jobs.ready();
     let store = cronjobs.store();
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), NAME),
@@ -76,7 +80,9 @@ pub fn run(
     async move {
         // Decide nothing before the caches hold a full list: a half-filled cache would look
         // like missing objects.
-        let _ = ctx.jobs.wait_until_ready().await;
+        jobs_ready.await;
+        main_ready.await;
+        tracing::info!(controller = NAME, "caches synced, controller started");
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {

@@ -69,6 +69,11 @@ pub fn run(
     pods: &Informer<Pod>,
     nodes: &Informer<Node>,
 ) -> impl std::future::Future<Output = Result<(), Error>> {
+    // kube-runtime's applier waits for its store with a wait that wakes one waiter only;
+    // waiting here first makes that wait return at once.
+    let main_ready = sets.ready();
+    let pods_ready = pods.ready();
+    let nodes_ready = nodes.ready();
     let store = sets.store();
     let node_store = store.clone();
     let ctx = Arc::new(Ctx {
@@ -96,8 +101,10 @@ pub fn run(
     async move {
         // Decide nothing before the caches hold a full list: a half-filled cache would look
         // like missing objects.
-        let _ = ctx.pods.wait_until_ready().await;
-        let _ = ctx.nodes.wait_until_ready().await;
+        pods_ready.await;
+        nodes_ready.await;
+        main_ready.await;
+        tracing::info!(controller = NAME, "caches synced, controller started");
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {

@@ -67,6 +67,10 @@ pub fn run(
     deployments: &Informer<Deployment>,
     sets: &Informer<ReplicaSet>,
 ) -> impl std::future::Future<Output = Result<(), Error>> {
+    // kube-runtime's applier waits for its store with a wait that wakes one waiter only;
+    // waiting here first makes that wait return at once.
+    let main_ready = deployments.ready();
+    let sets_ready = sets.ready();
     let dep_store = deployments.store();
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), NAME),
@@ -86,7 +90,9 @@ pub fn run(
     async move {
         // Decide nothing before the caches hold a full list: a half-filled cache would look
         // like missing objects.
-        let _ = ctx.sets.wait_until_ready().await;
+        sets_ready.await;
+        main_ready.await;
+        tracing::info!(controller = NAME, "caches synced, controller started");
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {

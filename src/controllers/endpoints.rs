@@ -191,6 +191,10 @@ pub fn run(
     services: &Informer<Service>,
     pods: &Informer<Pod>,
 ) -> impl std::future::Future<Output = Result<(), Error>> {
+    // kube-runtime's applier waits for its store with a wait that wakes one waiter only;
+    // waiting here first makes that wait return at once.
+    let main_ready = services.ready();
+    let pods_ready = pods.ready();
     let store = services.store();
     let svc_store = store.clone();
     let ctx = Arc::new(Ctx {
@@ -214,7 +218,9 @@ pub fn run(
     let controller = Controller::for_stream(services.triggers(), store)
         .reconcile_on(pods.related(move |pod: &Pod| services_for(pod, &svc_store)));
     async move {
-        let _ = ctx.pods.wait_until_ready().await;
+        pods_ready.await;
+        main_ready.await;
+        tracing::info!(controller = NAME, "caches synced, controller started");
         let reconciles = controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {

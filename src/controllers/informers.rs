@@ -61,6 +61,9 @@ where
     store: Store<K>,
     writer: reflector::store::Writer<K>,
     tx: broadcast::Sender<Change<K>>,
+    /// Set once the first list is in the store. (kube-runtime's `Store::wait_until_ready`
+    /// wakes only one of several waiters, so readiness is announced here.)
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl<K> Informer<K>
@@ -70,11 +73,21 @@ where
     pub fn new(api: Api<K>) -> Self {
         let (store, writer) = reflector::store();
         let (tx, _) = broadcast::channel(BUFFER);
+        let (ready, _) = tokio::sync::watch::channel(false);
         Self {
             api,
             store,
             writer,
             tx,
+            ready,
+        }
+    }
+
+    /// Resolves once the cache holds a full list.
+    pub fn ready(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.ready.subscribe();
+        async move {
+            let _ = rx.wait_for(|r| *r).await;
         }
     }
 
@@ -124,6 +137,7 @@ where
             store,
             mut writer,
             tx,
+            ready,
         } = self;
         let mut before: HashMap<ObjectRef<K>, Arc<K>> = HashMap::new();
         let mut events = watcher(api, watcher::Config::default())
@@ -157,6 +171,7 @@ where
                         let _ = tx.send(Change::Deleted(Arc::new(obj)));
                     }
                     watcher::Event::InitDone => {
+                        ready.send_replace(true);
                         for o in store.state() {
                             before.remove(&ObjectRef::from_obj(o.as_ref()));
                             let _ = tx.send(Change::Applied(o));

@@ -65,6 +65,10 @@ pub fn run(
     jobs: &Informer<Job>,
     pods: &Informer<Pod>,
 ) -> impl std::future::Future<Output = Result<(), Error>> {
+    // kube-runtime's applier waits for its store with a wait that wakes one waiter only;
+    // waiting here first makes that wait return at once.
+    let main_ready = jobs.ready();
+    let pods_ready = pods.ready();
     let store = jobs.store();
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), NAME),
@@ -83,7 +87,9 @@ pub fn run(
     async move {
         // Decide nothing before the caches hold a full list: a half-filled cache would look
         // like missing objects.
-        let _ = ctx.pods.wait_until_ready().await;
+        pods_ready.await;
+        main_ready.await;
+        tracing::info!(controller = NAME, "caches synced, controller started");
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {

@@ -35,6 +35,10 @@ pub fn run(
     controllers: &Informer<ReplicationController>,
     pods: &Informer<Pod>,
 ) -> impl std::future::Future<Output = Result<(), Error>> {
+    // kube-runtime's applier waits for its store with a wait that wakes one waiter only;
+    // waiting here first makes that wait return at once.
+    let main_ready = controllers.ready();
+    let pods_ready = pods.ready();
     let store = controllers.store();
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), NAME),
@@ -49,7 +53,9 @@ pub fn run(
     async move {
         // Decide nothing before the caches hold a full list: a half-filled cache would look
         // like missing objects.
-        let _ = ctx.pods.wait_until_ready().await;
+        pods_ready.await;
+        main_ready.await;
+        tracing::info!(controller = NAME, "caches synced, controller started");
         controller
             .run(reconcile, error_policy, ctx)
             .for_each(|res| async move {
