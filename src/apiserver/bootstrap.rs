@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{gc, services, storage, State};
+use super::{crd_lifecycle, services, storage, State};
 
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -37,7 +37,7 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
             Err(e) => return Err(e),
         }
     }
-    gc::reload_crds(state).await;
+    crd_lifecycle::reload_crds(state).await;
     super::strategy::apiservice::ensure_local(state).await?;
     kubernetes_service(state).await
 }

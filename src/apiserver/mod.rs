@@ -19,10 +19,10 @@ mod custom;
 mod defaults;
 mod discovery;
 mod follow;
+mod crd_lifecycle;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod gc;
 mod handlers;
 mod health;
 mod impersonation;

@@ -6,12 +6,29 @@
 //! change they make is authorized and audited like any other client's.
 
 pub mod clusterrole_aggregation;
+pub mod cron_schedule;
+pub mod cronjob;
 pub mod csr_approver;
+pub mod daemonset;
+pub mod deployment;
+pub mod deployment_rollout;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod events;
+pub mod garbage_collector;
+pub mod informers;
+pub mod job;
+pub mod namespace;
+pub mod replicaset;
+pub mod replication_controller;
 pub mod root_ca_publisher;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod token_cleaner;
 
 use std::future::Future;
+
+use futures::FutureExt;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -23,6 +40,72 @@ pub struct Config {
 pub enum Error {
     #[error("controller {name}: {detail}")]
     Controller { name: &'static str, detail: String },
+}
+
+/// The shared informers of the workload controllers, and the controllers that read them.
+struct Workloads {
+    pods: informers::Informer<k8s_openapi::api::core::v1::Pod>,
+    replica_sets: informers::Informer<k8s_openapi::api::apps::v1::ReplicaSet>,
+    deployments: informers::Informer<k8s_openapi::api::apps::v1::Deployment>,
+    replication_controllers: informers::Informer<k8s_openapi::api::core::v1::ReplicationController>,
+    jobs: informers::Informer<k8s_openapi::api::batch::v1::Job>,
+    cronjobs: informers::Informer<k8s_openapi::api::batch::v1::CronJob>,
+    daemon_sets: informers::Informer<k8s_openapi::api::apps::v1::DaemonSet>,
+    nodes: informers::Informer<k8s_openapi::api::core::v1::Node>,
+    stateful_sets: informers::Informer<k8s_openapi::api::apps::v1::StatefulSet>,
+    services: informers::Informer<k8s_openapi::api::core::v1::Service>,
+}
+
+impl Workloads {
+    fn new(client: &kube::Client) -> Self {
+        Self {
+            pods: informers::Informer::new(kube::Api::all(client.clone())),
+            replica_sets: informers::Informer::new(kube::Api::all(client.clone())),
+            deployments: informers::Informer::new(kube::Api::all(client.clone())),
+            replication_controllers: informers::Informer::new(kube::Api::all(client.clone())),
+            jobs: informers::Informer::new(kube::Api::all(client.clone())),
+            cronjobs: informers::Informer::new(kube::Api::all(client.clone())),
+            daemon_sets: informers::Informer::new(kube::Api::all(client.clone())),
+            nodes: informers::Informer::new(kube::Api::all(client.clone())),
+            stateful_sets: informers::Informer::new(kube::Api::all(client.clone())),
+            services: informers::Informer::new(kube::Api::all(client.clone())),
+        }
+    }
+
+    /// Subscribe every controller first, then start the watches.
+    fn spawn(self, client: &kube::Client, tasks: &mut tokio::task::JoinSet<Result<(), Error>>) {
+        let c = client.clone();
+        tasks.spawn(replicaset::run(c.clone(), &self.replica_sets, &self.pods));
+        tasks.spawn(replication_controller::run(c.clone(), &self.replication_controllers, &self.pods));
+        tasks.spawn(deployment::run(c.clone(), &self.deployments, &self.replica_sets));
+        tasks.spawn(job::run(c.clone(), &self.jobs, &self.pods));
+        tasks.spawn(cronjob::run(c.clone(), &self.cronjobs, &self.jobs));
+        tasks.spawn(daemonset::run(c.clone(), &self.daemon_sets, &self.pods, &self.nodes));
+        tasks.spawn(statefulset::run(c.clone(), &self.stateful_sets, &self.pods));
+        tasks.spawn(endpoints::run(c.clone(), &self.services, &self.pods));
+        tasks.spawn(endpointslice::run(c, &self.services, &self.pods));
+        let watches = [
+            self.pods.run().boxed(),
+            self.replica_sets.run().boxed(),
+            self.deployments.run().boxed(),
+            self.replication_controllers.run().boxed(),
+            self.jobs.run().boxed(),
+            self.cronjobs.run().boxed(),
+            self.daemon_sets.run().boxed(),
+            self.nodes.run().boxed(),
+            self.stateful_sets.run().boxed(),
+            self.services.run().boxed(),
+        ];
+        for watch in watches {
+            tasks.spawn(async move {
+                watch.await;
+                Err(Error::Controller {
+                    name: "informer",
+                    detail: "a shared informer stopped".into(),
+                })
+            });
+        }
+    }
 }
 
 /// Run every controller until `shutdown` resolves.
@@ -38,6 +121,10 @@ pub async fn run(
     tasks.spawn(csr_approver::run(client.clone()));
     tasks.spawn(token_cleaner::run(client.clone()));
     tasks.spawn(clusterrole_aggregation::run(client.clone()));
+    tasks.spawn(garbage_collector::run(client.clone()));
+    tasks.spawn(namespace::run(client.clone()));
+    let workloads = Workloads::new(&client);
+    workloads.spawn(&client, &mut tasks);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -78,7 +78,18 @@ pub async fn update_object(
         && obj["metadata"]["finalizers"]
             .as_array()
             .is_none_or(|f| f.is_empty())
-        && !(ctx.ri.kind == "Pod" && ctx.ri.group.is_empty());
+        // Pods wait for their kubelet unless their grace period is already zero (upstream's
+        // shouldDeleteDuringUpdate).
+        && !(ctx.ri.kind == "Pod"
+            && ctx.ri.group.is_empty()
+            && obj["metadata"]["deletionGracePeriodSeconds"].as_i64() != Some(0))
+        // A namespace also waits for its spec.finalizers (the namespace controller's
+        // `kubernetes`, removed through /finalize once the namespace is empty).
+        && !(ctx.ri.kind == "Namespace"
+            && ctx.ri.group.is_empty()
+            && obj["spec"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty()));
     if finalizers_done {
         ctx.state
             .store

@@ -4,17 +4,17 @@
 
 use serde_json::Value;
 
-use crate::apiserver::{custom, gc, State};
+use crate::apiserver::{crd_lifecycle, custom, State};
 
 pub async fn prepare_create(state: &State, obj: &mut Value) {
     custom::crd_defaults(obj);
-    let others = gc::list_crds(state).await;
+    let others = crd_lifecycle::list_crds(state).await;
     custom::crd_status(obj, &others);
 }
 
 pub async fn prepare_update(state: &State, old: &Value, new: &mut Value) {
     let name = new["metadata"]["name"].clone();
-    let others: Vec<Value> = gc::list_crds(state)
+    let others: Vec<Value> = crd_lifecycle::list_crds(state)
         .await
         .into_iter()
         .filter(|c| c["metadata"]["name"] != name)

@@ -17,13 +17,14 @@
 
 pub mod apiservice;
 mod crd;
+mod job;
 mod namespace;
 pub mod repair;
 mod service;
 
 use serde_json::Value;
 
-use super::gc;
+use super::crd_lifecycle;
 use super::handlers::Ctx;
 use super::services::{self, Claims};
 use super::status::{ApiError, ApiResult};
@@ -47,6 +48,9 @@ pub async fn prepare_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
     }
     if is(ctx, "apiregistration.k8s.io", "APIService") {
         apiservice::set_availability(&ctx.state, obj, None).await;
+    }
+    if is(ctx, "batch", "Job") {
+        job::prepare_create(obj);
     }
     Ok(())
 }
@@ -114,15 +118,11 @@ pub async fn commit(claims: Option<Claims>) {
 
 pub async fn after_commit(ctx: &Ctx, obj: &Value) {
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
-        gc::reload_crds(&ctx.state).await;
+        crd_lifecycle::reload_crds(&ctx.state).await;
     }
-    if obj["metadata"]["deletionTimestamp"].is_string() {
-        if is(ctx, "", "Namespace") {
-            gc::spawn_namespace_cleanup(ctx.state.clone(), obj.clone());
-        } else {
-            gc::spawn_finalize(ctx.state.clone(), ctx.ri.clone(), obj.clone());
-        }
-    }
+    // Dependents of deleted objects and the contents of deleted namespaces are the controller
+    // manager's (`src/controllers/garbage_collector.rs`, `namespace.rs`), as upstream.
+    let _ = obj;
 }
 
 /// `obj` (the last stored version) was removed from the store.
@@ -131,8 +131,7 @@ pub async fn after_delete(ctx: &Ctx, obj: &Value) {
         services::release(&ctx.state, obj).await;
     }
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
-        gc::reload_crds(&ctx.state).await;
-        gc::spawn_crd_cleanup(ctx.state.clone(), obj.clone());
+        crd_lifecycle::reload_crds(&ctx.state).await;
+        crd_lifecycle::spawn_crd_cleanup(ctx.state.clone(), obj.clone());
     }
-    gc::spawn_dependents(ctx.state.clone(), ctx.ri.clone(), obj.clone());
 }
