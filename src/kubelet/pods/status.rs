@@ -256,7 +256,7 @@ pub fn compute(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>, qos: &s
         condition("PodReadyToStartContainers", notes.sandbox_ready && !terminal, None, None, now),
         condition(
             "Initialized",
-            init_complete || terminal && uninit.is_empty(),
+            init_complete || (terminal && uninit.is_empty()),
             (!init_complete).then_some("ContainersNotInitialized"),
             (!init_complete).then(|| format!("containers with incomplete status: [{}]", uninit.join(" "))),
             now,

@@ -216,6 +216,17 @@ impl Child<'_> {
 
     fn setup(&self) -> Result<std::convert::Infallible, Error> {
         let spec = self.spec;
+        // The shim blocks SIGCHLD (for its signalfd) and ignores SIGPIPE; a blocked mask and
+        // ignored signals survive execve, so give the container the defaults.
+        nix::sys::signal::SigSet::empty()
+            .thread_set_mask()
+            .map_err(sys("reset the signal mask"))?;
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                // SAFETY: resetting a disposition to SIG_DFL installs no handler code.
+                unsafe { libc::signal(sig, libc::SIG_DFL) };
+            }
+        }
         mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
             .map_err(sys("make / private"))?;
         self.mount_rootfs()?;
@@ -357,13 +368,10 @@ impl Child<'_> {
                 nix::sys::stat::makedev(major, minor),
             )
             .map_err(sys(format!("mknod /dev/{name}")))?;
-            nix::sys::stat::fchmodat(
-                nix::fcntl::AT_FDCWD,
-                &p,
-                Mode::from_bits_truncate(0o666),
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )
-            .map_err(sys("chmod device"))?;
+            // mknod applies the umask; devices must be 0666.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))
+                .map_err(io("chmod device"))?;
         }
         for (link, target) in [
             ("fd", "/proc/self/fd"),

@@ -425,7 +425,7 @@ impl Shim {
 
     fn reap(&mut self) {
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => self.exited(pid.as_raw(), Some(code), None),
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
                     self.exited(pid.as_raw(), None, Some(sig as i32))
