@@ -27,8 +27,7 @@ fn start() -> Node {
     let logs_dir = tempfile::tempdir().unwrap();
     let logs = logs_dir.path().to_path_buf();
     let name = format!("kn-{}", std::process::id());
-    let probe = tempfile::tempdir().unwrap();
-    let cleanup_root = Cleanup::new(probe.path()).cgroup_root;
+    let cleanup_root = format!("rampart-test-{}", std::process::id());
     let server = Server::start_with_agent(&[
         "--node-name",
         &name,
@@ -102,10 +101,6 @@ spec:
 
     fn create(&self, yaml: &str) {
         self.server.ok_in(&["apply", "-f", "-"], yaml);
-    }
-
-    fn pod(&self, name: &str) -> Value {
-        self.server.json(&["get", "pod", name, "-o", "json"])
     }
 
     /// Poll the pod (every 100 ms) until `f` holds; returns the pod.

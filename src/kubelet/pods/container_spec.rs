@@ -192,7 +192,7 @@ fn capabilities(sc: &SecurityContext, privileged: bool) -> Result<Vec<String>, S
 
 fn environment(i: &Inputs<'_>) -> Result<Vec<String>, String> {
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+    let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
         if let Some(e) = env.iter_mut().find(|(ek, _)| *ek == k) {
             e.1 = v;
         } else {

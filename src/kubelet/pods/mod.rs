@@ -113,6 +113,15 @@ pub async fn run(
                         }
                         Ok(Event::Init) => init_seen.clear(),
                         Ok(Event::InitDone) => {
+                            // Pods deleted while the watch was down are missing from the relist.
+                            let gone: Vec<String> = workers
+                                .keys()
+                                .filter(|uid| !init_seen.contains(uid))
+                                .cloned()
+                                .collect();
+                            for uid in gone {
+                                dispatch(&shared, &mut workers, uid, None);
+                            }
                             if !orphans_checked {
                                 orphans_checked = true;
                                 stop_orphans(&shared, &init_seen).await;

@@ -166,7 +166,7 @@ async fn sa_token(
         .await
         .map_err(|e| format!("service account token for {sa}: {e}"))?;
     out.status
-        .map(|s| s.token)
+        .and_then(|s| s.token)
         .ok_or_else(|| "the token request returned no token".to_string())
 }
 

@@ -14,7 +14,7 @@
 //! what makes `clone(2)` of containers from it safe.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -96,8 +96,10 @@ struct Ctr {
 
 /// Entry point of `rampart __shim`: detach, then serve until shutdown. Returns only in the
 /// first process (the one the agent waits for), with the outcome of the start-up.
-pub fn main(args: ShimArgs) -> Result<(), String> {
+pub fn main(mut args: ShimArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    // Absolute: overlayfs options and the socket path must not depend on a working directory.
+    args.dir = std::fs::canonicalize(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: `rampart __shim` is started single-threaded (no tokio runtime exists in this
@@ -212,7 +214,7 @@ struct Shim {
     shutting_down: bool,
 }
 
-fn serve(args: &ShimArgs, listener: UnixListener, mut sigfd: SignalFd) {
+fn serve(args: &ShimArgs, listener: UnixListener, sigfd: SignalFd) {
     let mut shim = Shim {
         dir: args.dir.clone(),
         ctrs: BTreeMap::new(),
