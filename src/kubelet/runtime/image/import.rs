@@ -150,12 +150,18 @@ fn commit_candidates(
         for ((blob, want_blob), diff_id) in c.layers.iter().zip(&c.config.rootfs.diff_ids) {
             let dst = store.layer_dir(diff_id);
             if dst.is_dir() {
-                // Already unpacked (verified then); the blob must still be what it claims.
-                if let Some(want) = want_blob {
-                    let got = file_digest(blob)?;
-                    if &got != want {
-                        return Err(lie(blob, staging, want, &got));
-                    }
+                // Already unpacked (verified then); this archive's blob must still be what
+                // it claims, or the archive is lying and is refused as a whole.
+                let d = layer::digests(blob)?;
+                if let Some(want) = want_blob.as_ref().filter(|w| **w != d.blob_digest) {
+                    return Err(lie(blob, staging, want, &d.blob_digest));
+                }
+                if &d.diff_id != diff_id {
+                    return Err(Error::Invalid(format!(
+                        "layer {}: content digest {} does not match the config's diff_id {diff_id}",
+                        rel(blob, staging),
+                        d.diff_id
+                    )));
                 }
                 size += Store::dir_size(&dst);
                 continue;

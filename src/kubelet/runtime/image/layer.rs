@@ -107,6 +107,27 @@ pub fn unpack(blob: &Path, dst: &Path) -> Result<Unpacked, Error> {
     })
 }
 
+/// Both digests of a layer blob without unpacking it (for a layer already in the store).
+pub fn digests(blob: &Path) -> Result<Unpacked, Error> {
+    let comp = sniff(blob)?;
+    let f = std::fs::File::open(blob).map_err(io_err(blob))?;
+    let mut outer = Hashing::new(io::BufReader::with_capacity(1 << 16, f));
+    let diff_id = {
+        let inner: Box<dyn Read + '_> = match comp {
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut outer)),
+            Compression::None => Box::new(&mut outer),
+        };
+        Hashing::new(inner).finish().map_err(|e| {
+            Error::Invalid(format!("layer {}: cannot read: {e}", blob.display()))
+        })?
+    };
+    let blob_digest = outer.finish().map_err(io_err(blob))?;
+    Ok(Unpacked {
+        blob_digest,
+        diff_id,
+    })
+}
+
 fn unpack_tar<R: Read>(r: R, dst: &Path) -> Result<(), Error> {
     let mut ar = tar::Archive::new(r);
     ar.set_preserve_permissions(true);
