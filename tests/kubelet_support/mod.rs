@@ -258,6 +258,17 @@ impl Cleanup {
             .collect()
     }
 
+    /// The host PID of a container's own init (PID 1 in its namespace) in cgroup `rel`.
+    pub fn init_pid(&self, rel: &str) -> Option<i32> {
+        self.pids_of(rel).into_iter().find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .is_some_and(|ns| ns.split_whitespace().last() == Some("1"))
+        })
+    }
+
     /// Every cgroup directory below the root, deepest first.
     pub fn dirs(&self, controller: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
