@@ -66,7 +66,11 @@ fn start() -> Node {
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&tar);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Node {
         server,
         name,
@@ -117,7 +121,10 @@ spec:
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("pod {name}: {what} not reached in {secs}s; last: {:#}", last["status"]);
+        panic!(
+            "pod {name}: {what} not reached in {secs}s; last: {:#}",
+            last["status"]
+        );
     }
 
     fn log_file(&self, pod: &Value, ctr: &str, attempt: u32) -> PathBuf {
@@ -142,7 +149,8 @@ spec:
     }
 
     fn delete(&self, name: &str) {
-        self.server.ok(&["delete", "pod", name, "--wait=true", "--timeout=60s"]);
+        self.server
+            .ok(&["delete", "pod", name, "--wait=true", "--timeout=60s"]);
     }
 
     fn qos_dir(&self, uid: &str) -> String {
@@ -164,7 +172,11 @@ fn a_pod_runs_exits_and_reports_like_upstream() {
     let n = start();
     n.create(&n.pod_yaml("hello", "Never", "echo hi; sleep 1; exit 3", ""));
     let running = n.wait_for("hello", 30, "Running", |p| phase(p) == "Running");
-    assert!(state(&running)["running"]["startedAt"].is_string(), "{:#}", running["status"]);
+    assert!(
+        state(&running)["running"]["startedAt"].is_string(),
+        "{:#}",
+        running["status"]
+    );
     let done = n.wait_for("hello", 30, "Failed", |p| phase(p) == "Failed");
     let st = &done["status"];
     let t = &st["containerStatuses"][0]["state"]["terminated"];
@@ -198,18 +210,39 @@ fn a_pod_runs_exits_and_reports_like_upstream() {
     let line = raw.lines().next().unwrap_or_default();
     let f: Vec<&str> = line.splitn(4, ' ').collect();
     assert_eq!(f.len(), 4, "{raw}");
-    assert!(f[0].parse::<jiff::Timestamp>().is_ok(), "bad timestamp in {line}");
+    assert!(
+        f[0].parse::<jiff::Timestamp>().is_ok(),
+        "bad timestamp in {line}"
+    );
     assert_eq!(&f[1..], ["stdout", "F", "hi"]);
     // Events as upstream names them.
-    let ev = n.server.ok(&["get", "events", "--field-selector", "involvedObject.name=hello", "-o", "json"]);
+    let ev = n.server.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=hello",
+        "-o",
+        "json",
+    ]);
     for reason in ["Pulled", "Created", "Started"] {
-        assert!(ev.contains(&format!("\"reason\": \"{reason}\"")), "no {reason} event: {ev}");
+        assert!(
+            ev.contains(&format!("\"reason\": \"{reason}\"")),
+            "no {reason} event: {ev}"
+        );
     }
     // The pod's shim stopped once it was terminal; its cgroups are gone.
     let uid = done["metadata"]["uid"].as_str().unwrap().to_string();
-    assert!(eventually(Duration::from_secs(10), || n.cleanup.shims().is_empty()), "shim still running");
     assert!(
-        !Path::new(&format!("/sys/fs/cgroup/memory/{}/{}", n.cleanup.cgroup_root, n.qos_dir(&uid))).exists(),
+        eventually(Duration::from_secs(10), || n.cleanup.shims().is_empty()),
+        "shim still running"
+    );
+    assert!(
+        !Path::new(&format!(
+            "/sys/fs/cgroup/memory/{}/{}",
+            n.cleanup.cgroup_root,
+            n.qos_dir(&uid)
+        ))
+        .exists(),
         "pod cgroup left behind"
     );
     n.delete("hello");
@@ -244,16 +277,34 @@ fn hardening_is_visible_from_inside() {
     assert_eq!(val("NoNewPrivs:"), "0", "{log}");
     // Masked as runc does (this kernel may have no /proc/kcore at all).
     let kcore = val("kcore=");
-    assert!(kcore == "0" || (kcore == "absent" && !Path::new("/proc/kcore").exists()), "/proc/kcore not masked: {log}");
-    assert_eq!(val("interrupts="), "0", "/proc/interrupts not masked: {log}");
+    assert!(
+        kcore == "0" || (kcore == "absent" && !Path::new("/proc/kcore").exists()),
+        "/proc/kcore not masked: {log}"
+    );
+    assert_eq!(
+        val("interrupts="),
+        "0",
+        "/proc/interrupts not masked: {log}"
+    );
     assert_eq!(val("firmware="), "0", "/sys/firmware not masked: {log}");
     assert_eq!(val("mount="), "refused", "{log}");
     assert_eq!(val("uid="), "0");
     assert_eq!(val("host="), "hard");
     // Only stdio and the directory `ls` itself opened.
-    let fds: Vec<&str> = log.lines().find_map(|l| l.strip_prefix("fds=")).unwrap().split_whitespace().collect();
-    assert!(fds.iter().all(|f| ["0", "1", "2", "3"].contains(f)), "leaked fds: {fds:?}");
-    assert!(val("sys=").contains("Read-only file system"), "/proc/sys writable: {log}");
+    let fds: Vec<&str> = log
+        .lines()
+        .find_map(|l| l.strip_prefix("fds="))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert!(
+        fds.iter().all(|f| ["0", "1", "2", "3"].contains(f)),
+        "leaked fds: {fds:?}"
+    );
+    assert!(
+        val("sys=").contains("Read-only file system"),
+        "/proc/sys writable: {log}"
+    );
     n.delete("hard");
 }
 
@@ -268,16 +319,31 @@ fn graceful_delete_and_restart_backoff() {
         "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.2; done",
         "",
     ));
-    let running = n.wait_for("term", 30, "Running", |p| phase(p) == "Running" && state(p)["running"].is_object());
+    let running = n.wait_for("term", 30, "Running", |p| {
+        phase(p) == "Running" && state(p)["running"].is_object()
+    });
     let uid = running["metadata"]["uid"].as_str().unwrap().to_string();
     let t0 = Instant::now();
     n.delete("term");
     let took = t0.elapsed();
-    assert!(took < Duration::from_secs(10), "graceful delete took {took:?}");
-    assert!(eventually(Duration::from_secs(10), || n.cleanup.shims().is_empty()), "shim left after delete");
-    assert!(!n.server.data_dir().join("agent/pods").join(&uid).exists(), "pod directory left");
+    assert!(
+        took < Duration::from_secs(10),
+        "graceful delete took {took:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || n.cleanup.shims().is_empty()),
+        "shim left after delete"
+    );
+    assert!(
+        !n.server.data_dir().join("agent/pods").join(&uid).exists(),
+        "pod directory left"
+    );
     for c in ["memory", "pids", "cpu"] {
-        let p = format!("/sys/fs/cgroup/{c}/{}/{}", n.cleanup.cgroup_root, n.qos_dir(&uid));
+        let p = format!(
+            "/sys/fs/cgroup/{c}/{}/{}",
+            n.cleanup.cgroup_root,
+            n.qos_dir(&uid)
+        );
         assert!(!Path::new(&p).exists(), "{p} left behind");
     }
 
@@ -285,11 +351,18 @@ fn graceful_delete_and_restart_backoff() {
     n.create(&n.pod_yaml("crash", "Always", "echo crash; exit 1", ""));
     let p = n.wait_for("crash", 40, "CrashLoopBackOff", |p| {
         let cs = &p["status"]["containerStatuses"][0];
-        cs["state"]["waiting"]["reason"] == "CrashLoopBackOff" && cs["restartCount"].as_u64() >= Some(1)
+        cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            && cs["restartCount"].as_u64() >= Some(1)
     });
     let cs = &p["status"]["containerStatuses"][0];
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1, "{cs:#}");
-    assert!(cs["state"]["waiting"]["message"].as_str().unwrap_or_default().contains("back-off 10s"), "{cs:#}");
+    assert!(
+        cs["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("back-off 10s"),
+        "{cs:#}"
+    );
     n.delete("crash");
 }
 
@@ -308,12 +381,22 @@ fn containers_survive_an_agent_kill() {
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(n.cleanup.init_pid(&rel), pid, "the container did not survive the agent");
+    assert_eq!(
+        n.cleanup.init_pid(&rel),
+        pid,
+        "the container did not survive the agent"
+    );
     n.server.boot();
     // Re-adopted: same process, same start time, no restart.
     std::thread::sleep(Duration::from_secs(3));
-    let after = n.wait_for("steady", 30, "Running after restart", |p| state(p)["running"].is_object());
-    assert_eq!(n.cleanup.init_pid(&rel), pid, "container replaced after the restart");
+    let after = n.wait_for("steady", 30, "Running after restart", |p| {
+        state(p)["running"].is_object()
+    });
+    assert_eq!(
+        n.cleanup.init_pid(&rel),
+        pid,
+        "container replaced after the restart"
+    );
     let cs = &after["status"]["containerStatuses"][0];
     assert_eq!(cs["restartCount"], 0, "{cs:#}");
     assert_eq!(

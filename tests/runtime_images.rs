@@ -42,10 +42,16 @@ fn snapshot(data: &Path) -> (String, Vec<String>, usize) {
     let c = data.join("content");
     let index = std::fs::read_to_string(c.join("images.json")).unwrap_or_default();
     let mut layers: Vec<String> = std::fs::read_dir(c.join("layers/sha256"))
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into())
+                .collect()
+        })
         .unwrap_or_default();
     layers.sort();
-    let tmp = std::fs::read_dir(c.join("tmp")).map(|rd| rd.count()).unwrap_or(0);
+    let tmp = std::fs::read_dir(c.join("tmp"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
     (index, layers, tmp)
 }
 
@@ -55,29 +61,58 @@ fn imports_both_layouts_and_shares_layers() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("agent");
     let base = busybox_layer();
-    let docker = write(dir.path(), "docker.tar", &docker_archive("busybox:docker", &[base.clone()]));
-    let oci = write(dir.path(), "oci.tar", &oci_archive("docker.io/library/busybox:oci", &[base.clone()], host_arch()));
+    let docker = write(
+        dir.path(),
+        "docker.tar",
+        &docker_archive("busybox:docker", std::slice::from_ref(&base)),
+    );
+    let oci = write(
+        dir.path(),
+        "oci.tar",
+        &oci_archive(
+            "docker.io/library/busybox:oci",
+            std::slice::from_ref(&base),
+            host_arch(),
+        ),
+    );
 
     let out = ok(images(&data, &["import", docker.to_str().unwrap()]));
-    assert!(out.contains("Loaded image: docker.io/library/busybox:docker"), "{out}");
+    assert!(
+        out.contains("Loaded image: docker.io/library/busybox:docker"),
+        "{out}"
+    );
     let out = ok(images(&data, &["import", oci.to_str().unwrap()]));
-    assert!(out.contains("Loaded image: docker.io/library/busybox:oci"), "{out}");
+    assert!(
+        out.contains("Loaded image: docker.io/library/busybox:oci"),
+        "{out}"
+    );
 
     let ls = ok(images(&data, &["ls"]));
     assert!(ls.contains("docker.io/library/busybox:docker"), "{ls}");
     assert!(ls.contains("docker.io/library/busybox:oci"), "{ls}");
     // Same content → the same image id and one unpacked layer.
     let (_, layers, tmp) = snapshot(&data);
-    assert_eq!(layers, vec![sha256(&base).trim_start_matches("sha256:").to_string()]);
+    assert_eq!(
+        layers,
+        vec![sha256(&base).trim_start_matches("sha256:").to_string()]
+    );
     assert_eq!(tmp, 0, "staging left behind");
     let layer_dir = data.join("content/layers/sha256").join(&layers[0]);
     let bb = std::fs::metadata(layer_dir.join("bin/busybox")).unwrap();
     assert_eq!(bb.mode() & 0o777, 0o755);
-    assert_eq!(std::fs::read_link(layer_dir.join("bin/sh")).unwrap().to_str(), Some("busybox"));
+    assert_eq!(
+        std::fs::read_link(layer_dir.join("bin/sh"))
+            .unwrap()
+            .to_str(),
+        Some("busybox")
+    );
 
     // Removing one name keeps the image for the other; removing the last deletes the layer.
     let out = ok(images(&data, &["rm", "busybox:docker"]));
-    assert!(out.contains("Untagged: docker.io/library/busybox:docker"), "{out}");
+    assert!(
+        out.contains("Untagged: docker.io/library/busybox:docker"),
+        "{out}"
+    );
     assert!(layer_dir.is_dir());
     let out = ok(images(&data, &["rm", "busybox:oci"]));
     assert!(out.contains("Deleted: sha256:"), "{out}");
@@ -107,14 +142,25 @@ fn whiteouts_and_hardlinks_become_overlayfs_format() {
         Entry::File("data/a", b"same inode".to_vec(), 0o600),
         Entry::Hardlink("data/b", "data/a"),
     ]);
-    let arc = write(dir.path(), "layered.tar", &docker_archive("layered:1", &[base, top.clone()]));
+    let arc = write(
+        dir.path(),
+        "layered.tar",
+        &docker_archive("layered:1", &[base, top.clone()]),
+    );
     ok(images(&data, &["import", arc.to_str().unwrap()]));
-    let l = data.join("content/layers/sha256").join(sha256(&top).trim_start_matches("sha256:"));
+    let l = data
+        .join("content/layers/sha256")
+        .join(sha256(&top).trim_start_matches("sha256:"));
     let wh = std::fs::symlink_metadata(l.join("etc/group")).unwrap();
-    assert!(wh.file_type().is_char_device(), "whiteout is not a char device");
+    assert!(
+        wh.file_type().is_char_device(),
+        "whiteout is not a char device"
+    );
     assert_eq!(wh.rdev(), 0);
     assert_eq!(
-        xattr::get(l.join("tmp"), "trusted.overlay.opaque").unwrap().as_deref(),
+        xattr::get(l.join("tmp"), "trusted.overlay.opaque")
+            .unwrap()
+            .as_deref(),
         Some(&b"y"[..])
     );
     assert_eq!(std::fs::read(l.join("tmp/new")).unwrap(), b"new");
@@ -130,7 +176,7 @@ fn bad_archives_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("agent");
     let base = busybox_layer();
-    let good = docker_archive("busybox:good", &[base.clone()]);
+    let good = docker_archive("busybox:good", std::slice::from_ref(&base));
     let p = write(dir.path(), "good.tar", &good);
     ok(images(&data, &["import", p.to_str().unwrap()]));
     let before = snapshot(&data);
@@ -149,21 +195,40 @@ fn bad_archives_are_refused_and_change_nothing() {
     let lying = archive(&[
         (cfg_name.clone(), cfg),
         ("l/layer.tar".into(), other),
-        ("manifest.json".into(), serde_json::to_vec(&manifest).unwrap()),
+        (
+            "manifest.json".into(),
+            serde_json::to_vec(&manifest).unwrap(),
+        ),
     ]);
     cases.push(("diff_id lie", lying, "does not match"));
     // An OCI blob stored under a digest that is not its own.
-    let mut oci = oci_archive("docker.io/library/busybox:bad", &[base.clone()], host_arch());
+    let mut oci = oci_archive(
+        "docker.io/library/busybox:bad",
+        std::slice::from_ref(&base),
+        host_arch(),
+    );
     // Flip a byte inside the config blob's content ("linux" → "linuy").
     let pos = find(&oci, br#""os":"linux""#).expect("config in archive");
     oci[pos + 10] = b'y';
     cases.push(("blob digest lie", oci, "has digest"));
     cases.push((
         "other architecture",
-        oci_archive("docker.io/library/busybox:arm", &[base.clone()], if host_arch() == "amd64" { "arm64" } else { "amd64" }),
+        oci_archive(
+            "docker.io/library/busybox:arm",
+            std::slice::from_ref(&base),
+            if host_arch() == "amd64" {
+                "arm64"
+            } else {
+                "amd64"
+            },
+        ),
         "is for architecture",
     ));
-    cases.push(("not a tar", b"hello, this is not an archive at all".to_vec(), "not"));
+    cases.push((
+        "not a tar",
+        b"hello, this is not an archive at all".to_vec(),
+        "not",
+    ));
     cases.push(("empty tar", archive(&[]), "not"));
 
     for (name, bytes, want) in cases {

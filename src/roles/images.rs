@@ -21,7 +21,8 @@ pub fn run(cmd: ImagesCommand) -> anyhow::Result<()> {
                 if tty {
                     eprintln!();
                 }
-                let imported = imported.with_context(|| format!("cannot import {}", f.display()))?;
+                let imported =
+                    imported.with_context(|| format!("cannot import {}", f.display()))?;
                 for i in imported {
                     if i.names.is_empty() {
                         println!("Loaded image ID: {}", i.id);
@@ -43,7 +44,12 @@ pub fn run(cmd: ImagesCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let rows = image::table(&images);
-            let w = rows.iter().map(|r| r["name"].len()).max().unwrap_or(5).max(5);
+            let w = rows
+                .iter()
+                .map(|r| r["name"].len())
+                .max()
+                .unwrap_or(5)
+                .max(5);
             println!("{:<w$}  {:<12}  SIZE", "IMAGE", "IMAGE ID");
             for r in rows {
                 println!("{:<w$}  {:<12}  {}", r["name"], r["id"], r["size"]);

@@ -111,7 +111,11 @@ pub fn busybox_layer() -> Vec<u8> {
             b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n".to_vec(),
             0o644,
         ),
-        Entry::File("etc/group", b"root:x:0:\nnogroup:x:65534:\n".to_vec(), 0o644),
+        Entry::File(
+            "etc/group",
+            b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+            0o644,
+        ),
         Entry::Dir("tmp"),
         Entry::Dir("proc"),
         Entry::Dir("sys"),
@@ -178,7 +182,10 @@ pub fn docker_archive(tag: &str, layers: &[Vec<u8>]) -> Vec<u8> {
         paths.push(p);
     }
     let manifest = json!([{"Config": cfg_name, "RepoTags": [tag], "Layers": paths}]);
-    files.push(("manifest.json".into(), serde_json::to_vec(&manifest).unwrap()));
+    files.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
     archive(&files)
 }
 
@@ -193,7 +200,10 @@ pub fn oci_archive(name: &str, layers: &[Vec<u8>], arch: &str) -> Vec<u8> {
     let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
     let cfg = config(&diff_ids, arch);
     let mut files = vec![
-        ("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+        (
+            "oci-layout".to_string(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
         (format!("blobs/sha256/{}", hex(&sha256(&cfg))), cfg.clone()),
     ];
     let mut descs = Vec::new();
@@ -213,7 +223,10 @@ pub fn oci_archive(name: &str, layers: &[Vec<u8>], arch: &str) -> Vec<u8> {
         "layers": descs,
     }))
     .unwrap();
-    files.push((format!("blobs/sha256/{}", hex(&sha256(&manifest))), manifest.clone()));
+    files.push((
+        format!("blobs/sha256/{}", hex(&sha256(&manifest))),
+        manifest.clone(),
+    ));
     let index = json!({
         "schemaVersion": 2,
         "manifests": [{
@@ -251,11 +264,14 @@ impl Cleanup {
 
     /// Host PIDs in a container's cgroup (pids controller).
     pub fn pids_of(&self, rel: &str) -> Vec<i32> {
-        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{}/{rel}/cgroup.procs", self.cgroup_root))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/pids/{}/{rel}/cgroup.procs",
+            self.cgroup_root
+        ))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
     }
 
     /// The host PID of a container's own init (PID 1 in its namespace) in cgroup `rel`.
@@ -272,7 +288,10 @@ impl Cleanup {
     /// Every cgroup directory below the root, deepest first.
     pub fn dirs(&self, controller: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        let mut stack = vec![PathBuf::from(format!("/sys/fs/cgroup/{controller}/{}", self.cgroup_root))];
+        let mut stack = vec![PathBuf::from(format!(
+            "/sys/fs/cgroup/{controller}/{}",
+            self.cgroup_root
+        ))];
         while let Some(d) = stack.pop() {
             if !d.is_dir() {
                 continue;
@@ -293,8 +312,12 @@ impl Cleanup {
         let needle = self.data_dir.to_string_lossy().to_string();
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             if cmd.contains("__shim") && cmd.contains(&needle) {
                 out.push(pid);
@@ -307,7 +330,10 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for d in self.dirs("pids") {
-            for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+            for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
                 if let Ok(p) = pid.trim().parse::<i32>() {
                     // SAFETY: kill(2) of a process in our own test cgroup.
                     unsafe { libc::kill(p, libc::SIGKILL) };

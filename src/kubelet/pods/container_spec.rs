@@ -63,7 +63,12 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, String> {
 
     let env = environment(i)?;
     let args = command(c, &i.image.config, &env)?;
-    let layers: Vec<PathBuf> = i.image.layers.iter().map(|l| i.store.layer_dir(l)).collect();
+    let layers: Vec<PathBuf> = i
+        .image
+        .layers
+        .iter()
+        .map(|l| i.store.layer_dir(l))
+        .collect();
 
     let (uid, gid) = user(i, &sc, &psc, &layers)?;
     if uid == 0 && sc.run_as_non_root.or(psc.run_as_non_root).unwrap_or(false) {
@@ -92,7 +97,9 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, String> {
             None | Some("RuntimeDefault") => Some("runtime/default".to_string()),
             Some("Unconfined") => None,
             Some(other) => {
-                return Err(format!("seccomp profile type {other:?} is not supported on this node"))
+                return Err(format!(
+                    "seccomp profile type {other:?} is not supported on this node"
+                ))
             }
         }
     };
@@ -228,8 +235,13 @@ fn environment(i: &Inputs<'_>) -> Result<Vec<String>, String> {
                         .unwrap_or_default(),
                     "status.hostIP" | "status.hostIPs" => i.host_ip.to_string(),
                     p if p.starts_with("metadata.labels['") => {
-                        let k = p.trim_start_matches("metadata.labels['").trim_end_matches("']");
-                        meta.labels.as_ref().and_then(|l| l.get(k).cloned()).unwrap_or_default()
+                        let k = p
+                            .trim_start_matches("metadata.labels['")
+                            .trim_end_matches("']");
+                        meta.labels
+                            .as_ref()
+                            .and_then(|l| l.get(k).cloned())
+                            .unwrap_or_default()
                     }
                     p if p.starts_with("metadata.annotations['") => {
                         let k = p
@@ -302,7 +314,13 @@ fn command(
     let args = c.args.clone().filter(|v| !v.is_empty());
     let mut out: Vec<String> = match (cmd, args) {
         (Some(cmd), args) => cmd.into_iter().chain(args.into_iter().flatten()).collect(),
-        (None, Some(args)) => img.entrypoint.clone().into_iter().flatten().chain(args).collect(),
+        (None, Some(args)) => img
+            .entrypoint
+            .clone()
+            .into_iter()
+            .flatten()
+            .chain(args)
+            .collect(),
         (None, None) => img
             .entrypoint
             .clone()
@@ -332,17 +350,24 @@ fn user(
     if let Some(u) = sc.run_as_user.or(psc.run_as_user) {
         uid = conv(u)?;
     } else if let Some(u) = i.image.config.user.as_deref().filter(|u| !u.is_empty()) {
-        let (name, group) = u.split_once(':').map(|(a, b)| (a, Some(b))).unwrap_or((u, None));
+        let (name, group) = u
+            .split_once(':')
+            .map(|(a, b)| (a, Some(b)))
+            .unwrap_or((u, None));
         if let Ok(n) = name.parse::<u32>() {
             uid = n;
         } else {
-            let (pu, pg) = lookup_passwd(layers, name)
-                .ok_or_else(|| format!("unable to find user {name}: no matching entries in passwd file"))?;
+            let (pu, pg) = lookup_passwd(layers, name).ok_or_else(|| {
+                format!("unable to find user {name}: no matching entries in passwd file")
+            })?;
             uid = pu;
             gid = Some(pg);
         }
         if let Some(g) = group {
-            gid = Some(g.parse::<u32>().map_err(|_| format!("group {g:?} must be numeric"))?);
+            gid = Some(
+                g.parse::<u32>()
+                    .map_err(|_| format!("group {g:?} must be numeric"))?,
+            );
         }
     }
     let gid = match sc.run_as_group.or(psc.run_as_group) {
@@ -371,7 +396,11 @@ pub fn hostname(pod: &Pod) -> String {
         .and_then(|s| s.hostname.clone())
         .or_else(|| pod.metadata.name.clone())
         .unwrap_or_default();
-    h.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string()
+    h.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(['-', '.'])
+        .to_string()
 }
 
 fn mounts(i: &Inputs<'_>, id: &str) -> Result<Vec<Mount>, String> {
@@ -407,14 +436,15 @@ fn mounts(i: &Inputs<'_>, id: &str) -> Result<Vec<Mount>, String> {
         let mut src = src.clone();
         if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             if Path::new(sub).is_absolute() || sub.split('/').any(|p| p == "..") {
-                return Err(format!("subPath {sub:?} must be a relative path without '..'"));
+                return Err(format!(
+                    "subPath {sub:?} must be a relative path without '..'"
+                ));
             }
             // Resolve without leaving the volume (symlinks followed inside it only).
             let resolved = crate::kubelet::runtime::container::secure_join(&src, sub)
                 .map_err(|e| e.to_string())?;
             if !resolved.exists() {
-                std::fs::create_dir_all(&resolved)
-                    .map_err(|e| format!("subPath {sub}: {e}"))?;
+                std::fs::create_dir_all(&resolved).map_err(|e| format!("subPath {sub}: {e}"))?;
             }
             src = resolved;
         }

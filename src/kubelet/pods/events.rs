@@ -24,7 +24,11 @@ pub fn field_path(init: bool, name: &str) -> Option<String> {
 }
 
 pub fn record(client: &kube::Client, node: &str, pod: &Pod, ev: Ev<'_>) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let now = format!("{:.0}", jiff::Timestamp::now());
     let nanos = jiff::Timestamp::now().as_nanosecond();

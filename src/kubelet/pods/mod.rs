@@ -55,8 +55,14 @@ pub enum Error {
 
 /// Import every archive in `dir` (k3s's `agent/images/`); failures are logged, not fatal.
 pub fn auto_import(store: &Store, dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
     files.sort();
     for f in files {
         match import::import(store, &f) {
@@ -65,7 +71,9 @@ pub fn auto_import(store: &Store, dir: &Path) {
                     tracing::info!(image = %i.names.join(","), id = %i.id, file = %f.display(), "image imported");
                 }
             }
-            Err(e) => tracing::warn!(file = %f.display(), error = %e, "cannot import image archive"),
+            Err(e) => {
+                tracing::warn!(file = %f.display(), error = %e, "cannot import image archive")
+            }
         }
     }
 }
@@ -160,7 +168,9 @@ fn dispatch(
 
 /// Pod directories whose pod is no longer bound here: stop their shims, remove them.
 async fn stop_orphans(shared: &Shared, live: &[String]) {
-    let Ok(rd) = std::fs::read_dir(&shared.pods_dir) else { return };
+    let Ok(rd) = std::fs::read_dir(&shared.pods_dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let uid = e.file_name().to_string_lossy().to_string();
         if live.contains(&uid) {

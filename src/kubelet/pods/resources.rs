@@ -52,7 +52,11 @@ pub fn milli(q: &Quantity) -> Option<i128> {
         _ => return None,
     };
     let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    let int: i128 = if int.is_empty() || int == "+" { 0 } else { int.parse().ok()? };
+    let int: i128 = if int.is_empty() || int == "+" {
+        0
+    } else {
+        int.parse().ok()?
+    };
     let mut v = int.checked_mul(mult_num)? / mult_den;
     if !frac.is_empty() {
         let digits = frac.len().min(12) as u32;
@@ -64,7 +68,11 @@ pub fn milli(q: &Quantity) -> Option<i128> {
 
 fn get(c: &Container, limits: bool, name: &str) -> Option<i128> {
     let r = c.resources.as_ref()?;
-    let m = if limits { r.limits.as_ref()? } else { r.requests.as_ref()? };
+    let m = if limits {
+        r.limits.as_ref()?
+    } else {
+        r.requests.as_ref()?
+    };
     milli(m.get(name)?)
 }
 
@@ -74,7 +82,9 @@ fn request(c: &Container, name: &str) -> Option<i128> {
 }
 
 pub fn qos(pod: &Pod) -> Qos {
-    let Some(spec) = &pod.spec else { return Qos::BestEffort };
+    let Some(spec) = &pod.spec else {
+        return Qos::BestEffort;
+    };
     let all: Vec<&Container> = spec
         .containers
         .iter()
@@ -117,7 +127,9 @@ pub fn container_resources(c: &Container) -> Resources {
     let cpu_req = request(c, "cpu");
     let cpu_lim = get(c, true, "cpu");
     // MilliCPUToShares: 2 minimum, 1024 per CPU.
-    let shares = cpu_req.map(|m| ((m * 1024) / 1000).max(2) as u64).unwrap_or(2);
+    let shares = cpu_req
+        .map(|m| ((m * 1024) / 1000).max(2) as u64)
+        .unwrap_or(2);
     let (quota, period) = match cpu_lim {
         // MilliCPUToQuota with the default 100 ms period; 1 ms minimum.
         Some(m) if m > 0 => (Some(((m * 100_000) / 1000).max(1000) as i64), Some(100_000)),

@@ -98,8 +98,15 @@ fn container_status(
         "imageID".into(),
         json!(notes.image_ids.get(&image).cloned().unwrap_or_default()),
     );
-    s.insert("restartCount".into(), json!(latest.map(attempt_of).unwrap_or(0)));
-    let previous = if tries.len() >= 2 { Some(tries[tries.len() - 2]) } else { None };
+    s.insert(
+        "restartCount".into(),
+        json!(latest.map(attempt_of).unwrap_or(0)),
+    );
+    let previous = if tries.len() >= 2 {
+        Some(tries[tries.len() - 2])
+    } else {
+        None
+    };
     let mut last_state = previous
         .map(|p| terminated(pod_uid, p, None))
         .unwrap_or_else(|| json!({}));
@@ -136,7 +143,13 @@ fn container_status(
     Value::Object(s)
 }
 
-fn condition(kind: &str, ok: bool, reason: Option<&str>, message: Option<String>, now: &str) -> Value {
+fn condition(
+    kind: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+    now: &str,
+) -> Value {
     let mut c = json!({
         "type": kind,
         "status": if ok { "True" } else { "False" },
@@ -164,7 +177,9 @@ pub fn init_done(pod: &Pod, runtime: &[ContainerState]) -> bool {
 
 /// Upstream's `getPhase`.
 pub fn phase(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>) -> &'static str {
-    let Some(spec) = &pod.spec else { return "Pending" };
+    let Some(spec) = &pod.spec else {
+        return "Pending";
+    };
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
     if !init_done(pod, runtime) {
         // A failed init container with restartPolicy Never fails the pod.
@@ -173,7 +188,11 @@ pub fn phase(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>) -> &'stat
                 .last()
                 .is_some_and(|l| !l.running && l.exit_code != Some(0))
         });
-        return if failed && policy == "Never" { "Failed" } else { "Pending" };
+        return if failed && policy == "Never" {
+            "Failed"
+        } else {
+            "Pending"
+        };
     }
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
     for c in &spec.containers {
@@ -214,10 +233,20 @@ pub fn compute(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>, qos: &s
     let old = pod.status.clone().unwrap_or_default();
     let mut phase = phase(pod, runtime, notes);
     // A terminal phase never changes again.
-    if let Some(p) = old.phase.as_deref().filter(|p| *p == "Succeeded" || *p == "Failed") {
-        phase = if p == "Succeeded" { "Succeeded" } else { "Failed" };
+    if let Some(p) = old
+        .phase
+        .as_deref()
+        .filter(|p| *p == "Succeeded" || *p == "Failed")
+    {
+        phase = if p == "Succeeded" {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
     }
-    let Some(spec) = &pod.spec else { return json!({}) };
+    let Some(spec) = &pod.spec else {
+        return json!({});
+    };
     let init_complete = init_done(pod, runtime);
     let init_statuses: Vec<Value> = spec
         .init_containers
@@ -225,7 +254,11 @@ pub fn compute(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>, qos: &s
         .flatten()
         .map(|c| container_status(uid, c, runtime, notes, "PodInitializing"))
         .collect();
-    let default_waiting = if init_complete { "ContainerCreating" } else { "PodInitializing" };
+    let default_waiting = if init_complete {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
     let statuses: Vec<Value> = spec
         .containers
         .iter()
@@ -238,7 +271,13 @@ pub fn compute(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>, qos: &s
         .collect();
     let terminal = phase == "Succeeded" || phase == "Failed";
     let now = notes.now;
-    let ready_reason = if terminal { Some("PodCompleted") } else if unready.is_empty() { None } else { Some("ContainersNotReady") };
+    let ready_reason = if terminal {
+        Some("PodCompleted")
+    } else if unready.is_empty() {
+        None
+    } else {
+        Some("ContainersNotReady")
+    };
     let ready_msg = (!terminal && !unready.is_empty())
         .then(|| format!("containers with unready status: [{}]", unready.join(" ")));
     let uninit: Vec<String> = spec
@@ -253,16 +292,35 @@ pub fn compute(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>, qos: &s
         .map(|c| c.name.clone())
         .collect();
     let mut conditions = vec![
-        condition("PodReadyToStartContainers", notes.sandbox_ready && !terminal, None, None, now),
+        condition(
+            "PodReadyToStartContainers",
+            notes.sandbox_ready && !terminal,
+            None,
+            None,
+            now,
+        ),
         condition(
             "Initialized",
             init_complete || (terminal && uninit.is_empty()),
             (!init_complete).then_some("ContainersNotInitialized"),
-            (!init_complete).then(|| format!("containers with incomplete status: [{}]", uninit.join(" "))),
+            (!init_complete)
+                .then(|| format!("containers with incomplete status: [{}]", uninit.join(" "))),
             now,
         ),
-        condition("Ready", unready.is_empty() && !terminal, ready_reason, ready_msg.clone(), now),
-        condition("ContainersReady", unready.is_empty() && !terminal, ready_reason, ready_msg, now),
+        condition(
+            "Ready",
+            unready.is_empty() && !terminal,
+            ready_reason,
+            ready_msg.clone(),
+            now,
+        ),
+        condition(
+            "ContainersReady",
+            unready.is_empty() && !terminal,
+            ready_reason,
+            ready_msg,
+            now,
+        ),
     ];
     let old_conditions: BTreeMap<String, (String, Value)> = old
         .conditions
@@ -271,7 +329,10 @@ pub fn compute(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>, qos: &s
         .map(|c| {
             (
                 c.type_.clone(),
-                (c.status.clone(), serde_json::to_value(&c.last_transition_time).unwrap_or(Value::Null)),
+                (
+                    c.status.clone(),
+                    serde_json::to_value(&c.last_transition_time).unwrap_or(Value::Null),
+                ),
             )
         })
         .collect();

@@ -25,8 +25,14 @@ pub async fn prepare(
     node_name: &str,
 ) -> Result<BTreeMap<String, PathBuf>, String> {
     let mut out = BTreeMap::new();
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-    let Some(spec) = &pod.spec else { return Ok(out) };
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let Some(spec) = &pod.spec else {
+        return Ok(out);
+    };
     for v in spec.volumes.iter().flatten() {
         let dir = pod_dir.join("volumes").join(&v.name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -49,17 +55,31 @@ async fn fill(
     }
     if let Some(cm) = &v.config_map {
         let data = config_map(client, ns, &cm.name, cm.optional.unwrap_or(false)).await?;
-        return write_items(dir, &data, cm.items.as_deref(), cm.default_mode.unwrap_or(0o644));
+        return write_items(
+            dir,
+            &data,
+            cm.items.as_deref(),
+            cm.default_mode.unwrap_or(0o644),
+        );
     }
     if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
         let data = secret(client, ns, &name, s.optional.unwrap_or(false)).await?;
-        return write_items(dir, &data, s.items.as_deref(), s.default_mode.unwrap_or(0o644));
+        return write_items(
+            dir,
+            &data,
+            s.items.as_deref(),
+            s.default_mode.unwrap_or(0o644),
+        );
     }
     if let Some(d) = &v.downward_api {
         let mode = d.default_mode.unwrap_or(0o644);
         for f in d.items.iter().flatten() {
-            let value = downward(pod, f.field_ref.as_ref().map(|r| r.field_path.as_str()), node_name)?;
+            let value = downward(
+                pod,
+                f.field_ref.as_ref().map(|r| r.field_path.as_str()),
+                node_name,
+            )?;
             write_file(dir, &f.path, value.as_bytes(), f.mode.unwrap_or(mode))?;
         }
         return Ok(());
@@ -68,7 +88,8 @@ async fn fill(
         let mode = p.default_mode.unwrap_or(0o644);
         for src in p.sources.iter().flatten() {
             if let Some(t) = &src.service_account_token {
-                let token = sa_token(client, pod, ns, t.audience.clone(), t.expiration_seconds).await?;
+                let token =
+                    sa_token(client, pod, ns, t.audience.clone(), t.expiration_seconds).await?;
                 write_file(dir, &t.path, token.as_bytes(), mode)?;
             }
             if let Some(cm) = &src.config_map {
@@ -81,15 +102,21 @@ async fn fill(
             }
             if let Some(d) = &src.downward_api {
                 for f in d.items.iter().flatten() {
-                    let value =
-                        downward(pod, f.field_ref.as_ref().map(|r| r.field_path.as_str()), node_name)?;
+                    let value = downward(
+                        pod,
+                        f.field_ref.as_ref().map(|r| r.field_path.as_str()),
+                        node_name,
+                    )?;
                     write_file(dir, &f.path, value.as_bytes(), f.mode.unwrap_or(mode))?;
                 }
             }
         }
         return Ok(());
     }
-    Err(format!("volume {:?}: this volume type is not supported yet", v.name))
+    Err(format!(
+        "volume {:?}: this volume type is not supported yet",
+        v.name
+    ))
 }
 
 async fn config_map(
@@ -126,7 +153,12 @@ async fn secret(
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     match api.get_opt(name).await {
-        Ok(Some(s)) => Ok(s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()),
+        Ok(Some(s)) => Ok(s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect()),
         Ok(None) if optional => Ok(BTreeMap::new()),
         Ok(None) => Err(format!("secret \"{name}\" not found")),
         Err(e) => Err(format!("secret \"{name}\": {e}")),

@@ -50,7 +50,9 @@ pub struct Worker {
 
 /// Run the worker until the pod is gone from this node.
 pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Pod>>) {
-    let Some(pod) = rx.borrow().clone() else { return };
+    let Some(pod) = rx.borrow().clone() else {
+        return;
+    };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut w = Worker {
         dir: shared.pods_dir.join(&uid),
@@ -83,7 +85,12 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Pod>>) {
                 .pod
                 .metadata
                 .deletion_grace_period_seconds
-                .or_else(|| w.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                .or_else(|| {
+                    w.pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds)
+                })
                 .unwrap_or(30)
                 .max(0) as u64;
             w.teardown(Duration::from_secs(grace)).await;
@@ -162,8 +169,14 @@ impl Worker {
                 self.finished = true;
                 return Ok(());
             }
-            std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
-            let host_net = self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+            let host_net = self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false);
             shim::spawn(&self.dir, &container_spec::hostname(&self.pod), host_net)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -173,11 +186,23 @@ impl Worker {
         container_spec::write_pod_files(&self.dir, &self.pod, &pod_ip)
             .map_err(|e| format!("pod files: {e}"))?;
         if self.volumes.is_none() {
-            match super::volumes::prepare(&self.client(), &self.pod, &self.dir, &self.shared.node_name).await {
+            match super::volumes::prepare(
+                &self.client(),
+                &self.pod,
+                &self.dir,
+                &self.shared.node_name,
+            )
+            .await
+            {
                 Ok(v) => self.volumes = Some(v),
                 Err(e) => {
                     if self.said.insert(format!("mount:{e}")) {
-                        self.event("FailedMount", format!("MountVolume.SetUp failed: {e}"), true, None);
+                        self.event(
+                            "FailedMount",
+                            format!("MountVolume.SetUp failed: {e}"),
+                            true,
+                            None,
+                        );
                     }
                     return self.write_status().await;
                 }
@@ -205,7 +230,12 @@ impl Worker {
     }
 
     fn pod_ip(&self) -> String {
-        let host_net = self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        let host_net = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
         if host_net {
             self.shared.node_ip.clone()
         } else {
@@ -215,11 +245,18 @@ impl Worker {
 
     /// Start whatever should run next.
     async fn advance(&mut self) {
-        let Some(spec) = self.pod.spec.clone() else { return };
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let Some(spec) = self.pod.spec.clone() else {
+            return;
+        };
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
         self.backoff_msg.clear();
         for c in spec.init_containers.iter().flatten() {
-            let latest = attempts(&self.runtime, &c.name).last().map(|l| (*l).clone());
+            let latest = attempts(&self.runtime, &c.name)
+                .last()
+                .map(|l| (*l).clone());
             match latest {
                 None => {
                     self.start(c, true, 0).await;
@@ -236,7 +273,9 @@ impl Worker {
             }
         }
         for c in &spec.containers {
-            let latest = attempts(&self.runtime, &c.name).last().map(|l| (*l).clone());
+            let latest = attempts(&self.runtime, &c.name)
+                .last()
+                .map(|l| (*l).clone());
             match latest {
                 None => self.start(c, false, 0).await,
                 Some(l) if l.running => {}
@@ -267,7 +306,10 @@ impl Worker {
                     self.pod.metadata.namespace.as_deref().unwrap_or_default(),
                     self.uid
                 );
-                if self.said.insert(format!("backoff:{}:{}", c.name, attempt_of(last))) {
+                if self
+                    .said
+                    .insert(format!("backoff:{}:{}", c.name, attempt_of(last)))
+                {
                     self.event(
                         "BackOff",
                         "Back-off restarting failed container".into(),
@@ -278,7 +320,8 @@ impl Worker {
                 self.backoff_msg.insert(c.name.clone(), msg);
                 return;
             }
-            self.backoff.insert(c.name.clone(), ((delay * 2).min(BACKOFF_MAX), now));
+            self.backoff
+                .insert(c.name.clone(), ((delay * 2).min(BACKOFF_MAX), now));
         } else {
             self.backoff.insert(c.name.clone(), (BACKOFF_START, now));
         }
@@ -304,7 +347,8 @@ impl Worker {
                     self.event("Failed", msg.clone(), true, fp.clone());
                     self.event("Failed", "Error: ErrImagePull".into(), true, fp);
                 }
-                self.waiting.insert(c.name.clone(), ("ErrImagePull".into(), msg));
+                self.waiting
+                    .insert(c.name.clone(), ("ErrImagePull".into(), msg));
                 return;
             }
         };
@@ -343,16 +387,35 @@ impl Worker {
             }
         };
         let id = container_spec::container_id(&c.name, attempt);
-        match shim::call(&self.dir, &Request::Run { id, spec: Box::new(spec) }).await {
+        match shim::call(
+            &self.dir,
+            &Request::Run {
+                id,
+                spec: Box::new(spec),
+            },
+        )
+        .await
+        {
             Ok(_) => {
                 self.waiting.remove(&c.name);
-                self.event("Created", format!("Created container: {}", c.name), false, fp.clone());
-                self.event("Started", format!("Started container {}", c.name), false, fp);
+                self.event(
+                    "Created",
+                    format!("Created container: {}", c.name),
+                    false,
+                    fp.clone(),
+                );
+                self.event(
+                    "Started",
+                    format!("Started container {}", c.name),
+                    false,
+                    fp,
+                );
             }
             Err(e) => {
                 let msg = e.to_string();
                 self.event("Failed", format!("Error: {msg}"), true, fp);
-                self.waiting.insert(c.name.clone(), ("RunContainerError".into(), msg));
+                self.waiting
+                    .insert(c.name.clone(), ("RunContainerError".into(), msg));
                 // Retried after the back-off, as a crash would be.
                 self.backoff
                     .entry(c.name.clone())
@@ -364,8 +427,14 @@ impl Worker {
     fn messages(&self) -> HashMap<String, String> {
         let mut m = HashMap::new();
         let Some(spec) = &self.pod.spec else { return m };
-        for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
-            let Some(l) = attempts(&self.runtime, &c.name).last().copied() else { continue };
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            let Some(l) = attempts(&self.runtime, &c.name).last().copied() else {
+                continue;
+            };
             if l.running {
                 continue;
             }
@@ -391,7 +460,9 @@ impl Worker {
         let path = container_spec::pod_log_dir(&self.shared.log_dir, &self.pod)
             .join(&c.name)
             .join(format!("{attempt}.log"));
-        let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return String::new();
+        };
         let lines: Vec<&str> = text
             .lines()
             .filter_map(|l| l.splitn(4, ' ').nth(3))
@@ -421,11 +492,19 @@ impl Worker {
         if self.last_status.as_ref().map(status::comparable) == Some(cmp) {
             return Ok(());
         }
-        let ns = self.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = self
+            .pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client(), &ns);
         let patch = json!({"status": st});
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(p) => {
                 if p.metadata.uid.as_deref() == Some(self.uid.as_str()) {
                     self.pod.status = p.status;
@@ -440,14 +519,38 @@ impl Worker {
     /// Stop the containers (SIGTERM, SIGKILL after `grace`), report, stop the shim, clean up.
     async fn teardown(&mut self, grace: Duration) {
         if self.refresh().await.is_ok() {
-            let running: Vec<ContainerState> = self.runtime.iter().filter(|c| c.running).cloned().collect();
+            let running: Vec<ContainerState> =
+                self.runtime.iter().filter(|c| c.running).cloned().collect();
             if !running.is_empty() {
                 for c in &running {
-                    let name = c.annotations.get(container_spec::ANN_NAME).cloned().unwrap_or_default();
-                    let init = c.annotations.get(container_spec::ANN_INIT).is_some_and(|v| v == "true");
-                    self.event("Killing", format!("Stopping container {name}"), false, events::field_path(init, &name));
-                    let sig = if grace.is_zero() { libc::SIGKILL } else { libc::SIGTERM };
-                    let _ = shim::call(&self.dir, &Request::Kill { id: c.id.clone(), signal: sig }).await;
+                    let name = c
+                        .annotations
+                        .get(container_spec::ANN_NAME)
+                        .cloned()
+                        .unwrap_or_default();
+                    let init = c
+                        .annotations
+                        .get(container_spec::ANN_INIT)
+                        .is_some_and(|v| v == "true");
+                    self.event(
+                        "Killing",
+                        format!("Stopping container {name}"),
+                        false,
+                        events::field_path(init, &name),
+                    );
+                    let sig = if grace.is_zero() {
+                        libc::SIGKILL
+                    } else {
+                        libc::SIGTERM
+                    };
+                    let _ = shim::call(
+                        &self.dir,
+                        &Request::Kill {
+                            id: c.id.clone(),
+                            signal: sig,
+                        },
+                    )
+                    .await;
                 }
                 let deadline = Instant::now() + grace;
                 let mut killed = grace.is_zero();
@@ -458,7 +561,14 @@ impl Worker {
                     }
                     if !killed && Instant::now() >= deadline {
                         for c in self.runtime.iter().filter(|c| c.running) {
-                            let _ = shim::call(&self.dir, &Request::Kill { id: c.id.clone(), signal: libc::SIGKILL }).await;
+                            let _ = shim::call(
+                                &self.dir,
+                                &Request::Kill {
+                                    id: c.id.clone(),
+                                    signal: libc::SIGKILL,
+                                },
+                            )
+                            .await;
                         }
                         killed = true;
                     }
@@ -484,11 +594,17 @@ impl Worker {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_dir_all(container_spec::pod_log_dir(&self.shared.log_dir, &self.pod));
+        let _ =
+            std::fs::remove_dir_all(container_spec::pod_log_dir(&self.shared.log_dir, &self.pod));
     }
 
     async fn final_delete(&self) {
-        let ns = self.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = self
+            .pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client(), &ns);
         let dp = DeleteParams {

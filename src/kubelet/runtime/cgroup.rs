@@ -18,7 +18,9 @@ pub struct Error {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(std::env::var_os("RAMPART_CGROUP_ROOT").unwrap_or_else(|| "/sys/fs/cgroup".into()))
+    PathBuf::from(
+        std::env::var_os("RAMPART_CGROUP_ROOT").unwrap_or_else(|| "/sys/fs/cgroup".into()),
+    )
 }
 
 /// The directories of one cgroup path across the controllers that are mounted.

@@ -81,13 +81,47 @@ pub fn cap_mask(names: &[String]) -> Result<u64, Error> {
 
 /// Capability names by number (linux/capability.h).
 pub const CAP_NAMES: [&str; 41] = [
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
-    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN",
-    "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE",
-    "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
-    "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ",
-    "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
 ];
 
 /// Start the container described by `spec` with its state in `dir` (created).
@@ -227,8 +261,14 @@ impl Child<'_> {
                 unsafe { libc::signal(sig, libc::SIG_DFL) };
             }
         }
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-            .map_err(sys("make / private"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(sys("make / private"))?;
         self.mount_rootfs()?;
         self.mount_system()?;
         for m in &spec.mounts {
@@ -255,7 +295,11 @@ impl Child<'_> {
             )
             .map_err(sys("remount / read-only"))?;
         }
-        let cwd = if spec.process.cwd.is_empty() { "/" } else { &spec.process.cwd };
+        let cwd = if spec.process.cwd.is_empty() {
+            "/"
+        } else {
+            &spec.process.cwd
+        };
         if !spec.root.readonly {
             let _ = std::fs::create_dir_all(cwd);
         }
@@ -266,8 +310,11 @@ impl Child<'_> {
             seccomp::install(p).map_err(io("install the seccomp profile"))?;
         }
         let u = &spec.process.user;
-        let gids: Vec<nix::unistd::Gid> =
-            u.additional_gids.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        let gids: Vec<nix::unistd::Gid> = u
+            .additional_gids
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
         nix::unistd::setgroups(&gids).map_err(sys("setgroups"))?;
         let gid = nix::unistd::Gid::from_raw(u.gid);
         nix::unistd::setresgid(gid, gid, gid).map_err(sys("setresgid"))?;
@@ -285,7 +332,12 @@ impl Child<'_> {
         // then (it is close-on-exec already).
         // SAFETY: close_range(2) with integer arguments.
         let rc = unsafe {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC)
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
         };
         if rc != 0 {
             return Err(io("close_range")(std::io::Error::last_os_error()));
@@ -329,8 +381,14 @@ impl Child<'_> {
             escape_overlay(&self.dir.join("upper")),
             escape_overlay(&self.dir.join("work"))
         );
-        mount(Some("overlay"), self.rootfs, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-            .map_err(sys("mount the overlay root filesystem"))
+        mount(
+            Some("overlay"),
+            self.rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(sys("mount the overlay root filesystem"))
     }
 
     fn mount_system(&self) -> Result<(), Error> {
@@ -338,10 +396,17 @@ impl Child<'_> {
         let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         let proc_ = mkdir_in(r, "/proc")?;
         if self.spec.linux.host_pid {
-            mount(Some("/proc"), &proc_, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                .map_err(sys("bind /proc"))?;
+            mount(
+                Some("/proc"),
+                &proc_,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(sys("bind /proc"))?;
         } else {
-            mount(Some("proc"), &proc_, Some("proc"), nosuid, None::<&str>).map_err(sys("mount /proc"))?;
+            mount(Some("proc"), &proc_, Some("proc"), nosuid, None::<&str>)
+                .map_err(sys("mount /proc"))?;
         }
         let dev = mkdir_in(r, "/dev")?;
         mount(
@@ -384,41 +449,62 @@ impl Child<'_> {
             std::os::unix::fs::symlink(target, dev.join(link)).map_err(io("symlink in /dev"))?;
         }
         for (d, fs, flags, opts) in [
-            ("pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+            (
+                "pts",
+                "devpts",
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620,gid=5",
+            ),
             ("shm", "tmpfs", nosuid, "mode=1777,size=65536k"),
             ("mqueue", "mqueue", nosuid, ""),
         ] {
             let p = dev.join(d);
             std::fs::create_dir(&p).map_err(io(format!("mkdir /dev/{d}")))?;
-            mount(Some(fs), &p, Some(fs), flags, Some(opts)).map_err(sys(format!("mount /dev/{d}")))?;
+            mount(Some(fs), &p, Some(fs), flags, Some(opts))
+                .map_err(sys(format!("mount /dev/{d}")))?;
         }
         let sys_ = mkdir_in(r, "/sys")?;
-        mount(Some("sysfs"), &sys_, Some("sysfs"), nosuid | MsFlags::MS_RDONLY, None::<&str>)
-            .map_err(sys("mount /sys"))?;
+        mount(
+            Some("sysfs"),
+            &sys_,
+            Some("sysfs"),
+            nosuid | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(sys("mount /sys"))?;
         Ok(())
     }
 
     fn mount_one(&self, m: &super::spec::Mount) -> Result<(), Error> {
         match m.kind.as_str() {
             "bind" => {
-                let src = m
-                    .source
-                    .as_ref()
-                    .ok_or_else(|| Error::Setup(format!("bind mount {} without a source", m.destination)))?;
-                let meta = std::fs::metadata(src).map_err(io(format!("mount source {}", src.display())))?;
+                let src = m.source.as_ref().ok_or_else(|| {
+                    Error::Setup(format!("bind mount {} without a source", m.destination))
+                })?;
+                let meta = std::fs::metadata(src)
+                    .map_err(io(format!("mount source {}", src.display())))?;
                 let dst = if meta.is_dir() {
                     mkdir_in(self.rootfs, &m.destination)?
                 } else {
                     touch_in(self.rootfs, &m.destination)?
                 };
-                mount(Some(src.as_path()), &dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                    .map_err(sys(format!("bind mount {}", m.destination)))?;
+                mount(
+                    Some(src.as_path()),
+                    &dst,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(sys(format!("bind mount {}", m.destination)))?;
                 if m.readonly {
                     mount(
                         None::<&str>,
                         &dst,
                         None::<&str>,
-                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+                        MsFlags::MS_BIND
+                            | MsFlags::MS_REMOUNT
+                            | MsFlags::MS_RDONLY
+                            | MsFlags::MS_REC,
                         None::<&str>,
                     )
                     .map_err(sys(format!("read-only {}", m.destination)))?;
@@ -440,28 +526,57 @@ impl Child<'_> {
 
     fn mask_paths(&self) -> Result<(), Error> {
         for p in MASKED_PATHS {
-            let Ok(target) = secure_join(self.rootfs, p) else { continue };
-            let Ok(meta) = std::fs::symlink_metadata(&target) else { continue };
+            let Ok(target) = secure_join(self.rootfs, p) else {
+                continue;
+            };
+            let Ok(meta) = std::fs::symlink_metadata(&target) else {
+                continue;
+            };
             let r = if meta.is_dir() {
-                mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+                mount(
+                    Some("tmpfs"),
+                    &target,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY,
+                    None::<&str>,
+                )
             } else {
-                mount(Some("/dev/null"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                mount(
+                    Some("/dev/null"),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
             };
             r.map_err(sys(format!("mask {p}")))?;
         }
         for p in READONLY_PATHS {
-            let Ok(target) = secure_join(self.rootfs, p) else { continue };
+            let Ok(target) = secure_join(self.rootfs, p) else {
+                continue;
+            };
             if !target.exists() {
                 continue;
             }
-            mount(Some(&target), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                .map_err(sys(format!("bind {p}")))?;
+            mount(
+                Some(&target),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(sys(format!("bind {p}")))?;
             mount(
                 None::<&str>,
                 &target,
                 None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC
-                    | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_REC
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
                 None::<&str>,
             )
             .map_err(sys(format!("read-only {p}")))?;
@@ -489,7 +604,8 @@ impl Child<'_> {
         for cap in 0..=last.min(63) {
             if self.caps & (1 << cap) == 0 {
                 // SAFETY: prctl(2) with integer arguments.
-                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0
+                {
                     let e = std::io::Error::last_os_error();
                     if e.raw_os_error() != Some(libc::EINVAL) {
                         return Err(io("drop a bounding capability")(e));
@@ -498,7 +614,15 @@ impl Child<'_> {
             }
         }
         // SAFETY: prctl(2) with integer arguments: clear the ambient set.
-        unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+        unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            )
+        };
         Ok(())
     }
 }
@@ -519,7 +643,10 @@ struct CapData {
 
 fn capset(effective: u64, permitted: u64, inheritable: u64) -> std::io::Result<()> {
     const V3: u32 = 0x2008_0522;
-    let hdr = CapHeader { version: V3, pid: 0 };
+    let hdr = CapHeader {
+        version: V3,
+        pid: 0,
+    };
     let data = [
         CapData {
             effective: effective as u32,
@@ -635,7 +762,10 @@ fn mkdir_in(root: &Path, path: &str) -> Result<PathBuf, Error> {
 
 /// Create an empty file (for a file bind mount) inside the root.
 fn touch_in(root: &Path, path: &str) -> Result<PathBuf, Error> {
-    let parent = Path::new(path).parent().and_then(|p| p.to_str()).unwrap_or("/");
+    let parent = Path::new(path)
+        .parent()
+        .and_then(|p| p.to_str())
+        .unwrap_or("/");
     mkdir_in(root, parent)?;
     let p = secure_join(root, path)?;
     if !p.exists() {

@@ -95,10 +95,7 @@ fn backend(x: seccompiler::BackendError) -> Error {
     Error(x.to_string())
 }
 
-fn compile(
-    rules: BTreeMap<i64, Vec<SeccompRule>>,
-    errno: i32,
-) -> Result<BpfProgram, Error> {
+fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProgram, Error> {
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -116,9 +113,8 @@ pub fn default_programs() -> Result<Vec<BpfProgram>, Error> {
     for nr in DENIED {
         rules.insert(*nr, Vec::new());
     }
-    let cond = |idx, op, v| {
-        SeccompCondition::new(idx, SeccompCmpArgLen::Dword, op, v).map_err(backend)
-    };
+    let cond =
+        |idx, op, v| SeccompCondition::new(idx, SeccompCmpArgLen::Dword, op, v).map_err(backend);
     rules.insert(
         libc::SYS_socket,
         vec![
@@ -160,8 +156,8 @@ struct SockFprog {
 
 /// Install a program on the calling thread. Needs `CAP_SYS_ADMIN` or `no_new_privs`.
 pub fn install(prog: &BpfProgram) -> std::io::Result<()> {
-    let len = u16::try_from(prog.len())
-        .map_err(|_| std::io::Error::other("seccomp program too long"))?;
+    let len =
+        u16::try_from(prog.len()).map_err(|_| std::io::Error::other("seccomp program too long"))?;
     let fprog = SockFprog {
         len,
         filter: prog.as_ptr(),

@@ -99,9 +99,10 @@ struct Ctr {
 pub fn main(mut args: ShimArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     // Absolute: overlayfs options and the socket path must not depend on a working directory.
-    args.dir = std::fs::canonicalize(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("pipe: {e}"))?;
+    args.dir =
+        std::fs::canonicalize(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: `rampart __shim` is started single-threaded (no tokio runtime exists in this
     // process), so the forked child inherits no lock held by another thread.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
@@ -168,7 +169,8 @@ fn setup(args: &ShimArgs) -> Result<(UnixListener, SignalFd), String> {
         .map_err(|e| format!("chmod socket: {e}"))?;
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
-    mask.thread_block().map_err(|e| format!("sigprocmask: {e}"))?;
+    mask.thread_block()
+        .map_err(|e| format!("sigprocmask: {e}"))?;
     // A client that goes away mid-answer must not kill the shim.
     // SAFETY: setting SIGPIPE to ignored, no handler code involved.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
@@ -239,9 +241,16 @@ fn serve(args: &ShimArgs, listener: UnixListener, sigfd: SignalFd) {
         for (_, _, raw) in &pipes {
             // SAFETY: the descriptor is owned by `shim.ctrs`, which is not changed until
             // `fds` is dropped at the end of this iteration's poll.
-            fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*raw) }, PollFlags::POLLIN));
+            fds.push(PollFd::new(
+                unsafe { BorrowedFd::borrow_raw(*raw) },
+                PollFlags::POLLIN,
+            ));
         }
-        let timeout = if shim.shutting_down { 100u16 } else { 10_000u16 };
+        let timeout = if shim.shutting_down {
+            100u16
+        } else {
+            10_000u16
+        };
         if let Err(e) = poll(&mut fds, PollTimeout::from(timeout)) {
             if e != nix::errno::Errno::EINTR {
                 eprintln!("{} poll: {e}", now());
@@ -368,7 +377,10 @@ impl Shim {
             }
         };
         for fd in [&started.stdout, &started.stderr] {
-            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+            let _ = nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            );
         }
         self.ctrs.insert(
             id.to_string(),
@@ -396,7 +408,9 @@ impl Shim {
 
     /// Move what a pipe holds into the log; close it at EOF.
     fn pump(&mut self, id: &str, stdout: bool) {
-        let Some(c) = self.ctrs.get_mut(id) else { return };
+        let Some(c) = self.ctrs.get_mut(id) else {
+            return;
+        };
         let slot = if stdout { &mut c.stdout } else { &mut c.stderr };
         let Some((fd, stream)) = slot else { return };
         let mut buf = [0u8; 65536];
@@ -449,7 +463,9 @@ impl Shim {
             // Drain what the pipes still hold before the exit is visible.
             self.pump(&id, true);
             self.pump(&id, false);
-            let Some(c) = self.ctrs.get_mut(&id) else { continue };
+            let Some(c) = self.ctrs.get_mut(&id) else {
+                continue;
+            };
             c.state.running = false;
             c.state.exit_code = code.or(signal.map(|s| 128 + s));
             c.state.signal = signal;
@@ -458,7 +474,10 @@ impl Shim {
             if let Some(p) = &c.cgroup_path {
                 super::cgroup::remove(p);
             }
-            eprintln!("{} container {id} (pid {pid}) exited: code {code:?} signal {signal:?}", now());
+            eprintln!(
+                "{} container {id} (pid {pid}) exited: code {code:?} signal {signal:?}",
+                now()
+            );
         }
     }
 }

@@ -109,7 +109,13 @@ fn import_staged(store: &Store, file: &Path, staging: &Path) -> Result<Vec<Image
     }
     let mut added_layers: Vec<PathBuf> = Vec::new();
     let mut added_blobs: Vec<PathBuf> = Vec::new();
-    let r = commit_candidates(store, staging, candidates, &mut added_layers, &mut added_blobs);
+    let r = commit_candidates(
+        store,
+        staging,
+        candidates,
+        &mut added_layers,
+        &mut added_blobs,
+    );
     if r.is_err() {
         for p in added_layers {
             let _ = remove_tree(&p);
@@ -133,7 +139,10 @@ fn commit_candidates(
         if c.config.architecture != host_arch() {
             return Err(Error::Invalid(format!(
                 "image {} is for architecture {:?}, this node is {}",
-                c.names.first().map(String::as_str).unwrap_or(&c.config_digest),
+                c.names
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or(&c.config_digest),
                 c.config.architecture,
                 host_arch()
             )));
@@ -175,7 +184,12 @@ fn commit_candidates(
                 }
             };
             let check = if want_blob.as_ref().is_some_and(|w| w != &u.blob_digest) {
-                Err(lie(blob, staging, want_blob.as_deref().unwrap_or(""), &u.blob_digest))
+                Err(lie(
+                    blob,
+                    staging,
+                    want_blob.as_deref().unwrap_or(""),
+                    &u.blob_digest,
+                ))
             } else if &u.diff_id != diff_id {
                 Err(Error::Invalid(format!(
                     "layer {}: content digest {} does not match the config's diff_id {diff_id}",
@@ -234,9 +248,9 @@ fn extract(file: &Path, staging: &Path) -> Result<(), Error> {
     let comp = layer::sniff(file)?;
     let f = std::fs::File::open(file).map_err(io_err(file))?;
     let r: Box<dyn std::io::Read> = match comp {
-        layer::Compression::Gzip => Box::new(flate2::read::GzDecoder::new(
-            std::io::BufReader::new(f),
-        )),
+        layer::Compression::Gzip => {
+            Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)))
+        }
         layer::Compression::None => Box::new(std::io::BufReader::new(f)),
     };
     let mut ar = tar::Archive::new(r);
@@ -269,7 +283,9 @@ fn extract(file: &Path, staging: &Path) -> Result<(), Error> {
 fn inside(staging: &Path, name: &str) -> Result<PathBuf, Error> {
     let p = staging.join(name.trim_start_matches('/'));
     let canon = p.canonicalize().map_err(|_| {
-        Error::Invalid(format!("the archive names {name:?}, which it does not contain (truncated?)"))
+        Error::Invalid(format!(
+            "the archive names {name:?}, which it does not contain (truncated?)"
+        ))
     })?;
     let root = staging.canonicalize().map_err(io_err(staging))?;
     if !canon.starts_with(&root) || !canon.is_file() {
@@ -315,7 +331,10 @@ fn docker_legacy(staging: &Path) -> Result<Vec<Candidate>, Error> {
             let p = inside(staging, l)?;
             // `blobs/sha256/<hex>` (docker ≥ 25) names its digest; `<id>/layer.tar` does not
             // (the diff_id check still covers it).
-            let want = l.starts_with("blobs/sha256/").then(|| sha_of_name(l)).flatten();
+            let want = l
+                .starts_with("blobs/sha256/")
+                .then(|| sha_of_name(l))
+                .flatten();
             layers.push((p, want));
         }
         let names = normalize_all(e.repo_tags.unwrap_or_default())?;
@@ -363,7 +382,10 @@ fn oci_layout(staging: &Path, tags: &[(String, Vec<String>)]) -> Result<Vec<Cand
             .map_err(|e| Error::Invalid(format!("index.json: invalid manifests: {e}")))?;
     for d in manifests {
         let mut names = Vec::new();
-        for key in ["io.containerd.image.name", "org.opencontainers.image.ref.name"] {
+        for key in [
+            "io.containerd.image.name",
+            "org.opencontainers.image.ref.name",
+        ] {
             if let Some(n) = d.annotations.get(key) {
                 // A bare tag ("latest") is not a full reference; skip it.
                 if n.contains('/') || n.contains(':') || key == "io.containerd.image.name" {
@@ -382,11 +404,7 @@ fn oci_layout(staging: &Path, tags: &[(String, Vec<String>)]) -> Result<Vec<Cand
 }
 
 /// Follow an index to the manifest for this platform; returns (digest, path).
-fn resolve_manifest(
-    staging: &Path,
-    d: Descriptor,
-    depth: u32,
-) -> Result<(String, PathBuf), Error> {
+fn resolve_manifest(staging: &Path, d: Descriptor, depth: u32) -> Result<(String, PathBuf), Error> {
     if depth > 4 {
         return Err(Error::Invalid("image index nesting deeper than 4".into()));
     }
@@ -466,7 +484,10 @@ fn manifest_candidate(
             .digest
             .strip_prefix("sha256:")
             .ok_or_else(|| Error::Invalid(format!("unsupported digest {:?}", l.digest)))?;
-        layers.push((inside(staging, &format!("blobs/sha256/{hex}"))?, Some(l.digest)));
+        layers.push((
+            inside(staging, &format!("blobs/sha256/{hex}"))?,
+            Some(l.digest),
+        ));
     }
     Ok(Candidate {
         names,

@@ -96,9 +96,9 @@ pub fn unpack(blob: &Path, dst: &Path) -> Result<Unpacked, Error> {
         };
         let mut tar_hash = Hashing::new(inner);
         unpack_tar(&mut tar_hash, dst)?;
-        tar_hash.finish().map_err(|e| {
-            Error::Invalid(format!("layer {}: cannot read: {e}", blob.display()))
-        })?
+        tar_hash
+            .finish()
+            .map_err(|e| Error::Invalid(format!("layer {}: cannot read: {e}", blob.display())))?
     };
     let blob_digest = outer.finish().map_err(io_err(blob))?;
     Ok(Unpacked {
@@ -117,9 +117,9 @@ pub fn digests(blob: &Path) -> Result<Unpacked, Error> {
             Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut outer)),
             Compression::None => Box::new(&mut outer),
         };
-        Hashing::new(inner).finish().map_err(|e| {
-            Error::Invalid(format!("layer {}: cannot read: {e}", blob.display()))
-        })?
+        Hashing::new(inner)
+            .finish()
+            .map_err(|e| Error::Invalid(format!("layer {}: cannot read: {e}", blob.display())))?
     };
     let blob_digest = outer.finish().map_err(io_err(blob))?;
     Ok(Unpacked {

@@ -334,7 +334,10 @@ pub fn table(images: &[Image]) -> Vec<BTreeMap<&'static str, String>> {
                 m.insert("name", n);
                 m.insert(
                     "id",
-                    i.id.trim_start_matches("sha256:").chars().take(12).collect(),
+                    i.id.trim_start_matches("sha256:")
+                        .chars()
+                        .take(12)
+                        .collect(),
                 );
                 m.insert("size", human_size(i.size));
                 m

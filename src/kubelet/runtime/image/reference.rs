@@ -27,8 +27,8 @@ pub fn normalize(reference: &str) -> Result<String, Error> {
         )));
     }
     let first = repo.split('/').next().unwrap_or("");
-    let has_host = repo.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_host =
+        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let full = if has_host {
         repo.to_string()
     } else if repo.contains('/') {
