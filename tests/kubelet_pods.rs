@@ -406,3 +406,32 @@ fn containers_survive_an_agent_kill() {
     );
     n.delete("steady");
 }
+
+#[test]
+fn default_pods_get_their_service_account_volume() {
+    require_privileged!();
+    let n = start();
+    // No automountServiceAccountToken: false here — admission injects kube-api-access-*
+    // (projected token, kube-root-ca.crt, namespace) and the kubelet must fill it.
+    let yaml = n
+        .pod_yaml(
+            "sa",
+            "Never",
+            "d=/var/run/secrets/kubernetes.io/serviceaccount; echo ns=$(cat $d/namespace); \
+             echo ca=$(grep -c 'BEGIN CERTIFICATE' $d/ca.crt); echo token=$(cut -d. -f1 $d/token | wc -c)",
+            "",
+        )
+        .replace("  automountServiceAccountToken: false\n", "");
+    n.create(&yaml);
+    let done = n.wait_for("sa", 30, "Succeeded", |p| phase(p) == "Succeeded");
+    let log = n.log_text(&done, "main");
+    assert!(log.contains("ns=default"), "{log}");
+    assert!(!log.contains("ca=0") && log.contains("ca="), "{log}");
+    let token_len: usize = log
+        .lines()
+        .find_map(|l| l.strip_prefix("token="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(token_len > 10, "no JWT header in the token: {log}");
+    n.delete("sa");
+}
