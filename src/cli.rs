@@ -50,6 +50,12 @@ pub enum Command {
     /// Check Cedar policy files and evaluate policy test cases offline.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The node's local images: import archives (air gap), list, remove.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// The per-pod runtime shim, started by the agent (not for direct use).
+    #[command(name = "__shim", hide = true)]
+    Shim(crate::kubelet::runtime::shim::ShimArgs),
     /// Encrypted snapshots of a server: save (online), ls, restore (on a fresh machine), prune.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -102,6 +108,43 @@ pub enum SnapshotCommand {
         #[arg(long, default_value_t = 5)]
         snapshot_retention: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Import `docker save` or OCI-archive tarballs (optionally gzip-compressed).
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        store: ImageStoreArgs,
+    },
+    /// List images.
+    Ls {
+        /// Only print image ids.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        store: ImageStoreArgs,
+    },
+    /// Remove images (by name or id).
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[command(flatten)]
+        store: ImageStoreArgs,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageStoreArgs {
+    /// The agent's data directory (a server's embedded agent uses SERVER_DATA_DIR/agent).
+    #[arg(
+        long,
+        default_value = "/var/lib/rampart/agent",
+        env = "RAMPART_AGENT_DATA_DIR"
+    )]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +279,9 @@ pub struct ServerArgs {
     /// How many scheduled snapshots to keep.
     #[arg(long, default_value_t = 5)]
     pub snapshot_retention: usize,
+    /// The embedded agent's kubelet settings.
+    #[command(flatten)]
+    pub kubelet: KubeletArgs,
     /// Name of the embedded agent's node (default: the hostname, lowercased).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -496,6 +542,19 @@ pub struct AgentArgs {
     /// The node's InternalIP (default: the first non-loopback address).
     #[arg(long)]
     pub node_ip: Option<std::net::IpAddr>,
+    #[command(flatten)]
+    pub kubelet: KubeletArgs,
+}
+
+/// Kubelet settings shared by `rampart agent` and the server's embedded agent.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KubeletArgs {
+    /// Root of the containers' CRI-format logs (`<ns>_<pod>_<uid>/<container>/<n>.log`).
+    #[arg(long, default_value = "/var/log/pods")]
+    pub pod_log_dir: PathBuf,
+    /// cgroup parent of the pods below each cgroup v1 controller.
+    #[arg(long, default_value = "kubepods")]
+    pub kubelet_cgroup_root: String,
 }
 
 #[derive(Debug, clap::Args)]

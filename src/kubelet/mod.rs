@@ -1,5 +1,6 @@
-//! The kubelet: today node registration, node status and the node Lease (upstream's
-//! `kubelet_node_status.go` and `nodelease`); pods come with the runtime.
+//! The kubelet: node registration, node status and the node Lease (upstream's
+//! `kubelet_node_status.go` and `nodelease`), and the pods bound to the node (`pods/`) run
+//! by the embedded runtime (`runtime/`).
 //!
 //! Invariant: reaches the cluster only through the Kubernetes API with the node's own
 //! credentials. The client is handed over through a `watch` channel so that certificate
@@ -7,6 +8,8 @@
 
 pub mod lease;
 pub mod node;
+pub mod pods;
+pub mod runtime;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -21,8 +24,13 @@ pub struct Config {
     pub hostname: String,
     /// Extra labels (e.g. the control-plane role of a server's embedded agent).
     pub extra_labels: Vec<(String, String)>,
-    /// Filesystem whose size is the node's ephemeral-storage.
+    /// Filesystem whose size is the node's ephemeral-storage; also holds the image store
+    /// (`content/`), archives to import at start (`images/`) and pod state (`pods/`).
     pub data_dir: PathBuf,
+    /// Root of the CRI-format container logs.
+    pub pod_log_dir: PathBuf,
+    /// cgroup parent of the pods (`kubepods`).
+    pub cgroup_root: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +67,7 @@ pub async fn run(
         }
     };
     tracing::info!(node = %cfg.node_name, "node registered");
+    let pods = start_pods(&cfg, clients.clone()).await;
     let mut tick = tokio::time::interval(LEASE_RENEW);
     let mut last_status = tokio::time::Instant::now();
     let mut last_reported: Option<serde_json::Value> = None;
@@ -71,7 +80,11 @@ pub async fn run(
             Duration::from_secs(2u64.saturating_pow(failures.min(6))).min(Duration::from_secs(60))
         };
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => {
+                // The pods keep running in their shims; a restarted agent re-adopts them.
+                if let Some(p) = &pods { p.abort(); }
+                return Ok(());
+            }
             _ = async { tick.tick().await; tokio::time::sleep(pause).await } => {}
         }
         let client = clients.borrow().clone();
@@ -93,6 +106,46 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Open the image store, import `DATA_DIR/images/`, and start the pod workers. A store that
+/// cannot be opened leaves the node without pods (logged), not without its Node and Lease.
+async fn start_pods(
+    cfg: &Config,
+    clients: watch::Receiver<kube::Client>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let data_dir = cfg.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        let store = runtime::image::Store::open(&data_dir.join("content"))?;
+        pods::auto_import(&store, &data_dir.join("images"));
+        Ok::<_, runtime::image::Error>(store)
+    })
+    .await;
+    let store = match store {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot open the image store; no pods will run");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "image store task failed; no pods will run");
+            return None;
+        }
+    };
+    let shared = std::sync::Arc::new(pods::Shared {
+        node_name: cfg.node_name.clone(),
+        node_ip: cfg.node_ip.to_string(),
+        clients,
+        store,
+        pods_dir: cfg.data_dir.join("pods"),
+        log_dir: cfg.pod_log_dir.clone(),
+        cgroup_root: cfg.cgroup_root.clone(),
+    });
+    Some(tokio::spawn(async move {
+        if let Err(e) = pods::run(shared, std::future::pending::<()>()).await {
+            tracing::error!(error = %e, "the pod workers stopped");
+        }
+    }))
 }
 
 fn log_api_error(node: &str, what: &str, e: &kube::Error) {

@@ -38,6 +38,7 @@ pub struct Config {
     pub node_ip: IpAddr,
     pub hostname: String,
     pub extra_labels: Vec<(String, String)>,
+    pub kubelet: crate::cli::KubeletArgs,
 }
 
 const UPKEEP: Duration = Duration::from_secs(10);
@@ -71,6 +72,7 @@ pub async fn run_cli(args: AgentArgs) -> anyhow::Result<()> {
         node_name,
         node_ip: args.node_ip.unwrap_or_else(default_node_ip),
         extra_labels: Vec::new(),
+        kubelet: args.kubelet.clone(),
     };
     run(cfg, shutdown.wait()).await
 }
@@ -123,6 +125,8 @@ pub async fn run(
         hostname: cfg.hostname.clone(),
         extra_labels: cfg.extra_labels.clone(),
         data_dir: cfg.data_dir.clone(),
+        pod_log_dir: cfg.kubelet.pod_log_dir.clone(),
+        cgroup_root: cfg.kubelet.kubelet_cgroup_root.clone(),
     };
     let kubelet = tokio::spawn(crate::kubelet::run(kcfg, rx, stopped(stop_rx.clone())));
 

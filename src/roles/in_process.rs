@@ -23,6 +23,7 @@ pub struct Config {
 pub struct EmbeddedAgent {
     pub node_name: String,
     pub node_ip: IpAddr,
+    pub kubelet: crate::cli::KubeletArgs,
 }
 
 /// Wait for the API server's URL, then run everything until shutdown.
@@ -73,6 +74,7 @@ pub async fn run(
                 "node-role.kubernetes.io/control-plane".into(),
                 "true".into(),
             )],
+            kubelet: a.kubelet,
         };
         if let Err(e) = super::agent::run(agent_cfg, shutdown.clone().wait()).await {
             tracing::error!(error = %format!("{e:#}"), "the embedded agent stopped");

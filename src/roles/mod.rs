@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 pub mod cert;
 pub mod csr_signer;
+pub mod images;
 pub mod in_process;
 pub mod join;
 pub mod logging;
@@ -57,6 +58,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(agent::run_cli(args))
         }
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Images(cmd) => images::run(cmd),
+        // Before any runtime or thread exists: the shim forks and clones containers.
+        Command::Shim(args) => {
+            crate::kubelet::runtime::shim::main(args).map_err(|e| anyhow::anyhow!(e))
+        }
         Command::Policy(cmd) => policy::run(cmd),
         Command::Snapshot(cmd) => {
             let rt = tokio::runtime::Builder::new_current_thread()

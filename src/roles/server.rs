@@ -163,6 +163,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                     .clone()
                     .unwrap_or_else(super::agent::default_node_name),
                 node_ip: advertise,
+                kubelet: args.kubelet.clone(),
             }),
         },
         ready_rx,

@@ -1,0 +1,264 @@
+//! Pod volumes prepared on the node before the containers start (upstream's volume manager,
+//! reduced): `emptyDir`, `configMap`, `secret`, `downwardAPI` and `projected` (service-account
+//! token through the TokenRequest API bound to the pod, configMap, secret, downwardAPI — the
+//! `kube-api-access-*` volume admission injects). Objects are read with the node's own
+//! identity, which the Node authorizer limits to objects of pods bound to this node.
+//!
+//! Files are written under `<pod dir>/volumes/<name>/` with `defaultMode`/`mode` (upstream's
+//! 0644 default), replaced atomically per file. Not yet: tmpfs for secrets, the `..data`
+//! symlink swap for live updates, token rotation, hostPath, PVCs.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, ServiceAccount, Volume};
+use kube::api::PostParams;
+use kube::Api;
+
+/// Prepare every volume of the pod; name → host directory.
+pub async fn prepare(
+    client: &kube::Client,
+    pod: &Pod,
+    pod_dir: &Path,
+    node_name: &str,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let mut out = BTreeMap::new();
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let Some(spec) = &pod.spec else {
+        return Ok(out);
+    };
+    for v in spec.volumes.iter().flatten() {
+        let dir = pod_dir.join("volumes").join(&v.name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fill(client, pod, &ns, v, &dir, node_name).await?;
+        out.insert(v.name.clone(), dir);
+    }
+    Ok(out)
+}
+
+async fn fill(
+    client: &kube::Client,
+    pod: &Pod,
+    ns: &str,
+    v: &Volume,
+    dir: &Path,
+    node_name: &str,
+) -> Result<(), String> {
+    if v.empty_dir.is_some() {
+        return Ok(());
+    }
+    if let Some(cm) = &v.config_map {
+        let data = config_map(client, ns, &cm.name, cm.optional.unwrap_or(false)).await?;
+        return write_items(
+            dir,
+            &data,
+            cm.items.as_deref(),
+            cm.default_mode.unwrap_or(0o644),
+        );
+    }
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let data = secret(client, ns, &name, s.optional.unwrap_or(false)).await?;
+        return write_items(
+            dir,
+            &data,
+            s.items.as_deref(),
+            s.default_mode.unwrap_or(0o644),
+        );
+    }
+    if let Some(d) = &v.downward_api {
+        let mode = d.default_mode.unwrap_or(0o644);
+        for f in d.items.iter().flatten() {
+            let value = downward(
+                pod,
+                f.field_ref.as_ref().map(|r| r.field_path.as_str()),
+                node_name,
+            )?;
+            write_file(dir, &f.path, value.as_bytes(), f.mode.unwrap_or(mode))?;
+        }
+        return Ok(());
+    }
+    if let Some(p) = &v.projected {
+        let mode = p.default_mode.unwrap_or(0o644);
+        for src in p.sources.iter().flatten() {
+            if let Some(t) = &src.service_account_token {
+                let token =
+                    sa_token(client, pod, ns, t.audience.clone(), t.expiration_seconds).await?;
+                write_file(dir, &t.path, token.as_bytes(), mode)?;
+            }
+            if let Some(cm) = &src.config_map {
+                let data = config_map(client, ns, &cm.name, cm.optional.unwrap_or(false)).await?;
+                write_items(dir, &data, cm.items.as_deref(), mode)?;
+            }
+            if let Some(s) = &src.secret {
+                let data = secret(client, ns, &s.name, s.optional.unwrap_or(false)).await?;
+                write_items(dir, &data, s.items.as_deref(), mode)?;
+            }
+            if let Some(d) = &src.downward_api {
+                for f in d.items.iter().flatten() {
+                    let value = downward(
+                        pod,
+                        f.field_ref.as_ref().map(|r| r.field_path.as_str()),
+                        node_name,
+                    )?;
+                    write_file(dir, &f.path, value.as_bytes(), f.mode.unwrap_or(mode))?;
+                }
+            }
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "volume {:?}: this volume type is not supported yet",
+        v.name
+    ))
+}
+
+async fn config_map(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(cm)) => {
+            let mut m: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            for (k, v) in cm.binary_data.unwrap_or_default() {
+                m.insert(k, v.0);
+            }
+            Ok(m)
+        }
+        Ok(None) if optional => Ok(BTreeMap::new()),
+        Ok(None) => Err(format!("configmap \"{name}\" not found")),
+        Err(e) => Err(format!("configmap \"{name}\": {e}")),
+    }
+}
+
+async fn secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(s)) => Ok(s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect()),
+        Ok(None) if optional => Ok(BTreeMap::new()),
+        Ok(None) => Err(format!("secret \"{name}\" not found")),
+        Err(e) => Err(format!("secret \"{name}\": {e}")),
+    }
+}
+
+async fn sa_token(
+    client: &kube::Client,
+    pod: &Pod,
+    ns: &str,
+    audience: Option<String>,
+    expiration: Option<i64>,
+) -> Result<String, String> {
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let tr: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": audience.into_iter().collect::<Vec<_>>(),
+            "expirationSeconds": expiration.unwrap_or(3607),
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": pod.metadata.name,
+                "uid": pod.metadata.uid,
+            }
+        }
+    }))
+    .map_err(|e| e.to_string())?;
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let out = api
+        .create_token_request(&sa, &PostParams::default(), &tr)
+        .await
+        .map_err(|e| format!("service account token for {sa}: {e}"))?;
+    out.status
+        .and_then(|s| s.token)
+        .ok_or_else(|| "the token request returned no token".to_string())
+}
+
+fn downward(pod: &Pod, path: Option<&str>, node_name: &str) -> Result<String, String> {
+    let m = &pod.metadata;
+    let kv = |map: &Option<BTreeMap<String, String>>| {
+        map.iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(match path {
+        Some("metadata.name") => m.name.clone().unwrap_or_default(),
+        Some("metadata.namespace") => m.namespace.clone().unwrap_or_default(),
+        Some("metadata.uid") => m.uid.clone().unwrap_or_default(),
+        Some("metadata.labels") => kv(&m.labels),
+        Some("metadata.annotations") => kv(&m.annotations),
+        Some("spec.nodeName") => node_name.to_string(),
+        Some(p) => return Err(format!("downwardAPI field {p} is not supported yet")),
+        None => return Err("downwardAPI resourceFieldRef is not supported yet".into()),
+    })
+}
+
+fn write_items(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    mode: i32,
+) -> Result<(), String> {
+    match items {
+        Some(items) => {
+            for it in items {
+                let v = data
+                    .get(&it.key)
+                    .ok_or_else(|| format!("key {:?} not found", it.key))?;
+                write_file(dir, &it.path, v, it.mode.unwrap_or(mode))?;
+            }
+        }
+        None => {
+            for (k, v) in data {
+                write_file(dir, k, v, mode)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write one file below `dir`; the relative path may not climb out of it.
+fn write_file(dir: &Path, rel: &str, data: &[u8], mode: i32) -> Result<(), String> {
+    if rel.is_empty() || rel.starts_with('/') || rel.split('/').any(|p| p == ".." || p.is_empty()) {
+        return Err(format!("invalid volume file path {rel:?}"));
+    }
+    let path = dir.join(rel);
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    let tmp = path.with_extension("rampart-tmp");
+    std::fs::write(&tmp, data).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode((mode & 0o777) as u32))
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+}

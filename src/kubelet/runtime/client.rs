@@ -1,0 +1,129 @@
+//! The agent's side of the shim: start a pod's shim from a sealed copy of our own binary,
+//! and talk to it over its socket (async, bounded by timeouts).
+//!
+//! CVE-2019-5736: a container process that could reach the executable of a runtime
+//! process could overwrite the host binary. The shim is therefore never executed from
+//! `/proc/self/exe`: the binary is copied once into a `memfd` that is then sealed against
+//! any write, grow or shrink, and every shim is executed from that descriptor.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::shim::{Request, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot prepare the sealed runtime binary: {0}")]
+    Exe(std::io::Error),
+    #[error("cannot start the pod shim: {0}")]
+    Spawn(String),
+    #[error("pod shim at {path}: {detail}")]
+    Talk { path: PathBuf, detail: String },
+    #[error("pod shim: {0}")]
+    Refused(String),
+}
+
+static SEALED: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
+
+/// `/proc/self/fd/N` of the sealed copy of this binary (made on first use).
+fn sealed_exe() -> Result<String, Error> {
+    let r = SEALED.get_or_init(|| seal().map_err(|e| e.to_string()));
+    match r {
+        Ok(fd) => Ok(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        Err(e) => Err(Error::Exe(std::io::Error::other(e.clone()))),
+    }
+}
+
+fn seal() -> std::io::Result<OwnedFd> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = memfd_create(
+        "rampart-runtime",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let mut src = std::fs::File::open("/proc/self/exe")?;
+    let mut dst = std::fs::File::from(fd);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        std::io::Write::write_all(&mut dst, &buf[..n])?;
+    }
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl(2) F_ADD_SEALS on a memfd we own.
+    if unsafe { libc::fcntl(dst.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(OwnedFd::from(dst))
+}
+
+/// Start the shim for a pod in `dir`; returns once its socket listens.
+pub async fn spawn(dir: &Path, hostname: &str, host_network: bool) -> Result<(), Error> {
+    let exe = sealed_exe()?;
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.arg("__shim")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--hostname")
+        .arg(hostname)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(false);
+    if host_network {
+        cmd.arg("--host-network");
+    }
+    // argv[0] names what it is in `ps`.
+    cmd.arg0("rampart-shim");
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .map_err(|_| Error::Spawn("timed out".into()))?
+        .map_err(|e| Error::Spawn(e.to_string()))?;
+    if !out.status.success() {
+        return Err(Error::Spawn(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// One request/response exchange.
+pub async fn call(dir: &Path, req: &Request) -> Result<Response, Error> {
+    let path = super::shim::socket(dir);
+    let talk = |detail: String| Error::Talk {
+        path: path.clone(),
+        detail,
+    };
+    let exchange = async {
+        let mut s = tokio::net::UnixStream::connect(&path)
+            .await
+            .map_err(|e| talk(e.to_string()))?;
+        let mut body = serde_json::to_vec(req).map_err(|e| talk(e.to_string()))?;
+        body.push(b'\n');
+        s.write_all(&body).await.map_err(|e| talk(e.to_string()))?;
+        let mut line = String::new();
+        BufReader::new(s)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| talk(e.to_string()))?;
+        serde_json::from_str::<Response>(&line).map_err(|e| talk(format!("bad answer: {e}")))
+    };
+    let resp = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| talk("timed out".into()))??;
+    if let Some(e) = &resp.error {
+        return Err(Error::Refused(e.clone()));
+    }
+    Ok(resp)
+}
+
+/// Whether a shim answers in `dir`.
+pub async fn alive(dir: &Path) -> bool {
+    call(dir, &Request::State).await.is_ok()
+}

@@ -1,0 +1,503 @@
+//! The per-pod shim (`rampart __shim`, hidden): what containerd-shim + runc are for k3s.
+//!
+//! Started by the agent from a sealed copy of the binary, it detaches (`setsid`, its parent
+//! exits once the socket is ready, so it is re-parented away from the agent), creates the
+//! pod's network, IPC and UTS namespaces by `unshare`ing itself (it holds them: no pause
+//! container) and brings loopback up. Then one single-threaded `poll(2)` loop serves:
+//! - requests on `DIR/shim.sock` (0600, one JSON line in, one out): run, kill, state,
+//!   remove, shutdown;
+//! - `SIGCHLD` (signalfd): reap, record exit code/signal, finish time, OOM kill;
+//! - each container's stdout/stderr pipes, written to its CRI log file.
+//!
+//! It outlives the agent: the agent reconnects to the socket after a restart and finds its
+//! containers with their PIDs, attempts (annotations) and times. Being single-threaded is
+//! what makes `clone(2)` of containers from it safe.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use serde::{Deserialize, Serialize};
+
+use super::container;
+use super::logs;
+use super::spec::Spec;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Request {
+    Run { id: String, spec: Box<Spec> },
+    Kill { id: String, signal: i32 },
+    State,
+    Remove { id: String },
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub containers: Vec<ContainerState>,
+    /// The shim's own PID (its namespaces are the pod's: `/proc/<pid>/ns/net`).
+    #[serde(default)]
+    pub shim_pid: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    pub id: String,
+    pub pid: i32,
+    pub running: bool,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<i32>,
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub oom_killed: bool,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The shim's command line (hidden subcommand).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShimArgs {
+    /// The pod's state directory (socket, container directories, shim.log).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The pod's hostname.
+    #[arg(long)]
+    pub hostname: String,
+    /// Stay in the host's network namespace (hostNetwork pods).
+    #[arg(long)]
+    pub host_network: bool,
+}
+
+struct Ctr {
+    state: ContainerState,
+    stdout: Option<(OwnedFd, logs::Stream)>,
+    stderr: Option<(OwnedFd, logs::Stream)>,
+    log: Option<std::fs::File>,
+    cgroup_path: Option<String>,
+    cgroup_dirs: Vec<PathBuf>,
+}
+
+/// Entry point of `rampart __shim`: detach, then serve until shutdown. Returns only in the
+/// first process (the one the agent waits for), with the outcome of the start-up.
+pub fn main(mut args: ShimArgs) -> Result<(), String> {
+    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    // Absolute: overlayfs options and the socket path must not depend on a working directory.
+    args.dir =
+        std::fs::canonicalize(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: `rampart __shim` is started single-threaded (no tokio runtime exists in this
+    // process), so the forked child inherits no lock held by another thread.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(ready_w);
+            let mut msg = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::fs::File::from(ready_r), &mut msg);
+            if msg == "ok" {
+                Ok(())
+            } else if msg.is_empty() {
+                Err("the shim died during start-up".into())
+            } else {
+                Err(msg)
+            }
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(ready_r);
+            let mut ready = std::fs::File::from(ready_w);
+            let code = match setup(&args) {
+                Ok((listener, sigfd)) => {
+                    let _ = ready.write_all(b"ok");
+                    drop(ready);
+                    serve(&args, listener, sigfd);
+                    0
+                }
+                Err(e) => {
+                    let _ = ready.write_all(e.as_bytes());
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+fn setup(args: &ShimArgs) -> Result<(UnixListener, SignalFd), String> {
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(args.dir.join("shim.log"))
+        .map_err(|e| format!("shim.log: {e}"))?;
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    // SAFETY: dup2(2) onto our own standard descriptors.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(log.as_raw_fd(), 1);
+        libc::dup2(log.as_raw_fd(), 2);
+    }
+    let mut flags = nix::sched::CloneFlags::CLONE_NEWIPC | nix::sched::CloneFlags::CLONE_NEWUTS;
+    if !args.host_network {
+        flags |= nix::sched::CloneFlags::CLONE_NEWNET;
+    }
+    nix::sched::unshare(flags).map_err(|e| format!("unshare the pod namespaces: {e}"))?;
+    nix::unistd::sethostname(&args.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    if !args.host_network {
+        loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
+    }
+    let sock = args.dir.join("shim.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod socket: {e}"))?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block()
+        .map_err(|e| format!("sigprocmask: {e}"))?;
+    // A client that goes away mid-answer must not kill the shim.
+    // SAFETY: setting SIGPIPE to ignored, no handler code involved.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    Ok((listener, sigfd))
+}
+
+/// `ip link set lo up` with one ioctl.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a plain socket(2) whose descriptor we own below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
+    let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo\0".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn now() -> String {
+    format!("{:.9}", jiff::Timestamp::now())
+}
+
+struct Shim {
+    dir: PathBuf,
+    ctrs: BTreeMap<String, Ctr>,
+    shutting_down: bool,
+}
+
+fn serve(args: &ShimArgs, listener: UnixListener, sigfd: SignalFd) {
+    let mut shim = Shim {
+        dir: args.dir.clone(),
+        ctrs: BTreeMap::new(),
+        shutting_down: false,
+    };
+    eprintln!("{} shim ready for {}", now(), args.dir.display());
+    loop {
+        // Build the poll set: listener, signalfd, then every open log pipe.
+        let mut pipes: Vec<(String, bool, i32)> = Vec::new();
+        for (id, c) in &shim.ctrs {
+            if let Some((fd, _)) = &c.stdout {
+                pipes.push((id.clone(), true, fd.as_raw_fd()));
+            }
+            if let Some((fd, _)) = &c.stderr {
+                pipes.push((id.clone(), false, fd.as_raw_fd()));
+            }
+        }
+        let mut fds = vec![
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        for (_, _, raw) in &pipes {
+            // SAFETY: the descriptor is owned by `shim.ctrs`, which is not changed until
+            // `fds` is dropped at the end of this iteration's poll.
+            fds.push(PollFd::new(
+                unsafe { BorrowedFd::borrow_raw(*raw) },
+                PollFlags::POLLIN,
+            ));
+        }
+        let timeout = if shim.shutting_down {
+            100u16
+        } else {
+            10_000u16
+        };
+        if let Err(e) = poll(&mut fds, PollTimeout::from(timeout)) {
+            if e != nix::errno::Errno::EINTR {
+                eprintln!("{} poll: {e}", now());
+            }
+            continue;
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        for (i, (id, out, _)) in pipes.iter().enumerate() {
+            if ready[i + 2] {
+                shim.pump(id, *out);
+            }
+        }
+        if ready[1] {
+            while let Ok(Some(_)) = sigfd.read_signal() {}
+            shim.reap();
+        }
+        if ready[0] {
+            if let Ok((stream, _)) = listener.accept() {
+                shim.handle(stream);
+            }
+        }
+        if shim.shutting_down && shim.ctrs.values().all(|c| !c.state.running) {
+            break;
+        }
+    }
+    for c in shim.ctrs.values() {
+        if let Some(p) = &c.cgroup_path {
+            super::cgroup::remove(p);
+        }
+    }
+    let _ = std::fs::remove_file(args.dir.join("shim.sock"));
+    eprintln!("{} shim exits", now());
+}
+
+impl Shim {
+    fn handle(&mut self, stream: UnixStream) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        let mut reader = BufReader::new(&stream).take(4 << 20);
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => self.apply(req),
+            Err(e) => Response {
+                error: Some(format!("bad request: {e}")),
+                ..Default::default()
+            },
+        };
+        let mut w = &stream;
+        if let Ok(mut body) = serde_json::to_vec(&resp) {
+            body.push(b'\n');
+            let _ = w.write_all(&body);
+        }
+    }
+
+    fn apply(&mut self, req: Request) -> Response {
+        let mut resp = Response {
+            shim_pid: std::process::id() as i32,
+            ..Default::default()
+        };
+        match req {
+            Request::Run { id, spec } => {
+                if let Err(e) = self.run(&id, &spec) {
+                    resp.error = Some(e);
+                }
+            }
+            Request::Kill { id, signal } => match self.ctrs.get(&id) {
+                Some(c) if c.state.running => {
+                    let sig = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(container::pid(c.state.pid), sig);
+                }
+                Some(_) => {}
+                None => resp.error = Some(format!("no container {id}")),
+            },
+            Request::Remove { id } => match self.ctrs.get(&id) {
+                Some(c) if c.state.running => {
+                    resp.error = Some(format!("container {id} is running"))
+                }
+                Some(_) => {
+                    self.ctrs.remove(&id);
+                    let _ = std::fs::remove_dir_all(self.dir.join(&id));
+                }
+                None => {}
+            },
+            Request::Shutdown => {
+                self.shutting_down = true;
+                for c in self.ctrs.values().filter(|c| c.state.running) {
+                    let _ = nix::sys::signal::kill(container::pid(c.state.pid), Signal::SIGKILL);
+                }
+            }
+            Request::State => {}
+        }
+        resp.containers = self.ctrs.values().map(|c| c.state.clone()).collect();
+        resp
+    }
+
+    fn run(&mut self, id: &str, spec: &Spec) -> Result<(), String> {
+        if self.shutting_down {
+            return Err("the pod is shutting down".into());
+        }
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(format!("invalid container id {id:?}"));
+        }
+        if self.ctrs.contains_key(id) {
+            return Err(format!("container {id} exists"));
+        }
+        let log = match &spec.log_path {
+            Some(p) => Some(logs::open(p).map_err(|e| format!("log file {}: {e}", p.display()))?),
+            None => None,
+        };
+        let dir = self.dir.join(id);
+        let started = container::start(spec, &dir).map_err(|e| e.to_string());
+        let started = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        for fd in [&started.stdout, &started.stderr] {
+            let _ = nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            );
+        }
+        self.ctrs.insert(
+            id.to_string(),
+            Ctr {
+                state: ContainerState {
+                    id: id.to_string(),
+                    pid: started.pid,
+                    running: true,
+                    exit_code: None,
+                    signal: None,
+                    started_at: now(),
+                    finished_at: None,
+                    oom_killed: false,
+                    annotations: spec.annotations.clone(),
+                },
+                stdout: Some((started.stdout, logs::Stream::new("stdout"))),
+                stderr: Some((started.stderr, logs::Stream::new("stderr"))),
+                log,
+                cgroup_path: spec.linux.cgroups_path.clone(),
+                cgroup_dirs: started.cgroup_dirs,
+            },
+        );
+        Ok(())
+    }
+
+    /// Move what a pipe holds into the log; close it at EOF.
+    fn pump(&mut self, id: &str, stdout: bool) {
+        let Some(c) = self.ctrs.get_mut(id) else {
+            return;
+        };
+        let slot = if stdout { &mut c.stdout } else { &mut c.stderr };
+        let Some((fd, stream)) = slot else { return };
+        let mut buf = [0u8; 65536];
+        let mut sink = LogSink(c.log.as_mut());
+        loop {
+            match nix::unistd::read(fd.as_fd(), &mut buf) {
+                Ok(0) => {
+                    let _ = stream.close(&mut sink);
+                    *slot = None;
+                    return;
+                }
+                Ok(n) => {
+                    let _ = stream.feed(&buf[..n], &mut sink);
+                    if n < buf.len() {
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => {
+                    let _ = stream.close(&mut sink);
+                    *slot = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.exited(pid.as_raw(), Some(code), None),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.exited(pid.as_raw(), None, Some(sig as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: i32, code: Option<i32>, signal: Option<i32>) {
+        let ids: Vec<String> = self
+            .ctrs
+            .iter()
+            .filter(|(_, c)| c.state.pid == pid && c.state.running)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            // Drain what the pipes still hold before the exit is visible.
+            self.pump(&id, true);
+            self.pump(&id, false);
+            let Some(c) = self.ctrs.get_mut(&id) else {
+                continue;
+            };
+            c.state.running = false;
+            c.state.exit_code = code.or(signal.map(|s| 128 + s));
+            c.state.signal = signal;
+            c.state.finished_at = Some(now());
+            c.state.oom_killed = super::cgroup::oom_killed(&c.cgroup_dirs);
+            if let Some(p) = &c.cgroup_path {
+                super::cgroup::remove(p);
+            }
+            eprintln!(
+                "{} container {id} (pid {pid}) exited: code {code:?} signal {signal:?}",
+                now()
+            );
+        }
+    }
+}
+
+/// Writes log lines to the container's file, if it has one.
+struct LogSink<'a>(Option<&'a mut std::fs::File>);
+
+impl Write for LogSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.0 {
+            Some(f) => f.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The socket of a pod's shim.
+pub fn socket(dir: &Path) -> PathBuf {
+    dir.join("shim.sock")
+}
