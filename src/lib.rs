@@ -10,4 +10,5 @@ pub mod controllers;
 pub mod kubelet;
 pub mod pki;
 pub mod roles;
+pub mod scheduler;
 pub mod store;

@@ -7,6 +7,8 @@
 
 pub mod clusterrole_aggregation;
 pub mod csr_approver;
+pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod root_ca_publisher;
 pub mod serviceaccount;
 pub mod token_cleaner;
@@ -17,6 +19,10 @@ use std::future::Future;
 pub struct Config {
     /// The cluster CA bundle (PEM) published as `kube-root-ca.crt` in every namespace.
     pub root_ca_pem: String,
+    /// Node lifecycle: how long a node's Lease may go unrenewed before it is Unknown.
+    pub node_monitor_grace_period: std::time::Duration,
+    /// Node IPAM: the cluster CIDR and per-node slice size.
+    pub cluster_cidr: node_ipam::Cidr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +44,13 @@ pub async fn run(
     tasks.spawn(csr_approver::run(client.clone()));
     tasks.spawn(token_cleaner::run(client.clone()));
     tasks.spawn(clusterrole_aggregation::run(client.clone()));
+    tasks.spawn(node_lifecycle::run(
+        client.clone(),
+        node_lifecycle::Config {
+            grace_period: cfg.node_monitor_grace_period,
+        },
+    ));
+    tasks.spawn(node_ipam::run(client.clone(), cfg.cluster_cidr));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -105,6 +105,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !serving.ips.contains(&advertise) {
         serving.ips.push(advertise);
     }
+    let cluster_cidr =
+        crate::controllers::node_ipam::Cidr::parse(&args.cluster_cidr, args.node_cidr_mask_size)?;
     let authority = pki::Authority::open(pki::Config {
         dir: args.data_dir.join("pki"),
         serving,
@@ -149,6 +151,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                     .unwrap_or_else(super::agent::default_node_name),
                 node_ip: advertise,
             }),
+            leader_elect: args.leader_elect,
+            node_monitor_grace_period: args.node_monitor_grace_period,
+            cluster_cidr,
         },
         ready_rx,
         shutdown.clone(),

@@ -103,6 +103,7 @@ impl Follower for ByNamespace {
 pub struct Caches {
     pub quotas: Arc<ByNamespace>,
     pub limit_ranges: Arc<ByNamespace>,
+    pub priority_classes: Arc<super::priority::Classes>,
 }
 
 impl Default for Caches {
@@ -116,6 +117,7 @@ impl Default for Caches {
         Caches {
             quotas: by(QUOTAS),
             limit_ranges: by(LIMIT_RANGES),
+            priority_classes: Arc::default(),
         }
     }
 }
@@ -134,6 +136,12 @@ impl Caches {
             LIMIT_RANGES,
             store.clone(),
             self.limit_ranges.clone(),
+        ));
+        tokio::spawn(follow(
+            "PriorityClass",
+            super::priority::PRIORITY_CLASSES,
+            store.clone(),
+            self.priority_classes.clone(),
         ));
     }
 }

@@ -269,6 +269,19 @@ async fn binding(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> 
     }
     let mut obj = current.clone();
     obj["spec"]["nodeName"] = json!(node);
+    // As upstream's binding: the pod is now PodScheduled=True (replacing an Unschedulable).
+    let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                      "lastTransitionTime": crate::apiserver::now_rfc3339()});
+    if !obj["status"].is_object() {
+        obj["status"] = json!({});
+    }
+    match obj["status"]["conditions"].as_array_mut() {
+        Some(conds) => {
+            conds.retain(|c| c["type"] != "PodScheduled");
+            conds.push(cond);
+        }
+        None => obj["status"]["conditions"] = json!([cond]),
+    }
     update::update_object(ctx, obj, current, rev, false).await?;
     Ok(json_response(
         201,
