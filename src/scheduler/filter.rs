@@ -344,37 +344,43 @@ impl<'a> Prepared<'a> {
             .cloned()
             .unwrap_or_default();
         let mut reasons = Vec::new();
+        // A request beyond the node's whole allocatable cannot be helped by preemption
+        // (upstream marks it UnschedulableAndUnresolvable).
+        let mut resolvable = true;
         if node.pods.len() as i64 + extra_pods + 1 > node.allowed_pods {
             reasons.push("Too many pods".to_string());
         }
         let r = &self.pod.requests;
         let used = &node.requested;
         let a = &node.allocatable;
-        if r.milli_cpu > 0 && a.milli_cpu < used.milli_cpu + extra.milli_cpu + r.milli_cpu {
-            reasons.push("Insufficient cpu".into());
-        }
-        if r.memory > 0 && a.memory < used.memory + extra.memory + r.memory {
-            reasons.push("Insufficient memory".into());
-        }
-        if r.ephemeral_storage > 0
-            && a.ephemeral_storage < used.ephemeral_storage + extra.ephemeral_storage + r.ephemeral_storage
-        {
-            reasons.push("Insufficient ephemeral-storage".into());
-        }
-        for (name, want) in r.scalar.iter().filter(|(_, v)| **v > 0) {
+        let mut check = |name: &str, want: i64, have: i64, taken: i64| {
+            if want > 0 && have < taken.saturating_add(want) {
+                reasons.push(format!("Insufficient {name}"));
+                if want > have {
+                    resolvable = false;
+                }
+            }
+        };
+        check("cpu", r.milli_cpu, a.milli_cpu, used.milli_cpu + extra.milli_cpu);
+        check("memory", r.memory, a.memory, used.memory + extra.memory);
+        check(
+            "ephemeral-storage",
+            r.ephemeral_storage,
+            a.ephemeral_storage,
+            used.ephemeral_storage + extra.ephemeral_storage,
+        );
+        for (name, want) in &r.scalar {
             let have = a.scalar.get(name).copied().unwrap_or(0);
             let taken = used.scalar.get(name).copied().unwrap_or(0)
                 + extra.scalar.get(name).copied().unwrap_or(0);
-            if have < taken + want {
-                reasons.push(format!("Insufficient {name}"));
-            }
+            check(name, *want, have, taken);
         }
         if reasons.is_empty() {
             Ok(())
         } else {
             Err(Failure {
                 reasons,
-                resolvable: true,
+                resolvable,
             })
         }
     }
@@ -396,16 +402,9 @@ impl<'a> Prepared<'a> {
         Ok(())
     }
 
+    /// Upstream's order: the pod's affinity, its anti-affinity, then placed pods'
+    /// anti-affinity against it.
     fn inter_pod_ok(&self, node: &NodeInfo) -> Result<(), Failure> {
-        if self
-            .existing_anti
-            .iter()
-            .any(|(k, v)| node.labels.get(k) == Some(v))
-        {
-            return Err(unschedulable(
-                "node(s) didn't satisfy existing pods anti-affinity rules",
-            ));
-        }
         if !self.affinity_first {
             for t in &self.affinity {
                 if !node.labels.get(&t.key).is_some_and(|v| t.values.contains(v)) {
@@ -419,6 +418,15 @@ impl<'a> Prepared<'a> {
                     "node(s) didn't match pod anti-affinity rules",
                 ));
             }
+        }
+        if self
+            .existing_anti
+            .iter()
+            .any(|(k, v)| node.labels.get(k) == Some(v))
+        {
+            return Err(unschedulable(
+                "node(s) didn't satisfy existing pods anti-affinity rules",
+            ));
         }
         Ok(())
     }
