@@ -224,11 +224,13 @@ pub async fn run<F, Fut>(
         tracing::info!(lease = %name, "became leader");
         let mut task = tokio::spawn(work());
         let mut renewed = Instant::now();
+        let mut finished = false;
         let stop = loop {
             tokio::select! {
                 _ = &mut shutdown => break true,
                 _ = &mut task => {
                     // The work ended on its own: hand over and campaign again.
+                    finished = true;
                     break false;
                 }
                 _ = tokio::time::sleep(retry) => {
@@ -249,8 +251,10 @@ pub async fn run<F, Fut>(
                 }
             }
         };
-        task.abort();
-        let _ = task.await;
+        if !finished {
+            task.abort();
+            let _ = task.await;
+        }
         if stop {
             elector.release().await;
             return;

@@ -41,7 +41,20 @@ pub struct Config {
     pub grace_period: Duration,
 }
 
-fn follow<K>(api: Api<K>) -> Store<K>
+/// The watch tasks feeding the caches, stopped when the controller stops (also when its task
+/// is aborted on a lost leadership).
+#[derive(Default)]
+struct Watches(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+fn follow<K>(api: Api<K>, watches: &mut Watches) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -54,7 +67,9 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff();
-    tokio::spawn(stream.for_each(|_| std::future::ready(())));
+    watches
+        .0
+        .push(tokio::spawn(stream.for_each(|_| std::future::ready(()))));
     reader
 }
 
@@ -160,9 +175,13 @@ struct Monitor {
 
 /// Run until the process stops (the caller aborts the task).
 pub async fn run(client: kube::Client, cfg: Config) -> Result<(), Error> {
-    let nodes = follow(Api::<Node>::all(client.clone()));
-    let leases = follow(Api::<Lease>::namespaced(client.clone(), LEASE_NS));
-    let pods = follow(Api::<Pod>::all(client.clone()));
+    let mut watches = Watches::default();
+    let nodes = follow(Api::<Node>::all(client.clone()), &mut watches);
+    let leases = follow(
+        Api::<Lease>::namespaced(client.clone(), LEASE_NS),
+        &mut watches,
+    );
+    let pods = follow(Api::<Pod>::all(client.clone()), &mut watches);
     for ready in [
         nodes.wait_until_ready().await.is_ok(),
         leases.wait_until_ready().await.is_ok(),

@@ -132,6 +132,7 @@ pub async fn run(
             Msg::Pvc,
         ),
     ];
+    let _watches = Watches(tasks.into());
     let (bound_tx, bound_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
         client,
@@ -148,11 +149,18 @@ pub async fn run(
         next_start: 0,
         last_message: HashMap::new(),
     };
-    let result = s.run(rx, bound_rx, shutdown).await;
-    for t in tasks {
-        t.abort();
+    s.run(rx, bound_rx, shutdown).await
+}
+
+/// The watch tasks, stopped with the scheduler (also when its task is aborted).
+struct Watches(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
     }
-    result
 }
 
 struct Scheduler {
@@ -410,8 +418,15 @@ impl Scheduler {
                     self.cache.remove_pod(&b.uid);
                 }
                 match e {
-                    // Gone, or bound by someone else: the watch will tell.
-                    kube::Error::Api(s) if s.code == 404 || s.code == 409 => {
+                    // Gone, bound by someone else, being deleted or replaced: the watch tells
+                    // the rest.
+                    kube::Error::Api(s)
+                        if s.code == 404
+                            || (s.code == 409
+                                && ["already assigned", "being deleted", "Precondition failed"]
+                                    .iter()
+                                    .any(|m| s.message.contains(m))) =>
+                    {
                         self.forget_pending(&b.uid);
                     }
                     e => {
