@@ -192,7 +192,7 @@ async fn silent_node_goes_unknown_tainted_and_its_pods_are_evicted() {
 
     // A deleted node's pods are removed.
     s.ok(&["delete", "node", "steady"]);
-    let gone = wait_until!(15, { pods.get_opt("elsewhere").await.unwrap().is_none() });
+    let gone = wait_until!(15, pods.get_opt("elsewhere").await.unwrap().is_none());
     assert!(gone, "the pod of a deleted node is still there");
 }
 
@@ -201,12 +201,9 @@ fn pod_cidr(n: &Node) -> Option<String> {
 }
 
 async fn cidr_of(c: &kube::Client, name: &str) -> String {
-    let mut got = None;
-    wait_until!(15, {
-        got = pod_cidr(&get_node(c, name).await);
-        got.is_some()
-    });
-    let cidr = got.unwrap_or_else(|| panic!("{name} got no podCIDR"));
+    let ok = wait_until!(15, pod_cidr(&get_node(c, name).await).is_some());
+    assert!(ok, "{name} got no podCIDR");
+    let cidr = pod_cidr(&get_node(c, name).await).unwrap_or_default();
     let node = get_node(c, name).await;
     assert_eq!(
         node.spec.and_then(|s| s.pod_cidrs),

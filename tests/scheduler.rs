@@ -119,12 +119,9 @@ async fn node_of(pods: &Api<Pod>, name: &str) -> Option<String> {
 }
 
 async fn bound(pods: &Api<Pod>, name: &str) -> String {
-    let mut got = None;
-    wait_until!(20, {
-        got = node_of(pods, name).await;
-        got.is_some()
-    });
-    got.unwrap_or_else(|| panic!("pod {name} was not bound"))
+    let ok = wait_until!(20, node_of(pods, name).await.is_some());
+    assert!(ok, "pod {name} was not bound");
+    node_of(pods, name).await.unwrap_or_default()
 }
 
 async fn failed_messages(c: &kube::Client, ns: &str, pod: &str) -> Vec<String> {

@@ -337,7 +337,8 @@ impl Cache {
             None => {
                 self.node_order.push(info.name.clone());
                 // Pods seen before their node (watch order) are counted now.
-                for p in self.pods.values().filter(|p| p.node_name == info.name) {
+                let name = info.name.clone();
+                for p in self.pods.values().filter(|p| p.node_name == name) {
                     info.add_pod(p);
                 }
                 Change::MayHelp
