@@ -38,10 +38,36 @@ fn node(name: &str, i: usize) -> Node {
     .expect("node")
 }
 
-fn pod(name: &str) -> Pod {
-    serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [{
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // After the command name: utime and stime are fields 14 and 15 (indexes 11, 12 here).
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf(3) only reads a configuration value; it has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Duration::from_secs_f64(ticks as f64 / hz)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn pod(name: &str, scheduler: &str) -> Pod {
+    serde_json::from_value(
+        json!({"metadata": {"name": name}, "spec": {"schedulerName": scheduler, "containers": [{
         "name": "app", "image": "registry.k8s.io/pause:3.10",
-        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}))
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}),
+    )
     .expect("pod")
 }
 
@@ -84,8 +110,9 @@ fn watch_bound(c: kube::Client, ns: &str, want: usize) -> tokio::task::JoinHandl
     let api: Api<Pod> = Api::namespaced(c, ns);
     tokio::spawn(async move {
         let mut bound = HashSet::new();
-        let mut stream =
-            std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff().applied_objects());
+        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects());
         while let Some(p) = stream.next().await {
             let Ok(p) = p else { continue };
             if p.spec.and_then(|s| s.node_name).is_some() {
@@ -99,48 +126,95 @@ fn watch_bound(c: kube::Client, ns: &str, want: usize) -> tokio::task::JoinHandl
     })
 }
 
-async fn pods_phase(clients: &[kube::Client], ns: &str, total: usize) -> Result<(), String> {
-    let c = &clients[0];
+async fn namespace(c: &kube::Client, ns: &str) -> Result<(), String> {
     Api::<Namespace>::all(c.clone())
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).map_err(|e| e.to_string())?,
+            &serde_json::from_value(json!({"metadata": {"name": ns}}))
+                .map_err(|e| e.to_string())?,
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Creates alone: pods for a scheduler that does not exist, so nothing binds them.
+async fn creates_only(clients: &[kube::Client], pid: u32, total: usize) -> Result<(), String> {
+    namespace(&clients[0], "bench-unscheduled").await?;
+    let cpu0 = cpu_time(pid);
+    let (wall, errors) = fan_out(clients, total, |c, i| {
+        let api: Api<Pod> = Api::namespaced(c, "bench-unscheduled");
+        async move {
+            api.create(&PostParams::default(), &pod(&format!("u-{i:05}"), "nobody"))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    let cpu = cpu_time(pid).saturating_sub(cpu0);
+    println!(
+        "creates alone: {total} pods in {:.2} s ({:.0} creates/s, {errors} errors); server CPU {:.0} µs/pod; load {}",
+        wall.as_secs_f64(),
+        total as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / total as f64,
+        load_average(),
+    );
+    Ok(())
+}
+
+async fn pods_phase(
+    clients: &[kube::Client],
+    pid: u32,
+    ns: &str,
+    total: usize,
+) -> Result<(), String> {
+    let c = &clients[0];
+    namespace(c, ns).await?;
     let watch = watch_bound(c.clone(), ns, total);
     // Let the watch list (empty) before the first create.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu0 = cpu_time(pid);
     let start = Instant::now();
     let ns_owned = ns.to_string();
     let (create_wall, errors) = fan_out(clients, total, move |c, i| {
         let api: Api<Pod> = Api::namespaced(c, &ns_owned);
         async move {
-            api.create(&PostParams::default(), &pod(&format!("p-{i:05}")))
-                .await
-                .map(|_| ())
+            api.create(
+                &PostParams::default(),
+                &pod(&format!("p-{i:05}"), "default-scheduler"),
+            )
+            .await
+            .map(|_| ())
         }
     })
     .await;
     let created = start.elapsed();
     let done = match tokio::time::timeout(Duration::from_secs(600), watch).await {
         Ok(Ok(Some(t))) => t,
-        _ => return Err(format!("not all {total} pods of {ns} were bound within 10 minutes")),
+        _ => {
+            return Err(format!(
+                "not all {total} pods of {ns} were bound within 10 minutes"
+            ))
+        }
     };
     let wall = done.duration_since(start);
+    let cpu = cpu_time(pid).saturating_sub(cpu0);
     println!(
         "{ns}: {total} pods created in {:.2} s ({:.0} creates/s, {errors} errors); all bound {:.2} s after the first create \
-         → scheduling throughput {:.0} pods/s; last binding {:.2} s after the last create",
+         → scheduling throughput {:.0} pods/s; last binding {:.2} s after the last create; \
+         server CPU {:.0} µs/pod (create + schedule + bind + events); load {}",
         create_wall.as_secs_f64(),
         total as f64 / create_wall.as_secs_f64(),
         wall.as_secs_f64(),
         total as f64 / wall.as_secs_f64(),
         done.saturating_duration_since(start + created).as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / total as f64,
+        load_average(),
     );
     Ok(())
 }
 
-async fn run(kubeconfig: &Path, scale: f64) -> Result<(), String> {
+async fn run(kubeconfig: &Path, pid: u32, scale: f64) -> Result<(), String> {
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(client(kubeconfig).await?);
@@ -154,7 +228,9 @@ async fn run(kubeconfig: &Path, scale: f64) -> Result<(), String> {
         api.create(&PostParams::default(), &node(&name, i)).await?;
         let res = json!({"cpu": "4", "memory": "16Gi", "pods": "110"});
         let t = jiff::Timestamp::now();
-        let now = jiff::Timestamp::from_second(t.as_second()).unwrap_or(t).to_string();
+        let now = jiff::Timestamp::from_second(t.as_second())
+            .unwrap_or(t)
+            .to_string();
         let status = json!({"status": {"capacity": res, "allocatable": res, "conditions": [
             {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "bench",
              "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
@@ -168,8 +244,9 @@ async fn run(kubeconfig: &Path, scale: f64) -> Result<(), String> {
         wall.as_secs_f64(),
         nodes as f64 / wall.as_secs_f64()
     );
-    pods_phase(&clients, "bench-sched", pods).await?;
-    pods_phase(&clients, "bench-burst", burst).await?;
+    creates_only(&clients, pid, burst).await?;
+    pods_phase(&clients, pid, "bench-sched", pods).await?;
+    pods_phase(&clients, pid, "bench-burst", burst).await?;
     Ok(())
 }
 
@@ -194,7 +271,10 @@ async fn main() {
                 .unwrap_or_else(|| PathBuf::from("target/bench-tmp"))
         });
     if let Err(e) = std::fs::create_dir_all(&base) {
-        println!("scheduler benchmark skipped: cannot create {}: {e}", base.display());
+        println!(
+            "scheduler benchmark skipped: cannot create {}: {e}",
+            base.display()
+        );
         return;
     }
     let dir = match tempfile::tempdir_in(&base) {
@@ -218,15 +298,20 @@ async fn main() {
         }
     };
     println!(
-        "scheduler benchmark: server {}, scale {scale}, {} cores",
+        "scheduler benchmark: server {}, scale {scale}, {} cores, load average {}",
         bin.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average(),
     );
     let started = Instant::now();
-    if let Err(e) = run(&dir.path().join("admin.kubeconfig"), scale).await {
+    let pid = server.child.id();
+    if let Err(e) = run(&dir.path().join("admin.kubeconfig"), pid, scale).await {
         println!("scheduler benchmark aborted: {e}");
         if let Some(status) = server.exited() {
-            println!("the server exited ({status}); last log lines:\n{}", server.tail());
+            println!(
+                "the server exited ({status}); last log lines:\n{}",
+                server.tail()
+            );
         }
     }
     println!("total {:.1} s", started.elapsed().as_secs_f64());

@@ -50,7 +50,9 @@ fn micro_now() -> String {
 
 fn now() -> String {
     let t = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(t.as_second()).unwrap().to_string()
+    jiff::Timestamp::from_second(t.as_second())
+        .unwrap()
+        .to_string()
 }
 
 async fn ready(c: &kube::Client, name: &str) {
@@ -140,10 +142,16 @@ async fn silent_node_goes_unknown_tainted_and_its_pods_are_evicted() {
     let pp = PostParams::default();
     let short = json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
                         "effect": "NoExecute", "tolerationSeconds": 2}]);
-    pods.create(&pp, &bound_pod("short", "quiet", short)).await.unwrap();
+    pods.create(&pp, &bound_pod("short", "quiet", short))
+        .await
+        .unwrap();
     // Gets admission's default 300 s tolerations.
-    pods.create(&pp, &bound_pod("patient", "quiet", json!([]))).await.unwrap();
-    pods.create(&pp, &bound_pod("elsewhere", "steady", json!([]))).await.unwrap();
+    pods.create(&pp, &bound_pod("patient", "quiet", json!([])))
+        .await
+        .unwrap();
+    pods.create(&pp, &bound_pod("elsewhere", "steady", json!([])))
+        .await
+        .unwrap();
 
     quiet.store(false, Ordering::Relaxed);
     let unknown = wait_until!(15, {
@@ -164,7 +172,10 @@ async fn silent_node_goes_unknown_tainted_and_its_pods_are_evicted() {
         .into_iter()
         .find(|c| c.type_ == "Ready")
         .and_then(|c| c.message);
-    assert_eq!(reason.as_deref(), Some("Kubelet stopped posting node status."));
+    assert_eq!(
+        reason.as_deref(),
+        Some("Kubelet stopped posting node status.")
+    );
 
     // The 2 s toleration runs out: evicted (graceful deletion, a kubelet would finish it).
     let evicted = wait_until!(15, {
@@ -188,7 +199,11 @@ async fn silent_node_goes_unknown_tainted_and_its_pods_are_evicted() {
         let n = get_node(&c, "quiet").await;
         ready_status(&n).as_deref() == Some("True") && taint_keys(&n).is_empty()
     });
-    assert!(healed, "quiet: {:?}", taint_keys(&get_node(&c, "quiet").await));
+    assert!(
+        healed,
+        "quiet: {:?}",
+        taint_keys(&get_node(&c, "quiet").await)
+    );
 
     // A deleted node's pods are removed.
     s.ok(&["delete", "node", "steady"]);
@@ -222,7 +237,10 @@ async fn every_node_gets_a_distinct_pod_cidr_across_restarts() {
         let name = format!("n{i}");
         live_node(&c, &name).await;
         let cidr = cidr_of(&c, &name).await;
-        assert!(cidr.starts_with("10.42.") && cidr.ends_with(".0/24"), "{cidr}");
+        assert!(
+            cidr.starts_with("10.42.") && cidr.ends_with(".0/24"),
+            "{cidr}"
+        );
         seen.insert(name, cidr);
     }
     let distinct: std::collections::BTreeSet<_> = seen.values().collect();
@@ -238,7 +256,10 @@ async fn every_node_gets_a_distinct_pod_cidr_across_restarts() {
         let name = format!("n{i}");
         live_node(&c, &name).await;
         let cidr = cidr_of(&c, &name).await;
-        assert!(!seen.values().any(|v| *v == cidr), "{cidr} handed out twice");
+        assert!(
+            !seen.values().any(|v| *v == cidr),
+            "{cidr} handed out twice"
+        );
         seen.insert(name, cidr);
     }
 }

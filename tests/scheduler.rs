@@ -184,7 +184,14 @@ async fn namespace(s: &Server, name: &str) {
 async fn filters_explain_failures_and_bind_when_the_cluster_changes() {
     let s = Server::start();
     let c = client(&s).await;
-    node(&c, "n1", json!({"zone": "a"}), json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]), "2").await;
+    node(
+        &c,
+        "n1",
+        json!({"zone": "a"}),
+        json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]),
+        "2",
+    )
+    .await;
     node(&c, "n2", json!({"zone": "a"}), json!([]), "2").await;
     node(&c, "n3", json!({"zone": "b"}), json!([]), "2").await;
     namespace(&s, "t").await;
@@ -192,9 +199,12 @@ async fn filters_explain_failures_and_bind_when_the_cluster_changes() {
     let pp = PostParams::default();
 
     // Too big for any node, and n1 is tainted: upstream's exact message.
-    pods.create(&pp, &pod("big", json!({"containers": requests("3")}), json!({})))
-        .await
-        .unwrap();
+    pods.create(
+        &pp,
+        &pod("big", json!({"containers": requests("3")}), json!({})),
+    )
+    .await
+    .unwrap();
     let msg = unschedulable(&c, "t", "big", "0/3 nodes are available").await;
     assert_eq!(
         msg,
@@ -206,9 +216,12 @@ async fn filters_explain_failures_and_bind_when_the_cluster_changes() {
     assert!(described.contains("FailedScheduling"), "{described}");
 
     // nodeSelector: nothing matches until a node is labelled.
-    pods.create(&pp, &pod("sel", json!({"nodeSelector": {"disk": "ssd"}}), json!({})))
-        .await
-        .unwrap();
+    pods.create(
+        &pp,
+        &pod("sel", json!({"nodeSelector": {"disk": "ssd"}}), json!({})),
+    )
+    .await
+    .unwrap();
     unschedulable(
         &c,
         "t",
@@ -232,36 +245,63 @@ async fn filters_explain_failures_and_bind_when_the_cluster_changes() {
     .await
     .unwrap();
     assert_eq!(bound(&pods, "tol").await, "n1");
-    pods.create(&pp, &pod("notol", json!({"nodeSelector": to_n1}), json!({})))
-        .await
-        .unwrap();
-    unschedulable(&c, "t", "notol", "1 node(s) had untolerated taint {dedicated: x}").await;
+    pods.create(
+        &pp,
+        &pod("notol", json!({"nodeSelector": to_n1}), json!({})),
+    )
+    .await
+    .unwrap();
+    unschedulable(
+        &c,
+        "t",
+        "notol",
+        "1 node(s) had untolerated taint {dedicated: x}",
+    )
+    .await;
     s.ok(&["taint", "node", "n1", "dedicated=x:NoSchedule-"]);
     assert_eq!(bound(&pods, "notol").await, "n1");
 
     // Resource requests count bound pods: two 1500m pods never share a 2-core node.
-    pods.create(&pp, &pod("r1", json!({"containers": requests("1500m")}), json!({})))
-        .await
-        .unwrap();
+    pods.create(
+        &pp,
+        &pod("r1", json!({"containers": requests("1500m")}), json!({})),
+    )
+    .await
+    .unwrap();
     let r1 = bound(&pods, "r1").await;
-    pods.create(&pp, &pod("r2", json!({"containers": requests("1500m")}), json!({})))
-        .await
-        .unwrap();
+    pods.create(
+        &pp,
+        &pod("r2", json!({"containers": requests("1500m")}), json!({})),
+    )
+    .await
+    .unwrap();
     let r2 = bound(&pods, "r2").await;
     assert_ne!(r1, r2);
-    pods.create(&pp, &pod("r3", json!({"containers": requests("1500m")}), json!({})))
-        .await
-        .unwrap();
+    pods.create(
+        &pp,
+        &pod("r3", json!({"containers": requests("1500m")}), json!({})),
+    )
+    .await
+    .unwrap();
     let r3 = bound(&pods, "r3").await;
     assert!(r3 != r1 && r3 != r2);
-    pods.create(&pp, &pod("r4", json!({"containers": requests("1500m")}), json!({})))
-        .await
-        .unwrap();
+    pods.create(
+        &pp,
+        &pod("r4", json!({"containers": requests("1500m")}), json!({})),
+    )
+    .await
+    .unwrap();
     unschedulable(&c, "t", "r4", "3 Insufficient cpu.").await;
     // Deleting a bound pod (as its kubelet finishes) makes room.
-    pods.delete("r1", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
-        .await
-        .unwrap();
+    pods.delete(
+        "r1",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(bound(&pods, "r4").await, r1);
 
     // Required anti-affinity on hostname: one per node, the fourth waits.
@@ -280,16 +320,43 @@ async fn filters_explain_failures_and_bind_when_the_cluster_changes() {
     pods.create(&pp, &pod("web3", anti.clone(), json!({"app": "web"})))
         .await
         .unwrap();
-    unschedulable(&c, "t", "web3", "3 node(s) didn't match pod anti-affinity rules.").await;
+    unschedulable(
+        &c,
+        "t",
+        "web3",
+        "3 node(s) didn't match pod anti-affinity rules.",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topology_spread_and_owner_spreading() {
     let s = Server::start();
     let c = client(&s).await;
-    node(&c, "a1", json!({"topology.kubernetes.io/zone": "a"}), json!([]), "4").await;
-    node(&c, "a2", json!({"topology.kubernetes.io/zone": "a"}), json!([]), "4").await;
-    node(&c, "b1", json!({"topology.kubernetes.io/zone": "b"}), json!([]), "4").await;
+    node(
+        &c,
+        "a1",
+        json!({"topology.kubernetes.io/zone": "a"}),
+        json!([]),
+        "4",
+    )
+    .await;
+    node(
+        &c,
+        "a2",
+        json!({"topology.kubernetes.io/zone": "a"}),
+        json!([]),
+        "4",
+    )
+    .await;
+    node(
+        &c,
+        "b1",
+        json!({"topology.kubernetes.io/zone": "b"}),
+        json!([]),
+        "4",
+    )
+    .await;
     namespace(&s, "t").await;
     let pods: Api<Pod> = Api::namespaced(c.clone(), "t");
     let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
@@ -297,14 +364,20 @@ async fn topology_spread_and_owner_spreading() {
     let mut zones = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..6 {
         let name = format!("s{i}");
-        pods.create(&PostParams::default(), &pod(&name, spread.clone(), json!({"app": "s"})))
-            .await
-            .unwrap();
+        pods.create(
+            &PostParams::default(),
+            &pod(&name, spread.clone(), json!({"app": "s"})),
+        )
+        .await
+        .unwrap();
         let n = bound(&pods, &name).await;
         let zone = if n.starts_with('a') { "a" } else { "b" };
         *zones.entry(zone.into()).or_default() += 1;
         // Never more than one apart at any point.
-        let (za, zb) = (zones.get("a").copied().unwrap_or(0), zones.get("b").copied().unwrap_or(0));
+        let (za, zb) = (
+            zones.get("a").copied().unwrap_or(0),
+            zones.get("b").copied().unwrap_or(0),
+        );
         assert!(za.abs_diff(zb) <= 1, "{zones:?}");
     }
     assert_eq!(zones.get("a"), Some(&3));
@@ -336,7 +409,10 @@ async fn priority_admission_and_preemption() {
     let c = client(&s).await;
     // The system classes exist from the start.
     let pcs = s.ok(&["get", "priorityclasses", "-o", "name"]);
-    assert!(pcs.contains("system-node-critical") && pcs.contains("system-cluster-critical"), "{pcs}");
+    assert!(
+        pcs.contains("system-node-critical") && pcs.contains("system-cluster-critical"),
+        "{pcs}"
+    );
     s.ok_in(
         &["apply", "-f", "-"],
         "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: 10\n---\n\
@@ -349,12 +425,20 @@ async fn priority_admission_and_preemption() {
 
     // Unknown class: upstream's 403, nothing stored.
     match pods
-        .create(&pp, &pod("ghost", json!({"priorityClassName": "nope"}), json!({})))
+        .create(
+            &pp,
+            &pod("ghost", json!({"priorityClassName": "nope"}), json!({})),
+        )
         .await
     {
         Err(kube::Error::Api(e)) => {
             assert_eq!(e.code, 403);
-            assert!(e.message.contains("no PriorityClass with name nope was found"), "{}", e.message);
+            assert!(
+                e.message
+                    .contains("no PriorityClass with name nope was found"),
+                "{}",
+                e.message
+            );
         }
         other => panic!("expected 403, got {other:?}"),
     }
@@ -362,7 +446,11 @@ async fn priority_admission_and_preemption() {
 
     pods.create(
         &pp,
-        &pod("low", json!({"priorityClassName": "low", "containers": requests("800m")}), json!({})),
+        &pod(
+            "low",
+            json!({"priorityClassName": "low", "containers": requests("800m")}),
+            json!({}),
+        ),
     )
     .await
     .unwrap();
@@ -370,12 +458,19 @@ async fn priority_admission_and_preemption() {
     let low = pods.get("low").await.unwrap();
     let spec = low.spec.unwrap();
     assert_eq!(spec.priority, Some(10));
-    assert_eq!(spec.preemption_policy.as_deref(), Some("PreemptLowerPriority"));
+    assert_eq!(
+        spec.preemption_policy.as_deref(),
+        Some("PreemptLowerPriority")
+    );
     // DefaultTolerationSeconds added the 300 s not-ready/unreachable tolerations.
     let tols = spec.tolerations.unwrap_or_default();
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         assert!(
-            tols.iter().any(|t| t.key.as_deref() == Some(key) && t.toleration_seconds == Some(300)),
+            tols.iter()
+                .any(|t| t.key.as_deref() == Some(key) && t.toleration_seconds == Some(300)),
             "{tols:?}"
         );
     }
@@ -383,7 +478,11 @@ async fn priority_admission_and_preemption() {
     // A pod of the same priority does not preempt: it waits, and says so.
     pods.create(
         &pp,
-        &pod("peer", json!({"priorityClassName": "low", "containers": requests("800m")}), json!({})),
+        &pod(
+            "peer",
+            json!({"priorityClassName": "low", "containers": requests("800m")}),
+            json!({}),
+        ),
     )
     .await
     .unwrap();
@@ -398,7 +497,11 @@ async fn priority_admission_and_preemption() {
     // The high-priority pod preempts `low`: graceful deletion, nominatedNodeName set.
     pods.create(
         &pp,
-        &pod("high", json!({"priorityClassName": "high", "containers": requests("800m")}), json!({})),
+        &pod(
+            "high",
+            json!({"priorityClassName": "high", "containers": requests("800m")}),
+            json!({}),
+        ),
     )
     .await
     .unwrap();
@@ -409,9 +512,9 @@ async fn priority_admission_and_preemption() {
     });
     assert!(deleting, "the low-priority pod was not preempted");
     let nominated = wait_until!(20, {
-        pods.get("high").await.is_ok_and(|p| {
-            p.status.and_then(|s| s.nominated_node_name).as_deref() == Some("only")
-        })
+        pods.get("high")
+            .await
+            .is_ok_and(|p| p.status.and_then(|s| s.nominated_node_name).as_deref() == Some("only"))
     });
     assert!(nominated, "the preemptor has no nominatedNodeName");
     let events: Api<Event> = Api::namespaced(c.clone(), "t");
@@ -419,12 +522,21 @@ async fn priority_admission_and_preemption() {
         .list(&ListParams::default().fields("involvedObject.name=low,reason=Preempted"))
         .await
         .unwrap();
-    assert!(!preempted.items.is_empty(), "no Preempted event on the victim");
+    assert!(
+        !preempted.items.is_empty(),
+        "no Preempted event on the victim"
+    );
     // The victim's kubelet finishes the deletion; the preemptor (not the equal-priority
     // `peer`, which waits behind the nomination) takes the room.
-    pods.delete("low", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
-        .await
-        .unwrap();
+    pods.delete(
+        "low",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(bound(&pods, "high").await, "only");
     assert_eq!(node_of(&pods, "peer").await, None);
 }
@@ -463,5 +575,8 @@ async fn leader_election_leases() {
         .unwrap();
     assert_eq!(bound(&pods, "p").await, "n1");
     let still = leases.get("kube-scheduler").await.unwrap();
-    assert_eq!(still.spec.and_then(|s| s.holder_identity).as_deref(), Some(id.trim()));
+    assert_eq!(
+        still.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(id.trim())
+    );
 }

@@ -72,7 +72,9 @@ pub fn node_selector(sel: &NodeSelector, node_name: &str, labels: &Labels) -> bo
             return false;
         }
         let name = node_name.to_string();
-        exprs.iter().all(|r| node_requirement(r, labels.get(&r.key)))
+        exprs
+            .iter()
+            .all(|r| node_requirement(r, labels.get(&r.key)))
             && fields
                 .iter()
                 .all(|r| r.key == "metadata.name" && node_requirement(r, Some(&name)))
@@ -109,8 +111,7 @@ pub fn untolerated<'a>(
     effects: &[&str],
 ) -> Option<&'a Taint> {
     taints.iter().find(|taint| {
-        effects.contains(&taint.effect.as_str())
-            && !tolerations.iter().any(|t| tolerates(t, taint))
+        effects.contains(&taint.effect.as_str()) && !tolerations.iter().any(|t| tolerates(t, taint))
     })
 }
 
@@ -183,7 +184,10 @@ mod tests {
         assert!(tolerates(&tol("dedicated", "Equal", "x", ""), &taint));
         assert!(!tolerates(&tol("dedicated", "Equal", "y", ""), &taint));
         assert!(tolerates(&tol("", "Exists", "", ""), &taint));
-        assert!(!tolerates(&tol("dedicated", "Exists", "", "NoExecute"), &taint));
+        assert!(!tolerates(
+            &tol("dedicated", "Exists", "", "NoExecute"),
+            &taint
+        ));
         assert!(untolerated(std::slice::from_ref(&taint), &[], &["NoSchedule"]).is_some());
         assert!(untolerated(std::slice::from_ref(&taint), &[], &["NoExecute"]).is_none());
     }

@@ -150,7 +150,8 @@ pub async fn run(client: kube::Client, cidr: Cidr) -> Result<(), Error> {
     let mut listing: Vec<Node> = Vec::new();
     let mut synced = false;
     let mut waiting: Vec<String> = Vec::new();
-    let mut events = std::pin::pin!(watcher(api.clone(), watcher::Config::default()).default_backoff());
+    let mut events =
+        std::pin::pin!(watcher(api.clone(), watcher::Config::default()).default_backoff());
     while let Some(ev) = events.next().await {
         let ev = match ev {
             Ok(ev) => ev,
@@ -205,7 +206,9 @@ pub async fn run(client: kube::Client, cidr: Cidr) -> Result<(), Error> {
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => tracing::info!(controller = NAME, node = %name, cidr = %c, "allocated pod CIDR"),
+                Ok(_) => {
+                    tracing::info!(controller = NAME, node = %name, cidr = %c, "allocated pod CIDR")
+                }
                 Err(e) => {
                     // Gone or refused: free the slice; the next event of the node retries.
                     tracing::warn!(controller = NAME, node = %name, error = %e, "cannot set the pod CIDR");

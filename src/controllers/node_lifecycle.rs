@@ -65,8 +65,8 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     watches
         .0
         .push(tokio::spawn(stream.for_each(|_| std::future::ready(()))));
@@ -113,7 +113,9 @@ fn retaint(current: &[Taint], want: &[(&str, &str)], now: &Time) -> Option<Vec<T
     }
     let mut out: Vec<Taint> = current
         .iter()
-        .filter(|t| !is_lifecycle_taint(t) || want_set.contains(&(t.key.as_str(), t.effect.as_str())))
+        .filter(|t| {
+            !is_lifecycle_taint(t) || want_set.contains(&(t.key.as_str(), t.effect.as_str()))
+        })
         .cloned()
         .collect();
     for (k, e) in want {
@@ -217,7 +219,10 @@ impl Monitor {
         let now = Instant::now();
         let now_time = Time(jiff::Timestamp::now());
         let nodes = self.nodes.state();
-        let names: HashSet<String> = nodes.iter().filter_map(|n| n.metadata.name.clone()).collect();
+        let names: HashSet<String> = nodes
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
         self.probes.retain(|n, _| names.contains(n));
         let mut taints_by_node: HashMap<String, Vec<Taint>> = HashMap::new();
         for node in &nodes {
@@ -240,16 +245,18 @@ impl Monitor {
                 .map(|t| t.0.to_string())
                 .unwrap_or_default();
             let probe = format!("{lease}|{heartbeat}");
-            let seen = self.probes.entry(name.clone()).or_insert((probe.clone(), now));
+            let seen = self
+                .probes
+                .entry(name.clone())
+                .or_insert((probe.clone(), now));
             if seen.0 != probe {
                 *seen = (probe, now);
             }
             let stale = now.duration_since(seen.1) > self.grace;
             let mut ready = ready_status(node);
-            if stale && ready.as_deref() != Some("Unknown") {
-                if self.mark_unknown(&name, node).await {
-                    ready = Some("Unknown".into());
-                }
+            if stale && ready.as_deref() != Some("Unknown") && self.mark_unknown(&name, node).await
+            {
+                ready = Some("Unknown".into());
             }
             let current = node
                 .spec
@@ -433,10 +440,24 @@ mod tests {
     fn taints_follow_ready() {
         let now = Time(jiff::Timestamp::now());
         let other = taint("dedicated", "NoSchedule", now.0);
-        assert_eq!(retaint(std::slice::from_ref(&other), &desired_taints(Some("True")), &now), None);
-        let t = retaint(std::slice::from_ref(&other), &desired_taints(Some("Unknown")), &now).unwrap();
+        assert_eq!(
+            retaint(
+                std::slice::from_ref(&other),
+                &desired_taints(Some("True")),
+                &now
+            ),
+            None
+        );
+        let t = retaint(
+            std::slice::from_ref(&other),
+            &desired_taints(Some("Unknown")),
+            &now,
+        )
+        .unwrap();
         assert_eq!(t.len(), 3);
-        assert!(t.iter().any(|t| t.key == TAINT_UNREACHABLE && t.effect == "NoExecute"));
+        assert!(t
+            .iter()
+            .any(|t| t.key == TAINT_UNREACHABLE && t.effect == "NoExecute"));
         let back = retaint(&t, &desired_taints(Some("True")), &now).unwrap();
         assert_eq!(back, vec![other]);
         assert!(desired_taints(Some("False"))

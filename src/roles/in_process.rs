@@ -313,7 +313,8 @@ async fn controller_manager(
                 let (c, cfg, authority) =
                     (work_client.clone(), cfg.clone(), work_authority.clone());
                 async move {
-                    let controllers = crate::controllers::run(cfg, c.clone(), std::future::pending());
+                    let controllers =
+                        crate::controllers::run(cfg, c.clone(), std::future::pending());
                     let signer = super::csr_signer::run(
                         super::csr_signer::Config { authority },
                         c,

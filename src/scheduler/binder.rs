@@ -35,9 +35,14 @@ pub async fn bind(
         "metadata": {"name": name, "namespace": ns, "uid": uid},
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     });
-    api.create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding)
-        .await
-        .map(|_| ())
+    api.create_subresource::<_, serde_json::Value>(
+        "binding",
+        name,
+        &PostParams::default(),
+        &binding,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// A core/v1 Event about a pod, from `default-scheduler`.

@@ -151,7 +151,10 @@ impl PodInfo {
             .affinity
             .as_ref()
             .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .is_some_and(|t| !t.is_empty());
         PodInfo {
             uid: meta.uid.clone().unwrap_or_default(),
@@ -227,10 +230,9 @@ impl NodeInfo {
             _ => Some(TAINT_NOT_READY),
         };
         if let Some(key) = implied {
-            if !taints
-                .iter()
-                .any(|t| (t.key == TAINT_NOT_READY || t.key == TAINT_UNREACHABLE) && t.effect == "NoSchedule")
-            {
+            if !taints.iter().any(|t| {
+                (t.key == TAINT_NOT_READY || t.key == TAINT_UNREACHABLE) && t.effect == "NoSchedule"
+            }) {
                 taints.push(Taint {
                     key: key.into(),
                     effect: "NoSchedule".into(),

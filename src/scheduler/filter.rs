@@ -174,7 +174,10 @@ impl<'a> Prepared<'a> {
                 .as_ref()
                 .and_then(|s| s.affinity.as_ref())
                 .and_then(|a| a.pod_anti_affinity.as_ref())
-                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                });
             for t in terms.into_iter().flatten() {
                 if term_matches(t, &other.namespace, pod) {
                     if let Some(v) = node.labels.get(&t.topology_key) {
@@ -196,7 +199,11 @@ impl<'a> Prepared<'a> {
             spread: Vec::new(),
             nominated: HashMap::new(),
         };
-        let constraints = p.spec.topology_spread_constraints.clone().unwrap_or_default();
+        let constraints = p
+            .spec
+            .topology_spread_constraints
+            .clone()
+            .unwrap_or_default();
         p.spread = constraints
             .iter()
             .filter(|c| c.when_unsatisfiable == "DoNotSchedule")
@@ -224,14 +231,20 @@ impl<'a> Prepared<'a> {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            });
         required.is_none_or(|r| matching::node_selector(r, &node.name, &node.labels))
     }
 
     fn spread_selector_matches(&self, c: &TopologySpreadConstraint, labels: &Labels) -> bool {
         matching::label_selector(c.label_selector.as_ref(), labels)
             && c.match_label_keys.iter().flatten().all(|k| {
-                self.pod.labels.get(k).is_none_or(|v| labels.get(k) == Some(v))
+                self.pod
+                    .labels
+                    .get(k)
+                    .is_none_or(|v| labels.get(k) == Some(v))
             })
     }
 
@@ -289,7 +302,11 @@ impl<'a> Prepared<'a> {
                 value: None,
                 time_added: None,
             };
-            if !self.tolerations.iter().any(|tol| matching::tolerates(tol, &t)) {
+            if !self
+                .tolerations
+                .iter()
+                .any(|tol| matching::tolerates(tol, &t))
+            {
                 return Err(unresolvable("node(s) were unschedulable"));
             }
         }
@@ -298,9 +315,11 @@ impl<'a> Prepared<'a> {
                 return Err(unresolvable("node(s) didn't match the requested node name"));
             }
         }
-        if let Some(t) =
-            matching::untolerated(&node.taints, &self.tolerations, &["NoSchedule", "NoExecute"])
-        {
+        if let Some(t) = matching::untolerated(
+            &node.taints,
+            &self.tolerations,
+            &["NoSchedule", "NoExecute"],
+        ) {
             return Err(unresolvable(format!(
                 "node(s) had untolerated taint {{{}: {}}}",
                 t.key,
@@ -308,7 +327,9 @@ impl<'a> Prepared<'a> {
             )));
         }
         if !self.node_affinity_ok(node) {
-            return Err(unresolvable("node(s) didn't match Pod's node affinity/selector"));
+            return Err(unresolvable(
+                "node(s) didn't match Pod's node affinity/selector",
+            ));
         }
         if self.ports_conflict(node) {
             return Err(unschedulable(
@@ -330,19 +351,13 @@ impl<'a> Prepared<'a> {
     fn ports_conflict(&self, node: &NodeInfo) -> bool {
         self.pod.host_ports.iter().any(|(proto, ip, port)| {
             node.used_ports.iter().any(|(p2, ip2, port2)| {
-                port == port2
-                    && proto == p2
-                    && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
+                port == port2 && proto == p2 && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
             })
         })
     }
 
     fn fit(&self, node: &NodeInfo) -> Result<(), Failure> {
-        let (extra, extra_pods) = self
-            .nominated
-            .get(&node.name)
-            .cloned()
-            .unwrap_or_default();
+        let (extra, extra_pods) = self.nominated.get(&node.name).cloned().unwrap_or_default();
         let mut reasons = Vec::new();
         // A request beyond the node's whole allocatable cannot be helped by preemption
         // (upstream marks it UnschedulableAndUnresolvable).
@@ -361,7 +376,12 @@ impl<'a> Prepared<'a> {
                 }
             }
         };
-        check("cpu", r.milli_cpu, a.milli_cpu, used.milli_cpu + extra.milli_cpu);
+        check(
+            "cpu",
+            r.milli_cpu,
+            a.milli_cpu,
+            used.milli_cpu + extra.milli_cpu,
+        );
         check("memory", r.memory, a.memory, used.memory + extra.memory);
         check(
             "ephemeral-storage",
@@ -407,13 +427,21 @@ impl<'a> Prepared<'a> {
     fn inter_pod_ok(&self, node: &NodeInfo) -> Result<(), Failure> {
         if !self.affinity_first {
             for t in &self.affinity {
-                if !node.labels.get(&t.key).is_some_and(|v| t.values.contains(v)) {
+                if !node
+                    .labels
+                    .get(&t.key)
+                    .is_some_and(|v| t.values.contains(v))
+                {
                     return Err(unresolvable("node(s) didn't match pod affinity rules"));
                 }
             }
         }
         for t in &self.anti_affinity {
-            if node.labels.get(&t.key).is_some_and(|v| t.values.contains(v)) {
+            if node
+                .labels
+                .get(&t.key)
+                .is_some_and(|v| t.values.contains(v))
+            {
                 return Err(unschedulable(
                     "node(s) didn't match pod anti-affinity rules",
                 ));
@@ -443,7 +471,11 @@ pub fn nodes_to_find(total: usize) -> usize {
 }
 
 /// Upstream's FitError text: `0/N nodes are available: <prefilter>. <n reason, ...>.`
-pub fn fit_error(total: usize, pre_filter: Option<&str>, reasons: &BTreeMap<String, usize>) -> String {
+pub fn fit_error(
+    total: usize,
+    pre_filter: Option<&str>,
+    reasons: &BTreeMap<String, usize>,
+) -> String {
     let mut msg = format!("0/{total} nodes are available:");
     if let Some(p) = pre_filter {
         msg.push_str(&format!(" {p}."));
@@ -464,7 +496,10 @@ mod tests {
     fn message_shape() {
         let mut r = BTreeMap::new();
         r.insert("Insufficient cpu".to_string(), 2);
-        r.insert("node(s) had untolerated taint {dedicated: x}".to_string(), 1);
+        r.insert(
+            "node(s) had untolerated taint {dedicated: x}".to_string(),
+            1,
+        );
         assert_eq!(
             fit_error(3, None, &r),
             "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: x}, 2 Insufficient cpu."

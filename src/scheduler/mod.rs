@@ -57,11 +57,12 @@ pub enum Error {
     WatchEnded(&'static str),
 }
 
+// Boxed: the kinds differ a lot in size and the channel holds thousands.
 enum Msg {
-    Pod(watcher::Event<Pod>),
-    Node(watcher::Event<Node>),
-    Pv(watcher::Event<PersistentVolume>),
-    Pvc(watcher::Event<PersistentVolumeClaim>),
+    Pod(Box<watcher::Event<Pod>>),
+    Node(Box<watcher::Event<Node>>),
+    Pv(Box<watcher::Event<PersistentVolume>>),
+    Pvc(Box<watcher::Event<PersistentVolumeClaim>>),
     Ended(&'static str),
 }
 
@@ -117,19 +118,23 @@ pub async fn run(
 ) -> Result<(), Error> {
     let (tx, rx) = mpsc::channel(4096);
     let tasks = [
-        forward("pods", watch::<Pod>(&client), tx.clone(), Msg::Pod),
-        forward("nodes", watch::<Node>(&client), tx.clone(), Msg::Node),
+        forward("pods", watch::<Pod>(&client), tx.clone(), |e| {
+            Msg::Pod(Box::new(e))
+        }),
+        forward("nodes", watch::<Node>(&client), tx.clone(), |e| {
+            Msg::Node(Box::new(e))
+        }),
         forward(
             "persistentvolumes",
             watch::<PersistentVolume>(&client),
             tx.clone(),
-            Msg::Pv,
+            |e| Msg::Pv(Box::new(e)),
         ),
         forward(
             "persistentvolumeclaims",
             watch::<PersistentVolumeClaim>(&client),
             tx,
-            Msg::Pvc,
+            |e| Msg::Pvc(Box::new(e)),
         ),
     ];
     let _watches = Watches(tasks.into());
@@ -278,7 +283,7 @@ impl Scheduler {
         use watcher::Event as E;
         match m {
             Msg::Ended(name) => return Err(Error::WatchEnded(name)),
-            Msg::Pod(e) => match e {
+            Msg::Pod(e) => match *e {
                 E::Init => self.seen[0].clear(),
                 E::InitApply(p) => {
                     self.seen[0].insert(p.metadata.uid.clone().unwrap_or_default());
@@ -301,7 +306,7 @@ impl Scheduler {
                     self.synced[0] = true;
                 }
             },
-            Msg::Node(e) => match e {
+            Msg::Node(e) => match *e {
                 E::Init => self.seen[1].clear(),
                 E::InitApply(n) | E::Apply(n) => {
                     self.seen[1].insert(key_of(&n));
@@ -325,11 +330,11 @@ impl Scheduler {
                 }
             },
             Msg::Pv(e) => {
-                Self::follow(&mut self.pvs, &mut self.seen[2], &mut self.synced[2], e);
+                Self::follow(&mut self.pvs, &mut self.seen[2], &mut self.synced[2], *e);
                 self.queue.cluster_changed(Instant::now());
             }
             Msg::Pvc(e) => {
-                Self::follow(&mut self.pvcs, &mut self.seen[3], &mut self.synced[3], e);
+                Self::follow(&mut self.pvcs, &mut self.seen[3], &mut self.synced[3], *e);
                 self.queue.cluster_changed(Instant::now());
             }
         }
@@ -423,9 +428,13 @@ impl Scheduler {
                     kube::Error::Api(s)
                         if s.code == 404
                             || (s.code == 409
-                                && ["already assigned", "being deleted", "Precondition failed"]
-                                    .iter()
-                                    .any(|m| s.message.contains(m))) =>
+                                && [
+                                    "already assigned",
+                                    "being deleted",
+                                    "Precondition failed",
+                                ]
+                                .iter()
+                                .any(|m| s.message.contains(m))) =>
                     {
                         self.forget_pending(&b.uid);
                     }
@@ -510,8 +519,7 @@ impl Scheduler {
         let client = self.client.clone();
         let tx = self.bound_tx.clone();
         tokio::spawn(async move {
-            let result =
-                binder::bind(&client, &info.namespace, &info.name, &info.uid, &node).await;
+            let result = binder::bind(&client, &info.namespace, &info.name, &info.uid, &node).await;
             let ok = result.is_ok();
             let _ = tx.send(Bound {
                 uid: info.uid.clone(),
@@ -548,8 +556,7 @@ impl Scheduler {
         if let Some(n) = &nominated {
             self.nominated.insert(info.uid.clone(), n.clone());
         }
-        let rewrite = nominated.is_some()
-            || self.last_message.get(&info.uid) != Some(&message);
+        let rewrite = nominated.is_some() || self.last_message.get(&info.uid) != Some(&message);
         self.last_message.insert(info.uid.clone(), message.clone());
         tracing::debug!(pod = %format!("{}/{}", info.namespace, info.name), %message, "unschedulable");
         let permit = self.writes.clone().acquire_owned().await;
@@ -557,8 +564,16 @@ impl Scheduler {
         let info = info.clone();
         tokio::spawn(async move {
             let (ns, name, uid) = (&info.namespace, &info.name, &info.uid);
-            binder::event(&client, ns, name, uid, "Warning", "FailedScheduling", &message)
-                .await;
+            binder::event(
+                &client,
+                ns,
+                name,
+                uid,
+                "Warning",
+                "FailedScheduling",
+                &message,
+            )
+            .await;
             if rewrite {
                 if let Err(e) =
                     binder::mark_unschedulable(&client, ns, name, &message, nominated.as_deref())

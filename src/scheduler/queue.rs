@@ -81,6 +81,10 @@ impl Queue {
         self.entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The next pod to schedule, moving due back-offs to active first.
     pub fn pop(&mut self, now: Instant) -> Option<String> {
         self.flush_backoff(now);
@@ -100,7 +104,8 @@ impl Queue {
         if let Some(e) = self.entries.get_mut(uid) {
             e.at = Where::Active;
             e.seq = self.seq;
-            self.active.push((e.priority, Reverse(self.seq), uid.to_string()));
+            self.active
+                .push((e.priority, Reverse(self.seq), uid.to_string()));
         }
     }
 
@@ -141,10 +146,10 @@ impl Queue {
             e.attempts += 1;
             e.failed_at = Some(now);
         }
-        self.to_backoff(uid, now);
+        self.backoff_or_activate(uid, now);
     }
 
-    fn to_backoff(&mut self, uid: &str, now: Instant) {
+    fn backoff_or_activate(&mut self, uid: &str, now: Instant) {
         self.seq += 1;
         let seq = self.seq;
         let Some(e) = self.entries.get_mut(uid) else {
@@ -169,7 +174,7 @@ impl Queue {
             .map(|(u, _)| u.clone())
             .collect();
         for uid in waiting {
-            self.to_backoff(&uid, now);
+            self.backoff_or_activate(&uid, now);
         }
     }
 
@@ -180,7 +185,8 @@ impl Queue {
             .iter()
             .filter(|(_, e)| {
                 e.at == Where::Unschedulable
-                    && e.failed_at.is_some_and(|f| now.duration_since(f) >= MAX_UNSCHEDULABLE)
+                    && e.failed_at
+                        .is_some_and(|f| now.duration_since(f) >= MAX_UNSCHEDULABLE)
             })
             .map(|(u, _)| u.clone())
             .collect();
@@ -191,7 +197,9 @@ impl Queue {
 
     /// Is the pod being scheduled right now (popped, not yet requeued)?
     pub fn in_flight(&self, uid: &str) -> bool {
-        self.entries.get(uid).is_some_and(|e| e.at == Where::InFlight)
+        self.entries
+            .get(uid)
+            .is_some_and(|e| e.at == Where::InFlight)
     }
 
     /// Is any pod waiting in the active heap?
@@ -219,7 +227,10 @@ mod tests {
         assert_eq!(q.pop(t).as_deref(), Some("low2"));
         assert_eq!(q.pop(t), None);
         assert!(q.next_backoff().is_some());
-        assert_eq!(q.pop(t + Duration::from_millis(1100)).as_deref(), Some("low"));
+        assert_eq!(
+            q.pop(t + Duration::from_millis(1100)).as_deref(),
+            Some("low")
+        );
         // Unschedulable without a change: stays put.
         q.unschedulable("low", t);
         assert_eq!(q.pop(t + Duration::from_secs(60)), None);

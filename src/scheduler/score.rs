@@ -43,8 +43,14 @@ fn least_allocated(p: &Prepared, n: &NodeInfo) -> i64 {
             (alloc - used) * 100 / alloc
         }
     };
-    let cpu = score(n.allocatable.milli_cpu, n.nonzero_requested.0 + p.pod.nonzero.0);
-    let mem = score(n.allocatable.memory, n.nonzero_requested.1 + p.pod.nonzero.1);
+    let cpu = score(
+        n.allocatable.milli_cpu,
+        n.nonzero_requested.0 + p.pod.nonzero.0,
+    );
+    let mem = score(
+        n.allocatable.memory,
+        n.nonzero_requested.1 + p.pod.nonzero.1,
+    );
     (cpu + mem) / 2
 }
 
@@ -56,8 +62,14 @@ fn balanced(p: &Prepared, n: &NodeInfo) -> i64 {
             (used as f64 / alloc as f64).min(1.0)
         }
     };
-    let c = frac(n.allocatable.milli_cpu, n.requested.milli_cpu + p.pod.requests.milli_cpu);
-    let m = frac(n.allocatable.memory, n.requested.memory + p.pod.requests.memory);
+    let c = frac(
+        n.allocatable.milli_cpu,
+        n.requested.milli_cpu + p.pod.requests.milli_cpu,
+    );
+    let m = frac(
+        n.allocatable.memory,
+        n.requested.memory + p.pod.requests.memory,
+    );
     let std = (c - m).abs() / 2.0;
     ((1.0 - std) * 100.0) as i64
 }
@@ -103,11 +115,10 @@ pub fn score(p: &Prepared, cache: &Cache, nodes: &[&NodeInfo]) -> Vec<i64> {
 
     let affinity = spec.affinity.clone().unwrap_or_default();
     // NodeAffinity preferred terms.
-    if let Some(pref) = affinity
-        .node_affinity
-        .as_ref()
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
-    {
+    if let Some(pref) = affinity.node_affinity.as_ref().and_then(|a| {
+        a.preferred_during_scheduling_ignored_during_execution
+            .as_ref()
+    }) {
         let mut raw: Vec<i64> = nodes
             .iter()
             .map(|n| {
@@ -134,7 +145,10 @@ pub fn score(p: &Prepared, cache: &Cache, nodes: &[&NodeInfo]) -> Vec<i64> {
                 .iter()
                 .filter(|t| {
                     t.effect == "PreferNoSchedule"
-                        && !p.tolerations().iter().any(|tol| matching::tolerates(tol, t))
+                        && !p
+                            .tolerations()
+                            .iter()
+                            .any(|tol| matching::tolerates(tol, t))
                 })
                 .count() as i64
         })

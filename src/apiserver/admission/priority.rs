@@ -144,7 +144,9 @@ pub async fn mutate(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
     let (value, policy) = match &chosen {
         Some((_, c)) => (
             c.value,
-            c.policy.clone().unwrap_or_else(|| "PreemptLowerPriority".into()),
+            c.policy
+                .clone()
+                .unwrap_or_else(|| "PreemptLowerPriority".into()),
         ),
         None => (0, "PreemptLowerPriority".into()),
     };
@@ -199,7 +201,10 @@ pub fn default_tolerations(obj: &mut Value) {
         .cloned()
         .unwrap_or_default();
     let before = tolerations.len();
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         if !tolerated(&tolerations, key) {
             tolerations.push(json!({
                 "key": key, "operator": "Exists", "effect": "NoExecute",
