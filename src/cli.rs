@@ -285,6 +285,19 @@ pub struct ServerArgs {
     /// Name of the embedded agent's node (default: the hostname, lowercased).
     #[arg(long)]
     pub node_name: Option<String>,
+    /// Run the scheduler and controller manager under Lease-based leader election
+    /// (`kube-system/kube-scheduler`, `kube-system/kube-controller-manager`), as upstream.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// How long a node's Lease may go unrenewed before the node is marked Unknown and tainted.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// The pod network; each node gets a slice of it as spec.podCIDR.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
     /// A directory overlaying the embedded Cedar policies (`schema/`, `system/`, `authz/`,
     /// `admission/`): same-named files replace the embedded ones, others are added. Every
     /// policy is validated strictly against the schema at start-up.

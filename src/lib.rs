@@ -11,4 +11,5 @@ pub mod kubelet;
 pub mod pki;
 pub mod roles;
 pub mod snapshot;
+pub mod scheduler;
 pub mod store;

@@ -1,7 +1,9 @@
 //! Kubernetes API knowledge shared by the server and its clients: the resource table,
-//! selectors, and upstream's name and label rules. No I/O here.
+//! selectors, resource quantities and upstream's name and label rules. No I/O here.
 
 pub mod csr;
+pub mod matching;
+pub mod quantity;
 pub mod resources;
 pub mod selectors;
 pub mod validation;

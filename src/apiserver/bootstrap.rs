@@ -39,7 +39,40 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
     }
     crd_lifecycle::reload_crds(state).await;
     super::strategy::apiservice::ensure_local(state).await?;
+    system_priority_classes(state).await?;
     kubernetes_service(state).await
+}
+
+/// `system-node-critical` and `system-cluster-critical`, as upstream's apiserver creates them
+/// at start (existing ones are left as they are).
+async fn system_priority_classes(state: &Arc<State>) -> Result<(), crate::store::Error> {
+    let Some(ri) = state
+        .registry
+        .lookup("scheduling.k8s.io", "v1", "priorityclasses")
+    else {
+        return Ok(());
+    };
+    for (name, value, description) in super::admission::priority::SYSTEM_CLASSES {
+        let key = storage::key(&ri, "", name);
+        if state.store.get(&key, None).await?.is_some() {
+            continue;
+        }
+        let obj = json!({
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name, "uid": uuid::Uuid::new_v4().to_string(),
+                         "creationTimestamp": super::now_rfc3339()},
+            "value": value,
+            "description": description,
+            "preemptionPolicy": "PreemptLowerPriority",
+        });
+        let bytes = serde_json::to_vec(&obj).unwrap_or_default();
+        match state.store.create(&key, bytes.into()).await {
+            Ok(_) | Err(crate::store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// `default/kubernetes`: the in-cluster address of this API server (first service IP, port

@@ -21,6 +21,8 @@ pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod replication_controller;
+pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod root_ca_publisher;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -34,6 +36,10 @@ use futures::FutureExt;
 pub struct Config {
     /// The cluster CA bundle (PEM) published as `kube-root-ca.crt` in every namespace.
     pub root_ca_pem: String,
+    /// Node lifecycle: how long a node's Lease may go unrenewed before it is Unknown.
+    pub node_monitor_grace_period: std::time::Duration,
+    /// Node IPAM: the cluster CIDR and per-node slice size.
+    pub cluster_cidr: node_ipam::Cidr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +131,13 @@ pub async fn run(
     tasks.spawn(namespace::run(client.clone()));
     let workloads = Workloads::new(&client);
     workloads.spawn(&client, &mut tasks);
+    tasks.spawn(node_lifecycle::run(
+        client.clone(),
+        node_lifecycle::Config {
+            grace_period: cfg.node_monitor_grace_period,
+        },
+    ));
+    tasks.spawn(node_ipam::run(client.clone(), cfg.cluster_cidr));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

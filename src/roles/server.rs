@@ -120,6 +120,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !serving.ips.contains(&advertise) {
         serving.ips.push(advertise);
     }
+    let cluster_cidr =
+        crate::controllers::node_ipam::Cidr::parse(&args.cluster_cidr, args.node_cidr_mask_size)?;
     let authority = pki::Authority::open(pki::Config {
         dir: args.data_dir.join("pki"),
         serving,
@@ -165,6 +167,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 node_ip: advertise,
                 kubelet: args.kubelet.clone(),
             }),
+            leader_elect: args.leader_elect,
+            node_monitor_grace_period: args.node_monitor_grace_period,
+            cluster_cidr,
         },
         ready_rx,
         shutdown.clone(),

@@ -154,6 +154,19 @@ impl Server {
                 .into_iter()
                 .flatten(),
             )
+            // Leases renewed every 2 s would move the store revision under tests that check
+            // a request changed nothing; suites that test leader election ask for it.
+            .args(
+                if self
+                    .extra_args
+                    .iter()
+                    .any(|a| a.starts_with("--leader-elect"))
+                {
+                    None
+                } else {
+                    Some("--leader-elect=false")
+                },
+            )
             .arg("--https-port")
             .arg(self.port.to_string())
             .arg("--data-dir")

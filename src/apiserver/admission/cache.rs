@@ -121,6 +121,7 @@ pub struct Caches {
     pub limit_ranges: Arc<ByNamespace>,
     /// ServiceAccounts, for ServiceAccount admission (upstream's plugin reads a lister).
     pub service_accounts: Arc<ByNamespace>,
+    pub priority_classes: Arc<super::priority::Classes>,
 }
 
 impl Default for Caches {
@@ -135,6 +136,7 @@ impl Default for Caches {
             quotas: by(QUOTAS),
             limit_ranges: by(LIMIT_RANGES),
             service_accounts: by(SERVICE_ACCOUNTS),
+            priority_classes: Arc::default(),
         }
     }
 }
@@ -159,6 +161,10 @@ impl Caches {
             SERVICE_ACCOUNTS,
             store.clone(),
             self.service_accounts.clone(),
+            "PriorityClass",
+            super::priority::PRIORITY_CLASSES,
+            store.clone(),
+            self.priority_classes.clone(),
         ));
     }
 }

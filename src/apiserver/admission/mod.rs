@@ -9,6 +9,8 @@
 //! the request context).
 //!
 //! - `service_account`: the ServiceAccount plugin (account, token volume);
+//! - `priority`: the Priority plugin (priorityClassName → priority) and
+//!   DefaultTolerationSeconds;
 //! - `pod_security`: namespace policies, warn/audit, namespace label checks;
 //! - `quota`: ResourceQuota charging (compare-and-swap on the quota) and reconciliation;
 //! - `cedar_policies`: `CedarPolicy` objects (validated here, 422 naming the line) followed
@@ -17,6 +19,7 @@
 mod cache;
 mod cedar_policies;
 mod pod_security;
+pub mod priority;
 mod quota;
 mod service_account;
 
@@ -83,12 +86,15 @@ async fn get(state: &State, key: &str) -> ApiResult<Option<Value>> {
     Ok(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
 }
 
-/// Mutating admission on create: ServiceAccount and LimitRanger defaults for pods.
+/// Mutating admission on create: ServiceAccount, Priority, DefaultTolerationSeconds and
+/// LimitRanger defaults for pods.
 pub async fn mutate_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
     if ctx.state.authorizer.is_none() || !is_pod(&ctx.ri) || !ctx.info.subresource.is_empty() {
         return Ok(());
     }
     service_account::mutate(ctx, obj).await?;
+    priority::mutate(ctx, obj).await?;
+    priority::default_tolerations(obj);
     let ns = ctx.namespace().to_string();
     let ranges = limit_ranges(ctx, &ns).await?;
     limits::default_pod(obj, &ranges);

@@ -249,27 +249,64 @@ async fn binding(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> 
             )
         })?
         .to_string();
-    let (current, rev) = ctx.load(&name).await?;
-    if let Some(existing) = current["spec"]["nodeName"]
-        .as_str()
-        .filter(|n| !n.is_empty())
-    {
-        return Err(ApiError::conflict(
-            &ctx.ri,
-            &name,
-            &format!("pod {name} is already assigned to node \"{existing}\""),
-        ));
+    // As upstream's binding storage: a guarded update of the stored pod, retried when a
+    // concurrent write (a status update) moved it.
+    let want_uid = b["metadata"]["uid"].as_str().filter(|u| !u.is_empty());
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (current, rev) = ctx.load(&name).await?;
+        if let Some(want) = want_uid {
+            let have = current["metadata"]["uid"].as_str().unwrap_or_default();
+            if want != have {
+                return Err(ApiError::conflict(
+                    &ctx.ri,
+                    &name,
+                    &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have}"),
+                ));
+            }
+        }
+        if let Some(existing) = current["spec"]["nodeName"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                &ctx.ri,
+                &name,
+                &format!("pod {name} is already assigned to node \"{existing}\""),
+            ));
+        }
+        if current["metadata"]["deletionTimestamp"].is_string() {
+            return Err(ApiError::conflict(
+                &ctx.ri,
+                &name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        let mut obj = current.clone();
+        obj["spec"]["nodeName"] = json!(node);
+        // The pod is now PodScheduled=True (replacing an earlier Unschedulable).
+        let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                          "lastTransitionTime": crate::apiserver::now_rfc3339()});
+        if !obj["status"].is_object() {
+            obj["status"] = json!({});
+        }
+        match obj["status"]["conditions"].as_array_mut() {
+            Some(conds) => {
+                conds.retain(|c| c["type"] != "PodScheduled");
+                conds.push(cond);
+            }
+            None => obj["status"]["conditions"] = json!([cond]),
+        }
+        if ctx.dry_run() {
+            break;
+        }
+        match ctx.store_update(&mut obj, rev).await {
+            Ok(()) => break,
+            Err(e) if e.code == 409 && attempts < 5 => continue,
+            Err(e) => return Err(e),
+        }
     }
-    if current["metadata"]["deletionTimestamp"].is_string() {
-        return Err(ApiError::conflict(
-            &ctx.ri,
-            &name,
-            &format!("pod {name} is being deleted, cannot be assigned to a host"),
-        ));
-    }
-    let mut obj = current.clone();
-    obj["spec"]["nodeName"] = json!(node);
-    update::update_object(ctx, obj, current, rev, false).await?;
     Ok(json_response(
         201,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

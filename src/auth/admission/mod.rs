@@ -17,7 +17,7 @@ pub mod facts;
 pub mod limits;
 pub mod node_restriction;
 pub mod pod_security;
-pub mod quantity;
+pub use crate::api::quantity;
 pub mod quota;
 
 pub use engine::{Admission, AdmissionRequest, Operation, Verdict};
