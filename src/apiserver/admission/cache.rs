@@ -161,6 +161,8 @@ impl Caches {
             SERVICE_ACCOUNTS,
             store.clone(),
             self.service_accounts.clone(),
+        ));
+        tokio::spawn(follow(
             "PriorityClass",
             super::priority::PRIORITY_CLASSES,
             store.clone(),
