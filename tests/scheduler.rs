@@ -361,6 +361,18 @@ async fn topology_spread_and_owner_spreading() {
     let pods: Api<Pod> = Api::namespaced(c.clone(), "t");
     let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
         "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "s"}}}]});
+    // Pods for another scheduler are left alone: created first, so the default scheduler
+    // (oldest first) would have bound it before `s0` below.
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "foreign",
+            json!({"schedulerName": "someone-else"}),
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
     let mut zones = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..6 {
         let name = format!("s{i}");
@@ -380,6 +392,7 @@ async fn topology_spread_and_owner_spreading() {
         );
         assert!(za.abs_diff(zb) <= 1, "{zones:?}");
     }
+    assert_eq!(node_of(&pods, "foreign").await, None);
     assert_eq!(zones.get("a"), Some(&3));
     assert_eq!(zones.get("b"), Some(&3));
     // A node-label constraint nobody can meet: the missing label is named.
