@@ -39,6 +39,7 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
     }
     gc::reload_crds(state).await;
     super::strategy::apiservice::ensure_local(state).await?;
+    super::strategy::apiservice::sync_crd_groups(state).await;
     kubernetes_service(state).await
 }
 

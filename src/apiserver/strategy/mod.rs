@@ -115,6 +115,7 @@ pub async fn commit(claims: Option<Claims>) {
 pub async fn after_commit(ctx: &Ctx, obj: &Value) {
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         gc::reload_crds(&ctx.state).await;
+        apiservice::sync_crd_groups(&ctx.state).await;
     }
     if obj["metadata"]["deletionTimestamp"].is_string() {
         if is(ctx, "", "Namespace") {
@@ -132,6 +133,7 @@ pub async fn after_delete(ctx: &Ctx, obj: &Value) {
     }
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         gc::reload_crds(&ctx.state).await;
+        apiservice::sync_crd_groups(&ctx.state).await;
         gc::spawn_crd_cleanup(ctx.state.clone(), obj.clone());
     }
     gc::spawn_dependents(ctx.state.clone(), ctx.ri.clone(), obj.clone());
