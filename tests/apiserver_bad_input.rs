@@ -556,4 +556,54 @@ fn orphaned_service_claims_are_repaired() {
         .json();
     assert_eq!(claim["spec"]["parentRef"]["name"], "kept");
     assert!(ip_addresses(&s).contains(&"10.43.200.201".to_string()));
+
+    // A NodePort Service removed by the garbage collector (its owner deleted): its node port
+    // and IP come back, whichever path removed it, so a new Service can ask for that port.
+    let owner = s.raw(Raw::send(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"owner"}}"#,
+    ));
+    assert_eq!(owner.status, 201);
+    let uid = owner.json()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let owned = format!(
+        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"owned","ownerReferences":[{{"apiVersion":"v1","kind":"ConfigMap","name":"owner","uid":"{uid}"}}]}},"spec":{{"type":"NodePort","ports":[{{"port":80,"nodePort":30300}}]}}}}"#
+    );
+    let r = s.raw(Raw::send(
+        "POST",
+        SVCS,
+        "application/json",
+        owned.as_bytes(),
+    ));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = s.raw(Raw::send(
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps/owner",
+        "application/json",
+        b"",
+    ));
+    assert_eq!(r.status, 200);
+    let taker = service("taker", "NodePort", "", r#"[{"port":80,"nodePort":30300}]"#);
+    let taken = harness::eventually(std::time::Duration::from_secs(10), || {
+        s.raw(Raw::send("POST", SVCS, "application/json", &taker))
+            .status
+            == 201
+    });
+    assert!(taken, "node port 30300 was never given back");
+    let ours = || {
+        let mut ips = ip_addresses(&s);
+        ips.retain(|i| i != "10.43.200.201");
+        ips
+    };
+    assert!(
+        harness::eventually(std::time::Duration::from_secs(5), || ours()
+            == service_ips(&s)),
+        "{:?} vs {:?}",
+        ours(),
+        service_ips(&s)
+    );
 }

@@ -224,4 +224,30 @@ fn api_services_are_served() {
             .contains("must be v1.metrics.k8s.io"),
         "{bad}"
     );
+
+    // A CRD's group/version gets its automanaged APIService, gone with the CRD.
+    let crd = r#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"widgets.example.com"},"spec":{"group":"example.com","scope":"Namespaced","names":{"plural":"widgets","singular":"widget","kind":"Widget"},"versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}"#;
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let (code, created) = send(&s, "POST", crds, "application/json", crd);
+    assert_eq!(code, 201, "{created}");
+    let r = s.raw(Raw::get(&format!("{base}/v1.example.com")));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let svc = r.json();
+    assert_eq!(
+        svc["metadata"]["labels"]["kube-aggregator.kubernetes.io/automanaged"],
+        "true"
+    );
+    assert_eq!(svc["status"]["conditions"][0]["status"], "True");
+    let (code, _) = send(
+        &s,
+        "DELETE",
+        &format!("{crds}/widgets.example.com"),
+        "application/json",
+        "",
+    );
+    assert_eq!(code, 200);
+    assert!(harness::eventually(
+        std::time::Duration::from_secs(5),
+        || { s.raw(Raw::get(&format!("{base}/v1.example.com"))).status == 404 }
+    ));
 }

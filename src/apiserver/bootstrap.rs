@@ -40,6 +40,7 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
     crd_lifecycle::reload_crds(state).await;
     super::strategy::apiservice::ensure_local(state).await?;
     system_priority_classes(state).await?;
+    super::strategy::apiservice::sync_crd_groups(state).await;
     kubernetes_service(state).await
 }
 

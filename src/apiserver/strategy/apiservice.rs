@@ -3,7 +3,9 @@
 //!
 //! - Every built-in group/version has a local APIService `<version>.<group>` (`v1.` for the
 //!   core group), labelled `kube-aggregator.kubernetes.io/automanaged: onstart`, with upstream's
-//!   group and version priorities and `Available=True` (reason `Local`), written at start.
+//!   group and version priorities and `Available=True` (reason `Local`), written at start;
+//!   every group/version a CRD serves gets one labelled `automanaged: "true"` (upstream's
+//!   crdregistration controller), removed when no CRD serves it any more.
 //! - A user's APIService must be named `<version>.<group>`. Without `spec.service` it is local
 //!   and available; with one, the `Available` condition follows upstream's availability
 //!   checks as far as this server can make them: `ServiceNotFound` when the Service is
@@ -162,19 +164,93 @@ pub async fn set_availability(state: &State, obj: &mut Value, old: Option<&Value
 
 /// Write the local APIServices of the built-in group/versions that are missing (start-up).
 pub async fn ensure_local(state: &State) -> Result<(), crate::store::Error> {
+    let wanted: Vec<(String, String, (i64, i64), &str)> =
+        crate::api::resources::builtin_group_versions()
+            .into_iter()
+            .map(|(g, v)| {
+                let p = priority(&g, &v);
+                (g, v, p, "onstart")
+            })
+            .collect();
+    ensure(state, wanted).await
+}
+
+/// Upstream's crdregistration controller: every group/version served by a CRD has a local
+/// APIService (label `automanaged: "true"`, priorities 1000/100), and those of group/versions
+/// no CRD serves any more are removed. Called whenever the served CRDs change.
+pub async fn sync_crd_groups(state: &State) {
+    let mut served: Vec<(String, String)> = Vec::new();
+    for cv in state.registry.custom_versions() {
+        let gv = (cv.info.group.clone(), cv.info.version.clone());
+        if !served.contains(&gv) {
+            served.push(gv);
+        }
+    }
+    let wanted = served
+        .iter()
+        .map(|(g, v)| (g.clone(), v.clone(), (1000, 100), "true"))
+        .collect();
+    if let Err(e) = ensure(state, wanted).await {
+        tracing::warn!(error = %e, "cannot register the APIServices of custom resources");
+    }
+    let Some(ri) = state
+        .registry
+        .lookup("apiregistration.k8s.io", "v1", "apiservices")
+    else {
+        return;
+    };
+    let Ok(listed) = state
+        .store
+        .range(crate::store::RangeRequest {
+            prefix: storage::prefix(&ri, None),
+            ..Default::default()
+        })
+        .await
+    else {
+        return;
+    };
+    for kv in listed.items {
+        let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        if obj["metadata"]["labels"][AUTOMANAGED] != "true" {
+            continue;
+        }
+        let gv = (
+            obj["spec"]["group"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            obj["spec"]["version"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        if !served.contains(&gv) {
+            if let Err(e) = state.store.delete(&kv.key, kv.mod_revision).await {
+                tracing::debug!(key = %kv.key, error = %e, "APIService changed meanwhile");
+            }
+        }
+    }
+}
+
+/// Create the missing APIServices of `wanted` (group, version, priorities, automanaged label).
+async fn ensure(
+    state: &State,
+    wanted: Vec<(String, String, (i64, i64), &str)>,
+) -> Result<(), crate::store::Error> {
     let Some(ri) = state
         .registry
         .lookup("apiregistration.k8s.io", "v1", "apiservices")
     else {
         return Ok(());
     };
-    for (group, version) in crate::api::resources::builtin_group_versions() {
+    for (group, version, (g, v), managed) in wanted {
         let name = name_for(&group, &version);
         let key = storage::key(&ri, "", &name);
         if state.store.get(&key, None).await?.is_some() {
             continue;
         }
-        let (g, v) = priority(&group, &version);
         let mut spec = json!({"version": version, "groupPriorityMinimum": g, "versionPriority": v});
         if !group.is_empty() {
             spec["group"] = json!(group);
@@ -183,7 +259,7 @@ pub async fn ensure_local(state: &State) -> Result<(), crate::store::Error> {
             "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
             "metadata": {"name": name, "uid": uuid::Uuid::new_v4().to_string(),
                          "creationTimestamp": crate::apiserver::now_rfc3339(),
-                         "labels": {AUTOMANAGED: "onstart"}},
+                         "labels": {AUTOMANAGED: managed}},
             "spec": spec,
             "status": {"conditions": [condition("True", "Local", "Local APIServices are always available")]},
         });

@@ -119,6 +119,7 @@ pub async fn commit(claims: Option<Claims>) {
 pub async fn after_commit(ctx: &Ctx, obj: &Value) {
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         crd_lifecycle::reload_crds(&ctx.state).await;
+        apiservice::sync_crd_groups(&ctx.state).await;
     }
     // Dependents of deleted objects and the contents of deleted namespaces are the controller
     // manager's (`src/controllers/garbage_collector.rs`, `namespace.rs`), as upstream.
@@ -132,6 +133,7 @@ pub async fn after_delete(ctx: &Ctx, obj: &Value) {
     }
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         crd_lifecycle::reload_crds(&ctx.state).await;
+        apiservice::sync_crd_groups(&ctx.state).await;
         crd_lifecycle::spawn_crd_cleanup(ctx.state.clone(), obj.clone());
     }
 }
