@@ -394,6 +394,7 @@ fn warnings_for_unknown_fields_are_capped() {
         "an uncut warning"
     );
     // Strict still refuses them (400) and stores nothing.
+    s.settle();
     let before = revision(&s);
     let r = s.raw(Raw::send(
         "POST",

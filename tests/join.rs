@@ -622,13 +622,14 @@ async fn failed_token_attempts_are_rate_limited() {
             .all(|(code, m)| *code == 401 && m.contains("invalid or has expired")),
         "{messages:?}"
     );
-    // Bad secrets for the real id: 401 five times, then 429 (kube-rs reports the Status).
+    // Bad secrets for the real id: 401 five times (after that 429 with Retry-After, which
+    // kube-rs honours by retrying: tests/attack_misc.rs checks those over raw HTTPS).
     let id = good.split('.').next().unwrap().to_string();
     let mut codes = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..5 {
         codes.push(attempt(format!("{id}.0000000000000000")).await.0);
     }
-    assert_eq!(codes, [401, 401, 401, 401, 401, 429, 429]);
+    assert_eq!(codes, [401; 5]);
     // The correct token is never refused because of those failures.
     let (code, msg) = attempt(good).await;
     assert_eq!(code, 200, "{msg}");
