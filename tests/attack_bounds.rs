@@ -444,6 +444,27 @@ fn no_write_path_stores_an_object_over_the_limit() {
         json!({"data": {"big": fits}}).to_string().as_bytes(),
     );
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    // A patch whose result is larger than a request may be is refused before anything else
+    // looks at the result.
+    s.settle();
+    let before = revision(&s);
+    let more = json!({"data": {"more": "w".repeat(2_000_000)}}).to_string();
+    let resp = send(
+        &s,
+        "PATCH",
+        &format!("{CMS}/victim"),
+        "application/merge-patch+json",
+        more.as_bytes(),
+    );
+    let status = expect_status(&resp, &[413], "a patch result over 3 MiB");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("patched object"),
+        "{status}"
+    );
+    assert_eq!(revision(&s), before);
     alive_and_fast(&s);
 }
 

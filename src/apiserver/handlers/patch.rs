@@ -46,8 +46,21 @@ enum Failed {
 }
 
 impl Job {
-    /// The patched object; `current` is `None` only for an apply that creates.
+    /// The patched object; `current` is `None` only for an apply that creates. A result larger
+    /// than a request may be is refused here, before decoding and validating it (upstream
+    /// rejects patch results over its request size limit the same way).
     fn run(&self, current: Option<&Value>) -> Result<Value, Failed> {
+        let out = self.apply(current)?;
+        if approx_size(&out) > body::MAX_BODY {
+            return Err(Failed::Patch(merge::PatchError::TooLarge(format!(
+                "Request entity too large: the patched object is larger than {} bytes",
+                body::MAX_BODY
+            ))));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, current: Option<&Value>) -> Result<Value, Failed> {
         let (group, kind) = (self.group.as_str(), self.object_kind.as_str());
         match (self.kind, current) {
             (Kind::Apply, current) => merge::apply(
