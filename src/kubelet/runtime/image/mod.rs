@@ -174,7 +174,6 @@ impl Store {
     }
 
     /// Remove an image (by name: just that name unless it is the last one).
-    /// `in_use` says which running containers use a layer set (refuses removal).
     pub fn remove(&self, reference: &str) -> Result<Vec<String>, Error> {
         let _l = self.lock()?;
         let mut idx = self.read_index()?;
