@@ -35,8 +35,6 @@ pub enum Error {
     Invalid(String),
     #[error("image {0:?} not found")]
     NotFound(String),
-    #[error("image {name} is in use by {users}")]
-    InUse { name: String, users: String },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
