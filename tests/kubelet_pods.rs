@@ -418,7 +418,8 @@ fn default_pods_get_their_service_account_volume() {
             "sa",
             "Never",
             "d=/var/run/secrets/kubernetes.io/serviceaccount; echo ns=$(cat $d/namespace); \
-             echo ca=$(grep -c 'BEGIN CERTIFICATE' $d/ca.crt); echo token=$(cut -d. -f1 $d/token | wc -c)",
+             echo ca=$(grep -c 'BEGIN CERTIFICATE' $d/ca.crt); echo token=$(cut -d. -f1 $d/token | wc -c); \
+             echo fs=$(grep \" $d \" /proc/self/mountinfo | grep -c tmpfs)",
             "",
         )
         .replace("  automountServiceAccountToken: false\n", "");
@@ -433,5 +434,17 @@ fn default_pods_get_their_service_account_volume() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     assert!(token_len > 10, "no JWT header in the token: {log}");
+    assert!(
+        log.contains("fs=1"),
+        "the token volume is not on tmpfs: {log}"
+    );
+    let uid = done["metadata"]["uid"].as_str().unwrap().to_string();
+    // A terminal pod is deleted at once by the API; the agent cleans up right after.
     n.delete("sa");
+    let gone = eventually(Duration::from_secs(10), || {
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .contains(&uid)
+    });
+    assert!(gone, "a volume mount outlived its pod");
 }

@@ -345,6 +345,19 @@ impl Drop for Cleanup {
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
+        // tmpfs volumes a failed test left below the data directory.
+        let needle = self.data_dir.to_string_lossy().to_string();
+        for line in std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Some(mp) = line.split(' ').nth(4).filter(|m| m.starts_with(&needle)) {
+                if let Ok(c) = std::ffi::CString::new(mp) {
+                    // SAFETY: umount2(2) of a mount below this test's own data directory.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+            }
+        }
         for c in ["cpu", "cpuacct", "memory", "pids"] {
             for d in self.dirs(c) {
                 let _ = std::fs::remove_dir(&d);

@@ -187,6 +187,7 @@ async fn stop_orphans(shared: &Shared, live: &[String]) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        volumes::unmount_all(&dir);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,8 +5,10 @@
 //! identity, which the Node authorizer limits to objects of pods bound to this node.
 //!
 //! Files are written under `<pod dir>/volumes/<name>/` with `defaultMode`/`mode` (upstream's
-//! 0644 default), replaced atomically per file. Not yet: tmpfs for secrets, the `..data`
-//! symlink swap for live updates, token rotation, hostPath, PVCs.
+//! 0644 default), replaced atomically per file. `secret` and `projected` volumes (tokens,
+//! secrets) live on a tmpfs mounted there first, so they never reach the disk (as upstream);
+//! `unmount_all` takes them down when the pod goes. Not yet: the `..data` symlink swap for
+//! live updates, token rotation, hostPath, PVCs.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -36,6 +38,9 @@ pub async fn prepare(
     for v in spec.volumes.iter().flatten() {
         let dir = pod_dir.join("volumes").join(&v.name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if v.secret.is_some() || v.projected.is_some() {
+            ensure_tmpfs(&dir)?;
+        }
         fill(client, pod, &ns, v, &dir, node_name).await?;
         out.insert(v.name.clone(), dir);
     }
@@ -261,4 +266,47 @@ fn write_file(dir: &Path, rel: &str, data: &[u8], mode: i32) -> Result<(), Strin
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode((mode & 0o777) as u32))
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Whether `dir` is a mount point (another device than its parent).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(d), Some(Ok(p))) = (
+        std::fs::symlink_metadata(dir),
+        dir.parent().map(std::fs::symlink_metadata),
+    ) else {
+        return false;
+    };
+    d.dev() != p.dev()
+}
+
+/// Mount a tmpfs on `dir` unless one is there already (a restarted agent re-prepares).
+fn ensure_tmpfs(dir: &Path) -> Result<(), String> {
+    if is_mount_point(dir) {
+        return Ok(());
+    }
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0755"),
+    )
+    .map_err(|e| format!("tmpfs for {}: {e}", dir.display()))
+}
+
+/// Unmount the pod's tmpfs volumes (before its directory is removed).
+pub fn unmount_all(pod_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(pod_dir.join("volumes")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if is_mount_point(&p) {
+            if let Err(err) = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %p.display(), error = %err, "cannot unmount a pod volume");
+            }
+        }
+    }
 }

@@ -593,6 +593,7 @@ impl Worker {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        super::volumes::unmount_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ =
             std::fs::remove_dir_all(container_spec::pod_log_dir(&self.shared.log_dir, &self.pod));

@@ -35,8 +35,6 @@ pub enum Error {
     Invalid(String),
     #[error("image {0:?} not found")]
     NotFound(String),
-    #[error("image {name} is in use by {users}")]
-    InUse { name: String, users: String },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -174,7 +172,6 @@ impl Store {
     }
 
     /// Remove an image (by name: just that name unless it is the last one).
-    /// `in_use` says which running containers use a layer set (refuses removal).
     pub fn remove(&self, reference: &str) -> Result<Vec<String>, Error> {
         let _l = self.lock()?;
         let mut idx = self.read_index()?;
