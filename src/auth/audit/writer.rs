@@ -30,7 +30,9 @@
 //! (unless the lines of the requests in flight together outgrow half the reserve). Rotation
 //! truncates the old file's unused reserve away before the new file reserves its own.
 //!
-//! Fail closed: a failed write (or reserve) marks the sink unhealthy and drops the file. While unhealthy,
+//! Fail closed: a failed write marks the sink unhealthy and drops the file; a reserve that
+//! cannot be topped up marks it unhealthy but keeps the file, so requests admitted earlier
+//! still write their lines into what is left of the reserve. While unhealthy,
 //! [`Sink::writable`] (checked before a request is served) retries opening at most every
 //! 500 ms and otherwise says no, so the request path answers 503 before anything changes.
 //! `writable` also stats `audit.log`, so a moved or removed log is caught before serving; a
@@ -281,13 +283,16 @@ impl Sink {
             // One stat(2): a log moved or removed is refused before the request is served.
             if !inner.still_current(&self.cfg.dir, Duration::ZERO) {
                 tracing::error!("the audit log was moved or removed: refusing requests");
+                inner.file = None;
             } else if let Err(e) = inner.keep_reserve(self.cfg.reserve()) {
+                // The file stays open: requests admitted before this one still write their
+                // lines into what is left of the reserve (dropping it here made a create
+                // that was already stored answer 503).
                 tracing::error!(error = %e, "no space for the audit log: refusing requests");
             } else {
                 return true;
             }
             self.healthy.store(false, Ordering::Release);
-            inner.file = None;
             inner.last_try = Some(Instant::now());
         }
         if inner.last_try.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
@@ -298,10 +303,15 @@ impl Sink {
             return false;
         }
         let reserve = self.cfg.reserve();
-        match inner
-            .reopen(&self.cfg.dir)
-            .and_then(|()| inner.reserve(reserve))
-        {
+        // Still the open file (only space ran out): top its reserve up; else open again.
+        let recovered = if inner.still_current(&self.cfg.dir, Duration::ZERO) {
+            inner.reserve(reserve)
+        } else {
+            inner
+                .reopen(&self.cfg.dir)
+                .and_then(|()| inner.reserve(reserve))
+        };
+        match recovered {
             Ok(()) => {
                 tracing::info!("the audit log is writable again");
                 self.healthy.store(true, Ordering::Release);
