@@ -795,8 +795,9 @@ fn rules_reviews_in_a_row_stay_cheap_and_bounded() {
             "{who}: 150 SelfSubjectRulesReviews, median {median} µs (GET /version {get} ms), RSS {before} -> {after} MiB"
         );
         assert!(median < 100_000, "{who}: a review took {median} µs");
+        // Before the fix: +23 MiB for the first 150 (each review cached ~1,000 decisions).
         assert!(
-            after < before + 30,
+            after < before + 8,
             "{who}: RSS grew {before} -> {after} MiB"
         );
     }
