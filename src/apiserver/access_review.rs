@@ -410,7 +410,10 @@ fn named_rules(
         for ri in state.registry.all() {
             let ns = if ri.namespaced { namespace } else { "" };
             let mut verbs: Vec<String> = Vec::new();
-            for v in NAMED_VERBS.iter().filter(|v| ri.verbs.iter().any(|rv| rv == *v)) {
+            for v in NAMED_VERBS
+                .iter()
+                .filter(|v| ri.verbs.iter().any(|rv| rv == *v))
+            {
                 if !probe(probes, user, v, &ri.group, &ri.plural, "", ns)
                     && probe_named(probes, user, v, &ri.group, &ri.plural, "", ns, name)
                 {

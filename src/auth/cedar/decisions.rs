@@ -102,7 +102,10 @@ mod tests {
         for i in 0..200_000 {
             cache.insert(format!("{i:0>500}"), d.clone());
             if i % 10_000 == 0 {
-                assert!(cache.get(&format!("{:0>500}", 0)).is_some(), "a hot key stays");
+                assert!(
+                    cache.get(&format!("{:0>500}", 0)).is_some(),
+                    "a hot key stays"
+                );
             }
             assert!(cache.bytes() <= BUDGET);
         }

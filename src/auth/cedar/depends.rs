@@ -167,7 +167,10 @@ mod tests {
         let d = deps(
             r#"permit (principal, action, resource) when { (if true then resource else principal) has name };"#,
         );
-        assert!(d.resource_uid, "a resource used in another way counts as its uid");
+        assert!(
+            d.resource_uid,
+            "a resource used in another way counts as its uid"
+        );
     }
 
     #[test]

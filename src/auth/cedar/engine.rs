@@ -280,14 +280,25 @@ impl Authorizer {
         // identical request against the same policy generation reuses the evaluation. Not for
         // nodes: their `boundNodes` fact follows the pod graph, not the policies.
         if matches!(principal, Principal::Node(_)) {
-            return self.evaluate(&slice, &principal, action, principal.entities(attrs.user), attrs);
+            return self.evaluate(
+                &slice,
+                &principal,
+                action,
+                principal.entities(attrs.user),
+                attrs,
+            );
         }
         let key = decision_key(attrs, &slice.depends);
         if let Some(d) = slices.decisions.get(&key) {
             return d;
         }
-        let decision =
-            self.evaluate(&slice, &principal, action, principal.entities(attrs.user), attrs);
+        let decision = self.evaluate(
+            &slice,
+            &principal,
+            action,
+            principal.entities(attrs.user),
+            attrs,
+        );
         slices.decisions.insert(key, decision.clone());
         decision
     }
@@ -302,7 +313,13 @@ impl Authorizer {
             return unknown_verb(attrs.verb);
         };
         let slice = self.slice_for(&slices, principal.subject_keys_for(attrs.user), &action);
-        self.evaluate(&slice, &principal, action, principal.entities(attrs.user), attrs)
+        self.evaluate(
+            &slice,
+            &principal,
+            action,
+            principal.entities(attrs.user),
+            attrs,
+        )
     }
 
     /// Bytes and entries held by the decision cache (for tests and diagnostics).

@@ -163,16 +163,15 @@ async fn next(st: &mut State) -> Option<Frame<Bytes>> {
                 if *more {
                     // The next page, from the same snapshot, sized to about PAGE_BYTES.
                     let limit = (PAGE_BYTES / *avg).clamp(1, MAX_PAGE);
-                    let read = st
-                        .w
-                        .store
-                        .range(RangeRequest {
-                            prefix: st.w.prefix.clone(),
-                            start_after: last_key.clone(),
-                            limit,
-                            revision: Some(st.w.start),
-                        })
-                        .await;
+                    let read =
+                        st.w.store
+                            .range(RangeRequest {
+                                prefix: st.w.prefix.clone(),
+                                start_after: last_key.clone(),
+                                limit,
+                                revision: Some(st.w.start),
+                            })
+                            .await;
                     match read {
                         Ok(next) => {
                             *avg = average(&next.items);
@@ -225,11 +224,14 @@ async fn next(st: &mut State) -> Option<Frame<Bytes>> {
                     continue;
                 };
                 let sel = &st.w.selectors;
-                let now_matches = sel.matches(&obj);
+                // Without selectors everything matches: the previous value is not decoded.
+                let match_all = sel.labels.0.is_empty() && sel.fields.0.is_empty();
+                let now_matches = match_all || sel.matches(&obj);
                 let typ = match ev.kind {
                     EventKind::Create | EventKind::Delete if !now_matches => continue,
                     EventKind::Create => "ADDED",
                     EventKind::Delete => "DELETED",
+                    EventKind::Update if match_all => "MODIFIED",
                     EventKind::Update => {
                         let before = ev
                             .prev_value
