@@ -165,10 +165,7 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
                         let mut keep = HashSet::new();
                         for kind in found {
                             let key = (kind.ar.group.clone(), kind.ar.plural.clone());
-                            map.insert(
-                                (kind.ar.group.clone(), kind.ar.kind.clone()),
-                                kind.clone(),
-                            );
+                            map.insert((kind.ar.group.clone(), kind.ar.kind.clone()), kind.clone());
                             keep.insert(key.clone());
                             if !running.contains_key(&key) {
                                 if let Ok(mut g) = shared.graph.lock() {
@@ -278,7 +275,8 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
                             *n
                         })
                         .unwrap_or(1);
-                    let delay = Duration::from_millis(250u64 << n.min(7)).min(Duration::from_secs(30));
+                    let delay =
+                        Duration::from_millis(250u64 << n.min(7)).min(Duration::from_secs(30));
                     tracing::debug!(controller = NAME, ?item, error = %e, ?delay, "retrying");
                     tokio::time::sleep(delay).await;
                     let _ = shared.work.send(item);
@@ -585,13 +583,14 @@ async fn attempt_to_delete(shared: &Shared, uid: &str) -> Graphed<()> {
         .lock()
         .map(|g| !g.dependents_of(uid).is_empty())
         .unwrap_or(false);
-    let policy = if (!waiting.is_empty() && has_dependents) || finalizers.iter().any(|f| f == FOREGROUND) {
-        "Foreground"
-    } else if finalizers.iter().any(|f| f == ORPHAN) {
-        "Orphan"
-    } else {
-        "Background"
-    };
+    let policy =
+        if (!waiting.is_empty() && has_dependents) || finalizers.iter().any(|f| f == FOREGROUND) {
+            "Foreground"
+        } else if finalizers.iter().any(|f| f == ORPHAN) {
+            "Orphan"
+        } else {
+            "Background"
+        };
     tracing::debug!(controller = NAME, name = %n.name, resource = %n.kind.ar.plural, policy, "deleting a dependent");
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
