@@ -90,7 +90,7 @@ pub fn run(
             if controller_of(&pod.metadata).is_none() {
                 return Vec::new();
             }
-            owners_of(&pod, &store, "DaemonSet", |_: &DaemonSet| None::<Selector>)
+            owners_of(pod, &store, "DaemonSet", |_: &DaemonSet| None::<Selector>)
         }))
         // Any node change may change where daemons should run: every set looks again.
         .reconcile_on(nodes.related(move |_node: &Node| {

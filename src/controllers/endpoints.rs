@@ -137,20 +137,20 @@ pub fn pod_ref(p: &Pod) -> ObjectReference {
     }
 }
 
+/// One subset in the making: ports, ready and not-ready addresses.
+type Group = (
+    Vec<EndpointPort>,
+    Vec<EndpointAddress>,
+    Vec<EndpointAddress>,
+);
+
 /// The Endpoints subsets for a Service and its pods.
 pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
     let spec = svc.spec.clone().unwrap_or_default();
     let publish = spec.publish_not_ready_addresses.unwrap_or(false);
     let svc_name = svc.metadata.name.clone().unwrap_or_default();
     // Key: the pod's resolved ports (sorted) → (ready, not ready) addresses.
-    let mut groups: BTreeMap<
-        String,
-        (
-            Vec<EndpointPort>,
-            Vec<EndpointAddress>,
-            Vec<EndpointAddress>,
-        ),
-    > = BTreeMap::new();
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for p in pods {
         let Some(ip) = pod_ip(p) else { continue };
         if finished(p) || (p.metadata.deletion_timestamp.is_some() && !publish) {
@@ -172,7 +172,7 @@ pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
             // No Service port reaches this pod (upstream skips it).
             continue;
         }
-        ports.sort_by(|a, b| (a.name.clone(), a.port).cmp(&(b.name.clone(), b.port)));
+        ports.sort_by_key(|p| (p.name.clone(), p.port));
         let pspec = p.spec.clone().unwrap_or_default();
         let addr = EndpointAddress {
             ip,

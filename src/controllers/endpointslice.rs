@@ -118,7 +118,7 @@ pub fn desired(
                 });
             }
         }
-        ports.sort_by(|a, b| (a.name.clone(), a.port).cmp(&(b.name.clone(), b.port)));
+        ports.sort_by_key(|p| (p.name.clone(), p.port));
         let terminating = p.metadata.deletion_timestamp.is_some();
         let serving = ready_since(p).is_some();
         let pspec = p.spec.clone().unwrap_or_default();

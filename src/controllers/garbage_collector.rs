@@ -105,7 +105,7 @@ impl Graph {
 
 /// What the watches report to the graph.
 enum Change {
-    Upsert(Arc<Kind>, DynamicObject),
+    Upsert(Arc<Kind>, Box<DynamicObject>),
     Delete(String),
     /// A (re)list finished: these uids are all that exist of this resource.
     Synced(Arc<Kind>, HashSet<String>),
@@ -167,16 +167,18 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
                             let key = (kind.ar.group.clone(), kind.ar.plural.clone());
                             map.insert((kind.ar.group.clone(), kind.ar.kind.clone()), kind.clone());
                             keep.insert(key.clone());
-                            if !running.contains_key(&key) {
+                            if let std::collections::hash_map::Entry::Vacant(slot) =
+                                running.entry(key.clone())
+                            {
                                 if let Ok(mut g) = shared.graph.lock() {
-                                    g.syncing.insert(key.clone());
+                                    g.syncing.insert(key);
                                 }
                                 let task = watches.spawn(watch_resource(
                                     client.clone(),
                                     kind.clone(),
                                     change_tx.clone(),
                                 ));
-                                running.insert(key, (kind, task));
+                                slot.insert((kind, task));
                             }
                         }
                         if let Ok(mut k) = shared.kinds.lock() {
@@ -321,7 +323,7 @@ async fn watch_resource(client: kube::Client, kind: Arc<Kind>, tx: mpsc::Sender<
     let mut listing: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.next().await {
         let change = match ev {
-            Ok(watcher::Event::Apply(obj)) => Change::Upsert(kind.clone(), obj),
+            Ok(watcher::Event::Apply(obj)) => Change::Upsert(kind.clone(), Box::new(obj)),
             Ok(watcher::Event::Delete(obj)) => match obj.metadata.uid {
                 Some(uid) => Change::Delete(uid),
                 None => continue,
@@ -334,7 +336,7 @@ async fn watch_resource(client: kube::Client, kind: Arc<Kind>, tx: mpsc::Sender<
                 if let Some(uid) = &obj.metadata.uid {
                     listing.insert(uid.clone());
                 }
-                Change::Upsert(kind.clone(), obj)
+                Change::Upsert(kind.clone(), Box::new(obj))
             }
             Ok(watcher::Event::InitDone) => {
                 Change::Synced(kind.clone(), std::mem::take(&mut listing))

@@ -82,7 +82,7 @@ pub fn run(
             if controller_of(&pod.metadata).is_none() {
                 return Vec::new();
             }
-            owners_of(&pod, &store, "Job", |_: &Job| None::<Selector>)
+            owners_of(pod, &store, "Job", |_: &Job| None::<Selector>)
         }),
     );
     async move {

@@ -172,7 +172,7 @@ pub fn run(
     });
     let controller = Controller::for_stream(sets.triggers(), set_store.clone()).reconcile_on(
         pods.related(move |pod: &Pod| {
-            owners_of(&pod, &set_store, "ReplicaSet", |rs: &ReplicaSet| {
+            owners_of(pod, &set_store, "ReplicaSet", |rs: &ReplicaSet| {
                 Selector::try_from(rs.spec.selector.clone()).ok()
             })
         }),

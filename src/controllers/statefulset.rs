@@ -79,9 +79,12 @@ pub fn run(
             if controller_of(&pod.metadata).is_none() {
                 return Vec::new();
             }
-            owners_of(&pod, &store, "StatefulSet", |_: &StatefulSet| {
-                None::<Selector>
-            })
+            owners_of(
+                pod,
+                &store,
+                "StatefulSet",
+                |_: &StatefulSet| None::<Selector>,
+            )
         }),
     );
     async move {
@@ -301,7 +304,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
     let mut pods: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
     for p in ctx.pods.state() {
         if p.metadata.namespace.as_deref() != Some(ns.as_str())
-            || !controller_of(&p.metadata).is_some_and(|c| c.uid == uid)
+            || controller_of(&p.metadata).is_none_or(|c| c.uid != uid)
         {
             continue;
         }
