@@ -193,6 +193,22 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileE
             }
         }
     }
+    // Jobs listed as active that the cache does not show yet (our own fresh create): ask the
+    // API, as upstream does, instead of dropping them.
+    for r in prev.active.iter().flatten() {
+        let known = jobs.iter().any(|j| j.metadata.uid == r.uid);
+        if known || active.iter().any(|a| a.uid == r.uid) {
+            continue;
+        }
+        let Some(jn) = r.name.as_deref() else {
+            continue;
+        };
+        if let Some(j) = job_api.get_opt(jn).await? {
+            if j.metadata.uid == r.uid && finished(&j).is_none() {
+                active.push(reference(&j));
+            }
+        }
+    }
     status.active = (!active.is_empty()).then_some(active.clone());
 
     // History limits.
