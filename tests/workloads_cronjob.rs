@@ -24,7 +24,11 @@ fn cronjob_fires_on_a_one_minute_schedule() {
             .as_array()
             .is_some_and(|a| !a.is_empty())
     });
-    assert!(fired, "no Job within 70 s: {}", s.ok(&["get", "cronjob", "tick", "-o", "yaml"]));
+    assert!(
+        fired,
+        "no Job within 70 s: {}",
+        s.ok(&["get", "cronjob", "tick", "-o", "yaml"])
+    );
     let jobs = s.json(&["get", "jobs"]);
     let job = &jobs["items"][0];
     let name = job["metadata"]["name"].as_str().unwrap_or_default();
@@ -34,7 +38,8 @@ fn cronjob_fires_on_a_one_minute_schedule() {
         .unwrap_or_else(|| panic!("job name {name} is not tick-<minutes>"));
     assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
     assert_eq!(job["metadata"]["ownerReferences"][0]["name"], "tick");
-    let scheduled = job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+    let scheduled = job["metadata"]["annotations"]
+        ["batch.kubernetes.io/cronjob-scheduled-timestamp"]
         .as_str()
         .unwrap_or_default()
         .to_string();
@@ -48,8 +53,14 @@ fn cronjob_fires_on_a_one_minute_schedule() {
         "status not updated: {}",
         s.ok(&["get", "cronjob", "tick", "-o", "yaml"])
     );
-    let at: jiff::Timestamp = scheduled.parse().unwrap_or_else(|e| panic!("{scheduled}: {e}"));
-    assert_eq!(at.as_second(), minutes * 60, "name and scheduled time disagree");
+    let at: jiff::Timestamp = scheduled
+        .parse()
+        .unwrap_or_else(|e| panic!("{scheduled}: {e}"));
+    assert_eq!(
+        at.as_second(),
+        minutes * 60,
+        "name and scheduled time disagree"
+    );
     let describe = s.ok(&["describe", "cronjob", "tick"]);
     assert!(describe.contains("SuccessfulCreate"), "{describe}");
     // The Job runs like any other: it made its pod.

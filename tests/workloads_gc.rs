@@ -81,7 +81,13 @@ fn deleting_a_deployment_cascades_or_orphans() {
     deployment(&s, "or", "default", 2);
     let rs_before = names(&s, "rs", "default", "app=or");
     let pods_before = names(&s, "pods", "default", "app=or");
-    s.ok(&["delete", "deployment", "or", "--cascade=orphan", "--wait=true"]);
+    s.ok(&[
+        "delete",
+        "deployment",
+        "or",
+        "--cascade=orphan",
+        "--wait=true",
+    ]);
     assert!(!s.kubectl(&["get", "deploy", "or"]).status.success());
     let rs = s.json(&["get", "rs", &rs_before[0]]);
     assert!(
@@ -124,7 +130,10 @@ fn dangling_dependents_are_collected() {
         ),
     );
     assert!(
-        eventually(WAIT, || !s.kubectl(&["get", "cm", "dangling"]).status.success()),
+        eventually(WAIT, || !s
+            .kubectl(&["get", "cm", "dangling"])
+            .status
+            .success()),
         "a dependent of a missing owner was not collected"
     );
     assert!(
@@ -174,7 +183,15 @@ fn deleting_a_namespace_empties_and_removes_it() {
     s.ok(&["create", "namespace", "doomed"]);
     s.ok(&["create", "configmap", "c", "-n", "doomed"]);
     s.ok(&["create", "secret", "generic", "s", "-n", "doomed"]);
-    s.ok(&["create", "service", "clusterip", "svc", "--tcp=80:80", "-n", "doomed"]);
+    s.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "svc",
+        "--tcp=80:80",
+        "-n",
+        "doomed",
+    ]);
     s.ok_in(
         &["apply", "-f", "-"],
         "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: doomed}\n",
@@ -189,11 +206,12 @@ fn deleting_a_namespace_empties_and_removes_it() {
     assert!(
         eventually(WAIT, || {
             let cms = s.json(&["get", "cm", "-n", "doomed"]);
-            cms["items"].as_array().is_some_and(|a| {
-                a.len() == 1 && a[0]["metadata"]["name"] == "held"
-            }) && s.json(&["get", "widgets", "-n", "doomed"])["items"]
+            cms["items"]
                 .as_array()
-                .is_some_and(|a| a.is_empty())
+                .is_some_and(|a| a.len() == 1 && a[0]["metadata"]["name"] == "held")
+                && s.json(&["get", "widgets", "-n", "doomed"])["items"]
+                    .as_array()
+                    .is_some_and(|a| a.is_empty())
                 && s.json(&["get", "pods", "-n", "doomed"])["items"]
                     .as_array()
                     .is_some_and(|a| a.is_empty())
@@ -213,12 +231,14 @@ fn deleting_a_namespace_empties_and_removes_it() {
         r#"{"metadata":{"finalizers":null}}"#,
     ]);
     assert!(
-        eventually(WAIT, || !s.kubectl(&["get", "ns", "doomed"]).status.success()),
+        eventually(WAIT, || !s
+            .kubectl(&["get", "ns", "doomed"])
+            .status
+            .success()),
         "the namespace was never removed"
     );
     // The Service's cluster IP went back to the pool with it.
-    assert!(s
-        .json(&["get", "svc", "-A"])["items"]
+    assert!(s.json(&["get", "svc", "-A"])["items"]
         .as_array()
         .is_some_and(|a| a.iter().all(|o| o["metadata"]["namespace"] != "doomed")));
 }

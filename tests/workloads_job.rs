@@ -39,7 +39,12 @@ fn finish(s: &Server, pod: &Value, phase: &str, exit_code: i32) {
     }})
     .to_string();
     let path = format!("/api/v1/namespaces/default/pods/{name}/status");
-    let r = s.raw(Raw::send("PATCH", &path, "application/merge-patch+json", body.as_bytes()));
+    let r = s.raw(Raw::send(
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        body.as_bytes(),
+    ));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
@@ -62,7 +67,10 @@ fn job(name: &str, spec: &str) -> String {
 fn job_completes_with_parallelism() {
     let s = Server::start();
     s.settle();
-    s.ok_in(&["apply", "-f", "-"], &job("work", "  completions: 4\n  parallelism: 2\n"));
+    s.ok_in(
+        &["apply", "-f", "-"],
+        &job("work", "  completions: 4\n  parallelism: 2\n"),
+    );
     // Never more than `parallelism` at once; finish them as they come.
     let mut finished = 0;
     let done = eventually(WAIT, || {
@@ -74,15 +82,27 @@ fn job_completes_with_parallelism() {
         }
         condition(&s, "work", "Complete").is_some()
     });
-    assert!(done, "job never completed: {}", s.ok(&["get", "job", "work", "-o", "yaml"]));
+    assert!(
+        done,
+        "job never completed: {}",
+        s.ok(&["get", "job", "work", "-o", "yaml"])
+    );
     assert_eq!(finished, 4, "exactly completions pods ran");
     let j = s.json(&["get", "job", "work"]);
     assert_eq!(j["status"]["succeeded"], 4);
     assert!(j["status"]["completionTime"].is_string());
     assert!(condition(&s, "work", "SuccessCriteriaMet").is_some());
-    s.ok(&["wait", "--for=condition=complete", "job/work", "--timeout=10s"]);
+    s.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/work",
+        "--timeout=10s",
+    ]);
     let describe = s.ok(&["describe", "job", "work"]);
-    assert!(describe.contains("SuccessfulCreate") && describe.contains("Completed"), "{describe}");
+    assert!(
+        describe.contains("SuccessfulCreate") && describe.contains("Completed"),
+        "{describe}"
+    );
 }
 
 #[test]
@@ -91,7 +111,10 @@ fn indexed_job_gets_its_indexes() {
     s.settle();
     s.ok_in(
         &["apply", "-f", "-"],
-        &job("idx", "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n"),
+        &job(
+            "idx",
+            "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n",
+        ),
     );
     assert!(eventually(WAIT, || active(&s, "idx").len() == 3));
     let mut indexes: Vec<String> = active(&s, "idx")
@@ -103,7 +126,10 @@ fn indexed_job_gets_its_indexes() {
                 .unwrap_or_default()
                 .to_string();
             assert!(name.starts_with(&format!("idx-{idx}-")), "{name} vs {idx}");
-            assert_eq!(p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"], idx.as_str());
+            assert_eq!(
+                p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"],
+                idx.as_str()
+            );
             let env = &p["spec"]["containers"][0]["env"];
             assert!(env.to_string().contains("JOB_COMPLETION_INDEX"), "{env}");
             idx
@@ -120,10 +146,15 @@ fn indexed_job_gets_its_indexes() {
     for i in ["0", "2"] {
         finish(&s, &by_index(i).expect("pod"), "Succeeded", 0);
     }
-    assert!(eventually(WAIT, || s.json(&["get", "job", "idx"])["status"]["completedIndexes"] == "0,2"));
+    assert!(eventually(WAIT, || s.json(&["get", "job", "idx"])
+        ["status"]["completedIndexes"]
+        == "0,2"));
     finish(&s, &by_index("1").expect("pod"), "Failed", 1);
     // Replaced after the 10 s back-off.
-    assert!(eventually(Duration::from_secs(25), || by_index("1").is_some()), "index 1 not retried");
+    assert!(
+        eventually(Duration::from_secs(25), || by_index("1").is_some()),
+        "index 1 not retried"
+    );
     finish(&s, &by_index("1").expect("pod"), "Succeeded", 0);
     assert!(eventually(WAIT, || condition(&s, "idx", "Complete").is_some()));
     let j = s.json(&["get", "job", "idx"]);
@@ -140,7 +171,10 @@ fn failures_backoff_limit_policy_suspend_and_ttl() {
     assert!(eventually(WAIT, || active(&s, "once").len() == 1));
     finish(&s, &active(&s, "once")[0], "Failed", 1);
     assert!(eventually(WAIT, || condition(&s, "once", "Failed").is_some()));
-    assert_eq!(condition(&s, "once", "Failed").unwrap_or_default()["reason"], "BackoffLimitExceeded");
+    assert_eq!(
+        condition(&s, "once", "Failed").unwrap_or_default()["reason"],
+        "BackoffLimitExceeded"
+    );
 
     // podFailurePolicy: exit code 42 fails the Job at once despite a generous backoffLimit.
     s.ok_in(
@@ -152,21 +186,40 @@ fn failures_backoff_limit_policy_suspend_and_ttl() {
     assert!(eventually(WAIT, || condition(&s, "policy", "Failed").is_some()));
     let c = condition(&s, "policy", "Failed").unwrap_or_default();
     assert_eq!(c["reason"], "PodFailurePolicy");
-    assert!(c["message"].as_str().unwrap_or_default().contains("exit code 42"), "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exit code 42"),
+        "{c}"
+    );
 
     // suspend: no pods until resumed.
     s.ok_in(&["apply", "-f", "-"], &job("later", "  suspend: true\n"));
     assert!(eventually(WAIT, || condition(&s, "later", "Suspended").is_some()));
     assert!(pods(&s, "later").is_empty(), "a suspended Job made pods");
-    s.ok(&["patch", "job", "later", "--type=merge", "-p", r#"{"spec":{"suspend":false}}"#]);
+    s.ok(&[
+        "patch",
+        "job",
+        "later",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
     assert!(eventually(WAIT, || active(&s, "later").len() == 1));
 
     // ttlSecondsAfterFinished: the finished Job (and its pods) are deleted.
-    s.ok_in(&["apply", "-f", "-"], &job("brief", "  ttlSecondsAfterFinished: 1\n"));
+    s.ok_in(
+        &["apply", "-f", "-"],
+        &job("brief", "  ttlSecondsAfterFinished: 1\n"),
+    );
     assert!(eventually(WAIT, || active(&s, "brief").len() == 1));
     finish(&s, &active(&s, "brief")[0], "Succeeded", 0);
     assert!(
-        eventually(WAIT, || !s.kubectl(&["get", "job", "brief"]).status.success()),
+        eventually(WAIT, || !s
+            .kubectl(&["get", "job", "brief"])
+            .status
+            .success()),
         "finished Job not deleted after its TTL"
     );
     assert!(eventually(WAIT, || pods(&s, "brief").is_empty()));

@@ -25,7 +25,10 @@ fn live(s: &Server, sel: &str) -> Vec<Value> {
 }
 
 fn name(v: &Value) -> String {
-    v["metadata"]["name"].as_str().unwrap_or_default().to_string()
+    v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn mark_ready(s: &Server, pod: &str) {
@@ -34,7 +37,12 @@ fn mark_ready(s: &Server, pod: &str) {
     ]}})
     .to_string();
     let path = format!("/api/v1/namespaces/default/pods/{pod}/status");
-    let r = s.raw(Raw::send("PATCH", &path, "application/merge-patch+json", body.as_bytes()));
+    let r = s.raw(Raw::send(
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        body.as_bytes(),
+    ));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
@@ -45,9 +53,15 @@ fn replica_set_keeps_its_count_adopts_and_releases() {
     let s = Server::start();
     s.settle();
     s.ok_in(&["apply", "-f", "-"], RS);
-    assert!(eventually(WAIT, || live(&s, "tier=front").len() == 3), "3 pods");
+    assert!(
+        eventually(WAIT, || live(&s, "tier=front").len() == 3),
+        "3 pods"
+    );
     let rs = s.json(&["get", "rs", "front"]);
-    let uid = rs["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    let uid = rs["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     for p in live(&s, "tier=front") {
         let r = &p["metadata"]["ownerReferences"][0];
         assert_eq!(r["uid"], uid.as_str());
@@ -95,7 +109,9 @@ fn replica_set_keeps_its_count_adopts_and_releases() {
         eventually(WAIT, || {
             let pods = live(&s, "tier=front");
             pods.len() == 2
-                && pods.iter().all(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid.as_str())
+                && pods
+                    .iter()
+                    .all(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid.as_str())
         }),
         "orphan not adopted or surplus not removed: {:?}",
         live(&s, "tier=front").iter().map(name).collect::<Vec<_>>()
@@ -116,7 +132,10 @@ fn replica_set_keeps_its_count_adopts_and_releases() {
     );
 
     let describe = s.ok(&["describe", "rs", "front"]);
-    assert!(describe.contains("SuccessfulCreate") && describe.contains("Created pod: front-"), "{describe}");
+    assert!(
+        describe.contains("SuccessfulCreate") && describe.contains("Created pod: front-"),
+        "{describe}"
+    );
     assert!(describe.contains("SuccessfulDelete"), "{describe}");
 }
 
@@ -130,11 +149,19 @@ fn replication_controller_keeps_its_count() {
     );
     assert!(eventually(WAIT, || live(&s, "app=legacy").len() == 2));
     for p in live(&s, "app=legacy") {
-        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "ReplicationController");
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["kind"],
+            "ReplicationController"
+        );
     }
     s.ok(&["scale", "rc", "legacy", "--replicas=4"]);
     assert!(eventually(WAIT, || live(&s, "app=legacy").len() == 4));
-    assert!(eventually(WAIT, || s.json(&["get", "rc", "legacy"])["status"]["replicas"] == 4));
+    assert!(eventually(WAIT, || s.json(&["get", "rc", "legacy"])
+        ["status"]["replicas"]
+        == 4));
     s.ok(&["delete", "rc", "legacy"]);
-    assert!(eventually(WAIT, || live(&s, "app=legacy").is_empty()), "pods outlived their rc");
+    assert!(
+        eventually(WAIT, || live(&s, "app=legacy").is_empty()),
+        "pods outlived their rc"
+    );
 }

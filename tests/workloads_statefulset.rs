@@ -22,14 +22,24 @@ fn pods(s: &Server, app: &str) -> Vec<Value> {
         .into_iter()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .collect();
-    v.sort_by_key(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_string());
+    v.sort_by_key(|p| {
+        p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    });
     v
 }
 
 fn names(s: &Server, app: &str) -> Vec<String> {
     pods(s, app)
         .iter()
-        .map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_string())
+        .map(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect()
 }
 
@@ -38,7 +48,12 @@ fn ready(s: &Server, pod: &str) {
         {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
     .to_string();
     let path = format!("/api/v1/namespaces/default/pods/{pod}/status");
-    let r = s.raw(Raw::send("PATCH", &path, "application/merge-patch+json", body.as_bytes()));
+    let r = s.raw(Raw::send(
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        body.as_bytes(),
+    ));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
@@ -63,7 +78,11 @@ fn ordered_ready_scales_in_order() {
     s.ok_in(&["apply", "-f", "-"], &sts("web", "OrderedReady", 3));
     for n in 0..3 {
         let want: Vec<String> = (0..=n).map(|i| format!("web-{i}")).collect();
-        assert!(eventually(WAIT, || names(&s, "web") == want), "{:?}", names(&s, "web"));
+        assert!(
+            eventually(WAIT, || names(&s, "web") == want),
+            "{:?}",
+            names(&s, "web")
+        );
         // Not ready yet: the next ordinal must not appear.
         assert!(eventually(WAIT, || observed(&s, "web", n + 1)));
         assert_eq!(names(&s, "web"), want, "created out of order");
@@ -80,20 +99,41 @@ fn ordered_ready_scales_in_order() {
         .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
         .collect();
     assert_eq!(claims, ["data-web-0", "data-web-1", "data-web-2"]);
-    assert!(eventually(WAIT, || s.json(&["get", "sts", "web"])["status"]["readyReplicas"] == 3));
+    assert!(eventually(WAIT, || s.json(&["get", "sts", "web"])
+        ["status"]["readyReplicas"]
+        == 3));
 
     // Scale down: the highest ordinal goes first; claims stay (Retain is the default).
     s.ok(&["scale", "sts", "web", "--replicas=1"]);
-    assert!(eventually(WAIT, || names(&s, "web") == ["web-0"]), "{:?}", names(&s, "web"));
-    assert_eq!(s.json(&["get", "pvc"])["items"].as_array().map(Vec::len), Some(3));
+    assert!(
+        eventually(WAIT, || names(&s, "web") == ["web-0"]),
+        "{:?}",
+        names(&s, "web")
+    );
+    assert_eq!(
+        s.json(&["get", "pvc"])["items"].as_array().map(Vec::len),
+        Some(3)
+    );
 
     // Rolling update with partition 1: web-0 keeps the old template until the partition drops.
     s.ok(&["scale", "sts", "web", "--replicas=2"]);
     assert!(eventually(WAIT, || names(&s, "web") == ["web-0", "web-1"]));
     ready(&s, "web-1");
-    s.ok(&["patch", "sts", "web", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"partition":1}}}}"#]);
+    s.ok(&[
+        "patch",
+        "sts",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"partition":1}}}}"#,
+    ]);
     s.ok(&["set", "image", "sts/web", "c=busybox:2"]);
-    let image = |p: &Value| p["spec"]["containers"][0]["image"].as_str().unwrap_or_default().to_string();
+    let image = |p: &Value| {
+        p["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     assert!(
         eventually(WAIT, || {
             let ps = pods(&s, "web");
@@ -106,8 +146,14 @@ fn ordered_ready_scales_in_order() {
         }),
         "web-1 not updated"
     );
-    assert!(eventually(WAIT, || s.json(&["get", "sts", "web"])["status"]["updatedReplicas"] == 1));
-    assert_eq!(image(&pods(&s, "web")[0]), "busybox:1", "the partition was not honoured");
+    assert!(eventually(WAIT, || s.json(&["get", "sts", "web"])
+        ["status"]["updatedReplicas"]
+        == 1));
+    assert_eq!(
+        image(&pods(&s, "web")[0]),
+        "busybox:1",
+        "the partition was not honoured"
+    );
 }
 
 #[test]
@@ -124,11 +170,19 @@ fn parallel_creates_all_at_once() {
     assert!(eventually(WAIT, || names(&s, "par").is_empty()));
     // With whenDeleted: Delete the claims are owned by the set.
     s.ok(&["delete", "pvc", "--all"]);
-    assert!(eventually(WAIT, || s.json(&["get", "pvc"])["items"].as_array().is_some_and(|a| a.is_empty())));
+    assert!(eventually(WAIT, || s.json(&["get", "pvc"])["items"]
+        .as_array()
+        .is_some_and(|a| a.is_empty())));
     s.ok(&["patch", "sts", "par", "--type=merge", "-p", r#"{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Delete"},"replicas":1}}"#]);
     assert!(eventually(WAIT, || names(&s, "par") == ["par-0"]));
     let pvc = s.json(&["get", "pvc", "data-par-0"]);
     assert_eq!(pvc["metadata"]["ownerReferences"][0]["kind"], "StatefulSet");
     s.ok(&["delete", "sts", "par"]);
-    assert!(eventually(WAIT, || !s.kubectl(&["get", "pvc", "data-par-0"]).status.success()), "claim outlived its set");
+    assert!(
+        eventually(WAIT, || !s
+            .kubectl(&["get", "pvc", "data-par-0"])
+            .status
+            .success()),
+        "claim outlived its set"
+    );
 }

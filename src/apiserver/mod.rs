@@ -14,6 +14,7 @@ mod body;
 mod bootstrap;
 mod connections;
 pub mod crd;
+mod crd_lifecycle;
 mod csr;
 mod custom;
 mod defaults;

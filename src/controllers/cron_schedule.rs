@@ -36,7 +36,9 @@ pub enum ParseError {
     Zone(String),
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 fn value(s: &str, names: &[&str], offset: u32) -> Result<u32, ParseError> {
@@ -48,7 +50,13 @@ fn value(s: &str, names: &[&str], offset: u32) -> Result<u32, ParseError> {
 }
 
 /// One field as a bit set; the bool says whether it was a wildcard.
-fn field(spec: &str, min: u32, max: u32, names: &[&str], offset: u32) -> Result<(u64, bool), ParseError> {
+fn field(
+    spec: &str,
+    min: u32,
+    max: u32,
+    names: &[&str],
+    offset: u32,
+) -> Result<(u64, bool), ParseError> {
     let mut bits = 0u64;
     let mut star = false;
     for part in spec.split(',') {
@@ -58,7 +66,9 @@ fn field(spec: &str, min: u32, max: u32, names: &[&str], offset: u32) -> Result<
                     .parse()
                     .map_err(|_| ParseError::Field(format!("failed to parse int from {s}")))?;
                 if step == 0 {
-                    return Err(ParseError::Field(format!("step of range should be a positive number: {part}")));
+                    return Err(ParseError::Field(format!(
+                        "step of range should be a positive number: {part}"
+                    )));
                 }
                 (r, Some(step))
             }
@@ -149,9 +159,12 @@ impl Schedule {
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
         let start = after.to_zoned(self.zone.clone()).datetime();
         // The next whole minute.
-        let mut t = DateTime::from_parts(start.date(), Time::new(start.hour(), start.minute(), 0, 0).ok()?)
-            .checked_add(1.minute())
-            .ok()?;
+        let mut t = DateTime::from_parts(
+            start.date(),
+            Time::new(start.hour(), start.minute(), 0, 0).ok()?,
+        )
+        .checked_add(1.minute())
+        .ok()?;
         let limit = t.year() + 5;
         while t.year() <= limit {
             if self.months & (1 << t.month()) == 0 {
@@ -160,7 +173,11 @@ impl Schedule {
                 continue;
             }
             if !self.day_matches(t.date()) {
-                t = t.date().checked_add(1.day()).ok()?.to_datetime(Time::midnight());
+                t = t
+                    .date()
+                    .checked_add(1.day())
+                    .ok()?
+                    .to_datetime(Time::midnight());
                 continue;
             }
             if self.hours & (1 << t.hour()) == 0 {
@@ -194,33 +211,65 @@ mod tests {
     #[test]
     fn every_minute_and_steps() {
         let s = Schedule::parse("*/1 * * * *", None).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.next_after(ts("2026-03-01T10:00:30Z")), Some(ts("2026-03-01T10:01:00Z")));
-        assert_eq!(s.next_after(ts("2026-03-01T10:01:00Z")), Some(ts("2026-03-01T10:02:00Z")));
+        assert_eq!(
+            s.next_after(ts("2026-03-01T10:00:30Z")),
+            Some(ts("2026-03-01T10:01:00Z"))
+        );
+        assert_eq!(
+            s.next_after(ts("2026-03-01T10:01:00Z")),
+            Some(ts("2026-03-01T10:02:00Z"))
+        );
         let s = Schedule::parse("5-20/5 3 * * *", None).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.next_after(ts("2026-03-01T03:06:00Z")), Some(ts("2026-03-01T03:10:00Z")));
-        assert_eq!(s.next_after(ts("2026-03-01T03:20:00Z")), Some(ts("2026-03-02T03:05:00Z")));
+        assert_eq!(
+            s.next_after(ts("2026-03-01T03:06:00Z")),
+            Some(ts("2026-03-01T03:10:00Z"))
+        );
+        assert_eq!(
+            s.next_after(ts("2026-03-01T03:20:00Z")),
+            Some(ts("2026-03-02T03:05:00Z"))
+        );
     }
 
     #[test]
     fn names_descriptors_and_day_semantics() {
         let s = Schedule::parse("0 0 * JAN,feb MON", None).unwrap_or_else(|e| panic!("{e}"));
         // 2026-01-05 is a Monday.
-        assert_eq!(s.next_after(ts("2026-01-01T00:00:00Z")), Some(ts("2026-01-05T00:00:00Z")));
+        assert_eq!(
+            s.next_after(ts("2026-01-01T00:00:00Z")),
+            Some(ts("2026-01-05T00:00:00Z"))
+        );
         let s = Schedule::parse("@monthly", None).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.next_after(ts("2026-01-15T00:00:00Z")), Some(ts("2026-02-01T00:00:00Z")));
+        assert_eq!(
+            s.next_after(ts("2026-01-15T00:00:00Z")),
+            Some(ts("2026-02-01T00:00:00Z"))
+        );
         // Both day fields restricted: either matches (the 13th, or any Friday).
         let s = Schedule::parse("0 12 13 * 5", None).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.next_after(ts("2026-02-01T00:00:00Z")), Some(ts("2026-02-06T12:00:00Z")));
-        assert_eq!(s.next_after(ts("2026-02-12T00:00:00Z")), Some(ts("2026-02-13T12:00:00Z")));
+        assert_eq!(
+            s.next_after(ts("2026-02-01T00:00:00Z")),
+            Some(ts("2026-02-06T12:00:00Z"))
+        );
+        assert_eq!(
+            s.next_after(ts("2026-02-12T00:00:00Z")),
+            Some(ts("2026-02-13T12:00:00Z"))
+        );
     }
 
     #[test]
     fn time_zones_from_prefix_or_field() {
         // 09:00 in Berlin is 08:00 UTC in winter, 07:00 UTC in summer.
-        let s = Schedule::parse("TZ=Europe/Berlin 0 9 * * *", None).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.next_after(ts("2026-01-10T12:00:00Z")), Some(ts("2026-01-11T08:00:00Z")));
-        let s = Schedule::parse("0 9 * * *", Some("Europe/Berlin")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.next_after(ts("2026-07-10T12:00:00Z")), Some(ts("2026-07-11T07:00:00Z")));
+        let s =
+            Schedule::parse("TZ=Europe/Berlin 0 9 * * *", None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.next_after(ts("2026-01-10T12:00:00Z")),
+            Some(ts("2026-01-11T08:00:00Z"))
+        );
+        let s =
+            Schedule::parse("0 9 * * *", Some("Europe/Berlin")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.next_after(ts("2026-07-10T12:00:00Z")),
+            Some(ts("2026-07-11T07:00:00Z"))
+        );
         assert!(matches!(
             Schedule::parse("0 9 * * *", Some("Mars/Olympus")),
             Err(ParseError::Zone(z)) if z == "Mars/Olympus"
@@ -229,7 +278,14 @@ mod tests {
 
     #[test]
     fn bad_schedules_are_refused() {
-        for bad in ["* * * *", "61 * * * *", "*/0 * * * *", "a * * * *", "5-1 * * * *", "* * * * 8"] {
+        for bad in [
+            "* * * *",
+            "61 * * * *",
+            "*/0 * * * *",
+            "a * * * *",
+            "5-1 * * * *",
+            "* * * * 8",
+        ] {
             assert!(Schedule::parse(bad, None).is_err(), "{bad}");
         }
     }

@@ -66,8 +66,8 @@ pub fn run(
         client,
         jobs: jobs.store(),
     });
-    let controller = Controller::for_stream(cronjobs.triggers(), store.clone())
-        .reconcile_on(jobs.related(move |job: &Job| {
+    let controller = Controller::for_stream(cronjobs.triggers(), store.clone()).reconcile_on(
+        jobs.related(move |job: &Job| {
             if controller_of(&job.metadata).is_none() {
                 return Vec::new();
             }
@@ -76,7 +76,8 @@ pub fn run(
                 ..Default::default()
             };
             owners_of(&as_pod, &store, "CronJob", |_: &CronJob| None::<Selector>)
-        }));
+        }),
+    );
     async move {
         // Decide nothing before the caches hold a full list: a half-filled cache would look
         // like missing objects.
@@ -180,11 +181,31 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileE
                 }
                 if kind == "Complete" {
                     if let Some(at) = at {
-                        if status.last_successful_time.as_ref().is_none_or(|t| t.0 < at) {
+                        if status
+                            .last_successful_time
+                            .as_ref()
+                            .is_none_or(|t| t.0 < at)
+                        {
                             status.last_successful_time = Some(Time(at));
                         }
                     }
                 }
+            }
+        }
+    }
+    // Jobs listed as active that the cache does not show yet (our own fresh create): ask the
+    // API, as upstream does, instead of dropping them.
+    for r in prev.active.iter().flatten() {
+        let known = jobs.iter().any(|j| j.metadata.uid == r.uid);
+        if known || active.iter().any(|a| a.uid == r.uid) {
+            continue;
+        }
+        let Some(jn) = r.name.as_deref() else {
+            continue;
+        };
+        if let Some(j) = job_api.get_opt(jn).await? {
+            if j.metadata.uid == r.uid && finished(&j).is_none() {
+                active.push(reference(&j));
             }
         }
     }
@@ -304,7 +325,8 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileE
             &*cj,
             Kind::Normal,
             "JobAlreadyActive",
-            "Not starting job because prior execution is running and concurrency policy is Forbid".into(),
+            "Not starting job because prior execution is running and concurrency policy is Forbid"
+                .into(),
         );
         write_status(&cj_api, &name, &prev, &status).await?;
         // Woken by the active Job finishing, or the next time.
@@ -312,7 +334,9 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileE
     }
     if policy == "Replace" {
         for r in &active {
-            let Some(jn) = r.name.as_deref() else { continue };
+            let Some(jn) = r.name.as_deref() else {
+                continue;
+            };
             match job_api.delete(jn, &DeleteParams::background()).await {
                 Ok(_) => ctx.recorder.record(
                     &*cj,

@@ -39,7 +39,9 @@ use serde_json::json;
 use super::deployment::template_hash;
 use super::events::{Kind, Recorder};
 use super::informers::Informer;
-use super::replicaset::{available, controller_of, is_active, owners_of, ready_since, Expectations};
+use super::replicaset::{
+    available, controller_of, is_active, owners_of, ready_since, Expectations,
+};
 use super::Error;
 
 const NAME: &str = "daemonset-controller";
@@ -88,7 +90,7 @@ pub fn run(
             if controller_of(&pod.metadata).is_none() {
                 return Vec::new();
             }
-            owners_of(&pod, &store, "DaemonSet", |_: &DaemonSet| None::<Selector>)
+            owners_of(pod, &store, "DaemonSet", |_: &DaemonSet| None::<Selector>)
         }))
         // Any node change may change where daemons should run: every set looks again.
         .reconcile_on(nodes.related(move |_node: &Node| {
@@ -127,13 +129,20 @@ fn error_policy(_: Arc<DaemonSet>, e: &ReconcileError, _: Arc<Ctx>) -> Action {
 
 /// Upstream's toleration match (`Toleration.ToleratesTaint`).
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
-    let key_ok = t.key.as_deref().is_none_or(|k| k.is_empty()) || t.key.as_deref() == Some(taint.key.as_str());
+    let key_ok = t.key.as_deref().is_none_or(|k| k.is_empty())
+        || t.key.as_deref() == Some(taint.key.as_str());
     match t.operator.as_deref() {
         Some("Exists") => key_ok,
-        _ => t.key.as_deref() == Some(taint.key.as_str()) && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        _ => {
+            t.key.as_deref() == Some(taint.key.as_str())
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
     }
 }
 
@@ -145,10 +154,17 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok())) else {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
                 return false;
             };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -159,7 +175,8 @@ pub fn affinity_matches(selector: &NodeSelector, node: &Node) -> bool {
     let labels = node.metadata.labels.clone().unwrap_or_default();
     let name = node.metadata.name.as_deref();
     selector.node_selector_terms.iter().any(|term| {
-        let exprs: Vec<&NodeSelectorRequirement> = term.match_expressions.iter().flatten().collect();
+        let exprs: Vec<&NodeSelectorRequirement> =
+            term.match_expressions.iter().flatten().collect();
         let fields: Vec<&NodeSelectorRequirement> = term.match_fields.iter().flatten().collect();
         // An empty term matches nothing, as upstream.
         if exprs.is_empty() && fields.is_empty() {
@@ -179,7 +196,10 @@ fn daemon_tolerations(template: &PodTemplateSpec) -> Vec<Toleration> {
     let spec = template.spec.clone().unwrap_or_default();
     let mut out = spec.tolerations.unwrap_or_default();
     let mut add = |key: &str, effect: &str| {
-        if !out.iter().any(|t| t.key.as_deref() == Some(key) && t.effect.as_deref() == Some(effect)) {
+        if !out
+            .iter()
+            .any(|t| t.key.as_deref() == Some(key) && t.effect.as_deref() == Some(effect))
+        {
             out.push(Toleration {
                 key: Some(key.into()),
                 operator: Some("Exists".into()),
@@ -213,7 +233,10 @@ pub fn should_run(template: &PodTemplateSpec, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
     {
         if !affinity_matches(req, node) {
             return false;
@@ -261,10 +284,14 @@ fn new_pod(ds: &DaemonSet, template: &PodTemplateSpec, hash: &str, node: &str) -
         values: Some(vec![node.into()]),
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let na = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
     let req = na
         .required_during_scheduling_ignored_during_execution
-        .get_or_insert_with(|| NodeSelector { node_selector_terms: vec![] });
+        .get_or_insert_with(|| NodeSelector {
+            node_selector_terms: vec![],
+        });
     if req.node_selector_terms.is_empty() {
         req.node_selector_terms.push(NodeSelectorTerm::default());
     }
@@ -366,7 +393,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
         return Ok(Action::await_change());
     }
     let template = spec.template.clone();
-    let hash = template_hash(&template, ds.status.as_ref().and_then(|s| s.collision_count));
+    let hash = template_hash(
+        &template,
+        ds.status.as_ref().and_then(|s| s.collision_count),
+    );
     ensure_revision(&ctx.client, "DaemonSet", &ds.metadata, &hash, &template).await?;
     let pods: Vec<Arc<Pod>> = ctx
         .pods
@@ -396,12 +426,15 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
         == Some("OnDelete");
     let mut to_create: Vec<String> = Vec::new();
     let mut to_delete: Vec<Arc<Pod>> = orphaned;
-    let (mut desired, mut current, mut misscheduled, mut ready, mut avail, mut updated) = (0, 0, 0, 0, 0, 0);
+    let (mut desired, mut current, mut misscheduled, mut ready, mut avail, mut updated) =
+        (0, 0, 0, 0, 0, 0);
     let mut old_available: Vec<Arc<Pod>> = Vec::new();
     let mut unavailable_now = 0;
     let mut next_check: Option<Duration> = None;
     for node in &nodes {
-        let Some(node_name) = node.metadata.name.clone() else { continue };
+        let Some(node_name) = node.metadata.name.clone() else {
+            continue;
+        };
         let here = by_node.remove(&node_name).unwrap_or_default();
         if should_run(&template, node) {
             desired += 1;
@@ -420,7 +453,12 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
             let keep = alive.remove(0);
             to_delete.extend(alive);
             current += 1;
-            let is_new = keep.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) == Some(&hash);
+            let is_new = keep
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_LABEL))
+                == Some(&hash);
             if is_new {
                 updated += 1;
             }
@@ -446,7 +484,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
                 }
             }
         } else if !here.is_empty() {
-            misscheduled += here.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()).count() as i32;
+            misscheduled += here
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+                .count() as i32;
             to_delete.extend(here);
         }
     }
@@ -475,10 +516,21 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
     if ctx.expectations.satisfied(&uid, &pods) {
         let mut created = Vec::new();
         for node in &to_create {
-            match pod_api.create(&PostParams::default(), &new_pod(&ds, &template, &hash, node)).await {
+            match pod_api
+                .create(
+                    &PostParams::default(),
+                    &new_pod(&ds, &template, &hash, node),
+                )
+                .await
+            {
                 Ok(p) => {
                     let pn = p.metadata.name.clone().unwrap_or_default();
-                    ctx.recorder.record(&*ds, Kind::Normal, "SuccessfulCreate", format!("Created pod: {pn}"));
+                    ctx.recorder.record(
+                        &*ds,
+                        Kind::Normal,
+                        "SuccessfulCreate",
+                        format!("Created pod: {pn}"),
+                    );
                     created.push(pn);
                 }
                 Err(e) => {
@@ -486,7 +538,12 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
                         kube::Error::Api(s) => s.message.clone(),
                         other => other.to_string(),
                     };
-                    ctx.recorder.record(&*ds, Kind::Warning, "FailedCreate", format!("Error creating: {msg}"));
+                    ctx.recorder.record(
+                        &*ds,
+                        Kind::Warning,
+                        "FailedCreate",
+                        format!("Error creating: {msg}"),
+                    );
                     ctx.expectations.expect_creates(&uid, created);
                     return Err(ReconcileError(msg));
                 }
@@ -494,9 +551,16 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
         }
         ctx.expectations.expect_creates(&uid, created);
         for p in &to_delete {
-            let Some(pn) = p.metadata.name.as_deref() else { continue };
+            let Some(pn) = p.metadata.name.as_deref() else {
+                continue;
+            };
             match pod_api.delete(pn, &DeleteParams::default()).await {
-                Ok(_) => ctx.recorder.record(&*ds, Kind::Normal, "SuccessfulDelete", format!("Deleted pod: {pn}")),
+                Ok(_) => ctx.recorder.record(
+                    &*ds,
+                    Kind::Normal,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {pn}"),
+                ),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
@@ -513,12 +577,28 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
         "observedGeneration": ds.metadata.generation,
     });
     let prev = serde_json::to_value(ds.status.clone().unwrap_or_default()).unwrap_or_default();
-    let changed = ["desiredNumberScheduled", "currentNumberScheduled", "numberMisscheduled", "numberReady", "numberAvailable", "numberUnavailable", "updatedNumberScheduled", "observedGeneration"]
-        .iter()
-        .any(|k| prev.get(*k).cloned().unwrap_or(json!(0)) != status[*k]);
+    let changed = [
+        "desiredNumberScheduled",
+        "currentNumberScheduled",
+        "numberMisscheduled",
+        "numberReady",
+        "numberAvailable",
+        "numberUnavailable",
+        "updatedNumberScheduled",
+        "observedGeneration",
+    ]
+    .iter()
+    .any(|k| prev.get(*k).cloned().unwrap_or(json!(0)) != status[*k]);
     if changed {
         let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
+        match api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": status})),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e.into()),
@@ -535,8 +615,10 @@ mod tests {
     use super::*;
 
     fn node(name: &str, labels: serde_json::Value, taints: serde_json::Value) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}}))
-            .unwrap_or_default()
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}}),
+        )
+        .unwrap_or_default()
     }
 
     fn template(spec: serde_json::Value) -> PodTemplateSpec {
@@ -547,26 +629,48 @@ mod tests {
     fn eligibility_follows_selectors_affinity_and_taints() {
         let plain = template(json!({"containers": [{"name": "c"}]}));
         let gpu = node("g", json!({"gpu": "yes"}), json!([]));
-        let tainted = node("t", json!({}), json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]));
-        let cordoned = node("c", json!({}), json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]));
+        let tainted = node(
+            "t",
+            json!({}),
+            json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]),
+        );
+        let cordoned = node(
+            "c",
+            json!({}),
+            json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]),
+        );
         assert!(should_run(&plain, &gpu));
         assert!(!should_run(&plain, &tainted), "untolerated taint");
-        assert!(should_run(&plain, &cordoned), "daemons tolerate unschedulable");
-        let tolerant = template(json!({"containers": [{"name": "c"}], "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db"}]}));
+        assert!(
+            should_run(&plain, &cordoned),
+            "daemons tolerate unschedulable"
+        );
+        let tolerant = template(
+            json!({"containers": [{"name": "c"}], "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db"}]}),
+        );
         assert!(should_run(&tolerant, &tainted));
-        let selective = template(json!({"containers": [{"name": "c"}], "nodeSelector": {"gpu": "yes"}}));
+        let selective =
+            template(json!({"containers": [{"name": "c"}], "nodeSelector": {"gpu": "yes"}}));
         assert!(should_run(&selective, &gpu) && !should_run(&selective, &tainted));
-        let affine = template(json!({"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}]}}}}));
+        let affine = template(
+            json!({"containers": [{"name": "c"}], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]}]}}}}),
+        );
         assert!(!should_run(&affine, &gpu) && !should_run(&affine, &tainted));
         assert!(should_run(&affine, &cordoned));
     }
 
     #[test]
     fn daemon_pods_are_pinned_by_affinity() {
-        let ds: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "d", "namespace": "n", "uid": "u"}})).unwrap_or_default();
+        let ds: DaemonSet = serde_json::from_value(
+            json!({"metadata": {"name": "d", "namespace": "n", "uid": "u"}}),
+        )
+        .unwrap_or_default();
         let t = template(json!({"containers": [{"name": "c"}]}));
         let pod = new_pod(&ds, &t, "h", "node-1");
         assert_eq!(target_node(&pod).as_deref(), Some("node-1"));
-        assert!(pod.spec.and_then(|s| s.tolerations).is_some_and(|t| t.len() >= 6));
+        assert!(pod
+            .spec
+            .and_then(|s| s.tolerations)
+            .is_some_and(|t| t.len() >= 6));
     }
 }

@@ -132,7 +132,9 @@ fn without_hash(t: &PodTemplateSpec) -> serde_json::Value {
     if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(HASH_LABEL);
         if labels.is_empty() {
-            t.metadata.as_mut().map(|m| m.labels = None);
+            if let Some(m) = t.metadata.as_mut() {
+                m.labels = None;
+            }
         }
     }
     serde_json::to_value(&t).unwrap_or_default()
@@ -305,7 +307,12 @@ pub async fn new_replica_set(
         .iter()
         .filter(|rs| rs.spec.template.as_ref().map(without_hash) == Some(want.clone()))
         .collect();
-    existing.sort_by_key(|rs| rs.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()));
+    existing.sort_by_key(|rs| {
+        rs.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+    });
     if let Some(rs) = existing.first() {
         // Keep its revision current, the Deployment's annotations, and minReadySeconds.
         let next = max_old + 1;
@@ -368,7 +375,10 @@ pub async fn new_replica_set(
     let replicas = initial_replicas(sets);
     let mut annotations = copied_annotations(d);
     annotations.insert(REVISION.into(), (max_old + 1).to_string());
-    annotations.insert(DESIRED_REPLICAS.into(), spec.replicas.unwrap_or(1).to_string());
+    annotations.insert(
+        DESIRED_REPLICAS.into(),
+        spec.replicas.unwrap_or(1).to_string(),
+    );
     annotations.insert(
         MAX_REPLICAS.into(),
         (spec.replicas.unwrap_or(1) + rollout::max_surge(d)).to_string(),
@@ -405,11 +415,13 @@ pub async fn new_replica_set(
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
             // Ours already (the cache has not caught up with an earlier create)?
-            if let Some(existing) = api.get_opt(rs.metadata.name.as_deref().unwrap_or_default()).await? {
+            if let Some(existing) = api
+                .get_opt(rs.metadata.name.as_deref().unwrap_or_default())
+                .await?
+            {
                 let ours = controller_of(&existing.metadata)
                     .is_some_and(|c| Some(&c.uid) == d.metadata.uid.as_ref());
-                let same = existing.spec.template.as_ref().map(without_hash)
-                    == Some(want.clone());
+                let same = existing.spec.template.as_ref().map(without_hash) == Some(want.clone());
                 if ours && same {
                     return Ok(Some(existing));
                 }
@@ -472,11 +484,7 @@ pub async fn scale(
 
 /// Delete old, empty ReplicaSets beyond `revisionHistoryLimit`, oldest revision first.
 pub async fn cleanup(ctx: &Ctx, d: &Deployment, old: &[ReplicaSet]) -> Result<(), ReconcileError> {
-    let limit = d
-        .spec
-        .revision_history_limit
-        .unwrap_or(10)
-        .max(0) as usize;
+    let limit = d.spec.revision_history_limit.unwrap_or(10).max(0) as usize;
     let mut empty: Vec<&ReplicaSet> = old
         .iter()
         .filter(|rs| {

@@ -23,8 +23,8 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use super::deployment::{
-    cleanup, new_replica_set, replicas, revision, scale, Ctx, ReconcileError,
-    DESIRED_REPLICAS, REVISION,
+    cleanup, new_replica_set, replicas, revision, scale, Ctx, ReconcileError, DESIRED_REPLICAS,
+    REVISION,
 };
 use super::events::Kind;
 
@@ -32,7 +32,10 @@ fn resolve(v: Option<&IntOrString>, total: i32, round_up: bool, default_pct: i32
     match v {
         Some(IntOrString::Int(i)) => *i,
         Some(IntOrString::String(s)) => {
-            let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(i64::from(default_pct));
+            let pct: i64 = s
+                .trim_end_matches('%')
+                .parse()
+                .unwrap_or(i64::from(default_pct));
             let x = pct * i64::from(total);
             (if round_up { (x + 99) / 100 } else { x / 100 }) as i32
         }
@@ -48,11 +51,7 @@ fn desired(d: &Deployment) -> i32 {
 }
 
 fn recreate(d: &Deployment) -> bool {
-    d.spec
-        .strategy
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        == Some("Recreate")
+    d.spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate")
 }
 
 /// (maxSurge, maxUnavailable) resolved against `spec.replicas`.
@@ -165,7 +164,10 @@ impl<'a> Plan<'a> {
                     // None active: the newest takes them (upstream's FindActiveOrLatest).
                     all.sort_by_key(|rs| {
                         std::cmp::Reverse(
-                            rs.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+                            rs.metadata
+                                .creation_timestamp
+                                .as_ref()
+                                .map(|t| t.0.as_second()),
                         )
                     });
                     new.as_ref().or(all.first().copied())
@@ -180,10 +182,16 @@ impl<'a> Plan<'a> {
         let allowed = want + max_surge(d);
         let current: i32 = active.iter().map(|rs| replicas(rs)).sum();
         let mut to_add = allowed - current;
-        let mut sizes: Vec<(&ReplicaSet, i32)> = active.iter().map(|rs| (*rs, replicas(rs))).collect();
+        let mut sizes: Vec<(&ReplicaSet, i32)> =
+            active.iter().map(|rs| (*rs, replicas(rs))).collect();
         // Larger (and, on a tie, newer) sets first when growing; the other way when shrinking.
         sizes.sort_by_key(|(rs, n)| {
-            let newer = rs.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+            let newer = rs
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or(0);
             if to_add > 0 {
                 (std::cmp::Reverse(*n), std::cmp::Reverse(newer))
             } else {
@@ -194,7 +202,11 @@ impl<'a> Plan<'a> {
             let total = to_add;
             for (_, n) in sizes.iter_mut() {
                 let share = (i64::from(*n) * i64::from(total) / i64::from(current)) as i32;
-                let share = if total > 0 { share.min(to_add) } else { share.max(to_add) };
+                let share = if total > 0 {
+                    share.min(to_add)
+                } else {
+                    share.max(to_add)
+                };
                 *n += share;
                 to_add -= share;
             }
@@ -245,7 +257,13 @@ impl<'a> Plan<'a> {
             let mut max_down = all_pods - min_available - new_unavailable;
             let mut oldest_first = old.clone();
             oldest_first.sort_by_key(|rs| {
-                (rs.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), revision(rs))
+                (
+                    rs.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.as_second()),
+                    revision(rs),
+                )
             });
             let mut sizes: Vec<i32> = oldest_first.iter().map(replicas).collect();
             // Unhealthy old pods first (upstream's cleanupUnhealthyReplicas).
@@ -328,11 +346,26 @@ impl<'a> Plan<'a> {
         let mut conditions = prev.conditions.clone().unwrap_or_default();
         let min_available = want - unavailable_allowed;
         let (a_status, a_reason, a_msg) = if available >= min_available {
-            ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+            (
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+            )
         } else {
-            ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+            (
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            )
         };
-        set_condition(&mut conditions, "Available", a_status, a_reason, a_msg.into(), &now);
+        set_condition(
+            &mut conditions,
+            "Available",
+            a_status,
+            a_reason,
+            a_msg.into(),
+            &now,
+        );
         let new_name = new
             .as_ref()
             .and_then(|rs| rs.metadata.name.clone())
@@ -349,26 +382,63 @@ impl<'a> Plan<'a> {
             .find(|c| c.type_.as_deref() == Some("Progressing"))
             .cloned();
         if paused {
-            set_condition(&mut conditions, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into(), &now);
+            set_condition(
+                &mut conditions,
+                "Progressing",
+                "Unknown",
+                "DeploymentPaused",
+                "Deployment is paused".into(),
+                &now,
+            );
         } else if deadline.is_some() || progressing.is_none() {
-            let was_paused = progressing.as_ref().and_then(|c| c.reason.as_deref()) == Some("DeploymentPaused");
-            let timed_out = progressing.as_ref().and_then(|c| c.reason.as_deref()) == Some("ProgressDeadlineExceeded");
+            let was_paused =
+                progressing.as_ref().and_then(|c| c.reason.as_deref()) == Some("DeploymentPaused");
+            let timed_out = progressing.as_ref().and_then(|c| c.reason.as_deref())
+                == Some("ProgressDeadlineExceeded");
             let made_progress = progressed
                 || updated > prev.updated_replicas.unwrap_or(0)
                 || available > prev.available_replicas.unwrap_or(0)
                 || prev.observed_generation != d.metadata.generation;
             if is_complete {
-                set_condition(&mut conditions, "Progressing", "True", "NewReplicaSetAvailable", format!("ReplicaSet \"{new_name}\" has successfully progressed."), &now);
+                set_condition(
+                    &mut conditions,
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable",
+                    format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+                    &now,
+                );
             } else if was_paused {
-                set_condition(&mut conditions, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed".into(), &now);
+                set_condition(
+                    &mut conditions,
+                    "Progressing",
+                    "Unknown",
+                    "DeploymentResumed",
+                    "Deployment is resumed".into(),
+                    &now,
+                );
                 requeue = deadline.map(|s| Duration::from_secs(s.max(0) as u64));
             } else if made_progress || progressing.is_none() {
                 let (reason, msg) = match &progressing {
-                    None => ("NewReplicaSetCreated", format!("Created new replica set \"{new_name}\"")),
-                    Some(c) if c.reason.as_deref() == Some("NewReplicaSetAvailable") && new.as_ref().is_some_and(|rs| replicas(rs) < want || total > want) => {
-                        ("ReplicaSetUpdated", format!("ReplicaSet \"{new_name}\" is progressing."))
+                    None => (
+                        "NewReplicaSetCreated",
+                        format!("Created new replica set \"{new_name}\""),
+                    ),
+                    Some(c)
+                        if c.reason.as_deref() == Some("NewReplicaSetAvailable")
+                            && new
+                                .as_ref()
+                                .is_some_and(|rs| replicas(rs) < want || total > want) =>
+                    {
+                        (
+                            "ReplicaSetUpdated",
+                            format!("ReplicaSet \"{new_name}\" is progressing."),
+                        )
                     }
-                    _ => ("ReplicaSetUpdated", format!("ReplicaSet \"{new_name}\" is progressing.")),
+                    _ => (
+                        "ReplicaSetUpdated",
+                        format!("ReplicaSet \"{new_name}\" is progressing."),
+                    ),
                 };
                 set_condition(&mut conditions, "Progressing", "True", reason, msg, &now);
                 requeue = deadline.map(|s| Duration::from_secs(s.max(0) as u64));
@@ -380,13 +450,31 @@ impl<'a> Plan<'a> {
                     .unwrap_or(now.0);
                 let limit = jiff::SignedDuration::from_secs(i64::from(deadline.unwrap_or(600)));
                 if since + limit <= now.0 {
-                    set_condition(&mut conditions, "Progressing", "False", "ProgressDeadlineExceeded", format!("ReplicaSet \"{new_name}\" has timed out progressing."), &now);
+                    set_condition(
+                        &mut conditions,
+                        "Progressing",
+                        "False",
+                        "ProgressDeadlineExceeded",
+                        format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+                        &now,
+                    );
                     if let Some(rs) = new {
-                        self.ctx.recorder.record(d, Kind::Warning, "ProgressDeadlineExceeded", format!("Replica set \"{}\" has timed out progressing.", rs.metadata.name.as_deref().unwrap_or_default()));
+                        self.ctx.recorder.record(
+                            d,
+                            Kind::Warning,
+                            "ProgressDeadlineExceeded",
+                            format!(
+                                "Replica set \"{}\" has timed out progressing.",
+                                rs.metadata.name.as_deref().unwrap_or_default()
+                            ),
+                        );
                     }
                 } else {
                     let left = (since + limit).duration_since(now.0);
-                    requeue = Some(Duration::try_from(left).unwrap_or(Duration::from_secs(1)) + Duration::from_millis(200));
+                    requeue = Some(
+                        Duration::try_from(left).unwrap_or(Duration::from_secs(1))
+                            + Duration::from_millis(200),
+                    );
                 }
             }
         }
@@ -404,14 +492,23 @@ impl<'a> Plan<'a> {
         let name = d.metadata.name.clone().unwrap_or_default();
         let api: Api<Deployment> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let rev = new.as_ref().map(revision).unwrap_or(0);
-        let current_rev = d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)).cloned();
+        let current_rev = d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            .cloned();
         if rev > 0 && current_rev != Some(rev.to_string()) {
             let patch = json!({"metadata": {"annotations": {REVISION: rev.to_string()}}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
         }
         if !same_status(&prev, &status) {
             let patch = json!({"status": status});
-            match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
                 Err(e) => return Err(e.into()),
@@ -453,8 +550,14 @@ fn set_condition(
     message: String,
     now: &Time,
 ) {
-    if let Some(c) = conditions.iter_mut().find(|c| c.type_.as_deref() == Some(type_)) {
-        if c.status.as_deref() == Some(status) && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message.as_str()) {
+    if let Some(c) = conditions
+        .iter_mut()
+        .find(|c| c.type_.as_deref() == Some(type_))
+    {
+        if c.status.as_deref() == Some(status)
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(message.as_str())
+        {
             // Progress refreshes lastUpdateTime even when nothing else changes.
             if reason == "ReplicaSetUpdated" {
                 c.last_update_time = Some(now.clone());

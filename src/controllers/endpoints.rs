@@ -88,7 +88,11 @@ pub fn selected(svc: &Service, pods: &Store<Pod>) -> Vec<Arc<Pod>> {
 }
 
 pub fn pod_ip(p: &Pod) -> Option<String> {
-    p.status.as_ref()?.pod_ip.clone().filter(|ip| !ip.is_empty())
+    p.status
+        .as_ref()?
+        .pod_ip
+        .clone()
+        .filter(|ip| !ip.is_empty())
 }
 
 pub fn finished(p: &Pod) -> bool {
@@ -99,7 +103,12 @@ pub fn finished(p: &Pod) -> bool {
 }
 
 /// The container port a Service port reaches on this pod (upstream's `FindPort`).
-pub fn resolve_port(pod: &Pod, target: Option<&IntOrString>, port: i32, protocol: &str) -> Option<i32> {
+pub fn resolve_port(
+    pod: &Pod,
+    target: Option<&IntOrString>,
+    port: i32,
+    protocol: &str,
+) -> Option<i32> {
     match target {
         None => Some(port),
         Some(IntOrString::Int(n)) => Some(*n),
@@ -109,7 +118,10 @@ pub fn resolve_port(pod: &Pod, target: Option<&IntOrString>, port: i32, protocol
             .containers
             .iter()
             .flat_map(|c| c.ports.iter().flatten())
-            .find(|cp| cp.name.as_deref() == Some(name.as_str()) && cp.protocol.as_deref().unwrap_or("TCP") == protocol)
+            .find(|cp| {
+                cp.name.as_deref() == Some(name.as_str())
+                    && cp.protocol.as_deref().unwrap_or("TCP") == protocol
+            })
             .map(|cp| cp.container_port)
             .or_else(|| name.parse().ok()),
     }
@@ -125,13 +137,20 @@ pub fn pod_ref(p: &Pod) -> ObjectReference {
     }
 }
 
+/// One subset in the making: ports, ready and not-ready addresses.
+type Group = (
+    Vec<EndpointPort>,
+    Vec<EndpointAddress>,
+    Vec<EndpointAddress>,
+);
+
 /// The Endpoints subsets for a Service and its pods.
 pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
     let spec = svc.spec.clone().unwrap_or_default();
     let publish = spec.publish_not_ready_addresses.unwrap_or(false);
     let svc_name = svc.metadata.name.clone().unwrap_or_default();
     // Key: the pod's resolved ports (sorted) → (ready, not ready) addresses.
-    let mut groups: BTreeMap<String, (Vec<EndpointPort>, Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for p in pods {
         let Some(ip) = pod_ip(p) else { continue };
         if finished(p) || (p.metadata.deletion_timestamp.is_some() && !publish) {
@@ -153,7 +172,7 @@ pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
             // No Service port reaches this pod (upstream skips it).
             continue;
         }
-        ports.sort_by(|a, b| (a.name.clone(), a.port).cmp(&(b.name.clone(), b.port)));
+        ports.sort_by_key(|p| (p.name.clone(), p.port));
         let pspec = p.spec.clone().unwrap_or_default();
         let addr = EndpointAddress {
             ip,
@@ -165,7 +184,9 @@ pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
             target_ref: Some(pod_ref(p)),
         };
         let key = serde_json::to_string(&ports).unwrap_or_default();
-        let entry = groups.entry(key).or_insert_with(|| (ports, Vec::new(), Vec::new()));
+        let entry = groups
+            .entry(key)
+            .or_insert_with(|| (ports, Vec::new(), Vec::new()));
         if publish || (ready_since(p).is_some() && p.metadata.deletion_timestamp.is_none()) {
             entry.1.push(addr);
         } else {
@@ -206,7 +227,10 @@ pub fn run(
         let client = client.clone();
         async move {
             if let Change::Deleted(svc) = change {
-                if let (Some(ns), Some(name)) = (svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref()) {
+                if let (Some(ns), Some(name)) = (
+                    svc.metadata.namespace.as_deref(),
+                    svc.metadata.name.as_deref(),
+                ) {
                     if selector(&svc).is_some() {
                         let api: Api<Endpoints> = Api::namespaced(client, ns);
                         let _ = api.delete(name, &DeleteParams::default()).await;
@@ -263,7 +287,9 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
             name: Some(name.clone()),
             namespace: Some(ns.clone()),
             labels: Some(labels),
-            resource_version: current.as_ref().and_then(|c| c.metadata.resource_version.clone()),
+            resource_version: current
+                .as_ref()
+                .and_then(|c| c.metadata.resource_version.clone()),
             ..Default::default()
         },
         subsets: (!want_subsets.is_empty()).then_some(want_subsets),
@@ -275,7 +301,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
             Err(e) => return Err(e.into()),
         },
         Some(cur) => {
-            let same = cur.subsets.clone().unwrap_or_default() == want.subsets.clone().unwrap_or_default()
+            let same = cur.subsets.clone().unwrap_or_default()
+                == want.subsets.clone().unwrap_or_default()
                 && cur.metadata.labels == want.metadata.labels;
             if !same {
                 let mut next = cur.clone();
@@ -311,7 +338,11 @@ mod tests {
             "spec": {"selector": {"app": "a"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
         }))
         .unwrap_or_default();
-        let pods = vec![pod("p1", "10.0.0.1", true, "http"), pod("p2", "10.0.0.2", false, "http"), pod("p3", "10.0.0.3", true, "other")];
+        let pods = vec![
+            pod("p1", "10.0.0.1", true, "http"),
+            pod("p2", "10.0.0.2", false, "http"),
+            pod("p3", "10.0.0.3", true, "other"),
+        ];
         let subsets = subsets(&svc, &pods);
         let with_8080 = subsets
             .iter()
@@ -319,8 +350,14 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         assert_eq!(with_8080.addresses.unwrap_or_default()[0].ip, "10.0.0.1");
-        assert_eq!(with_8080.not_ready_addresses.unwrap_or_default()[0].ip, "10.0.0.2");
-        assert_eq!(with_8080.ports.unwrap_or_default()[0].name.as_deref(), Some("web"));
+        assert_eq!(
+            with_8080.not_ready_addresses.unwrap_or_default()[0].ip,
+            "10.0.0.2"
+        );
+        assert_eq!(
+            with_8080.ports.unwrap_or_default()[0].name.as_deref(),
+            Some("web")
+        );
         // p3 has no port named http: it is left out.
         assert_eq!(subsets.len(), 1);
     }

@@ -92,11 +92,15 @@ fn error_policy(_: Arc<Service>, e: &ReconcileError, _: Arc<Ctx>) -> Action {
 }
 
 /// (address type, ports) → endpoints, for a Service and its pods.
-pub fn desired(svc: &Service, pods: &[Arc<Pod>]) -> BTreeMap<(String, String), (Vec<EndpointPort>, Vec<Endpoint>)> {
+pub fn desired(
+    svc: &Service,
+    pods: &[Arc<Pod>],
+) -> BTreeMap<(String, String), (Vec<EndpointPort>, Vec<Endpoint>)> {
     let spec = svc.spec.clone().unwrap_or_default();
     let publish = spec.publish_not_ready_addresses.unwrap_or(false);
     let svc_name = svc.metadata.name.clone().unwrap_or_default();
-    let mut groups: BTreeMap<(String, String), (Vec<EndpointPort>, Vec<Endpoint>)> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String), (Vec<EndpointPort>, Vec<Endpoint>)> =
+        BTreeMap::new();
     for p in pods {
         let Some(ip) = pod_ip(p) else { continue };
         if finished(p) {
@@ -114,7 +118,7 @@ pub fn desired(svc: &Service, pods: &[Arc<Pod>]) -> BTreeMap<(String, String), (
                 });
             }
         }
-        ports.sort_by(|a, b| (a.name.clone(), a.port).cmp(&(b.name.clone(), b.port)));
+        ports.sort_by_key(|p| (p.name.clone(), p.port));
         let terminating = p.metadata.deletion_timestamp.is_some();
         let serving = ready_since(p).is_some();
         let pspec = p.spec.clone().unwrap_or_default();
@@ -134,8 +138,15 @@ pub fn desired(svc: &Service, pods: &[Arc<Pod>]) -> BTreeMap<(String, String), (
             ..Default::default()
         };
         let family = if ip.contains(':') { "IPv6" } else { "IPv4" };
-        let key = (family.to_string(), serde_json::to_string(&ports).unwrap_or_default());
-        groups.entry(key).or_insert_with(|| (ports, Vec::new())).1.push(endpoint);
+        let key = (
+            family.to_string(),
+            serde_json::to_string(&ports).unwrap_or_default(),
+        );
+        groups
+            .entry(key)
+            .or_insert_with(|| (ports, Vec::new()))
+            .1
+            .push(endpoint);
     }
     for (_, eps) in groups.values_mut() {
         eps.sort_by(|a, b| a.addresses.cmp(&b.addresses));
@@ -185,11 +196,17 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
     let mut slots: Vec<Option<EndpointSlice>> = existing.into_iter().map(Some).collect();
     let mut plan: Vec<(Option<EndpointSlice>, EndpointSlice)> = Vec::new();
     for (family, ports, eps) in wanted {
-        let same_ports = |s: &EndpointSlice| s.address_type == family && s.ports.clone().unwrap_or_default() == ports;
+        let same_ports = |s: &EndpointSlice| {
+            s.address_type == family && s.ports.clone().unwrap_or_default() == ports
+        };
         let pick = slots
             .iter()
             .position(|s| s.as_ref().is_some_and(same_ports))
-            .or_else(|| slots.iter().position(|s| s.as_ref().is_some_and(|s| s.address_type == family)));
+            .or_else(|| {
+                slots
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|s| s.address_type == family))
+            });
         let current = pick.and_then(|i| slots[i].take());
         let slice = EndpointSlice {
             metadata: ObjectMeta {
@@ -198,7 +215,9 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
                 namespace: Some(ns.clone()),
                 labels: Some(labels.clone()),
                 owner_references: Some(vec![owner(&svc)]),
-                resource_version: current.as_ref().and_then(|c| c.metadata.resource_version.clone()),
+                resource_version: current
+                    .as_ref()
+                    .and_then(|c| c.metadata.resource_version.clone()),
                 ..Default::default()
             },
             address_type: family,
@@ -214,11 +233,13 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
             }
             Some(cur) => {
                 let same = cur.endpoints == slice.endpoints
-                    && cur.ports.clone().unwrap_or_default() == slice.ports.clone().unwrap_or_default()
+                    && cur.ports.clone().unwrap_or_default()
+                        == slice.ports.clone().unwrap_or_default()
                     && cur.metadata.labels == slice.metadata.labels;
                 if !same {
                     let slice_name = cur.metadata.name.clone().unwrap_or_default();
-                    api.replace(&slice_name, &PostParams::default(), &slice).await?;
+                    api.replace(&slice_name, &PostParams::default(), &slice)
+                        .await?;
                 }
             }
         }
@@ -269,8 +290,15 @@ mod tests {
         let (_, eps) = groups.values().next().cloned().unwrap_or_default();
         assert_eq!(eps.len(), 250);
         assert_eq!(eps.chunks(MAX_PER_SLICE).count(), 3);
-        let terminating = eps.iter().find(|e| e.addresses[0] == "10.0.0.0").cloned().unwrap_or_default();
+        let terminating = eps
+            .iter()
+            .find(|e| e.addresses[0] == "10.0.0.0")
+            .cloned()
+            .unwrap_or_default();
         let c = terminating.conditions.unwrap_or_default();
-        assert_eq!((c.ready, c.serving, c.terminating), (Some(false), Some(true), Some(true)));
+        assert_eq!(
+            (c.ready, c.serving, c.terminating),
+            (Some(false), Some(true), Some(true))
+        );
     }
 }

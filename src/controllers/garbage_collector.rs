@@ -105,7 +105,7 @@ impl Graph {
 
 /// What the watches report to the graph.
 enum Change {
-    Upsert(Arc<Kind>, DynamicObject),
+    Upsert(Arc<Kind>, Box<DynamicObject>),
     Delete(String),
     /// A (re)list finished: these uids are all that exist of this resource.
     Synced(Arc<Kind>, HashSet<String>),
@@ -165,21 +165,20 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
                         let mut keep = HashSet::new();
                         for kind in found {
                             let key = (kind.ar.group.clone(), kind.ar.plural.clone());
-                            map.insert(
-                                (kind.ar.group.clone(), kind.ar.kind.clone()),
-                                kind.clone(),
-                            );
+                            map.insert((kind.ar.group.clone(), kind.ar.kind.clone()), kind.clone());
                             keep.insert(key.clone());
-                            if !running.contains_key(&key) {
+                            if let std::collections::hash_map::Entry::Vacant(slot) =
+                                running.entry(key.clone())
+                            {
                                 if let Ok(mut g) = shared.graph.lock() {
-                                    g.syncing.insert(key.clone());
+                                    g.syncing.insert(key);
                                 }
                                 let task = watches.spawn(watch_resource(
                                     client.clone(),
                                     kind.clone(),
                                     change_tx.clone(),
                                 ));
-                                running.insert(key, (kind, task));
+                                slot.insert((kind, task));
                             }
                         }
                         if let Ok(mut k) = shared.kinds.lock() {
@@ -278,7 +277,8 @@ pub async fn run(client: kube::Client) -> Result<(), Error> {
                             *n
                         })
                         .unwrap_or(1);
-                    let delay = Duration::from_millis(250u64 << n.min(7)).min(Duration::from_secs(30));
+                    let delay =
+                        Duration::from_millis(250u64 << n.min(7)).min(Duration::from_secs(30));
                     tracing::debug!(controller = NAME, ?item, error = %e, ?delay, "retrying");
                     tokio::time::sleep(delay).await;
                     let _ = shared.work.send(item);
@@ -323,7 +323,7 @@ async fn watch_resource(client: kube::Client, kind: Arc<Kind>, tx: mpsc::Sender<
     let mut listing: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.next().await {
         let change = match ev {
-            Ok(watcher::Event::Apply(obj)) => Change::Upsert(kind.clone(), obj),
+            Ok(watcher::Event::Apply(obj)) => Change::Upsert(kind.clone(), Box::new(obj)),
             Ok(watcher::Event::Delete(obj)) => match obj.metadata.uid {
                 Some(uid) => Change::Delete(uid),
                 None => continue,
@@ -336,7 +336,7 @@ async fn watch_resource(client: kube::Client, kind: Arc<Kind>, tx: mpsc::Sender<
                 if let Some(uid) = &obj.metadata.uid {
                     listing.insert(uid.clone());
                 }
-                Change::Upsert(kind.clone(), obj)
+                Change::Upsert(kind.clone(), Box::new(obj))
             }
             Ok(watcher::Event::InitDone) => {
                 Change::Synced(kind.clone(), std::mem::take(&mut listing))
@@ -585,13 +585,14 @@ async fn attempt_to_delete(shared: &Shared, uid: &str) -> Graphed<()> {
         .lock()
         .map(|g| !g.dependents_of(uid).is_empty())
         .unwrap_or(false);
-    let policy = if (!waiting.is_empty() && has_dependents) || finalizers.iter().any(|f| f == FOREGROUND) {
-        "Foreground"
-    } else if finalizers.iter().any(|f| f == ORPHAN) {
-        "Orphan"
-    } else {
-        "Background"
-    };
+    let policy =
+        if (!waiting.is_empty() && has_dependents) || finalizers.iter().any(|f| f == FOREGROUND) {
+            "Foreground"
+        } else if finalizers.iter().any(|f| f == ORPHAN) {
+            "Orphan"
+        } else {
+            "Background"
+        };
     tracing::debug!(controller = NAME, name = %n.name, resource = %n.kind.ar.plural, policy, "deleting a dependent");
     let dp = DeleteParams {
         preconditions: Some(Preconditions {

@@ -76,14 +76,15 @@ pub fn run(
         pods: pods.store(),
         expectations: Expectations::default(),
     });
-    let controller = Controller::for_stream(jobs.triggers(), store.clone())
-        .reconcile_on(pods.related(move |pod: &Pod| {
+    let controller = Controller::for_stream(jobs.triggers(), store.clone()).reconcile_on(
+        pods.related(move |pod: &Pod| {
             // Only pods a Job controls (orphans are not adopted by Jobs here).
             if controller_of(&pod.metadata).is_none() {
                 return Vec::new();
             }
-            owners_of(&pod, &store, "Job", |_: &Job| None::<Selector>)
-        }));
+            owners_of(pod, &store, "Job", |_: &Job| None::<Selector>)
+        }),
+    );
     async move {
         // Decide nothing before the caches hold a full list: a half-filled cache would look
         // like missing objects.
@@ -205,7 +206,8 @@ pub fn judge(rules: &[PodFailurePolicyRule], pod: &Pod) -> Verdict {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| {
                     cs.iter().any(|c| {
-                        c.type_ == pat.type_ && c.status == pat.status.clone().unwrap_or_else(|| "True".into())
+                        c.type_ == pat.type_
+                            && c.status == pat.status.clone().unwrap_or_else(|| "True".into())
                     })
                 });
             if hit {
@@ -276,12 +278,16 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
         let Some(ttl) = spec.ttl_seconds_after_finished else {
             return Ok(Action::await_change());
         };
-        let at = c.last_transition_time.map(|t| t.0).unwrap_or_else(jiff::Timestamp::now)
+        let at = c
+            .last_transition_time
+            .map(|t| t.0)
+            .unwrap_or_else(jiff::Timestamp::now)
             + jiff::SignedDuration::from_secs(i64::from(ttl.max(0)));
         let left = at.duration_since(jiff::Timestamp::now());
         if left.is_positive() {
             return Ok(Action::requeue(
-                Duration::try_from(left).unwrap_or(Duration::from_secs(1)) + Duration::from_millis(100),
+                Duration::try_from(left).unwrap_or(Duration::from_secs(1))
+                    + Duration::from_millis(100),
             ));
         }
         let dp = DeleteParams {
@@ -333,7 +339,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
                     .status
                     .as_ref()
                     .and_then(|s| s.conditions.as_ref())
-                    .and_then(|cs| cs.iter().filter_map(|c| c.last_transition_time.as_ref()).map(|t| t.0).max())
+                    .and_then(|cs| {
+                        cs.iter()
+                            .filter_map(|c| c.last_transition_time.as_ref())
+                            .map(|t| t.0)
+                            .max()
+                    })
                     .or(p.metadata.creation_timestamp.as_ref().map(|t| t.0));
                 last_failure = last_failure.max(t);
             }
@@ -359,16 +370,29 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
     }
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
     if fail_reason.is_none() && counted_failures > backoff_limit {
-        fail_reason = Some(("BackoffLimitExceeded".into(), "Job has reached the specified backoff limit".into()));
+        fail_reason = Some((
+            "BackoffLimitExceeded".into(),
+            "Job has reached the specified backoff limit".into(),
+        ));
     }
     let mut requeue: Option<Duration> = None;
-    if let (None, Some(deadline), Some(start)) = (&fail_reason, spec.active_deadline_seconds, status.start_time.as_ref()) {
+    if let (None, Some(deadline), Some(start)) = (
+        &fail_reason,
+        spec.active_deadline_seconds,
+        status.start_time.as_ref(),
+    ) {
         let end = start.0 + jiff::SignedDuration::from_secs(deadline);
         let left = end.duration_since(jiff::Timestamp::now());
         if left.is_positive() {
-            requeue = Some(Duration::try_from(left).unwrap_or(Duration::from_secs(1)) + Duration::from_millis(100));
+            requeue = Some(
+                Duration::try_from(left).unwrap_or(Duration::from_secs(1))
+                    + Duration::from_millis(100),
+            );
         } else {
-            fail_reason = Some(("DeadlineExceeded".into(), "Job was active longer than specified deadline".into()));
+            fail_reason = Some((
+                "DeadlineExceeded".into(),
+                "Job was active longer than specified deadline".into(),
+            ));
         }
     }
     let complete = match completions {
@@ -395,45 +419,77 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
         if let Some((reason, message)) = &fail_reason {
             set_condition(&mut status, "FailureTarget", "True", reason, message);
             set_condition(&mut status, "Failed", "True", reason, message);
-            ctx.recorder.record(&*job, Kind::Warning, reason, message.clone());
+            ctx.recorder
+                .record(&*job, Kind::Warning, reason, message.clone());
             status.completion_time = None;
             active_count = 0;
         } else if complete {
-            set_condition(&mut status, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods");
-            set_condition(&mut status, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods");
+            set_condition(
+                &mut status,
+                "SuccessCriteriaMet",
+                "True",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            );
+            set_condition(
+                &mut status,
+                "Complete",
+                "True",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            );
             status.completion_time = Some(now());
-            ctx.recorder.record(&*job, Kind::Normal, "Completed", "Job completed".into());
+            ctx.recorder
+                .record(&*job, Kind::Normal, "Completed", "Job completed".into());
             active_count = 0;
         } else if suspended {
             if condition_true(&prev, "Suspended").is_none() {
-                ctx.recorder.record(&*job, Kind::Normal, "Suspended", "Job suspended".into());
+                ctx.recorder
+                    .record(&*job, Kind::Normal, "Suspended", "Job suspended".into());
             }
-            set_condition(&mut status, "Suspended", "True", "JobSuspended", "Job suspended");
+            set_condition(
+                &mut status,
+                "Suspended",
+                "True",
+                "JobSuspended",
+                "Job suspended",
+            );
             status.start_time = None;
             active_count = 0;
         }
     } else {
         if condition_true(&prev, "Suspended").is_some() {
-            set_condition(&mut status, "Suspended", "False", "JobResumed", "Job resumed");
-            ctx.recorder.record(&*job, Kind::Normal, "Resumed", "Job resumed".into());
+            set_condition(
+                &mut status,
+                "Suspended",
+                "False",
+                "JobResumed",
+                "Job resumed",
+            );
+            ctx.recorder
+                .record(&*job, Kind::Normal, "Resumed", "Job resumed".into());
             status.start_time = Some(now());
         }
         if ctx.expectations_satisfied(&uid, &pods) {
             // Back-off after failures: 10 s doubling, at most 6 minutes.
             let wait = if counted_failures > 0 {
-                let delay = jiff::SignedDuration::from_secs((10i64 << (counted_failures - 1).min(6)).min(360));
+                let delay = jiff::SignedDuration::from_secs(
+                    (10i64 << (counted_failures - 1).min(6)).min(360),
+                );
                 last_failure.map(|t| (t + delay).duration_since(jiff::Timestamp::now()))
             } else {
                 None
             };
             match wait {
                 Some(w) if w.is_positive() => {
-                    let d = Duration::try_from(w).unwrap_or(Duration::from_secs(1)) + Duration::from_millis(100);
+                    let d = Duration::try_from(w).unwrap_or(Duration::from_secs(1))
+                        + Duration::from_millis(100);
                     requeue = Some(requeue.map_or(d, |r| r.min(d)));
                 }
                 _ => {
                     let want = if indexed {
-                        let running: BTreeSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
+                        let running: BTreeSet<i32> =
+                            active.iter().filter_map(|p| index_of(p)).collect();
                         let total = completions.unwrap_or(parallelism);
                         let room = (parallelism - active.len() as i32).max(0) as usize;
                         (0..total)
@@ -446,7 +502,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
                         let target = parallelism.min(remaining);
                         let n = (target - active.len() as i32).max(0) as usize;
                         // No completions: once one succeeded, no new pods.
-                        let n = if completions.is_none() && succeeded > 0 { 0 } else { n };
+                        let n = if completions.is_none() && succeeded > 0 {
+                            0
+                        } else {
+                            n
+                        };
                         vec![None; n]
                     };
                     let mut created = Vec::new();
@@ -455,7 +515,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
                         match pod_api.create(&PostParams::default(), &pod).await {
                             Ok(p) => {
                                 let pn = p.metadata.name.clone().unwrap_or_default();
-                                ctx.recorder.record(&*job, Kind::Normal, "SuccessfulCreate", format!("Created pod: {pn}"));
+                                ctx.recorder.record(
+                                    &*job,
+                                    Kind::Normal,
+                                    "SuccessfulCreate",
+                                    format!("Created pod: {pn}"),
+                                );
                                 created.push(pn);
                                 active_count += 1;
                             }
@@ -464,7 +529,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
                                     kube::Error::Api(s) => s.message.clone(),
                                     other => other.to_string(),
                                 };
-                                ctx.recorder.record(&*job, Kind::Warning, "FailedCreate", format!("Error creating: {msg}"));
+                                ctx.recorder.record(
+                                    &*job,
+                                    Kind::Warning,
+                                    "FailedCreate",
+                                    format!("Error creating: {msg}"),
+                                );
                                 ctx.expectations.expect_creates(&uid, created);
                                 return Err(ReconcileError(msg));
                             }
@@ -484,7 +554,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
     }
     if status != prev {
         let patch = json!({"status": status});
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e.into()),
@@ -503,7 +576,11 @@ impl Ctx {
 }
 
 fn new_pod(job: &Job, name: &str, uid: &str, index: Option<i32>) -> Pod {
-    let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let tm = template.metadata.unwrap_or_default();
     let mut labels = tm.labels.unwrap_or_default();
     let mut annotations = tm.annotations.unwrap_or_default();
@@ -513,7 +590,11 @@ fn new_pod(job: &Job, name: &str, uid: &str, index: Option<i32>) -> Pod {
             labels.insert(INDEX_KEY.into(), i.to_string());
             annotations.insert(INDEX_KEY.into(), i.to_string());
             // Upstream: the index reaches the containers from the annotation.
-            for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            for c in spec
+                .containers
+                .iter_mut()
+                .chain(spec.init_containers.iter_mut().flatten())
+            {
                 c.env.get_or_insert_with(Vec::new).push(EnvVar {
                     name: "JOB_COMPLETION_INDEX".into(),
                     value: None,
@@ -586,7 +667,9 @@ mod tests {
             .unwrap_or_default()
         };
         assert_eq!(judge(&rules, &pod(1, true)), Verdict::Ignore);
-        assert!(matches!(judge(&rules, &pod(42, false)), Verdict::FailJob(m) if m.contains("exit code 42")));
+        assert!(
+            matches!(judge(&rules, &pod(42, false)), Verdict::FailJob(m) if m.contains("exit code 42"))
+        );
         assert_eq!(judge(&rules, &pod(1, false)), Verdict::Count);
     }
 
@@ -600,7 +683,10 @@ mod tests {
         let pod = new_pod(&job, "j", "u", Some(3));
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("j-3-"));
         assert_eq!(index_of(&pod), Some(3));
-        let env = pod.spec.and_then(|s| s.containers[0].env.clone()).unwrap_or_default();
+        let env = pod
+            .spec
+            .and_then(|s| s.containers[0].env.clone())
+            .unwrap_or_default();
         assert!(env.iter().any(|e| e.name == "JOB_COMPLETION_INDEX"));
     }
 }

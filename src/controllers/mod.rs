@@ -82,11 +82,24 @@ impl Workloads {
     fn spawn(self, client: &kube::Client, tasks: &mut tokio::task::JoinSet<Result<(), Error>>) {
         let c = client.clone();
         tasks.spawn(replicaset::run(c.clone(), &self.replica_sets, &self.pods));
-        tasks.spawn(replication_controller::run(c.clone(), &self.replication_controllers, &self.pods));
-        tasks.spawn(deployment::run(c.clone(), &self.deployments, &self.replica_sets));
+        tasks.spawn(replication_controller::run(
+            c.clone(),
+            &self.replication_controllers,
+            &self.pods,
+        ));
+        tasks.spawn(deployment::run(
+            c.clone(),
+            &self.deployments,
+            &self.replica_sets,
+        ));
         tasks.spawn(job::run(c.clone(), &self.jobs, &self.pods));
         tasks.spawn(cronjob::run(c.clone(), &self.cronjobs, &self.jobs));
-        tasks.spawn(daemonset::run(c.clone(), &self.daemon_sets, &self.pods, &self.nodes));
+        tasks.spawn(daemonset::run(
+            c.clone(),
+            &self.daemon_sets,
+            &self.pods,
+            &self.nodes,
+        ));
         tasks.spawn(statefulset::run(c.clone(), &self.stateful_sets, &self.pods));
         tasks.spawn(endpoints::run(c.clone(), &self.services, &self.pods));
         tasks.spawn(endpointslice::run(c, &self.services, &self.pods));

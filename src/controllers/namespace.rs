@@ -93,7 +93,8 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
                 *n
             })
             .unwrap_or(1);
-        let delay = Duration::from_secs(1 << n.min(5).saturating_sub(1)).min(Duration::from_secs(30));
+        let delay =
+            Duration::from_secs(1 << n.min(5).saturating_sub(1)).min(Duration::from_secs(30));
         tracing::debug!(controller = NAME, namespace = %name, remaining, ?delay, "waiting for content to go");
         return Ok(Action::requeue(delay));
     }
@@ -104,12 +105,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Reconcil
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     let mut fin = (*ns).clone();
     if let Some(spec) = fin.spec.as_mut() {
-        spec.finalizers = Some(
-            finalizers
-                .into_iter()
-                .filter(|f| f != FINALIZER)
-                .collect(),
-        );
+        spec.finalizers = Some(finalizers.into_iter().filter(|f| f != FINALIZER).collect());
     }
     match api
         .replace_subresource("finalize", &name, &PostParams::default(), &fin)

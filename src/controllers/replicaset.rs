@@ -170,12 +170,13 @@ pub fn run(
         pods: pods.store(),
         expectations: Expectations::default(),
     });
-    let controller = Controller::for_stream(sets.triggers(), set_store.clone())
-        .reconcile_on(pods.related(move |pod: &Pod| {
-            owners_of(&pod, &set_store, "ReplicaSet", |rs: &ReplicaSet| {
+    let controller = Controller::for_stream(sets.triggers(), set_store.clone()).reconcile_on(
+        pods.related(move |pod: &Pod| {
+            owners_of(pod, &set_store, "ReplicaSet", |rs: &ReplicaSet| {
                 Selector::try_from(rs.spec.selector.clone()).ok()
             })
-        }));
+        }),
+    );
     async move {
         // Decide nothing before the caches hold a full list: a half-filled cache would look
         // like missing objects.
@@ -363,7 +364,12 @@ pub async fn sync(ctx: &Ctx, want: &Replicated) -> Result<Observed, ReconcileErr
             delete_pods(ctx, want, &active, diff as usize).await?;
         }
     }
-    let template_labels = want.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let template_labels = want
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     let mut obs = Observed {
         replicas: active.len() as i32,
         failure,
@@ -371,7 +377,10 @@ pub async fn sync(ctx: &Ctx, want: &Replicated) -> Result<Observed, ReconcileErr
     };
     for p in &active {
         let labels = p.metadata.labels.clone().unwrap_or_default();
-        if template_labels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        if template_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        {
             obs.fully_labeled += 1;
         }
         if ready_since(p).is_some() {
@@ -428,7 +437,10 @@ async fn claim(
                     .filter(|r| r.uid != want.uid)
                     .collect();
                 let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.metadata.uid}});
-                match api.patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                match api
+                    .patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                     Err(e) => return Err(e.into()),
@@ -447,7 +459,10 @@ async fn claim(
                     "uid": pod.metadata.uid,
                     "resourceVersion": pod.metadata.resource_version,
                 }});
-                match api.patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                match api
+                    .patch(pod_name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
                     Ok(p) => mine.push(Arc::new(p)),
                     Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                     Err(e) => return Err(e.into()),
@@ -496,8 +511,7 @@ async fn create_pods(ctx: &Ctx, want: &Replicated, count: usize) -> Option<Strin
     while left > 0 {
         let n = batch.min(left);
         let pp = PostParams::default();
-        let results =
-            futures::future::join_all((0..n).map(|_| api.create(&pp, &template))).await;
+        let results = futures::future::join_all((0..n).map(|_| api.create(&pp, &template))).await;
         let mut created = Vec::new();
         let mut failed = None;
         for r in results {
@@ -538,8 +552,21 @@ async fn create_pods(ctx: &Ctx, want: &Replicated, count: usize) -> Option<Strin
 }
 
 /// Upstream's deletion preference (`ActivePodsWithRanks`), most deletable first.
-fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<i64>, std::cmp::Reverse<i32>, std::cmp::Reverse<i64>) {
-    let assigned = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+fn deletion_rank(
+    p: &Pod,
+) -> (
+    u8,
+    u8,
+    u8,
+    std::cmp::Reverse<i64>,
+    std::cmp::Reverse<i32>,
+    std::cmp::Reverse<i64>,
+) {
+    let assigned = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
     let phase = match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") | None => 0,
         Some("Unknown") => 1,
@@ -552,7 +579,12 @@ fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<i64>, std::cmp::Reve
         .and_then(|s| s.container_statuses.as_ref())
         .map(|cs| cs.iter().map(|c| c.restart_count).sum())
         .unwrap_or(0);
-    let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+    let created = p
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0);
     (
         u8::from(assigned),
         phase,
@@ -576,7 +608,10 @@ async fn delete_pods(
     ctx.expectations.expect(
         &want.uid,
         Vec::new(),
-        victims.iter().filter_map(|p| p.metadata.uid.clone()).collect(),
+        victims
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect(),
     );
     for p in victims {
         let Some(pname) = p.metadata.name.as_deref() else {

@@ -15,7 +15,9 @@ use serde_json::json;
 
 use super::events::Recorder;
 use super::informers::Informer;
-use super::replicaset::{map_selector, owners_of, sync, Ctx, Expectations, ReconcileError, Replicated};
+use super::replicaset::{
+    map_selector, owners_of, sync, Ctx, Expectations, ReconcileError, Replicated,
+};
 use super::Error;
 
 const NAME: &str = "replicationcontroller-controller";
@@ -46,10 +48,9 @@ pub fn run(
         pods: pods.store(),
         expectations: Expectations::default(),
     });
-    let controller = Controller::for_stream(controllers.triggers(), store.clone())
-        .reconcile_on(pods.related(move |pod: &Pod| {
-            owners_of(&pod, &store, "ReplicationController", selector_of)
-        }));
+    let controller = Controller::for_stream(controllers.triggers(), store.clone()).reconcile_on(
+        pods.related(move |pod: &Pod| owners_of(pod, &store, "ReplicationController", selector_of)),
+    );
     async move {
         // Decide nothing before the caches hold a full list: a half-filled cache would look
         // like missing objects.

@@ -74,13 +74,19 @@ pub fn run(
         client,
         pods: pods.store(),
     });
-    let controller = Controller::for_stream(sets.triggers(), store.clone())
-        .reconcile_on(pods.related(move |pod: &Pod| {
+    let controller = Controller::for_stream(sets.triggers(), store.clone()).reconcile_on(
+        pods.related(move |pod: &Pod| {
             if controller_of(&pod.metadata).is_none() {
                 return Vec::new();
             }
-            owners_of(&pod, &store, "StatefulSet", |_: &StatefulSet| None::<Selector>)
-        }));
+            owners_of(
+                pod,
+                &store,
+                "StatefulSet",
+                |_: &StatefulSet| None::<Selector>,
+            )
+        }),
+    );
     async move {
         // Decide nothing before the caches hold a full list: a half-filled cache would look
         // like missing objects.
@@ -113,7 +119,8 @@ pub fn ordinal(set: &str, pod: &str) -> Option<i32> {
 }
 
 fn running_and_ready(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && ready_since(p).is_some()
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        && ready_since(p).is_some()
 }
 
 fn owner(sts: &StatefulSet, controller: bool) -> OwnerReference {
@@ -177,14 +184,23 @@ fn new_pod(sts: &StatefulSet, n: i32, hash: &str) -> Pod {
 }
 
 /// Create the claims of ordinal `n` that do not exist yet.
-async fn ensure_claims(ctx: &Ctx, sts: &StatefulSet, ns: &str, n: i32) -> Result<(), ReconcileError> {
+async fn ensure_claims(
+    ctx: &Ctx,
+    sts: &StatefulSet,
+    ns: &str,
+    n: i32,
+) -> Result<(), ReconcileError> {
     let set = sts.metadata.name.clone().unwrap_or_default();
     let spec = sts.spec.clone();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     let (when_deleted, _) = retention(sts);
-    let selector_labels: BTreeMap<String, String> = spec.selector.match_labels.clone().unwrap_or_default();
+    let selector_labels: BTreeMap<String, String> =
+        spec.selector.match_labels.clone().unwrap_or_default();
     for claim in spec.volume_claim_templates.iter().flatten() {
-        let cname = format!("{}-{set}-{n}", claim.metadata.name.clone().unwrap_or_default());
+        let cname = format!(
+            "{}-{set}-{n}",
+            claim.metadata.name.clone().unwrap_or_default()
+        );
         if api.get_opt(&cname).await?.is_some() {
             continue;
         }
@@ -218,15 +234,28 @@ async fn ensure_claims(ctx: &Ctx, sts: &StatefulSet, ns: &str, n: i32) -> Result
 }
 
 /// whenScaled: Delete — the condemned pod owns its claims, so they go with it.
-async fn hand_claims_to_pod(ctx: &Ctx, sts: &StatefulSet, ns: &str, pod: &Pod) -> Result<(), ReconcileError> {
+async fn hand_claims_to_pod(
+    ctx: &Ctx,
+    sts: &StatefulSet,
+    ns: &str,
+    pod: &Pod,
+) -> Result<(), ReconcileError> {
     let spec = sts.spec.clone();
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     for claim in spec.volume_claim_templates.iter().flatten() {
-        let cname = format!("{}-{pod_name}", claim.metadata.name.clone().unwrap_or_default());
-        let Some(pvc) = api.get_opt(&cname).await? else { continue };
+        let cname = format!(
+            "{}-{pod_name}",
+            claim.metadata.name.clone().unwrap_or_default()
+        );
+        let Some(pvc) = api.get_opt(&cname).await? else {
+            continue;
+        };
         let mut refs = pvc.metadata.owner_references.clone().unwrap_or_default();
-        if refs.iter().any(|r| Some(&r.uid) == pod.metadata.uid.as_ref()) {
+        if refs
+            .iter()
+            .any(|r| Some(&r.uid) == pod.metadata.uid.as_ref())
+        {
             continue;
         }
         refs.push(OwnerReference {
@@ -238,7 +267,8 @@ async fn hand_claims_to_pod(ctx: &Ctx, sts: &StatefulSet, ns: &str, pod: &Pod) -
             block_owner_deletion: Some(true),
         });
         let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pvc.metadata.resource_version}});
-        api.patch(&cname, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch(&cname, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
     }
     Ok(())
 }
@@ -255,8 +285,18 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
     if sts.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let hash = template_hash(&spec.template, sts.status.as_ref().and_then(|s| s.collision_count));
-    ensure_revision(&ctx.client, "StatefulSet", &sts.metadata, &hash, &spec.template).await?;
+    let hash = template_hash(
+        &spec.template,
+        sts.status.as_ref().and_then(|s| s.collision_count),
+    );
+    ensure_revision(
+        &ctx.client,
+        "StatefulSet",
+        &sts.metadata,
+        &hash,
+        &spec.template,
+    )
+    .await?;
     let replicas = spec.replicas.unwrap_or(1).max(0);
     let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
     let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
@@ -264,7 +304,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
     let mut pods: BTreeMap<i32, Arc<Pod>> = BTreeMap::new();
     for p in ctx.pods.state() {
         if p.metadata.namespace.as_deref() != Some(ns.as_str())
-            || !controller_of(&p.metadata).is_some_and(|c| c.uid == uid)
+            || controller_of(&p.metadata).is_none_or(|c| c.uid != uid)
         {
             continue;
         }
@@ -279,7 +319,9 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
 
     // Failed pods are deleted and re-created (upstream).
     for p in pods.values() {
-        if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed") && p.metadata.deletion_timestamp.is_none() {
+        if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+            && p.metadata.deletion_timestamp.is_none()
+        {
             let pn = p.metadata.name.clone().unwrap_or_default();
             let _ = pod_api.delete(&pn, &DeleteParams::default()).await;
             acted = true;
@@ -303,11 +345,26 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
                 }
                 None => {
                     ensure_claims(&ctx, &sts, &ns, n).await?;
-                    match pod_api.create(&PostParams::default(), &new_pod(&sts, n, &hash)).await {
-                        Ok(_) => ctx.recorder.record(&*sts, Kind::Normal, "SuccessfulCreate", format!("create Pod {set}-{n} in StatefulSet {set} successful")),
+                    match pod_api
+                        .create(&PostParams::default(), &new_pod(&sts, n, &hash))
+                        .await
+                    {
+                        Ok(_) => ctx.recorder.record(
+                            &*sts,
+                            Kind::Normal,
+                            "SuccessfulCreate",
+                            format!("create Pod {set}-{n} in StatefulSet {set} successful"),
+                        ),
                         Err(kube::Error::Api(s)) if s.code == 409 => {}
                         Err(e) => {
-                            ctx.recorder.record(&*sts, Kind::Warning, "FailedCreate", format!("create Pod {set}-{n} in StatefulSet {set} failed error: {e}"));
+                            ctx.recorder.record(
+                                &*sts,
+                                Kind::Warning,
+                                "FailedCreate",
+                                format!(
+                                    "create Pod {set}-{n} in StatefulSet {set} failed error: {e}"
+                                ),
+                            );
                             return Err(e.into());
                         }
                     }
@@ -322,8 +379,16 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
 
     // Scale down: condemned ordinals, highest first (all at once for Parallel).
     if !acted {
-        let condemned: Vec<&Arc<Pod>> = pods.iter().rev().filter(|(n, _)| !wanted.contains(*n)).map(|(_, p)| p).collect();
-        let all_healthy = pods.iter().filter(|(n, _)| wanted.contains(*n)).all(|(_, p)| running_and_ready(p));
+        let condemned: Vec<&Arc<Pod>> = pods
+            .iter()
+            .rev()
+            .filter(|(n, _)| !wanted.contains(*n))
+            .map(|(_, p)| p)
+            .collect();
+        let all_healthy = pods
+            .iter()
+            .filter(|(n, _)| wanted.contains(*n))
+            .all(|(_, p)| running_and_ready(p));
         for p in condemned {
             if p.metadata.deletion_timestamp.is_some() {
                 if !parallel {
@@ -339,7 +404,12 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
             }
             let pn = p.metadata.name.clone().unwrap_or_default();
             match pod_api.delete(&pn, &DeleteParams::default()).await {
-                Ok(_) => ctx.recorder.record(&*sts, Kind::Normal, "SuccessfulDelete", format!("delete Pod {pn} in StatefulSet {set} successful")),
+                Ok(_) => ctx.recorder.record(
+                    &*sts,
+                    Kind::Normal,
+                    "SuccessfulDelete",
+                    format!("delete Pod {pn} in StatefulSet {set} successful"),
+                ),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
@@ -351,7 +421,11 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
     }
 
     // Rolling update from the highest ordinal down to the partition, one at a time.
-    let rolling = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()) != Some("OnDelete");
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.type_.as_deref())
+        != Some("OnDelete");
     if !acted && rolling {
         let partition = spec
             .update_strategy
@@ -359,15 +433,28 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
             .and_then(|u| u.rolling_update.as_ref())
             .and_then(|r| r.partition)
             .unwrap_or(0);
-        let live: Vec<(&i32, &Arc<Pod>)> = pods.iter().filter(|(n, _)| wanted.contains(*n)).collect();
-        let all_healthy = live.iter().all(|(_, p)| running_and_ready(p) && p.metadata.deletion_timestamp.is_none());
+        let live: Vec<(&i32, &Arc<Pod>)> =
+            pods.iter().filter(|(n, _)| wanted.contains(*n)).collect();
+        let all_healthy = live
+            .iter()
+            .all(|(_, p)| running_and_ready(p) && p.metadata.deletion_timestamp.is_none());
         if all_healthy {
             if let Some((_, p)) = live.iter().rev().find(|(n, p)| {
-                **n - start >= partition && p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) != Some(&hash)
+                **n - start >= partition
+                    && p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(REVISION_LABEL))
+                        != Some(&hash)
             }) {
                 let pn = p.metadata.name.clone().unwrap_or_default();
                 match pod_api.delete(&pn, &DeleteParams::default()).await {
-                    Ok(_) => ctx.recorder.record(&*sts, Kind::Normal, "SuccessfulDelete", format!("delete Pod {pn} in StatefulSet {set} successful")),
+                    Ok(_) => ctx.recorder.record(
+                        &*sts,
+                        Kind::Normal,
+                        "SuccessfulDelete",
+                        format!("delete Pod {pn} in StatefulSet {set} successful"),
+                    ),
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -387,10 +474,31 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
             Err(None) => {}
         }
     }
-    let updated = live.iter().filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) == Some(&hash)).count() as i32;
+    let updated = live
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_LABEL))
+                == Some(&hash)
+        })
+        .count() as i32;
     let prev = sts.status.clone().unwrap_or_default();
-    let mut current_revision = prev.current_revision.clone().unwrap_or_else(|| hash.clone());
-    let mut current = live.iter().filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) == Some(&current_revision)).count() as i32;
+    let mut current_revision = prev
+        .current_revision
+        .clone()
+        .unwrap_or_else(|| hash.clone());
+    let mut current = live
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_LABEL))
+                == Some(&current_revision)
+        })
+        .count() as i32;
     if updated == replicas && live.len() as i32 == replicas {
         current_revision = hash.clone();
         current = updated;
@@ -406,12 +514,28 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
         "observedGeneration": sts.metadata.generation,
     });
     let prev_v = serde_json::to_value(&prev).unwrap_or_default();
-    let changed = ["replicas", "readyReplicas", "availableReplicas", "currentReplicas", "updatedReplicas", "currentRevision", "updateRevision", "observedGeneration"]
-        .iter()
-        .any(|k| prev_v.get(*k).cloned().unwrap_or(json!(0)) != status[*k]);
+    let changed = [
+        "replicas",
+        "readyReplicas",
+        "availableReplicas",
+        "currentReplicas",
+        "updatedReplicas",
+        "currentRevision",
+        "updateRevision",
+        "observedGeneration",
+    ]
+    .iter()
+    .any(|k| prev_v.get(*k).cloned().unwrap_or(json!(0)) != status[*k]);
     if changed {
         let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match api.patch_status(&set, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
+        match api
+            .patch_status(
+                &set,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": status})),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e.into()),
@@ -450,7 +574,13 @@ mod tests {
         assert_eq!(spec.hostname.as_deref(), Some("db-2"));
         assert_eq!(spec.subdomain.as_deref(), Some("db"));
         let vols = spec.volumes.unwrap_or_default();
-        assert_eq!(vols[0].persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()), Some("data-db-2"));
+        assert_eq!(
+            vols[0]
+                .persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
+            Some("data-db-2")
+        );
         let labels = pod.metadata.labels.unwrap_or_default();
         assert_eq!(labels.get(POD_INDEX_LABEL).map(String::as_str), Some("2"));
     }
