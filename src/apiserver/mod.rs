@@ -20,7 +20,6 @@ mod custom;
 mod defaults;
 mod discovery;
 mod follow;
-mod crd_lifecycle;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
