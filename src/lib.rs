@@ -10,6 +10,6 @@ pub mod controllers;
 pub mod kubelet;
 pub mod pki;
 pub mod roles;
-pub mod snapshot;
 pub mod scheduler;
+pub mod snapshot;
 pub mod store;

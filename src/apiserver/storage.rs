@@ -56,7 +56,6 @@ pub fn node_port_claim_key(port: i64) -> String {
     format!("{NODE_PORT_CLAIMS}{port}")
 }
 
-
 /// Largest encoded object stored: etcd's default `--max-request-bytes` (1.5 MiB), the limit
 /// every upstream object is held to.
 pub const MAX_OBJECT_BYTES: usize = 1024 * 1024 * 3 / 2;
