@@ -11,5 +11,4 @@ pub mod kubelet;
 pub mod pki;
 pub mod roles;
 pub mod scheduler;
-pub mod snapshot;
 pub mod store;

@@ -260,20 +260,9 @@ fn crash_between_adding_and_switching_keys_starts_fine() {
     assert_secrets(&s, &want);
 }
 
+/// A plain user, signed by the client CA (the only CA that issues client identities).
 fn non_admin_identity(s: &Server) -> (String, String) {
-    use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
-    let ca_key = std::fs::read_to_string(s.data_dir().join("pki/ca.key")).unwrap();
-    let ca_key = KeyPair::from_pem(&ca_key).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(&s.ca_pem(), &ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "alice");
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "developers");
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
+    s.client_cert("alice", &["developers"])
 }
 
 fn expect_status(r: &harness::RawResponse, code: u16, reason: &str) {

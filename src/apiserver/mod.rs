@@ -75,7 +75,7 @@ pub struct Config {
     /// The secrets encryption key rotation controller (`/rampart/v1/secrets-encrypt/...`).
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
     /// Server snapshots (`/rampart/v1/snapshots`); `None` answers 404 there.
-    pub snapshots: Option<Arc<crate::snapshot::Snapshotter>>,
+    pub snapshots: Option<Arc<crate::store::snapshot::Snapshotter>>,
     /// The service-account token issuer (TokenRequest, OIDC discovery); `None` disables both.
     pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
     /// The audit log; every request is recorded (and refused with 503 when it cannot be).
@@ -135,7 +135,7 @@ pub(crate) struct State {
     /// Upstream's max-in-flight filter: non-watch requests beyond this get 429.
     pub inflight: tokio::sync::Semaphore,
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
-    pub snapshots: Option<Arc<crate::snapshot::Snapshotter>>,
+    pub snapshots: Option<Arc<crate::store::snapshot::Snapshotter>>,
     pub audit: Option<Arc<crate::auth::audit::Sink>>,
     pub authorizer: Option<Arc<crate::auth::cedar::Authorizer>>,
     /// The live RBAC state (compiled into the authorizer's `rbac` source); `None` when

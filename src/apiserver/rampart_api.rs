@@ -109,7 +109,7 @@ async fn secrets_encrypt(state: &Arc<State>, path: &str) -> Response<Body> {
 /// now, kept in `DATA_DIR/snapshots/` or, with `stream`, returned base64-encoded as
 /// `{"name", "snapshot"}` and kept nowhere on the server.
 async fn snapshots(state: &Arc<State>, method: &http::Method, body: &[u8]) -> Response<Body> {
-    use crate::snapshot::Error;
+    use crate::store::snapshot::Error;
     let Some(snapshotter) = &state.snapshots else {
         return error_response(&ApiError::new(
             404,

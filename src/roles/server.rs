@@ -192,17 +192,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Snapshots: scheduled ones here, on-demand ones through /rampart/v1/snapshots.
     let schedule = Some(args.snapshot_schedule.trim().to_string()).filter(|s| !s.is_empty());
     if let Some(expr) = &schedule {
-        crate::snapshot::parse_schedule(expr)?;
+        crate::store::snapshot::parse_schedule(expr)?;
     }
-    let snapshotter = crate::snapshot::Snapshotter::new(
-        crate::snapshot::Config {
+    let snapshotter = crate::store::snapshot::Snapshotter::new(
+        crate::store::snapshot::Config {
             data_dir: args.data_dir.clone(),
             schedule,
             retention: args.snapshot_retention,
         },
         rocks.clone(),
     );
-    let scheduled_snapshots = tokio::spawn(crate::snapshot::run(
+    let scheduled_snapshots = tokio::spawn(crate::store::snapshot::run(
         snapshotter.clone(),
         shutdown.clone().wait(),
     ));

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::cli::{OutputFormat, SnapshotCommand};
-use crate::snapshot;
+use crate::store::snapshot;
 
 const SNAPSHOTS: &str = "/rampart/v1/snapshots";
 

@@ -20,6 +20,7 @@ pub mod compactor;
 pub mod encrypted;
 mod error;
 pub mod rocks;
+pub mod snapshot;
 mod watch;
 
 use async_trait::async_trait;
