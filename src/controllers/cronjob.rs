@@ -420,12 +420,17 @@ async fn write_status(
     if prev == status {
         return Ok(());
     }
-    // Merge patch: `active: null` clears the list.
-    let patch = json!({"status": {
-        "active": status.active,
-        "lastScheduleTime": status.last_schedule_time,
-        "lastSuccessfulTime": status.last_successful_time,
-    }});
+    // Merge patch: `active: null` clears the list. The times only move forward: a reconcile
+    // working from a cache that has not seen the last write must never null them.
+    let mut fields = serde_json::Map::new();
+    fields.insert("active".into(), json!(status.active));
+    if let Some(t) = &status.last_schedule_time {
+        fields.insert("lastScheduleTime".into(), json!(t));
+    }
+    if let Some(t) = &status.last_successful_time {
+        fields.insert("lastSuccessfulTime".into(), json!(t));
+    }
+    let patch = json!({ "status": fields });
     match api
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

@@ -15,9 +15,24 @@ use crate::auth::admission::Operation;
 pub async fn update(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> {
     let (_, obj) = read_body(ctx, body).await?;
     let name = ctx.info.name.clone();
-    let (current, rev) = ctx.load(&name).await?;
-    let (obj, code) = update_object(ctx, obj, current, rev, false).await?;
-    Ok(json_response(code, &obj))
+    // Upstream's GuaranteedUpdate: a PUT without resourceVersion is unconditional, so a write
+    // that lands in between (a controller's, a key rotation re-encrypting the object) is
+    // retried on the fresh object instead of answered 409.
+    let unconditional = obj["metadata"]["resourceVersion"]
+        .as_str()
+        .is_none_or(str::is_empty);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (current, rev) = ctx.load(&name).await?;
+        match update_object(ctx, obj.clone(), current, rev, false).await {
+            Err(e) if e.code == 409 && unconditional && attempts < 5 => continue,
+            result => {
+                let (obj, code) = result?;
+                return Ok(json_response(code, &obj));
+            }
+        }
+    }
 }
 
 /// Replace `current` (stored at `rev`) with `obj`. `status_only` is the /status subresource.
