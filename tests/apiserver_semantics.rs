@@ -152,7 +152,11 @@ fn generate_name_dry_run_and_field_selectors() {
 fn status_subresource_and_eviction() {
     let s = Server::start();
     let pods = "/api/v1/namespaces/default/pods";
-    let (_, p) = post(&s, pods, &pod("st"));
+    // A scheduler no one runs: the default scheduler would write this pending pod's
+    // PodScheduled condition and race the resourceVersions this test sends.
+    let mut unscheduled = pod("st");
+    unscheduled["spec"]["schedulerName"] = json!("manual");
+    let (_, p) = post(&s, pods, &unscheduled);
     // The main resource ignores status changes; /status takes only status.
     let mut changed = p.clone();
     changed["status"]["phase"] = json!("Running");
