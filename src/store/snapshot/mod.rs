@@ -189,7 +189,8 @@ impl Snapshotter {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(Error::KeyringBusy);
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // No sleep: this runs inside a request. The retry takes a new checkpoint at once;
+            // a rotation still writing the keyring makes the save answer 409 (retry later).
         };
         let data_dir = self.cfg.data_dir.clone();
         let name = name.to_string();
