@@ -5,7 +5,8 @@
 //! - `shim`: the single-threaded per-pod process (`rampart __shim`) that owns the pod's
 //!   namespaces and containers and outlives the agent; `client`: the agent's side of it;
 //! - `container`: clone + namespaces + mounts + hardening + exec of one container;
-//! - `seccomp`, `cgroup`, `logs`: the default profile, cgroup v1 files, CRI log lines.
+//! - `seccomp`, `cgroup`, `logs`: the default profile, cgroup v1 files, CRI log lines;
+//! - `netns`: sockets opened inside a pod's network namespace (probes, port-forward).
 //!
 //! Invariant: no container process is ever forked from the multi-threaded agent; only the
 //! shim (started from a sealed copy of the binary, see `client`) clones them.
@@ -16,6 +17,7 @@ pub mod client;
 pub mod container;
 pub mod image;
 pub mod logs;
+pub mod netns;
 pub mod seccomp;
 pub mod shim;
 pub mod spec;
