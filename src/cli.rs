@@ -188,6 +188,15 @@ pub enum AuditCommand {
         #[arg(long)]
         allow_pruned: bool,
     },
+    /// Copy the rotated audit files of AUDIT_DIR that are not yet shipped to --to DIR,
+    /// verify each copy, and record them in AUDIT_DIR/audit.shipped so that
+    /// --audit-log-maxbackup may prune them. The live audit.log is never shipped.
+    Ship {
+        audit_dir: PathBuf,
+        /// The archive directory (created 0700 if missing).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

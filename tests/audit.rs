@@ -314,6 +314,103 @@ fn rotation_by_size_keeps_the_chain_across_files_and_restarts() {
     );
 }
 
+#[test]
+fn shipping_copies_verified_files_and_lets_pruning_proceed() {
+    // SAFETY: as above, set before any other thread reads the environment.
+    std::env::set_var("RAMPART_TEST_AUDIT_MAXSIZE_BYTES", "6000");
+    let s = Server::start_with(&["--audit-log-maxbackup", "1"]);
+    let dir = audit_dir(&s);
+    for _ in 0..30 {
+        assert_eq!(s.raw(Raw::get("/api/v1/namespaces/default")).status, 200);
+    }
+    let before = rotated_names(&dir);
+    assert!(before.len() >= 2, "rotated: {before:?}");
+    let archive = tempfile::tempdir().unwrap();
+    let dest = archive.path().join("archive");
+    let ship = |dest: &Path| {
+        harness::rampart(&[
+            "audit",
+            "ship",
+            dir.to_str().unwrap(),
+            "--to",
+            dest.to_str().unwrap(),
+        ])
+    };
+    let out = ship(&dest);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Everything rotated at the time was copied byte for byte, and the mark names the last.
+    let mark = std::fs::read_to_string(dir.join("audit.shipped")).unwrap();
+    let shipped = rotated_names(&dest);
+    assert!(shipped.len() >= before.len(), "{shipped:?} vs {before:?}");
+    assert_eq!(mark.trim(), shipped.last().unwrap());
+    for name in &before {
+        assert_eq!(
+            std::fs::read(dest.join(name)).unwrap(),
+            std::fs::read(dir.join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+    assert!(
+        !dest.join("audit.log").exists(),
+        "the live file is never shipped"
+    );
+    // The archive is a chain from genesis on its own.
+    let (ok, text) = verify(&dest);
+    assert!(ok && !text.contains("pruned"), "{text}");
+    // Now pruning may go ahead: with maxbackup 1, shipped files beyond one are removed at the
+    // next rotation, and nothing unshipped is.
+    for _ in 0..30 {
+        assert_eq!(s.raw(Raw::get("/api/v1/namespaces/default")).status, 200);
+    }
+    let now = rotated_names(&dir);
+    assert!(
+        !now.contains(&before[0]),
+        "shipped files were not pruned: {now:?}"
+    );
+    // A second run copies only what is new.
+    let out = ship(&dest);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains("already there"),
+        "{text}"
+    );
+    let (ok, text) = verify(&dest);
+    assert!(ok && !text.contains("pruned"), "{text}");
+    // Evidence at the destination is never overwritten: a differing copy is an error and the
+    // mark does not move.
+    let remaining = rotated_names(&dir);
+    let victim = dest.join(&remaining[0]);
+    std::fs::write(&victim, b"tampered\n").unwrap();
+    let mark_before = std::fs::read_to_string(dir.join("audit.shipped")).unwrap();
+    let out = ship(&dest);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("refusing to overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("audit.shipped")).unwrap(),
+        mark_before
+    );
+    // Shipping into the audit directory itself, or from a missing one, is refused.
+    let out = ship(&dir);
+    assert!(!out.status.success());
+    let out = harness::rampart(&[
+        "audit",
+        "ship",
+        "/nonexistent/audit",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an audit directory"));
+}
+
 fn rotated_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()

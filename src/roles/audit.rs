@@ -39,6 +39,22 @@ pub fn open_sink(args: &AuditArgs, data_dir: &Path, policy: Policy) -> anyhow::R
 
 pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
+        AuditCommand::Ship { audit_dir, to } => {
+            if !audit_dir.is_dir() {
+                anyhow::bail!("{}: not an audit directory", audit_dir.display());
+            }
+            let done = audit::ship::ship(&audit_dir, &to)?;
+            match &done.mark {
+                Some(mark) => println!(
+                    "shipped {} file(s) ({} already there); {} marked as shipped up to {mark}",
+                    done.copied.len(),
+                    done.present,
+                    audit_dir.display()
+                ),
+                None => println!("nothing to ship: no rotated audit files yet"),
+            }
+            Ok(())
+        }
         AuditCommand::Verify { path, allow_pruned } => {
             if !path.exists() {
                 anyhow::bail!("{}: no such file or directory", path.display());

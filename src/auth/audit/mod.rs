@@ -30,6 +30,7 @@
 mod event;
 mod flood;
 mod policy;
+pub mod ship;
 mod verify;
 mod writer;
 
