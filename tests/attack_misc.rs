@@ -402,8 +402,21 @@ fn warnings_for_unknown_fields_are_capped() {
         "application/json",
         body.replace("\"wide\"", "\"strict\"").as_bytes(),
     ));
-    expect_status("strict", &r, 400, "BadRequest");
+    let st = expect_status("strict", &r, 400, "BadRequest");
     assert_eq!(revision(&s), before);
+    // It names the first unknown fields and counts the rest, instead of a 2 MB message.
+    let msg = st["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(r#"unknown field "f0""#),
+        "{}",
+        &msg[..msg.len().min(300)]
+    );
+    assert!(
+        msg.contains("and 149900 more unknown fields"),
+        "{}",
+        msg.len()
+    );
+    assert!(r.body.len() < 16 * 1024, "{} bytes of Status", r.body.len());
     assert_responsive(&mut s);
 }
 

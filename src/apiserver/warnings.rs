@@ -30,7 +30,9 @@ pub struct Warnings {
     truncating: bool,
 }
 
-fn cut(text: &str) -> &str {
+/// `text` cut to the length one warning is cut to (also used for other lists of
+/// client-chosen names, such as strict decoding errors).
+pub fn cut(text: &str) -> &str {
     match text.char_indices().nth(ITEM_CHARS) {
         Some((i, _)) => &text[..i],
         None => text,

@@ -134,13 +134,26 @@ pub fn decode(ctx: &mut Ctx, obj: Value) -> ApiResult<Value> {
         let msgs = unknown.iter().map(|f| format!("unknown field \"{f}\""));
         match mode.as_str() {
             "Strict" => {
+                // Upstream lists every field; a body of 150,000 unknown fields would make a
+                // multi-megabyte error (and audit line), so list the first ones and count
+                // the rest, each path cut as the Warning headers are.
+                let mut listed: Vec<String> = msgs
+                    .take(STRICT_FIELDS_LISTED)
+                    .map(|m| crate::apiserver::warnings::cut(&m).to_string())
+                    .collect();
+                if unknown.len() > STRICT_FIELDS_LISTED {
+                    listed.push(format!(
+                        "and {} more unknown fields",
+                        unknown.len() - STRICT_FIELDS_LISTED
+                    ));
+                }
                 return Err(ApiError::bad_request(format!(
                     "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
                     ctx.ri.kind,
                     ctx.ri.version,
                     ctx.ri.kind,
-                    msgs.collect::<Vec<_>>().join(", ")
-                )))
+                    listed.join(", ")
+                )));
             }
             "Warn" => ctx.warnings.extend(msgs),
             _ => {}
@@ -148,6 +161,9 @@ pub fn decode(ctx: &mut Ctx, obj: Value) -> ApiResult<Value> {
     }
     Ok(obj)
 }
+
+/// Unknown fields named in a strict decoding error; the rest are counted.
+const STRICT_FIELDS_LISTED: usize = 100;
 
 /// Validate the finished object (metadata rules, kind rules, custom resource schema).
 pub fn validate(ctx: &Ctx, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
