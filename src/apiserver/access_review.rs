@@ -226,10 +226,10 @@ fn decide(state: &State, attrs: &Attributes<'_>) -> Decision {
             verb,
             ..attrs.clone()
         });
-        if !d.allowed {
+        if !d.is_allowed() {
             return d;
         }
-        for id in d.policies {
+        for id in d.into_policies() {
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -291,20 +291,19 @@ fn access_status(state: &State, user: &UserInfo, reviewed: &Reviewed) -> Value {
 
 /// `SubjectAccessReviewStatus` for a decision.
 fn status_of(state: &State, d: &Decision) -> Value {
-    if d.allowed {
+    if d.is_allowed() {
         let reason = if state.authorizer.is_none() {
             "authorization is disabled".to_string()
         } else {
-            format!("allowed by policy {}", d.policies.join(", "))
+            format!("allowed by policy {}", d.policies().join(", "))
         };
         return json!({"allowed": true, "reason": reason});
     }
-    // The engine reports evaluation failures with this prefix (engine::decide).
-    if d.reason.starts_with("policy evaluation failed") {
-        return json!({"allowed": false, "evaluationError": d.reason});
+    if d.is_evaluation_error() {
+        return json!({"allowed": false, "evaluationError": d.reason()});
     }
-    let mut status = json!({"allowed": false, "reason": d.reason});
-    if !d.policies.is_empty() {
+    let mut status = json!({"allowed": false, "reason": d.reason()});
+    if !d.policies().is_empty() {
         status["denied"] = json!(true);
     }
     status

@@ -243,7 +243,7 @@ fn may_use_signer(ctx: &Ctx, verb: &str, signer: &str) -> ApiResult<()> {
             name,
             path: "/apis/certificates.k8s.io/v1/signers",
         };
-        if !name.is_empty() && authz.authorize(&attrs).allowed {
+        if !name.is_empty() && authz.authorize(&attrs).is_allowed() {
             return Ok(());
         }
     }

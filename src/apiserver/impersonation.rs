@@ -117,8 +117,8 @@ pub fn resolve(state: &State, real: UserInfo, headers: &HeaderMap) -> ApiResult<
                 path: &path,
             };
             let d = authz.authorize(&attrs);
-            if !d.allowed {
-                return Err(super::serve::forbidden(&attrs, &d.reason));
+            if !d.is_allowed() {
+                return Err(super::serve::forbidden(&attrs, d.reason()));
             }
         }
     }

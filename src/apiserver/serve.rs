@@ -404,7 +404,7 @@ async fn serve_request(
                 };
                 outcome.decision = Some(decision.clone());
                 match decision {
-                    d if !d.allowed => error_response(&forbidden(&attrs, &d.reason)),
+                    d if !d.is_allowed() => error_response(&forbidden(&attrs, d.reason())),
                     _ if info.resource_request => {
                         // Long-running watches do not count against the in-flight limit.
                         let permit = if info.verb == "watch" {

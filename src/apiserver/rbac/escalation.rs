@@ -112,7 +112,7 @@ fn permits(ctx: &Ctx, verb: &str, plural: &str, namespace: &str, name: &str) -> 
             name,
             path: &path,
         })
-        .allowed
+        .is_allowed()
 }
 
 /// The rules of a role, read from the store as upstream's `GetRoleReferenceRules` does.
