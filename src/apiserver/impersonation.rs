@@ -102,24 +102,22 @@ pub fn resolve(state: &State, real: UserInfo, headers: &HeaderMap) -> ApiResult<
         }
         extra.insert(key, values);
     }
-    if let Some(authz) = &state.authorizer {
-        for [group, resource, sub, namespace, target] in &checks {
-            let path = format!("impersonate:{group}/{resource}/{sub}@{namespace}/{target}");
-            let attrs = Attributes {
-                user: &real,
-                verb: "impersonate",
-                resource_request: true,
-                api_group: group,
-                resource,
-                subresource: sub,
-                namespace,
-                name: target,
-                path: &path,
-            };
-            let d = authz.authorize(&attrs);
-            if !d.is_allowed() {
-                return Err(super::serve::forbidden(&attrs, d.reason()));
-            }
+    for [group, resource, sub, namespace, target] in &checks {
+        let path = format!("impersonate:{group}/{resource}/{sub}@{namespace}/{target}");
+        let attrs = Attributes {
+            user: &real,
+            verb: "impersonate",
+            resource_request: true,
+            api_group: group,
+            resource,
+            subresource: sub,
+            namespace,
+            name: target,
+            path: &path,
+        };
+        let d = state.enforcement.authorize(&attrs);
+        if !d.is_allowed() {
+            return Err(super::serve::forbidden(&attrs, d.reason()));
         }
     }
     let mut out_groups = groups;

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod authn;
 pub mod bootstrap;
 pub mod cedar;
+pub mod enforcement;
 pub mod oidc;
 pub mod rbac;
 pub mod revocation;

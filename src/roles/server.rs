@@ -183,12 +183,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         args.bind_address
     };
     let kubeconfig_path = args.data_dir.join("admin.kubeconfig");
+    let enforcement = crate::auth::enforcement::Enforcement::on(authorizer, admission, audit);
     // See the `bench-bypass` feature in Cargo.toml: compiled out of every other build.
-    let bypass =
-        cfg!(feature = "bench-bypass") && std::env::var_os("RAMPART_BENCH_BYPASS").is_some();
-    if bypass {
+    #[cfg(feature = "bench-bypass")]
+    let enforcement = if std::env::var_os("RAMPART_BENCH_BYPASS").is_some() {
         tracing::warn!("RAMPART_BENCH_BYPASS: authorization, admission and audit are OFF");
-    }
+        crate::auth::enforcement::Enforcement::Bypassed
+    } else {
+        enforcement
+    };
     // Snapshots: scheduled ones here, on-demand ones through /rampart/v1/snapshots.
     let schedule = Some(args.snapshot_schedule.trim().to_string()).filter(|s| !s.is_empty());
     if let Some(expr) = &schedule {
@@ -219,9 +222,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             encryption: Some(rotation),
             snapshots: Some(snapshotter),
             service_accounts: Some(sa_issuer),
-            audit: (!bypass).then_some(audit),
-            authorizer: (!bypass).then_some(authorizer),
-            admission: (!bypass).then_some(admission),
+            enforcement,
             connections: args.connections.limits(),
             watch_limits: apiserver::WatchLimits {
                 per_user: args.max_watches_per_user,
