@@ -12,3 +12,4 @@ pub mod pki;
 pub mod roles;
 pub mod scheduler;
 pub mod store;
+pub mod test_hooks;

@@ -52,11 +52,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
     // Secrets are encrypted at rest by default (AES-256-GCM, keys 0600 in DATA_DIR/encryption).
     // Test hook: slow key rotation down so tests can kill the server mid-rotation.
-    let rotation_delay = std::env::var("RAMPART_TEST_ROTATION_BATCH_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or_default();
+    let rotation_delay = crate::test_hooks::rotation_batch_delay().unwrap_or_default();
     let mut encrypted_prefixes = vec![SECRETS_PREFIX.to_string()];
     for p in &args.encrypt_resources {
         if !encrypted_prefixes.contains(p) {
