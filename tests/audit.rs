@@ -3,6 +3,7 @@
 //! chain continuing, `rampart audit verify` catching edits, deletions, swaps and truncation,
 //! crash recovery with a ChainResume marker, fail-closed 503 when the log cannot be written,
 //! and a bad `--audit-policy-file` refusing to start.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 

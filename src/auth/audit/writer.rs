@@ -204,6 +204,8 @@ impl Sink {
             .spawn(move || {
                 let mut synced = Instant::now();
                 loop {
+                    // A dedicated thread that only ticks; no request ever waits on it.
+                    #[allow(clippy::disallowed_methods)]
                     std::thread::sleep(tick);
                     let Some(sink) = weak.upgrade() else { return };
                     sink.flush_floods(false);
@@ -684,6 +686,7 @@ pub fn rotated_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests may sleep
 mod tests {
     use super::*;
 
@@ -738,7 +741,7 @@ mod tests {
         let text = std::fs::read_to_string(tmp.path().join(CURRENT)).unwrap();
         assert!(text.contains("ChainResume"), "{text}");
         let v = super::super::verify(tmp.path()).unwrap();
-        assert_eq!(v.lines, 4, "{text}");
+        assert_eq!(v.lines, 3, "{text}"); // the torn tail is skipped, its marker counted
     }
 
     #[test]
