@@ -11,6 +11,7 @@
 //! Run: `cargo bench --profile ci --bench api` (env `BENCH_SCALE=0.2` for a quick pass,
 //! `BENCH_DIR` for the data directory's parent, `RAMPART_BIN` for another server binary,
 //! `RAMPART_BENCH_LOGS=1` to echo the server's log).
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod support;
 

@@ -147,7 +147,7 @@ fn decision_latency(n: usize, iterations: usize) -> Result<Vec<String>, String> 
             let t = Instant::now();
             let d = authz.evaluate_uncached(&attrs);
             let e = t.elapsed();
-            if d.allowed != want {
+            if d.is_allowed() != want {
                 return Err(format!("{label}: expected allowed={want}, got {d:?}"));
             }
             if i >= 100 {
@@ -162,7 +162,7 @@ fn decision_latency(n: usize, iterations: usize) -> Result<Vec<String>, String> 
             let t = Instant::now();
             let d = naive.evaluate_uncached(&attrs);
             naive_lat.push(t.elapsed());
-            if d.allowed != want {
+            if d.is_allowed() != want {
                 return Err(format!(
                     "{label} (unsliced): expected allowed={want}, got {d:?}"
                 ));

@@ -11,6 +11,7 @@
 //! profile. crun and runc are executed per container (`<rt> run --bundle`), with the spec
 //! `<rt> spec` writes (their default namespaces, masked paths and capabilities), a
 //! read-only rootfs and their default seccomp-less spec.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -11,6 +11,7 @@
 //! Run: `cargo bench --profile ci --bench scheduler` (env `BENCH_SCALE=0.2` for a quick pass,
 //! `BENCH_DIR`, `RAMPART_BIN`, `RAMPART_BENCH_LOGS=1` as for the api benchmark). The server runs
 //! with `--node-monitor-grace-period 1h`: the benchmark does not renew 5,000 node leases.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod support;
 

@@ -1,4 +1,5 @@
 //! `rampart`: parse the command line, run the role, turn the outcome into an exit code.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use clap::Parser;
 

@@ -15,6 +15,7 @@
 //!   is bounded in bytes);
 //! - SelfSubjectRulesReviews in a row, with distinct long namespaces, stay cheap and do not
 //!   grow the server.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 

@@ -16,6 +16,7 @@
 //!   for shipped files when the operator opts in, and `verify` then fails unless
 //!   `--allow-pruned`; a disk budget refuses mutations (503, nothing stored) before reads.
 //! - HEAD over HTTP/2 (raw frames and hyper's client) and HTTP/1: no body, no DATA frame.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 

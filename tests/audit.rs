@@ -3,6 +3,7 @@
 //! chain continuing, `rampart audit verify` catching edits, deletions, swaps and truncation,
 //! crash recovery with a ChainResume marker, fail-closed 503 when the log cannot be written,
 //! and a bad `--audit-policy-file` refusing to start.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 
@@ -783,6 +784,56 @@ fn request_and_response_bodies_follow_the_policy_levels() {
     assert_eq!(
         list["annotations"]["audit.rampart.io/truncated"],
         "responseObject"
+    );
+    let (ok, text) = verify(&dir);
+    assert!(ok, "{text}");
+}
+
+/// A panic while the audit writer holds its lock (forced by the `RAMPART_TEST_AUDIT_PANIC_URI`
+/// test hook) costs that one request its response and its line, not the server: later
+/// requests are served and logged, and the chain still verifies.
+#[test]
+fn a_panic_holding_the_audit_lock_does_not_refuse_later_requests() {
+    const PROBE: &str = "/api/v1/namespaces/default/configmaps/audit-panic-probe";
+    // SAFETY: set before any thread of this test process reads the environment; nextest runs
+    // each test in its own process. The server child inherits it.
+    std::env::set_var("RAMPART_TEST_AUDIT_PANIC_URI", "audit-panic-probe");
+    let mut s = Server::start();
+    assert_eq!(s.raw(Raw::get("/api/v1/namespaces/default")).status, 200);
+    // The hook panics inside the writer: the connection closes without a response.
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.raw(Raw::get(PROBE))));
+    assert!(
+        probe.is_err(),
+        "the hook did not fire (is the binary built with test-hooks?): {probe:?}"
+    );
+    assert!(s.alive(), "the server died with the panicking request");
+    // Before the fix every later request answered 503 (a poisoned lock read as "not writable").
+    for _ in 0..5 {
+        let r = s.raw(Raw::get("/api/v1/namespaces/default"));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let created = s.raw(Raw::send(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"after-panic"}}"#,
+    ));
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    s.stop();
+    let dir = audit_dir(&s);
+    let all = lines(&dir);
+    assert!(
+        all.iter().any(|l| l["objectRef"]["name"] == "after-panic"),
+        "the create after the panic was not logged"
+    );
+    assert!(
+        !all.iter().any(|l| l["requestURI"] == PROBE),
+        "the panicking request's line cannot have been written"
     );
     let (ok, text) = verify(&dir);
     assert!(ok, "{text}");

@@ -2,6 +2,7 @@
 //! node-graph followers have listed), `log` (the audit writer can take a line), `shutdown`
 //! (draining after SIGTERM, with `--shutdown-delay-duration`) — and ServiceAccount admission
 //! waiting on its cache instead of sleeping.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 

@@ -4,6 +4,7 @@
 //! expired or garbage token, a stolen node name); the CSR policy (what is auto-approved, what
 //! waits for a human, what is denied) and `kubectl certificate approve` issuing a certificate
 //! that authenticates; the failed-token rate limit.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 

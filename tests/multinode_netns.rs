@@ -5,6 +5,7 @@
 //! seconds while the other carries on.
 //!
 //! Needs root and `ip` (iproute2); without them it prints why and skips.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 

@@ -1,5 +1,6 @@
 //! `rampart server` and `rampart version` as a user runs them: readiness in the log, clean
 //! shutdown on SIGTERM, data kept across restarts, one-line errors for bad input.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

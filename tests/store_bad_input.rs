@@ -1,5 +1,6 @@
 //! Damaged, foreign, locked and full data directories: each is a clear error, never a panic,
 //! and never a silently re-initialised store.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 use std::path::Path;
 use std::process::Command;

@@ -1,5 +1,6 @@
 //! What the benchmarks share: a real `rampart server` child process (the binary cargo built for
 //! this profile), latency figures, and kube-rs clients from a kubeconfig.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 #![allow(dead_code)]
 
 use std::collections::VecDeque;

@@ -214,22 +214,19 @@ fn check_local(
 
 /// Ask the authorizer (all verbs when the verb is `*`).
 fn decide(state: &State, attrs: &Attributes<'_>) -> Decision {
-    let Some(authz) = &state.authorizer else {
-        return Decision::allow(Vec::new());
-    };
     if attrs.verb != "*" {
-        return authz.authorize(attrs);
+        return state.enforcement.authorize(attrs);
     }
     let mut ids = Vec::new();
     for verb in ACTIONS {
-        let d = authz.authorize(&Attributes {
+        let d = state.enforcement.authorize(&Attributes {
             verb,
             ..attrs.clone()
         });
-        if !d.allowed {
+        if !d.is_allowed() {
             return d;
         }
-        for id in d.policies {
+        for id in d.into_policies() {
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -291,20 +288,19 @@ fn access_status(state: &State, user: &UserInfo, reviewed: &Reviewed) -> Value {
 
 /// `SubjectAccessReviewStatus` for a decision.
 fn status_of(state: &State, d: &Decision) -> Value {
-    if d.allowed {
-        let reason = if state.authorizer.is_none() {
+    if d.is_allowed() {
+        let reason = if state.enforcement.authorizer().is_none() {
             "authorization is disabled".to_string()
         } else {
-            format!("allowed by policy {}", d.policies.join(", "))
+            format!("allowed by policy {}", d.policies().join(", "))
         };
         return json!({"allowed": true, "reason": reason});
     }
-    // The engine reports evaluation failures with this prefix (engine::decide).
-    if d.reason.starts_with("policy evaluation failed") {
-        return json!({"allowed": false, "evaluationError": d.reason});
+    if d.is_evaluation_error() {
+        return json!({"allowed": false, "evaluationError": d.reason()});
     }
-    let mut status = json!({"allowed": false, "reason": d.reason});
-    if !d.policies.is_empty() {
+    let mut status = json!({"allowed": false, "reason": d.reason()});
+    if !d.policies().is_empty() {
         status["denied"] = json!(true);
     }
     status
@@ -326,7 +322,7 @@ const MAX_EVALUATIONS: usize = 4096;
 impl<'a> Probes<'a> {
     fn new(state: &'a State, user: &'a UserInfo) -> Self {
         Probes {
-            prober: state.authorizer.as_ref().map(|a| a.prober(user)),
+            prober: state.enforcement.authorizer().map(|a| a.prober(user)),
             exhausted: false,
         }
     }
@@ -395,7 +391,7 @@ fn named_rules(
     user: &UserInfo,
     namespace: &str,
 ) -> Vec<Value> {
-    let Some(authz) = &state.authorizer else {
+    let Some(authz) = state.enforcement.authorizer() else {
         return Vec::new();
     };
     let policies: Vec<_> = authz
@@ -539,7 +535,7 @@ fn rules_status(state: &State, user: &UserInfo, namespace: &str) -> Value {
                 resource_rules.push(v);
             }
         }
-        if let Some(rbac) = &state.rbac {
+        if let Some(rbac) = state.enforcement.rbac() {
             let (rr, nr) = rbac.rules_for(user, namespace);
             for v in rr.iter().filter_map(|r| serde_json::to_value(r).ok()) {
                 if !resource_rules.contains(&v) {

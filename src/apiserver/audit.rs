@@ -263,8 +263,8 @@ pub(super) async fn finish(
             (response, None)
         };
     let (decision, policies, reason) = match (&outcome.decision, &outcome.user) {
-        (Some(d), _) if d.allowed => ("allow", d.policies.clone(), None),
-        (Some(d), _) => ("deny", d.policies.clone(), Some(d.reason.clone())),
+        (Some(d), _) if d.is_allowed() => ("allow", d.policies().to_vec(), None),
+        (Some(d), _) => ("deny", d.policies().to_vec(), Some(d.reason().to_string())),
         // Only /cacerts is served without authenticating.
         (None, None) if code < 400 => ("allow", vec![], None),
         (None, _) => ("deny", vec![], None),

@@ -224,9 +224,6 @@ pub fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
 /// Upstream's signer authorization: approving needs `approve`, issuing needs `sign` on the
 /// `signers` resource named by the signer (or its `<domain>/*` wildcard).
 fn may_use_signer(ctx: &Ctx, verb: &str, signer: &str) -> ApiResult<()> {
-    let Some(authz) = &ctx.state.authorizer else {
-        return Ok(());
-    };
     let wildcard = signer
         .split_once('/')
         .map(|(domain, _)| format!("{domain}/*"))
@@ -243,7 +240,7 @@ fn may_use_signer(ctx: &Ctx, verb: &str, signer: &str) -> ApiResult<()> {
             name,
             path: "/apis/certificates.k8s.io/v1/signers",
         };
-        if !name.is_empty() && authz.authorize(&attrs).allowed {
+        if !name.is_empty() && ctx.state.enforcement.authorize(&attrs).is_allowed() {
             return Ok(());
         }
     }

@@ -24,7 +24,7 @@ pub struct Feeds {
 /// The followers that have not delivered their first list yet (empty when all have).
 fn unsynced(state: &State) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if state.rbac.as_ref().is_some_and(|r| !r.ready()) {
+    if state.enforcement.rbac().is_some_and(|r| !r.ready()) {
         out.push("RBAC");
     }
     if !state.feeds.cedar_policies.load(Ordering::Acquire) {
@@ -53,7 +53,7 @@ async fn run_check(state: &Arc<State>, name: &str) -> Result<(), String> {
     match name {
         "ping" => Ok(()),
         // The audit writer can take a line now (the request path refuses requests otherwise).
-        "log" => match &state.audit {
+        "log" => match state.enforcement.audit() {
             Some(sink) if !sink.writable() => Err("the audit log cannot be written".into()),
             _ => Ok(()),
         },

@@ -102,24 +102,22 @@ pub fn resolve(state: &State, real: UserInfo, headers: &HeaderMap) -> ApiResult<
         }
         extra.insert(key, values);
     }
-    if let Some(authz) = &state.authorizer {
-        for [group, resource, sub, namespace, target] in &checks {
-            let path = format!("impersonate:{group}/{resource}/{sub}@{namespace}/{target}");
-            let attrs = Attributes {
-                user: &real,
-                verb: "impersonate",
-                resource_request: true,
-                api_group: group,
-                resource,
-                subresource: sub,
-                namespace,
-                name: target,
-                path: &path,
-            };
-            let d = authz.authorize(&attrs);
-            if !d.allowed {
-                return Err(super::serve::forbidden(&attrs, &d.reason));
-            }
+    for [group, resource, sub, namespace, target] in &checks {
+        let path = format!("impersonate:{group}/{resource}/{sub}@{namespace}/{target}");
+        let attrs = Attributes {
+            user: &real,
+            verb: "impersonate",
+            resource_request: true,
+            api_group: group,
+            resource,
+            subresource: sub,
+            namespace,
+            name: target,
+            path: &path,
+        };
+        let d = state.enforcement.authorize(&attrs);
+        if !d.is_allowed() {
+            return Err(super::serve::forbidden(&attrs, d.reason()));
         }
     }
     let mut out_groups = groups;
@@ -147,25 +145,21 @@ pub fn resolve(state: &State, real: UserInfo, headers: &HeaderMap) -> ApiResult<
     })
 }
 
-/// `%XX` escapes decoded (URL path unescaping); `None` for a malformed escape or non-UTF-8.
+/// `%XX` escapes decoded (URL path unescaping, as Go's `url.PathUnescape`); `None` for a
+/// malformed escape or non-UTF-8. `percent-encoding` decodes; it passes a malformed escape
+/// through unchanged, so escapes are checked first, as Go refuses them.
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
+        let hex = bytes.get(i + 1..i + 3)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
         }
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 fn sa_parts(name: &str) -> Option<(&str, &str)> {

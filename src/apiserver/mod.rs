@@ -78,14 +78,11 @@ pub struct Config {
     pub snapshots: Option<Arc<crate::store::snapshot::Snapshotter>>,
     /// The service-account token issuer (TokenRequest, OIDC discovery); `None` disables both.
     pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
-    /// The audit log; every request is recorded (and refused with 503 when it cannot be).
-    pub audit: Option<Arc<crate::auth::audit::Sink>>,
-    /// The Cedar authorizer. `None` bypasses authorization and admission entirely: only the
-    /// overhead benchmark does that, through the library; no CLI flag reaches it.
-    pub authorizer: Option<Arc<crate::auth::cedar::Authorizer>>,
-    /// The Cedar admission policies (Pod Security Standards, files, `CedarPolicy` objects);
-    /// the built-in admission plugins run whenever `authorizer` is set.
-    pub admission: Option<Arc<crate::auth::admission::Admission>>,
+    /// The Cedar authorizer, the Cedar admission policies (Pod Security Standards, files,
+    /// `CedarPolicy` objects; the built-in admission plugins run with them) and the audit
+    /// log (every request is recorded, and refused with 503 when it cannot be). Only a
+    /// `bench-bypass` build can switch them off (see `auth::enforcement`).
+    pub enforcement: crate::auth::enforcement::Enforcement,
     /// Handshake, header and idle timeouts and the per-address cap on unauthenticated
     /// connections.
     pub connections: ConnectionLimits,
@@ -136,12 +133,8 @@ pub(crate) struct State {
     pub inflight: tokio::sync::Semaphore,
     pub encryption: Option<Arc<crate::store::encrypted::Rotation>>,
     pub snapshots: Option<Arc<crate::store::snapshot::Snapshotter>>,
-    pub audit: Option<Arc<crate::auth::audit::Sink>>,
-    pub authorizer: Option<Arc<crate::auth::cedar::Authorizer>>,
-    /// The live RBAC state (compiled into the authorizer's `rbac` source); `None` when
-    /// authorization is bypassed.
-    pub rbac: Option<Arc<crate::auth::rbac::Rbac>>,
-    pub admission: Option<Arc<crate::auth::admission::Admission>>,
+    /// Authorization, RBAC, admission and audit (see `auth::enforcement`).
+    pub enforcement: crate::auth::enforcement::Enforcement,
     /// ResourceQuotas and LimitRanges as admission reads them (followed when admission is on).
     pub admission_caches: admission::Caches,
     /// The connection layer's timeouts and caps, and the per-address counts they apply to.
@@ -187,10 +180,7 @@ pub async fn run(
         inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),
         encryption: cfg.encryption.clone(),
         snapshots: cfg.snapshots.clone(),
-        audit: cfg.audit.clone(),
-        authorizer: cfg.authorizer.clone(),
-        rbac: cfg.authorizer.clone().map(crate::auth::rbac::Rbac::new),
-        admission: cfg.admission.clone(),
+        enforcement: cfg.enforcement.clone(),
         admission_caches: admission::Caches::default(),
         peers: connections::PeerCounts::new(cfg.connections.max_unauthenticated_per_ip),
         limits: cfg.connections.clone(),
@@ -199,10 +189,10 @@ pub async fn run(
         feeds: health::Feeds::default(),
         draining: AtomicBool::new(false),
     });
-    if state.authorizer.is_some() {
+    if state.enforcement.admits() {
         state.admission_caches.follow(&state.store);
     }
-    match &state.admission {
+    match state.enforcement.admission() {
         Some(adm) => {
             tokio::spawn(admission::follow_cedar_policies(
                 adm.clone(),
@@ -212,7 +202,7 @@ pub async fn run(
         }
         None => state.feeds.cedar_policies.store(true, Ordering::Release),
     }
-    match &state.authorizer {
+    match state.enforcement.authorizer() {
         Some(authz) => {
             tokio::spawn(node_graph::run(
                 authz.node_graph().clone(),
@@ -237,7 +227,7 @@ pub async fn run(
         state.clone(),
         cfg.service_repair_interval,
     ));
-    if let Some(r) = &state.rbac {
+    if let Some(r) = state.enforcement.rbac() {
         tokio::spawn(rbac::run(r.clone(), state.store.clone()));
     }
     pki_ops::load_revocations(&state)

@@ -50,6 +50,7 @@ static TRIMMING: AtomicBool = AtomicBool::new(false);
 
 /// Returns the free memory of every malloc arena to the kernel, in the background; a call while
 /// one is running is dropped (that one covers it).
+#[allow(unsafe_code)] // malloc_trim(3) has no safe wrapper.
 pub fn release_memory() {
     if TRIMMING.swap(true, Ordering::AcqRel) {
         return;

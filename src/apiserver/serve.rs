@@ -307,7 +307,7 @@ async fn handle(
     identity: Arc<Connection>,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let Some(sink) = state.audit.clone() else {
+    let Some(sink) = state.enforcement.audit().cloned() else {
         return serve_request(state, peer, identity, req, &mut audit::Outcome::default()).await;
     };
     // With the audit budget used up, mutations are refused before anything changes; reads
@@ -398,13 +398,10 @@ async fn serve_request(
                     name: &info.name,
                     path: &path,
                 };
-                let decision = match &state.authorizer {
-                    Some(authz) => authz.authorize(&attrs),
-                    None => auth::Decision::allow(Vec::new()),
-                };
+                let decision = state.enforcement.authorize(&attrs);
                 outcome.decision = Some(decision.clone());
                 match decision {
-                    d if !d.allowed => error_response(&forbidden(&attrs, &d.reason)),
+                    d if !d.is_allowed() => error_response(&forbidden(&attrs, d.reason())),
                     _ if info.resource_request => {
                         // Long-running watches do not count against the in-flight limit.
                         let permit = if info.verb == "watch" {

@@ -122,13 +122,11 @@ impl JoinToken {
     }
 }
 
-/// Equality whose time depends only on the lengths (ring's public helper is deprecated).
+/// Equality whose time depends only on the lengths (`subtle`: a fold and `black_box` are not
+/// guaranteed to stay constant-time under the optimiser).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Check `token` against the Secret found for its id (`None`: no such Secret). `now` is

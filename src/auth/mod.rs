@@ -10,6 +10,7 @@ pub mod audit;
 pub mod authn;
 pub mod bootstrap;
 pub mod cedar;
+pub mod enforcement;
 pub mod oidc;
 pub mod rbac;
 pub mod revocation;
@@ -53,28 +54,78 @@ pub struct Attributes<'a> {
 
 /// An authorization decision and the ids of the policies that determined it (the permits
 /// that allowed it, or the forbids that denied it; none when nothing permitted it).
+///
+/// There is no "undecided" or "skipped": every path that cannot decide (an evaluation error,
+/// an unavailable policy store, an unknown verb) is a `Deny`, so a caller that only asks
+/// [`Decision::is_allowed`] fails closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    pub policies: Vec<String>,
-    /// Why, for a 403 ("no policy permits it", "forbidden by policy ...").
-    pub reason: String,
+pub enum Decision {
+    Allow {
+        policies: Vec<String>,
+    },
+    Deny {
+        policies: Vec<String>,
+        /// Why, for a 403 ("no policy permits it", "forbidden by policy ...").
+        reason: String,
+        /// The policies named failed to evaluate (Cedar skips an erroring policy; we deny).
+        evaluation_error: bool,
+    },
 }
 
 impl Decision {
     pub fn allow(policies: Vec<String>) -> Self {
-        Self {
-            allowed: true,
-            policies,
-            reason: String::new(),
-        }
+        Self::Allow { policies }
     }
 
     pub fn deny(policies: Vec<String>, reason: String) -> Self {
-        Self {
-            allowed: false,
+        Self::Deny {
             policies,
             reason,
+            evaluation_error: false,
         }
+    }
+
+    /// Denied because `policies` failed to evaluate (see `cedar::fail_closed`).
+    pub fn evaluation_failed(policies: Vec<String>, reason: String) -> Self {
+        Self::Deny {
+            policies,
+            reason,
+            evaluation_error: true,
+        }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allow { .. })
+    }
+
+    /// The permits that allowed it, or the forbids (or failing policies) that denied it.
+    pub fn policies(&self) -> &[String] {
+        match self {
+            Self::Allow { policies } | Self::Deny { policies, .. } => policies,
+        }
+    }
+
+    pub fn into_policies(self) -> Vec<String> {
+        match self {
+            Self::Allow { policies } | Self::Deny { policies, .. } => policies,
+        }
+    }
+
+    /// Why it was denied; empty when allowed.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Allow { .. } => "",
+            Self::Deny { reason, .. } => reason,
+        }
+    }
+
+    pub fn is_evaluation_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Deny {
+                evaluation_error: true,
+                ..
+            }
+        )
     }
 }

@@ -200,21 +200,9 @@ fn os_image() -> String {
 }
 
 fn disk_size_ki(path: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe_zeroed_statvfs();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return None;
-    }
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
     // The field types differ between targets (u32 on some 32-bit ones).
     #[allow(clippy::unnecessary_cast)]
-    let (blocks, frsize) = (st.f_blocks as u64, st.f_frsize as u64);
+    let (blocks, frsize) = (st.blocks() as u64, st.fragment_size() as u64);
     Some(blocks.saturating_mul(frsize) / 1024)
-}
-
-fn unsafe_zeroed_statvfs() -> libc::statvfs {
-    // SAFETY: statvfs is a plain C struct of integers; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
 }

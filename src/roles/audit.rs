@@ -7,19 +7,10 @@ use anyhow::Context;
 use crate::auth::audit::{self, Policy, Sink};
 use crate::cli::{AuditArgs, AuditCommand};
 
-/// Test hook: rotate at this many bytes instead of `--audit-log-maxsize` MiB.
-const MAXSIZE_BYTES_ENV: &str = "RAMPART_TEST_AUDIT_MAXSIZE_BYTES";
-/// Test hook: a budget of this many bytes instead of `--audit-log-max-total-size` MiB.
-const MAX_TOTAL_BYTES_ENV: &str = "RAMPART_TEST_AUDIT_MAX_TOTAL_BYTES";
-
 pub fn open_sink(args: &AuditArgs, data_dir: &Path, policy: Policy) -> anyhow::Result<Sink> {
-    let max_size = std::env::var(MAXSIZE_BYTES_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
+    let max_size = crate::test_hooks::audit_max_size_bytes()
         .unwrap_or(args.audit_log_maxsize.saturating_mul(1024 * 1024));
-    let max_total_size = std::env::var(MAX_TOTAL_BYTES_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
+    let max_total_size = crate::test_hooks::audit_max_total_bytes()
         .unwrap_or(args.audit_log_max_total_size.saturating_mul(1024 * 1024));
     let dir = args
         .audit_log_dir

@@ -25,6 +25,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Version => {
             println!("rampart {}", env!("CARGO_PKG_VERSION"));
+            if crate::test_hooks::ENABLED {
+                // Only a test build: release builds have no RAMPART_TEST_* hooks at all.
+                println!("test hooks: compiled in (RAMPART_TEST_* variables are honoured)");
+            }
             Ok(())
         }
         Command::Cert(args) => {

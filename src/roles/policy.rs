@@ -290,16 +290,16 @@ fn run_case(
         }
         Ok(d) => d,
     };
-    let got = if decision.allowed {
+    let got = if decision.is_allowed() {
         Expect::Allow
     } else {
         Expect::Deny
     };
-    let ids = decision.policies.join(", ");
-    let shown = if decision.allowed {
+    let ids = decision.policies().join(", ");
+    let shown = if decision.is_allowed() {
         format!("allow by [{ids}]")
     } else {
-        format!("deny ({})", decision.reason)
+        format!("deny ({})", decision.reason())
     };
     let mut problem = None;
     if got != case.expect {
@@ -310,7 +310,7 @@ fn run_case(
         problem = Some(format!("expected {want}, got {shown}"));
     } else if let Some(want) = &case.expect_policies {
         let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
-        let have: BTreeSet<&str> = decision.policies.iter().map(String::as_str).collect();
+        let have: BTreeSet<&str> = decision.policies().iter().map(String::as_str).collect();
         if want != have {
             problem = Some(format!(
                 "expected policies [{}], got {shown}",

@@ -52,11 +52,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
     // Secrets are encrypted at rest by default (AES-256-GCM, keys 0600 in DATA_DIR/encryption).
     // Test hook: slow key rotation down so tests can kill the server mid-rotation.
-    let rotation_delay = std::env::var("RAMPART_TEST_ROTATION_BATCH_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or_default();
+    let rotation_delay = crate::test_hooks::rotation_batch_delay().unwrap_or_default();
     let mut encrypted_prefixes = vec![SECRETS_PREFIX.to_string()];
     for p in &args.encrypt_resources {
         if !encrypted_prefixes.contains(p) {
@@ -183,12 +179,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         args.bind_address
     };
     let kubeconfig_path = args.data_dir.join("admin.kubeconfig");
+    let enforcement = crate::auth::enforcement::Enforcement::on(authorizer, admission, audit);
     // See the `bench-bypass` feature in Cargo.toml: compiled out of every other build.
-    let bypass =
-        cfg!(feature = "bench-bypass") && std::env::var_os("RAMPART_BENCH_BYPASS").is_some();
-    if bypass {
+    #[cfg(feature = "bench-bypass")]
+    let enforcement = if std::env::var_os("RAMPART_BENCH_BYPASS").is_some() {
         tracing::warn!("RAMPART_BENCH_BYPASS: authorization, admission and audit are OFF");
-    }
+        crate::auth::enforcement::Enforcement::Bypassed
+    } else {
+        enforcement
+    };
     // Snapshots: scheduled ones here, on-demand ones through /rampart/v1/snapshots.
     let schedule = Some(args.snapshot_schedule.trim().to_string()).filter(|s| !s.is_empty());
     if let Some(expr) = &schedule {
@@ -219,9 +218,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             encryption: Some(rotation),
             snapshots: Some(snapshotter),
             service_accounts: Some(sa_issuer),
-            audit: (!bypass).then_some(audit),
-            authorizer: (!bypass).then_some(authorizer),
-            admission: (!bypass).then_some(admission),
+            enforcement,
             connections: args.connections.limits(),
             watch_limits: apiserver::WatchLimits {
                 per_user: args.max_watches_per_user,

@@ -1,7 +1,7 @@
 //! The end-to-end test harness: a real `rampart server` process on a temporary data directory
 //! and loopback port, the stock kubectl pointed at its admin kubeconfig, and a raw HTTPS client
 //! for requests kubectl cannot make (odd media types, huge bodies, no or foreign certificates).
-
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};

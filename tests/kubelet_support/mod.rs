@@ -1,7 +1,7 @@
 //! Shared by the kubelet and runtime suites: tiny busybox images built from Debian's
 //! `busybox-static` as `docker save` and OCI archives (no docker here), the root check, and a
 //! guard that removes every process and cgroup a test's pods left behind.
-
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 #![allow(dead_code)]
 
 use std::io::Write;

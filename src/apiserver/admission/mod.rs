@@ -89,7 +89,7 @@ async fn get(state: &State, key: &str) -> ApiResult<Option<Value>> {
 /// Mutating admission on create: ServiceAccount, Priority, DefaultTolerationSeconds and
 /// LimitRanger defaults for pods.
 pub async fn mutate_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
-    if ctx.state.authorizer.is_none() || !is_pod(&ctx.ri) || !ctx.info.subresource.is_empty() {
+    if !ctx.state.enforcement.admits() || !is_pod(&ctx.ri) || !ctx.info.subresource.is_empty() {
         return Ok(());
     }
     service_account::mutate(ctx, obj).await?;
@@ -131,7 +131,7 @@ fn deny(ctx: &Ctx, policy: String, name: &str, message: &str) -> ApiError {
 /// object). Records the verdict (and Pod Security's warnings and annotations) in the
 /// request context.
 pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
-    if ctx.state.authorizer.is_none() {
+    if !ctx.state.enforcement.admits() {
         return Ok(());
     }
     let name = name_of(obj);
@@ -166,7 +166,7 @@ pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>
         }
     }
     if is_cedar_policy(&ctx.ri) && op != Operation::Delete {
-        if let Some(adm) = &ctx.state.admission {
+        if let Some(adm) = ctx.state.enforcement.admission() {
             let text = obj["spec"]["policy"].as_str().unwrap_or_default();
             if let Err(e) = adm.compile_object(&name, text) {
                 return Err(ApiError::invalid(
@@ -177,7 +177,7 @@ pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>
             }
         }
     }
-    let Some(adm) = ctx.state.admission.clone() else {
+    let Some(adm) = ctx.state.enforcement.admission().cloned() else {
         return Ok(());
     };
     if matches!(

@@ -163,7 +163,7 @@ pub async fn charge(ctx: &Ctx, obj: &Value, ns: &str, name: &str) -> ApiResult<b
 /// already charged their usage; only a create whose store write failed after charging asks
 /// (`charged_but_failed`).
 pub fn after_change(ctx: &Ctx, created: bool) {
-    if ctx.state.authorizer.is_none() || !quota::tracked(&ctx.ri) || ctx.dry_run() {
+    if !ctx.state.enforcement.admits() || !quota::tracked(&ctx.ri) || ctx.dry_run() {
         return;
     }
     let is_quota = ctx.ri.group.is_empty() && ctx.ri.plural == "resourcequotas";

@@ -14,43 +14,52 @@ use regex::Regex;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
-/// Only ever called with the literal patterns below (never with input); `formats` test
-/// exercises every one of them, so a typo fails the tests rather than a request.
-fn re(pattern: &str) -> Regex {
-    Regex::new(pattern).expect("literal format pattern must compile")
+/// One of the literal patterns below (never input). A pattern that did not compile would
+/// match nothing, so values of its format are refused rather than the server panicking; the
+/// `formats` test exercises every one of them, so a typo fails the tests, not a request.
+struct Pattern(Option<Regex>);
+
+impl Pattern {
+    fn is_match(&self, value: &str) -> bool {
+        self.0.as_ref().is_some_and(|r| r.is_match(value))
+    }
 }
 
-static UUID: LazyLock<Regex> =
+fn re(pattern: &str) -> Pattern {
+    Pattern(Regex::new(pattern).ok())
+}
+
+static UUID: LazyLock<Pattern> =
     LazyLock::new(|| re(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$"));
-static UUID3: LazyLock<Regex> = LazyLock::new(|| {
+static UUID3: LazyLock<Pattern> = LazyLock::new(|| {
     re(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
 });
-static UUID4: LazyLock<Regex> = LazyLock::new(|| {
+static UUID4: LazyLock<Pattern> = LazyLock::new(|| {
     re(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$")
 });
-static UUID5: LazyLock<Regex> = LazyLock::new(|| {
+static UUID5: LazyLock<Pattern> = LazyLock::new(|| {
     re(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$")
 });
-static HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
+static HOSTNAME: LazyLock<Pattern> = LazyLock::new(|| {
     re(
         r"^([a-zA-Z0-9\p{S}\p{L}]((-?[a-zA-Z0-9\p{S}\p{L}]{0,62})?)|([a-zA-Z0-9\p{S}\p{L}](([a-zA-Z0-9-\p{S}\p{L}]{0,61}[a-zA-Z0-9\p{S}\p{L}])?)(\.)){1,}([a-zA-Z\p{L}]){2,63})$",
     )
 });
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| re(r"^[^@\s<>]+@[^@\s<>]+$"));
-static URI: LazyLock<Regex> = LazyLock::new(|| re(r"^([a-zA-Z][a-zA-Z0-9+.\-]*:\S+|/\S*)$"));
-static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{3}[- ]?\d{2}[- ]?\d{4}$"));
-static HEXCOLOR: LazyLock<Regex> = LazyLock::new(|| re(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"));
-static RGBCOLOR: LazyLock<Regex> = LazyLock::new(|| {
+static EMAIL: LazyLock<Pattern> = LazyLock::new(|| re(r"^[^@\s<>]+@[^@\s<>]+$"));
+static URI: LazyLock<Pattern> = LazyLock::new(|| re(r"^([a-zA-Z][a-zA-Z0-9+.\-]*:\S+|/\S*)$"));
+static SSN: LazyLock<Pattern> = LazyLock::new(|| re(r"^\d{3}[- ]?\d{2}[- ]?\d{4}$"));
+static HEXCOLOR: LazyLock<Pattern> = LazyLock::new(|| re(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"));
+static RGBCOLOR: LazyLock<Pattern> = LazyLock::new(|| {
     let c = r"\s*(0|[1-9]\d?|1\d\d?|2[0-4]\d|25[0-5])\s*";
     re(&format!(r"^rgb\({c},{c},{c}\)$"))
 });
-static BSON_OBJECT_ID: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9a-fA-F]{24}$"));
-static DURATION: LazyLock<Regex> = LazyLock::new(|| {
+static BSON_OBJECT_ID: LazyLock<Pattern> = LazyLock::new(|| re(r"^[0-9a-fA-F]{24}$"));
+static DURATION: LazyLock<Pattern> = LazyLock::new(|| {
     re(
         r"^[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+|\d+\s*(ns|us|ms|s|m|h|d|w|nanoseconds?|microseconds?|milliseconds?|seconds?|minutes?|hours?|days?|weeks?))$",
     )
 });
-static QUANTITY: LazyLock<Regex> = LazyLock::new(|| {
+static QUANTITY: LazyLock<Pattern> = LazyLock::new(|| {
     re(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
 });
 

@@ -209,7 +209,12 @@ pub(super) async fn dispatch(
     if !info.subresource.is_empty() && !ri.has_subresource(&info.subresource) {
         return error_response(&ApiError::path_not_found());
     }
-    let audit_level = crate::apiserver::audit::level_for(state.audit.as_deref(), &user, &info, "");
+    let audit_level = crate::apiserver::audit::level_for(
+        state.enforcement.audit().map(|a| &**a),
+        &user,
+        &info,
+        "",
+    );
     let mut ctx = Ctx {
         state: state.clone(),
         user,

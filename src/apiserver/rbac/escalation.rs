@@ -26,7 +26,7 @@ pub async fn check(ctx: &Ctx, obj: &Value, old: Option<&Value>) -> ApiResult<()>
     if ctx.ri.group != GROUP {
         return Ok(());
     }
-    let Some(rbac) = &ctx.state.rbac else {
+    let Some(rbac) = ctx.state.enforcement.rbac() else {
         return Ok(());
     };
     if ctx.user.groups.iter().any(|g| g == "system:masters") {
@@ -96,11 +96,9 @@ fn groups(u: &UserInfo) -> String {
 }
 
 fn permits(ctx: &Ctx, verb: &str, plural: &str, namespace: &str, name: &str) -> bool {
-    let Some(authz) = &ctx.state.authorizer else {
-        return true;
-    };
     let path = format!("/apis/{GROUP}/v1/{plural}/{name}");
-    authz
+    ctx.state
+        .enforcement
         .authorize(&Attributes {
             user: &ctx.user,
             verb,
@@ -112,7 +110,7 @@ fn permits(ctx: &Ctx, verb: &str, plural: &str, namespace: &str, name: &str) -> 
             name,
             path: &path,
         })
-        .allowed
+        .is_allowed()
 }
 
 /// The rules of a role, read from the store as upstream's `GetRoleReferenceRules` does.

@@ -280,22 +280,9 @@ impl Admission {
         let request = Request::new(principal.uid(), action, resource, context, None)
             .map_err(|e| failed("request", &e))?;
         let response = self.cedar.is_authorized(&request, &set, &entities);
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
-                    p.policy_id().to_string()
-                }
-            })
-            .collect();
-        if !errors.is_empty() {
-            tracing::error!(policies = ?errors, "admission policy evaluation failed; denying");
-            let msg = format!(
-                "admission policy evaluation failed ({}); denied",
-                errors.join(", ")
-            );
-            return Err(deny(errors, msg));
+        if let Err(denied) = crate::auth::cedar::fail_closed::check(&response, "admission policy") {
+            let message = denied.reason().to_string();
+            return Err(deny(denied.into_policies(), message));
         }
         if response.decision() == cedar_policy::Decision::Allow {
             return Ok((Vec::new(), slices.all.clone()));

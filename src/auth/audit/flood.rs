@@ -169,6 +169,7 @@ fn summary(key: Key, b: Bucket) -> Option<Event> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests may sleep
 mod tests {
     use super::*;
     use crate::auth::audit::ResponseStatus;

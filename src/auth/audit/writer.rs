@@ -43,6 +43,9 @@
 //! still the file it holds open, so a moved or deleted log fails instead of writing to a
 //! dangling inode.
 //!
+//! A panic while the writers' lock is held is recovered like a crash (see `Sink::lock`): the
+//! file is reopened from the disk, so one panic costs at most that request's line.
+//!
 //! Crash recovery: on open, a last line without its newline (a write cut short) is ended
 //! with a newline and followed by a `ChainResume` line whose `prevHash` is the hash of the
 //! last complete line and whose annotations record the SHA-256 and length of the broken tail;
@@ -53,7 +56,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -201,6 +204,8 @@ impl Sink {
             .spawn(move || {
                 let mut synced = Instant::now();
                 loop {
+                    // A dedicated thread that only ticks; no request ever waits on it.
+                    #[allow(clippy::disallowed_methods)]
                     std::thread::sleep(tick);
                     let Some(sink) = weak.upgrade() else { return };
                     sink.flush_floods(false);
@@ -237,10 +242,7 @@ impl Sink {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return;
         }
-        let file = match self.inner.lock() {
-            Ok(inner) => inner.file.as_ref().and_then(|f| f.try_clone().ok()),
-            Err(_) => None,
-        };
+        let file = self.lock().file.as_ref().and_then(|f| f.try_clone().ok());
         if let Some(f) = file {
             match f.sync_data() {
                 Ok(()) => {
@@ -258,10 +260,9 @@ impl Sink {
         if self.healthy.swap(false, Ordering::AcqRel) {
             tracing::error!(error = %e, "the audit log cannot be written: refusing requests");
         }
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.file = None;
-            inner.last_try = Some(Instant::now());
-        }
+        let mut inner = self.lock();
+        inner.file = None;
+        inner.last_try = Some(Instant::now());
         Err(e)
     }
 
@@ -274,11 +275,31 @@ impl Sink {
         &self.cfg.policy
     }
 
+    /// The writers' lock. A panic while it was held (a bug in a writer, or the test hook)
+    /// poisons it and leaves `Inner` unknown: a line may be half-written, `size` and `prev`
+    /// may not match the file. Refusing every later request because of it would turn one
+    /// panic into a 503 forever; trusting the state could break the chain. So the state is
+    /// rebuilt from the disk instead: the file is dropped and the sink marked unhealthy, and
+    /// the next [`Sink::writable`] reopens `audit.log` and resumes the chain from its last
+    /// complete line (a torn line gets its `ChainResume` marker), as after a crash.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => {
+                let mut inner = poisoned.into_inner();
+                self.inner.clear_poison();
+                tracing::error!("an audit writer panicked; reopening the log from disk");
+                inner.file = None;
+                inner.last_try = None;
+                self.healthy.store(false, Ordering::Release);
+                inner
+            }
+        }
+    }
+
     /// Whether a request may be served now (see the module docs).
     pub fn writable(&self) -> bool {
-        let Ok(mut inner) = self.inner.lock() else {
-            return false;
-        };
+        let mut inner = self.lock();
         if self.healthy.load(Ordering::Acquire) {
             // One stat(2): a log moved or removed is refused before the request is served.
             if !inner.still_current(&self.cfg.dir, Duration::ZERO) {
@@ -343,10 +364,14 @@ impl Sink {
     }
 
     fn write(&self, events: Vec<Event>) -> Result<(), Error> {
-        let Ok(mut inner) = self.inner.lock() else {
-            return Err(Error::Gone);
-        };
+        let mut inner = self.lock();
         for mut event in events {
+            #[cfg(feature = "test-hooks")]
+            if crate::test_hooks::audit_panic_uri().is_some_and(|u| event.request_uri.contains(u)) {
+                panic!(
+                    "test hook RAMPART_TEST_AUDIT_PANIC_URI: panicking with the audit lock held"
+                );
+            }
             if let Err(e) = inner.append(&self.cfg, &mut event) {
                 drop(inner);
                 return self.fail(e);
@@ -375,9 +400,7 @@ impl Sink {
         if self.cfg.max_total_size == 0 {
             return true;
         }
-        let Ok(mut inner) = self.inner.lock() else {
-            return false;
-        };
+        let mut inner = self.lock();
         let limit = self.cfg.budget(mutating);
         let mut used = inner.rotated_bytes + inner.size;
         let counted_recently = inner
@@ -408,10 +431,8 @@ impl Sink {
 
     /// Bytes the audit files use now (rotated files as last counted, plus `audit.log`).
     pub fn used(&self) -> u64 {
-        match self.inner.lock() {
-            Ok(inner) => inner.rotated_bytes + inner.size,
-            Err(_) => 0,
-        }
+        let inner = self.lock();
+        inner.rotated_bytes + inner.size
     }
 }
 
@@ -665,6 +686,7 @@ pub fn rotated_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests may sleep
 mod tests {
     use super::*;
 
@@ -691,6 +713,35 @@ mod tests {
 
     fn allocated(path: &Path) -> u64 {
         std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn a_panic_holding_the_lock_is_recovered_from_the_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = sink(tmp.path(), 1 << 20, Duration::from_secs(60));
+        s.record(event()).unwrap();
+        // A writer that dies mid-line: half a line on disk, the lock poisoned.
+        let died = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut inner = s.inner.lock().unwrap();
+                    let f = inner.file.as_mut().unwrap();
+                    f.write_all(b"{\"kind\":\"Event\",\"half").unwrap();
+                    panic!("writer died");
+                })
+                .join()
+        });
+        assert!(died.is_err());
+        assert!(s.inner.is_poisoned());
+        // Requests are served again (not 503 forever), and the chain stays verifiable: the
+        // torn line is closed by a ChainResume marker as after a crash.
+        assert!(s.writable());
+        s.record(event()).unwrap();
+        assert!(!s.inner.is_poisoned());
+        let text = std::fs::read_to_string(tmp.path().join(CURRENT)).unwrap();
+        assert!(text.contains("ChainResume"), "{text}");
+        let v = super::super::verify(tmp.path()).unwrap();
+        assert_eq!(v.lines, 3, "{text}"); // the torn tail is skipped, its marker counted
     }
 
     #[test]

@@ -35,8 +35,8 @@ struct Generations {
 fn cost(key: &str, d: &Decision) -> usize {
     ENTRY_OVERHEAD
         + key.len()
-        + d.reason.len()
-        + d.policies.iter().map(|p| p.len() + 24).sum::<usize>()
+        + d.reason().len()
+        + d.policies().iter().map(|p| p.len() + 24).sum::<usize>()
 }
 
 impl Generations {

@@ -429,7 +429,7 @@ impl Prober<'_> {
                 self.entities.clone(),
                 attrs,
             )
-            .allowed
+            .is_allowed()
     }
 }
 
@@ -453,26 +453,8 @@ fn decide(response: &Response) -> Decision {
         .reason()
         .map(|id| id.to_string())
         .collect();
-    let errors: Vec<String> = response
-        .diagnostics()
-        .errors()
-        .map(|e| e.to_string())
-        .collect();
-    if !errors.is_empty() {
-        tracing::error!(?errors, "policy evaluation failed; denying the request");
-        let failed: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
-                    p.policy_id().to_string()
-                }
-            })
-            .collect();
-        return Decision::deny(
-            failed.clone(),
-            format!("policy evaluation failed ({}); denied", failed.join(", ")),
-        );
+    if let Err(denied) = super::fail_closed::check(response, "policy") {
+        return denied;
     }
     match response.decision() {
         cedar_policy::Decision::Allow => Decision::allow(ids),
@@ -537,13 +519,13 @@ mod tests {
             ..Default::default()
         };
         let get = decide_for(&authz, &alice, "get");
-        assert!(get.allowed, "{get:?}");
-        assert_eq!(get.policies, vec!["t/read".to_string()]);
+        assert!(get.is_allowed(), "{get:?}");
+        assert_eq!(get.policies(), vec!["t/read".to_string()]);
         let list = decide_for(&authz, &alice, "list");
-        assert!(!list.allowed);
-        assert_eq!(list.policies, vec!["t/no-list".to_string()]);
+        assert!(!list.is_allowed());
+        assert_eq!(list.policies(), vec!["t/no-list".to_string()]);
         let watch = decide_for(&authz, &alice, "watch");
-        assert!(!watch.allowed);
-        assert!(watch.policies.is_empty(), "{watch:?}");
+        assert!(!watch.is_allowed());
+        assert!(watch.policies().is_empty(), "{watch:?}");
     }
 }

@@ -2,13 +2,15 @@
 //!
 //! `files` loads and strictly validates the policy tree (`policies/`, overridable with
 //! `--policy-dir`); `entities` maps a request to Cedar entities; `engine` is the authorizer
-//! (policy slices indexed by principal, fail-closed evaluation); `node_graph` precomputes the
+//! (policy slices indexed by principal); `fail_closed` is the rule every evaluation, the
+//! authorizer's and admission's, passes through: a policy that errors denies; `node_graph` precomputes the
 //! node-restriction facts Cedar cannot compute itself.
 
 mod decisions;
 pub mod depends;
 pub mod engine;
 pub mod entities;
+pub mod fail_closed;
 pub mod files;
 pub mod names;
 pub mod node_graph;

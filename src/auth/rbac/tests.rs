@@ -84,7 +84,7 @@ fn url_allowed(a: &Authorizer, u: &UserInfo, verb: &str, path: &str) -> bool {
         name: "",
         path,
     })
-    .allowed
+    .is_allowed()
 }
 
 #[test]
@@ -203,12 +203,12 @@ fn rules_decide_like_upstream() {
         ]);
         validate(&out.policies);
         let d = allowed(&a, &user("u", &[]), req);
-        assert_eq!(d.allowed, want, "case {i}: {rule} {req:?}: {d:?}");
+        assert_eq!(d.is_allowed(), want, "case {i}: {rule} {req:?}: {d:?}");
         if want {
-            assert_eq!(d.policies, ["rbac/RoleBinding/ns/b/rule-0"], "case {i}");
+            assert_eq!(d.policies(), ["rbac/RoleBinding/ns/b/rule-0"], "case {i}");
         }
         // Someone else never gets it.
-        assert!(!allowed(&a, &user("v", &[]), req).allowed, "case {i}");
+        assert!(!allowed(&a, &user("v", &[]), req).is_allowed(), "case {i}");
     }
 }
 
@@ -240,29 +240,27 @@ fn subjects_and_bindings() {
     validate(&out.policies);
     let get = |ns| ("get", "", "pods", "", ns, "p");
     let d = allowed(&a, &user("alice", &["devs"]), get("any"));
-    assert!(d.allowed);
-    assert_eq!(d.policies, ["rbac/ClusterRoleBinding/all/rule-0"]);
-    assert!(
-        allowed(
-            &a,
-            &user("alice", &["devs"]),
-            ("get", "", "pods", "", "", "")
-        )
-        .allowed
-    );
+    assert!(d.is_allowed());
+    assert_eq!(d.policies(), ["rbac/ClusterRoleBinding/all/rule-0"]);
+    assert!(allowed(
+        &a,
+        &user("alice", &["devs"]),
+        ("get", "", "pods", "", "", "")
+    )
+    .is_allowed());
     let sa = |ns: &str, n: &str| {
         user(
             &format!("system:serviceaccount:{ns}:{n}"),
             &["system:serviceaccounts"],
         )
     };
-    assert!(allowed(&a, &sa("ns", "bot"), get("ns")).allowed);
-    assert!(!allowed(&a, &sa("ns", "bot"), get("ns2")).allowed);
-    assert!(allowed(&a, &sa("ns2", "other"), get("ns")).allowed);
-    assert!(!allowed(&a, &sa("ns", "other"), get("ns")).allowed);
-    assert!(allowed(&a, &sa("ns3", "named"), get("ns")).allowed);
+    assert!(allowed(&a, &sa("ns", "bot"), get("ns")).is_allowed());
+    assert!(!allowed(&a, &sa("ns", "bot"), get("ns2")).is_allowed());
+    assert!(allowed(&a, &sa("ns2", "other"), get("ns")).is_allowed());
+    assert!(!allowed(&a, &sa("ns", "other"), get("ns")).is_allowed());
+    assert!(allowed(&a, &sa("ns3", "named"), get("ns")).is_allowed());
     // A missing role grants nothing, and is not an error.
-    assert!(!allowed(&a, &user("x", &[]), get("ns")).allowed);
+    assert!(!allowed(&a, &user("x", &[]), get("ns")).is_allowed());
     // The index agrees.
     let rules = out.index.rules(&user("alice", &["devs"]), "ns");
     assert_eq!(rules.len(), 1);
@@ -334,16 +332,14 @@ fn client_strings_are_escaped() {
     assert_eq!(out.policies.len(), 3, "every rule compiles");
     validate(&out.policies);
     let u = user(nasty, &[]);
-    assert!(allowed(&a, &u, ("get", nasty, nasty, "", nasty, nasty)).allowed);
-    assert!(!allowed(&a, &u, ("get", nasty, nasty, "", nasty, "other")).allowed);
-    assert!(
-        !allowed(
-            &a,
-            &user("other", &[]),
-            ("get", nasty, nasty, "", nasty, nasty)
-        )
-        .allowed
-    );
+    assert!(allowed(&a, &u, ("get", nasty, nasty, "", nasty, nasty)).is_allowed());
+    assert!(!allowed(&a, &u, ("get", nasty, nasty, "", nasty, "other")).is_allowed());
+    assert!(!allowed(
+        &a,
+        &user("other", &[]),
+        ("get", nasty, nasty, "", nasty, nasty)
+    )
+    .is_allowed());
     assert!(url_allowed(&a, &u, "get", nasty));
     assert!(url_allowed(&a, &u, "get", &format!("{nasty}/more")));
     assert!(!url_allowed(&a, &u, "get", "/other"));
@@ -392,6 +388,6 @@ fn compiles_ten_thousand_bindings_quickly() {
     let a = Arc::new(Authorizer::new(schema, NodeGraph::new()));
     a.set_source("rbac", out.policies);
     let u = user("user4242", &["system:authenticated"]);
-    assert!(allowed(&a, &u, ("list", "", "pods", "", "ns42", "")).allowed);
-    assert!(!allowed(&a, &u, ("list", "", "pods", "", "ns43", "")).allowed);
+    assert!(allowed(&a, &u, ("list", "", "pods", "", "ns42", "")).is_allowed());
+    assert!(!allowed(&a, &u, ("list", "", "pods", "", "ns43", "")).is_allowed());
 }
