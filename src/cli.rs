@@ -577,6 +577,22 @@ pub struct KubeletArgs {
     /// cgroup parent of the pods below each cgroup v1 controller.
     #[arg(long, default_value = "kubepods")]
     pub kubelet_cgroup_root: String,
+    /// Registry mirrors, credentials and TLS in k3s's `registries.yaml` format (a missing
+    /// file means none: every registry is pulled from directly over HTTPS).
+    #[arg(long, default_value = "/etc/rampart/registries.yaml")]
+    pub registry_config: PathBuf,
+    /// Disk use (percent) of the image filesystem at which image garbage collection starts.
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+    /// Disk use (percent) image garbage collection frees down to.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// Minimum age of an unused image before it may be garbage-collected.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub image_minimum_gc_age: std::time::Duration,
+    /// How often image garbage collection checks the disk (upstream: 5 minutes).
+    #[arg(long, hide = true, default_value = "5m", value_parser = parse_duration)]
+    pub image_gc_period: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]

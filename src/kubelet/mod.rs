@@ -6,6 +6,7 @@
 //! credentials. The client is handed over through a `watch` channel so that certificate
 //! renewal can swap it without restarting these loops (calls in flight finish on the old one).
 
+pub mod images;
 pub mod lease;
 pub mod node;
 pub mod pods;
@@ -31,12 +32,43 @@ pub struct Config {
     pub pod_log_dir: PathBuf,
     /// cgroup parent of the pods (`kubepods`).
     pub cgroup_root: String,
+    /// `registries.yaml`, loaded.
+    pub registries: std::sync::Arc<images::registries::Registries>,
+    pub image_gc: ImageGc,
+}
+
+/// Image garbage collection settings (upstream's kubelet flags of the same names).
+#[derive(Debug, Clone)]
+pub struct ImageGc {
+    pub high_percent: u8,
+    pub low_percent: u8,
+    pub min_age: Duration,
+    pub period: Duration,
+}
+
+impl ImageGc {
+    pub fn from_args(a: &crate::cli::KubeletArgs) -> Result<ImageGc, Error> {
+        if a.image_gc_low_threshold > a.image_gc_high_threshold {
+            return Err(Error::Config(format!(
+                "--image-gc-low-threshold ({}) must not be above --image-gc-high-threshold ({})",
+                a.image_gc_low_threshold, a.image_gc_high_threshold
+            )));
+        }
+        Ok(ImageGc {
+            high_percent: a.image_gc_high_threshold,
+            low_percent: a.image_gc_low_threshold,
+            min_age: a.image_minimum_gc_age,
+            period: a.image_gc_period,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("node {node}: {detail}")]
     Api { node: String, detail: String },
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Upstream's lease renew interval (and the lease duration, 40 s, is four of them).
@@ -67,7 +99,7 @@ pub async fn run(
         }
     };
     tracing::info!(node = %cfg.node_name, "node registered");
-    let pods = start_pods(&cfg, clients.clone()).await;
+    let (pods, store) = start_pods(&cfg, clients.clone()).await.unzip();
     let mut tick = tokio::time::interval(LEASE_RENEW);
     let mut last_status = tokio::time::Instant::now();
     let mut last_reported: Option<serde_json::Value> = None;
@@ -94,7 +126,10 @@ pub async fn run(
             continue;
         }
         failures = 0;
-        let status = node::status(&cfg);
+        let mut status = node::status(&cfg);
+        if let Some(store) = &store {
+            status["images"] = images::gc::node_images(store);
+        }
         let changed = last_reported.as_ref() != Some(&node::comparable(&status));
         if changed || last_status.elapsed() >= STATUS_REPORT {
             match node::update_status(&client, &cfg, status.clone()).await {
@@ -113,7 +148,7 @@ pub async fn run(
 async fn start_pods(
     cfg: &Config,
     clients: watch::Receiver<kube::Client>,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> Option<(tokio::task::JoinHandle<()>, runtime::image::Store)> {
     let data_dir = cfg.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || {
         let store = runtime::image::Store::open(&data_dir.join("content"))?;
@@ -132,20 +167,36 @@ async fn start_pods(
             return None;
         }
     };
+    tokio::spawn(images::gc::run(
+        images::gc::Config {
+            node_name: cfg.node_name.clone(),
+            high_percent: cfg.image_gc.high_percent,
+            low_percent: cfg.image_gc.low_percent,
+            min_age: cfg.image_gc.min_age,
+            interval: cfg.image_gc.period,
+        },
+        store.clone(),
+        clients.clone(),
+    ));
+    let puller = std::sync::Arc::new(images::Puller::new(store.clone(), cfg.registries.clone()));
     let shared = std::sync::Arc::new(pods::Shared {
         node_name: cfg.node_name.clone(),
         node_ip: cfg.node_ip.to_string(),
         clients,
-        store,
+        puller,
+        store: store.clone(),
         pods_dir: cfg.data_dir.join("pods"),
         log_dir: cfg.pod_log_dir.clone(),
         cgroup_root: cfg.cgroup_root.clone(),
     });
-    Some(tokio::spawn(async move {
-        if let Err(e) = pods::run(shared, std::future::pending::<()>()).await {
-            tracing::error!(error = %e, "the pod workers stopped");
-        }
-    }))
+    Some((
+        tokio::spawn(async move {
+            if let Err(e) = pods::run(shared, std::future::pending::<()>()).await {
+                tracing::error!(error = %e, "the pod workers stopped");
+            }
+        }),
+        store,
+    ))
 }
 
 fn log_api_error(node: &str, what: &str, e: &kube::Error) {

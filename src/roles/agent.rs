@@ -93,6 +93,10 @@ pub async fn run(
     if let Err(e) = crate::api::validation::dns1123_subdomain(&cfg.node_name) {
         bail!("invalid node name {:?}: {e}", cfg.node_name);
     }
+    // Before anything else, so a bad file is one line at start and a non-zero exit.
+    let registries =
+        crate::kubelet::images::registries::Registries::load(&cfg.kubelet.registry_config)?;
+    let image_gc = crate::kubelet::ImageGc::from_args(&cfg.kubelet)?;
     let pki = cfg.data_dir.join("pki");
     crate::pki::ensure_private_dir(&pki)?;
     finish_swap(&pki, "kubelet-client");
@@ -120,6 +124,8 @@ pub async fn run(
     let client = node_client(&cfg.server, &ca_pem, &ident).await?;
     let (tx, rx) = watch::channel(client);
     let kcfg = crate::kubelet::Config {
+        registries: std::sync::Arc::new(registries),
+        image_gc,
         node_name: cfg.node_name.clone(),
         node_ip: cfg.node_ip,
         hostname: cfg.hostname.clone(),

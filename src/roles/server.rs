@@ -30,6 +30,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         crate::auth::cedar::NodeGraph::new(),
     )?);
     let admission = Arc::new(crate::auth::admission::Admission::load(&policy_files)?);
+    // And a bad registries.yaml for the embedded agent.
+    if !args.disable_agent {
+        crate::kubelet::images::registries::Registries::load(&args.kubelet.registry_config)?;
+        crate::kubelet::ImageGc::from_args(&args.kubelet)?;
+    }
     // The data directory holds keys, the store and the audit log: owner only (0700), also
     // when it already existed with a looser mode (as k3s' and kubeadm's data dirs).
     {

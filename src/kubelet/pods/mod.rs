@@ -8,6 +8,7 @@
 
 pub mod container_spec;
 pub mod events;
+pub mod pull;
 pub mod resources;
 pub mod status;
 pub mod volumes;
@@ -34,6 +35,8 @@ pub struct Shared {
     pub node_ip: String,
     pub clients: watch::Receiver<kube::Client>,
     pub store: Store,
+    /// Registry pulls into `store` (shared, so concurrent pulls of an image are one).
+    pub puller: Arc<crate::kubelet::images::Puller>,
     /// Pod state directories (`<data dir>/pods/<uid>`).
     pub pods_dir: PathBuf,
     /// CRI log root (`/var/log/pods` by default).

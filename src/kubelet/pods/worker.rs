@@ -43,6 +43,7 @@ pub struct Worker {
     backoff: HashMap<String, (Duration, Instant)>,
     backoff_msg: HashMap<String, String>,
     image_ids: HashMap<String, String>,
+    pulls: super::pull::PullState,
     said: HashSet<String>,
     last_status: Option<Value>,
     finished: bool,
@@ -66,6 +67,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Pod>>) {
         backoff: HashMap::new(),
         backoff_msg: HashMap::new(),
         image_ids: HashMap::new(),
+        pulls: Default::default(),
         said: HashSet::new(),
         last_status: None,
         finished: false,
@@ -337,28 +339,16 @@ impl Worker {
     async fn start(&mut self, c: &Container, init: bool, attempt: u32) {
         let fp = events::field_path(init, &c.name);
         let image_ref = c.image.clone().unwrap_or_default();
-        let image = match self.shared.store.resolve(&image_ref) {
-            Ok(i) => i,
-            Err(e) => {
-                let msg = format!(
-                    "Failed to pull image \"{image_ref}\": {e}; registry pulls are not supported yet (import it with `rampart images import`)"
-                );
-                if self.said.insert(format!("pull:{}", c.name)) {
-                    self.event("Failed", msg.clone(), true, fp.clone());
-                    self.event("Failed", "Error: ErrImagePull".into(), true, fp);
+        // Policy, pull secrets, back-off and their events: `pull.rs`.
+        let image =
+            match super::pull::ensure(&self.shared, &self.pod, c, init, &mut self.pulls).await {
+                Ok(i) => i,
+                Err(waiting) => {
+                    self.waiting.insert(c.name.clone(), waiting);
+                    return;
                 }
-                self.waiting
-                    .insert(c.name.clone(), ("ErrImagePull".into(), msg));
-                return;
-            }
-        };
+            };
         self.image_ids.insert(image_ref.clone(), image.id.clone());
-        self.event(
-            "Pulled",
-            format!("Container image \"{image_ref}\" already present on machine"),
-            false,
-            fp.clone(),
-        );
         let volumes = self.volumes.clone().unwrap_or_default();
         let host_ip = self.shared.node_ip.clone();
         let inputs = Inputs {
