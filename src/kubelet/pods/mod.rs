@@ -8,8 +8,11 @@
 
 pub mod container_spec;
 pub mod events;
+pub mod hooks;
+pub mod probe;
 pub mod resources;
 pub mod status;
+pub mod stop;
 pub mod volumes;
 pub mod worker;
 
