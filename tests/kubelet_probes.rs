@@ -219,6 +219,16 @@ fn condition(p: &Value, kind: &str) -> String {
         .to_string()
 }
 
+fn ready_transition(p: &Value) -> Value {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| c["lastTransitionTime"].clone())
+        .unwrap_or(Value::Null)
+}
+
 fn restarts(p: &Value) -> u64 {
     cs(p)["restartCount"].as_u64().unwrap_or(0)
 }
@@ -315,10 +325,10 @@ fn probes_hooks_sidecars_and_restarts() {
     // Readiness (httpGet) flips Ready: not ready during the initial delay, ready while
     // /healthz answers 200, unready once it is 404; tcpSocket liveness keeps passing.
     n.server.ok_in(&["apply", "-f", "-"], &pod(&node, "default", "ready", "Always",
-        "mkdir /w; echo ok > /w/healthz; (sleep 8; rm /w/healthz) & exec busybox httpd -f -p 8080 -h /w",
+        "mkdir /w; echo ok > /w/healthz; (sleep 10; rm /w/healthz) & exec busybox httpd -f -p 8080 -h /w",
         r#"    readinessProbe:
       httpGet: {path: /healthz, port: web, httpHeaders: [{name: X-Probe, value: "1"}]}
-      initialDelaySeconds: 2
+      initialDelaySeconds: 3
       periodSeconds: 1
       failureThreshold: 1
     livenessProbe:
@@ -480,21 +490,20 @@ fn probes_hooks_sidecars_and_restarts() {
     );
 
     // --- readiness
-    let unready = n.wait_for("default", "ready", 30, "Running, not yet ready", |p| {
-        cs(p)["state"]["running"].is_object()
-    });
-    assert_eq!(
-        cs(&unready)["ready"],
-        false,
-        "ready during initialDelaySeconds: {:#}",
-        unready["status"]
-    );
-    assert_eq!(condition(&unready, "Ready"), "False");
-    let ready = n.wait_for("default", "ready", 20, "Ready", |p| {
+    let ready = n.wait_for("default", "ready", 30, "Ready", |p| {
         condition(p, "Ready") == "True"
     });
     assert_eq!(cs(&ready)["ready"], true);
     assert_eq!(condition(&ready, "ContainersReady"), "True");
+    // Not ready before initialDelaySeconds (3 s) had passed since the container started.
+    let since_start = ts(&ready_transition(&ready))
+        .duration_since(ts(&cs(&ready)["state"]["running"]["startedAt"]))
+        .as_secs_f64();
+    assert!(
+        since_start >= 2.0,
+        "ready {since_start}s after the start: {:#}",
+        ready["status"]
+    );
     let unready = n.wait_for("default", "ready", 30, "unready after /healthz went", |p| {
         condition(p, "Ready") == "False"
     });

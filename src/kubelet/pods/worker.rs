@@ -57,6 +57,8 @@ pub struct Worker {
     probes: Probes,
     /// Attempts being stopped by a task (failed liveness/startup, finished sidecars).
     stopping: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Set once the eviction manager chose this pod: the `Evicted` message.
+    evicted: Option<String>,
 }
 
 impl Drop for Worker {
@@ -91,6 +93,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Pod>>) {
         shim_pid: 0,
         probes: Probes::default(),
         stopping: HashMap::new(),
+        evicted: None,
     };
     loop {
         let current = rx.borrow_and_update().clone();
@@ -118,6 +121,15 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Pod>>) {
             w.teardown(Duration::from_secs(grace)).await;
             w.final_delete().await;
             return;
+        }
+        let eviction = w
+            .shared
+            .evictions
+            .lock()
+            .ok()
+            .and_then(|e| e.get(&w.uid).cloned());
+        if let Some(msg) = eviction {
+            w.evict(msg).await;
         }
         if let Err(e) = w.sync().await {
             tracing::warn!(pod = %w.name(), error = %e, "pod sync failed; retrying");
@@ -350,6 +362,42 @@ impl Worker {
             board.wake.notify_one();
         });
         self.stopping.insert(id.to_string(), task);
+    }
+
+    /// Hard eviction: kill every container at once, report `Failed`/`Evicted`, stop the shim.
+    async fn evict(&mut self, msg: String) {
+        self.event("Evicted", msg.clone(), true, None);
+        if self.refresh().await.is_ok() {
+            for (_, t) in self.stopping.drain() {
+                t.abort();
+            }
+            let running: Vec<ContainerState> =
+                self.runtime.iter().filter(|c| c.running).cloned().collect();
+            for c in &running {
+                let spec = probe::spec_of(&self.pod, c).map(|(s, i)| (s.clone(), i));
+                if let Some((s, init)) = &spec {
+                    self.event(
+                        "Killing",
+                        format!("Stopping container {}", s.name),
+                        false,
+                        events::field_path(*init, &s.name),
+                    );
+                }
+                stop::stop_one(&self.dir, &self.pod, None, &c.id, None, Duration::ZERO).await;
+            }
+            let _ = self.refresh().await;
+        }
+        self.evicted = Some(msg);
+        self.backoff_msg.clear();
+        self.waiting.clear();
+        if let Err(e) = self.write_status().await {
+            tracing::warn!(pod = %self.name(), error = %e, "cannot report the eviction");
+        }
+        let _ = shim::call(&self.dir, &Request::Shutdown).await;
+        self.finished = true;
+        if let Ok(mut e) = self.shared.evictions.lock() {
+            e.remove(&self.uid);
+        }
     }
 
     /// Whether the regular containers are done for good (restartPolicy says no more runs).
@@ -728,7 +776,17 @@ impl Worker {
             now: &now,
         };
         let qos = resources::qos(&self.pod).as_str();
-        let st = status::compute(&self.pod, &self.runtime, &notes, qos);
+        let mut st = status::compute(&self.pod, &self.runtime, &notes, qos);
+        if let Some(m) = &self.evicted {
+            st["phase"] = json!("Failed");
+            st["reason"] = json!("Evicted");
+            st["message"] = json!(m);
+            if let Some(c) = st["conditions"].as_array_mut() {
+                c.push(json!({"type": "DisruptionTarget", "status": "True",
+                    "reason": "TerminationByKubelet", "message": m, "lastProbeTime": null,
+                    "lastTransitionTime": now}));
+            }
+        }
         let cmp = status::comparable(&st);
         if self.last_status.as_ref().map(status::comparable) == Some(cmp) {
             return Ok(());
