@@ -593,6 +593,21 @@ pub struct KubeletArgs {
     /// How often image garbage collection checks the disk (upstream: 5 minutes).
     #[arg(long, hide = true, default_value = "5m", value_parser = parse_duration)]
     pub image_gc_period: std::time::Duration,
+    /// Resources reserved for the OS, subtracted from the node's allocatable
+    /// (`cpu=100m,memory=256Mi,ephemeral-storage=1Gi,pid=100`), as upstream's kubelet flag.
+    #[arg(long, default_value = "")]
+    pub system_reserved: String,
+    /// Resources reserved for Kubernetes' own daemons (same syntax as --system-reserved).
+    #[arg(long, default_value = "")]
+    pub kube_reserved: String,
+    /// Hard eviction thresholds (`memory.available<100Mi,nodefs.available<10%,...`); empty:
+    /// upstream's defaults (memory.available<100Mi, nodefs.available<10%,
+    /// imagefs.available<15%, nodefs.inodesFree<5%).
+    #[arg(long, default_value = "")]
+    pub eviction_hard: String,
+    /// Directory of static pod manifests, run on this node with mirror pods `<name>-<node>`.
+    #[arg(long)]
+    pub pod_manifest_path: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -7,6 +7,7 @@ pub mod quantity;
 pub mod resources;
 pub mod selectors;
 pub mod validation;
+pub mod version;
 
 pub use k8s_openapi;
 pub use resources::ResourceInfo;

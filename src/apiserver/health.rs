@@ -11,8 +11,7 @@ use super::body::{json_response, text_response, Body};
 use super::request::Query;
 use super::State;
 
-/// The Kubernetes release whose API we serve.
-pub const KUBE_MINOR: &str = "37";
+pub use crate::api::version::KUBE_MINOR;
 
 /// First-list flags of the in-server followers (RBAC's is `Rbac::ready`).
 #[derive(Default)]
@@ -164,7 +163,7 @@ pub fn version() -> Response<Body> {
             "minor": KUBE_MINOR,
             "emulationMajor": "1",
             "emulationMinor": KUBE_MINOR,
-            "gitVersion": format!("v1.{KUBE_MINOR}.0+rampart.{}", env!("CARGO_PKG_VERSION")),
+            "gitVersion": crate::api::version::git_version(),
             "gitCommit": "",
             "gitTreeState": "clean",
             "buildDate": "",

@@ -6,6 +6,7 @@
 //! credentials. The client is handed over through a `watch` channel so that certificate
 //! renewal can swap it without restarting these loops (calls in flight finish on the old one).
 
+pub mod eviction;
 pub mod images;
 pub mod lease;
 pub mod node;
@@ -32,6 +33,13 @@ pub struct Config {
     pub pod_log_dir: PathBuf,
     /// cgroup parent of the pods (`kubepods`).
     pub cgroup_root: String,
+    /// `--system-reserved` and `--kube-reserved`, subtracted from allocatable.
+    pub system_reserved: eviction::Reserved,
+    pub kube_reserved: eviction::Reserved,
+    /// `--eviction-hard` (upstream's defaults unless set).
+    pub eviction_hard: eviction::Thresholds,
+    /// `--pod-manifest-path`: static pods.
+    pub pod_manifest_path: Option<PathBuf>,
     /// `registries.yaml`, loaded.
     pub registries: std::sync::Arc<images::registries::Registries>,
     pub image_gc: ImageGc,
@@ -99,7 +107,17 @@ pub async fn run(
         }
     };
     tracing::info!(node = %cfg.node_name, "node registered");
-    let (pods, store) = start_pods(&cfg, clients.clone()).await.unzip();
+    let started = start_pods(&cfg, clients.clone()).await;
+    let store = started.as_ref().map(|(_, _, s)| s.clone());
+    let pods = started.map(|(task, shared, _)| (task, shared));
+    let static_pods = cfg.pod_manifest_path.clone().map(|dir| {
+        tokio::spawn(pods::static_pods::run(
+            clients.clone(),
+            dir,
+            cfg.node_name.clone(),
+            uid.clone(),
+        ))
+    });
     let mut tick = tokio::time::interval(LEASE_RENEW);
     let mut last_status = tokio::time::Instant::now();
     let mut last_reported: Option<serde_json::Value> = None;
@@ -114,7 +132,8 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => {
                 // The pods keep running in their shims; a restarted agent re-adopts them.
-                if let Some(p) = &pods { p.abort(); }
+                if let Some((p, _)) = &pods { p.abort(); }
+                if let Some(s) = &static_pods { s.abort(); }
                 return Ok(());
             }
             _ = async { tick.tick().await; tokio::time::sleep(pause).await } => {}
@@ -126,7 +145,12 @@ pub async fn run(
             continue;
         }
         failures = 0;
-        let mut status = node::status(&cfg);
+        let signals = eviction::Signals::read(&cfg.data_dir);
+        let crossed = signals.crossed(&cfg.eviction_hard);
+        if let (Some(sig), Some((_, shared))) = (crossed.first(), &pods) {
+            evict(&cfg, shared, &signals, *sig).await;
+        }
+        let mut status = node::status(&cfg, &signals, &crossed);
         if let Some(store) = &store {
             status["images"] = images::gc::node_images(store);
         }
@@ -148,7 +172,11 @@ pub async fn run(
 async fn start_pods(
     cfg: &Config,
     clients: watch::Receiver<kube::Client>,
-) -> Option<(tokio::task::JoinHandle<()>, runtime::image::Store)> {
+) -> Option<(
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<pods::Shared>,
+    runtime::image::Store,
+)> {
     let data_dir = cfg.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || {
         let store = runtime::image::Store::open(&data_dir.join("content"))?;
@@ -188,15 +216,41 @@ async fn start_pods(
         pods_dir: cfg.data_dir.join("pods"),
         log_dir: cfg.pod_log_dir.clone(),
         cgroup_root: cfg.cgroup_root.clone(),
+        evictions: Default::default(),
     });
-    Some((
-        tokio::spawn(async move {
-            if let Err(e) = pods::run(shared, std::future::pending::<()>()).await {
-                tracing::error!(error = %e, "the pod workers stopped");
-            }
-        }),
-        store,
-    ))
+    let s = shared.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = pods::run(s, std::future::pending::<()>()).await {
+            tracing::error!(error = %e, "the pod workers stopped");
+        }
+    });
+    Some((task, shared, store))
+}
+
+/// Hard eviction: one pod per round while a threshold is crossed (upstream's manager runs
+/// every 10 s, as this loop does).
+async fn evict(
+    cfg: &Config,
+    shared: &pods::Shared,
+    signals: &eviction::Signals,
+    sig: eviction::Signal,
+) {
+    let (available, capacity) = signals.measure(sig);
+    let threshold = cfg
+        .eviction_hard
+        .get(sig)
+        .map(|a| a.of(capacity))
+        .unwrap_or(0);
+    let ki = |b: u64| format!("{}Ki", b / 1024);
+    let (t, a) = match sig {
+        eviction::Signal::NodefsInodesFree | eviction::Signal::PidAvailable => {
+            (threshold.to_string(), available.to_string())
+        }
+        _ => (ki(threshold), ki(available)),
+    };
+    if let Some(pod) = pods::evict::evict_one(shared, sig, &t, &a).await {
+        tracing::warn!(node = %cfg.node_name, %pod, signal = ?sig, "evicting a pod: the node is low on {}", sig.resource());
+    }
 }
 
 fn log_api_error(node: &str, what: &str, e: &kube::Error) {

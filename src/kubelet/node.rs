@@ -10,12 +10,11 @@ use kube::api::PostParams;
 use kube::Api;
 use serde_json::{json, Value};
 
+use super::eviction::{Signal, Signals};
 use super::Config;
 
 /// Upstream's default `--max-pods`.
 const MAX_PODS: &str = "110";
-/// Upstream's default hard eviction threshold `memory.available<100Mi`.
-const MEMORY_RESERVE_KI: u64 = 100 * 1024;
 
 pub fn arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -72,7 +71,8 @@ pub async fn register(client: &kube::Client, cfg: &Config) -> Result<String, kub
             }
         }
     };
-    update_status(client, cfg, status(cfg)).await?;
+    let signals = Signals::read(&cfg.data_dir);
+    update_status(client, cfg, status(cfg, &signals, &[])).await?;
     Ok(node.metadata.uid.unwrap_or_default())
 }
 
@@ -96,6 +96,39 @@ pub async fn update_status(
                 c["lastTransitionTime"] = p["lastTransitionTime"].clone();
             }
         }
+    }
+    // Pressure taints follow the pressure conditions (upstream: TaintNodesByCondition).
+    let mut taints: Vec<Value> = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .map(|t| {
+            t.iter()
+                .filter_map(|t| serde_json::to_value(t).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let before = taints.clone();
+    for c in status["conditions"].as_array().into_iter().flatten() {
+        let Some(key) = c["type"].as_str().and_then(pressure_taint) else {
+            continue;
+        };
+        let has = taints.iter().any(|t| t["key"] == key);
+        if c["status"] == "True" && !has {
+            taints.push(json!({"key": key, "effect": "NoSchedule", "timeAdded": now()}));
+        } else if c["status"] != "True" && has {
+            taints.retain(|t| t["key"] != key);
+        }
+    }
+    if taints != before {
+        let patch = json!({"spec": {"taints": taints}});
+        node = api
+            .patch(
+                &cfg.node_name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await?;
     }
     node.status = Some(serde_json::from_value(status).map_err(kube::Error::SerdeError)?);
     api.replace_status(&cfg.node_name, &PostParams::default(), &node)
@@ -124,31 +157,105 @@ fn now() -> String {
         .to_string()
 }
 
-/// The node's status now, from this machine.
-pub fn status(cfg: &Config) -> Value {
+/// The taint upstream's node lifecycle controller puts on a node under `condition` pressure
+/// (`TaintNodesByCondition`); the kubelet keeps it in step with its own conditions here.
+pub fn pressure_taint(condition: &str) -> Option<&'static str> {
+    match condition {
+        "MemoryPressure" => Some("node.kubernetes.io/memory-pressure"),
+        "DiskPressure" => Some("node.kubernetes.io/disk-pressure"),
+        "PIDPressure" => Some("node.kubernetes.io/pid-pressure"),
+        _ => None,
+    }
+}
+
+/// The node's status now, from this machine: capacity, allocatable (capacity minus the
+/// reservations and hard-eviction thresholds), nodeInfo and the pressure conditions.
+pub fn status(cfg: &Config, signals: &Signals, crossed: &[Signal]) -> Value {
     let cpu = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(1);
-    let mem_ki = meminfo_total_ki().unwrap_or(0);
-    let disk_ki = disk_size_ki(&cfg.data_dir).unwrap_or(0);
+        .unwrap_or(1) as u64;
+    let mem = signals.memory_capacity;
+    let disk = signals.fs_capacity;
     let now = now();
     let condition = |ty: &str, status: &str, reason: &str, message: &str| {
         json!({"type": ty, "status": status, "reason": reason, "message": message,
                "lastHeartbeatTime": now, "lastTransitionTime": now})
     };
+    let reserved = cfg.system_reserved.plus(cfg.kube_reserved);
+    let hard = |sig: Signal, cap: u64| cfg.eviction_hard.get(sig).map(|a| a.of(cap)).unwrap_or(0);
     let capacity = json!({
         "cpu": cpu.to_string(),
-        "memory": format!("{mem_ki}Ki"),
+        "memory": format!("{}Ki", mem / 1024),
         "pods": MAX_PODS,
-        "ephemeral-storage": format!("{disk_ki}Ki"),
+        "ephemeral-storage": format!("{}Ki", disk / 1024),
     });
+    let cpu_alloc = (cpu * 1000).saturating_sub(reserved.cpu_milli);
+    let mem_alloc = mem
+        .saturating_sub(reserved.memory)
+        .saturating_sub(hard(Signal::MemoryAvailable, mem));
+    let disk_alloc = disk
+        .saturating_sub(reserved.ephemeral)
+        .saturating_sub(hard(Signal::NodefsAvailable, disk));
     let allocatable = json!({
-        "cpu": cpu.to_string(),
-        "memory": format!("{}Ki", mem_ki.saturating_sub(MEMORY_RESERVE_KI)),
+        "cpu": if cpu_alloc.is_multiple_of(1000) { (cpu_alloc / 1000).to_string() } else { format!("{cpu_alloc}m") },
+        "memory": format!("{}Ki", mem_alloc / 1024),
         "pods": MAX_PODS,
-        // Upstream's default `nodefs.available<10%`.
-        "ephemeral-storage": format!("{}", disk_ki * 1024 / 10 * 9),
+        "ephemeral-storage": disk_alloc.to_string(),
     });
+    let under = |c: &str| crossed.iter().any(|s| s.condition() == c);
+    let conditions = vec![
+        if under("MemoryPressure") {
+            condition(
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
+        } else {
+            condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            )
+        },
+        if under("DiskPressure") {
+            condition(
+                "DiskPressure",
+                "True",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            )
+        } else {
+            condition(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            )
+        },
+        if under("PIDPressure") {
+            condition(
+                "PIDPressure",
+                "True",
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            )
+        } else {
+            condition(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            )
+        },
+        condition(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
+    ];
     json!({
         "capacity": capacity,
         "allocatable": allocatable,
@@ -164,17 +271,13 @@ pub fn status(cfg: &Config) -> Value {
             "kernelVersion": read_trim("/proc/sys/kernel/osrelease"),
             "osImage": os_image(),
             "containerRuntimeVersion": format!("rampart://{}", env!("CARGO_PKG_VERSION")),
-            "kubeletVersion": format!("v{}", env!("CARGO_PKG_VERSION")),
+            // The Kubernetes form the apiserver's /version reports, as kubectl expects.
+            "kubeletVersion": crate::api::version::git_version(),
             "kubeProxyVersion": "",
             "operatingSystem": "linux",
             "architecture": arch(),
         },
-        "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-        ],
+        "conditions": conditions,
     })
 }
 
@@ -182,12 +285,6 @@ fn read_trim(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
-}
-
-fn meminfo_total_ki() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `PRETTY_NAME` from /etc/os-release, as upstream.

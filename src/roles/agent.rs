@@ -133,6 +133,16 @@ pub async fn run(
         data_dir: cfg.data_dir.clone(),
         pod_log_dir: cfg.kubelet.pod_log_dir.clone(),
         cgroup_root: cfg.kubelet.kubelet_cgroup_root.clone(),
+        system_reserved: crate::kubelet::eviction::Reserved::parse(
+            "--system-reserved",
+            &cfg.kubelet.system_reserved,
+        )?,
+        kube_reserved: crate::kubelet::eviction::Reserved::parse(
+            "--kube-reserved",
+            &cfg.kubelet.kube_reserved,
+        )?,
+        eviction_hard: crate::kubelet::eviction::Thresholds::parse(&cfg.kubelet.eviction_hard)?,
+        pod_manifest_path: cfg.kubelet.pod_manifest_path.clone(),
     };
     let kubelet = tokio::spawn(crate::kubelet::run(kcfg, rx, stopped(stop_rx.clone())));
 

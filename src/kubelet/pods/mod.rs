@@ -8,9 +8,15 @@
 
 pub mod container_spec;
 pub mod events;
+pub mod evict;
+pub mod hooks;
+pub mod host_path;
+pub mod probe;
 pub mod pull;
 pub mod resources;
+pub mod static_pods;
 pub mod status;
+pub mod stop;
 pub mod volumes;
 pub mod worker;
 
@@ -43,6 +49,8 @@ pub struct Shared {
     pub log_dir: PathBuf,
     /// cgroup parent for pods (`kubepods`).
     pub cgroup_root: String,
+    /// Pod uid → `Evicted` message: pods the eviction manager chose, for their workers.
+    pub evictions: std::sync::Mutex<HashMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,9 @@ pub struct Notes<'a> {
     pub messages: &'a HashMap<String, String>,
     /// Image reference → image id (`sha256:...`).
     pub image_ids: &'a HashMap<String, String>,
+    /// Container name → (started, ready) of its running attempt, from its probes; a running
+    /// container missing here is both.
+    pub probed: &'a HashMap<String, (bool, bool)>,
     pub host_ip: &'a str,
     pub pod_ip: &'a str,
     pub sandbox_ready: bool,
@@ -138,8 +141,9 @@ fn container_status(
     }
     s.insert("state".into(), state);
     s.insert("lastState".into(), last_state);
-    s.insert("ready".into(), json!(running));
-    s.insert("started".into(), json!(running));
+    let (started, ready) = notes.probed.get(&c.name).copied().unwrap_or((true, true));
+    s.insert("ready".into(), json!(running && ready));
+    s.insert("started".into(), json!(running && started));
     Value::Object(s)
 }
 
@@ -165,14 +169,26 @@ fn condition(
     c
 }
 
-/// Whether every init container has completed successfully.
+/// Whether an init container is done for the pod's initialisation: completed successfully,
+/// or for a sidecar (`restartPolicy: Always`), ever started (upstream's `Initialized` stays
+/// true when a sidecar later restarts).
+fn init_finished(c: &Container, runtime: &[ContainerState]) -> bool {
+    let tries = attempts(runtime, &c.name);
+    if c.restart_policy.as_deref() == Some("Always") {
+        return !tries.is_empty();
+    }
+    tries
+        .last()
+        .is_some_and(|l| !l.running && l.exit_code == Some(0))
+}
+
+/// Whether every init container has completed successfully (sidecars: started).
 pub fn init_done(pod: &Pod, runtime: &[ContainerState]) -> bool {
     let Some(spec) = &pod.spec else { return true };
-    spec.init_containers.iter().flatten().all(|c| {
-        attempts(runtime, &c.name)
-            .last()
-            .is_some_and(|l| !l.running && l.exit_code == Some(0))
-    })
+    spec.init_containers
+        .iter()
+        .flatten()
+        .all(|c| init_finished(c, runtime))
 }
 
 /// Upstream's `getPhase`.
@@ -184,9 +200,10 @@ pub fn phase(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>) -> &'stat
     if !init_done(pod, runtime) {
         // A failed init container with restartPolicy Never fails the pod.
         let failed = spec.init_containers.iter().flatten().any(|c| {
-            attempts(runtime, &c.name)
-                .last()
-                .is_some_and(|l| !l.running && l.exit_code != Some(0))
+            c.restart_policy.as_deref() != Some("Always")
+                && attempts(runtime, &c.name)
+                    .last()
+                    .is_some_and(|l| !l.running && l.exit_code != Some(0))
         });
         return if failed && policy == "Never" {
             "Failed"
@@ -264,8 +281,16 @@ pub fn compute(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>, qos: &s
         .iter()
         .map(|c| container_status(uid, c, runtime, notes, default_waiting))
         .collect();
-    let unready: Vec<String> = statuses
+    // Sidecars' readiness counts too (upstream's ContainersReady since sidecars).
+    let sidecar_statuses = spec
+        .init_containers
         .iter()
+        .flatten()
+        .zip(init_statuses.iter())
+        .filter(|(c, _)| c.restart_policy.as_deref() == Some("Always"))
+        .map(|(_, s)| s);
+    let unready: Vec<String> = sidecar_statuses
+        .chain(statuses.iter())
         .filter(|s| s["ready"] != json!(true))
         .filter_map(|s| s["name"].as_str().map(String::from))
         .collect();
@@ -284,11 +309,7 @@ pub fn compute(pod: &Pod, runtime: &[ContainerState], notes: &Notes<'_>, qos: &s
         .init_containers
         .iter()
         .flatten()
-        .filter(|c| {
-            !attempts(runtime, &c.name)
-                .last()
-                .is_some_and(|l| !l.running && l.exit_code == Some(0))
-        })
+        .filter(|c| !init_finished(c, runtime))
         .map(|c| c.name.clone())
         .collect();
     let mut conditions = vec![

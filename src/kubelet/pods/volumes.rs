@@ -7,8 +7,9 @@
 //! Files are written under `<pod dir>/volumes/<name>/` with `defaultMode`/`mode` (upstream's
 //! 0644 default), replaced atomically per file. `secret` and `projected` volumes (tokens,
 //! secrets) live on a tmpfs mounted there first, so they never reach the disk (as upstream);
-//! `unmount_all` takes them down when the pod goes. Not yet: the `..data` symlink swap for
-//! live updates, token rotation, hostPath, PVCs.
+//! `unmount_all` takes them down when the pod goes. `emptyDir` with `medium: Memory` is a
+//! tmpfs of `sizeLimit`; `hostPath` is checked by `host_path.rs`. Not yet: the `..data`
+//! symlink swap for live updates, token rotation, PVCs.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -36,10 +37,29 @@ pub async fn prepare(
         return Ok(out);
     };
     for v in spec.volumes.iter().flatten() {
+        if let Some(hp) = &v.host_path {
+            let p = super::host_path::prepare(hp)
+                .map_err(|e| format!("for volume {:?} : {e}", v.name))?;
+            out.insert(v.name.clone(), p);
+            continue;
+        }
         let dir = pod_dir.join("volumes").join(&v.name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if v.secret.is_some() || v.projected.is_some() {
-            ensure_tmpfs(&dir)?;
+            ensure_tmpfs(&dir, None)?;
+        }
+        if let Some(ed) = v
+            .empty_dir
+            .as_ref()
+            .filter(|e| e.medium.as_deref() == Some("Memory"))
+        {
+            // upstream: a tmpfs sized by sizeLimit (else the node's allocatable memory).
+            let size = ed
+                .size_limit
+                .as_ref()
+                .and_then(super::resources::milli)
+                .map(|m| (m / 1000).max(4096) as u64);
+            ensure_tmpfs(&dir, size)?;
         }
         fill(client, pod, &ns, v, &dir, node_name).await?;
         out.insert(v.name.clone(), dir);
@@ -280,8 +300,9 @@ fn is_mount_point(dir: &Path) -> bool {
     d.dev() != p.dev()
 }
 
-/// Mount a tmpfs on `dir` unless one is there already (a restarted agent re-prepares).
-fn ensure_tmpfs(dir: &Path) -> Result<(), String> {
+/// Mount a tmpfs (of `size` bytes, if given) on `dir` unless one is there already (a
+/// restarted agent re-prepares).
+fn ensure_tmpfs(dir: &Path, size: Option<u64>) -> Result<(), String> {
     if is_mount_point(dir) {
         return Ok(());
     }
@@ -291,7 +312,13 @@ fn ensure_tmpfs(dir: &Path) -> Result<(), String> {
         dir,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=0755"),
+        Some(
+            match size {
+                Some(s) => format!("mode=0755,size={s}"),
+                None => "mode=0755".to_string(),
+            }
+            .as_str(),
+        ),
     )
     .map_err(|e| format!("tmpfs for {}: {e}", dir.display()))
 }

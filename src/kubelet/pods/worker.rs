@@ -22,14 +22,20 @@ use tokio::sync::watch;
 
 use super::container_spec::{self, Inputs};
 use super::events::{self, Ev};
+use super::hooks::{self, Hook};
+use super::probe::{self, Probes, Target};
 use super::status::{self, attempt_of, attempts, Notes};
+use super::stop::{self, is_sidecar};
 use super::{resources, Shared};
 use crate::kubelet::runtime::client as shim;
+use crate::kubelet::runtime::netns::NetNs;
 use crate::kubelet::runtime::shim::{ContainerState, Request};
 
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const SYNC: Duration = Duration::from_secs(1);
+/// Upstream's `MaxContainerBackOff` reset: a container that ran this long restarts at once.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 pub struct Worker {
     shared: Arc<Shared>,
@@ -47,6 +53,21 @@ pub struct Worker {
     said: HashSet<String>,
     last_status: Option<Value>,
     finished: bool,
+    /// The shim's PID: its namespaces are the pod's (probes and hooks dial in there).
+    shim_pid: i32,
+    probes: Probes,
+    /// Attempts being stopped by a task (failed liveness/startup, finished sidecars).
+    stopping: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Set once the eviction manager chose this pod: the `Evicted` message.
+    evicted: Option<String>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        for (_, t) in self.stopping.drain() {
+            t.abort();
+        }
+    }
 }
 
 /// Run the worker until the pod is gone from this node.
@@ -71,6 +92,10 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Pod>>) {
         said: HashSet::new(),
         last_status: None,
         finished: false,
+        shim_pid: 0,
+        probes: Probes::default(),
+        stopping: HashMap::new(),
+        evicted: None,
     };
     loop {
         let current = rx.borrow_and_update().clone();
@@ -99,11 +124,22 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Pod>>) {
             w.final_delete().await;
             return;
         }
+        let eviction = w
+            .shared
+            .evictions
+            .lock()
+            .ok()
+            .and_then(|e| e.get(&w.uid).cloned());
+        if let Some(msg) = eviction {
+            w.evict(msg).await;
+        }
         if let Err(e) = w.sync().await {
             tracing::warn!(pod = %w.name(), error = %e, "pod sync failed; retrying");
         }
+        let board = w.probes.board.clone();
         tokio::select! {
             r = rx.changed() => if r.is_err() { w.teardown(Duration::ZERO).await; return },
+            _ = board.wake.notified() => {}
             _ = tokio::time::sleep(SYNC) => {}
         }
     }
@@ -147,6 +183,7 @@ impl Worker {
         match shim::call(&self.dir, &Request::State).await {
             Ok(r) => {
                 self.runtime = r.containers;
+                self.shim_pid = r.shim_pid;
                 self.sandbox = true;
                 Ok(())
             }
@@ -210,10 +247,12 @@ impl Worker {
                 }
             }
         }
+        self.watch_probes();
         if !self.terminal() {
             self.advance().await;
             self.refresh().await?;
         }
+        self.stop_sidecars_when_done();
         self.write_status().await?;
         if self.terminal_now() {
             // Like upstream: once terminal, the sandbox goes; logs and status stay.
@@ -221,6 +260,198 @@ impl Worker {
             self.finished = true;
         }
         Ok(())
+    }
+
+    /// Where probes and hooks of container `c` connect (None before the shim is known).
+    fn target(&self, c: &Container) -> Option<Target> {
+        if self.shim_pid <= 0 {
+            return None;
+        }
+        Some(Target {
+            ns: NetNs::Pid(self.shim_pid),
+            pod_ip: self.pod_ip().parse().ok(),
+            ports: c
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+                .collect(),
+        })
+    }
+
+    /// The pod's termination grace period (a probe may set its own for the kill it causes).
+    fn grace(&self, probe_grace: Option<i64>) -> Duration {
+        let g = probe_grace
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0);
+        Duration::from_secs(g as u64)
+    }
+
+    /// Start/stop probe tasks, report their failures, kill what liveness/startup condemned.
+    fn watch_probes(&mut self) {
+        self.stopping.retain(|_, t| !t.is_finished());
+        if self.shim_pid > 0 {
+            let ns = NetNs::Pid(self.shim_pid);
+            let ip = self.pod_ip();
+            self.probes.sync(&self.pod, &self.runtime, &ns, &ip);
+        }
+        for u in self.probes.take_events() {
+            self.event(
+                "Unhealthy",
+                u.message,
+                true,
+                events::field_path(u.init, &u.container),
+            );
+        }
+        for (id, why) in self.probes.kills() {
+            let Some(c) = self
+                .runtime
+                .iter()
+                .find(|c| c.id == id && c.running)
+                .cloned()
+            else {
+                continue;
+            };
+            if self.stopping.contains_key(&id) {
+                continue;
+            }
+            let Some((spec, init)) = probe::spec_of(&self.pod, &c).map(|(s, i)| (s.clone(), i))
+            else {
+                continue;
+            };
+            self.event("Killing", why, false, events::field_path(init, &spec.name));
+            let probe_grace = spec
+                .liveness_probe
+                .as_ref()
+                .and_then(|p| p.termination_grace_period_seconds);
+            let grace = self.grace(probe_grace);
+            self.spawn_stop(&spec, init, &id, grace);
+        }
+    }
+
+    /// Stop one attempt in the background (preStop, SIGTERM, SIGKILL after `grace`).
+    fn spawn_stop(&mut self, spec: &Container, init: bool, id: &str, grace: Duration) {
+        let dir = self.dir.clone();
+        let pod = self.pod.clone();
+        let target = self.target(spec);
+        let spec = spec.clone();
+        let idc = id.to_string();
+        let client = self.client();
+        let node = self.shared.node_name.clone();
+        let board = self.probes.board.clone();
+        let task = tokio::spawn(async move {
+            let failed =
+                stop::stop_one(&dir, &pod, Some(&spec), &idc, target.as_ref(), grace).await;
+            if let Some(msg) = failed {
+                events::record(
+                    &client,
+                    &node,
+                    &pod,
+                    Ev {
+                        reason: Hook::PreStop.reason(),
+                        message: msg,
+                        warning: true,
+                        field_path: events::field_path(init, &spec.name),
+                    },
+                );
+            }
+            board.wake.notify_one();
+        });
+        self.stopping.insert(id.to_string(), task);
+    }
+
+    /// Hard eviction: kill every container at once, report `Failed`/`Evicted`, stop the shim.
+    async fn evict(&mut self, msg: String) {
+        self.event("Evicted", msg.clone(), true, None);
+        if self.refresh().await.is_ok() {
+            for (_, t) in self.stopping.drain() {
+                t.abort();
+            }
+            let running: Vec<ContainerState> =
+                self.runtime.iter().filter(|c| c.running).cloned().collect();
+            for c in &running {
+                let spec = probe::spec_of(&self.pod, c).map(|(s, i)| (s.clone(), i));
+                if let Some((s, init)) = &spec {
+                    self.event(
+                        "Killing",
+                        format!("Stopping container {}", s.name),
+                        false,
+                        events::field_path(*init, &s.name),
+                    );
+                }
+                stop::stop_one(&self.dir, &self.pod, None, &c.id, None, Duration::ZERO).await;
+            }
+            let _ = self.refresh().await;
+        }
+        self.evicted = Some(msg);
+        self.backoff_msg.clear();
+        self.waiting.clear();
+        if let Err(e) = self.write_status().await {
+            tracing::warn!(pod = %self.name(), error = %e, "cannot report the eviction");
+        }
+        let _ = shim::call(&self.dir, &Request::Shutdown).await;
+        self.finished = true;
+        if let Ok(mut e) = self.shared.evictions.lock() {
+            e.remove(&self.uid);
+        }
+    }
+
+    /// Whether the regular containers are done for good (restartPolicy says no more runs).
+    fn main_done(&self) -> bool {
+        let Some(spec) = &self.pod.spec else {
+            return false;
+        };
+        let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        !spec.containers.is_empty()
+            && spec.containers.iter().all(|c| {
+                attempts(&self.runtime, &c.name).last().is_some_and(|l| {
+                    !l.running
+                        && match policy {
+                            "Always" => false,
+                            "OnFailure" => l.exit_code == Some(0),
+                            _ => true,
+                        }
+                })
+            })
+    }
+
+    /// Once the regular containers are done, sidecars stop, last started first.
+    fn stop_sidecars_when_done(&mut self) {
+        if !self.main_done() {
+            return;
+        }
+        let Some(spec) = self.pod.spec.clone() else {
+            return;
+        };
+        if !self.stopping.is_empty() {
+            return; // one at a time, in reverse order
+        }
+        for c in spec.init_containers.iter().flatten().rev() {
+            if !is_sidecar(c) {
+                continue;
+            }
+            let running = attempts(&self.runtime, &c.name)
+                .last()
+                .filter(|l| l.running)
+                .map(|l| l.id.clone());
+            if let Some(id) = running {
+                self.event(
+                    "Killing",
+                    format!("Stopping container {}", c.name),
+                    false,
+                    events::field_path(true, &c.name),
+                );
+                let grace = self.grace(None);
+                self.spawn_stop(c, true, &id, grace);
+                return;
+            }
+        }
     }
 
     fn terminal_now(&self) -> bool {
@@ -255,10 +486,34 @@ impl Worker {
             .clone()
             .unwrap_or_else(|| "Always".into());
         self.backoff_msg.clear();
+        let main_done = self.main_done();
         for c in spec.init_containers.iter().flatten() {
             let latest = attempts(&self.runtime, &c.name)
                 .last()
                 .map(|l| (*l).clone());
+            if is_sidecar(c) {
+                // Started in order, not waited for; restarted whatever the pod's policy.
+                match latest {
+                    None => {
+                        self.start(c, true, 0).await;
+                        return;
+                    }
+                    Some(l) if l.running => {
+                        if !self.probes.state(&self.pod, &l).0 {
+                            return; // its startup probe has not passed yet
+                        }
+                    }
+                    Some(l) => {
+                        if !main_done && !self.stopping.contains_key(&l.id) {
+                            self.restart(c, true, &l).await;
+                        }
+                        if !status::init_done(&self.pod, &self.runtime) {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
             match latest {
                 None => {
                     self.start(c, true, 0).await;
@@ -281,6 +536,7 @@ impl Worker {
             match latest {
                 None => self.start(c, false, 0).await,
                 Some(l) if l.running => {}
+                Some(l) if self.stopping.contains_key(&l.id) => {}
                 Some(l) => {
                     let again = match policy.as_str() {
                         "Always" => true,
@@ -298,6 +554,9 @@ impl Worker {
     /// Restart after an exit, unless held back (then `CrashLoopBackOff`).
     async fn restart(&mut self, c: &Container, init: bool, last: &ContainerState) {
         let now = Instant::now();
+        if ran_for(last) >= BACKOFF_RESET {
+            self.backoff.remove(&c.name);
+        }
         if let Some((delay, since)) = self.backoff.get(&c.name).copied() {
             if now.duration_since(since) < delay {
                 let msg = format!(
@@ -398,8 +657,9 @@ impl Worker {
                     "Started",
                     format!("Started container {}", c.name),
                     false,
-                    fp,
+                    fp.clone(),
                 );
+                self.post_start(c, init, attempt, fp).await;
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -411,6 +671,28 @@ impl Worker {
                     .entry(c.name.clone())
                     .or_insert((BACKOFF_START, Instant::now()));
             }
+        }
+    }
+
+    /// Upstream runs postStart before it calls the container started; a failure kills it
+    /// (then its restart policy decides).
+    async fn post_start(&mut self, c: &Container, init: bool, attempt: u32, fp: Option<String>) {
+        if Hook::PostStart.handler(c).is_none() {
+            return;
+        }
+        let _ = self.refresh().await;
+        let Some(target) = self.target(c) else {
+            return;
+        };
+        let grace = self.grace(None);
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let budget = grace.max(Duration::from_secs(30));
+        if let Err(msg) = hooks::run(Hook::PostStart, c, &name, &target, budget).await {
+            self.event(Hook::PostStart.reason(), msg, true, fp.clone());
+            self.event("Killing", "FailedPostStartHook".into(), false, fp);
+            let id = container_spec::container_id(&c.name, attempt);
+            let _ = init;
+            stop::stop_one(&self.dir, &self.pod, Some(c), &id, Some(&target), grace).await;
         }
     }
 
@@ -466,7 +748,14 @@ impl Worker {
         let now = format!("{:.0}", jiff::Timestamp::now());
         let messages = self.messages();
         let backoff_msg = self.backoff_msg.clone();
+        let mut probed = HashMap::new();
+        for c in self.runtime.iter().filter(|c| c.running) {
+            if let Some(name) = c.annotations.get(container_spec::ANN_NAME) {
+                probed.insert(name.clone(), self.probes.state(&self.pod, c));
+            }
+        }
         let notes = Notes {
+            probed: &probed,
             waiting: &self.waiting,
             backoff: &backoff_msg,
             messages: &messages,
@@ -477,7 +766,17 @@ impl Worker {
             now: &now,
         };
         let qos = resources::qos(&self.pod).as_str();
-        let st = status::compute(&self.pod, &self.runtime, &notes, qos);
+        let mut st = status::compute(&self.pod, &self.runtime, &notes, qos);
+        if let Some(m) = &self.evicted {
+            st["phase"] = json!("Failed");
+            st["reason"] = json!("Evicted");
+            st["message"] = json!(m);
+            if let Some(c) = st["conditions"].as_array_mut() {
+                c.push(json!({"type": "DisruptionTarget", "status": "True",
+                    "reason": "TerminationByKubelet", "message": m, "lastProbeTime": null,
+                    "lastTransitionTime": now}));
+            }
+        }
         let cmp = status::comparable(&st);
         if self.last_status.as_ref().map(status::comparable) == Some(cmp) {
             return Ok(());
@@ -506,68 +805,85 @@ impl Worker {
         }
     }
 
-    /// Stop the containers (SIGTERM, SIGKILL after `grace`), report, stop the shim, clean up.
+    /// Stop the containers (preStop, SIGTERM, SIGKILL after `grace`; regular containers
+    /// together, then sidecars in reverse order), report, stop the shim, clean up.
     async fn teardown(&mut self, grace: Duration) {
         if self.refresh().await.is_ok() {
+            for (_, t) in self.stopping.drain() {
+                t.abort();
+            }
+            let deadline = Instant::now() + grace;
             let running: Vec<ContainerState> =
                 self.runtime.iter().filter(|c| c.running).cloned().collect();
-            if !running.is_empty() {
-                for c in &running {
-                    let name = c
-                        .annotations
-                        .get(container_spec::ANN_NAME)
-                        .cloned()
-                        .unwrap_or_default();
-                    let init = c
-                        .annotations
-                        .get(container_spec::ANN_INIT)
-                        .is_some_and(|v| v == "true");
-                    self.event(
-                        "Killing",
-                        format!("Stopping container {name}"),
-                        false,
-                        events::field_path(init, &name),
-                    );
-                    let sig = if grace.is_zero() {
-                        libc::SIGKILL
-                    } else {
-                        libc::SIGTERM
-                    };
-                    let _ = shim::call(
-                        &self.dir,
-                        &Request::Kill {
-                            id: c.id.clone(),
-                            signal: sig,
-                        },
-                    )
-                    .await;
-                }
-                let deadline = Instant::now() + grace;
-                let mut killed = grace.is_zero();
-                let hard_deadline = deadline + Duration::from_secs(10);
-                loop {
-                    if self.refresh().await.is_err() || self.runtime.iter().all(|c| !c.running) {
-                        break;
-                    }
-                    if !killed && Instant::now() >= deadline {
-                        for c in self.runtime.iter().filter(|c| c.running) {
-                            let _ = shim::call(
-                                &self.dir,
-                                &Request::Kill {
-                                    id: c.id.clone(),
-                                    signal: libc::SIGKILL,
-                                },
-                            )
-                            .await;
-                        }
-                        killed = true;
-                    }
-                    if Instant::now() >= hard_deadline {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut regular = Vec::new();
+            let mut sidecars = Vec::new();
+            for c in &running {
+                let spec = probe::spec_of(&self.pod, c).map(|(s, i)| (s.clone(), i));
+                let name = c
+                    .annotations
+                    .get(container_spec::ANN_NAME)
+                    .cloned()
+                    .unwrap_or_default();
+                let init = c
+                    .annotations
+                    .get(container_spec::ANN_INIT)
+                    .is_some_and(|v| v == "true");
+                self.event(
+                    "Killing",
+                    format!("Stopping container {name}"),
+                    false,
+                    events::field_path(init, &name),
+                );
+                let target = spec.as_ref().and_then(|(s, _)| self.target(s));
+                let entry = (c.id.clone(), spec.map(|(s, _)| s), target, init, name);
+                if entry.1.as_ref().is_some_and(|s| init && is_sidecar(s)) {
+                    sidecars.push(entry);
+                } else {
+                    regular.push(entry);
                 }
             }
+            // Sidecars stop last, in the reverse of their order in the spec.
+            if let Some(spec) = &self.pod.spec {
+                let order: Vec<&str> = spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                sidecars.sort_by_key(|e| std::cmp::Reverse(order.iter().position(|n| *n == e.4)));
+            }
+            let (dir, pod) = (self.dir.clone(), self.pod.clone());
+            let stops = regular.iter().map(|(id, spec, target, _, _)| {
+                stop::stop_one(&dir, &pod, spec.as_ref(), id, target.as_ref(), grace)
+            });
+            let failures = futures::future::join_all(stops).await;
+            let mut all_failures: Vec<(bool, String, String)> = regular
+                .iter()
+                .zip(failures)
+                .filter_map(|(e, f)| f.map(|m| (e.3, e.4.clone(), m)))
+                .collect();
+            for (id, spec, target, init, name) in &sidecars {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let left = if grace.is_zero() {
+                    Duration::ZERO
+                } else {
+                    left.max(Duration::from_secs(2))
+                };
+                if let Some(m) =
+                    stop::stop_one(&dir, &pod, spec.as_ref(), id, target.as_ref(), left).await
+                {
+                    all_failures.push((*init, name.clone(), m));
+                }
+            }
+            for (init, name, m) in all_failures {
+                self.event(
+                    Hook::PreStop.reason(),
+                    m,
+                    true,
+                    events::field_path(init, &name),
+                );
+            }
+            let _ = self.refresh().await;
             // Final status with the containers' exits (the pod still exists if graceful).
             if !grace.is_zero() || self.pod.metadata.deletion_timestamp.is_some() {
                 self.backoff_msg.clear();
@@ -611,5 +927,18 @@ impl Worker {
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => tracing::warn!(pod = %self.name(), error = %e, "final delete failed"),
         }
+    }
+}
+
+/// How long an exited attempt ran.
+fn ran_for(c: &ContainerState) -> Duration {
+    let start = c.started_at.parse::<jiff::Timestamp>();
+    let end = c
+        .finished_at
+        .as_deref()
+        .map(|f| f.parse::<jiff::Timestamp>());
+    match (start, end) {
+        (Ok(s), Some(Ok(e))) => Duration::from_secs_f64(e.duration_since(s).as_secs_f64().max(0.0)),
+        _ => Duration::ZERO,
     }
 }
