@@ -568,6 +568,9 @@ pub struct KubeletArgs {
     /// cgroup parent of the pods below each cgroup v1 controller.
     #[arg(long, default_value = "kubepods")]
     pub kubelet_cgroup_root: String,
+    /// Port of the kubelet API (logs, exec, port-forward, stats); 0 picks a free port.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
 }
 
 #[derive(Debug, clap::Args)]

@@ -127,6 +127,7 @@ pub async fn run(
         data_dir: cfg.data_dir.clone(),
         pod_log_dir: cfg.kubelet.pod_log_dir.clone(),
         cgroup_root: cfg.kubelet.kubelet_cgroup_root.clone(),
+        kubelet_port: cfg.kubelet.kubelet_port,
     };
     let kubelet = tokio::spawn(crate::kubelet::run(kcfg, rx, stopped(stop_rx.clone())));
 
