@@ -608,6 +608,9 @@ pub struct KubeletArgs {
     /// Directory of static pod manifests, run on this node with mirror pods `<name>-<node>`.
     #[arg(long)]
     pub pod_manifest_path: Option<PathBuf>,
+    /// Port of the kubelet API (logs, exec, port-forward, stats); 0 picks a free port.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
 }
 
 #[derive(Debug, clap::Args)]

@@ -30,6 +30,7 @@ pub mod join_tokens;
 pub mod merge;
 mod metrics;
 mod node_graph;
+mod node_proxy;
 mod offload;
 pub mod openapi;
 mod pki_ops;

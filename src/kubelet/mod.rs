@@ -12,6 +12,7 @@ pub mod lease;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod server;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -43,6 +44,9 @@ pub struct Config {
     /// `registries.yaml`, loaded.
     pub registries: std::sync::Arc<images::registries::Registries>,
     pub image_gc: ImageGc,
+    /// Port of the kubelet API (`server`); 0 picks a free one. After start-up, the bound port
+    /// (what the Node's `daemonEndpoints` reports).
+    pub kubelet_port: u16,
 }
 
 /// Image garbage collection settings (upstream's kubelet flags of the same names).
@@ -86,11 +90,12 @@ pub const STATUS_REPORT: Duration = Duration::from_secs(60);
 
 /// Register the node, then keep its Lease and status fresh until `shutdown` resolves.
 pub async fn run(
-    cfg: Config,
+    mut cfg: Config,
     clients: watch::Receiver<kube::Client>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     tokio::pin!(shutdown);
+    let api_server = start_api_server(&mut cfg, clients.clone()).await;
     let mut backoff = Duration::from_secs(1);
     let uid = loop {
         let client = clients.borrow().clone();
@@ -134,6 +139,7 @@ pub async fn run(
                 // The pods keep running in their shims; a restarted agent re-adopts them.
                 if let Some((p, _)) = &pods { p.abort(); }
                 if let Some(s) = &static_pods { s.abort(); }
+                if let Some(s) = &api_server { s.abort(); }
                 return Ok(());
             }
             _ = async { tick.tick().await; tokio::time::sleep(pause).await } => {}
@@ -261,4 +267,36 @@ fn log_api_error(node: &str, what: &str, e: &kube::Error) {
         ),
         e => tracing::warn!(node, error = %e, "{what}; retrying"),
     }
+}
+
+/// Bind and start the kubelet API (`server`). A port that cannot be bound leaves the node
+/// without `logs`/`exec` (logged), not without its pods.
+async fn start_api_server(
+    cfg: &mut Config,
+    clients: watch::Receiver<kube::Client>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let scfg = server::Config {
+        node_name: cfg.node_name.clone(),
+        bind_address: IpAddr::from([0, 0, 0, 0]),
+        port: cfg.kubelet_port,
+        pki_dir: cfg.data_dir.join("pki"),
+        log_dir: cfg.pod_log_dir.clone(),
+        pods_dir: cfg.data_dir.join("pods"),
+    };
+    let listener = match server::listen(&scfg).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "the kubelet API is not served");
+            return None;
+        }
+    };
+    if let Ok(a) = listener.local_addr() {
+        cfg.kubelet_port = a.port();
+        tracing::info!(port = a.port(), "kubelet API listening");
+    }
+    Some(tokio::spawn(async move {
+        if let Err(e) = server::run(scfg, listener, clients, std::future::pending::<()>()).await {
+            tracing::error!(error = %e, "the kubelet API stopped");
+        }
+    }))
 }

@@ -263,7 +263,7 @@ pub fn status(cfg: &Config, signals: &Signals, crossed: &[Signal]) -> Value {
             {"type": "InternalIP", "address": cfg.node_ip.to_string()},
             {"type": "Hostname", "address": cfg.hostname},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
         "nodeInfo": {
             "machineID": read_trim("/etc/machine-id"),
             "systemUUID": read_trim("/sys/class/dmi/id/product_uuid"),

@@ -89,6 +89,14 @@ impl Material {
         parse_pem(&ca.cert_pem).ok().map(|i| i.subject_raw)
     }
 
+    /// The certificate (PEM) of the signing CA `authority` (e.g. `kubelet-serving-ca`, the
+    /// only anchor the apiserver trusts for kubelets).
+    pub fn authority_cert_pem(&self, authority: &str) -> Option<String> {
+        self.intermediates
+            .get(authority)
+            .map(|ca| ca.own_cert_pem())
+    }
+
     /// Certificates appended after a leaf signed by `ca`.
     fn chain_after(&self, ca: &Ca) -> String {
         chain_after(ca, self.cross_pem.as_deref(), &self.root)

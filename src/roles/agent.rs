@@ -143,6 +143,7 @@ pub async fn run(
         )?,
         eviction_hard: crate::kubelet::eviction::Thresholds::parse(&cfg.kubelet.eviction_hard)?,
         pod_manifest_path: cfg.kubelet.pod_manifest_path.clone(),
+        kubelet_port: cfg.kubelet.kubelet_port,
     };
     let kubelet = tokio::spawn(crate::kubelet::run(kcfg, rx, stopped(stop_rx.clone())));
 

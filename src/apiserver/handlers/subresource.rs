@@ -1,7 +1,8 @@
 //! Subresources: `status` (get/update/patch), `scale` (autoscaling/v1 Scale over
 //! `spec.replicas`, also for custom resources that declare it), `binding`, `eviction`,
-//! `finalize` and `approval`. Streaming subresources (log, exec, attach, portforward, proxy) are
-//! the kubelet's; until nodes run pods they answer a clear 503 Status.
+//! `finalize` and `approval`. Streaming subresources are the kubelet's: `pods/log` is proxied
+//! to it (`node_proxy`); exec, attach, portforward and proxy answer a clear 503 Status until
+//! they are.
 
 use http::Response;
 use hyper::body::Incoming;
@@ -48,6 +49,9 @@ pub async fn dispatch(
             Some(issuer) => crate::apiserver::sa_tokens::token_request(ctx, &issuer, body_in).await,
             None => Err(ApiError::unavailable("service-account tokens are not configured on this server")),
         },
+        ("log", "get") if ctx.ri.group.is_empty() && ctx.ri.plural == "pods" => {
+            crate::apiserver::node_proxy::log::serve(ctx).await
+        }
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::unavailable(format!(
             "{sub} for {} \"{name}\" is not available yet: it is served by the node agent, which this server does not run yet",
             ctx.ri.group_resource()

@@ -153,6 +153,8 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, String> {
                 .join(&c.name)
                 .join(format!("{}.log", i.attempt)),
         ),
+        log_max_bytes: None,
+        log_max_files: None,
     })
 }
 

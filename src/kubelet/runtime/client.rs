@@ -127,3 +127,30 @@ pub async fn call(dir: &Path, req: &Request) -> Result<Response, Error> {
 pub async fn alive(dir: &Path) -> bool {
     call(dir, &Request::State).await.is_ok()
 }
+
+/// One exchange from a blocking thread (log followers), bounded by a 5 s timeout.
+pub fn call_blocking(dir: &Path, req: &Request) -> Result<Response, Error> {
+    use std::io::{BufRead, Write};
+    let path = super::shim::socket(dir);
+    let talk = |detail: String| Error::Talk {
+        path: path.clone(),
+        detail,
+    };
+    let s = std::os::unix::net::UnixStream::connect(&path).map_err(|e| talk(e.to_string()))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut body = serde_json::to_vec(req).map_err(|e| talk(e.to_string()))?;
+    body.push(b'\n');
+    (&s).write_all(&body).map_err(|e| talk(e.to_string()))?;
+    let mut line = String::new();
+    std::io::BufReader::new(&s)
+        .take(4 << 20)
+        .read_line(&mut line)
+        .map_err(|e| talk(e.to_string()))?;
+    let resp: Response =
+        serde_json::from_str(&line).map_err(|e| talk(format!("bad answer: {e}")))?;
+    if let Some(e) = &resp.error {
+        return Err(Error::Refused(e.clone()));
+    }
+    Ok(resp)
+}

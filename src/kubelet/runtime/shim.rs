@@ -89,7 +89,7 @@ struct Ctr {
     state: ContainerState,
     stdout: Option<(OwnedFd, logs::Stream)>,
     stderr: Option<(OwnedFd, logs::Stream)>,
-    log: Option<std::fs::File>,
+    log: Option<logs::LogFile>,
     cgroup_path: Option<String>,
     cgroup_dirs: Vec<PathBuf>,
 }
@@ -364,7 +364,14 @@ impl Shim {
             return Err(format!("container {id} exists"));
         }
         let log = match &spec.log_path {
-            Some(p) => Some(logs::open(p).map_err(|e| format!("log file {}: {e}", p.display()))?),
+            Some(p) => Some(
+                logs::LogFile::open(
+                    p,
+                    spec.log_max_bytes.unwrap_or(logs::MAX_BYTES),
+                    spec.log_max_files.unwrap_or(logs::MAX_FILES),
+                )
+                .map_err(|e| format!("log file {}: {e}", p.display()))?,
+            ),
             None => None,
         };
         let dir = self.dir.join(id);
@@ -483,7 +490,7 @@ impl Shim {
 }
 
 /// Writes log lines to the container's file, if it has one.
-struct LogSink<'a>(Option<&'a mut std::fs::File>);
+struct LogSink<'a>(Option<&'a mut logs::LogFile>);
 
 impl Write for LogSink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -65,6 +65,12 @@ pub struct Spec {
     /// CRI-format log file for stdout/stderr (created with its parent directories).
     #[serde(default)]
     pub log_path: Option<PathBuf>,
+    /// Rotate the log past this size (default `logs::MAX_BYTES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_bytes: Option<u64>,
+    /// Log files kept, the current one included (default `logs::MAX_FILES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_files: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
