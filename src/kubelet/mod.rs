@@ -7,6 +7,7 @@
 //! renewal can swap it without restarting these loops (calls in flight finish on the old one).
 
 pub mod lease;
+pub mod network;
 pub mod node;
 pub mod pods;
 pub mod runtime;
@@ -31,6 +32,9 @@ pub struct Config {
     pub pod_log_dir: PathBuf,
     /// cgroup parent of the pods (`kubepods`).
     pub cgroup_root: String,
+    /// `--cluster-cidr` (all pods of the cluster) and `--pod-network-backend`.
+    pub cluster_cidr: network::Ipv4Net,
+    pub pod_network_backend: network::Backend,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +136,31 @@ async fn start_pods(
             return None;
         }
     };
+    let network = match network::Network::new(network::Config {
+        node_name: cfg.node_name.clone(),
+        node_ip: cfg.node_ip,
+        cluster_cidr: cfg.cluster_cidr,
+        backend: cfg.pod_network_backend,
+        state_dir: cfg.data_dir.join("network"),
+    })
+    .await
+    {
+        Ok(n) => {
+            let n = std::sync::Arc::new(n);
+            tokio::spawn(network::run(
+                n.clone(),
+                clients.clone(),
+                std::future::pending::<()>(),
+            ));
+            Some(n)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the pod network; pods get loopback only");
+            None
+        }
+    };
     let shared = std::sync::Arc::new(pods::Shared {
+        network,
         node_name: cfg.node_name.clone(),
         node_ip: cfg.node_ip.to_string(),
         clients,

@@ -46,6 +46,9 @@ pub struct Worker {
     said: HashSet<String>,
     last_status: Option<Value>,
     finished: bool,
+    /// The shim's PID (its network namespace is the pod's) and the pod's address.
+    shim_pid: i32,
+    net_ip: Option<String>,
 }
 
 /// Run the worker until the pod is gone from this node.
@@ -69,6 +72,8 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Pod>>) {
         said: HashSet::new(),
         last_status: None,
         finished: false,
+        shim_pid: 0,
+        net_ip: None,
     };
     loop {
         let current = rx.borrow_and_update().clone();
@@ -145,6 +150,7 @@ impl Worker {
         match shim::call(&self.dir, &Request::State).await {
             Ok(r) => {
                 self.runtime = r.containers;
+                self.shim_pid = r.shim_pid;
                 self.sandbox = true;
                 Ok(())
             }
@@ -182,6 +188,13 @@ impl Worker {
                 .map_err(|e| e.to_string())?;
             self.refresh().await?;
         }
+        if !self.attach_network().await {
+            // A re-adopted sandbox keeps its last status (and podIP) until attached again.
+            if self.runtime.is_empty() {
+                return self.write_status().await;
+            }
+            return Ok(());
+        }
         let pod_ip = self.pod_ip();
         container_spec::write_pod_files(&self.dir, &self.pod, &pod_ip)
             .map_err(|e| format!("pod files: {e}"))?;
@@ -216,9 +229,54 @@ impl Worker {
         if self.terminal_now() {
             // Like upstream: once terminal, the sandbox goes; logs and status stay.
             let _ = shim::call(&self.dir, &Request::Shutdown).await;
+            self.detach_network().await;
             self.finished = true;
         }
         Ok(())
+    }
+
+    fn host_network(&self) -> bool {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false)
+    }
+
+    /// Give the sandbox its `eth0` and address (once; idempotent across agent restarts).
+    /// False while the node's pod network cannot attach it (`FailedCreatePodSandBox`).
+    async fn attach_network(&mut self) -> bool {
+        if self.host_network() || self.net_ip.is_some() {
+            return true;
+        }
+        let Some(net) = self.shared.network.clone() else {
+            return true;
+        };
+        match net.attach(&self.uid, self.shim_pid).await {
+            Ok(ip) => {
+                self.net_ip = Some(ip.to_string());
+                true
+            }
+            Err(e) => {
+                if self.said.insert(format!("sandbox:{e}")) {
+                    self.event(
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: pod network: {e}"),
+                        true,
+                        None,
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    async fn detach_network(&self) {
+        if let Some(net) = &self.shared.network {
+            if let Err(e) = net.detach(&self.uid).await {
+                tracing::warn!(pod = %self.name(), error = %e, "cannot remove the pod's network");
+            }
+        }
     }
 
     fn terminal_now(&self) -> bool {
@@ -239,7 +297,7 @@ impl Worker {
         if host_net {
             self.shared.node_ip.clone()
         } else {
-            String::new()
+            self.net_ip.clone().unwrap_or_default()
         }
     }
 
@@ -593,6 +651,7 @@ impl Worker {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        self.detach_network().await;
         super::volumes::unmount_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ =
