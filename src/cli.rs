@@ -301,9 +301,10 @@ pub struct ServerArgs {
     /// How long a node's Lease may go unrenewed before the node is marked Unknown and tainted.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
-    /// The pod network; each node gets a slice of it as spec.podCIDR.
-    #[arg(long, default_value = "10.42.0.0/16")]
-    pub cluster_cidr: String,
+    /// The cluster's network settings (pod and Service ranges, DNS, the embedded agent's
+    /// node IP and pod network backend).
+    #[command(flatten)]
+    pub network: NetworkArgs,
     /// Prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
@@ -561,11 +562,74 @@ pub struct AgentArgs {
     /// The node's name (default: the hostname, lowercased).
     #[arg(long)]
     pub node_name: Option<String>,
-    /// The node's InternalIP (default: the first non-loopback address).
-    #[arg(long)]
-    pub node_ip: Option<std::net::IpAddr>,
+    #[command(flatten)]
+    pub network: NetworkArgs,
     #[command(flatten)]
     pub kubelet: KubeletArgs,
+}
+
+/// Networking flags shared by `rampart server` and `rampart agent`, with k3s's names and
+/// defaults. The agent needs the cluster CIDR for its routes (and the proxy for its
+/// masquerade rule), the Service CIDR and DNS address for the proxy and pods' resolv.conf.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetworkArgs {
+    /// The pod network; each node gets a slice of it as spec.podCIDR.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// The range ClusterIPs of Services are allocated from.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// The cluster DNS Service's address (inside --service-cidr), written into pods'
+    /// resolv.conf.
+    #[arg(long, default_value = "10.43.0.10")]
+    pub cluster_dns: std::net::IpAddr,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The node's InternalIP (default: the first non-loopback address; on a server, the
+    /// advertise address).
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
+    /// How pods reach other nodes' pods: `host-gw` (routes via the nodes' IPs, one L2
+    /// segment), `vxlan` (overlay, UDP 8472) or `auto` (host-gw where the node is on one of
+    /// our subnets, VXLAN otherwise).
+    #[arg(long, value_enum, default_value_t = crate::kubelet::network::Backend::Auto)]
+    pub pod_network_backend: crate::kubelet::network::Backend,
+}
+
+impl NetworkArgs {
+    /// Checks the ranges; the error names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::kubelet::network::Ipv4Net;
+        let cluster: Ipv4Net = self
+            .cluster_cidr
+            .parse()
+            .map_err(|e| format!("--cluster-cidr: {e}"))?;
+        let service: Ipv4Net = self
+            .service_cidr
+            .parse()
+            .map_err(|e| format!("--service-cidr: {e}"))?;
+        if cluster.covers(&service) || service.covers(&cluster) {
+            return Err(format!(
+                "--cluster-cidr {cluster} and --service-cidr {service} overlap"
+            ));
+        }
+        match self.cluster_dns {
+            std::net::IpAddr::V4(ip) if service.contains(ip) => {}
+            other => {
+                return Err(format!(
+                    "--cluster-dns {other} is not inside --service-cidr {service}"
+                ))
+            }
+        }
+        if crate::api::validation::dns1123_subdomain(&self.cluster_domain).is_err() {
+            return Err(format!(
+                "--cluster-domain {:?} is not a DNS name",
+                self.cluster_domain
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Kubelet settings shared by `rampart agent` and the server's embedded agent.

@@ -9,6 +9,7 @@
 pub mod eviction;
 pub mod images;
 pub mod lease;
+pub mod network;
 pub mod node;
 pub mod pods;
 pub mod runtime;
@@ -47,6 +48,9 @@ pub struct Config {
     /// Port of the kubelet API (`server`); 0 picks a free one. After start-up, the bound port
     /// (what the Node's `daemonEndpoints` reports).
     pub kubelet_port: u16,
+    /// `--cluster-cidr` (all pods of the cluster) and `--pod-network-backend`.
+    pub cluster_cidr: network::Ipv4Net,
+    pub pod_network_backend: network::Backend,
 }
 
 /// Image garbage collection settings (upstream's kubelet flags of the same names).
@@ -213,7 +217,31 @@ async fn start_pods(
         clients.clone(),
     ));
     let puller = std::sync::Arc::new(images::Puller::new(store.clone(), cfg.registries.clone()));
+    let network = match network::Network::new(network::Config {
+        node_name: cfg.node_name.clone(),
+        node_ip: cfg.node_ip,
+        cluster_cidr: cfg.cluster_cidr,
+        backend: cfg.pod_network_backend,
+        state_dir: cfg.data_dir.join("network"),
+    })
+    .await
+    {
+        Ok(n) => {
+            let n = std::sync::Arc::new(n);
+            tokio::spawn(network::run(
+                n.clone(),
+                clients.clone(),
+                std::future::pending::<()>(),
+            ));
+            Some(n)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the pod network; pods get loopback only");
+            None
+        }
+    };
     let shared = std::sync::Arc::new(pods::Shared {
+        network,
         node_name: cfg.node_name.clone(),
         node_ip: cfg.node_ip.to_string(),
         clients,

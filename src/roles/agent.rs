@@ -39,6 +39,7 @@ pub struct Config {
     pub hostname: String,
     pub extra_labels: Vec<(String, String)>,
     pub kubelet: crate::cli::KubeletArgs,
+    pub network: crate::cli::NetworkArgs,
 }
 
 const UPKEEP: Duration = Duration::from_secs(10);
@@ -70,9 +71,10 @@ pub async fn run_cli(args: AgentArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         hostname: node_name.clone(),
         node_name,
-        node_ip: args.node_ip.unwrap_or_else(default_node_ip),
+        node_ip: args.network.node_ip.unwrap_or_else(default_node_ip),
         extra_labels: Vec::new(),
         kubelet: args.kubelet.clone(),
+        network: args.network.clone(),
     };
     run(cfg, shutdown.wait()).await
 }
@@ -97,6 +99,12 @@ pub async fn run(
     let registries =
         crate::kubelet::images::registries::Registries::load(&cfg.kubelet.registry_config)?;
     let image_gc = crate::kubelet::ImageGc::from_args(&cfg.kubelet)?;
+    cfg.network.validate().map_err(|e| anyhow!("{e}"))?;
+    let cluster_cidr: crate::kubelet::network::Ipv4Net = cfg
+        .network
+        .cluster_cidr
+        .parse()
+        .map_err(|e| anyhow!("--cluster-cidr: {e}"))?;
     let pki = cfg.data_dir.join("pki");
     crate::pki::ensure_private_dir(&pki)?;
     finish_swap(&pki, "kubelet-client");
@@ -144,6 +152,8 @@ pub async fn run(
         eviction_hard: crate::kubelet::eviction::Thresholds::parse(&cfg.kubelet.eviction_hard)?,
         pod_manifest_path: cfg.kubelet.pod_manifest_path.clone(),
         kubelet_port: cfg.kubelet.kubelet_port,
+        cluster_cidr,
+        pod_network_backend: cfg.network.pod_network_backend,
     };
     let kubelet = tokio::spawn(crate::kubelet::run(kcfg, rx, stopped(stop_rx.clone())));
 

@@ -32,6 +32,7 @@ pub struct EmbeddedAgent {
     pub node_name: String,
     pub node_ip: IpAddr,
     pub kubelet: crate::cli::KubeletArgs,
+    pub network: crate::cli::NetworkArgs,
 }
 
 /// Wait for the API server's URL, then run everything until shutdown.
@@ -98,6 +99,7 @@ pub async fn run(
                 "true".into(),
             )],
             kubelet: a.kubelet,
+            network: a.network,
         };
         if let Err(e) = super::agent::run(agent_cfg, shutdown.clone().wait()).await {
             tracing::error!(error = %format!("{e:#}"), "the embedded agent stopped");

@@ -121,8 +121,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if !serving.ips.contains(&advertise) {
         serving.ips.push(advertise);
     }
-    let cluster_cidr =
-        crate::controllers::node_ipam::Cidr::parse(&args.cluster_cidr, args.node_cidr_mask_size)?;
+    args.network
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cluster_cidr = crate::controllers::node_ipam::Cidr::parse(
+        &args.network.cluster_cidr,
+        args.node_cidr_mask_size,
+    )?;
     let authority = pki::Authority::open(pki::Config {
         dir: args.data_dir.join("pki"),
         serving,
@@ -165,8 +170,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                     .node_name
                     .clone()
                     .unwrap_or_else(super::agent::default_node_name),
-                node_ip: advertise,
+                node_ip: args.network.node_ip.unwrap_or(advertise),
                 kubelet: args.kubelet.clone(),
+                network: args.network.clone(),
             }),
             leader_elect: args.leader_elect,
             node_monitor_grace_period: args.node_monitor_grace_period,

@@ -177,6 +177,20 @@ impl Server {
             } else {
                 Some("--disable-agent")
             })
+            // Embedded agents of concurrent test servers share the host's network namespace
+            // (and its pod bridge): give each its own pod range so their pod IPs never clash.
+            .args(
+                if self.agent && !self.extra_args.iter().any(|a| a == "--cluster-cidr") {
+                    Some([
+                        "--cluster-cidr".to_string(),
+                        format!("10.{}.0.0/16", 100 + std::process::id() % 150),
+                    ])
+                } else {
+                    None
+                }
+                .into_iter()
+                .flatten(),
+            )
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn rampart");

@@ -37,6 +37,8 @@ use crate::kubelet::runtime::{client as shim, shim::Request};
 
 /// What every worker shares.
 pub struct Shared {
+    /// The node's pod network (`None`: netlink unavailable, pods get loopback only).
+    pub network: Option<Arc<crate::kubelet::network::Network>>,
     pub node_name: String,
     pub node_ip: String,
     pub clients: watch::Receiver<kube::Client>,
@@ -198,7 +200,14 @@ async fn stop_orphans(shared: &Shared, live: &[String]) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        if let Some(net) = &shared.network {
+            let _ = net.detach(&uid).await;
+        }
         volumes::unmount_all(&dir);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    // Addresses of sandboxes that went while the agent was away.
+    if let Some(net) = &shared.network {
+        net.release_unless(live).await;
     }
 }

@@ -60,6 +60,7 @@ pub struct Worker {
     stopping: HashMap<String, tokio::task::JoinHandle<()>>,
     /// Set once the eviction manager chose this pod: the `Evicted` message.
     evicted: Option<String>,
+    net_ip: Option<String>,
 }
 
 impl Drop for Worker {
@@ -96,6 +97,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Pod>>) {
         probes: Probes::default(),
         stopping: HashMap::new(),
         evicted: None,
+        net_ip: None,
     };
     loop {
         let current = rx.borrow_and_update().clone();
@@ -221,6 +223,13 @@ impl Worker {
                 .map_err(|e| e.to_string())?;
             self.refresh().await?;
         }
+        if !self.attach_network().await {
+            // A re-adopted sandbox keeps its last status (and podIP) until attached again.
+            if self.runtime.is_empty() {
+                return self.write_status().await;
+            }
+            return Ok(());
+        }
         let pod_ip = self.pod_ip();
         container_spec::write_pod_files(&self.dir, &self.pod, &pod_ip)
             .map_err(|e| format!("pod files: {e}"))?;
@@ -257,6 +266,7 @@ impl Worker {
         if self.terminal_now() {
             // Like upstream: once terminal, the sandbox goes; logs and status stay.
             let _ = shim::call(&self.dir, &Request::Shutdown).await;
+            self.detach_network().await;
             self.finished = true;
         }
         Ok(())
@@ -454,6 +464,50 @@ impl Worker {
         }
     }
 
+    fn host_network(&self) -> bool {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false)
+    }
+
+    /// Give the sandbox its `eth0` and address (once; idempotent across agent restarts).
+    /// False while the node's pod network cannot attach it (`FailedCreatePodSandBox`).
+    async fn attach_network(&mut self) -> bool {
+        if self.host_network() || self.net_ip.is_some() {
+            return true;
+        }
+        let Some(net) = self.shared.network.clone() else {
+            return true;
+        };
+        match net.attach(&self.uid, self.shim_pid).await {
+            Ok(ip) => {
+                self.net_ip = Some(ip.to_string());
+                true
+            }
+            Err(e) => {
+                if self.said.insert(format!("sandbox:{e}")) {
+                    self.event(
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: pod network: {e}"),
+                        true,
+                        None,
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    async fn detach_network(&self) {
+        if let Some(net) = &self.shared.network {
+            if let Err(e) = net.detach(&self.uid).await {
+                tracing::warn!(pod = %self.name(), error = %e, "cannot remove the pod's network");
+            }
+        }
+    }
+
     fn terminal_now(&self) -> bool {
         self.last_status
             .as_ref()
@@ -472,7 +526,7 @@ impl Worker {
         if host_net {
             self.shared.node_ip.clone()
         } else {
-            String::new()
+            self.net_ip.clone().unwrap_or_default()
         }
     }
 
@@ -899,6 +953,7 @@ impl Worker {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        self.detach_network().await;
         super::volumes::unmount_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ =
