@@ -31,6 +31,8 @@ const MANY: usize = 32;
 const CM_NS: &str = "bench";
 const POD_NS: &str = "bench-pods";
 const WATCH_NS: &str = "bench-watch";
+/// A scheduler name nobody runs, so the benchmark's pods stay as created.
+const UNSCHEDULED: &str = "nobody";
 
 // ---------------------------------------------------------------------------------------------
 // Figures and the table.
@@ -167,6 +169,9 @@ fn pod(name: String) -> Pod {
                 image: Some("registry.k8s.io/pause:3.10".into()),
                 ..Default::default()
             }],
+            // No scheduler picks these up: the row measures the API server's create path,
+            // not scheduling (`benches/scheduler.rs` measures that).
+            scheduler_name: Some(UNSCHEDULED.into()),
             ..Default::default()
         }),
         ..Default::default()
@@ -749,7 +754,9 @@ async fn main() {
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut server = match Server::start(&bin, dir.path()) {
+    // No agent: the node's kubelet would start shims for the benchmark's pods and share the
+    // two cores with the API server being measured.
+    let mut server = match Server::start_with(&bin, dir.path(), &["--disable-agent"], &[]) {
         Ok(s) => s,
         Err(e) => {
             println!("api benchmark skipped: {e}");
