@@ -36,7 +36,7 @@ pub enum Command {
     /// Inspect and rotate the cluster's certificates.
     Cert(CertArgs),
     /// Join this machine to a cluster as a node.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Manage join tokens.
     Token(TokenArgs),
     /// Print the version.

@@ -469,7 +469,7 @@ subjects:
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let k = KeyPair::generate().unwrap();
         let c = p.self_signed(&k).unwrap();
-        let r = std::panic::catch_unwind(|| {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             kubelet_get(
                 port,
                 &ip,
@@ -477,7 +477,7 @@ subjects:
                 Some((c.pem(), k.serialize_pem())),
                 "/healthz",
             )
-        });
+        }));
         r.unwrap_or((0, String::new()))
     };
     assert_ne!(code, 200, "a self-signed certificate must not get in");

@@ -295,11 +295,3 @@ fn os_image() -> String {
         .map(|v| v.trim_matches('"').to_string())
         .unwrap_or_else(|| "Linux".into())
 }
-
-fn disk_size_ki(path: &std::path::Path) -> Option<u64> {
-    let st = nix::sys::statvfs::statvfs(path).ok()?;
-    // The field types differ between targets (u32 on some 32-bit ones).
-    #[allow(clippy::unnecessary_cast)]
-    let (blocks, frsize) = (st.blocks() as u64, st.fragment_size() as u64);
-    Some(blocks.saturating_mul(frsize) / 1024)
-}

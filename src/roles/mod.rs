@@ -59,7 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .thread_name("rampart-agent")
                 .build()?;
-            rt.block_on(agent::run_cli(args))
+            rt.block_on(agent::run_cli(*args))
         }
         Command::Audit(cmd) => audit::run(cmd),
         Command::Images(cmd) => images::run(cmd),

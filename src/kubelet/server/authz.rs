@@ -25,10 +25,13 @@ pub struct Ask {
     pub subresource: &'static str,
 }
 
+/// A cached verdict: allowed, the reason, and when it was decided.
+type Verdict = (bool, String, Instant);
+
 pub struct Authorizer {
     node: String,
     clients: watch::Receiver<kube::Client>,
-    cache: Mutex<HashMap<(Peer, Ask), (bool, String, Instant)>>,
+    cache: Mutex<HashMap<(Peer, Ask), Verdict>>,
 }
 
 impl Authorizer {

@@ -333,6 +333,8 @@ struct Inotify {
     fd: OwnedFd,
 }
 
+// inotify(7) is not among the `nix` features this crate builds.
+#[allow(unsafe_code)]
 impl Inotify {
     fn new(path: &Path) -> std::io::Result<Inotify> {
         // SAFETY: inotify_init1(2) returns a new descriptor we take ownership of.
@@ -340,8 +342,8 @@ impl Inotify {
         if raw < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: `raw` is a fresh descriptor owned by nothing else.
         let me = Inotify {
+            // SAFETY: `raw` is a fresh descriptor owned by nothing else.
             fd: unsafe { OwnedFd::from_raw_fd(raw) },
         };
         me.rewatch(path)?;

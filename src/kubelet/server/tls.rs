@@ -16,10 +16,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
+/// The files' modification times and the config built from them.
+type Built = (Vec<Option<SystemTime>>, Arc<ServerConfig>);
+
 /// The files the kubelet API's TLS is made of.
 pub struct Files {
     pki: PathBuf,
-    cached: Mutex<Option<(Vec<Option<SystemTime>>, Arc<ServerConfig>)>>,
+    cached: Mutex<Option<Built>>,
 }
 
 impl Files {
