@@ -371,7 +371,7 @@ fn ready_port(line: &str) -> Option<u16> {
 /// `child`'s output, killing it after `limit` (its stderr then says so).
 pub fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
     use std::io::Read;
-    let mut pipe_reader = |p: Option<Box<dyn Read + Send>>| {
+    let pipe_reader = |p: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut p) = p {
