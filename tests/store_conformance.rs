@@ -25,7 +25,7 @@ fn rocks(dir: &Path) -> Arc<dyn Backend> {
 fn encrypted(dir: &Path) -> Arc<dyn Backend> {
     use rampart::store::encrypted::{EncryptedBackend, Keyring};
     let inner =
-        Arc::new(RocksBackend::open(RocksConfig::new(&dir.join("store"))).expect("open store"));
+        Arc::new(RocksBackend::open(RocksConfig::new(dir.join("store"))).expect("open store"));
     let keyring = Arc::new(Keyring::load_or_create(&dir.join("encryption")).expect("keyring"));
     Arc::new(EncryptedBackend::new(inner, keyring, vec!["/".to_string()]))
 }
@@ -512,7 +512,7 @@ mod encrypted_backend {
             b("plaintext-canary")
         );
         drop(s);
-        let raw = RocksBackend::open(RocksConfig::new(&dir.path().join("store"))).unwrap();
+        let raw = RocksBackend::open(RocksConfig::new(dir.path().join("store"))).unwrap();
         let stored = raw.get("/secret", None).await.unwrap().unwrap().value;
         assert!(
             !stored.windows(16).any(|w| w == b"plaintext-canary"),
