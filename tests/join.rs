@@ -518,7 +518,24 @@ fn csr_policy_and_manual_approval() {
     );
     s.ok(&["certificate", "deny", "bob"]);
     assert!(condition(&s, "bob").contains("Denied"));
-    std::thread::sleep(Duration::from_secs(1));
+    // Barrier instead of a fixed sleep: a CSR approved after bob was denied gets signed, so
+    // the signer has seen bob's denial by then.
+    let (pem, _) = csr_pem("carol", &[]);
+    s.ok_in(
+        &["create", "-f", "-"],
+        &csr_object(
+            "carol",
+            &pem,
+            "kubernetes.io/kube-apiserver-client",
+            &["client auth"],
+        ),
+    );
+    s.ok(&["certificate", "approve", "carol"]);
+    assert!(
+        eventually(Duration::from_secs(15), || issued_cert(&s, "carol")
+            .is_some()),
+        "the barrier CSR was never signed"
+    );
     assert!(
         issued_cert(&s, "bob").is_none(),
         "a denied CSR must not be signed"

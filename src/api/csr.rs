@@ -84,11 +84,12 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Parse `pem` (the decoded `spec.request`) and verify its self-signature.
 pub fn parse_pem(pem: &[u8]) -> Result<Request, Error> {
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem).map_err(|_| Error::NotPem)?;
-    if block.label != "CERTIFICATE REQUEST" {
+    // Exactly one CERTIFICATE REQUEST block first, as upstream's `pem.Decode` reads it.
+    let (kind, der) = crate::pki::pem::first(pem).ok_or(Error::NotPem)?;
+    if kind != crate::pki::pem::Kind::Csr {
         return Err(Error::NotPem);
     }
-    parse_der(&block.contents)
+    parse_der(&der)
 }
 
 pub fn parse_der(der: &[u8]) -> Result<Request, Error> {

@@ -266,19 +266,11 @@ fn valid_certificate(b64: &str) -> bool {
     let Ok(pem) = base64::engine::general_purpose::STANDARD.decode(b64) else {
         return false;
     };
-    let mut rest: &[u8] = &pem;
-    let mut found = 0;
-    while let Ok((r, block)) = x509_parser::pem::parse_x509_pem(rest) {
-        if block.label != "CERTIFICATE"
-            || x509_parser::parse_x509_certificate(&block.contents).is_err()
-        {
-            return false;
-        }
-        found += 1;
-        rest = r;
-        if rest.iter().all(u8::is_ascii_whitespace) {
-            break;
-        }
-    }
-    found > 0
+    let Ok(blocks) = crate::pki::pem::blocks(&pem, crate::pki::pem::Kind::Certificate) else {
+        return false;
+    };
+    !blocks.is_empty()
+        && blocks
+            .iter()
+            .all(|der| x509_parser::parse_x509_certificate(der).is_ok())
 }

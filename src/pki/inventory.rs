@@ -37,27 +37,17 @@ impl CertInfo {
 
 /// Parse the first certificate of a PEM bundle.
 pub fn parse_pem(pem: &str) -> Result<CertInfo, String> {
-    let block = rustls_pemfile_first(pem).ok_or("no CERTIFICATE block")?;
+    let block = super::pem::first_certificate(pem.as_bytes()).ok_or("no CERTIFICATE block")?;
     parse_der(&block)
 }
 
 /// Every certificate of a PEM bundle.
 pub fn parse_all_pem(pem: &str) -> Result<Vec<CertInfo>, String> {
-    let mut out = Vec::new();
-    for p in Pem::iter_from_buffer(pem.as_bytes()) {
-        let p = p.map_err(|e| e.to_string())?;
-        if p.label == "CERTIFICATE" {
-            out.push(parse_der(&p.contents)?);
-        }
-    }
-    Ok(out)
-}
-
-fn rustls_pemfile_first(pem: &str) -> Option<Vec<u8>> {
-    Pem::iter_from_buffer(pem.as_bytes())
-        .filter_map(Result::ok)
-        .find(|p| p.label == "CERTIFICATE")
-        .map(|p| p.contents)
+    super::pem::blocks(pem.as_bytes(), super::pem::Kind::Certificate)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|der| parse_der(der))
+        .collect()
 }
 
 pub fn parse_der(der: &[u8]) -> Result<CertInfo, String> {

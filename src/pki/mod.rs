@@ -15,6 +15,7 @@ mod files;
 pub mod inventory;
 mod issue;
 pub mod kubeconfig;
+pub mod pem;
 pub mod profiles;
 
 use std::net::IpAddr;

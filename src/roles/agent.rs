@@ -310,8 +310,8 @@ async fn fetch_ca(client: &kube::Client) -> anyhow::Result<String> {
 
 /// Validity (not_before, not_after) of a PEM certificate.
 fn validity(cert_pem: &str) -> Option<(i64, i64)> {
-    let (_, block) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
-    let (_, c) = x509_parser::parse_x509_certificate(&block.contents).ok()?;
+    let der = crate::pki::pem::first_certificate(cert_pem.as_bytes())?;
+    let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
     Some((
         c.validity().not_before.timestamp(),
         c.validity().not_after.timestamp(),
@@ -335,8 +335,8 @@ fn load_pair(pki: &Path, name: &str) -> Option<(String, String)> {
         return None;
     }
     let kp = rcgen::KeyPair::from_pem(&key).ok()?;
-    let (_, block) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).ok()?;
-    let (_, c) = x509_parser::parse_x509_certificate(&block.contents).ok()?;
+    let der = crate::pki::pem::first_certificate(cert.as_bytes())?;
+    let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
     (c.public_key().raw == kp.subject_public_key_info().as_slice()).then_some((key, cert))
 }
 

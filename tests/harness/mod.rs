@@ -46,7 +46,9 @@ impl Server {
     fn start_inner(extra: &[&str], agent: bool) -> Server {
         let mut s = Server {
             dir: tempfile::tempdir().expect("tempdir"),
-            port: free_port(),
+            // Chosen by the server (`--https-port 0`) and read from its ready line: no race
+            // with other processes for a "free" port.
+            port: 0,
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             agent,
@@ -62,7 +64,9 @@ impl Server {
     pub fn start_capped(extra: &[&str], bytes: u64) -> Server {
         let mut s = Server {
             dir: tempfile::tempdir().expect("tempdir"),
-            port: free_port(),
+            // Chosen by the server (`--https-port 0`) and read from its ready line: no race
+            // with other processes for a "free" port.
+            port: 0,
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             agent: false,
@@ -83,7 +87,9 @@ impl Server {
     pub fn start_in(dir: tempfile::TempDir) -> Server {
         let mut s = Server {
             dir,
-            port: free_port(),
+            // Chosen by the server (`--https-port 0`) and read from its ready line: no race
+            // with other processes for a "free" port.
+            port: 0,
             child: None,
             extra_args: Vec::new(),
             agent: false,
@@ -204,18 +210,18 @@ impl Server {
                 }
                 if !ready_sent && line.contains("rampart server ready") {
                     ready_sent = true;
-                    let _ = tx.send(Ok(()));
+                    let _ = tx.send(ready_port(&line).ok_or(line));
                 }
             }
             if !ready_sent {
-                let _ = tx.send(Err(()));
+                let _ = tx.send(Err("the server exited before its ready line".into()));
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(())) => {}
-            _ => {
+            Ok(Ok(port)) => self.port = port,
+            other => {
                 let _ = child.kill();
-                panic!("rampart server did not become ready");
+                panic!("rampart server did not become ready: {other:?}");
             }
         }
         self.child = Some(child);
@@ -251,7 +257,7 @@ impl Server {
             let mut pipe = child.stdin.take().expect("stdin");
             pipe.write_all(input.as_bytes()).expect("write stdin");
         }
-        child.wait_with_output().expect("kubectl output")
+        wait_bounded(child, KUBECTL_TIMEOUT, "kubectl")
     }
 
     /// Run kubectl and insist on success; returns stdout.
@@ -361,6 +367,64 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The longest any one kubectl call may take (a hung call fails its test instead of CI).
+pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The bound port from the server's ready line (`"address":"127.0.0.1:PORT"` in JSON logs).
+fn ready_port(line: &str) -> Option<u16> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let addr = v["fields"]["address"]
+        .as_str()
+        .or_else(|| v["address"].as_str())?;
+    addr.rsplit(':').next()?.parse().ok()
+}
+
+/// `child`'s output, killing it after `limit` (its stderr then says so).
+pub fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
+    use std::io::Read;
+    let pipe_reader = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = pipe_reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = pipe_reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let (status, timed_out) = loop {
+        if let Some(st) = child.try_wait().expect("wait for child") {
+            break (st, false);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break (child.wait().expect("wait for killed child"), true);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stderr = err.join().unwrap_or_default();
+    if timed_out {
+        stderr.extend_from_slice(format!("\nharness: {what} killed after {limit:?}").as_bytes());
+    }
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr,
     }
 }
 

@@ -279,9 +279,9 @@ impl Sink {
     /// poisons it and leaves `Inner` unknown: a line may be half-written, `size` and `prev`
     /// may not match the file. Refusing every later request because of it would turn one
     /// panic into a 503 forever; trusting the state could break the chain. So the state is
-    /// rebuilt from the disk instead: the file is dropped and the sink marked unhealthy, and
-    /// the next [`Sink::writable`] reopens `audit.log` and resumes the chain from its last
-    /// complete line (a torn line gets its `ChainResume` marker), as after a crash.
+    /// rebuilt from the disk by the next taker of the lock: `audit.log` is reopened and the
+    /// chain resumed from its last complete line (a torn line gets its `ChainResume` marker),
+    /// as after a crash; if that fails the sink is unhealthy and `writable` retries.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         match self.inner.lock() {
             Ok(inner) => inner,
@@ -290,8 +290,20 @@ impl Sink {
                 self.inner.clear_poison();
                 tracing::error!("an audit writer panicked; reopening the log from disk");
                 inner.file = None;
-                inner.last_try = None;
-                self.healthy.store(false, Ordering::Release);
+                // Rebuilt here, under the lock, before anyone else can write: a failed write
+                // in between would hold recovery back for `RETRY_EVERY`.
+                match inner
+                    .reopen(&self.cfg.dir)
+                    .and_then(|()| inner.reserve(self.cfg.reserve()))
+                {
+                    Ok(()) => tracing::info!("the audit log is writable again"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reopen the audit log after a panic");
+                        inner.file = None;
+                        inner.last_try = None;
+                        self.healthy.store(false, Ordering::Release);
+                    }
+                }
                 inner
             }
         }

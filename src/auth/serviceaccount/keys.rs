@@ -8,7 +8,7 @@
 //! `kid` is upstream's: base64url(SHA-256(DER SubjectPublicKeyInfo)) without padding, so
 //! tools that compute it from the public key agree with us.
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use sha2::Digest;
@@ -88,14 +88,14 @@ impl KeySet {
         if pair.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
             return Err("the signing key is not ECDSA P-256".into());
         }
-        let own_der = pem_blocks(&pair.public_key_pem(), "PUBLIC KEY")?
+        let own_der = public_key_blocks(&pair.public_key_pem())?
             .pop()
             .ok_or("the signing key has no public key")?;
         let own = PublicKey::from_spki_der(&own_der)?;
         let signing =
             EncodingKey::from_ec_pem(signing_key_pem.as_bytes()).map_err(|e| e.to_string())?;
         let mut public = vec![own.clone()];
-        for der in pem_blocks(extra_public_pem, "PUBLIC KEY")? {
+        for der in public_key_blocks(extra_public_pem)? {
             let key = PublicKey::from_spki_der(&der)?;
             if !public.iter().any(|k| k.kid == key.kid) {
                 public.push(key);
@@ -130,26 +130,10 @@ impl KeySet {
     }
 }
 
-/// The DER contents of every `-----BEGIN <label>-----` block in `text`.
-fn pem_blocks(text: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(&begin) {
-        let after = &rest[start + begin.len()..];
-        let stop = after
-            .find(&end)
-            .ok_or_else(|| format!("unterminated {label} PEM block"))?;
-        let b64: String = after[..stop].split_whitespace().collect();
-        out.push(
-            STANDARD
-                .decode(b64)
-                .map_err(|_| format!("{label} PEM block is not valid base64"))?,
-        );
-        rest = &after[stop + end.len()..];
-    }
-    Ok(out)
+/// The DER contents of every `PUBLIC KEY` block in `text` (`pki::pem`).
+fn public_key_blocks(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    crate::pki::pem::blocks(text.as_bytes(), crate::pki::pem::Kind::PublicKey)
+        .map_err(|e| format!("PUBLIC KEY: {e}"))
 }
 
 #[cfg(test)]
@@ -163,7 +147,7 @@ mod tests {
         let extra = old.public_key_pem();
         let set = KeySet::from_pem(&new.serialize_pem(), &extra).unwrap();
         assert_eq!(set.public().len(), 2);
-        let der = pem_blocks(&extra, "PUBLIC KEY").unwrap().pop().unwrap();
+        let der = public_key_blocks(&extra).unwrap().pop().unwrap();
         let old_kid = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der));
         assert!(set.find(&old_kid).is_some());
     }
