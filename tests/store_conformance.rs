@@ -1,7 +1,7 @@
 //! The `Backend` contract, as a suite any backend can run: each check takes a factory that
 //! opens the backend on a directory (reopening it must find the same data). It runs against
-//! RocksDB and against `EncryptedBackend` over RocksDB with every key encrypted (what serves
-//! every Secret); the etcd backend reuses it when it lands.
+//! RocksDB, against `EncryptedBackend` over RocksDB with every key encrypted (what serves
+//! every Secret), and against a real etcd (`etcd_backend`, one etcd process per directory).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -522,6 +522,132 @@ mod encrypted_backend {
             rampart::store::encrypted::any_sealed(&raw, &["/".to_string()])
                 .await
                 .unwrap()
+        );
+    }
+}
+
+/// The same contract over a real etcd (Debian's `etcd-server`), one etcd per data directory:
+/// reopening the backend on a directory reconnects to that directory's etcd, which is what a
+/// server restart against an external datastore looks like.
+mod etcd_backend {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use rampart::store::{Backend, EtcdBackend, EtcdConfig};
+
+    struct Etcd {
+        endpoint: String,
+        _child: Child,
+    }
+
+    fn running() -> &'static Mutex<HashMap<PathBuf, Etcd>> {
+        static RUNNING: OnceLock<Mutex<HashMap<PathBuf, Etcd>>> = OnceLock::new();
+        RUNNING.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    /// Starts (once per directory) an etcd serving only loopback.
+    fn endpoint(dir: &Path) -> Option<String> {
+        let mut map = running().lock().unwrap();
+        if let Some(e) = map.get(dir) {
+            return Some(e.endpoint.clone());
+        }
+        let bin = which("etcd")?;
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--data-dir",
+            dir.join("etcd").to_str().unwrap(),
+            "--listen-client-urls",
+            &endpoint,
+            "--advertise-client-urls",
+            &endpoint,
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{peer}"),
+            "--log-level",
+            "error",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        // The etcd dies with the test process (nextest runs each test in its own process).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start etcd");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        map.insert(
+            dir.to_path_buf(),
+            Etcd {
+                endpoint: endpoint.clone(),
+                _child: child,
+            },
+        );
+        Some(endpoint)
+    }
+
+    fn which(name: &str) -> Option<PathBuf> {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.is_file())
+        })
+    }
+
+    pub(super) fn etcd(dir: &Path) -> Arc<dyn Backend> {
+        let Some(endpoint) = endpoint(dir) else {
+            panic!("etcd (Debian package etcd-server) is needed for the etcd backend suite");
+        };
+        let cfg = EtcdConfig {
+            endpoints: vec![endpoint],
+            ..Default::default()
+        };
+        let backend = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(EtcdBackend::connect(&cfg))
+        })
+        .expect("connect to etcd");
+        Arc::new(backend)
+    }
+
+    macro_rules! etcd_suite {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::super::$name(super::etcd).await;
+            }
+        )*};
+    }
+
+    mod conformance {
+        etcd_suite!(
+            create_get_and_create_exists,
+            compare_and_swap,
+            concurrent_writers_get_unique_gap_free_revisions,
+            range_snapshots_and_pagination,
+            watch_resumes_from_every_revision,
+            compaction_makes_old_revisions_gone,
+            restart_keeps_data_revision_and_compaction,
         );
     }
 }

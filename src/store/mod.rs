@@ -19,6 +19,7 @@
 pub mod compactor;
 pub mod encrypted;
 mod error;
+pub mod etcd;
 pub mod rocks;
 pub mod snapshot;
 mod watch;
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use error::Error;
+pub use etcd::{EtcdBackend, EtcdConfig};
 pub use rocks::{RocksBackend, RocksConfig};
 
 /// A store revision. Revision 0 means "nothing written yet".
