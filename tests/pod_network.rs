@@ -12,6 +12,7 @@
 //! by the test itself: no `ip`, `iptables` or `nft` binary is needed or called. Traffic goes
 //! only to addresses inside the namespaces this test creates. Root only (skipped with a
 //! reason otherwise; `RAMPART_REQUIRE_PRIVILEGED=1` fails instead).
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 mod kubelet_support;

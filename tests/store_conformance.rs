@@ -2,6 +2,7 @@
 //! opens the backend on a directory (reopening it must find the same data). It runs against
 //! RocksDB, against `EncryptedBackend` over RocksDB with every key encrypted (what serves
 //! every Secret), and against a real etcd (`etcd_backend`, one etcd process per directory).
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 use std::collections::BTreeMap;
 use std::path::Path;

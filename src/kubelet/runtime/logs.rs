@@ -161,6 +161,7 @@ pub fn open(path: &Path) -> std::io::Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     #[test]
+    #[allow(clippy::disallowed_methods)] // a unit test on its own thread: distinct timestamps
     fn rotation_keeps_max_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c").join("0.log");
