@@ -609,6 +609,11 @@ impl NetworkArgs {
             .service_cidr
             .parse()
             .map_err(|e| format!("--service-cidr: {e}"))?;
+        if !(12..=30).contains(&service.prefix()) {
+            return Err(format!(
+                "--service-cidr {service}: the prefix must be between /12 and /30"
+            ));
+        }
         if cluster.covers(&service) || service.covers(&cluster) {
             return Err(format!(
                 "--cluster-cidr {cluster} and --service-cidr {service} overlap"
@@ -709,4 +714,56 @@ pub enum TokenCommand {
     List,
     /// Delete a join token by its id.
     Delete { id: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    fn network(args: &[&str]) -> super::NetworkArgs {
+        let mut argv = vec!["rampart", "agent", "--server", "https://127.0.0.1:6443"];
+        argv.extend_from_slice(args);
+        match super::Cli::try_parse_from(argv).unwrap().command {
+            super::Command::Agent(a) => a.network,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn network_flags_have_k3s_defaults_and_are_checked() {
+        let n = network(&[]);
+        assert_eq!(n.cluster_cidr, "10.42.0.0/16");
+        assert_eq!(n.service_cidr, "10.43.0.0/16");
+        assert_eq!(n.cluster_dns.to_string(), "10.43.0.10");
+        assert_eq!(n.cluster_domain, "cluster.local");
+        assert_eq!(
+            n.pod_network_backend,
+            crate::kubelet::network::Backend::Auto
+        );
+        assert_eq!(n.validate(), Ok(()));
+        let vx = network(&["--pod-network-backend", "vxlan", "--node-ip", "10.0.0.5"]);
+        assert_eq!(
+            vx.pod_network_backend,
+            crate::kubelet::network::Backend::Vxlan
+        );
+        for (bad, flag) in [
+            (vec!["--cluster-cidr", "10.42.0.1/16"], "--cluster-cidr"),
+            (vec!["--service-cidr", "10.42.128.0/20"], "overlap"),
+            (vec!["--service-cidr", "10.0.0.0/8"], "--service-cidr"),
+            (vec!["--cluster-dns", "10.44.0.10"], "--cluster-dns"),
+            (vec!["--cluster-domain", "Bad_Domain"], "--cluster-domain"),
+        ] {
+            let e = network(&bad).validate().unwrap_err();
+            assert!(e.contains(flag), "{bad:?}: {e}");
+        }
+        assert!(super::Cli::try_parse_from([
+            "rampart",
+            "agent",
+            "--server",
+            "x",
+            "--pod-network-backend",
+            "flannel"
+        ])
+        .is_err());
+    }
 }

@@ -758,3 +758,51 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
     );
     drop(agents);
 }
+
+/// `--service-cidr` on the server is the ClusterIP range: the `kubernetes` Service takes its
+/// first address, new Services get addresses inside it, and an address outside is refused
+/// with upstream's message naming the range. No root needed.
+#[test]
+fn service_cidr_flag_sets_the_cluster_ip_range() {
+    let s = Server::start_with(&[
+        "--service-cidr",
+        "10.96.0.0/16",
+        "--cluster-dns",
+        "10.96.0.10",
+    ]);
+    let k = s.json(&["get", "service", "kubernetes", "-n", "default"]);
+    assert_eq!(k["spec"]["clusterIP"], "10.96.0.1", "{k:#}");
+    s.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    let web = s.json(&["get", "service", "web"]);
+    let ip: Ipv4Addr = web["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+    let range: Ipv4Net = "10.96.0.0/16".parse().unwrap();
+    assert!(range.contains(ip), "{ip} is outside --service-cidr");
+    let out = s.fails(&[
+        "create",
+        "service",
+        "clusterip",
+        "off",
+        "--tcp=80:8080",
+        "--clusterip=10.43.0.50",
+    ]);
+    assert!(
+        out.contains("The range of valid IPs is 10.96.0.0/16"),
+        "{out}"
+    );
+    // A DNS address outside the range is refused at start, naming the flag.
+    let o = harness::rampart(&[
+        "server",
+        "--data-dir",
+        s.data_dir().join("other").to_str().unwrap(),
+        "--service-cidr",
+        "10.96.0.0/16",
+        "--cluster-dns",
+        "10.43.0.10",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--cluster-dns"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -92,7 +92,7 @@ async fn kubernetes_service(state: &Arc<State>) -> Result<(), crate::store::Erro
             "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
                          "creationTimestamp": super::now_rfc3339(), "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"type": "ClusterIP", "sessionAffinity": "None",
-                     "clusterIP": services::KUBERNETES_SERVICE_IP.to_string(),
+                     "clusterIP": services::kubernetes_service_ip().to_string(),
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": state.advertise.port()}]},
             "status": {"loadBalancer": {}},
         });

@@ -42,6 +42,7 @@ mod request;
 pub mod sa_tokens;
 mod serve;
 mod services;
+pub use services::set_service_cidr;
 mod status;
 mod storage;
 mod strategy;

@@ -26,11 +26,30 @@ use super::status::{ApiError, ApiResult};
 use super::{storage, State};
 use crate::store::Backend;
 
-const CIDR_BASE: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 0);
-const CIDR_SIZE: u32 = 1 << 16;
 pub const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
-/// The first usable address belongs to the `kubernetes` Service.
-pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 1);
+
+/// The service CIDR (`--service-cidr`): set once by the server before the API server starts
+/// (one API server per process); k3s's 10.43.0.0/16 until then (and in unit tests).
+static SERVICE_CIDR: std::sync::OnceLock<(Ipv4Addr, u8)> = std::sync::OnceLock::new();
+
+/// Use `base/prefix` as the service CIDR for this process (ignored if already set). The
+/// caller has validated it (IPv4, host bits clear, prefix 12..=30 as kube-apiserver).
+pub fn set_service_cidr(base: Ipv4Addr, prefix: u8) {
+    let _ = SERVICE_CIDR.set((base, prefix));
+}
+
+fn cidr() -> (Ipv4Addr, u32, u8) {
+    let (base, prefix) = SERVICE_CIDR
+        .get()
+        .copied()
+        .unwrap_or((Ipv4Addr::new(10, 43, 0, 0), 16));
+    (base, 1u32 << (32 - u32::from(prefix.clamp(12, 30))), prefix)
+}
+
+/// The first usable address of the service CIDR belongs to the `kubernetes` Service.
+pub fn kubernetes_service_ip() -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(cidr().0) + 1)
+}
 /// Random picks before a full range is reported (upstream walks its bitmap instead).
 const RANDOM_TRIES: usize = 64;
 
@@ -108,13 +127,16 @@ pub fn needs_node_ports(svc: &Value) -> bool {
 
 /// Whether `ip` may be asked for: an IPv4 address inside the service range, not its network
 /// or broadcast address.
-pub fn ip_in_range(ip: &str) -> Result<(), &'static str> {
-    let parsed: Ipv4Addr = ip.parse().map_err(|_| "must be a valid IPv4 address")?;
-    let offset = u32::from(parsed).wrapping_sub(u32::from(CIDR_BASE));
-    if offset == 0 || offset >= CIDR_SIZE - 1 {
-        return Err(
-            "provided IP is not in the valid range. The range of valid IPs is 10.43.0.0/16",
-        );
+pub fn ip_in_range(ip: &str) -> Result<(), String> {
+    let parsed: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| "must be a valid IPv4 address".to_string())?;
+    let (base, size, prefix) = cidr();
+    let offset = u32::from(parsed).wrapping_sub(u32::from(base));
+    if offset == 0 || offset >= size - 1 {
+        return Err(format!(
+            "provided IP is not in the valid range. The range of valid IPs is {base}/{prefix}"
+        ));
     }
     Ok(())
 }
@@ -421,9 +443,10 @@ pub async fn claim(state: &Arc<State>, svc: &mut Value, old: Option<&Value>) -> 
             }
             None => {
                 let mut found = None;
+                let (base, size, _) = cidr();
                 for _ in 0..RANDOM_TRIES {
-                    let offset = rand::random_range(2..CIDR_SIZE - 1);
-                    let ip = Ipv4Addr::from(u32::from(CIDR_BASE) + offset).to_string();
+                    let offset = rand::random_range(2..size - 1);
+                    let ip = Ipv4Addr::from(u32::from(base) + offset).to_string();
                     if claims.ip(&ip, &owner).await? {
                         found = Some(ip);
                         break;

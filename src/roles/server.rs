@@ -124,6 +124,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     args.network
         .validate()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Ok(svc) = args
+        .network
+        .service_cidr
+        .parse::<crate::kubelet::network::Ipv4Net>()
+    {
+        crate::apiserver::set_service_cidr(svc.addr(), svc.prefix());
+    }
     let cluster_cidr = crate::controllers::node_ipam::Cidr::parse(
         &args.network.cluster_cidr,
         args.node_cidr_mask_size,

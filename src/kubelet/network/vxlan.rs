@@ -123,10 +123,7 @@ pub async fn neighbours(h: &Handle, dev: u32) -> Result<Vec<(Ipv4Addr, Vec<u8>)>
         .iter()
         .filter(|m| m.header.ifindex == dev)
         .filter_map(|m| {
-            let ip = m.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            })?;
+            let ip = dst_of(m)?;
             Some((ip, lladdr(m)))
         })
         .collect())
@@ -139,13 +136,21 @@ pub async fn fdb(h: &Handle, dev: u32) -> Result<Vec<(Vec<u8>, Option<Ipv4Addr>)
         .iter()
         .filter(|m| m.header.ifindex == dev)
         .map(|m| {
-            let dst = m.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            });
+            let dst = dst_of(m);
             (lladdr(m), dst)
         })
         .collect())
+}
+
+/// `NDA_DST` as IPv4: the parser keeps raw bytes for `AF_BRIDGE` (FDB) messages.
+fn dst_of(m: &NeighbourMessage) -> Option<Ipv4Addr> {
+    m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+            <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+        }
+        _ => None,
+    })
 }
 
 fn lladdr(m: &NeighbourMessage) -> Vec<u8> {
@@ -183,10 +188,7 @@ pub async fn prune(h: &Handle, dev: u32, wanted: &[(Ipv4Net, Ipv4Addr)]) -> Resu
         if m.header.ifindex != dev {
             continue;
         }
-        let ip = m.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        });
+        let ip = dst_of(&m);
         if ip.is_some_and(|ip| !vteps.contains(&ip)) {
             let _ = h.neighbours().del(m).execute().await;
         }
@@ -196,10 +198,7 @@ pub async fn prune(h: &Handle, dev: u32, wanted: &[(Ipv4Net, Ipv4Addr)]) -> Resu
             continue;
         }
         let mac = lladdr(&m);
-        let dst = m.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        });
+        let dst = dst_of(&m);
         // Only our kind of entry (a VTEP MAC with a remote): the kernel's own all-zero
         // or device-address entries stay.
         let ours = mac.len() == 6 && mac[0] == 0x0a && mac[1] == 0x58 && dst.is_some();
