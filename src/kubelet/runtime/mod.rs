@@ -15,6 +15,7 @@
 pub mod cgroup;
 pub mod client;
 pub mod container;
+pub mod exec;
 pub mod image;
 pub mod logs;
 pub mod netns;
