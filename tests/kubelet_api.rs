@@ -179,11 +179,16 @@ fn kubectl_logs_with_upstreams_options() {
     n.running("multi");
     let out = n.logs_until(&["multi", "-c", "a"], |o| o.lines().count() == 3);
     assert_eq!(out, "a1\na2\na3\n");
-    // Several containers and none named: upstream's message, listing them.
-    let err = n.server.fails(&["logs", "multi"]);
-    assert!(
-        err.contains("a container name must be specified for pod multi, choose one of: [a b]"),
-        "{err}"
+    // Several containers and none named: kubectl defaults to the first one itself; the API
+    // answers upstream's message, listing them.
+    assert_eq!(n.server.ok(&["logs", "multi"]), "a1\na2\na3\n");
+    let r = n.server.raw(harness::Raw::get(
+        "/api/v1/namespaces/default/pods/multi/log",
+    ));
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["message"],
+        "a container name must be specified for pod multi, choose one of: [a b]"
     );
     assert_eq!(
         n.server.ok(&["logs", "multi", "-c", "a", "--tail=1"]),
@@ -262,11 +267,6 @@ fn kubectl_logs_follow_and_previous() {
         )],
     );
     n.pod(
-        "short",
-        "Never",
-        &[("main", "echo first; sleep 3; echo second")],
-    );
-    n.pod(
         "crash",
         "Always",
         &[(
@@ -301,6 +301,11 @@ fn kubectl_logs_follow_and_previous() {
         assert_eq!(l, &format!("tick{}", i + 1), "{seen:?}");
     }
     // Follow ends by itself when the container exits, with everything it wrote.
+    n.pod(
+        "short",
+        "Never",
+        &[("main", "echo first; sleep 5; echo second")],
+    );
     n.running("short");
     n.logs_until(&["short"], |o| o.contains("first"));
     let started = Instant::now();
@@ -502,9 +507,9 @@ subjects:
     let mut forbidden = (0, String::new());
     let refused = eventually(Duration::from_secs(30), || {
         // RBAC is compiled asynchronously: wait until `get pods` works for eve, then check.
-        let mut get = harness::Raw::get("/api/v1/namespaces/default/pods");
+        let mut get = harness::Raw::get("/api/v1/namespaces/default/pods/any");
         get.identity = harness::Identity::Pem(&eve.0, &eve.1);
-        if n.server.raw(get).status != 200 {
+        if n.server.raw(get).status != 404 {
             return false;
         }
         let mut req = harness::Raw::get(exec);

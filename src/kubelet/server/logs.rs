@@ -228,7 +228,21 @@ fn pump(
         written: 0,
         continuing: false,
     };
-    let mut reader = BufReader::new(std::fs::File::open(path)?);
+    let file = std::fs::File::open(path)?;
+    // Watch before reading anything; a rotation between the open and the watch is caught by
+    // comparing inodes (the watch would then be on the new file: drain the old one, reopen).
+    let watch = if follow {
+        Inotify::new(path).ok()
+    } else {
+        None
+    };
+    let mut reopen = {
+        use std::os::unix::fs::MetadataExt;
+        let opened = file.metadata().map(|m| m.ino()).ok();
+        let now = std::fs::metadata(path).map(|m| m.ino()).ok();
+        follow && opened != now
+    };
+    let mut reader = BufReader::new(file);
     let mut out = Vec::new();
     // tailLines: keep only the last N lines of what the file holds now.
     if let Some(n) = w.opts.tail_lines {
@@ -254,14 +268,9 @@ fn pump(
         }
         send(tx, &mut out)?;
     }
-    let watch = if follow {
-        Inotify::new(path).ok()
-    } else {
-        None
-    };
     let mut pending: Vec<u8> = Vec::new();
-    // Set when the file was rotated: the old one is drained first, then the new one opened.
-    let mut reopen = false;
+    // `reopen` is set when the file was rotated: the old one is drained first, then the new
+    // one opened.
     loop {
         // Read every whole line available now.
         loop {
