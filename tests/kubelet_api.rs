@@ -455,6 +455,20 @@ subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: trudy}
 "#,
     );
+    // The kubelet caches denials for 30 s (upstream's default): ask it only once the
+    // apiserver's answer has changed.
+    let granted = eventually(Duration::from_secs(30), || {
+        let o = n.server.kubectl(&[
+            "auth",
+            "can-i",
+            "get",
+            "nodes",
+            "--subresource=proxy",
+            "--as=trudy",
+        ]);
+        String::from_utf8_lossy(&o.stdout).trim() == "yes"
+    });
+    assert!(granted, "trudy's RBAC never took effect");
     let trudy = n.server.client_cert("trudy", &[]);
     let mut got = (0, String::new());
     let allowed = eventually(Duration::from_secs(30), || {

@@ -25,10 +25,13 @@ pub struct Ask {
     pub subresource: &'static str,
 }
 
+/// A cached answer: allowed, the reason, valid until.
+type Answer = (bool, String, Instant);
+
 pub struct Authorizer {
     node: String,
     clients: watch::Receiver<kube::Client>,
-    cache: Mutex<HashMap<(Peer, Ask), (bool, String, Instant)>>,
+    cache: Mutex<HashMap<(Peer, Ask), Answer>>,
 }
 
 impl Authorizer {

@@ -16,10 +16,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
+/// A built configuration and the modification times of the files it was built from.
+type Cached = (Vec<Option<SystemTime>>, Arc<ServerConfig>);
+
 /// The files the kubelet API's TLS is made of.
 pub struct Files {
     pki: PathBuf,
-    cached: Mutex<Option<(Vec<Option<SystemTime>>, Arc<ServerConfig>)>>,
+    cached: Mutex<Option<Cached>>,
 }
 
 impl Files {
