@@ -542,7 +542,9 @@ subjects:
     assert!(refused, "eve's RBAC never took effect");
     assert_eq!(forbidden.0, 403, "{}", forbidden.1);
     assert!(
-        forbidden.1.contains("cannot create resource \"pods/exec\""),
+        forbidden
+            .1
+            .contains(r#"cannot create resource \"pods/exec\""#),
         "{}",
         forbidden.1
     );
