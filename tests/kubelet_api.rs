@@ -179,11 +179,16 @@ fn kubectl_logs_with_upstreams_options() {
     n.running("multi");
     let out = n.logs_until(&["multi", "-c", "a"], |o| o.lines().count() == 3);
     assert_eq!(out, "a1\na2\na3\n");
-    // Several containers and none named: upstream's message, listing them.
-    let err = n.server.fails(&["logs", "multi"]);
-    assert!(
-        err.contains("a container name must be specified for pod multi, choose one of: [a b]"),
-        "{err}"
+    // Several containers and none named: kubectl defaults to the first one itself; the API
+    // answers upstream's message, listing them.
+    assert_eq!(n.server.ok(&["logs", "multi"]), "a1\na2\na3\n");
+    let r = n.server.raw(harness::Raw::get(
+        "/api/v1/namespaces/default/pods/multi/log",
+    ));
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["message"],
+        "a container name must be specified for pod multi, choose one of: [a b]"
     );
     assert_eq!(
         n.server.ok(&["logs", "multi", "-c", "a", "--tail=1"]),
@@ -262,11 +267,6 @@ fn kubectl_logs_follow_and_previous() {
         )],
     );
     n.pod(
-        "short",
-        "Never",
-        &[("main", "echo first; sleep 3; echo second")],
-    );
-    n.pod(
         "crash",
         "Always",
         &[(
@@ -301,6 +301,11 @@ fn kubectl_logs_follow_and_previous() {
         assert_eq!(l, &format!("tick{}", i + 1), "{seen:?}");
     }
     // Follow ends by itself when the container exits, with everything it wrote.
+    n.pod(
+        "short",
+        "Never",
+        &[("main", "echo first; sleep 5; echo second")],
+    );
     n.running("short");
     n.logs_until(&["short"], |o| o.contains("first"));
     let started = Instant::now();
@@ -360,11 +365,15 @@ fn kubelet_get(
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-    write!(
+    // A refused handshake (an untrusted client certificate) fails here or on the read.
+    if write!(
         tls,
         "GET {path} HTTP/1.1\r\nHost: {node_ip}\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .is_err()
+    {
+        return (0, String::new());
+    }
     let mut raw = Vec::new();
     let _ = tls.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -446,6 +455,20 @@ subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: trudy}
 "#,
     );
+    // The kubelet caches denials for 30 s (upstream's default): ask it only once the
+    // apiserver's answer has changed.
+    let granted = eventually(Duration::from_secs(30), || {
+        let o = n.server.kubectl(&[
+            "auth",
+            "can-i",
+            "get",
+            "nodes",
+            "--subresource=proxy",
+            "--as=trudy",
+        ]);
+        String::from_utf8_lossy(&o.stdout).trim() == "yes"
+    });
+    assert!(granted, "trudy's RBAC never took effect");
     let trudy = n.server.client_cert("trudy", &[]);
     let mut got = (0, String::new());
     let allowed = eventually(Duration::from_secs(30), || {
@@ -460,6 +483,71 @@ subjects:
     });
     assert!(allowed, "trudy was not let through: {got:?}");
     assert!(got.1.contains("pods \\\"ghost\\\" not found"), "{}", got.1);
+    // Through the apiserver: nodes/{name}/proxy/... reaches the same kubelet API as the
+    // apiserver's kubelet client.
+    let healthz = format!("/api/v1/nodes/{}/proxy/healthz", n.name);
+    assert_eq!(n.server.ok(&["get", "--raw", &healthz]).trim_end(), "ok");
+    let logs = format!(
+        "/api/v1/nodes/{}/proxy/containerLogs/default/ghost/c",
+        n.name
+    );
+    let r = n.server.raw(harness::Raw::get(&logs));
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    // ... and only for callers allowed nodes/proxy.
+    let m = n.server.client_cert("mallory", &[]);
+    let mut req = harness::Raw::get(&healthz);
+    req.identity = harness::Identity::Pem(&m.0, &m.1);
+    let r = n.server.raw(req);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    // pods/exec opened with a GET (kubectl's WebSocket upgrade) needs `create`, not `get`.
+    n.server.ok_in(
+        &["apply", "-f", "-"],
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: exec-get-only}
+rules:
+- {apiGroups: [""], resources: [pods, pods/exec], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: eve-exec-get}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: exec-get-only}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: eve}
+"#,
+    );
+    let eve = n.server.client_cert("eve", &[]);
+    let exec = "/api/v1/namespaces/default/pods/any/exec?command=sh&stdout=true";
+    let mut forbidden = (0, String::new());
+    let refused = eventually(Duration::from_secs(30), || {
+        // RBAC is compiled asynchronously: wait until `get pods` works for eve, then check.
+        let mut get = harness::Raw::get("/api/v1/namespaces/default/pods/any");
+        get.identity = harness::Identity::Pem(&eve.0, &eve.1);
+        if n.server.raw(get).status != 404 {
+            return false;
+        }
+        let mut req = harness::Raw::get(exec);
+        req.identity = harness::Identity::Pem(&eve.0, &eve.1);
+        req.headers = vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+        ];
+        let r = n.server.raw(req);
+        forbidden = (r.status, String::from_utf8_lossy(&r.body).into_owned());
+        true
+    });
+    assert!(refused, "eve's RBAC never took effect");
+    assert_eq!(forbidden.0, 403, "{}", forbidden.1);
+    assert!(
+        forbidden
+            .1
+            .contains(r#"cannot create resource \"pods/exec\""#),
+        "{}",
+        forbidden.1
+    );
     // A certificate from outside the cluster is no identity at all.
     let (code, _) = {
         use rcgen::{CertificateParams, DnType, KeyPair};
@@ -469,16 +557,145 @@ subjects:
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let k = KeyPair::generate().unwrap();
         let c = p.self_signed(&k).unwrap();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            kubelet_get(
-                port,
-                &ip,
-                &ca,
-                Some((c.pem(), k.serialize_pem())),
-                "/healthz",
-            )
-        }));
-        r.unwrap_or((0, String::new()))
+        kubelet_get(
+            port,
+            &ip,
+            &ca,
+            Some((c.pem(), k.serialize_pem())),
+            "/healthz",
+        )
     };
     assert_ne!(code, 200, "a self-signed certificate must not get in");
+}
+
+/// kubectl with stdin, returning (exit code, stdout, stderr).
+fn kubectl_stdin(n: &Node, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(kubectl_bin())
+        .args(args)
+        .env("KUBECONFIG", n.server.kubeconfig())
+        .env("HOME", n.server.data_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin).unwrap();
+    drop(pipe);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn kubectl_exec_and_cp() {
+    require_privileged!();
+    let n = start();
+    n.pod("box", "Never", &[("main", "sleep 3600")]);
+    n.pod("done", "Never", &[("main", "true")]);
+    n.running("box");
+    // The first exec may race the kubelet's serving certificate.
+    let mut last = String::new();
+    let ok = eventually(Duration::from_secs(60), || {
+        let o = n.server.kubectl(&["exec", "box", "--", "echo", "hello"]);
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.status.success()
+    });
+    assert!(ok, "kubectl exec never worked: {last}");
+    assert_eq!(last, "hello\n");
+    // Exit codes propagate; stdout and stderr stay apart.
+    let o = n.server.kubectl(&[
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("err"), "{o:?}");
+    // stdin reaches the process, EOF included.
+    let (code, out, err) = kubectl_stdin(
+        &n,
+        &["exec", "-i", "box", "--", "sh", "-c", "cat; echo end"],
+        b"piped\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "piped\nend\n");
+    // The exec'd process is as confined as the container: its PID namespace, seccomp, root.
+    let o = n.server.ok(&[
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; cat /proc/1/cmdline; echo; id -u",
+    ]);
+    assert!(o.contains("Seccomp:\t2"), "{o}");
+    assert!(
+        o.contains("sleep\u{0}3600"),
+        "PID 1 must be the container's process: {o}"
+    );
+    assert!(o.trim_end().ends_with('0'), "{o}");
+    // kubectl cp both ways (exec of tar).
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("in.txt");
+    std::fs::write(&src, "copied in\n").unwrap();
+    n.server
+        .ok(&["cp", src.to_str().unwrap(), "box:/tmp/in.txt"]);
+    assert_eq!(
+        n.server.ok(&["exec", "box", "--", "cat", "/tmp/in.txt"]),
+        "copied in\n"
+    );
+    n.server.ok(&[
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "echo from pod > /tmp/out.txt",
+    ]);
+    let dst = dir.path().join("out.txt");
+    n.server
+        .ok(&["cp", "box:/tmp/out.txt", dst.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&dst).unwrap(), "from pod\n");
+    // Bad input, as upstream words it.
+    let err = n.server.fails(&["exec", "box", "-c", "nope", "--", "ls"]);
+    assert!(
+        err.contains("container nope is not valid for pod box"),
+        "{err}"
+    );
+    n.wait_for("done", 60, "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let err = n.server.fails(&["exec", "done", "--", "ls"]);
+    assert!(
+        err.contains("cannot exec into a container in a completed pod; current phase is Succeeded"),
+        "{err}"
+    );
+    let err = n.server.fails(&["exec", "box", "--", "/no/such/command"]);
+    assert!(err.contains("/no/such/command"), "{err}");
+    let mut req = harness::Raw::get("/api/v1/namespaces/default/pods/box/exec?stdout=true");
+    req.headers = vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+    ];
+    let r = n.server.raw(req);
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("you must specify at least 1 command"));
+    for p in ["box", "done"] {
+        n.server
+            .ok(&["delete", "pod", p, "--wait=true", "--timeout=60s"]);
+    }
 }

@@ -177,6 +177,16 @@ pub fn classify(method: &str, path: &str, query: &Query) -> RequestInfo {
         ("DELETE", false) => "delete".into(),
         (other, _) => other.to_ascii_lowercase(),
     };
+    // Since 1.35 upstream authorises exec/attach/portforward opened with a GET (the WebSocket
+    // upgrade kubectl uses) as `create`, as the POST (SPDY) always was: `get pods/exec` alone
+    // must not open a shell.
+    if info.verb == "get"
+        && info.group.is_empty()
+        && info.resource == "pods"
+        && matches!(info.subresource.as_str(), "exec" | "attach" | "portforward")
+    {
+        info.verb = "create".into();
+    }
     info
 }
 
@@ -186,6 +196,16 @@ mod tests {
 
     fn c(method: &str, path: &str, q: &str) -> RequestInfo {
         classify(method, path, &Query::parse(Some(q)))
+    }
+
+    #[test]
+    fn streaming_subresources_need_create_even_for_get() {
+        for sub in ["exec", "attach", "portforward"] {
+            let path = format!("/api/v1/namespaces/d/pods/p/{sub}");
+            assert_eq!(c("GET", &path, "command=sh").verb, "create", "{sub}");
+            assert_eq!(c("POST", &path, "").verb, "create", "{sub}");
+        }
+        assert_eq!(c("GET", "/api/v1/namespaces/d/pods/p/log", "").verb, "get");
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub fn busybox_layer() -> Vec<u8> {
     ];
     for applet in [
         "sh", "echo", "cat", "sleep", "ls", "mount", "id", "head", "wc", "grep", "true", "false",
-        "hostname", "touch", "ps", "tr", "cut",
+        "hostname", "touch", "ps", "tr", "cut", "tar",
     ] {
         entries.push(Entry::Symlink(
             Box::leak(format!("bin/{applet}").into_boxed_str()),

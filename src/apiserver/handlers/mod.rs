@@ -34,6 +34,10 @@ pub(super) struct Ctx {
     pub query: Query,
     pub ri: ResourceInfo,
     pub headers: HeaderMap,
+    /// The connection's upgrade, for the streaming subresources (exec over WebSocket).
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The query as sent (repeated keys kept: exec's `command`).
+    pub raw_query: String,
     /// Warnings for the `Warning` response header (upstream's `299 - "..."`, deduplicated and
     /// capped as upstream's recorder: `apiserver::warnings`).
     pub warnings: crate::apiserver::warnings::Warnings,
@@ -194,7 +198,7 @@ pub(super) async fn dispatch(
     query: Query,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let Some(ri) = state
         .registry
         .lookup(&info.group, &info.version, &info.resource)
@@ -222,6 +226,8 @@ pub(super) async fn dispatch(
         query,
         ri,
         headers: parts.headers,
+        upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        raw_query: parts.uri.query().unwrap_or("").to_string(),
         warnings: Default::default(),
         admission: std::sync::Mutex::new(None),
         quota_charged: std::sync::Mutex::new(false),

@@ -49,8 +49,14 @@ pub async fn dispatch(
             Some(issuer) => crate::apiserver::sa_tokens::token_request(ctx, &issuer, body_in).await,
             None => Err(ApiError::unavailable("service-account tokens are not configured on this server")),
         },
+        ("exec", "create") if ctx.ri.group.is_empty() && ctx.ri.plural == "pods" => {
+            crate::apiserver::node_proxy::exec::serve(ctx).await
+        }
         ("log", "get") if ctx.ri.group.is_empty() && ctx.ri.plural == "pods" => {
             crate::apiserver::node_proxy::log::serve(ctx).await
+        }
+        ("proxy", _) if ctx.ri.group.is_empty() && ctx.ri.plural == "nodes" => {
+            crate::apiserver::node_proxy::nodes::serve(ctx, body_in).await
         }
         ("log" | "exec" | "attach" | "portforward" | "proxy", _) => Err(ApiError::unavailable(format!(
             "{sub} for {} \"{name}\" is not available yet: it is served by the node agent, which this server does not run yet",

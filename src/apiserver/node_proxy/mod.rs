@@ -1,5 +1,6 @@
 //! The apiserver's side of the kubelet API (upstream's `pkg/registry/core/pod/rest/log.go`,
-//! `subresources.go` and the kubelet client): `pods/log` today, proxied to the node's kubelet
+//! `subresources.go` and the kubelet client): `pods/log` (`log`) and `nodes/{name}/proxy/...`
+//! (`nodes`), proxied to the node's kubelet
 //! on its `daemonEndpoints.kubeletEndpoint.Port` at its InternalIP (k3s's preferred address
 //! type; else the Hostname address).
 //!
@@ -10,7 +11,9 @@
 //! node's address, is refused. Responses stream through (nothing is buffered but an error
 //! body, capped); the audit line records the request, not the stream.
 
+pub mod exec;
 pub mod log;
+pub mod nodes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +108,26 @@ pub(super) async fn kubelet_get(
     node: &str,
     path_and_query: &str,
 ) -> ApiResult<http::Response<hyper::body::Incoming>> {
+    kubelet_request(
+        state,
+        node,
+        http::Method::GET,
+        path_and_query,
+        None,
+        &http::HeaderMap::new(),
+    )
+    .await
+}
+
+/// Send a request to the kubelet of `node` (a body is streamed through).
+pub(super) async fn kubelet_request(
+    state: &State,
+    node: &str,
+    method: http::Method,
+    path_and_query: &str,
+    body: Option<(hyper::body::Incoming, Option<http::HeaderValue>)>,
+    extra_headers: &http::HeaderMap,
+) -> ApiResult<http::Response<hyper::body::Incoming>> {
     let (address, port) = kubelet_endpoint(state, node).await?;
     let unreachable = |e: String| {
         ApiError::unavailable(format!(
@@ -141,9 +164,24 @@ pub(super) async fn kubelet_get(
             tracing::debug!(error = %e, "kubelet connection ended");
         }
     });
-    let req = http::Request::get(path_and_query)
-        .header(http::header::HOST, host.as_str())
-        .body(http_body_util::Empty::<Bytes>::new())
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(http::header::HOST, host.as_str());
+    for (k, v) in extra_headers {
+        req = req.header(k, v);
+    }
+    let body: Body = match body {
+        Some((b, content_type)) => {
+            if let Some(ct) = content_type {
+                req = req.header(http::header::CONTENT_TYPE, ct);
+            }
+            b.map_err(std::io::Error::other).boxed()
+        }
+        None => super::body::full(Bytes::new()),
+    };
+    let req = req
+        .body(body)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
         .await

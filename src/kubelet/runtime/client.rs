@@ -154,3 +154,92 @@ pub fn call_blocking(dir: &Path, req: &Request) -> Result<Response, Error> {
     }
     Ok(resp)
 }
+
+/// Start a process in container `id` (blocking: run it on a blocking thread). Returns its
+/// PID and its descriptors (see `exec::Started`).
+pub fn exec_start(
+    dir: &Path,
+    id: &str,
+    process: &super::exec::Process,
+) -> Result<(i32, Vec<OwnedFd>), Error> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let path = super::shim::socket(dir);
+    let talk = |detail: String| Error::Talk {
+        path: path.clone(),
+        detail,
+    };
+    let s = std::os::unix::net::UnixStream::connect(&path).map_err(|e| talk(e.to_string()))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    let req = Request::Exec {
+        id: id.to_string(),
+        process: process.clone(),
+    };
+    let mut body = serde_json::to_vec(&req).map_err(|e| talk(e.to_string()))?;
+    body.push(b'\n');
+    (&s).write_all(&body).map_err(|e| talk(e.to_string()))?;
+    // One message: the JSON line with the descriptors attached.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<nix::sys::socket::UnixAddr>(
+        s.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| talk(e.to_string()))?;
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(raws) = c {
+                for r in raws {
+                    // SAFETY: descriptors just received with SCM_RIGHTS belong to us alone.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+                }
+            }
+        }
+    }
+    let n = msg.bytes;
+    let line = String::from_utf8_lossy(&buf[..n]).to_string();
+    let resp: Response =
+        serde_json::from_str(line.trim()).map_err(|e| talk(format!("bad answer: {e}")))?;
+    if let Some(e) = resp.error {
+        return Err(Error::Refused(e));
+    }
+    let pid = resp
+        .exec
+        .map(|e| e.pid)
+        .ok_or_else(|| talk("no exec in the answer".into()))?;
+    Ok((pid, fds))
+}
+
+/// Wait (as long as it runs) for exec process `pid` to exit; its exit code.
+pub async fn exec_wait(dir: &Path, pid: i32) -> Result<i32, Error> {
+    let path = super::shim::socket(dir);
+    let talk = |detail: String| Error::Talk {
+        path: path.clone(),
+        detail,
+    };
+    let mut s = tokio::net::UnixStream::connect(&path)
+        .await
+        .map_err(|e| talk(e.to_string()))?;
+    let mut body =
+        serde_json::to_vec(&Request::ExecWait { pid }).map_err(|e| talk(e.to_string()))?;
+    body.push(b'\n');
+    s.write_all(&body).await.map_err(|e| talk(e.to_string()))?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .await
+        .map_err(|e| talk(e.to_string()))?;
+    let resp: Response =
+        serde_json::from_str(&line).map_err(|e| talk(format!("bad answer: {e}")))?;
+    if let Some(e) = resp.error {
+        return Err(Error::Refused(e));
+    }
+    resp.exec
+        .and_then(|e| e.exit_code)
+        .ok_or_else(|| talk("no exit code in the answer".into()))
+}

@@ -305,65 +305,7 @@ impl Child<'_> {
         }
         nix::unistd::chdir(cwd).map_err(sys(format!("chdir {cwd}")))?;
         self.stdio()?;
-        self.drop_bounding()?;
-        for p in self.programs {
-            seccomp::install(p).map_err(io("install the seccomp profile"))?;
-        }
-        let u = &spec.process.user;
-        let gids: Vec<nix::unistd::Gid> = u
-            .additional_gids
-            .iter()
-            .map(|g| nix::unistd::Gid::from_raw(*g))
-            .collect();
-        nix::unistd::setgroups(&gids).map_err(sys("setgroups"))?;
-        let gid = nix::unistd::Gid::from_raw(u.gid);
-        nix::unistd::setresgid(gid, gid, gid).map_err(sys("setresgid"))?;
-        let uid = nix::unistd::Uid::from_raw(u.uid);
-        nix::unistd::setresuid(uid, uid, uid).map_err(sys("setresuid"))?;
-        let eff = if u.uid == 0 { self.caps } else { 0 };
-        capset(eff, eff, 0).map_err(io("capset"))?;
-        if spec.process.no_new_privileges {
-            // SAFETY: prctl(2) with integer arguments.
-            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                return Err(io("no_new_privs")(std::io::Error::last_os_error()));
-            }
-        }
-        // Every descriptor above stdio closes at execve; the error pipe stays usable until
-        // then (it is close-on-exec already).
-        // SAFETY: close_range(2) with integer arguments.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
-        };
-        if rc != 0 {
-            return Err(io("close_range")(std::io::Error::last_os_error()));
-        }
-        let env: Vec<CString> = spec
-            .process
-            .env
-            .iter()
-            .filter_map(|e| CString::new(e.as_bytes()).ok())
-            .collect();
-        let prog = resolve(&spec.process.args[0], &spec.process.env);
-        let args: Vec<CString> = spec
-            .process
-            .args
-            .iter()
-            .map(|a| CString::new(a.as_bytes()))
-            .collect::<Result<_, _>>()
-            .map_err(|_| Error::Setup("an argument holds a NUL byte".into()))?;
-        let path = CString::new(prog.as_bytes())
-            .map_err(|_| Error::Setup("the command holds a NUL byte".into()))?;
-        let e = nix::unistd::execve(&path, &args, &env).err();
-        Err(Error::Setup(format!(
-            "exec: {:?}: {}",
-            spec.process.args[0],
-            e.map(|e| e.desc()).unwrap_or("failed")
-        )))
+        Err(enter(spec, self.programs, self.caps, &spec.process.args))
     }
 
     fn mount_rootfs(&self) -> Result<(), Error> {
@@ -595,36 +537,118 @@ impl Child<'_> {
         }
         Ok(())
     }
+}
 
-    fn drop_bounding(&self) -> Result<(), Error> {
-        let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .unwrap_or(40);
-        for cap in 0..=last.min(63) {
-            if self.caps & (1 << cap) == 0 {
-                // SAFETY: prctl(2) with integer arguments.
-                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0
-                {
-                    let e = std::io::Error::last_os_error();
-                    if e.raw_os_error() != Some(libc::EINVAL) {
-                        return Err(io("drop a bounding capability")(e));
-                    }
+/// The last steps of a container process, shared with processes exec'd into it later:
+/// bounding set, seccomp, groups, gid, uid, capabilities, `no_new_privs`, every descriptor
+/// above stdio close-on-exec, `execve(args)`. Returns only on failure.
+pub(super) fn enter(
+    spec: &Spec,
+    programs: &[seccompiler::BpfProgram],
+    caps: u64,
+    args: &[String],
+) -> Error {
+    match enter_inner(spec, programs, caps, args) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn enter_inner(
+    spec: &Spec,
+    programs: &[seccompiler::BpfProgram],
+    caps: u64,
+    args: &[String],
+) -> Result<std::convert::Infallible, Error> {
+    if args.is_empty() {
+        return Err(Error::Setup("no command to run".into()));
+    }
+    drop_bounding(caps)?;
+    for p in programs {
+        seccomp::install(p).map_err(io("install the seccomp profile"))?;
+    }
+    let u = &spec.process.user;
+    let gids: Vec<nix::unistd::Gid> = u
+        .additional_gids
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&gids).map_err(sys("setgroups"))?;
+    let gid = nix::unistd::Gid::from_raw(u.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys("setresgid"))?;
+    let uid = nix::unistd::Uid::from_raw(u.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys("setresuid"))?;
+    let eff = if u.uid == 0 { caps } else { 0 };
+    capset(eff, eff, 0).map_err(io("capset"))?;
+    if spec.process.no_new_privileges {
+        // SAFETY: prctl(2) with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(io("no_new_privs")(std::io::Error::last_os_error()));
+        }
+    }
+    // Every descriptor above stdio closes at execve; the error pipe stays usable until
+    // then (it is close-on-exec already).
+    // SAFETY: close_range(2) with integer arguments.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc != 0 {
+        return Err(io("close_range")(std::io::Error::last_os_error()));
+    }
+    let env: Vec<CString> = spec
+        .process
+        .env
+        .iter()
+        .filter_map(|e| CString::new(e.as_bytes()).ok())
+        .collect();
+    let prog = resolve(&args[0], &spec.process.env);
+    let cargs: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| Error::Setup("an argument holds a NUL byte".into()))?;
+    let path = CString::new(prog.as_bytes())
+        .map_err(|_| Error::Setup("the command holds a NUL byte".into()))?;
+    let e = nix::unistd::execve(&path, &cargs, &env).err();
+    Err(Error::Setup(format!(
+        "exec: {:?}: {}",
+        args[0],
+        e.map(|e| e.desc()).unwrap_or("failed")
+    )))
+}
+
+fn drop_bounding(caps: u64) -> Result<(), Error> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    for cap in 0..=last.min(63) {
+        if caps & (1 << cap) == 0 {
+            // SAFETY: prctl(2) with integer arguments.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(io("drop a bounding capability")(e));
                 }
             }
         }
-        // SAFETY: prctl(2) with integer arguments: clear the ambient set.
-        unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL,
-                0,
-                0,
-                0,
-            )
-        };
-        Ok(())
     }
+    // SAFETY: prctl(2) with integer arguments: clear the ambient set.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    Ok(())
 }
 
 #[repr(C)]

@@ -22,6 +22,8 @@ pub mod client;
 #[allow(unsafe_code)]
 pub mod container;
 #[allow(unsafe_code)]
+pub mod exec;
+#[allow(unsafe_code)]
 pub mod image;
 pub mod logs;
 pub mod netns;

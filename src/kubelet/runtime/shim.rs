@@ -33,11 +33,38 @@ use super::spec::Spec;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Request {
-    Run { id: String, spec: Box<Spec> },
-    Kill { id: String, signal: i32 },
+    Run {
+        id: String,
+        spec: Box<Spec>,
+    },
+    Kill {
+        id: String,
+        signal: i32,
+    },
     State,
-    Remove { id: String },
+    Remove {
+        id: String,
+    },
     Shutdown,
+    /// Start a process in container `id`; its descriptors come with the answer
+    /// (`SCM_RIGHTS`, in `exec::Started` order).
+    Exec {
+        id: String,
+        process: super::exec::Process,
+    },
+    /// Answer once exec process `pid` has exited (at once if it already has).
+    ExecWait {
+        pid: i32,
+    },
+}
+
+/// An exec process as the shim reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecState {
+    pub pid: i32,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -50,6 +77,8 @@ pub struct Response {
     /// The shim's own PID (its namespaces are the pod's: `/proc/<pid>/ns/net`).
     #[serde(default)]
     pub shim_pid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecState>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -92,6 +121,8 @@ struct Ctr {
     log: Option<logs::LogFile>,
     cgroup_path: Option<String>,
     cgroup_dirs: Vec<PathBuf>,
+    /// Kept for processes exec'd into the container later.
+    spec: Box<Spec>,
 }
 
 /// Entry point of `rampart __shim`: detach, then serve until shutdown. Returns only in the
@@ -214,13 +245,22 @@ struct Shim {
     dir: PathBuf,
     ctrs: BTreeMap<String, Ctr>,
     shutting_down: bool,
+    /// Exec processes by PID: their exit code once reaped. Bounded: the oldest finished
+    /// entries are dropped past `MAX_EXECS`.
+    execs: BTreeMap<i32, Option<i32>>,
+    /// Connections waiting for an exec's exit (`ExecWait`).
+    waiters: Vec<(i32, UnixStream)>,
 }
+
+const MAX_EXECS: usize = 1024;
 
 fn serve(args: &ShimArgs, listener: UnixListener, sigfd: SignalFd) {
     let mut shim = Shim {
         dir: args.dir.clone(),
         ctrs: BTreeMap::new(),
         shutting_down: false,
+        execs: BTreeMap::new(),
+        waiters: Vec::new(),
     };
     eprintln!("{} shim ready for {}", now(), args.dir.display());
     loop {
@@ -299,6 +339,24 @@ impl Shim {
             return;
         }
         let resp = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Exec { id, process }) => return self.exec(stream, &id, &process),
+            Ok(Request::ExecWait { pid }) => {
+                if let Some(None) = self.execs.get(&pid) {
+                    // Still running: answered by `reap`.
+                    self.waiters.push((pid, stream));
+                    return;
+                }
+                let code = self.execs.get(&pid).copied().flatten();
+                Response {
+                    shim_pid: std::process::id() as i32,
+                    exec: Some(ExecState {
+                        pid,
+                        exit_code: code,
+                    }),
+                    error: code.is_none().then(|| format!("no exec process {pid}")),
+                    ..Default::default()
+                }
+            }
             Ok(req) => self.apply(req),
             Err(e) => Response {
                 error: Some(format!("bad request: {e}")),
@@ -310,6 +368,69 @@ impl Shim {
             body.push(b'\n');
             let _ = w.write_all(&body);
         }
+    }
+
+    /// Start an exec process and answer with its PID and, alongside, its descriptors.
+    fn exec(&mut self, stream: UnixStream, id: &str, process: &super::exec::Process) {
+        let mut resp = Response {
+            shim_pid: std::process::id() as i32,
+            ..Default::default()
+        };
+        let started = match self.ctrs.get(id) {
+            Some(c) if c.state.running => {
+                super::exec::start(&c.spec, c.state.pid, &c.cgroup_dirs, process)
+                    .map_err(|e| e.to_string())
+            }
+            Some(_) => Err(format!("container {id} is not running")),
+            None => Err(format!("no container {id}")),
+        };
+        let fds = match started {
+            Ok(s) => {
+                if self.execs.len() >= MAX_EXECS {
+                    let done: Vec<i32> = self
+                        .execs
+                        .iter()
+                        .filter(|(_, c)| c.is_some())
+                        .map(|(p, _)| *p)
+                        .take(MAX_EXECS / 2)
+                        .collect();
+                    for p in done {
+                        self.execs.remove(&p);
+                    }
+                }
+                self.execs.insert(s.pid, None);
+                resp.exec = Some(ExecState {
+                    pid: s.pid,
+                    exit_code: None,
+                });
+                eprintln!("{} exec in {id}: pid {}", now(), s.pid);
+                s.fds
+            }
+            Err(e) => {
+                resp.error = Some(e);
+                Vec::new()
+            }
+        };
+        let Ok(mut body) = serde_json::to_vec(&resp) else {
+            return;
+        };
+        body.push(b'\n');
+        let raws: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let iov = [std::io::IoSlice::new(&body)];
+        let cmsgs = if raws.is_empty() {
+            Vec::new()
+        } else {
+            vec![nix::sys::socket::ControlMessage::ScmRights(&raws)]
+        };
+        let _ = nix::sys::socket::sendmsg::<nix::sys::socket::UnixAddr>(
+            stream.as_raw_fd(),
+            &iov,
+            &cmsgs,
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        );
+        // Our copies close here; the agent holds its own.
+        drop(fds);
     }
 
     fn apply(&mut self, req: Request) -> Response {
@@ -348,6 +469,8 @@ impl Shim {
                 }
             }
             Request::State => {}
+            // Served by `handle`.
+            Request::Exec { .. } | Request::ExecWait { .. } => {}
         }
         resp.containers = self.ctrs.values().map(|c| c.state.clone()).collect();
         resp
@@ -408,6 +531,7 @@ impl Shim {
                 log,
                 cgroup_path: spec.linux.cgroups_path.clone(),
                 cgroup_dirs: started.cgroup_dirs,
+                spec: Box::new(spec.clone()),
             },
         );
         Ok(())
@@ -460,6 +584,28 @@ impl Shim {
     }
 
     fn exited(&mut self, pid: i32, code: Option<i32>, signal: Option<i32>) {
+        if let Some(slot) = self.execs.get_mut(&pid) {
+            let code = code.or(signal.map(|s| 128 + s)).unwrap_or(0);
+            *slot = Some(code);
+            let resp = Response {
+                shim_pid: std::process::id() as i32,
+                exec: Some(ExecState {
+                    pid,
+                    exit_code: Some(code),
+                }),
+                ..Default::default()
+            };
+            let mut body = serde_json::to_vec(&resp).unwrap_or_default();
+            body.push(b'\n');
+            let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+                .into_iter()
+                .partition(|(p, _)| *p == pid);
+            self.waiters = rest;
+            for (_, s) in done {
+                let _ = (&s).write_all(&body);
+            }
+            return;
+        }
         let ids: Vec<String> = self
             .ctrs
             .iter()

@@ -25,13 +25,13 @@ pub struct Ask {
     pub subresource: &'static str,
 }
 
-/// A cached verdict: allowed, the reason, and when it was decided.
-type Verdict = (bool, String, Instant);
+/// A cached answer: allowed, the reason, valid until.
+type Answer = (bool, String, Instant);
 
 pub struct Authorizer {
     node: String,
     clients: watch::Receiver<kube::Client>,
-    cache: Mutex<HashMap<(Peer, Ask), Verdict>>,
+    cache: Mutex<HashMap<(Peer, Ask), Answer>>,
 }
 
 impl Authorizer {

@@ -228,7 +228,21 @@ fn pump(
         written: 0,
         continuing: false,
     };
-    let mut reader = BufReader::new(std::fs::File::open(path)?);
+    let file = std::fs::File::open(path)?;
+    // Watch before reading anything; a rotation between the open and the watch is caught by
+    // comparing inodes (the watch would then be on the new file: drain the old one, reopen).
+    let watch = if follow {
+        Inotify::new(path).ok()
+    } else {
+        None
+    };
+    let mut reopen = {
+        use std::os::unix::fs::MetadataExt;
+        let opened = file.metadata().map(|m| m.ino()).ok();
+        let now = std::fs::metadata(path).map(|m| m.ino()).ok();
+        follow && opened != now
+    };
+    let mut reader = BufReader::new(file);
     let mut out = Vec::new();
     // tailLines: keep only the last N lines of what the file holds now.
     if let Some(n) = w.opts.tail_lines {
@@ -254,12 +268,9 @@ fn pump(
         }
         send(tx, &mut out)?;
     }
-    let watch = if follow {
-        Inotify::new(path).ok()
-    } else {
-        None
-    };
     let mut pending: Vec<u8> = Vec::new();
+    // `reopen` is set when the file was rotated: the old one is drained first, then the new
+    // one opened.
     loop {
         // Read every whole line available now.
         loop {
@@ -283,16 +294,20 @@ fn pump(
         let Some(watch) = &watch else {
             return Ok(());
         };
+        if reopen {
+            // The shim renames, then creates the new file at once; until it exists, wait.
+            if let Ok(f) = std::fs::File::open(path) {
+                reader = BufReader::new(f);
+                pending.clear();
+                watch.rewatch(path)?;
+                reopen = false;
+                continue;
+            }
+        }
         // Quiet file: wait for a change, or a second, then decide whether to go on.
         match watch.wait(Duration::from_secs(1))? {
-            Change::Rotated => {
-                // Whatever the old file still held was read above; continue in the new one.
-                let Ok(f) = std::fs::File::open(path) else {
-                    return Ok(());
-                };
-                reader = BufReader::new(f);
-                watch.rewatch(path)?;
-            }
+            // Drain what the old file still holds (next turn), then continue in the new one.
+            Change::Rotated => reopen = true,
             Change::Grew => {}
             Change::Quiet => {
                 if tx.is_closed() || !running(target, attempt) {
@@ -331,6 +346,9 @@ enum Change {
 /// An inotify watch on one file (modified, moved away, deleted).
 struct Inotify {
     fd: OwnedFd,
+    /// The current watch (the previous file's is removed, so its deletion by pruning is not
+    /// mistaken for another rotation).
+    wd: std::cell::Cell<Option<i32>>,
 }
 
 // inotify(7) is not among the `nix` features this crate builds.
@@ -345,6 +363,7 @@ impl Inotify {
         let me = Inotify {
             // SAFETY: `raw` is a fresh descriptor owned by nothing else.
             fd: unsafe { OwnedFd::from_raw_fd(raw) },
+            wd: std::cell::Cell::new(None),
         };
         me.rewatch(path)?;
         Ok(me)
@@ -361,6 +380,10 @@ impl Inotify {
         };
         if wd < 0 {
             return Err(std::io::Error::last_os_error());
+        }
+        if let Some(old) = self.wd.replace(Some(wd)).filter(|old| *old != wd) {
+            // SAFETY: inotify_rm_watch(2) on our own descriptor and a watch it returned.
+            unsafe { libc::inotify_rm_watch(std::os::fd::AsRawFd::as_raw_fd(&self.fd), old) };
         }
         Ok(())
     }
@@ -431,6 +454,38 @@ mod tests {
         assert!(Options::parse(Some("sinceTime=yesterday")).is_err());
         assert!(Options::parse(Some("stream=Both")).is_err());
         assert!(Options::parse(Some("sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z")).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn follow_continues_across_a_rotation() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let line = |t: &str| format!("2026-01-02T03:04:05.000000000Z stdout F {t}\n");
+        std::fs::write(&path, line("one") + &line("two")).unwrap();
+        let target = Target {
+            dir: dir.path().to_path_buf(),
+            // No shim: once the file is quiet for a second, the container counts as exited.
+            shim_dir: dir.path().join("no-shim"),
+            container: "c".into(),
+        };
+        let opts = Options::parse(Some("follow=true&tailLines=1")).unwrap();
+        let mut rx = stream(target, 0, opts);
+        let mut got = Vec::new();
+        got.extend_from_slice(&rx.recv().await.unwrap());
+        assert_eq!(got, b"two\n");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(line("three").as_bytes()).unwrap();
+        std::fs::rename(&path, dir.path().join("0.log.20260102-030405")).unwrap();
+        std::fs::write(&path, line("four")).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Ok(Some(b)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            got.extend_from_slice(&b);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), "two\nthree\nfour\n");
     }
 
     #[test]

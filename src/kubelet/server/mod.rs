@@ -11,12 +11,15 @@
 //!   `/attach`, `/portforward`, `/run`) always need `create` — upstream still lets `get` on
 //!   `nodes/proxy` open them over WebSocket (a GET), which is the escalation this closes.
 //!
-//! Served: `/healthz`, `/containerLogs/{ns}/{pod}/{container}` (`logs`). Everything else 404.
+//! Served: `/healthz`, `/containerLogs/{ns}/{pod}/{container}` (`logs`),
+//! `/exec/{ns}/{pod}/{container}` over WebSocket (`exec`). Everything else 404.
 //! Errors are `metav1.Status` objects, which the apiserver hands on to its client.
 
 pub mod authz;
+pub mod exec;
 pub mod logs;
 pub mod tls;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -187,8 +190,142 @@ impl Server {
                 self.container_logs(ns, pod, container, req.uri().query())
                     .await
             }
+            (http::Method::GET | http::Method::POST, ["exec", ns, pod, container]) => {
+                let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+                self.exec(&ns, &pod, &container, req).await
+            }
             _ => status(404, "NotFound", &format!("the path {path} is not served")),
         }
+    }
+
+    /// The pod (read from the API), checked to be on this node.
+    async fn pod(&self, ns: &str, name: &str) -> Result<Pod, Response<Body>> {
+        let client = self.clients.borrow().clone();
+        let api: kube::Api<Pod> = kube::Api::namespaced(client, ns);
+        let pod = match api.get_opt(name).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return Err(status(
+                    404,
+                    "NotFound",
+                    &format!("pods \"{name}\" not found"),
+                ))
+            }
+            Err(e) => {
+                return Err(status(
+                    503,
+                    "ServiceUnavailable",
+                    &format!("cannot read pod {ns}/{name}: {e}"),
+                ))
+            }
+        };
+        if pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+            != Some(self.cfg.node_name.as_str())
+        {
+            return Err(status(
+                404,
+                "NotFound",
+                &format!("pod {ns}/{name} is not on node {}", self.cfg.node_name),
+            ));
+        }
+        Ok(pod)
+    }
+
+    async fn exec(
+        &self,
+        ns: &str,
+        name: &str,
+        container: &str,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
+        let opts = match exec::Options::parse(req.uri().query()) {
+            Ok(o) => o,
+            Err(e) => return status(400, "BadRequest", &e),
+        };
+        let header = |h: &str| {
+            req.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let websocket = header("upgrade").eq_ignore_ascii_case("websocket");
+        let protocols = header("sec-websocket-protocol");
+        let key = header("sec-websocket-key");
+        if !websocket || key.is_empty() {
+            return status(
+                400,
+                "BadRequest",
+                "unable to upgrade connection: only WebSocket (v5.channel.k8s.io) is served",
+            );
+        }
+        if !protocols.split(',').any(|p| p.trim() == exec::PROTOCOL) {
+            return status(
+                400,
+                "BadRequest",
+                &format!("unable to upgrade connection: none of the subprotocols [{protocols}] is supported (want {})", exec::PROTOCOL),
+            );
+        }
+        let pod = match self.pod(ns, name).await {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let shim_dir = self.cfg.pods_dir.join(&uid);
+        // The newest running attempt of the container (ids are `<name>-<attempt>`).
+        let running = crate::kubelet::runtime::client::call(
+            &shim_dir,
+            &crate::kubelet::runtime::shim::Request::State,
+        )
+        .await
+        .ok()
+        .and_then(|r| {
+            r.containers
+                .into_iter()
+                .filter(|c| c.running)
+                .filter_map(|c| {
+                    let attempt =
+                        c.id.strip_prefix(container)?
+                            .strip_prefix('-')?
+                            .parse::<u32>()
+                            .ok()?;
+                    Some((attempt, c.id))
+                })
+                .max()
+        });
+        let Some((_, id)) = running else {
+            return status(
+                400,
+                "BadRequest",
+                &format!("container not found (\"{container}\")"),
+            );
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(up) => exec::session(TokioIo::new(up), shim_dir, id, opts).await,
+                Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
+            }
+        });
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(
+            http::header::UPGRADE,
+            http::HeaderValue::from_static("websocket"),
+        );
+        h.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("Upgrade"),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&websocket::accept_key(&key)) {
+            h.insert("sec-websocket-accept", v);
+        }
+        h.insert(
+            "sec-websocket-protocol",
+            http::HeaderValue::from_static(exec::PROTOCOL),
+        );
+        r
     }
 
     async fn container_logs(

@@ -16,13 +16,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-/// The files' modification times and the config built from them.
-type Built = (Vec<Option<SystemTime>>, Arc<ServerConfig>);
+/// A built configuration and the modification times of the files it was built from.
+type Cached = (Vec<Option<SystemTime>>, Arc<ServerConfig>);
 
 /// The files the kubelet API's TLS is made of.
 pub struct Files {
     pki: PathBuf,
-    cached: Mutex<Option<Built>>,
+    cached: Mutex<Option<Cached>>,
 }
 
 impl Files {
