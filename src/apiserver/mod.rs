@@ -43,6 +43,7 @@ mod serve;
 mod services;
 mod status;
 mod storage;
+mod stored_json;
 mod strategy;
 pub mod table;
 mod tls;
