@@ -45,6 +45,7 @@ mod services;
 pub use services::set_service_cidr;
 mod status;
 mod storage;
+mod stored_json;
 mod strategy;
 pub mod table;
 mod tls;

@@ -76,11 +76,8 @@ pub fn encode(obj: &Value) -> ApiResult<Bytes> {
             format!("the object is nested more than {MAX_OBJECT_DEPTH} levels deep"),
         ));
     }
-    let mut obj = obj.clone();
-    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-    }
-    let bytes = serde_json::to_vec(&obj)
+    // Serialized without `resourceVersion` through a view, not a copy of the object.
+    let bytes = serde_json::to_vec(&WithoutResourceVersion(obj))
         .map_err(|e| ApiError::internal(format!("cannot encode object: {e}")))?;
     if bytes.len() > MAX_OBJECT_BYTES {
         return Err(ApiError::too_large(format!(
@@ -89,6 +86,42 @@ pub fn encode(obj: &Value) -> ApiResult<Bytes> {
         )));
     }
     Ok(Bytes::from(bytes))
+}
+
+/// Serializes an object as it is, except for `metadata.resourceVersion`.
+struct WithoutResourceVersion<'a>(&'a Value);
+
+impl serde::Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(obj) = self.0.as_object() else {
+            return self.0.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(obj.len()))?;
+        for (k, v) in obj {
+            match v.as_object() {
+                Some(meta) if k == "metadata" => {
+                    map.serialize_entry(k, &MetadataWithoutResourceVersion(meta))?
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+struct MetadataWithoutResourceVersion<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for MetadataWithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields = self.0.iter().filter(|(k, _)| *k != "resourceVersion");
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in fields {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// Decode a stored object and stamp its `resourceVersion`; `api_version` is what the

@@ -226,19 +226,26 @@ pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>
         ..Default::default()
     };
     if let Some(p) = &ns_policy {
-        let pod = if is_pod(&ctx.ri) {
+        if is_pod(&ctx.ri) {
             audit
                 .annotations
                 .insert(pod_security::ENFORCE_POLICY.into(), policy.clone());
-            Some(obj.clone())
-        } else {
-            template_pod(obj)
-        };
-        if let Some(pod) = pod {
-            let (warnings, annotations) =
-                pod_security::warn_and_audit(&adm, &req, p, &pod, !verdict.allowed);
-            audit.warnings.extend(warnings);
-            audit.annotations.extend(annotations);
+        }
+        // Only warn and audit modes look at the pod again (most namespaces set neither).
+        if p.warn.is_some() || p.audit.is_some() {
+            let template;
+            let pod = if is_pod(&ctx.ri) {
+                Some(obj)
+            } else {
+                template = template_pod(obj);
+                template.as_ref()
+            };
+            if let Some(pod) = pod {
+                let (warnings, annotations) =
+                    pod_security::warn_and_audit(&adm, &req, p, pod, !verdict.allowed);
+                audit.warnings.extend(warnings);
+                audit.annotations.extend(annotations);
+            }
         }
     }
     if verdict.allowed && ctx.ri.group.is_empty() && ctx.ri.kind == "Namespace" {

@@ -10,11 +10,11 @@ use base64::Engine;
 use http::Response;
 use serde_json::{json, Value};
 
-use super::{output, Ctx};
+use super::{list_stream, output, Ctx};
 use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::apiserver::body::Body;
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::storage;
+use crate::apiserver::{storage, table};
 use crate::store::RangeRequest;
 
 /// Fields each kind can be selected on, beyond `metadata.name` and `metadata.namespace`
@@ -131,6 +131,53 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String)> {
     Ok((rev, start))
 }
 
+fn store_error(ctx: &Ctx, e: crate::store::Error) -> ApiError {
+    match e {
+        crate::store::Error::Compacted { .. } if ctx.query.get("continue").is_some() => {
+            ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results.")
+        }
+        other => ApiError::from_store(other, &ctx.ri, ""),
+    }
+}
+
+/// A whole LIST (no `limit`) as a streamed body: upstream's envelope (a `<Kind>List`, or a
+/// Table for `as=Table`) with the items written into it page by page.
+fn streamed(
+    ctx: &Ctx,
+    selectors: Selectors,
+    prefix: String,
+    first: crate::store::RangeResponse,
+) -> Response<Body> {
+    let rv = first.revision.to_string();
+    let (envelope, row) = if output::wants_table(ctx) {
+        let (cols, row) = output::table_parts(ctx);
+        let mode = output::include(ctx);
+        let (group, kind) = (ctx.ri.group.clone(), ctx.ri.kind.clone());
+        let row: list_stream::RowJson = Box::new(move |o: &Value| {
+            table::TableRow::new(row(o), o, mode)
+                .with_conditions(table::row_conditions(&group, &kind, o))
+                .into_json()
+        });
+        (table::table(cols, Vec::new(), &rv, None, None), Some(row))
+    } else {
+        let mut list = serde_json::Map::new();
+        list.insert("kind".into(), json!(ctx.ri.list_kind));
+        list.insert("apiVersion".into(), json!(ctx.ri.api_version()));
+        list.insert("metadata".into(), json!({"resourceVersion": rv}));
+        list.insert("items".into(), json!([]));
+        (Value::Object(list), None)
+    };
+    list_stream::response(list_stream::ListBody {
+        state: ctx.state.clone(),
+        prefix,
+        ri: ctx.ri.clone(),
+        selectors,
+        row,
+        envelope: serde_json::to_vec(&envelope).unwrap_or_default(),
+        first,
+    })
+}
+
 pub async fn list(ctx: &Ctx) -> ApiResult<Response<Body>> {
     let selectors = Selectors::parse(ctx)?;
     let limit = match ctx.query.get("limit") {
@@ -168,6 +215,21 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response<Body>> {
             }
         }
     };
+    if limit == 0 {
+        // The whole list: streamed from the snapshot (`list_stream`), never held at once.
+        let first = ctx
+            .state
+            .store
+            .range(RangeRequest {
+                prefix: prefix.clone(),
+                start_after,
+                limit: list_stream::FIRST_PAGE,
+                revision,
+            })
+            .await
+            .map_err(|e| store_error(ctx, e))?;
+        return Ok(streamed(ctx, selectors, prefix, first));
+    }
     let page = match limit {
         0 => 0,
         l if selectors.everything() => l,
@@ -189,12 +251,7 @@ pub async fn list(ctx: &Ctx) -> ApiResult<Response<Body>> {
                 revision,
             })
             .await
-            .map_err(|e| match e {
-                crate::store::Error::Compacted { .. } if ctx.query.get("continue").is_some() => {
-                    ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results.")
-                }
-                other => ApiError::from_store(other, &ctx.ri, ""),
-            })?;
+            .map_err(|e| store_error(ctx, e))?;
         revision = Some(resp.revision);
         let n = resp.items.len();
         fetched += n;

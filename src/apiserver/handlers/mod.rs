@@ -6,6 +6,7 @@ mod create;
 mod delete;
 mod get;
 mod list;
+mod list_stream;
 mod output;
 mod patch;
 mod prepare;

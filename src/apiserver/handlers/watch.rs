@@ -32,6 +32,7 @@ use crate::apiserver::storage;
 use crate::store::RangeRequest;
 
 pub use limits::{WatchLimits, Watches};
+pub use stream::SyncStream;
 
 pub async fn watch(ctx: &Ctx) -> ApiResult<Response<Body>> {
     let selectors = Selectors::parse(ctx)?;
@@ -111,6 +112,7 @@ pub async fn watch(ctx: &Ctx) -> ApiResult<Response<Body>> {
         ri,
         selectors,
         render: Box::new(render),
+        raw: !table,
         initial,
         start,
         send_initial,

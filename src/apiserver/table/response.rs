@@ -100,7 +100,7 @@ impl TableRow {
         self
     }
 
-    fn into_json(self) -> Value {
+    pub fn into_json(self) -> Value {
         let mut row = Map::new();
         row.insert("cells".to_string(), Value::Array(self.cells));
         if !self.conditions.is_empty() {

@@ -16,7 +16,7 @@ use cedar_policy::{
 };
 use serde_json::Value;
 
-use super::facts::PodFacts;
+use super::facts::{FactsKey, PodFacts};
 use crate::api::ResourceInfo;
 use crate::auth::cedar::entities::{uid, Principal};
 use crate::auth::cedar::{Error, PolicyFiles};
@@ -70,6 +70,8 @@ pub struct Verdict {
 
 pub struct Admission {
     schema: Schema,
+    /// (id, text) of the policies shipped in `policies/admission/` (see [`Slices::facts_only`]).
+    shipped: HashSet<(String, String)>,
     sources: Mutex<BTreeMap<String, Vec<Policy>>>,
     set: RwLock<Arc<Slices>>,
     cedar: cedar_policy::Authorizer,
@@ -86,7 +88,17 @@ struct Slices {
     sets: [[Arc<PolicySet>; 3]; 2],
     /// Every policy, for annotations (`@reason`) and diagnostics.
     all: Arc<PolicySet>,
+    /// `[operation]`: the pods' slice holds only the shipped Pod Security policies (and the
+    /// built-in permit). Those read nothing but the pod's facts and its enforced level, so
+    /// their verdict is a function of (operation, level, facts) and is remembered in
+    /// `verdicts` — a ReplicaSet's 1,000 pods are evaluated once. The memo lives in the
+    /// slices, so any policy change (which builds new slices) forgets it.
+    facts_only: [bool; 3],
+    verdicts: Mutex<HashMap<(usize, String, FactsKey), Vec<String>>>,
 }
+
+/// Verdicts remembered per policy set, at most (then the memo starts over).
+const MAX_VERDICTS: usize = 4096;
 
 const OPERATIONS: [Operation; 3] = [Operation::Create, Operation::Update, Operation::Delete];
 
@@ -123,7 +135,7 @@ fn may_apply(policy: &Policy, is_pod: bool, op: Operation) -> bool {
 }
 
 impl Slices {
-    fn new(all: Vec<Policy>) -> Slices {
+    fn new(all: Vec<Policy>, shipped: &HashSet<(String, String)>) -> Slices {
         let set_of = |list: Vec<Policy>| {
             PolicySet::from_policies(list).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot assemble the admission policy set");
@@ -131,6 +143,7 @@ impl Slices {
             })
         };
         let mut sets: [[Arc<PolicySet>; 3]; 2] = Default::default();
+        let mut facts_only = [false; 3];
         for (p, row) in sets.iter_mut().enumerate() {
             for op in OPERATIONS {
                 let slice: Vec<Policy> = all
@@ -138,12 +151,20 @@ impl Slices {
                     .filter(|x| x.id().to_string() == DEFAULT_PERMIT || may_apply(x, p == 1, op))
                     .cloned()
                     .collect();
+                if p == 1 {
+                    facts_only[op.index()] = slice.iter().all(|x| {
+                        let id = x.id().to_string();
+                        id == DEFAULT_PERMIT || shipped.contains(&(id, x.to_string()))
+                    });
+                }
                 row[op.index()] = Arc::new(set_of(slice));
             }
         }
         Slices {
             sets,
             all: Arc::new(set_of(all)),
+            facts_only,
+            verdicts: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -153,8 +174,15 @@ impl Admission {
     pub fn load(files: &PolicyFiles) -> Result<Admission, Error> {
         let schema = files.schema()?;
         let policies = files.policies("admission", &schema)?;
+        let shipped = PolicyFiles::embedded()
+            .policies("admission", &schema)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| (p.id().to_string(), p.to_string()))
+            .collect();
         let adm = Admission {
             schema,
+            shipped,
             sources: Mutex::new(BTreeMap::new()),
             set: RwLock::new(Arc::new(Slices::default())),
             cedar: cedar_policy::Authorizer::new(),
@@ -193,7 +221,7 @@ impl Admission {
                 }
             }
         }
-        let slices = Slices::new(all);
+        let slices = Slices::new(all, &self.shipped);
         if let Ok(mut s) = self.set.write() {
             *s = Arc::new(slices);
         }
@@ -257,6 +285,29 @@ impl Admission {
             // Only the built-in permit: nothing can forbid.
             return Ok((Vec::new(), slices.all.clone()));
         }
+        let memo = match facts {
+            Some(f) if slices.facts_only[req.operation.index()] => {
+                let key = (req.operation.index(), req.pod_level.to_string(), f.key());
+                let known = slices
+                    .verdicts
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&key).cloned());
+                if let Some(ids) = known {
+                    return Ok((ids, slices.all.clone()));
+                }
+                Some(key)
+            }
+            _ => None,
+        };
+        let remember = |ids: &Vec<String>| {
+            if let (Some(key), Ok(mut m)) = (memo.clone(), slices.verdicts.lock()) {
+                if m.len() >= MAX_VERDICTS {
+                    m.clear();
+                }
+                m.insert(key, ids.clone());
+            }
+        };
         let principal = Principal::of(req.user);
         let mut ents = principal.entities(req.user);
         let resource = object_entity(req, req.object, facts, "", &mut ents);
@@ -285,6 +336,7 @@ impl Admission {
             return Err(deny(denied.into_policies(), message));
         }
         if response.decision() == cedar_policy::Decision::Allow {
+            remember(&Vec::new());
             return Ok((Vec::new(), slices.all.clone()));
         }
         let mut ids: Vec<String> = response
@@ -293,6 +345,7 @@ impl Admission {
             .map(|id| id.to_string())
             .collect();
         ids.sort_by_key(|id| (pss_rank(id), id.clone()));
+        remember(&ids);
         Ok((ids, slices.all.clone()))
     }
 
@@ -656,6 +709,36 @@ when { resource.hasTag("app") && resource.getTag("app") == "web" &&
             )
             .allowed
         );
+    }
+
+    #[test]
+    fn pod_security_verdicts_are_remembered_only_for_the_shipped_policies() {
+        let adm = Admission::load(&PolicyFiles::embedded()).unwrap();
+        let facts_only = |adm: &Admission| adm.set.read().unwrap().facts_only;
+        assert_eq!(facts_only(&adm), [true, true, true]);
+        let bad =
+            pod(json!({"hostNetwork": true, "containers": [{"name": "c", "image": "nginx"}]}));
+        let first = admit(&adm, &bad, "baseline");
+        let again = admit(&adm, &bad, "baseline");
+        assert!(!first.allowed);
+        assert_eq!(first, again);
+        // Same facts at another level: another entry, another verdict.
+        assert!(admit(&adm, &bad, "privileged").allowed);
+        assert_eq!(adm.set.read().unwrap().verdicts.lock().unwrap().len(), 2);
+        // An operator's pod policy reads more than the facts: no memo while it is loaded.
+        let text = r#"@id("no-web") forbid (principal, action, resource is k8s::admission::Pod)
+when { resource.hasTag("app") && resource.getTag("app") == "web" };"#;
+        adm.set_source(
+            "CedarPolicy/no-web",
+            adm.compile_object("no-web", text).unwrap(),
+        );
+        assert_eq!(facts_only(&adm), [false, false, false]);
+        let plain = pod(json!({"containers": [{"name": "c", "image": "nginx"}]}));
+        assert!(!admit(&adm, &plain, "baseline").allowed);
+        assert!(!admit(&adm, &plain, "baseline").allowed);
+        adm.remove_source("CedarPolicy/no-web");
+        assert_eq!(facts_only(&adm), [true, true, true]);
+        assert!(admit(&adm, &plain, "baseline").allowed);
     }
 
     #[test]

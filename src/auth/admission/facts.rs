@@ -105,6 +105,46 @@ pub struct PodFacts {
     pod_seccomp: Option<String>,
 }
 
+/// The facts the shipped Pod Security policies read, as a hashable key: two pods with equal
+/// keys get the same verdict from those policies at the same level (see
+/// `engine::Slices::facts_only`). The per-container details behind messages are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FactsKey {
+    flags: [bool; 11],
+    sets: [BTreeSet<String>; 7],
+    host_ports: BTreeSet<i64>,
+}
+
+impl PodFacts {
+    pub fn key(&self) -> FactsKey {
+        FactsKey {
+            flags: [
+                self.host_network,
+                self.host_pid,
+                self.host_ipc,
+                self.host_process,
+                self.any_privileged,
+                self.all_drop_all,
+                self.all_seccomp_restricted,
+                self.selinux_user_or_role,
+                self.all_run_as_non_root,
+                self.any_run_as_root,
+                self.all_no_privilege_escalation,
+            ],
+            sets: [
+                self.added_capabilities.clone(),
+                self.volume_types.clone(),
+                self.seccomp_types.clone(),
+                self.apparmor_profiles.clone(),
+                self.selinux_types.clone(),
+                self.proc_mounts.clone(),
+                self.sysctls.clone(),
+            ],
+            host_ports: self.host_ports.clone(),
+        }
+    }
+}
+
 fn string(v: &Value) -> Option<String> {
     v.as_str().map(str::to_string)
 }

@@ -27,7 +27,7 @@ use super::limits::Slot;
 use crate::api::ResourceInfo;
 use crate::apiserver::handlers::list::Selectors;
 use crate::apiserver::status::ApiError;
-use crate::apiserver::storage;
+use crate::apiserver::{storage, stored_json};
 use crate::store::{Backend, EventKind, KeyValue, RangeRequest, RangeResponse, WatchStream};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -50,6 +50,9 @@ pub struct Watch {
     pub ri: ResourceInfo,
     pub selectors: Selectors,
     pub render: Render,
+    /// Objects are sent as stored (no Table rendering): live events are spliced from the
+    /// stored bytes without decoding (`stored_json`) when no selector needs the object.
+    pub raw: bool,
     /// The first page of the initial state (`None`: no initial state).
     pub initial: Option<RangeResponse>,
     /// The revision the initial state was read at, or the one the client asked to watch from.
@@ -124,6 +127,17 @@ fn frame(typ: &str, obj: Value) -> Frame<Bytes> {
     Frame::data(Bytes::from(bytes))
 }
 
+/// A frame for an object sent as stored, without decoding it (see `stored_json`).
+fn raw_frame(typ: &str, value: &[u8], revision: u64, ri: &ResourceInfo) -> Option<Frame<Bytes>> {
+    let mut bytes = Vec::with_capacity(value.len() + 64);
+    bytes.extend_from_slice(b"{\"type\":\"");
+    bytes.extend_from_slice(typ.as_bytes());
+    bytes.extend_from_slice(b"\",\"object\":");
+    stored_json::write(&mut bytes, value, revision, ri).ok()?;
+    bytes.extend_from_slice(b"}\n");
+    Some(Frame::data(Bytes::from(bytes)))
+}
+
 fn error_frame(e: ApiError) -> Frame<Bytes> {
     frame("ERROR", e.to_status())
 }
@@ -152,6 +166,12 @@ async fn next(st: &mut State) -> Option<Frame<Bytes>> {
             } => {
                 if let Some(kv) = page.pop_front() {
                     *last_key = Some(kv.key.clone());
+                    if st.w.raw && st.w.selectors.everything() {
+                        match raw_frame("ADDED", &kv.value, kv.mod_revision, &st.w.ri) {
+                            Some(f) => return Some(f),
+                            None => continue,
+                        }
+                    }
                     let Ok(obj) = storage::decode(&kv, &st.w.ri) else {
                         continue;
                     };
@@ -220,12 +240,23 @@ async fn next(st: &mut State) -> Option<Frame<Bytes>> {
                     }
                 };
                 st.last = ev.revision;
-                let Ok(obj) = storage::decode_bytes(&ev.value, ev.revision, &st.w.ri) else {
-                    continue;
-                };
                 let sel = &st.w.selectors;
                 // Without selectors everything matches: the previous value is not decoded.
                 let match_all = sel.labels.0.is_empty() && sel.fields.0.is_empty();
+                if match_all && st.w.raw {
+                    let typ = match ev.kind {
+                        EventKind::Create => "ADDED",
+                        EventKind::Delete => "DELETED",
+                        EventKind::Update => "MODIFIED",
+                    };
+                    match raw_frame(typ, &ev.value, ev.revision, &st.w.ri) {
+                        Some(f) => return Some(f),
+                        None => continue,
+                    }
+                }
+                let Ok(obj) = storage::decode_bytes(&ev.value, ev.revision, &st.w.ri) else {
+                    continue;
+                };
                 let now_matches = match_all || sel.matches(&obj);
                 let typ = match ev.kind {
                     EventKind::Create | EventKind::Delete if !now_matches => continue,
@@ -256,6 +287,12 @@ async fn next(st: &mut State) -> Option<Frame<Bytes>> {
 /// A `Send` stream made `Sync` for hyper's boxed body: it is only ever polled through
 /// `&mut self`, so the mutex is never locked (`get_mut`).
 pub struct SyncStream(std::sync::Mutex<BoxStream<'static, Line>>);
+
+impl SyncStream {
+    pub fn new(s: BoxStream<'static, Line>) -> SyncStream {
+        SyncStream(std::sync::Mutex::new(s))
+    }
+}
 
 impl Stream for SyncStream {
     type Item = Line;
