@@ -585,6 +585,7 @@ mod etcd_backend {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         // The etcd dies with the test process (nextest runs each test in its own process).
+        // SAFETY: the hook only calls prctl(2), which is async-signal-safe, between fork and exec.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
