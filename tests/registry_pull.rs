@@ -143,10 +143,21 @@ impl Registry {
 
     /// Push an OCI archive of `layers` as `repo:tag`; returns the manifest digest.
     fn push(&self, dir: &Path, repo: &str, tag: &str, layers: &[Vec<u8>]) -> String {
+        self.push_arch(dir, repo, tag, layers, host_arch())
+    }
+
+    fn push_arch(
+        &self,
+        dir: &Path,
+        repo: &str,
+        tag: &str,
+        layers: &[Vec<u8>],
+        arch: &str,
+    ) -> String {
         let archive = write(
             dir,
             &format!("{}-{}-{tag}.tar", self.port, repo.replace('/', "_")),
-            &oci_archive(&format!("{repo}:{tag}"), layers, host_arch()),
+            &oci_archive(&format!("{repo}:{tag}"), layers, arch),
         );
         let dest = format!("docker://{}/{repo}:{tag}", self.host());
         let mut copy = Command::new("/usr/bin/skopeo");
@@ -413,6 +424,12 @@ fn pulls_from_real_registries() {
         "1",
         &[base.clone(), marker("via-mirror")],
     );
+    let other_arch = if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    plain.push_arch(d, "foreign", "1", &[marker("foreign")], other_arch);
     plain.push(
         d,
         "corrupt",
@@ -466,6 +483,15 @@ configs:
         &cgroup_root,
         "--registry-config",
         reg_path.to_str().unwrap(),
+        // Image GC on every pass: only images no pod names may go.
+        "--image-gc-high-threshold",
+        "0",
+        "--image-gc-low-threshold",
+        "0",
+        "--image-minimum-gc-age",
+        "1s",
+        "--image-gc-period",
+        "1s",
     ]);
     let _cleanup = Cleanup {
         cgroup_root,
@@ -531,6 +557,7 @@ configs:
         ("no-secret", format!("{}/private:1", by_secret.host())),
         ("unknown", format!("{}/nope:1", plain.host())),
         ("corrupt", format!("127.0.0.1:{proxy}/corrupt:1")),
+        ("foreign", format!("{}/foreign:1", plain.host())),
     ];
     for (name, image) in &failing {
         let mut y = pod_yaml(&node, name, image, "");
@@ -613,10 +640,23 @@ configs:
         .as_str()
         .unwrap_or_default()
         .to_string();
+    eprintln!("corrupt: {msg}");
     assert!(msg.contains("digest") && msg.contains("expected"), "{msg}");
     assert!(
         !store_names(server.data_dir()).contains("corrupt"),
         "a corrupted image entered the store"
+    );
+    let p = wait_pod(&server, "foreign", 60, "an architecture error", |p| {
+        ["ErrImagePull", "ImagePullBackOff"].contains(&waiting_reason(p).as_str())
+    });
+    let msg = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    eprintln!("foreign: {msg}");
+    assert!(
+        msg.contains(&format!("linux/{other_arch}")) && msg.contains(host_arch()),
+        "{msg}"
     );
     let p = wait_pod(&server, "unknown", 60, "ImagePullBackOff", |p| {
         waiting_reason(p) == "ImagePullBackOff"
@@ -688,9 +728,37 @@ configs:
     let n = server.json(&["get", "node", &node]);
     assert!(ok, "{:#}", n["status"]["images"]);
 
+    // Image GC: once its pod is gone, the by-tag image goes (from the store and from
+    // status.images); images of running pods and the shared base layer stay.
+    server.ok(&["delete", "pod", "by-tag", "--wait=true", "--timeout=60s"]);
+    let bb_name = format!("{}/bb:1", plain.host());
+    let bb_digest = format!("{}/bb@{tag_digest}", plain.host());
+    let gone = eventually(Duration::from_secs(30), || {
+        !store_names(server.data_dir()).contains(&bb_name)
+    });
+    assert!(gone, "{}", store_names(server.data_dir()));
+    let index = store_names(server.data_dir());
+    assert!(
+        index.contains(&format!("{}/private:1", authed.host())),
+        "{index}"
+    );
+    let (layers_after, tmp) = store_snapshot(server.data_dir());
+    assert!(layers_after.len() < layers.len(), "{layers_after:?}");
+    assert!(
+        layers_after.contains(&sha256(&base).trim_start_matches("sha256:").to_string()),
+        "the shared base layer went: {layers_after:?}"
+    );
+    assert_eq!(tmp, 0, "staging not emptied");
+    let dropped = eventually(Duration::from_secs(30), || {
+        let n = server.json(&["get", "node", &node]);
+        !n["status"]["images"].to_string().contains(&bb_digest)
+    });
+    assert!(dropped, "status.images still lists {bb_digest}");
+
     let names: Vec<&str> = pods
         .iter()
         .map(|p| p.0)
+        .filter(|n| *n != "by-tag")
         .chain(failing.iter().map(|f| f.0))
         .collect();
     let mut args = vec![

@@ -170,7 +170,54 @@ impl Puller {
 
 #[cfg(test)]
 mod tests {
-    use super::registry_matches;
+    use super::*;
+
+    /// Two concurrent pulls of one reference are one pull: a loopback server that answers
+    /// every connection with a slow 404 sees the connections of a single pull (the mirror
+    /// endpoint over HTTP, then the default endpoint's TLS attempt), not twice that.
+    #[tokio::test]
+    async fn concurrent_pulls_are_one() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut c, _)) = l.accept().await else {
+                    return;
+                };
+                h.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    let _ = c
+                        .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let host = format!("127.0.0.1:{port}");
+        let reg = Registries::parse(&format!(
+            "mirrors:\n  \"{host}\":\n    endpoint: [\"http://{host}\"]\n"
+        ))
+        .unwrap();
+        let p = Puller::new(store, Arc::new(reg));
+        let image = format!("{host}/x:1");
+        let k = Keyring::default();
+        let (a, b) = tokio::join!(p.pull(&image, &k), p.pull(&image, &k));
+        assert!(matches!(a, Err(PullError::NotFound(_))), "{a:?}");
+        assert!(matches!(b, Err(PullError::NotFound(_))), "{b:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        // Once finished, a new pull asks again.
+        let _ = p.pull(&image, &k).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
+        server.abort();
+    }
 
     #[test]
     fn keyring_matching() {

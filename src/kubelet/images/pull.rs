@@ -465,6 +465,14 @@ fn commit(
                 .map_err(|e| PullError::Store(format!("{}: {e}", dst.display())))?;
         }
     }
+    // A layer that was present when the pull skipped it may have gone since (image GC of
+    // the only other image that had it): refuse rather than record an image without it;
+    // the retry after the back-off downloads it.
+    if let Some(l) = image.layers.iter().find(|l| !store.layer_dir(l).is_dir()) {
+        return Err(PullError::Store(format!(
+            "layer {l} was removed while the image was being pulled; pulling again"
+        )));
+    }
     for (digest, body) in [
         (&image.id, config_body),
         (&manifest_digest.to_string(), manifest_body),
