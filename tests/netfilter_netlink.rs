@@ -9,7 +9,7 @@
 
 use std::process::Command;
 
-use rampart::netfilter::batch::{types, DATA_VERDICT, SET_CONCAT, SET_MAP};
+use rampart::netfilter::batch::{types, DATA_VERDICT, SET_MAP};
 use rampart::netfilter::expr::ip4;
 use rampart::netfilter::{Batch, ChainHook, Expr, Family, Reg, SetSpec, Socket, Verdict};
 
@@ -62,7 +62,7 @@ const T: &str = "rampart-test";
 fn service_map() -> SetSpec {
     SetSpec {
         name: "service-ips".into(),
-        flags: SET_MAP | SET_CONCAT,
+        flags: SET_MAP,
         key_type: types::concat(&[types::IPV4_ADDR, types::INET_PROTO, types::INET_SERVICE]),
         key_len: 12,
         data_type: Some(DATA_VERDICT),

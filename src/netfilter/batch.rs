@@ -290,7 +290,10 @@ impl Batch {
     }
 
     pub fn add_set(&mut self, table: &str, s: &SetSpec) {
-        let a = self.set_attrs(table, s, None);
+        // The kernel requires an id on every new set (rules of the batch may refer to it).
+        let id = self.next_anon;
+        self.next_anon += 1;
+        let a = self.set_attrs(table, s, Some(id));
         self.msg(
             NFT_MSG_NEWSET,
             NLM_F_CREATE,

@@ -29,9 +29,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use sha2::{Digest, Sha256};
 
-use crate::netfilter::batch::{
-    types, Element, DATA_VERDICT, SET_CONCAT, SET_EVAL, SET_MAP, SET_TIMEOUT,
-};
+use crate::netfilter::batch::{types, Element, DATA_VERDICT, SET_EVAL, SET_MAP, SET_TIMEOUT};
 use crate::netfilter::expr::ip4;
 use crate::netfilter::{ChainHook, CmpOp, Expr, Reg, SetSpec, Verdict};
 
@@ -187,7 +185,7 @@ fn vmap(name: &str, with_addr: bool) -> SetSpec {
     };
     SetSpec {
         name: name.into(),
-        flags: SET_MAP | SET_CONCAT,
+        flags: SET_MAP,
         key_type,
         key_len,
         data_type: Some(DATA_VERDICT),
