@@ -59,6 +59,10 @@ pub enum Command {
     /// Encrypted snapshots of a server: save (online), ls, restore (on a fresh machine), prune.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Remove this node's Rampart network state (the service proxy's nftables tables); run
+    /// by `rampart-killall.sh` (not for direct use).
+    #[command(name = "internal-cleanup-network", hide = true)]
+    InternalCleanupNetwork,
 }
 
 #[derive(Debug, Subcommand)]
@@ -680,6 +684,9 @@ pub struct KubeletArgs {
     /// Port of the kubelet API (logs, exec, port-forward, stats); 0 picks a free port.
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// Do not run the service proxy (k3s's flag); `--disable-kube-proxy=false` turns it on.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    pub disable_kube_proxy: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -156,6 +156,9 @@ pub async fn run(
         pod_network_backend: cfg.network.pod_network_backend,
     };
     let kubelet = tokio::spawn(crate::kubelet::run(kcfg, rx, stopped(stop_rx.clone())));
+    if !cfg.kubelet.disable_kube_proxy {
+        tokio::spawn(run_proxy(cfg.clone(), stopped(stop_rx.clone())));
+    }
 
     let mut tick = tokio::time::interval(UPKEEP);
     let mut serving_retry_at = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -250,6 +253,53 @@ pub async fn run(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(anyhow!(e)),
         Err(e) => Err(anyhow!("kubelet task failed: {e}")),
+    }
+}
+
+/// The service proxy under its own identity, once its certificate is on disk (the upkeep
+/// loop below requests it). The CIDRs are k3s's defaults until the networking flags reach
+/// this config.
+async fn run_proxy(cfg: Config, stop: impl std::future::Future<Output = ()> + Send) {
+    let pki = cfg.data_dir.join("pki");
+    tokio::pin!(stop);
+    let (ca, pair) = loop {
+        if let (Ok(ca), Some(pair)) = (
+            std::fs::read_to_string(pki.join("ca.crt")),
+            load_pair(&pki, "kube-proxy"),
+        ) {
+            break (ca, pair);
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    let client = match node_client(&cfg.server, &ca, &pair).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "service proxy not started");
+            return;
+        }
+    };
+    let node_ips = match cfg.node_ip {
+        IpAddr::V4(ip) if !ip.is_loopback() => vec![ip],
+        _ => Vec::new(),
+    };
+    let pcfg = crate::proxy::Config {
+        node_name: cfg.node_name.clone(),
+        node_ips,
+        cluster_cidr: crate::proxy::Cidr4 {
+            addr: [10, 42, 0, 0].into(),
+            len: 16,
+        },
+        service_cidr: crate::proxy::Cidr4 {
+            addr: [10, 43, 0, 0].into(),
+            len: 16,
+        },
+    };
+    tracing::info!(node = %cfg.node_name, "service proxy starting (nftables table ip rampart-proxy)");
+    if let Err(e) = crate::proxy::run(pcfg, client, stop).await {
+        tracing::error!(error = %e, "the service proxy stopped");
     }
 }
 

@@ -68,6 +68,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::kubelet::runtime::shim::main(args).map_err(|e| anyhow::anyhow!(e))
         }
         Command::Policy(cmd) => policy::run(cmd),
+        Command::InternalCleanupNetwork => {
+            crate::proxy::cleanup().map_err(|e| anyhow::anyhow!("service proxy tables: {e}"))
+        }
         Command::Snapshot(cmd) => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -197,6 +197,20 @@ impl Server {
                 .into_iter()
                 .flatten(),
             )
+            // The embedded agent's service proxy programs nftables in the test's network
+            // namespace: only suites that ask for it (from a namespace of their own) run it.
+            .args(
+                if self.agent
+                    && !self
+                        .extra_args
+                        .iter()
+                        .any(|a| a.starts_with("--disable-kube-proxy"))
+                {
+                    Some("--disable-kube-proxy")
+                } else {
+                    None
+                },
+            )
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn rampart");

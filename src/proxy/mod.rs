@@ -1,0 +1,187 @@
+//! The service proxy: kube-proxy's nftables mode inside the agent. Services and
+//! EndpointSlices come from kube-rs reflectors (one watch each, never a LIST per sync); a
+//! change schedules a sync at most once per [`MIN_SYNC_PERIOD`] (upstream's minSyncPeriod);
+//! a sync computes the desired table with the pure [`ruleset::ruleset`] and applies only the
+//! difference in one netlink transaction ([`apply::Applier`]). Every [`CHECK_PERIOD`] the
+//! table is checked with one cheap get: if someone deleted it, it is rebuilt.
+//!
+//! Runs as `system:kube-proxy:<node>` (its own certificate, read-only access to Services,
+//! EndpointSlices and Nodes), so its reads are authorised and audited as upstream's
+//! `system:node-proxier`.
+
+pub mod apply;
+pub mod ruleset;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use tokio::sync::Notify;
+
+pub use ruleset::{Cidr4, NodeFacts};
+
+/// Upstream's minSyncPeriod: changes arriving within it are applied together.
+pub const MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);
+/// How often the table is checked (one get) even without changes.
+pub const CHECK_PERIOD: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub node_ips: Vec<Ipv4Addr>,
+    /// `--cluster-cidr` (k3s default 10.42.0.0/16): pod traffic leaving it is masqueraded.
+    pub cluster_cidr: Cidr4,
+    /// `--service-cidr` (k3s default 10.43.0.0/16).
+    pub service_cidr: Cidr4,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Netfilter(#[from] crate::netfilter::Error),
+    #[error("service proxy worker failed: {0}")]
+    Worker(String),
+}
+
+fn watch_into<K>(api: Api<K>, notify: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let task = tokio::spawn(async move {
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        futures::pin_mut!(stream);
+        // Deletions also pass through the reflector (as events, not touched objects), so
+        // every event of the underlying watch wakes the sync, whatever it carried.
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                tracing::debug!(error = %e, "service proxy watch error; re-listing with back-off");
+            }
+            notify.notify_one();
+        }
+    });
+    (store, task)
+}
+
+/// Compute and apply the table for the current stores. The applier comes back with the
+/// result; `Err` only if it was lost (its blocking task panicked) and cannot be replaced.
+async fn sync(
+    applier: apply::Applier,
+    services: &Store<Service>,
+    slices: &Store<EndpointSlice>,
+    facts: NodeFacts,
+) -> Result<(apply::Applier, Result<apply::SyncStats, Error>), Error> {
+    let svcs = services.state();
+    let eps = slices.state();
+    let joined = tokio::task::spawn_blocking(move || {
+        let s: Vec<&Service> = svcs.iter().map(|a| a.as_ref()).collect();
+        let e: Vec<&EndpointSlice> = eps.iter().map(|a| a.as_ref()).collect();
+        let desired = ruleset::ruleset(&s, &e, &facts);
+        let mut applier = applier;
+        let r = applier.sync(&desired).map_err(Error::from);
+        (applier, r)
+    })
+    .await;
+    match joined {
+        Ok(x) => Ok(x),
+        // A fresh applier starts cold at the next sync.
+        Err(e) => Ok((apply::Applier::new()?, Err(Error::Worker(e.to_string())))),
+    }
+}
+
+/// Run the proxy until `shutdown`. The table stays when it stops (conntrack entries and
+/// traffic keep flowing while the agent restarts); `cleanup` removes it.
+pub async fn run(
+    cfg: Config,
+    client: kube::Client,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let notify = Arc::new(Notify::new());
+    let (services, t1) = watch_into(Api::<Service>::all(client.clone()), notify.clone());
+    let (slices, t2) = watch_into(Api::<EndpointSlice>::all(client), notify.clone());
+    let facts = NodeFacts {
+        node_name: cfg.node_name.clone(),
+        node_ips: cfg.node_ips.clone(),
+        cluster_cidr: cfg.cluster_cidr,
+        service_cidr: cfg.service_cidr,
+    };
+    let mut applier = Some(apply::Applier::new()?);
+    tokio::pin!(shutdown);
+    // Both stores must hold their first list before the first sync, or it would delete
+    // every Service's rules for a moment.
+    tokio::select! {
+        _ = &mut shutdown => { t1.abort(); t2.abort(); return Ok(()); }
+        r = async { tokio::join!(services.wait_until_ready(), slices.wait_until_ready()) } => {
+            if r.0.is_err() || r.1.is_err() {
+                return Err(Error::Worker("reflector stopped before its first list".into()));
+            }
+        }
+    }
+    loop {
+        let Some(a) = applier.take() else { break };
+        let started = std::time::Instant::now();
+        let (a, r) = sync(a, &services, &slices, facts.clone()).await?;
+        applier = Some(a);
+        let last_ok = match r {
+            Ok(st) => {
+                if st.messages > 0 {
+                    tracing::info!(
+                        cold = st.cold,
+                        messages = st.messages,
+                        transactions = st.transactions,
+                        chains_added = st.chains_added,
+                        chains_rewritten = st.chains_rewritten,
+                        chains_deleted = st.chains_deleted,
+                        elements_added = st.elements_added,
+                        elements_deleted = st.elements_deleted,
+                        ms = started.elapsed().as_millis() as u64,
+                        "service proxy synced"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "service proxy sync failed; retrying from a cold start");
+                false
+            }
+        };
+        // Debounce: at most one sync per MIN_SYNC_PERIOD; a failure retries after it.
+        let wait_min = tokio::time::sleep(MIN_SYNC_PERIOD);
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = wait_min => {}
+        }
+        if last_ok {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(CHECK_PERIOD) => {}
+            }
+        }
+    }
+    t1.abort();
+    t2.abort();
+    Ok(())
+}
+
+/// Delete the proxy's table (what `rampart-killall.sh`/uninstall run, through
+/// `rampart agent --cleanup`).
+pub fn cleanup() -> Result<(), Error> {
+    let mut a = apply::Applier::new()?;
+    a.cleanup()?;
+    Ok(())
+}
