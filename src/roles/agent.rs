@@ -285,17 +285,23 @@ async fn run_proxy(cfg: Config, stop: impl std::future::Future<Output = ()> + Se
         IpAddr::V4(ip) if !ip.is_loopback() => vec![ip],
         _ => Vec::new(),
     };
+    // `--cluster-cidr`/`--service-cidr` were validated at start; k3s's defaults otherwise.
+    let cidr = |flag: &str, default: [u8; 4]| {
+        flag.parse::<crate::kubelet::network::Ipv4Net>()
+            .map(|n| crate::proxy::Cidr4 {
+                addr: n.addr(),
+                len: n.prefix(),
+            })
+            .unwrap_or(crate::proxy::Cidr4 {
+                addr: default.into(),
+                len: 16,
+            })
+    };
     let pcfg = crate::proxy::Config {
         node_name: cfg.node_name.clone(),
         node_ips,
-        cluster_cidr: crate::proxy::Cidr4 {
-            addr: [10, 42, 0, 0].into(),
-            len: 16,
-        },
-        service_cidr: crate::proxy::Cidr4 {
-            addr: [10, 43, 0, 0].into(),
-            len: 16,
-        },
+        cluster_cidr: cidr(&cfg.network.cluster_cidr, [10, 42, 0, 0]),
+        service_cidr: cidr(&cfg.network.service_cidr, [10, 43, 0, 0]),
     };
     tracing::info!(node = %cfg.node_name, "service proxy starting (nftables table ip rampart-proxy)");
     if let Err(e) = crate::proxy::run(pcfg, client, stop).await {
