@@ -239,10 +239,11 @@ fn ts(v: &Value) -> jiff::Timestamp {
         .unwrap_or_else(|| panic!("not a timestamp: {v}"))
 }
 
-/// A gRPC health server (grpc.health.v1.Health/Check over h2c) on loopback answering
+/// A gRPC health server (grpc.health.v1.Health/Check over h2c) on this host (all local
+/// addresses: a hostNetwork pod's probe dials its pod IP, the node's address) answering
 /// SERVING or NOT_SERVING as `serving` says; counts the checks it answered.
 fn grpc_health(serving: Arc<AtomicBool>, checks: Arc<Mutex<u32>>) -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = l.local_addr().unwrap().port();
     l.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
@@ -333,6 +334,7 @@ fn probes_hooks_sidecars_and_restarts() {
       failureThreshold: 1
     livenessProbe:
       tcpSocket: {port: 8080}
+      initialDelaySeconds: 2
       periodSeconds: 1
       failureThreshold: 1
     ports: [{name: web, containerPort: 8080}]
@@ -396,7 +398,8 @@ fn probes_hooks_sidecars_and_restarts() {
             "  hostNetwork: true\n",
         ),
     );
-    // postStart failing: FailedPostStartHook, the container is killed (policy Never: Failed).
+    // postStart failing: FailedPostStartHook, the container is killed (it ignores SIGTERM, so
+    // SIGKILL after the grace period; policy Never: Failed).
     n.server.ok_in(
         &["apply", "-f", "-"],
         &pod(
@@ -404,7 +407,7 @@ fn probes_hooks_sidecars_and_restarts() {
             "default",
             "poststart",
             "Never",
-            TRAP,
+            "while true; do sleep 0.2; done",
             r#"    lifecycle:
       postStart:
         httpGet: {path: /started, port: 9998}

@@ -97,39 +97,6 @@ pub async fn update_status(
             }
         }
     }
-    // Pressure taints follow the pressure conditions (upstream: TaintNodesByCondition).
-    let mut taints: Vec<Value> = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .map(|t| {
-            t.iter()
-                .filter_map(|t| serde_json::to_value(t).ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let before = taints.clone();
-    for c in status["conditions"].as_array().into_iter().flatten() {
-        let Some(key) = c["type"].as_str().and_then(pressure_taint) else {
-            continue;
-        };
-        let has = taints.iter().any(|t| t["key"] == key);
-        if c["status"] == "True" && !has {
-            taints.push(json!({"key": key, "effect": "NoSchedule", "timeAdded": now()}));
-        } else if c["status"] != "True" && has {
-            taints.retain(|t| t["key"] != key);
-        }
-    }
-    if taints != before {
-        let patch = json!({"spec": {"taints": taints}});
-        node = api
-            .patch(
-                &cfg.node_name,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&patch),
-            )
-            .await?;
-    }
     node.status = Some(serde_json::from_value(status).map_err(kube::Error::SerdeError)?);
     api.replace_status(&cfg.node_name, &PostParams::default(), &node)
         .await?;
@@ -155,17 +122,6 @@ fn now() -> String {
     jiff::Timestamp::from_second(now.as_second())
         .unwrap_or(now)
         .to_string()
-}
-
-/// The taint upstream's node lifecycle controller puts on a node under `condition` pressure
-/// (`TaintNodesByCondition`); the kubelet keeps it in step with its own conditions here.
-pub fn pressure_taint(condition: &str) -> Option<&'static str> {
-    match condition {
-        "MemoryPressure" => Some("node.kubernetes.io/memory-pressure"),
-        "DiskPressure" => Some("node.kubernetes.io/disk-pressure"),
-        "PIDPressure" => Some("node.kubernetes.io/pid-pressure"),
-        _ => None,
-    }
 }
 
 /// The node's status now, from this machine: capacity, allocatable (capacity minus the

@@ -368,6 +368,7 @@ impl Batch {
     /// Add a rule ending in an anonymous verdict map: `<prefix> <lookup of sreg> vmap { … }`
     /// (how `numgen random mod N vmap { 0 : goto a, 1 : goto b }` is built). The map lives and
     /// dies with the rule.
+    #[allow(clippy::too_many_arguments)] // the parts of one nftables rule, named at the call
     pub fn add_rule_with_vmap(
         &mut self,
         table: &str,

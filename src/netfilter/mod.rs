@@ -26,6 +26,8 @@
 pub mod attr;
 pub mod batch;
 pub mod expr;
+// Raw netlink sockets: `nix` has no NETLINK_NETFILTER batch interface; every block says why.
+#[allow(unsafe_code)]
 pub mod socket;
 
 pub use batch::{Batch, ChainHook, Family, SetSpec, Verdict};

@@ -63,11 +63,10 @@ pub fn diff(applied: Option<&Ruleset>, desired: &Ruleset) -> (Vec<Op>, SyncStats
         }
     };
     for (name, set) in &desired.sets {
-        match old.sets.get(name) {
-            None => ops.push(Op::AddSet(set.spec.clone())),
-            // A changed spec (only an affinity timeout can change) keeps the existing set
-            // until the next cold start; the endpoint rule carries the new timeout at once.
-            Some(_) => {}
+        // A changed spec (only an affinity timeout can change) keeps the existing set until
+        // the next cold start; the endpoint rule carries the new timeout at once.
+        if !old.sets.contains_key(name) {
+            ops.push(Op::AddSet(set.spec.clone()));
         }
     }
     for (name, chain) in &desired.chains {

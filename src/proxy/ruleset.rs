@@ -19,6 +19,7 @@
 //!   the random pick and refreshed by the endpoint chain;
 //! - pod traffic leaving the cluster CIDR (not to the service CIDR) is masqueraded
 //!   (`cluster-masquerade`), what flannel does for k3s.
+//!
 //! Services annotated `rampart.io/node-local: "true"` (the node-local DNS VIP) are skipped
 //! entirely: a server on every node answers their cluster IP.
 

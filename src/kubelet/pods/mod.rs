@@ -6,6 +6,7 @@
 //! Invariant: the agent never forks containers itself; everything runs in per-pod shims
 //! (`runtime::shim`) that survive an agent restart, and the workers re-adopt them.
 
+pub mod atomic_writer;
 pub mod container_spec;
 pub mod events;
 pub mod evict;

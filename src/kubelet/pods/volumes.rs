@@ -8,8 +8,9 @@
 //! 0644 default), replaced atomically per file. `secret` and `projected` volumes (tokens,
 //! secrets) live on a tmpfs mounted there first, so they never reach the disk (as upstream);
 //! `unmount_all` takes them down when the pod goes. `emptyDir` with `medium: Memory` is a
-//! tmpfs of `sizeLimit`; `hostPath` is checked by `host_path.rs`. Not yet: the `..data`
-//! symlink swap for live updates, token rotation, PVCs.
+//! tmpfs of `sizeLimit`; `hostPath` is checked by `host_path.rs`. configMap and secret volumes
+//! are written with upstream's `..data` symlink swap (`atomic_writer.rs`) and re-read by the
+//! worker every 10 s, so updates reach running pods atomically. Not yet: token rotation, PVCs.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -78,24 +79,8 @@ async fn fill(
     if v.empty_dir.is_some() {
         return Ok(());
     }
-    if let Some(cm) = &v.config_map {
-        let data = config_map(client, ns, &cm.name, cm.optional.unwrap_or(false)).await?;
-        return write_items(
-            dir,
-            &data,
-            cm.items.as_deref(),
-            cm.default_mode.unwrap_or(0o644),
-        );
-    }
-    if let Some(s) = &v.secret {
-        let name = s.secret_name.clone().unwrap_or_default();
-        let data = secret(client, ns, &name, s.optional.unwrap_or(false)).await?;
-        return write_items(
-            dir,
-            &data,
-            s.items.as_deref(),
-            s.default_mode.unwrap_or(0o644),
-        );
+    if v.config_map.is_some() || v.secret.is_some() {
+        return refresh_one(client, ns, v, dir).await.map(|_| ());
     }
     if let Some(d) = &v.downward_api {
         let mode = d.default_mode.unwrap_or(0o644);
@@ -142,6 +127,77 @@ async fn fill(
         "volume {:?}: this volume type is not supported yet",
         v.name
     ))
+}
+
+/// A configMap or secret volume's payload, written with the `..data` swap; returns whether
+/// it changed.
+async fn refresh_one(
+    client: &kube::Client,
+    ns: &str,
+    v: &Volume,
+    dir: &Path,
+) -> Result<bool, String> {
+    let (data, items, mode) = if let Some(cm) = &v.config_map {
+        (
+            config_map(client, ns, &cm.name, cm.optional.unwrap_or(false)).await?,
+            cm.items.as_deref(),
+            cm.default_mode.unwrap_or(0o644),
+        )
+    } else if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        (
+            secret(client, ns, &name, s.optional.unwrap_or(false)).await?,
+            s.items.as_deref(),
+            s.default_mode.unwrap_or(0o644),
+        )
+    } else {
+        return Ok(false);
+    };
+    let mut payload = super::atomic_writer::Payload::new();
+    match items {
+        Some(items) => {
+            for it in items {
+                let v = data
+                    .get(&it.key)
+                    .ok_or_else(|| format!("key {:?} not found", it.key))?;
+                payload.insert(
+                    it.path.clone(),
+                    (v.clone(), (it.mode.unwrap_or(mode) & 0o777) as u32),
+                );
+            }
+        }
+        None => {
+            for (k, v) in &data {
+                payload.insert(k.clone(), (v.clone(), (mode & 0o777) as u32));
+            }
+        }
+    }
+    super::atomic_writer::write(dir, &payload)
+}
+
+/// Re-reads the pod's configMap and secret volumes and swaps in what changed (upstream's
+/// periodic volume remount); a failure keeps the old content, as upstream.
+pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if v.config_map.is_none() && v.secret.is_none() {
+            continue;
+        }
+        let dir = pod_dir.join("volumes").join(&v.name);
+        match refresh_one(client, &ns, v, &dir).await {
+            Ok(true) => {
+                tracing::info!(volume = %v.name, pod = ?pod.metadata.name, "volume content updated")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(volume = %v.name, error = %e, "volume refresh failed; keeping the old content")
+            }
+        }
+    }
 }
 
 async fn config_map(

@@ -36,6 +36,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const SYNC: Duration = Duration::from_secs(1);
 /// Upstream's `MaxContainerBackOff` reset: a container that ran this long restarts at once.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often configMap and secret volumes are re-read (upstream: the sync period, 1 min,
+/// plus its cache TTL; shorter here, the reads are cheap watch-cache GETs).
+const VOLUME_REFRESH: Duration = Duration::from_secs(10);
 
 pub struct Worker {
     shared: Arc<Shared>,
@@ -61,6 +64,8 @@ pub struct Worker {
     /// Set once the eviction manager chose this pod: the `Evicted` message.
     evicted: Option<String>,
     net_ip: Option<String>,
+    /// When configMap/secret volumes were last re-read.
+    volumes_refreshed: Instant,
 }
 
 impl Drop for Worker {
@@ -98,6 +103,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: watch::Receiver<Option<Pod>>) {
         stopping: HashMap::new(),
         evicted: None,
         net_ip: None,
+        volumes_refreshed: Instant::now(),
     };
     loop {
         let current = rx.borrow_and_update().clone();
@@ -255,6 +261,10 @@ impl Worker {
                     return self.write_status().await;
                 }
             }
+        }
+        if self.volumes_refreshed.elapsed() >= VOLUME_REFRESH {
+            self.volumes_refreshed = Instant::now();
+            super::volumes::refresh(&self.client(), &self.pod, &self.dir).await;
         }
         self.watch_probes();
         if !self.terminal() {
