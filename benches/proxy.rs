@@ -7,6 +7,7 @@
 //!   one service chain, five endpoint chains) — p50/p99;
 //! - the peer: `nft -f` of a script with the same table (maps, a chain per service and
 //!   endpoint, numgen vmaps, DNAT), cold; then 20 times one Service added by a small script.
+//!
 //! Figures only (no pass/fail). Needs root and `nft`; prints why and exits otherwise.
 
 use std::fmt::Write as _;
@@ -208,8 +209,7 @@ fn peer(n: usize) {
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || Command::new("nft").arg("--version").output().is_err() {
+    if !nix::unistd::geteuid().is_root() || Command::new("nft").arg("--version").output().is_err() {
         println!("proxy bench skipped: needs root and Debian's nft (the peer)");
         return;
     }

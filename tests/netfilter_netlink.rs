@@ -6,6 +6,7 @@
 //! assert what the encoder programmed (a netlink read-back decoder would be a second encoder
 //! to trust). Needs root and `nft`; skips with the reason otherwise, fails instead when
 //! `RAMPART_REQUIRE_PRIVILEGED=1`.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 use std::process::Command;
 

@@ -12,6 +12,7 @@
 //! change that leaves other Services' rules untouched. The test reads rule handles back with
 //! Debian's `nft -j` (read-only; Rampart itself never runs it). Root only: skipped with the
 //! reason otherwise, failed instead when `RAMPART_REQUIRE_PRIVILEGED=1`.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 
