@@ -31,6 +31,8 @@ pub struct Config {
     pub pod_log_dir: PathBuf,
     /// cgroup parent of the pods (`kubepods`).
     pub cgroup_root: String,
+    /// Cluster DNS address, domain and the node's resolv.conf (pods' `/etc/resolv.conf`).
+    pub dns: pods::dns::NodeDns,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,7 @@ async fn start_pods(
         pods_dir: cfg.data_dir.join("pods"),
         log_dir: cfg.pod_log_dir.clone(),
         cgroup_root: cfg.cgroup_root.clone(),
+        dns: cfg.dns.clone(),
     });
     Some(tokio::spawn(async move {
         if let Err(e) = pods::run(shared, std::future::pending::<()>()).await {

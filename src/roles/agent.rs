@@ -127,9 +127,15 @@ pub async fn run(
         data_dir: cfg.data_dir.clone(),
         pod_log_dir: cfg.kubelet.pod_log_dir.clone(),
         cgroup_root: cfg.kubelet.kubelet_cgroup_root.clone(),
+        // TODO(lead): cluster DNS and domain from the networking flags once merged.
+        dns: crate::kubelet::pods::dns::NodeDns {
+            resolv_conf: cfg.kubelet.dns.resolv_conf.clone(),
+            ..Default::default()
+        },
     };
     let kubelet = tokio::spawn(crate::kubelet::run(kcfg, rx, stopped(stop_rx.clone())));
 
+    let mut dns_clients: Option<watch::Sender<kube::Client>> = None;
     let mut tick = tokio::time::interval(UPKEEP);
     let mut serving_retry_at = tokio::time::Instant::now() + Duration::from_secs(2);
     let mut proxy_retry_at = tokio::time::Instant::now();
@@ -182,12 +188,20 @@ pub async fn run(
                 Ok(issued) => {
                     save_pair(&pki, "kube-proxy", &issued)?;
                     tracing::info!(node = %cfg.node_name, "service proxy certificate issued");
+                    if let Some(tx) = &dns_clients {
+                        if let Some(c) = proxy_client(&cfg.server, &ca_pem, &pki).await {
+                            let _ = tx.send(c);
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "cannot get the service proxy certificate; will retry");
                     proxy_retry_at = tokio::time::Instant::now() + Duration::from_secs(30);
                 }
             }
+        }
+        if dns_clients.is_none() && !cfg.kubelet.dns.disable_cluster_dns {
+            dns_clients = start_dns(&cfg, &ca_pem, &pki, stop_rx.clone()).await;
         }
         let serving = load_pair(&pki, "kubelet-serving");
         let serving_due = serving.as_ref().is_none_or(|p| due(&p.1)) || renew_all;
@@ -224,6 +238,34 @@ pub async fn run(
         Ok(Err(e)) => Err(anyhow!(e)),
         Err(e) => Err(anyhow!("kubelet task failed: {e}")),
     }
+}
+
+/// A client with the node's service-proxy identity, if it has one yet.
+async fn proxy_client(server: &str, ca_pem: &str, pki: &Path) -> Option<kube::Client> {
+    let pair = load_pair(pki, "kube-proxy")?;
+    node_client(server, ca_pem, &pair).await.ok()
+}
+
+/// Start the node's cluster DNS once the service-proxy identity exists; the sender hands
+/// it renewed clients.
+async fn start_dns(
+    cfg: &Config,
+    ca_pem: &str,
+    pki: &Path,
+    stop_rx: watch::Receiver<bool>,
+) -> Option<watch::Sender<kube::Client>> {
+    let client = proxy_client(&cfg.server, ca_pem, pki).await?;
+    let (tx, rx) = watch::channel(client);
+    // TODO(lead): take --cluster-dns/--cluster-domain from the networking flags once merged.
+    let mut dcfg = crate::dns::Config::new(IpAddr::from([10, 43, 0, 10]));
+    dcfg.listen = cfg.kubelet.dns.listen.clone();
+    dcfg.resolv_conf = cfg.kubelet.dns.resolv_conf.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::dns::run(dcfg, rx, stopped(stop_rx)).await {
+            tracing::error!(error = %e, "the cluster DNS stopped");
+        }
+    });
+    Some(tx)
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -7,6 +7,7 @@
 //! (`runtime::shim`) that survive an agent restart, and the workers re-adopt them.
 
 pub mod container_spec;
+pub mod dns;
 pub mod events;
 pub mod resources;
 pub mod status;
@@ -40,6 +41,7 @@ pub struct Shared {
     pub log_dir: PathBuf,
     /// cgroup parent for pods (`kubepods`).
     pub cgroup_root: String,
+    pub dns: dns::NodeDns,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -183,7 +183,7 @@ impl Worker {
             self.refresh().await?;
         }
         let pod_ip = self.pod_ip();
-        container_spec::write_pod_files(&self.dir, &self.pod, &pod_ip)
+        container_spec::write_pod_files(&self.dir, &self.pod, &pod_ip, &self.shared.dns)
             .map_err(|e| format!("pod files: {e}"))?;
         if self.volumes.is_none() {
             match super::volumes::prepare(
