@@ -679,7 +679,8 @@ fn forwarding_with_cache_and_malformed_packets() {
 }
 
 /// Root only: `dns::run` without a listen address puts the cluster DNS IP on the
-/// `rampart-dns` dummy interface (created over netlink, idempotent across restarts) and
+/// `rampart-dns` dummy interface (created over netlink, idempotent across restarts; `lo` on a
+/// kernel without the dummy driver) and
 /// serves port 53 there, inside a network namespace made for this test. No API server is
 /// reachable, so cluster names are SERVFAIL (not yet listed) while forwarding to a fake
 /// upstream inside the namespace works.

@@ -2,6 +2,9 @@
 //! DNS IP as a /32 (or /128), created over rtnetlink (no `ip` binary), as NodeLocal
 //! DNSCache's `nodelocaldns` interface. Pods reach it through their default route to the node.
 //!
+//! Kernels without the `dummy` driver (EOPNOTSUPP, e.g. some VM kernels) get the address on
+//! `lo` instead: local delivery is the same, only the interface name differs.
+//!
 //! Invariant: idempotent — an existing interface and address are kept (a restarted agent
 //! finds them in place), so the address never disappears while the agent restarts.
 
@@ -34,15 +37,21 @@ pub async fn ensure(iface: &str, ip: IpAddr) -> Result<(), String> {
         let link = match find().await {
             Ok(Some(l)) => l,
             _ => {
-                if let Err(e) = handle
+                match handle
                     .link()
                     .add(LinkDummy::new(iface).build())
                     .execute()
                     .await
                 {
-                    if !exists(&e) {
-                        return Err(format!("cannot create the dummy interface: {e}"));
+                    Ok(()) => {}
+                    Err(e) if exists(&e) => {}
+                    Err(e) if unsupported(&e) => {
+                        tracing::warn!(
+                            "this kernel has no dummy interfaces; putting the cluster DNS address on lo"
+                        );
+                        return add_address(&handle, "lo", ip).await;
                     }
+                    Err(e) => return Err(format!("cannot create the dummy interface: {e}")),
                 }
                 find()
                     .await
@@ -67,6 +76,35 @@ pub async fn ensure(iface: &str, ip: IpAddr) -> Result<(), String> {
     .await;
     conn.abort();
     result
+}
+
+/// EOPNOTSUPP: no such link kind in this kernel.
+fn unsupported(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EOPNOTSUPP)
+}
+
+/// Put `ip` on the existing interface `name` (kept if already there).
+async fn add_address(handle: &rtnetlink::Handle, name: &str, ip: IpAddr) -> Result<(), String> {
+    let link = handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+        .map_err(|e| format!("cannot find {name}: {e}"))?
+        .ok_or_else(|| format!("no interface {name}"))?;
+    let prefix = if ip.is_ipv4() { 32 } else { 128 };
+    match handle
+        .address()
+        .add(link.header.index, ip, prefix)
+        .execute()
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if exists(&e) => Ok(()),
+        Err(e) => Err(format!("cannot add {ip} to {name}: {e}")),
+    }
 }
 
 /// Remove `iface` (uninstall); a missing interface is fine.
