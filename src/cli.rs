@@ -687,6 +687,24 @@ pub struct KubeletArgs {
     /// Do not run the service proxy (k3s's flag); `--disable-kube-proxy=false` turns it on.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     pub disable_kube_proxy: bool,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+}
+
+/// The node's embedded cluster DNS (`src/dns/`) and the resolv.conf pods get.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DnsArgs {
+    /// The node's resolv.conf: its nameservers get the names outside the cluster, and pods
+    /// with dnsPolicy Default (or hostNetwork) get its contents (k3s's `--resolv-conf`).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+    /// Serve the cluster DNS on these addresses instead of the cluster DNS IP on the
+    /// `rampart-dns` dummy interface (e.g. `127.0.0.1:5353` for tests; repeatable).
+    #[arg(long = "cluster-dns-listen", value_name = "ADDR:PORT")]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Do not run the embedded cluster DNS on this node.
+    #[arg(long)]
+    pub disable_cluster_dns: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod controllers;
+pub mod dns;
 pub mod kubelet;
 pub mod netfilter;
 pub mod pki;

@@ -41,7 +41,53 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
     super::strategy::apiservice::ensure_local(state).await?;
     system_priority_classes(state).await?;
     super::strategy::apiservice::sync_crd_groups(state).await;
-    kubernetes_service(state).await
+    kubernetes_service(state).await?;
+    kube_dns_service(state).await
+}
+
+/// The cluster DNS address (k3s's `--cluster-dns` default, the tenth service IP).
+pub const CLUSTER_DNS_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 43, 0, 10);
+
+/// `kube-system/kube-dns`: reserves the cluster DNS address in the service range and shows it
+/// as k3s does (`kubectl get svc -n kube-system`). Every node serves that address itself
+/// (`src/dns/`), so the Service has no selector and the service proxy skips it
+/// (`rampart.io/node-local`). An existing Service is left as it is.
+async fn kube_dns_service(state: &Arc<State>) -> Result<(), crate::store::Error> {
+    let Some(svc_ri) = state.registry.lookup("", "v1", "services") else {
+        return Ok(());
+    };
+    let key = storage::key(&svc_ri, "kube-system", "kube-dns");
+    if state.store.get(&key, None).await?.is_some() {
+        return Ok(());
+    }
+    let mut svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "uid": uuid::Uuid::new_v4().to_string(),
+                     "creationTimestamp": super::now_rfc3339(),
+                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS", "kubernetes.io/cluster-service": "true"},
+                     "annotations": {"rampart.io/node-local": "true"}},
+        "spec": {"type": "ClusterIP", "sessionAffinity": "None",
+                 "clusterIP": CLUSTER_DNS_IP.to_string(), "clusterIPs": [CLUSTER_DNS_IP.to_string()],
+                 "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "internalTrafficPolicy": "Cluster",
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                           {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
+        "status": {"loadBalancer": {}},
+    });
+    match services::claim(state, &mut svc, None).await {
+        Ok(claims) => {
+            let bytes = serde_json::to_vec(&svc).unwrap_or_default();
+            match state.store.create(&key, bytes.into()).await {
+                Ok(_) => claims.commit().await,
+                Err(crate::store::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The address is taken by a user's Service: keep serving; say so once.
+        Err(e) => {
+            tracing::warn!(error = ?e, "cannot reserve the cluster DNS address for kube-system/kube-dns")
+        }
+    }
+    Ok(())
 }
 
 /// `system-node-critical` and `system-cluster-critical`, as upstream's apiserver creates them

@@ -51,6 +51,8 @@ pub struct Config {
     /// `--cluster-cidr` (all pods of the cluster) and `--pod-network-backend`.
     pub cluster_cidr: network::Ipv4Net,
     pub pod_network_backend: network::Backend,
+    /// Cluster DNS address, domain and the node's resolv.conf (pods' `/etc/resolv.conf`).
+    pub dns: pods::dns::NodeDns,
 }
 
 /// Image garbage collection settings (upstream's kubelet flags of the same names).
@@ -251,6 +253,7 @@ async fn start_pods(
         log_dir: cfg.pod_log_dir.clone(),
         cgroup_root: cfg.cgroup_root.clone(),
         evictions: Default::default(),
+        dns: cfg.dns.clone(),
     });
     let s = shared.clone();
     let task = tokio::spawn(async move {

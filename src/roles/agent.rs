@@ -154,12 +154,18 @@ pub async fn run(
         kubelet_port: cfg.kubelet.kubelet_port,
         cluster_cidr,
         pod_network_backend: cfg.network.pod_network_backend,
+        dns: crate::kubelet::pods::dns::NodeDns {
+            cluster_dns: vec![cfg.network.cluster_dns],
+            cluster_domain: cfg.network.cluster_domain.clone(),
+            resolv_conf: cfg.kubelet.dns.resolv_conf.clone(),
+        },
     };
     let kubelet = tokio::spawn(crate::kubelet::run(kcfg, rx, stopped(stop_rx.clone())));
     if !cfg.kubelet.disable_kube_proxy {
         tokio::spawn(run_proxy(cfg.clone(), stopped(stop_rx.clone())));
     }
 
+    let mut dns_clients: Option<watch::Sender<kube::Client>> = None;
     let mut tick = tokio::time::interval(UPKEEP);
     let mut serving_retry_at = tokio::time::Instant::now() + Duration::from_secs(2);
     let mut proxy_retry_at = tokio::time::Instant::now();
@@ -212,12 +218,20 @@ pub async fn run(
                 Ok(issued) => {
                     save_pair(&pki, "kube-proxy", &issued)?;
                     tracing::info!(node = %cfg.node_name, "service proxy certificate issued");
+                    if let Some(tx) = &dns_clients {
+                        if let Some(c) = proxy_client(&cfg.server, &ca_pem, &pki).await {
+                            let _ = tx.send(c);
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "cannot get the service proxy certificate; will retry");
                     proxy_retry_at = tokio::time::Instant::now() + Duration::from_secs(30);
                 }
             }
+        }
+        if dns_clients.is_none() && !cfg.kubelet.dns.disable_cluster_dns {
+            dns_clients = start_dns(&cfg, &ca_pem, &pki, stop_rx.clone()).await;
         }
         let serving = load_pair(&pki, "kubelet-serving");
         let serving_due = serving.as_ref().is_none_or(|p| due(&p.1)) || renew_all;
@@ -307,6 +321,34 @@ async fn run_proxy(cfg: Config, stop: impl std::future::Future<Output = ()> + Se
     if let Err(e) = crate::proxy::run(pcfg, client, stop).await {
         tracing::error!(error = %e, "the service proxy stopped");
     }
+}
+
+/// A client with the node's service-proxy identity, if it has one yet.
+async fn proxy_client(server: &str, ca_pem: &str, pki: &Path) -> Option<kube::Client> {
+    let pair = load_pair(pki, "kube-proxy")?;
+    node_client(server, ca_pem, &pair).await.ok()
+}
+
+/// Start the node's cluster DNS once the service-proxy identity exists; the sender hands
+/// it renewed clients.
+async fn start_dns(
+    cfg: &Config,
+    ca_pem: &str,
+    pki: &Path,
+    stop_rx: watch::Receiver<bool>,
+) -> Option<watch::Sender<kube::Client>> {
+    let client = proxy_client(&cfg.server, ca_pem, pki).await?;
+    let (tx, rx) = watch::channel(client);
+    let mut dcfg = crate::dns::Config::new(cfg.network.cluster_dns);
+    dcfg.cluster_domain = cfg.network.cluster_domain.clone();
+    dcfg.listen = cfg.kubelet.dns.listen.clone();
+    dcfg.resolv_conf = cfg.kubelet.dns.resolv_conf.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::dns::run(dcfg, rx, stopped(stop_rx)).await {
+            tracing::error!(error = %e, "the cluster DNS stopped");
+        }
+    });
+    Some(tx)
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -211,6 +211,20 @@ impl Server {
                     None
                 },
             )
+            // An embedded agent would put the cluster DNS address on the host's network
+            // (a `rampart-dns` interface): only suites that ask for the cluster DNS get it.
+            .args(
+                if self.agent
+                    && !self
+                        .extra_args
+                        .iter()
+                        .any(|a| a.starts_with("--cluster-dns"))
+                {
+                    Some("--disable-cluster-dns")
+                } else {
+                    None
+                },
+            )
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn rampart");

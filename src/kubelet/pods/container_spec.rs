@@ -456,7 +456,12 @@ fn mounts(i: &Inputs<'_>, id: &str) -> Result<Vec<Mount>, String> {
 }
 
 /// The per-pod files bind-mounted into every container.
-pub fn write_pod_files(pod_dir: &Path, pod: &Pod, pod_ip: &str) -> std::io::Result<()> {
+pub fn write_pod_files(
+    pod_dir: &Path,
+    pod: &Pod,
+    pod_ip: &str,
+    dns: &super::dns::NodeDns,
+) -> std::io::Result<()> {
     let host = hostname(pod);
     let mut hosts = String::from(
         "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
@@ -466,9 +471,7 @@ pub fn write_pod_files(pod_dir: &Path, pod: &Pod, pod_ip: &str) -> std::io::Resu
     }
     std::fs::write(pod_dir.join("etc-hosts"), hosts)?;
     std::fs::write(pod_dir.join("etc-hostname"), format!("{host}\n"))?;
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    std::fs::write(pod_dir.join("resolv.conf"), resolv)?;
-    Ok(())
+    super::dns::write(pod_dir, pod, dns)
 }
 
 /// Whether the pod's QoS puts it under a `burstable`/`besteffort` parent.

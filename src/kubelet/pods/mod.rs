@@ -8,6 +8,7 @@
 
 pub mod atomic_writer;
 pub mod container_spec;
+pub mod dns;
 pub mod events;
 pub mod evict;
 pub mod hooks;
@@ -54,6 +55,7 @@ pub struct Shared {
     pub cgroup_root: String,
     /// Pod uid → `Evicted` message: pods the eviction manager chose, for their workers.
     pub evictions: std::sync::Mutex<HashMap<String, String>>,
+    pub dns: dns::NodeDns,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -237,7 +237,7 @@ impl Worker {
             return Ok(());
         }
         let pod_ip = self.pod_ip();
-        container_spec::write_pod_files(&self.dir, &self.pod, &pod_ip)
+        container_spec::write_pod_files(&self.dir, &self.pod, &pod_ip, &self.shared.dns)
             .map_err(|e| format!("pod files: {e}"))?;
         if self.volumes.is_none() {
             match super::volumes::prepare(
