@@ -6,6 +6,7 @@
 //!
 //! As root: the cluster DNS address on the `rampart-dns` dummy interface, port 53, inside a
 //! network namespace the test creates.
+#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 
