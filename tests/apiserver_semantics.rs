@@ -200,9 +200,10 @@ fn status_subresource_and_eviction() {
     );
     assert_eq!(code, 201);
     assert_eq!(get(&s, &format!("{pods}/st")).0, 404);
-    // Streaming subresources say clearly that no node serves them yet.
+    // The log of a pod that is gone is a NotFound, as upstream's.
     let logs = s.raw(Raw::get(&format!("{pods}/st/log")));
-    assert_eq!(logs.status, 503);
+    assert_eq!(logs.status, 404, "{}", String::from_utf8_lossy(&logs.body));
+    assert_eq!(logs.json()["reason"], "NotFound");
 }
 
 #[test]

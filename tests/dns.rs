@@ -279,9 +279,15 @@ fn upstream_answer(q: &[u8]) -> Vec<u8> {
 }
 
 fn start_upstream() -> Upstream {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = sock.local_addr().unwrap();
-    let tcp = std::net::TcpListener::bind(addr).unwrap();
+    // One port for both protocols: a free UDP port may be taken for TCP, so try a few.
+    let (sock, addr, tcp) = (0..50)
+        .find_map(|_| {
+            let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
+            let addr = sock.local_addr().ok()?;
+            let tcp = std::net::TcpListener::bind(addr).ok()?;
+            Some((sock, addr, tcp))
+        })
+        .expect("a port free for both UDP and TCP");
     let counts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let c = counts.clone();
     std::thread::spawn(move || {

@@ -160,8 +160,13 @@ fn node_status_static_pods_and_host_paths() {
             manifests.path().to_str().unwrap(),
         ],
     );
-    // --- node status
-    let node = n.server.json(&["get", "node", &n.name, "-o", "json"]);
+    // --- node status (the first status write follows registration)
+    let mut node = n.server.json(&["get", "node", &n.name, "-o", "json"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while node["status"]["capacity"]["memory"].is_null() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        node = n.server.json(&["get", "node", &n.name, "-o", "json"]);
+    }
     let st = &node["status"];
     let cap_mem = ki(&st["capacity"]["memory"]);
     assert_eq!(
@@ -229,7 +234,15 @@ fn node_status_static_pods_and_host_paths() {
     });
     assert!(gone, "mirror pod outlived its manifest");
 
-    // --- hostPath types
+    // --- hostPath types (Pod Security baseline refuses hostPath: the namespace opts out, as
+    // an operator running such pods would)
+    n.server.ok(&[
+        "label",
+        "namespace",
+        "default",
+        "pod-security.kubernetes.io/enforce=privileged",
+        "--overwrite",
+    ]);
     let dir = host.path().join("made");
     let file = host.path().join("file");
     std::fs::write(&file, "from-the-host").unwrap();

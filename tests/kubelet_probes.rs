@@ -545,11 +545,16 @@ fn probes_hooks_sidecars_and_restarts() {
         "Container main failed liveness probe, will be restarted",
         10,
     );
+    // Upstream dials the pod's IP (loopback only while a pod has none).
+    let live_ip = p["status"]["podIP"]
+        .as_str()
+        .unwrap_or("127.0.0.1")
+        .to_string();
     n.wait_event(
         "default",
         "live",
         "Unhealthy",
-        "Liveness probe failed: dial tcp 127.0.0.1:9999: connect: connection refused",
+        &format!("Liveness probe failed: dial tcp {live_ip}:9999: connect: connection refused"),
         10,
     );
 

@@ -503,6 +503,10 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
             d.join("logs").to_str().unwrap(),
             "--kubelet-cgroup-root",
             &cgroup_root,
+            // Upstream's default eviction thresholds would evict these pods on a build
+            // machine with a fuller disk; this test is not about eviction.
+            "--eviction-hard",
+            "memory.available<1Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%",
         ]
         .iter()
         .map(|a| a.to_string())

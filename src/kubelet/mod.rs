@@ -65,18 +65,23 @@ pub struct ImageGc {
 }
 
 impl ImageGc {
-    pub fn from_args(a: &crate::cli::KubeletArgs) -> Result<ImageGc, Error> {
-        if a.image_gc_low_threshold > a.image_gc_high_threshold {
+    /// Checks upstream's rule that the low threshold is not above the high one.
+    pub fn new(
+        high_percent: u8,
+        low_percent: u8,
+        min_age: Duration,
+        period: Duration,
+    ) -> Result<ImageGc, Error> {
+        if low_percent > high_percent {
             return Err(Error::Config(format!(
-                "--image-gc-low-threshold ({}) must not be above --image-gc-high-threshold ({})",
-                a.image_gc_low_threshold, a.image_gc_high_threshold
+                "--image-gc-low-threshold ({low_percent}) must not be above --image-gc-high-threshold ({high_percent})"
             )));
         }
         Ok(ImageGc {
-            high_percent: a.image_gc_high_threshold,
-            low_percent: a.image_gc_low_threshold,
-            min_age: a.image_minimum_gc_age,
-            period: a.image_gc_period,
+            high_percent,
+            low_percent,
+            min_age,
+            period,
         })
     }
 }

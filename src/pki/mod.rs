@@ -92,6 +92,23 @@ pub fn local_ips() -> Vec<IpAddr> {
     ips
 }
 
+/// The address a node advertises by default: the first IPv4 address of an interface that is
+/// not a loopback device and not one Rampart made itself (`rampart*` bridges, VIP and VXLAN
+/// devices, pod `veth*` ends) — a VIP such as the cluster DNS address put on `lo` must never
+/// become the node's InternalIP. Loopback when there is none.
+pub fn host_ipv4() -> IpAddr {
+    use nix::net::if_::InterfaceFlags;
+    let ours = |name: &str| name.starts_with("rampart") || name.starts_with("veth");
+    nix::ifaddrs::getifaddrs()
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter(|a| !a.flags.contains(InterfaceFlags::IFF_LOOPBACK) && !ours(&a.interface_name))
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())))
+        .find(|ip| !ip.is_loopback())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
 /// This host's name, if it has a usable one.
 pub fn hostname() -> Option<String> {
     nix::unistd::gethostname()

@@ -54,12 +54,9 @@ pub fn default_node_name() -> String {
         .to_ascii_lowercase()
 }
 
-/// The first non-loopback IPv4 address, else loopback.
+/// The host's own IPv4 address (see `pki::host_ipv4`), else loopback.
 pub fn default_node_ip() -> IpAddr {
-    crate::pki::local_ips()
-        .into_iter()
-        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    crate::pki::host_ipv4()
 }
 
 pub async fn run_cli(args: AgentArgs) -> anyhow::Result<()> {
@@ -98,7 +95,12 @@ pub async fn run(
     // Before anything else, so a bad file is one line at start and a non-zero exit.
     let registries =
         crate::kubelet::images::registries::Registries::load(&cfg.kubelet.registry_config)?;
-    let image_gc = crate::kubelet::ImageGc::from_args(&cfg.kubelet)?;
+    let image_gc = crate::kubelet::ImageGc::new(
+        cfg.kubelet.image_gc_high_threshold,
+        cfg.kubelet.image_gc_low_threshold,
+        cfg.kubelet.image_minimum_gc_age,
+        cfg.kubelet.image_gc_period,
+    )?;
     cfg.network.validate().map_err(|e| anyhow!("{e}"))?;
     let cluster_cidr: crate::kubelet::network::Ipv4Net = cfg
         .network

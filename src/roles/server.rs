@@ -33,7 +33,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // And a bad registries.yaml for the embedded agent.
     if !args.disable_agent {
         crate::kubelet::images::registries::Registries::load(&args.kubelet.registry_config)?;
-        crate::kubelet::ImageGc::from_args(&args.kubelet)?;
+        crate::kubelet::ImageGc::new(
+            args.kubelet.image_gc_high_threshold,
+            args.kubelet.image_gc_low_threshold,
+            args.kubelet.image_minimum_gc_age,
+            args.kubelet.image_gc_period,
+        )?;
     }
     // The data directory holds keys, the store and the audit log: owner only (0700), also
     // when it already existed with a looser mode (as k3s' and kubeadm's data dirs).
@@ -101,13 +106,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
 
     let local_ips = pki::local_ips();
-    let advertise = args.advertise_address.unwrap_or_else(|| {
-        local_ips
-            .iter()
-            .copied()
-            .find(|ip| ip.is_ipv4() && !ip.is_loopback())
-            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
-    });
+    let advertise = args.advertise_address.unwrap_or_else(pki::host_ipv4);
     let mut serving = pki::ServingNames {
         dns: pki::hostname().into_iter().collect(),
         ips: local_ips,

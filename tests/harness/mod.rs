@@ -225,6 +225,21 @@ impl Server {
                     None
                 },
             )
+            // Upstream's default hard-eviction thresholds (imagefs.available<15%, ...) would
+            // evict test pods on a build machine with a fuller disk: tests that are not about
+            // eviction run with thresholds no machine crosses.
+            .args(
+                if self.agent && !self.extra_args.iter().any(|a| a.starts_with("--eviction-hard")) {
+                    Some([
+                        "--eviction-hard",
+                        "memory.available<1Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%",
+                    ])
+                } else {
+                    None
+                }
+                .into_iter()
+                .flatten(),
+            )
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn rampart");

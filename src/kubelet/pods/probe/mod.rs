@@ -54,7 +54,19 @@ pub(crate) async fn dial(
     addr: SocketAddr,
     timeout: Duration,
 ) -> std::io::Result<tokio::net::TcpStream> {
-    netns::dial_tcp(&target.ns, addr, timeout).await
+    // The pod's own address (or its loopback while it has none) is dialled inside its network
+    // namespace, which works with or without the pod network; any other host a probe or hook
+    // names is dialled from the node, as upstream's kubelet does.
+    let in_pod = match target.pod_ip {
+        Some(ip) => addr.ip() == ip,
+        None => addr.ip().is_loopback(),
+    };
+    if in_pod {
+        return netns::dial_tcp(&target.ns, addr, timeout).await;
+    }
+    tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
 /// The OS error as Go words it (`connect: connection refused`).
