@@ -310,6 +310,10 @@ fn pump(
             Change::Rotated => reopen = true,
             Change::Grew => {}
             Change::Quiet => {
+                // A rotation whose new file appeared after our last try: read it first.
+                if reopen && path.exists() {
+                    continue;
+                }
                 if tx.is_closed() || !running(target, attempt) {
                     // A last look: lines written just before the exit.
                     let mut rest = Vec::new();
