@@ -305,6 +305,9 @@ pub struct ServerArgs {
     /// How long a node's Lease may go unrenewed before the node is marked Unknown and tainted.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
+    /// Terminated pods (Succeeded/Failed) kept before pod GC deletes the oldest; 0 disables.
+    #[arg(long, default_value_t = 12_500)]
+    pub terminated_pod_gc_threshold: usize,
     /// The cluster's network settings (pod and Service ranges, DNS, the embedded agent's
     /// node IP and pod network backend).
     #[command(flatten)]

@@ -21,6 +21,7 @@ pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod pod_gc;
 pub mod replicaset;
 pub mod replication_controller;
 pub mod root_ca_publisher;
@@ -40,6 +41,8 @@ pub struct Config {
     pub node_monitor_grace_period: std::time::Duration,
     /// Node IPAM: the cluster CIDR and per-node slice size.
     pub cluster_cidr: node_ipam::Cidr,
+    /// Pod GC: `--terminated-pod-gc-threshold` (its quarantine is the grace period above).
+    pub terminated_pod_gc_threshold: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +82,14 @@ impl Workloads {
     }
 
     /// Subscribe every controller first, then start the watches.
-    fn spawn(self, client: &kube::Client, tasks: &mut tokio::task::JoinSet<Result<(), Error>>) {
+    fn spawn(
+        self,
+        client: &kube::Client,
+        pod_gc: pod_gc::Config,
+        tasks: &mut tokio::task::JoinSet<Result<(), Error>>,
+    ) {
         let c = client.clone();
+        tasks.spawn(pod_gc::run(c.clone(), pod_gc, &self.pods, &self.nodes));
         tasks.spawn(replicaset::run(c.clone(), &self.replica_sets, &self.pods));
         tasks.spawn(replication_controller::run(
             c.clone(),
@@ -143,7 +152,11 @@ pub async fn run(
     tasks.spawn(garbage_collector::run(client.clone()));
     tasks.spawn(namespace::run(client.clone()));
     let workloads = Workloads::new(&client);
-    workloads.spawn(&client, &mut tasks);
+    let pod_gc = pod_gc::Config {
+        terminated_pod_gc_threshold: cfg.terminated_pod_gc_threshold,
+        quarantine: cfg.node_monitor_grace_period,
+    };
+    workloads.spawn(&client, pod_gc, &mut tasks);
     tasks.spawn(node_lifecycle::run(
         client.clone(),
         node_lifecycle::Config {

@@ -1,5 +1,5 @@
-//! Node lifecycle, as upstream's `node-lifecycle-controller`, its taint-eviction controller
-//! and pod GC's orphan cleanup:
+//! Node lifecycle, as upstream's `node-lifecycle-controller` and its taint-eviction
+//! controller:
 //!
 //! - a node whose Lease (`kube-node-lease/<node>`) and Ready heartbeat have not moved for
 //!   `--node-monitor-grace-period` (40 s) gets `Ready=Unknown` ("Kubelet stopped posting node
@@ -10,7 +10,8 @@
 //! - pods on a node with NoExecute taints are deleted (gracefully) once a taint is not
 //!   tolerated, or when the shortest matching `tolerationSeconds` since the taint's
 //!   `timeAdded` has passed (the default 300 s tolerations come from admission);
-//! - pods bound to a Node that no longer exists are deleted at once (grace 0).
+//! - pods bound to a Node that no longer exists are left to pod GC (`pod_gc.rs`), which
+//!   deletes them after upstream's quarantine.
 //!
 //! Staleness is judged on the local clock from when this controller last *saw* the lease or
 //! heartbeat change (upstream's probe timestamps), never by comparing the kubelet's
@@ -353,14 +354,8 @@ impl Monitor {
                 continue;
             }
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            // Bound to a node we do not know: pod GC removes it after its quarantine.
             let Some(taints) = taints_by_node.get(&node) else {
-                // Bound to a node we do not know: gone for good if the API agrees.
-                let nodes: Api<Node> = Api::all(self.client.clone());
-                if let Ok(None) = nodes.get_opt(&node).await {
-                    if self.delete(&api, &name, &uid, Some(0)).await {
-                        tracing::info!(controller = NAME, pod = %format!("{ns}/{name}"), node = %node, "deleted a pod of a deleted node");
-                    }
-                }
                 continue;
             };
             if pod.metadata.deletion_timestamp.is_some() {

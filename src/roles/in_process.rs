@@ -25,6 +25,7 @@ pub struct Config {
     pub agent: Option<EmbeddedAgent>,
     pub leader_elect: bool,
     pub node_monitor_grace_period: std::time::Duration,
+    pub terminated_pod_gc_threshold: usize,
     pub cluster_cidr: crate::controllers::node_ipam::Cidr,
 }
 
@@ -54,6 +55,7 @@ pub async fn run(
         Settings {
             election: election.clone(),
             node_monitor_grace_period: cfg.node_monitor_grace_period,
+            terminated_pod_gc_threshold: cfg.terminated_pod_gc_threshold,
             cluster_cidr: cfg.cluster_cidr,
         },
         shutdown.clone(),
@@ -270,6 +272,7 @@ async fn manager_client(authority: &pki::Authority, server: &str) -> anyhow::Res
 struct Settings {
     election: Option<String>,
     node_monitor_grace_period: std::time::Duration,
+    terminated_pod_gc_threshold: usize,
     cluster_cidr: crate::controllers::node_ipam::Cidr,
 }
 
@@ -306,6 +309,7 @@ async fn controller_manager(
         let cfg = crate::controllers::Config {
             root_ca_pem: m.bundle_pem.clone(),
             node_monitor_grace_period: settings.node_monitor_grace_period,
+            terminated_pod_gc_threshold: settings.terminated_pod_gc_threshold,
             cluster_cidr: settings.cluster_cidr,
         };
         let (work_client, work_authority) = (client.clone(), authority.clone());
