@@ -6,7 +6,9 @@
 //!   status."), as upstream's `monitorNodeHealth`;
 //! - taints follow the Ready condition (TaintNodesByCondition + taint-based eviction):
 //!   `node.kubernetes.io/unreachable` NoSchedule + NoExecute for Unknown, `not-ready` for
-//!   False, none for True — so the node heals when the kubelet reports again;
+//!   False, none for True — so the node heals when the kubelet reports again; the
+//!   `memory-pressure`/`disk-pressure`/`pid-pressure`/`network-unavailable` NoSchedule taints
+//!   follow the kubelet's conditions and `unschedulable` follows `spec.unschedulable`;
 //! - pods on a node with NoExecute taints are deleted (gracefully) once a taint is not
 //!   tolerated, or when the shortest matching `tolerationSeconds` since the taint's
 //!   `timeAdded` has passed (the default 300 s tolerations come from admission);
@@ -95,9 +97,56 @@ pub fn desired_taints(ready: Option<&str>) -> Vec<(&'static str, &'static str)> 
     vec![(key, "NoSchedule"), (key, "NoExecute")]
 }
 
+/// Node conditions whose `True` status gets a NoSchedule taint (upstream's
+/// `nodeConditionToTaintKeyStatusMap`, TaintNodesByCondition). The kubelet reports the
+/// conditions but may not write taints (NodeRestriction), so this controller does.
+pub const CONDITION_TAINTS: [(&str, &str); 4] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+    (
+        "NetworkUnavailable",
+        "node.kubernetes.io/network-unavailable",
+    ),
+];
+/// `spec.unschedulable` (kubectl cordon) as a taint, as upstream.
+pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+
+/// The NoSchedule taints for the node's pressure conditions and cordon. A node whose Ready
+/// is `Unknown` has all its conditions Unknown (this controller set them), so none apply.
+pub fn condition_taints(node: &Node, ready: Option<&str>) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if ready != Some("Unknown") {
+        let conditions = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
+        for (cond, key) in CONDITION_TAINTS {
+            if conditions
+                .iter()
+                .any(|c| c.type_ == cond && c.status == "True")
+            {
+                out.push((key, "NoSchedule"));
+            }
+        }
+    }
+    if node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
+    {
+        out.push((TAINT_UNSCHEDULABLE, "NoSchedule"));
+    }
+    out
+}
+
 fn is_lifecycle_taint(t: &Taint) -> bool {
-    (t.key == TAINT_NOT_READY || t.key == TAINT_UNREACHABLE)
-        && (t.effect == "NoSchedule" || t.effect == "NoExecute")
+    ((t.key == TAINT_NOT_READY || t.key == TAINT_UNREACHABLE)
+        && (t.effect == "NoSchedule" || t.effect == "NoExecute"))
+        || (t.effect == "NoSchedule"
+            && (t.key == TAINT_UNSCHEDULABLE || CONDITION_TAINTS.iter().any(|(_, k)| t.key == *k)))
 }
 
 /// The node's taints with the lifecycle ones replaced by `want` (keeping `timeAdded` of
@@ -264,7 +313,8 @@ impl Monitor {
                 .as_ref()
                 .and_then(|s| s.taints.clone())
                 .unwrap_or_default();
-            let want = desired_taints(ready.as_deref());
+            let mut want = desired_taints(ready.as_deref());
+            want.extend(condition_taints(node, ready.as_deref()));
             let taints = match retaint(&current, &want, &now_time) {
                 Some(next) => {
                     let patch = json!({
@@ -458,6 +508,46 @@ mod tests {
         assert!(desired_taints(Some("False"))
             .iter()
             .all(|(k, _)| *k == TAINT_NOT_READY));
+    }
+
+    #[test]
+    fn pressure_conditions_and_cordon_become_taints() {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n"},
+            "spec": {"unschedulable": true},
+            "status": {"conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": "MemoryPressure", "status": "True"},
+                {"type": "DiskPressure", "status": "False"},
+                {"type": "PIDPressure", "status": "True"}]}}))
+        .unwrap();
+        let mut keys: Vec<&str> = condition_taints(&node, Some("True"))
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "node.kubernetes.io/memory-pressure",
+                "node.kubernetes.io/pid-pressure",
+                TAINT_UNSCHEDULABLE
+            ]
+        );
+        // Unknown: the kubelet's last report no longer counts.
+        assert_eq!(
+            condition_taints(&node, Some("Unknown")),
+            vec![(TAINT_UNSCHEDULABLE, "NoSchedule")]
+        );
+        let now = Time(jiff::Timestamp::now());
+        let t = retaint(&[], &condition_taints(&node, Some("True")), &now).unwrap();
+        assert_eq!(t.len(), 3);
+        // Pressure relieved: its taint goes, a user's NoSchedule taint of another key stays.
+        let user = taint("example.com/x", "NoSchedule", jiff::Timestamp::now());
+        let mut with_user = t.clone();
+        with_user.push(user.clone());
+        let after = retaint(&with_user, &[(TAINT_UNSCHEDULABLE, "NoSchedule")], &now).unwrap();
+        assert_eq!(after.len(), 2);
+        assert!(after.contains(&user));
     }
 
     #[test]
