@@ -2,7 +2,8 @@
 //! objects made through the API with Leases the test renews, no kubelet. A node whose lease
 //! stops gets Ready=Unknown and the unreachable NoSchedule/NoExecute taints, and its pods are
 //! evicted after their tolerationSeconds (while a pod tolerating 300 s stays); renewing again
-//! heals the node; pods of a deleted node are removed; every node gets a distinct podCIDR,
+//! heals the node; pods of a deleted node are removed (by pod GC); pressure conditions and a
+//! cordon become NoSchedule taints; every node gets a distinct podCIDR,
 //! kept and never duplicated across a server restart.
 
 mod harness;
@@ -284,4 +285,95 @@ fn a_bad_cluster_cidr_is_refused_in_one_line() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// TaintNodesByCondition: the kubelet reports pressure (it may not taint its own node); the
+/// controller adds the NoSchedule taint, a cordon adds `unschedulable`, and relief removes
+/// them while a user's own taint stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pressure_conditions_and_cordon_taint_the_node() {
+    let s = Server::start_with(&["--node-monitor-grace-period", "3s"]);
+    let c = client(&s).await;
+    let _alive = live_node(&c, "pressed").await;
+    let nodes: Api<Node> = Api::all(c.clone());
+    nodes
+        .patch(
+            "pressed",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"taints": [
+                {"key": "example.com/mine", "value": "x", "effect": "NoSchedule"}]}})),
+        )
+        .await
+        .unwrap();
+    let report = |memory: &str, disk: &str, pid: &str| {
+        json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test",
+             "lastHeartbeatTime": now(), "lastTransitionTime": now()},
+            {"type": "MemoryPressure", "status": memory, "reason": "test", "message": "test",
+             "lastHeartbeatTime": now(), "lastTransitionTime": now()},
+            {"type": "DiskPressure", "status": disk, "reason": "test", "message": "test",
+             "lastHeartbeatTime": now(), "lastTransitionTime": now()},
+            {"type": "PIDPressure", "status": pid, "reason": "test", "message": "test",
+             "lastHeartbeatTime": now(), "lastTransitionTime": now()}]}})
+    };
+    nodes
+        .patch_status(
+            "pressed",
+            &PatchParams::default(),
+            &Patch::Merge(&report("True", "True", "False")),
+        )
+        .await
+        .unwrap();
+    let tainted = wait_until!(15, {
+        taint_keys(&get_node(&c, "pressed").await)
+            == [
+                "example.com/mine:NoSchedule",
+                "node.kubernetes.io/disk-pressure:NoSchedule",
+                "node.kubernetes.io/memory-pressure:NoSchedule",
+            ]
+    });
+    assert!(
+        tainted,
+        "pressure taints: {:?}",
+        taint_keys(&get_node(&c, "pressed").await)
+    );
+    s.ok(&["cordon", "pressed"]);
+    nodes
+        .patch_status(
+            "pressed",
+            &PatchParams::default(),
+            &Patch::Merge(&report("False", "False", "True")),
+        )
+        .await
+        .unwrap();
+    let moved = wait_until!(15, {
+        taint_keys(&get_node(&c, "pressed").await)
+            == [
+                "example.com/mine:NoSchedule",
+                "node.kubernetes.io/pid-pressure:NoSchedule",
+                "node.kubernetes.io/unschedulable:NoSchedule",
+            ]
+    });
+    assert!(
+        moved,
+        "after relief and cordon: {:?}",
+        taint_keys(&get_node(&c, "pressed").await)
+    );
+    s.ok(&["uncordon", "pressed"]);
+    nodes
+        .patch_status(
+            "pressed",
+            &PatchParams::default(),
+            &Patch::Merge(&report("False", "False", "False")),
+        )
+        .await
+        .unwrap();
+    let clean = wait_until!(15, {
+        taint_keys(&get_node(&c, "pressed").await) == ["example.com/mine:NoSchedule"]
+    });
+    assert!(
+        clean,
+        "after uncordon: {:?}",
+        taint_keys(&get_node(&c, "pressed").await)
+    );
 }
