@@ -19,6 +19,7 @@ mod csr;
 mod custom;
 mod defaults;
 mod discovery;
+mod endpoint_reconciler;
 mod follow;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -41,6 +42,7 @@ mod registry;
 mod request;
 pub mod sa_tokens;
 mod serve;
+pub mod server_bootstrap;
 mod services;
 pub use services::set_service_cidr;
 mod status;
@@ -95,6 +97,18 @@ pub struct Config {
     pub service_repair_interval: std::time::Duration,
     /// How long to keep serving after shutdown is requested, with `/readyz` failing.
     pub shutdown_delay: std::time::Duration,
+    /// Set when the datastore is shared with other servers (external etcd): serves the
+    /// server bootstrap data and keeps `default/kubernetes` listing every live server.
+    pub ha: Option<HaConfig>,
+}
+
+/// A server's part in a multi-server cluster (see `server_bootstrap`, `endpoint_reconciler`).
+#[derive(Clone, Debug)]
+pub struct HaConfig {
+    /// This server's identity: its `kube-system/apiserver-<id>` Lease.
+    pub identity: String,
+    /// `DATA_DIR`, where the keys handed to joining servers live.
+    pub data_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +165,7 @@ pub(crate) struct State {
     pub feeds: health::Feeds,
     /// Set once shutdown was requested (`/readyz` fails its `shutdown` check).
     pub draining: AtomicBool,
+    pub ha: Option<HaConfig>,
 }
 
 /// How long start-up waits for the in-server followers' first lists before announcing
@@ -191,6 +206,7 @@ pub async fn run(
         claims_in_flight: services::InFlight::default(),
         feeds: health::Feeds::default(),
         draining: AtomicBool::new(false),
+        ha: cfg.ha.clone(),
     });
     if state.enforcement.admits() {
         state.admission_caches.follow(&state.store);
@@ -230,6 +246,9 @@ pub async fn run(
         state.clone(),
         cfg.service_repair_interval,
     ));
+    if state.ha.is_some() {
+        tokio::spawn(endpoint_reconciler::run(state.clone()));
+    }
     if let Some(r) = state.enforcement.rbac() {
         tokio::spawn(rbac::run(r.clone(), state.store.clone()));
     }

@@ -401,6 +401,10 @@ async fn serve_request(
                 let decision = state.enforcement.authorize(&attrs);
                 outcome.decision = Some(decision.clone());
                 match decision {
+                    // Authorized by its own rule (server tokens only), like /cacerts.
+                    _ if path == super::server_bootstrap::PATH && method == "GET" => {
+                        super::server_bootstrap::serve(&state, user, outcome.impersonated.is_some())
+                    }
                     d if !d.is_allowed() => error_response(&forbidden(&attrs, d.reason())),
                     _ if info.resource_request => {
                         // Long-running watches do not count against the in-flight limit.
