@@ -9,6 +9,7 @@
 
 pub(crate) mod access_review;
 mod admission;
+mod aggregator;
 mod audit;
 mod body;
 mod bootstrap;
@@ -44,7 +45,7 @@ mod serve;
 mod services;
 pub use services::set_service_cidr;
 mod status;
-mod storage;
+pub mod storage;
 mod stored_json;
 mod strategy;
 pub mod table;
@@ -151,6 +152,8 @@ pub(crate) struct State {
     pub feeds: health::Feeds,
     /// Set once shutdown was requested (`/readyz` fails its `shutdown` check).
     pub draining: AtomicBool,
+    /// Remote APIServices and their availability (the aggregation layer).
+    pub aggregator: Arc<aggregator::Aggregator>,
 }
 
 /// How long start-up waits for the in-server followers' first lists before announcing
@@ -191,6 +194,7 @@ pub async fn run(
         claims_in_flight: services::InFlight::default(),
         feeds: health::Feeds::default(),
         draining: AtomicBool::new(false),
+        aggregator: Arc::default(),
     });
     if state.enforcement.admits() {
         state.admission_caches.follow(&state.store);
@@ -230,6 +234,11 @@ pub async fn run(
         state.clone(),
         cfg.service_repair_interval,
     ));
+    tokio::spawn(aggregator::follow_api_services(
+        state.aggregator.clone(),
+        state.store.clone(),
+    ));
+    tokio::spawn(aggregator::availability::run(state.clone()));
     if let Some(r) = state.enforcement.rbac() {
         tokio::spawn(rbac::run(r.clone(), state.store.clone()));
     }
