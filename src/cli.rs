@@ -485,7 +485,7 @@ pub fn parse_resource(s: &str) -> Result<String, String> {
             "{s:?} is not a resource like configmaps or widgets.example.com"
         ));
     }
-    Ok(format!("/registry/{group}/{plural}/"))
+    Ok(crate::apiserver::storage::resource_prefix(group, plural))
 }
 
 /// `30s`, `90m`, `168h`, `7d` (or a bare number of seconds).
