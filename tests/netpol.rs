@@ -166,7 +166,9 @@ impl Topology {
         })
         .join()
         .unwrap();
-        node.netlink(|h| async move { up_with(&h, "eth0", "10.216.0.2/24", Some("10.216.0.1")).await });
+        node.netlink(
+            |h| async move { up_with(&h, "eth0", "10.216.0.2/24", Some("10.216.0.1")).await },
+        );
         Topology {
             _dir: dir,
             host_link,
@@ -534,7 +536,9 @@ fn network_policies_hold_to_the_truth_table() {
             let ok = eventually(Duration::from_secs(90), || {
                 last = s.json(&["get", "pod", "-n", ns, name]);
                 last["status"]["phase"] == "Running"
-                    && last["status"]["podIP"].as_str().is_some_and(|i| !i.is_empty())
+                    && last["status"]["podIP"]
+                        .as_str()
+                        .is_some_and(|i| !i.is_empty())
             });
             assert!(ok, "{ns}/{name} not running: {:#}", last["status"]);
             let ip: Ipv4Addr = last["status"]["podIP"].as_str().unwrap().parse().unwrap();
@@ -570,9 +574,19 @@ fn network_policies_hold_to_the_truth_table() {
     // Default deny ingress in x: nothing reaches x's pods; x still reaches out.
     apply(
         &s,
-        &policy("x", "deny-ingress", "  podSelector: {}\n  policyTypes: [Ingress]\n"),
+        &policy(
+            "x",
+            "deny-ingress",
+            "  podSelector: {}\n  policyTypes: [Ingress]\n",
+        ),
     );
-    check(&s, &pods, "default deny ingress", all_ports, &|_, t, _, _| t.ns != "x");
+    check(
+        &s,
+        &pods,
+        "default deny ingress",
+        all_ports,
+        &|_, t, _, _| t.ns != "x",
+    );
     clear_policies(&s);
 
     // Default deny egress in x except DNS (UDP and TCP 53): x reaches nothing but port 53.
@@ -602,9 +616,13 @@ fn network_policies_hold_to_the_truth_table() {
             "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: y}\n",
         ),
     );
-    check(&s, &pods, "allow from namespace", all_ports, &|f, t, _, _| {
-        t.ns != "x" || f.ns == "y"
-    });
+    check(
+        &s,
+        &pods,
+        "allow from namespace",
+        all_ports,
+        &|f, t, _, _| t.ns != "x" || f.ns == "y",
+    );
     clear_policies(&s);
 
     // Pod and namespace selector in one peer: x/a only from pods b of namespaces y and z
@@ -617,9 +635,13 @@ fn network_policies_hold_to_the_truth_table() {
             "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions:\n        - {key: ns, operator: In, values: [y, z]}\n      podSelector:\n        matchLabels: {pod: b}\n",
         ),
     );
-    check(&s, &pods, "pod and namespace combined", all_ports, &|f, t, _, _| {
-        t.label() != "x/a" || (f.name == "b" && f.ns != "x")
-    });
+    check(
+        &s,
+        &pods,
+        "pod and namespace combined",
+        all_ports,
+        &|f, t, _, _| t.label() != "x/a" || (f.name == "b" && f.ns != "x"),
+    );
     clear_policies(&s);
 
     // ipBlock with except: x/a from the node's pod range except y/b's address.
@@ -636,9 +658,13 @@ fn network_policies_hold_to_the_truth_table() {
             ),
         ),
     );
-    check(&s, &pods, "ipBlock with except", all_ports, &move |f, t, _, _| {
-        t.label() != "x/a" || f.ip != yb
-    });
+    check(
+        &s,
+        &pods,
+        "ipBlock with except",
+        all_ports,
+        &move |f, t, _, _| t.label() != "x/a" || f.ip != yb,
+    );
     clear_policies(&s);
 
     // Named port: x/a only on its port named serve-81 (TCP 81), resolved from the pod.
@@ -651,9 +677,13 @@ fn network_policies_hold_to_the_truth_table() {
         ),
     );
     let named_ports: &[(&'static str, u16)] = &[(TCP, 80), (TCP, 81), (UDP, 81)];
-    check(&s, &pods, "named port", named_ports, &|_, t, proto, port| {
-        t.label() != "x/a" || (proto == TCP && port == 81)
-    });
+    check(
+        &s,
+        &pods,
+        "named port",
+        named_ports,
+        &|_, t, proto, port| t.label() != "x/a" || (proto == TCP && port == 81),
+    );
     clear_policies(&s);
 
     // endPort: x/a on TCP 79–80 and UDP by its named port serve-81-udp.
@@ -665,9 +695,15 @@ fn network_policies_hold_to_the_truth_table() {
             "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - ports:\n    - {port: 79, endPort: 80, protocol: TCP}\n    - {port: serve-81-udp, protocol: UDP}\n",
         ),
     );
-    check(&s, &pods, "endPort range", named_ports, &|_, t, proto, port| {
-        t.label() != "x/a" || (proto == TCP && port == 80) || (proto == UDP && port == 81)
-    });
+    check(
+        &s,
+        &pods,
+        "endPort range",
+        named_ports,
+        &|_, t, proto, port| {
+            t.label() != "x/a" || (proto == TCP && port == 80) || (proto == UDP && port == 81)
+        },
+    );
     clear_policies(&s);
 
     // An established connection x/a → y/a survives an unrelated update, and even a policy
@@ -695,10 +731,23 @@ fn network_policies_hold_to_the_truth_table() {
     assert!(roundtrip(), "the connection works before any policy");
     apply(
         &s,
-        &policy("z", "unrelated", "  podSelector: {}\n  policyTypes: [Ingress]\n"),
+        &policy(
+            "z",
+            "unrelated",
+            "  podSelector: {}\n  policyTypes: [Ingress]\n",
+        ),
     );
-    check(&s, &pods, "unrelated policy in z", &[(TCP, 81)], &|_, t, _, _| t.ns != "z");
-    assert!(roundtrip(), "an unrelated update cut an established connection");
+    check(
+        &s,
+        &pods,
+        "unrelated policy in z",
+        &[(TCP, 81)],
+        &|_, t, _, _| t.ns != "z",
+    );
+    assert!(
+        roundtrip(),
+        "an unrelated update cut an established connection"
+    );
 
     // A policy applied within a second: deny ingress to y; the new connection is refused
     // in under a second, the established one keeps working.
@@ -742,9 +791,19 @@ fn network_policies_hold_to_the_truth_table() {
     // Someone deletes the table: the engine recreates it and the policy holds again.
     apply(
         &s,
-        &policy("x", "deny-ingress", "  podSelector: {}\n  policyTypes: [Ingress]\n"),
+        &policy(
+            "x",
+            "deny-ingress",
+            "  podSelector: {}\n  policyTypes: [Ingress]\n",
+        ),
     );
-    check(&s, &pods, "deny x before the table is deleted", &[(TCP, 80)], &|_, t, _, _| t.ns != "x");
+    check(
+        &s,
+        &pods,
+        "deny x before the table is deleted",
+        &[(TCP, 80)],
+        &|_, t, _, _| t.ns != "x",
+    );
     let path = topo.node.path.clone();
     std::thread::spawn(move || {
         let f = std::fs::File::open(&path).unwrap();
@@ -761,7 +820,13 @@ fn network_policies_hold_to_the_truth_table() {
         eventually(Duration::from_secs(15), || table_exists(&topo.node)),
         "the deleted table was not recreated"
     );
-    check(&s, &pods, "deny x after the table was deleted", &[(TCP, 80)], &|_, t, _, _| t.ns != "x");
+    check(
+        &s,
+        &pods,
+        "deny x after the table was deleted",
+        &[(TCP, 80)],
+        &|_, t, _, _| t.ns != "x",
+    );
 }
 
 fn table_exists(node: &Ns) -> bool {

@@ -8,7 +8,7 @@
 //! additions, and the kernel applies the whole batch atomically, so a packet sees either
 //! the old or the new ranges; established connections are accepted before any lookup.
 
-use super::ruleset::{ALLOW_KEY_LEN, ALLOW_FIELDS, TABLE};
+use super::ruleset::{ALLOW_FIELDS, ALLOW_KEY_LEN, TABLE};
 use crate::netfilter::batch::Element;
 use crate::netfilter::interval::{Range, SET_INTERVAL};
 use crate::netfilter::{Batch, Error, Family, Socket};

@@ -97,7 +97,13 @@ async fn sync(
     applier: apply::Applier,
     stores: &Stores,
     facts: NodeFacts,
-) -> Result<(apply::Applier, Result<crate::proxy::apply::SyncStats, Error>), Error> {
+) -> Result<
+    (
+        apply::Applier,
+        Result<crate::proxy::apply::SyncStats, Error>,
+    ),
+    Error,
+> {
     let pols = stores.policies.state();
     let pods = stores.pods.state();
     let nss = stores.namespaces.state();
@@ -142,10 +148,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     bridge_call_iptables();
     let notify = Arc::new(Notify::new());
-    let (policies, t1) = watch_into(
-        Api::<NetworkPolicy>::all(client.clone()),
-        notify.clone(),
-    );
+    let (policies, t1) = watch_into(Api::<NetworkPolicy>::all(client.clone()), notify.clone());
     let (pods, t2) = watch_into(Api::<Pod>::all(client.clone()), notify.clone());
     let (namespaces, t3) = watch_into(Api::<Namespace>::all(client), notify.clone());
     let abort = || {

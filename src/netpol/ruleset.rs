@@ -95,9 +95,7 @@ impl Ports {
             let mut merged: Vec<(u16, u16)> = Vec::with_capacity(mine.len());
             for (lo, hi) in mine.drain(..) {
                 match merged.last_mut() {
-                    Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => {
-                        last.1 = last.1.max(hi)
-                    }
+                    Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
                     _ => merged.push((lo, hi)),
                 }
             }
@@ -212,12 +210,10 @@ fn entry_ports(e: &NetworkPolicyPort, pod: Option<&Pod>) -> Ports {
                 .unwrap_or(lo);
             Ports::one(proto, lo, hi)
         }
-        Some(IntOrString::String(name)) => {
-            match pod.and_then(|p| named_port(p, name, proto)) {
-                Some(n) => Ports::one(proto, n, n),
-                None => Ports::default(),
-            }
-        }
+        Some(IntOrString::String(name)) => match pod.and_then(|p| named_port(p, name, proto)) {
+            Some(n) => Ports::one(proto, n, n),
+            None => Ports::default(),
+        },
     }
 }
 
@@ -612,11 +608,14 @@ pub fn ruleset(
                     }
                 }
                 for &t in &selected {
-                    egress.entry(t).or_default().extend(items.iter().map(|i| Item {
-                        lo: i.lo,
-                        hi: i.hi,
-                        ports: i.ports.clone(),
-                    }));
+                    egress
+                        .entry(t)
+                        .or_default()
+                        .extend(items.iter().map(|i| Item {
+                            lo: i.lo,
+                            hi: i.hi,
+                            ports: i.ports.clone(),
+                        }));
                 }
             }
         }

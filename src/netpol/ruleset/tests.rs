@@ -106,11 +106,20 @@ fn default_deny_ingress_isolates_only_the_selected_pods() {
 #[test]
 fn policy_types_default_adds_egress_only_with_egress_rules() {
     let w = world();
-    let r = w.rs(&[pol("x", json!({"podSelector": {}, "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}))]);
-    assert!(!allowed(&r, "10.42.0.3", "10.42.0.1", TCP, 80), "ingress default");
+    let r = w.rs(&[pol(
+        "x",
+        json!({"podSelector": {}, "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}),
+    )]);
+    assert!(
+        !allowed(&r, "10.42.0.3", "10.42.0.1", TCP, 80),
+        "ingress default"
+    );
     assert!(allowed(&r, "10.42.0.1", "10.42.0.3", UDP, 53));
     assert!(!allowed(&r, "10.42.0.1", "10.42.0.3", TCP, 80));
-    let r = w.rs(&[pol("x", json!({"podSelector": {}, "policyTypes": ["Egress"]}))]);
+    let r = w.rs(&[pol(
+        "x",
+        json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+    )]);
     assert!(allowed(&r, "10.42.0.3", "10.42.0.1", TCP, 80));
     assert!(!allowed(&r, "10.42.0.1", "10.42.0.3", TCP, 80));
 }
@@ -119,18 +128,26 @@ fn policy_types_default_adds_egress_only_with_egress_rules() {
 fn peers_pod_namespace_and_both() {
     let w = world();
     let from = |peer: serde_json::Value| {
-        w.rs(&[pol("x", json!({"podSelector": {"matchLabels": {"pod": "a"}},
-            "ingress": [{"from": [peer]}]}))])
+        w.rs(&[pol(
+            "x",
+            json!({"podSelector": {"matchLabels": {"pod": "a"}},
+            "ingress": [{"from": [peer]}]}),
+        )])
     };
     let r = from(json!({"podSelector": {"matchLabels": {"pod": "b"}}}));
     assert!(allowed(&r, "10.42.0.2", "10.42.0.1", TCP, 80));
-    assert!(!allowed(&r, "10.42.0.4", "10.42.0.1", TCP, 80), "y/b: other namespace");
+    assert!(
+        !allowed(&r, "10.42.0.4", "10.42.0.1", TCP, 80),
+        "y/b: other namespace"
+    );
     let r = from(json!({"namespaceSelector": {"matchLabels": {"ns": "y"}}}));
     assert!(allowed(&r, "10.42.0.3", "10.42.0.1", TCP, 80));
     assert!(allowed(&r, "10.42.0.4", "10.42.0.1", TCP, 80));
     assert!(!allowed(&r, "10.42.0.2", "10.42.0.1", TCP, 80));
-    let r = from(json!({"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["y"]}]},
-                        "podSelector": {"matchLabels": {"pod": "b"}}}));
+    let r = from(
+        json!({"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["y"]}]},
+                        "podSelector": {"matchLabels": {"pod": "b"}}}),
+    );
     assert!(allowed(&r, "10.42.0.4", "10.42.0.1", TCP, 80));
     assert!(!allowed(&r, "10.42.0.3", "10.42.0.1", TCP, 80));
     assert!(!allowed(&r, "10.42.0.2", "10.42.0.1", TCP, 80));
@@ -141,12 +158,18 @@ fn peers_pod_namespace_and_both() {
 #[test]
 fn ip_block_with_except_and_ports() {
     let w = world();
-    let r = w.rs(&[pol("x", json!({"podSelector": {}, "ingress": [{
+    let r = w.rs(&[pol(
+        "x",
+        json!({"podSelector": {}, "ingress": [{
         "from": [{"ipBlock": {"cidr": "10.42.0.0/24", "except": ["10.42.0.2/31"]}}],
-        "ports": [{"port": 80}, {"port": 1000, "endPort": 1010, "protocol": "UDP"}]}]}))]);
+        "ports": [{"port": 80}, {"port": 1000, "endPort": 1010, "protocol": "UDP"}]}]}),
+    )]);
     assert!(allowed(&r, "10.42.0.4", "10.42.0.1", TCP, 80));
     assert!(!allowed(&r, "10.42.0.4", "10.42.0.1", TCP, 81));
-    assert!(!allowed(&r, "10.42.0.3", "10.42.0.1", TCP, 80), ".2/31 excepted");
+    assert!(
+        !allowed(&r, "10.42.0.3", "10.42.0.1", TCP, 80),
+        ".2/31 excepted"
+    );
     assert!(!allowed(&r, "10.42.0.2", "10.42.0.1", TCP, 80));
     assert!(allowed(&r, "10.42.0.4", "10.42.0.1", UDP, 1005));
     assert!(!allowed(&r, "10.42.0.4", "10.42.0.1", UDP, 1011));
@@ -162,18 +185,29 @@ fn named_ports_resolve_on_the_selected_pod_for_ingress_and_on_the_peer_for_egres
         "spec": {"nodeName": "n2", "containers": [{"name": "c", "ports": [{"name": "serve-80", "containerPort": 8080}]}]},
         "status": {"phase": "Running", "podIP": "10.42.1.9"}
     })).unwrap());
-    let r = w.rs(&[pol("x", json!({"podSelector": {"matchLabels": {"pod": "a"}},
+    let r = w.rs(&[pol(
+        "x",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}},
         "ingress": [{"ports": [{"port": "serve-80"}, {"port": "serve-81-udp", "protocol": "UDP"}]}],
-        "egress": [{"ports": [{"port": "serve-80"}]}]}))]);
+        "egress": [{"ports": [{"port": "serve-80"}]}]}),
+    )]);
     assert!(allowed(&r, "10.42.0.3", "10.42.0.1", TCP, 80));
     assert!(allowed(&r, "10.42.0.3", "10.42.0.1", UDP, 81));
     assert!(!allowed(&r, "10.42.0.3", "10.42.0.1", UDP, 80));
-    assert!(allowed(&r, "10.42.0.1", "10.42.1.9", TCP, 8080), "c's serve-80");
+    assert!(
+        allowed(&r, "10.42.0.1", "10.42.1.9", TCP, 8080),
+        "c's serve-80"
+    );
     assert!(!allowed(&r, "10.42.0.1", "10.42.1.9", TCP, 80));
     assert!(allowed(&r, "10.42.0.1", "10.42.0.3", TCP, 80));
-    assert!(!allowed(&r, "10.42.0.1", "192.168.1.1", TCP, 80), "no names outside pods");
+    assert!(
+        !allowed(&r, "10.42.0.1", "192.168.1.1", TCP, 80),
+        "no names outside pods"
+    );
     // Only local pods are isolated: c runs on n2.
-    assert!(!r.sets[INGRESS_ISOLATED].elements.contains_key(&[10, 42, 1, 9][..]));
+    assert!(!r.sets[INGRESS_ISOLATED]
+        .elements
+        .contains_key(&[10, 42, 1, 9][..]));
 }
 
 #[test]
@@ -194,9 +228,9 @@ fn overlapping_rules_become_disjoint_ranges_with_the_union_of_ports() {
             let (alo, ahi) = a.split_at(ALLOW_KEY_LEN);
             let (blo, bhi) = b.split_at(ALLOW_KEY_LEN);
             let fields = [(0, 4), (4, 4), (8, 1), (12, 2)];
-            let overlap = fields.iter().all(|(o, l)| {
-                alo[*o..o + l] <= bhi[*o..o + l] && blo[*o..o + l] <= ahi[*o..o + l]
-            });
+            let overlap = fields
+                .iter()
+                .all(|(o, l)| alo[*o..o + l] <= bhi[*o..o + l] && blo[*o..o + l] <= ahi[*o..o + l]);
             assert!(!overlap, "{a:?} overlaps {b:?}");
         }
     }
@@ -204,8 +238,14 @@ fn overlapping_rules_become_disjoint_ranges_with_the_union_of_ports() {
     assert!(allowed(&r, "10.42.0.3", "10.42.0.1", TCP, 81));
     assert!(allowed(&r, "10.42.0.3", "10.42.0.1", TCP, 82));
     assert!(!allowed(&r, "10.42.0.3", "10.42.0.2", TCP, 82));
-    assert!(allowed(&r, "10.42.0.2", "10.42.0.1", TCP, 9999), "x/b: all ports");
-    assert!(allowed(&r, "10.42.0.2", "10.42.0.1", 1, 0), "x/b: all protocols");
+    assert!(
+        allowed(&r, "10.42.0.2", "10.42.0.1", TCP, 9999),
+        "x/b: all ports"
+    );
+    assert!(
+        allowed(&r, "10.42.0.2", "10.42.0.1", 1, 0),
+        "x/b: all protocols"
+    );
     assert!(!allowed(&r, "10.1.0.2", "10.42.0.1", TCP, 81));
     assert!(allowed(&r, "10.1.0.2", "10.42.0.1", TCP, 80));
     assert!(!allowed(&r, "172.16.0.1", "10.42.0.1", TCP, 80));
@@ -214,12 +254,17 @@ fn overlapping_rules_become_disjoint_ranges_with_the_union_of_ports() {
 #[test]
 fn host_network_and_finished_pods_are_ignored() {
     let mut w = world();
-    w.pods.push(serde_json::from_value(json!({
-        "metadata": {"namespace": "x", "name": "h", "labels": {"pod": "a"}},
-        "spec": {"nodeName": "n1", "hostNetwork": true, "containers": [{"name": "c"}]},
-        "status": {"phase": "Running", "podIP": "192.168.5.1"}
-    })).unwrap());
+    w.pods.push(
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "x", "name": "h", "labels": {"pod": "a"}},
+            "spec": {"nodeName": "n1", "hostNetwork": true, "containers": [{"name": "c"}]},
+            "status": {"phase": "Running", "podIP": "192.168.5.1"}
+        }))
+        .unwrap(),
+    );
     let r = w.rs(&[pol("x", json!({"podSelector": {}}))]);
-    assert!(!r.sets[INGRESS_ISOLATED].elements.contains_key(&[192, 168, 5, 1][..]));
+    assert!(!r.sets[INGRESS_ISOLATED]
+        .elements
+        .contains_key(&[192, 168, 5, 1][..]));
     assert_eq!(r.sets[INGRESS_ISOLATED].elements.len(), 2);
 }
