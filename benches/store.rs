@@ -16,7 +16,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rampart::store::{Backend, RocksBackend, RocksConfig};
 
-#[allow(dead_code)]
 mod support;
 
 const VALUE_SIZE: usize = 1024;
