@@ -558,7 +558,14 @@ async fn priority_admission_and_preemption() {
 async fn leader_election_leases() {
     let s = Server::start_with(&["--leader-elect=true"]);
     let c = client(&s).await;
-    let id = std::fs::read_to_string(s.data_dir().join("leader-identity")).unwrap();
+    // The identity is written once the in-process components start, which can trail the
+    // API server's readiness that start_with waits for.
+    let path = s.data_dir().join("leader-identity");
+    assert!(
+        wait_until!(20, path.is_file()),
+        "no leader identity written"
+    );
+    let id = std::fs::read_to_string(&path).unwrap();
     let leases: Api<Lease> = Api::namespaced(c.clone(), "kube-system");
     for name in ["kube-scheduler", "kube-controller-manager"] {
         let held = wait_until!(20, {
