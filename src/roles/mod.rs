@@ -14,6 +14,7 @@ pub mod pki_maintenance;
 pub mod policy;
 pub mod secrets_encrypt;
 pub mod server;
+mod server_list;
 pub mod snapshot;
 pub mod supervisor;
 pub mod token;
