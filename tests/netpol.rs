@@ -137,7 +137,7 @@ async fn up_with(h: &Handle, name: &str, addr: &str, gateway: Option<&str>) {
     }
 }
 
-/// host (10.216.0.1) ↔ node (10.216.0.2) over one veth; removed on drop.
+/// host (10.98.16.1) ↔ node (10.98.16.2) over one veth; removed on drop.
 struct Topology {
     _dir: tempfile::TempDir,
     host_link: String,
@@ -161,13 +161,13 @@ impl Topology {
                     .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                     .build();
                 rtnl::add_link(&h, &hl, msg).await.unwrap();
-                up_with(&h, &hl, "10.216.0.1/24", None).await;
+                up_with(&h, &hl, "10.98.16.1/24", None).await;
             })
         })
         .join()
         .unwrap();
         node.netlink(
-            |h| async move { up_with(&h, "eth0", "10.216.0.2/24", Some("10.216.0.1")).await },
+            |h| async move { up_with(&h, "eth0", "10.98.16.2/24", Some("10.98.16.1")).await },
         );
         Topology {
             _dir: dir,
@@ -263,7 +263,7 @@ fn pod_yaml(ns: &str, name: &str, marker: &str) -> String {
 kind: Pod
 metadata:
   name: {name}
-  namespace: {ns}
+  namespace: "{ns}"
   labels:
     pod: {name}
 spec:
@@ -407,7 +407,7 @@ fn render(pods: &[PodRef], exp: &[Vec<bool>], got: &[Vec<bool>]) -> String {
 type Expect = dyn Fn(&PodRef, &PodRef, &str, u16) -> bool;
 
 /// Probe every pair for each (protocol, port) until the truth table holds (policies take
-/// effect asynchronously) or `within` passes; panics with the mismatch matrix.
+/// effect asynchronously) or 5 s pass; panics with the mismatch matrix.
 fn check(s: &Server, pods: &[PodRef], case: &str, ports: &[(&'static str, u16)], expect: &Expect) {
     let deadline = Instant::now() + Duration::from_secs(5);
     for &(proto, port) in ports {
@@ -452,7 +452,7 @@ fn clear_policies(s: &Server) {
 
 fn policy(ns: &str, name: &str, spec: &str) -> String {
     format!(
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: \"{ns}\"\nspec:\n{spec}"
     )
 }
 
@@ -469,7 +469,7 @@ fn network_policies_hold_to_the_truth_table() {
         return;
     }
     let topo = Topology::create();
-    let s = Server::start_with(&["--bind-address", "0.0.0.0", "--tls-san", "10.216.0.1"]);
+    let s = Server::start_with(&["--bind-address", "0.0.0.0", "--tls-san", "10.98.16.1"]);
     let dd = s.data_dir().to_str().unwrap().to_string();
     let token = rampart_ok(&["token", "create", "--data-dir", &dd, "--ttl", "10m"])
         .trim()
@@ -491,7 +491,7 @@ fn network_policies_hold_to_the_truth_table() {
         "--log-format",
         "json",
         "--server",
-        &format!("https://10.216.0.1:{}", s.port),
+        &format!("https://10.98.16.1:{}", s.port),
         "--token",
         &token,
         "--data-dir",
@@ -499,7 +499,7 @@ fn network_policies_hold_to_the_truth_table() {
         "--node-name",
         NODE,
         "--node-ip",
-        "10.216.0.2",
+        "10.98.16.2",
         "--pod-log-dir",
         dir.path().join("logs").to_str().unwrap(),
         "--kubelet-cgroup-root",
@@ -517,7 +517,7 @@ fn network_policies_hold_to_the_truth_table() {
     for ns in NSS {
         apply(
             &s,
-            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    ns: {ns}\n"),
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: \"{ns}\"\n  labels:\n    ns: \"{ns}\"\n"),
         );
     }
     let all: String = NSS
@@ -534,13 +534,15 @@ fn network_policies_hold_to_the_truth_table() {
         for name in PODS {
             let mut last = Value::Null;
             let ok = eventually(Duration::from_secs(90), || {
-                last = s.json(&["get", "pod", "-n", ns, name]);
+                let o = s.kubectl(&["get", "pod", "-n", ns, name, "-o", "json"]);
+                last = serde_json::from_slice(&o.stdout)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&o.stderr).into()));
                 last["status"]["phase"] == "Running"
                     && last["status"]["podIP"]
                         .as_str()
                         .is_some_and(|i| !i.is_empty())
             });
-            assert!(ok, "{ns}/{name} not running: {:#}", last["status"]);
+            assert!(ok, "{ns}/{name} not running: {last:#}");
             let ip: Ipv4Addr = last["status"]["podIP"].as_str().unwrap().parse().unwrap();
             let marker = format!("netpol-{tag}-{ns}-{name}");
             let mut pid = None;
@@ -613,7 +615,7 @@ fn network_policies_hold_to_the_truth_table() {
         &policy(
             "x",
             "from-y",
-            "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: y}\n",
+            "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: \"y\"}\n",
         ),
     );
     check(
@@ -632,7 +634,7 @@ fn network_policies_hold_to_the_truth_table() {
         &policy(
             "x",
             "a-from-b-in-yz",
-            "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions:\n        - {key: ns, operator: In, values: [y, z]}\n      podSelector:\n        matchLabels: {pod: b}\n",
+            "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions:\n        - {key: ns, operator: In, values: [\"y\", \"z\"]}\n      podSelector:\n        matchLabels: {pod: b}\n",
         ),
     );
     check(
