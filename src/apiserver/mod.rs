@@ -9,6 +9,7 @@
 
 pub(crate) mod access_review;
 mod admission;
+mod aggregator;
 mod audit;
 mod body;
 mod bootstrap;
@@ -19,6 +20,7 @@ mod csr;
 mod custom;
 mod defaults;
 mod discovery;
+mod endpoint_reconciler;
 mod follow;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -41,10 +43,11 @@ mod registry;
 mod request;
 pub mod sa_tokens;
 mod serve;
+pub mod server_bootstrap;
 mod services;
 pub use services::set_service_cidr;
 mod status;
-mod storage;
+pub mod storage;
 mod stored_json;
 mod strategy;
 pub mod table;
@@ -95,6 +98,18 @@ pub struct Config {
     pub service_repair_interval: std::time::Duration,
     /// How long to keep serving after shutdown is requested, with `/readyz` failing.
     pub shutdown_delay: std::time::Duration,
+    /// Set when the datastore is shared with other servers (external etcd): serves the
+    /// server bootstrap data and keeps `default/kubernetes` listing every live server.
+    pub ha: Option<HaConfig>,
+}
+
+/// A server's part in a multi-server cluster (see `server_bootstrap`, `endpoint_reconciler`).
+#[derive(Clone, Debug)]
+pub struct HaConfig {
+    /// This server's identity: its `kube-system/apiserver-<id>` Lease.
+    pub identity: String,
+    /// `DATA_DIR`, where the keys handed to joining servers live.
+    pub data_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +166,9 @@ pub(crate) struct State {
     pub feeds: health::Feeds,
     /// Set once shutdown was requested (`/readyz` fails its `shutdown` check).
     pub draining: AtomicBool,
+    pub ha: Option<HaConfig>,
+    /// Remote APIServices and their availability (the aggregation layer).
+    pub aggregator: Arc<aggregator::Aggregator>,
 }
 
 /// How long start-up waits for the in-server followers' first lists before announcing
@@ -191,6 +209,8 @@ pub async fn run(
         claims_in_flight: services::InFlight::default(),
         feeds: health::Feeds::default(),
         draining: AtomicBool::new(false),
+        ha: cfg.ha.clone(),
+        aggregator: Arc::default(),
     });
     if state.enforcement.admits() {
         state.admission_caches.follow(&state.store);
@@ -230,6 +250,14 @@ pub async fn run(
         state.clone(),
         cfg.service_repair_interval,
     ));
+    if state.ha.is_some() {
+        tokio::spawn(endpoint_reconciler::run(state.clone()));
+    }
+    tokio::spawn(aggregator::follow_api_services(
+        state.aggregator.clone(),
+        state.store.clone(),
+    ));
+    tokio::spawn(aggregator::availability::run(state.clone()));
     if let Some(r) = state.enforcement.rbac() {
         tokio::spawn(rbac::run(r.clone(), state.store.clone()));
     }

@@ -593,7 +593,7 @@ async fn release_key(state: &State, key: &str, owner: &Owner) {
     let Ok(Some(kv)) = state.store.get(key, None).await else {
         return;
     };
-    let Ok(v) = serde_json::from_slice::<Value>(&kv.value) else {
+    let Ok(v) = storage::decode_object(&kv) else {
         return;
     };
     if owner_of_claim(&v).is_some_and(|o| owner.holds(&o)) {
