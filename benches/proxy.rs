@@ -132,10 +132,10 @@ fn script(from: usize, to: usize, with_base: bool) -> String {
         s.push_str(
             "table ip bench {\n\
              map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }\n\
-             chain services { ip daddr . meta l4proto . th dport vmap @service-ips }\n\
-             chain nat-prerouting { type nat hook prerouting priority dstnat; jump services }\n\
-             chain nat-output { type nat hook output priority dstnat; jump services }\n\
-             chain mark-for-masquerade { meta mark set meta mark or 0x4000 }\n}\n",
+             chain services { ip daddr . meta l4proto . th dport vmap @service-ips; }\n\
+             chain nat-prerouting { type nat hook prerouting priority -100; jump services; }\n\
+             chain nat-output { type nat hook output priority -100; jump services; }\n\
+             chain mark-for-masquerade { meta mark set meta mark or 0x4000; }\n}\n",
         );
     }
     for i in from..to {

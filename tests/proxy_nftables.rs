@@ -147,6 +147,12 @@ fn slice(svc: &str, name: &str, eps: &[(&str, &str)]) -> serde_json::Value {
     })
 }
 
+/// The Service `default/name` (raw GET: kubectl is not on this test's PATH).
+fn get_service(s: &Server, name: &str) -> serde_json::Value {
+    let path = format!("/api/v1/namespaces/default/services/{name}");
+    s.raw(Raw::get(&path)).json()
+}
+
 /// Rule handles per chain whose name contains `needle`, read back with `nft -j -a`.
 fn handles(needle: &str) -> BTreeSet<(String, u64)> {
     let out = Command::new(NFT)
@@ -347,6 +353,31 @@ fn services_work_through_nftables_programmed_over_netlink() {
         "other Services untouched"
     );
 
+    // Figure (printed): from a new Service's creation (both API answers) to traffic flowing
+    // through its ClusterIP; the proxy batches changes for up to MIN_SYNC_PERIOD (1 s).
+    let t = Instant::now();
+    create(
+        &s,
+        base,
+        service("late", "10.43.0.57", serde_json::json!({})),
+    );
+    create(&s, slices, slice("late", "late-1", &three));
+    let created = t.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut flowing = None;
+    while Instant::now() < deadline {
+        let a: SocketAddr = "10.43.0.57:80".parse().expect("addr");
+        if TcpStream::connect_timeout(&a, Duration::from_millis(20)).is_ok() {
+            flowing = Some(t.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let flowing = flowing.expect("a new Service carries traffic within 10 s");
+    eprintln!(
+        "figure: Service + EndpointSlice created in {created:?}, traffic flowing after {flowing:?}"
+    );
+
     // LoadBalancer: the built-in ServiceLB publishes the node's address, and the proxy
     // answers it from outside.
     create(
@@ -362,11 +393,10 @@ fn services_work_through_nftables_programmed_over_netlink() {
     create(&s, slices, slice("lb", "lb-1", &three));
     assert!(
         eventually(Duration::from_secs(20), || {
-            s.json(&["get", "service", "lb"])["status"]["loadBalancer"]["ingress"][0]["ip"]
-                == "192.168.77.1"
+            get_service(&s, "lb")["status"]["loadBalancer"]["ingress"][0]["ip"] == "192.168.77.1"
         }),
         "LoadBalancer: ServiceLB never published the node: {}",
-        s.ok(&["get", "service", "lb", "-o", "yaml"])
+        get_service(&s, "lb")
     );
     assert!(
         eventually(Duration::from_secs(10), || ask_from(
@@ -396,7 +426,7 @@ fn services_work_through_nftables_programmed_over_netlink() {
         create(&s, slices, slice(name, &format!("{name}-1"), eps));
     }
     let health = |name: &str| -> Option<String> {
-        let port = s.json(&["get", "service", name])["spec"]["healthCheckNodePort"].as_u64()?;
+        let port = get_service(&s, name)["spec"]["healthCheckNodePort"].as_u64()?;
         let addr = format!("192.168.77.1:{port}");
         in_ns(&client, move || {
             let a: SocketAddr = addr.parse().ok()?;
