@@ -16,6 +16,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rampart::store::{Backend, RocksBackend, RocksConfig};
 
+mod support;
+
 const VALUE_SIZE: usize = 1024;
 
 struct Figures {
@@ -318,5 +320,155 @@ async fn main() {
     println!(
         "(ratios: thru = rampart/etcd throughput, p99 = etcd p99 / rampart p99; >1 is better)"
     );
+    if let Some(e) = &etcd {
+        api_column(&base, &e.url, n).await;
+    }
     drop(etcd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same comparison through the API: `rampart server` on its embedded RocksDB store against
+// `rampart server --datastore-endpoint` on the etcd above, both real processes driven over
+// HTTPS by kube-rs clients (ConfigMap creates with ~1 KiB data, then GETs), in this run.
+
+async fn api_creates(clients: &[kube::Client], per: usize, tag: &str) -> Figures {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (w, c) in clients.iter().enumerate() {
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(c.clone(), "default");
+        let tag = tag.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for i in 0..per {
+                let obj = ConfigMap {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(format!("{tag}-{w}-{i}")),
+                        ..Default::default()
+                    },
+                    data: Some([("v".to_string(), "x".repeat(VALUE_SIZE))].into()),
+                    ..Default::default()
+                };
+                let t = Instant::now();
+                if api.create(&Default::default(), &obj).await.is_ok() {
+                    lat.push(t.elapsed());
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    Figures {
+        ops: lat.len(),
+        wall: start.elapsed(),
+        lat,
+    }
+}
+
+async fn api_gets(clients: &[kube::Client], per: usize, name: &str) -> Figures {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in clients {
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(c.clone(), "default");
+        let name = name.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for _ in 0..per {
+                let t = Instant::now();
+                if api.get(&name).await.is_ok() {
+                    lat.push(t.elapsed());
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    Figures {
+        ops: lat.len(),
+        wall: start.elapsed(),
+        lat,
+    }
+}
+
+async fn api_column(base: &std::path::Path, etcd_url: &str, n: impl Fn(usize) -> usize) {
+    let bin = match support::server_binary() {
+        Ok(b) => b,
+        Err(e) => {
+            println!("api column skipped: {e}");
+            return;
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (Ok(rocks_dir), Ok(etcd_dir)) = (tempfile::tempdir_in(base), tempfile::tempdir_in(base))
+    else {
+        println!("api column skipped: no temp dir in {}", base.display());
+        return;
+    };
+    let quiet = ["--disable-agent", "--leader-elect=false"];
+    let on_rocks = support::Server::start_with(&bin, rocks_dir.path(), &quiet, &[]);
+    let on_etcd = support::Server::start_with(
+        &bin,
+        etcd_dir.path(),
+        &[quiet[0], quiet[1], "--datastore-endpoint", etcd_url],
+        &[],
+    );
+    let (Ok(on_rocks), Ok(on_etcd)) = (on_rocks, on_etcd) else {
+        println!("api column skipped: a server did not start");
+        return;
+    };
+    let mut clients = Vec::new();
+    for dir in [rocks_dir.path(), etcd_dir.path()] {
+        let mut v = Vec::new();
+        for _ in 0..32 {
+            match support::client(&dir.join("admin.kubeconfig")).await {
+                Ok(c) => v.push(c),
+                Err(e) => {
+                    println!("api column skipped: {e}");
+                    return;
+                }
+            }
+        }
+        clients.push(v);
+    }
+    println!();
+    println!(
+        "through the API: rampart server on RocksDB vs on the etcd above (same run; load average {})",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "{:<22} {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>7} {:>7}",
+        "workload", "rocks/s", "p50 ms", "p99 ms", "etcd/s", "p50 ms", "p99 ms", "thru", "p99"
+    );
+    // Warm both (TLS sessions, caches).
+    api_creates(&clients[0][..4], n(20), "warm").await;
+    api_creates(&clients[1][..4], n(20), "warm").await;
+    for (name, k, per) in [
+        ("create, 1 client", 1, n(300)),
+        ("create, 32 clients", 32, n(40)),
+    ] {
+        let tag = name.replace([',', ' '], "");
+        let r = api_creates(&clients[0][..k], per, &tag).await;
+        let e = api_creates(&clients[1][..k], per, &tag).await;
+        row(name, &r, Some(&e));
+    }
+    let r = api_gets(&clients[0], n(100), "warm-0-0").await;
+    let e = api_gets(&clients[1], n(100), "warm-0-0").await;
+    row("get, 32 clients", &r, Some(&e));
+    println!(
+        "(ratios: thru = rocks/etcd throughput, p99 = etcd p99 / rocks p99; >1: RocksDB faster)"
+    );
+    drop(on_rocks);
+    drop(on_etcd);
 }

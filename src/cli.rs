@@ -337,6 +337,43 @@ pub struct ServerArgs {
     pub shutdown_delay_duration: Option<std::time::Duration>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Where a server keeps its data and which cluster it joins (k3s's `--datastore-*`,
+/// `--server` and `--token` flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// External etcd endpoints, comma-separated (`https://host:2379,...`); default: the
+    /// embedded store in DATA_DIR/store. Every server of one cluster uses the same etcd.
+    #[arg(long, env = "RAMPART_DATASTORE_ENDPOINT", value_delimiter = ',')]
+    pub datastore_endpoint: Vec<String>,
+    /// CA bundle that signed etcd's serving certificate.
+    #[arg(long)]
+    pub datastore_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long)]
+    pub datastore_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long)]
+    pub datastore_keyfile: Option<PathBuf>,
+    /// An existing server of the cluster to join as another server (needs a server token
+    /// and the same --datastore-endpoint).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// The server join token from `rampart token create --role server` (first start only).
+    #[arg(long, env = "RAMPART_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// What a join token lets its holder join as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    /// A node (`rampart agent`).
+    Agent,
+    /// Another server on the same datastore (`rampart server --server URL --token T`).
+    Server,
 }
 
 /// The API server's connection limits (defaults as kube-apiserver's). Hidden: tests shorten
@@ -687,6 +724,10 @@ pub struct KubeletArgs {
     /// Do not run the service proxy (k3s's flag); `--disable-kube-proxy=false` turns it on.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     pub disable_kube_proxy: bool,
+    /// Do not enforce NetworkPolicies on this node (k3s's flag); the table
+    /// `ip rampart-netpol` is then not programmed.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    pub disable_network_policy: bool,
     #[command(flatten)]
     pub dns: DnsArgs,
 }
@@ -734,6 +775,9 @@ pub enum TokenCommand {
         /// A note shown by `token list`.
         #[arg(long, default_value = "")]
         description: String,
+        /// What the token joins: a node (agent) or another server.
+        #[arg(long, value_enum, default_value_t = TokenRole::Agent)]
+        role: TokenRole,
     },
     /// List join tokens (never their secrets).
     List,

@@ -20,6 +20,7 @@ mod csr;
 mod custom;
 mod defaults;
 mod discovery;
+mod endpoint_reconciler;
 mod follow;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -42,6 +43,7 @@ mod registry;
 mod request;
 pub mod sa_tokens;
 mod serve;
+pub mod server_bootstrap;
 mod services;
 pub use services::set_service_cidr;
 mod status;
@@ -96,6 +98,18 @@ pub struct Config {
     pub service_repair_interval: std::time::Duration,
     /// How long to keep serving after shutdown is requested, with `/readyz` failing.
     pub shutdown_delay: std::time::Duration,
+    /// Set when the datastore is shared with other servers (external etcd): serves the
+    /// server bootstrap data and keeps `default/kubernetes` listing every live server.
+    pub ha: Option<HaConfig>,
+}
+
+/// A server's part in a multi-server cluster (see `server_bootstrap`, `endpoint_reconciler`).
+#[derive(Clone, Debug)]
+pub struct HaConfig {
+    /// This server's identity: its `kube-system/apiserver-<id>` Lease.
+    pub identity: String,
+    /// `DATA_DIR`, where the keys handed to joining servers live.
+    pub data_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +166,7 @@ pub(crate) struct State {
     pub feeds: health::Feeds,
     /// Set once shutdown was requested (`/readyz` fails its `shutdown` check).
     pub draining: AtomicBool,
+    pub ha: Option<HaConfig>,
     /// Remote APIServices and their availability (the aggregation layer).
     pub aggregator: Arc<aggregator::Aggregator>,
 }
@@ -194,6 +209,7 @@ pub async fn run(
         claims_in_flight: services::InFlight::default(),
         feeds: health::Feeds::default(),
         draining: AtomicBool::new(false),
+        ha: cfg.ha.clone(),
         aggregator: Arc::default(),
     });
     if state.enforcement.admits() {
@@ -234,6 +250,9 @@ pub async fn run(
         state.clone(),
         cfg.service_repair_interval,
     ));
+    if state.ha.is_some() {
+        tokio::spawn(endpoint_reconciler::run(state.clone()));
+    }
     // Written before serving, so it never moves the store revision under a client.
     if let Err(e) = aggregator::availability::publish_authentication(&state).await {
         tracing::warn!(error = %e.message, "cannot publish extension-apiserver-authentication");

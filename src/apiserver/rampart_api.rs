@@ -114,7 +114,7 @@ async fn snapshots(state: &Arc<State>, method: &http::Method, body: &[u8]) -> Re
         return error_response(&ApiError::new(
             404,
             "NotFound",
-            "snapshots are not available on this server",
+            "snapshots are not available on this server: its datastore is an external etcd; back it up with `etcdctl snapshot save` and keep DATA_DIR/pki and DATA_DIR/encryption",
         ));
     };
     if method == http::Method::GET {

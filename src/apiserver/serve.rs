@@ -404,6 +404,10 @@ async fn serve_request(
                     .route(&path, |g, v| state.registry.serves(g, Some(v)));
                 outcome.decision = Some(decision.clone());
                 match decision {
+                    // Authorized by its own rule (server tokens only), like /cacerts.
+                    _ if path == super::server_bootstrap::PATH && method == "GET" => {
+                        super::server_bootstrap::serve(&state, user, outcome.impersonated.is_some())
+                    }
                     d if !d.is_allowed() => error_response(&forbidden(&attrs, d.reason())),
                     // An aggregated group/version: proxied, after authorization, as upstream.
                     _ if aggregated.is_some() => match &aggregated {

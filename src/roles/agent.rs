@@ -7,7 +7,9 @@
 //! Upkeep every 10 s: `/cacerts` over the verified connection (a changed bundle — CA rotation —
 //! is saved and every certificate is renewed at once), client certificate renewed at 2/3 of
 //! its life with a new key, authenticated by the current certificate (never the token again);
-//! the kube client is rebuilt and handed to the kubelet through a `watch` channel.
+//! the kube client is rebuilt and handed to the kubelet through a `watch` channel. The same
+//! channel carries failover: the upkeep learns every server from `default/kubernetes` and,
+//! when the one in use stops answering, moves to the next that does (see `server_list`).
 //!
 //! Files (DATA_DIR/pki, 0700): `ca.crt`, `kubelet-client.{crt,key}`,
 //! `kubelet-serving.{crt,key}`, `kube-proxy.{crt,key}`; keys 0600. A renewal writes `<name>.key.next` and
@@ -23,6 +25,7 @@ use rcgen::PublicKeyData;
 use tokio::sync::watch;
 
 use super::join::{self, Kind};
+use super::server_list;
 use super::supervisor::Shutdown;
 use crate::auth::bootstrap::JoinToken;
 use crate::cli::AgentArgs;
@@ -166,8 +169,12 @@ pub async fn run(
     if !cfg.kubelet.disable_kube_proxy {
         tokio::spawn(run_proxy(cfg.clone(), stopped(stop_rx.clone())));
     }
+    if !cfg.kubelet.disable_network_policy {
+        tokio::spawn(run_network_policy(cfg.clone(), stopped(stop_rx.clone())));
+    }
 
     let mut dns_clients: Option<watch::Sender<kube::Client>> = None;
+    let mut servers = server_list::ServerList::new(&cfg.server);
     let mut tick = tokio::time::interval(UPKEEP);
     let mut serving_retry_at = tokio::time::Instant::now() + Duration::from_secs(2);
     let mut proxy_retry_at = tokio::time::Instant::now();
@@ -176,15 +183,44 @@ pub async fn run(
             _ = stopped(stop_rx.clone()) => break,
             _ = tick.tick() => {}
         }
-        let client = tx.borrow().clone();
+        let mut client = tx.borrow().clone();
         let mut renew_all = false;
-        match fetch_ca(&client).await {
+        let mut fetched = fetch_ca(&client).await;
+        if let Err(e) = &fetched {
+            tracing::warn!(server = %servers.current(), error = %format!("{e:#}"), "cannot reach the API server");
+            // k3s's agent load balancer: move to the next server that answers; the kubelet
+            // (and the DNS) pick the new client up from their channels and re-list.
+            if let Some((server, c, bundle)) = failover(&servers, &ca_pem, &ident).await {
+                tracing::info!(from = %servers.current(), to = %server, "failed over to another API server");
+                servers.switch_to(&server);
+                let _ = tx.send(c.clone());
+                if let Some(dns) = &dns_clients {
+                    if let Some(d) = proxy_client(servers.current(), &ca_pem, &pki).await {
+                        let _ = dns.send(d);
+                    }
+                }
+                client = c;
+                fetched = Ok(bundle);
+            }
+        }
+        if fetched.is_ok() {
+            if let Ok(Ok(ep)) =
+                tokio::time::timeout(server_list::PROBE_TIMEOUT, server_list::fetch(&client)).await
+            {
+                let before = servers.all().to_vec();
+                servers.learn(&ep);
+                if servers.all() != before.as_slice() {
+                    tracing::info!(servers = ?servers.all(), "API servers learnt from default/kubernetes");
+                }
+            }
+        }
+        match fetched {
             Ok(bundle) if bundle != ca_pem => {
                 tracing::info!("the cluster CA bundle changed (CA rotation): saving it and renewing the node certificates");
                 crate::pki::write_atomic(&pki.join("ca.crt"), bundle.as_bytes(), 0o644)?;
                 ca_pem = bundle;
                 renew_all = true;
-                let c = node_client(&cfg.server, &ca_pem, &ident).await?;
+                let c = node_client(servers.current(), &ca_pem, &ident).await?;
                 let _ = tx.send(c);
             }
             Ok(_) => {}
@@ -196,7 +232,7 @@ pub async fn run(
                 Ok(issued) => {
                     save_pair(&pki, "kubelet-client", &issued)?;
                     ident = (issued.key_pem, issued.cert_pem);
-                    let c = node_client(&cfg.server, &ca_pem, &ident).await?;
+                    let c = node_client(servers.current(), &ca_pem, &ident).await?;
                     // Calls in flight finish on the old connection; new ones use the new cert.
                     let _ = tx.send(c);
                     tracing::info!(node = %cfg.node_name, "node client certificate renewed");
@@ -221,7 +257,7 @@ pub async fn run(
                     save_pair(&pki, "kube-proxy", &issued)?;
                     tracing::info!(node = %cfg.node_name, "service proxy certificate issued");
                     if let Some(tx) = &dns_clients {
-                        if let Some(c) = proxy_client(&cfg.server, &ca_pem, &pki).await {
+                        if let Some(c) = proxy_client(servers.current(), &ca_pem, &pki).await {
                             let _ = tx.send(c);
                         }
                     }
@@ -325,6 +361,31 @@ async fn run_proxy(cfg: Config, stop: impl std::future::Future<Output = ()> + Se
     }
 }
 
+/// NetworkPolicy enforcement (`src/netpol/`), with the node's network identity (the
+/// service-proxy certificate), once that exists.
+async fn run_network_policy(cfg: Config, stop: impl std::future::Future<Output = ()> + Send) {
+    let pki = cfg.data_dir.join("pki");
+    tokio::pin!(stop);
+    let client = loop {
+        if let Ok(ca) = std::fs::read_to_string(pki.join("ca.crt")) {
+            if let Some(c) = proxy_client(&cfg.server, &ca, &pki).await {
+                break c;
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    let ncfg = crate::netpol::Config {
+        node_name: cfg.node_name.clone(),
+    };
+    tracing::info!(node = %cfg.node_name, "network policy starting (nftables table ip rampart-netpol)");
+    if let Err(e) = crate::netpol::run(ncfg, client, stop).await {
+        tracing::error!(error = %e, "network policy enforcement stopped");
+    }
+}
+
 /// A client with the node's service-proxy identity, if it has one yet.
 async fn proxy_client(server: &str, ca_pem: &str, pki: &Path) -> Option<kube::Client> {
     let pair = load_pair(pki, "kube-proxy")?;
@@ -405,7 +466,31 @@ async fn node_client(
 
 async fn fetch_ca(client: &kube::Client) -> anyhow::Result<String> {
     let req = http::Request::get("/cacerts").body(Vec::new())?;
-    Ok(client.request_text(req).await?)
+    tokio::time::timeout(server_list::PROBE_TIMEOUT, client.request_text(req))
+        .await
+        .map_err(|_| anyhow!("no answer within {:?}", server_list::PROBE_TIMEOUT))?
+        .map_err(|e| anyhow!(e))
+}
+
+/// The first other server that answers `/cacerts` over mTLS with the node's identity: its
+/// URL, a client for it and its CA bundle.
+async fn failover(
+    servers: &server_list::ServerList,
+    ca_pem: &str,
+    ident: &(String, String),
+) -> Option<(String, kube::Client, String)> {
+    for server in servers.others() {
+        let Ok(c) = node_client(&server, ca_pem, ident).await else {
+            continue;
+        };
+        match fetch_ca(&c).await {
+            Ok(bundle) => return Some((server, c, bundle)),
+            Err(e) => {
+                tracing::debug!(server = %server, error = %format!("{e:#}"), "server not answering")
+            }
+        }
+    }
+    None
 }
 
 /// Validity (not_before, not_after) of a PEM certificate.

@@ -76,6 +76,7 @@ pub async fn run(
                 Some(3600),
                 "the server's embedded agent",
                 &m.bundle_pem,
+                crate::cli::TokenRole::Agent,
             )
             .await
             {

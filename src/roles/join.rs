@@ -186,6 +186,58 @@ pub async fn pinned_ca(server: &str, token: &JoinToken) -> anyhow::Result<String
     Ok(bundle)
 }
 
+/// A server joining another one (`rampart server --server URL --token T`): pin the CA by the
+/// token's hash, then fetch the cluster's keys over TLS verified against that CA,
+/// authenticated by the server token (`GET /rampart/v1/server-bootstrap`). Returns
+/// `(relative path, content)` pairs, each checked against the fixed list of shared files.
+/// The content is key material: the caller writes it 0600 and never logs it.
+pub async fn fetch_server_bootstrap(
+    server: &str,
+    token: &JoinToken,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    use base64::Engine;
+    let ca_pem = pinned_ca(server, token).await?;
+    let client = crate::client::build(
+        server,
+        &ca_pem,
+        &crate::client::Credentials::Bearer(token.bearer.as_bearer()),
+    )
+    .await
+    .context("cannot build a client for the server join")?;
+    let req = http::Request::get(crate::apiserver::server_bootstrap::PATH)
+        .body(Vec::new())
+        .context("cannot build the server bootstrap request")?;
+    let text = match client.request_text(req).await {
+        Ok(t) => t,
+        Err(kube::Error::Api(status)) => bail!(
+            "{server} refused to hand over the cluster's keys: {} ({})",
+            status.message,
+            status.code
+        ),
+        Err(e) => return Err(anyhow!(e).context(format!("cannot reach {server}"))),
+    };
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        files: std::collections::BTreeMap<String, String>,
+    }
+    let answer: Answer = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{server} sent a malformed server bootstrap answer: {e}"))?;
+    let mut out = Vec::new();
+    for (name, b64) in answer.files {
+        if !crate::apiserver::server_bootstrap::allowed_file(&name) {
+            bail!("{server} sent an unexpected file {name:?} in its bootstrap answer");
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|_| anyhow!("{server} sent {name} not base64-encoded"))?;
+        out.push((name, bytes));
+    }
+    if !out.iter().any(|(n, _)| n == "pki/ca.key") {
+        bail!("{server} sent no cluster CA key in its bootstrap answer");
+    }
+    Ok(out)
+}
+
 /// What certificate to ask for.
 pub enum Kind<'a> {
     /// `kube-apiserver-client-kubelet`: `CN=system:node:<name>, O=system:nodes`.

@@ -14,6 +14,7 @@ pub mod pki_maintenance;
 pub mod policy;
 pub mod secrets_encrypt;
 pub mod server;
+mod server_list;
 pub mod snapshot;
 pub mod supervisor;
 pub mod token;
@@ -69,7 +70,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Policy(cmd) => policy::run(cmd),
         Command::InternalCleanupNetwork => {
-            crate::proxy::cleanup().map_err(|e| anyhow::anyhow!("service proxy tables: {e}"))
+            crate::proxy::cleanup().map_err(|e| anyhow::anyhow!("service proxy tables: {e}"))?;
+            crate::netpol::cleanup().map_err(|e| anyhow::anyhow!("network policy table: {e}"))
         }
         Command::Snapshot(cmd) => {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,5 +1,13 @@
-//! `rampart server`: the control plane. Opens the store, prepares the PKI and the admin
+//! `rampart server`: the control plane. Opens the datastore (the embedded RocksDB store, or
+//! an external etcd with `--datastore-endpoint`, as k3s), prepares the PKI and the admin
 //! kubeconfig, runs the compactor and the API server until SIGTERM/SIGINT.
+//!
+//! More than one server (k3s's HA with an external datastore): the first server starts on
+//! the etcd; the others start with `--server URL --token T` (a server token) and the same
+//! `--datastore-endpoint`, and before anything else fetch the cluster's CAs, service-account
+//! and encryption keys from the first (`join::fetch_server_bootstrap`), written 0600 into
+//! their own data directory. Each then issues its own serving certificate and keeps its own
+//! audit log. On the embedded store there is exactly one server.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,7 +19,7 @@ use super::supervisor::Shutdown;
 use crate::apiserver;
 use crate::cli::ServerArgs;
 use crate::pki;
-use crate::store::{self, Backend, RocksBackend, RocksConfig};
+use crate::store::{self, Backend, EtcdBackend, EtcdConfig, RocksBackend, RocksConfig};
 
 /// Where the API server stores Secrets (see `apiserver::storage`).
 const SECRETS_PREFIX: &str = crate::apiserver::storage::Builtin::Secrets.prefix();
@@ -57,9 +65,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 )
             })?;
     }
-    let store_dir = args.data_dir.join("store");
-    let rocks = RocksBackend::open(RocksConfig::new(&store_dir))
-        .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
+    if args.cluster.server.is_some() {
+        join_as_server(&args).await?;
+    }
+    let (raw, rocks) = open_datastore(&args).await?;
+    let on_etcd = rocks.is_none();
     // Secrets are encrypted at rest by default (AES-256-GCM, keys 0600 in DATA_DIR/encryption).
     // Test hook: slow key rotation down so tests can kill the server mid-rotation.
     let rotation_delay = crate::test_hooks::rotation_batch_delay().unwrap_or_default();
@@ -71,7 +81,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let key_file = args.data_dir.join("encryption/keys.json");
     if !key_file.exists()
-        && store::encrypted::any_sealed(&rocks, &encrypted_prefixes)
+        && store::encrypted::any_sealed(raw.as_ref(), &encrypted_prefixes)
             .await
             .context("cannot scan the store for encrypted values")?
     {
@@ -86,13 +96,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .with_file_delay(rotation_delay),
     );
     let backend: Arc<dyn Backend> = Arc::new(store::encrypted::EncryptedBackend::new(
-        Arc::new(rocks.clone()),
+        raw.clone(),
         keyring.clone(),
         encrypted_prefixes.clone(),
     ));
     // Resumes a rotation a crash interrupted (safe alongside API traffic), then runs new ones.
     let rotation = store::encrypted::Rotation::new(store::encrypted::rotation::Config {
-        inner: Arc::new(rocks.clone()),
+        inner: raw.clone(),
         keyring,
         prefixes: encrypted_prefixes,
         batch_size: 100,
@@ -210,18 +220,31 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(expr) = &schedule {
         crate::store::snapshot::parse_schedule(expr)?;
     }
-    let snapshotter = crate::store::snapshot::Snapshotter::new(
-        crate::store::snapshot::Config {
+    // On etcd the datastore is backed up with etcd's own tool (see `rampart_api`'s answer).
+    let snapshotter = rocks.clone().map(|rocks| {
+        crate::store::snapshot::Snapshotter::new(
+            crate::store::snapshot::Config {
+                data_dir: args.data_dir.clone(),
+                schedule,
+                retention: args.snapshot_retention,
+            },
+            rocks,
+        )
+    });
+    if on_etcd {
+        tracing::info!("datastore is an external etcd: rampart snapshots are off; back it up with `etcdctl snapshot save` and keep DATA_DIR/pki and DATA_DIR/encryption");
+    }
+    let scheduled_snapshots = snapshotter
+        .clone()
+        .map(|s| tokio::spawn(crate::store::snapshot::run(s, shutdown.clone().wait())));
+    let ha = if on_etcd {
+        Some(apiserver::HaConfig {
+            identity: server_identity(&args.data_dir)?,
             data_dir: args.data_dir.clone(),
-            schedule,
-            retention: args.snapshot_retention,
-        },
-        rocks.clone(),
-    );
-    let scheduled_snapshots = tokio::spawn(crate::store::snapshot::run(
-        snapshotter.clone(),
-        shutdown.clone().wait(),
-    ));
+        })
+    } else {
+        None
+    };
     let maintenance_authority = authority.clone();
     let maintenance_shutdown = shutdown.clone();
     let served = apiserver::run(
@@ -233,7 +256,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             authn,
             revocations,
             encryption: Some(rotation),
-            snapshots: Some(snapshotter),
+            snapshots: snapshotter,
             service_accounts: Some(sa_issuer),
             enforcement,
             connections: args.connections.limits(),
@@ -243,6 +266,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             },
             service_repair_interval: args.service_repair_interval,
             shutdown_delay: args.shutdown_delay_duration.unwrap_or_default(),
+            ha,
         },
         backend.clone(),
         shutdown.clone().wait(),
@@ -277,14 +301,125 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "compactor stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "compactor task failed"),
     }
-    scheduled_snapshots.abort();
+    if let Some(s) = scheduled_snapshots {
+        s.abort();
+    }
     match rotation_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "key rotation stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "key rotation task failed"),
     }
     drop(backend);
+    drop(raw);
     drop(rocks);
     tracing::info!("rampart server stopped");
+    Ok(())
+}
+
+/// The datastore, raw (below encryption), and the RocksDB handle when it is the embedded one
+/// (snapshots need its checkpoints).
+async fn open_datastore(
+    args: &ServerArgs,
+) -> anyhow::Result<(Arc<dyn Backend>, Option<RocksBackend>)> {
+    let c = &args.cluster;
+    if c.datastore_endpoint.is_empty() {
+        if c.datastore_cafile.is_some() || c.datastore_certfile.is_some() {
+            anyhow::bail!("--datastore-cafile/--datastore-certfile need --datastore-endpoint");
+        }
+        let store_dir = args.data_dir.join("store");
+        let rocks = RocksBackend::open(RocksConfig::new(&store_dir))
+            .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
+        return Ok((Arc::new(rocks.clone()), Some(rocks)));
+    }
+    for e in &c.datastore_endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            anyhow::bail!("--datastore-endpoint {e:?}: expected http(s)://HOST:PORT (etcd)");
+        }
+    }
+    let cfg = EtcdConfig {
+        endpoints: c.datastore_endpoint.clone(),
+        ca_file: c.datastore_cafile.clone(),
+        cert_file: c.datastore_certfile.clone(),
+        key_file: c.datastore_keyfile.clone(),
+    };
+    let etcd = EtcdBackend::connect(&cfg)
+        .await
+        .context("cannot open the etcd datastore (--datastore-endpoint)")?;
+    tracing::info!(
+        endpoints = c.datastore_endpoint.len(),
+        "datastore: external etcd"
+    );
+    Ok((Arc::new(etcd), None))
+}
+
+/// This server's stable identity in the cluster (its `apiserver-<id>` Lease), created once
+/// in `DATA_DIR/server-id`.
+fn server_identity(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("server-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Ok(id);
+        }
+    }
+    let id: String = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    pki::write_atomic(&path, id.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+/// `--server URL --token T`: on the first start, fetch the cluster's keys from that server
+/// and write them (0600) where this server's PKI and keyring load them from. Later starts
+/// find them and join nothing.
+async fn join_as_server(args: &ServerArgs) -> anyhow::Result<()> {
+    let Some(server) = args.cluster.server.as_deref() else {
+        return Ok(());
+    };
+    if args.cluster.datastore_endpoint.is_empty() {
+        anyhow::bail!(
+            "--server needs --datastore-endpoint: every server of a cluster serves the same etcd"
+        );
+    }
+    let pki_dir = args.data_dir.join("pki");
+    // `pki/ca.key` is written last: its presence means the join completed.
+    if pki_dir.join("ca.key").exists() {
+        tracing::info!(
+            "cluster keys present in {}: already joined",
+            pki_dir.display()
+        );
+        return Ok(());
+    }
+    let raw = args
+        .cluster
+        .token
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--server needs --token (rampart token create --role server on an existing server)"
+            )
+        })?;
+    let token = crate::auth::bootstrap::JoinToken::parse(raw).map_err(|e| anyhow::anyhow!(e))?;
+    let server = server.trim_end_matches('/');
+    let mut files = super::join::fetch_server_bootstrap(server, &token).await?;
+    files.sort_by_key(|(name, _)| name == "pki/ca.key");
+    pki::ensure_private_dir(&pki_dir)?;
+    pki::ensure_private_dir(&args.data_dir.join("encryption"))?;
+    for (name, bytes) in &files {
+        let path = args.data_dir.join(name);
+        // Keys and the keyring owner-only; certificates readable.
+        let mode = if name.ends_with(".crt") || name.ends_with(".pub") {
+            0o644
+        } else {
+            0o600
+        };
+        pki::write_atomic(&path, bytes, mode)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    tracing::info!(server = %server, files = files.len(), "joined the cluster as a server: keys received");
     Ok(())
 }

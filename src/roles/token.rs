@@ -12,7 +12,7 @@ use kube::Api;
 use sha2::{Digest, Sha256};
 
 use crate::auth::bootstrap::{self, BearerToken, JoinToken};
-use crate::cli::{TokenArgs, TokenCommand};
+use crate::cli::{TokenArgs, TokenCommand, TokenRole};
 
 pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
     let kubeconfig: PathBuf = args
@@ -24,10 +24,14 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
         .context("cannot reach the cluster")?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
     match args.command {
-        TokenCommand::Create { ttl, description } => {
+        TokenCommand::Create {
+            ttl,
+            description,
+            role,
+        } => {
             let ttl = parse_ttl(&ttl)?;
             let ca = fetch_ca(&client).await?;
-            let token = create(&client, ttl, &description, &ca).await?;
+            let token = create(&client, ttl, &description, &ca, role).await?;
             println!("{}", token.render());
             Ok(())
         }
@@ -96,11 +100,14 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
 }
 
 /// Store a new join token valid for `ttl` seconds (`None`: forever) pinned to `ca_pem`.
+/// Its extra group says what it joins: agent tokens carry the node-token group and can never
+/// fetch a server's keys; server tokens carry the server-token group only.
 pub async fn create(
     client: &kube::Client,
     ttl: Option<u64>,
     description: &str,
     ca_pem: &str,
+    role: TokenRole,
 ) -> anyhow::Result<JoinToken> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
     let bearer = BearerToken::generate();
@@ -108,10 +115,11 @@ pub async fn create(
     data.insert("token-id".to_string(), bearer.id.clone());
     data.insert("token-secret".to_string(), bearer.secret.clone());
     data.insert("usage-bootstrap-authentication".into(), "true".into());
-    data.insert(
-        "auth-extra-groups".into(),
-        bootstrap::NODE_TOKEN_GROUP.into(),
-    );
+    let group = match role {
+        TokenRole::Agent => bootstrap::NODE_TOKEN_GROUP,
+        TokenRole::Server => bootstrap::SERVER_TOKEN_GROUP,
+    };
+    data.insert("auth-extra-groups".into(), group.into());
     if !description.is_empty() {
         data.insert("description".into(), description.to_string());
     }

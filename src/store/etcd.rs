@@ -203,8 +203,10 @@ impl EtcdBackend {
         Ok(())
     }
 
-    /// Maps etcd's "required revision has been compacted" to our error.
-    fn check_revision(&self, revision: Option<Revision>) -> Result<()> {
+    /// Maps etcd's "required revision has been compacted" to our error. A revision past the
+    /// one this process last saw may have been written by another server on the same etcd:
+    /// ask etcd before calling it a future revision.
+    async fn check_revision(&self, revision: Option<Revision>) -> Result<()> {
         if let Some(r) = revision {
             let compacted = self.compacted.load(Ordering::SeqCst);
             if r < compacted {
@@ -212,6 +214,9 @@ impl EtcdBackend {
                     requested: r,
                     compacted,
                 });
+            }
+            if r > self.current.load(Ordering::SeqCst) {
+                self.refresh_revision().await?;
             }
             let current = self.current.load(Ordering::SeqCst);
             if r > current {
@@ -271,7 +276,7 @@ impl EtcdBackend {
 impl Backend for EtcdBackend {
     async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
         check_key(key)?;
-        self.check_revision(revision)?;
+        self.check_revision(revision).await?;
         let mut opts = GetOptions::new();
         if let Some(r) = revision {
             opts = opts.with_revision(theirs(r));
@@ -288,7 +293,7 @@ impl Backend for EtcdBackend {
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        self.check_revision(req.revision)?;
+        self.check_revision(req.revision).await?;
         let start = match &req.start_after {
             Some(after) => {
                 let mut k = after.as_bytes().to_vec();
