@@ -207,7 +207,8 @@ fn an_apiservice_proxies_its_group_to_the_extension_server() {
         .is_some_and(|s| s.contains("BEGIN CERTIFICATE")));
     let ext = start_extension(cm["data"]["requestheader-client-ca-file"].as_str().unwrap());
 
-    let manifests = json!({"apiVersion": "v1", "kind": "List", "items": [
+    // One YAML stream, not a `List`: kubectl validates a List against /openapi/v2.
+    let manifests = json!([
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "wardle"}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "wardle"},
          "spec": {"ports": [{"name": "https", "port": 443, "targetPort": ext.port}]}},
@@ -225,8 +226,14 @@ fn an_apiservice_proxies_its_group_to_the_extension_server() {
          "spec": {"group": "nothere.example.com", "version": "v1", "groupPriorityMinimum": 1000, "versionPriority": 15,
                   "service": {"namespace": "wardle", "name": "empty", "port": 443},
                   "insecureSkipTLSVerify": true}},
-    ]});
-    server.ok_in(&["apply", "-f", "-"], &manifests.to_string());
+    ]);
+    let stream: Vec<String> = manifests
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    server.ok_in(&["apply", "-f", "-"], &stream.join("\n---\n"));
 
     // The availability controller checks discovery through the proxy.
     let name = format!("{VERSION}.{GROUP}");

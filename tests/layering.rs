@@ -82,9 +82,9 @@ fn group_heads(text: &str) -> Vec<String> {
 
 /// Top-level modules a file under `path` names, with their line: `crate::x`, each head of
 /// `crate::{x, y::z}`, and `super::` chains that climb to the crate root (`super::super::x`
-/// from src/a/b.rs). Comments are left out: a doc link is not a dependency. (`mod tests`
-/// blocks add a level the file path does not show, so a chain inside one may be read as
-/// reaching one level too high: none in src/ does today.)
+/// from src/a/b.rs). Comments are left out: a doc link is not a dependency. An inline
+/// `mod tests { ... }` adds a level the file path does not show: chains after it climb one
+/// level more.
 fn named_modules(path: &[String], text: &str) -> Vec<(usize, String)> {
     let code: String = text
         .lines()
@@ -115,6 +115,7 @@ fn named_modules(path: &[String], text: &str) -> Vec<(usize, String)> {
         }
         heads_at(at, &code[i..]);
     }
+    let tests_at = code.find("mod tests {");
     let mut i = 0;
     while let Some(k) = code[i..].find("super::") {
         let at = i + k;
@@ -129,8 +130,10 @@ fn named_modules(path: &[String], text: &str) -> Vec<(usize, String)> {
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
             continue;
         }
-        // From a file module, `super` is its parent; the root is reached after `len` steps.
-        if ups >= path.len() {
+        // From a file module, `super` is its parent; the root is reached after `len` steps
+        // (one more from inside an inline `mod tests { ... }`, which sits at a file's end).
+        let depth = path.len() + usize::from(tests_at.is_some_and(|t| at > t));
+        if ups >= depth {
             heads_at(at, &code[end..]);
         }
     }
@@ -230,6 +233,19 @@ fn the_scanner_sees_groups_and_super_chains() {
             "let b = super::super::{apiserver::State, api};"
         ),
         ["apiserver", "api"]
+    );
+    // Inside `mod tests`, `super::super` from src/proxy/x.rs is `proxy`, not the root.
+    assert!(names(
+        &p(&["proxy", "x"]),
+        "fn a() {}\n#[cfg(test)]\nmod tests {\n    use super::super::ruleset;\n}"
+    )
+    .is_empty());
+    assert_eq!(
+        names(
+            &p(&["proxy", "x"]),
+            "mod tests {\n    use super::super::super::store;\n}"
+        ),
+        ["store"]
     );
     // Comments, `$crate::` and other crates' `crate::` suffixes are not dependencies.
     assert!(names(

@@ -253,6 +253,10 @@ pub async fn run(
     if state.ha.is_some() {
         tokio::spawn(endpoint_reconciler::run(state.clone()));
     }
+    // Written before serving, so it never moves the store revision under a client.
+    if let Err(e) = aggregator::availability::publish_authentication(&state).await {
+        tracing::warn!(error = %e.message, "cannot publish extension-apiserver-authentication");
+    }
     tokio::spawn(aggregator::follow_api_services(
         state.aggregator.clone(),
         state.store.clone(),

@@ -132,8 +132,8 @@ fn conditions_equal(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
-/// Upstream's `extension-apiserver-authentication` ConfigMap.
-async fn publish_authentication(state: &State) -> crate::apiserver::status::ApiResult<()> {
+/// Upstream's `extension-apiserver-authentication` ConfigMap (written only when it changes).
+pub async fn publish_authentication(state: &State) -> crate::apiserver::status::ApiResult<()> {
     let m = state.tls.authority().current();
     let Some(front_proxy_ca) = m.authority_cert_pem(FRONT_PROXY_CA) else {
         return Ok(());

@@ -12,6 +12,7 @@ use super::prepare::meta;
 use super::{read_body, Ctx};
 use crate::apiserver::body::{bytes_response, json_response, Body};
 use crate::apiserver::status::{status_bytes, ApiError, ApiResult};
+use crate::apiserver::storage::Retry;
 use crate::apiserver::{admission, storage, strategy};
 use crate::auth::admission::Operation;
 use crate::store::RangeRequest;
@@ -79,8 +80,17 @@ async fn options(ctx: &Ctx, body: Incoming) -> ApiResult<Options> {
 pub async fn delete(ctx: &Ctx, body: Incoming) -> ApiResult<Response<Body>> {
     let opts = options(ctx, body).await?;
     let name = ctx.info.name.clone();
-    let (obj, rev) = ctx.load(&name).await?;
-    let (code, out) = delete_one(ctx, &opts, obj, rev).await?;
+    // Upstream's delete is a guarded update: without a resourceVersion precondition, a
+    // write that lands between the read and the delete (a controller updating the status)
+    // is retried on the fresh object instead of answered 409.
+    let mut retry = Retry::new(RETRIES);
+    let (code, out) = loop {
+        let (obj, rev) = ctx.load(&name).await?;
+        match delete_one(ctx, &opts, obj, rev).await {
+            Err(e) if lost_race(&e) && opts.resource_version.is_none() => retry.conflict(e)?,
+            other => break other?,
+        }
+    };
     if out["kind"] == "Status" {
         // Upstream's field order, not serde_json's sorted maps.
         return Ok(bytes_response(
@@ -89,6 +99,14 @@ pub async fn delete(ctx: &Ctx, body: Incoming) -> ApiResult<Response<Body>> {
         ));
     }
     Ok(json_response(code, &out))
+}
+
+/// Tries of a delete that keeps losing to concurrent writers.
+const RETRIES: usize = 5;
+
+/// A compare-and-swap lost to a concurrent write (not a failed precondition).
+fn lost_race(e: &ApiError) -> bool {
+    e.code == 409 && e.message.contains("the object has been modified")
 }
 
 /// Upstream's registries with `ReturnDeletedObject: true` answer a delete with the deleted
