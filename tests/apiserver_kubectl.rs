@@ -165,6 +165,42 @@ fn apply_multi_document_then_edit_and_reapply_and_diff() {
     assert_eq!(s.kubectl(&["diff", "-f", &file]).status.code(), Some(0));
 }
 
+/// `kubectl get -o yaml` writes a `kind: List`; applying one makes kubectl fetch the protobuf
+/// `/openapi/v2`, whose Content-Type must be a valid MIME type (upstream answers the dotted
+/// `...spec.v2.v1.0+protobuf` even when asked for the `@` spelling).
+#[test]
+fn apply_a_list_as_get_writes_it() {
+    let s = Server::start();
+    let list = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed-a}
+  data: {k: a}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed-b}
+  data: {k: b}
+"#;
+    let file = write(&s, "list.yaml", list);
+    let out = s.ok(&["apply", "-f", &file]);
+    assert!(
+        out.contains("configmap/listed-a created") && out.contains("configmap/listed-b created"),
+        "{out}"
+    );
+    let dumped = s.ok(&["get", "cm", "listed-a", "listed-b", "-o", "yaml"]);
+    assert!(dumped.contains("kind: List"), "{dumped}");
+    let file = write(&s, "dumped.yaml", &dumped);
+    let out = s.ok(&["apply", "-f", &file]);
+    assert!(
+        out.contains("configmap/listed-a configured")
+            || out.contains("configmap/listed-a unchanged"),
+        "{out}"
+    );
+}
+
 #[test]
 fn create_patch_in_all_three_types_scale_label_annotate() {
     let s = Server::start();

@@ -315,7 +315,7 @@ pub fn openapi(state: &Arc<State>, path: &str, accept: &str) -> Response<Body> {
                     let mut resp = Response::new(super::body::full(bytes.as_ref().clone()));
                     resp.headers_mut().insert(
                         http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static(super::openapi::V2_PROTOBUF_MEDIA_TYPE),
+                        http::HeaderValue::from_static(super::openapi::V2_PROTOBUF_CONTENT_TYPE),
                     );
                     resp
                 }

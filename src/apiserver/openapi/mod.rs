@@ -106,9 +106,16 @@ const PATCH_MEDIA_TYPES: &[&str] = &[
     "application/merge-patch+json",
 ];
 
-/// Media type kubectl asks `/openapi/v2` for.
+/// Media type kubectl asks `/openapi/v2` for. The `@` makes it an invalid MIME type, so
+/// upstream (kube-openapi's handler) accepts it but answers with [`V2_PROTOBUF_CONTENT_TYPE`];
+/// kubectl's validation rejects a response labelled with the `@` form ("mime: unexpected
+/// content after media subtype").
 pub const V2_PROTOBUF_MEDIA_TYPE: &str =
     "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The valid spelling of the same media type: accepted too, and the `Content-Type` of every
+/// protobuf `/openapi/v2` answer.
+pub const V2_PROTOBUF_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 /// Protobuf media type client-go defines for v3 documents; not served.
 pub const V3_PROTOBUF_MEDIA_TYPE: &str =
     "application/com.github.proto-openapi.spec.v3@v1.0+protobuf";
@@ -130,7 +137,7 @@ pub fn negotiate_v2(accept: Option<&str>) -> Option<V2Format> {
     for range in accept.split(',') {
         let media = range.split(';').next().unwrap_or("").trim();
         match media {
-            V2_PROTOBUF_MEDIA_TYPE => return Some(V2Format::Protobuf),
+            V2_PROTOBUF_MEDIA_TYPE | V2_PROTOBUF_CONTENT_TYPE => return Some(V2Format::Protobuf),
             "application/json" | "application/*" | "*/*" | "" => return Some(V2Format::Json),
             _ => {}
         }

@@ -586,6 +586,10 @@ fn accept_negotiation_for_v2() {
         negotiate_v2(Some(V2_PROTOBUF_MEDIA_TYPE)),
         Some(V2Format::Protobuf)
     );
+    assert_eq!(
+        negotiate_v2(Some(V2_PROTOBUF_CONTENT_TYPE)),
+        Some(V2Format::Protobuf)
+    );
     assert_eq!(negotiate_v2(Some("application/json")), Some(V2Format::Json));
     assert_eq!(negotiate_v2(None), Some(V2Format::Json));
     assert_eq!(
