@@ -16,7 +16,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rampart::store::{Backend, RocksBackend, RocksConfig};
 
-#[allow(dead_code)]
 mod support;
 
 const VALUE_SIZE: usize = 1024;
@@ -467,7 +466,9 @@ async fn api_column(base: &std::path::Path, etcd_url: &str, n: impl Fn(usize) ->
     let r = api_gets(&clients[0], n(100), "warm-0-0").await;
     let e = api_gets(&clients[1], n(100), "warm-0-0").await;
     row("get, 32 clients", &r, Some(&e));
-    println!("(ratios: thru = rocks/etcd throughput, p99 = etcd p99 / rocks p99; >1: RocksDB faster)");
+    println!(
+        "(ratios: thru = rocks/etcd throughput, p99 = etcd p99 / rocks p99; >1: RocksDB faster)"
+    );
     drop(on_rocks);
     drop(on_etcd);
 }
