@@ -485,7 +485,7 @@ pub fn parse_resource(s: &str) -> Result<String, String> {
             "{s:?} is not a resource like configmaps or widgets.example.com"
         ));
     }
-    Ok(format!("/registry/{group}/{plural}/"))
+    Ok(crate::apiserver::storage::resource_prefix(group, plural))
 }
 
 /// `30s`, `90m`, `168h`, `7d` (or a bare number of seconds).
@@ -724,6 +724,10 @@ pub struct KubeletArgs {
     /// Do not run the service proxy (k3s's flag); `--disable-kube-proxy=false` turns it on.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     pub disable_kube_proxy: bool,
+    /// Do not enforce NetworkPolicies on this node (k3s's flag); the table
+    /// `ip rampart-netpol` is then not programmed.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    pub disable_network_policy: bool,
     #[command(flatten)]
     pub dns: DnsArgs,
 }

@@ -15,6 +15,7 @@ pub mod controllers;
 pub mod dns;
 pub mod kubelet;
 pub mod netfilter;
+pub mod netpol;
 pub mod pki;
 pub mod proxy;
 pub mod roles;

@@ -225,10 +225,17 @@ fn control_plane_identities_get_their_slice_only() {
         200
     );
     assert_eq!(get_as(&s, proxy, "/api/v1/secrets").status, 403);
+    // NetworkPolicy enforcement runs with this identity: pods and policies readable,
+    // never writable.
     assert_eq!(
         get_as(&s, proxy, "/api/v1/namespaces/default/pods").status,
-        403
+        200
     );
+    assert_eq!(
+        get_as(&s, proxy, "/apis/networking.k8s.io/v1/networkpolicies").status,
+        200
+    );
+    assert_eq!(get_as(&s, proxy, "/api/v1/configmaps").status, 403);
 
     let (bc, bk) = s.client_cert("system:bootstrap:abcdef", &["system:bootstrappers"]);
     let boot = (bc.as_str(), bk.as_str());

@@ -65,6 +65,7 @@ impl Agent {
             ])
             .arg("--data-dir")
             .arg(dir)
+            .arg("--disable-network-policy")
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn agent");

@@ -740,3 +740,163 @@ fn probes_hooks_sidecars_and_restarts() {
     });
     assert!(gone, "pods left: {}", n.server.ok(&["get", "pods", "-A"]));
 }
+
+/// Exec probes and exec hooks, run inside the container by its shim: readiness by exit code
+/// both ways with the command's output in the event, a liveness command outliving
+/// `timeoutSeconds` killed and reported as upstream's timeout, postStart seen by the
+/// container, preStop before SIGTERM (order written to a hostPath), a failing postStart with
+/// upstream's message (command, exit code, stderr) failing the pod.
+#[test]
+fn exec_probes_and_hooks() {
+    require_privileged!();
+    let n = start();
+    let node = n.name.clone();
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_str().unwrap().to_string();
+
+    n.server.ok_in(
+        &["apply", "-f", "-"],
+        &pod(
+            &node,
+            "default",
+            "exready",
+            "Always",
+            "sleep 2; echo yes > /tmp/ready; sleep 5; busybox rm /tmp/ready; exec sleep 3600",
+            r#"    readinessProbe:
+      exec: {command: ["cat", "/tmp/ready"]}
+      periodSeconds: 1
+      failureThreshold: 1
+"#,
+            "",
+        ),
+    );
+    n.server.ok_in(
+        &["apply", "-f", "-"],
+        &pod(
+            &node,
+            "default",
+            "extimeout",
+            "Always",
+            TRAP,
+            r#"    livenessProbe:
+      exec: {command: ["sh", "-c", "sleep 30"]}
+      timeoutSeconds: 1
+      periodSeconds: 1
+      failureThreshold: 2
+"#,
+            "",
+        ),
+    );
+    n.server.ok_in(
+        &["apply", "-f", "-"],
+        &pod(
+            &node,
+            "hostnet",
+            "exhooks",
+            "Always",
+            "trap 'echo term >> /out/order; exit 0' TERM; until [ -f /tmp/hook ]; do sleep 0.1; done; cat /tmp/hook; while true; do sleep 0.2; done",
+            r#"    lifecycle:
+      postStart:
+        exec: {command: ["sh", "-c", "echo from-poststart > /tmp/hook"]}
+      preStop:
+        exec: {command: ["sh", "-c", "echo prestop >> /out/order"]}
+    volumeMounts: [{name: out, mountPath: /out}]
+"#,
+            &format!("  volumes: [{{name: out, hostPath: {{path: {out_dir}}}}}]\n"),
+        ),
+    );
+    n.server.ok_in(
+        &["apply", "-f", "-"],
+        &pod(
+            &node,
+            "default",
+            "exfail",
+            "Never",
+            "while true; do sleep 0.2; done",
+            r#"    lifecycle:
+      postStart:
+        exec: {command: ["sh", "-c", "echo oops >&2; exit 3"]}
+"#,
+            "",
+        ),
+    );
+
+    // --- readiness by exit code, both ways
+    n.wait_for("default", "exready", 30, "Ready", |p| {
+        condition(p, "Ready") == "True"
+    });
+    let p = n.wait_for(
+        "default",
+        "exready",
+        30,
+        "unready after the file went",
+        |p| condition(p, "Ready") == "False" && cs(p)["started"] == true,
+    );
+    assert_eq!(restarts(&p), 0, "{:#}", p["status"]);
+    n.wait_event(
+        "default",
+        "exready",
+        "Unhealthy",
+        "Readiness probe failed: cat: can't open '/tmp/ready': No such file or directory",
+        10,
+    );
+
+    // --- a liveness command past timeoutSeconds: timed out, killed, the container restarted
+    n.wait_for("default", "extimeout", 40, "restarted by liveness", |p| {
+        restarts(p) >= 1
+    });
+    n.wait_event(
+        "default",
+        "extimeout",
+        "Unhealthy",
+        "Liveness probe failed: command \"sh -c sleep 30\" timed out",
+        10,
+    );
+    let fails: Vec<Value> = n
+        .events("default", "extimeout")
+        .into_iter()
+        .filter(|e| e["reason"] == "Unhealthy")
+        .collect();
+    assert!(!fails.is_empty());
+
+    // --- postStart ran in the container (it waits for the hook's file and prints it)
+    n.wait_for("hostnet", "exhooks", 30, "running", |p| {
+        cs(p)["state"]["running"].is_object()
+    });
+    let logged = eventually(Duration::from_secs(15), || {
+        let o = n.server.kubectl(&["logs", "-n", "hostnet", "exhooks"]);
+        String::from_utf8_lossy(&o.stdout).contains("from-poststart")
+    });
+    assert!(logged, "postStart's file never seen by the container");
+    n.delete("hostnet", "exhooks");
+    let order = std::fs::read_to_string(out.path().join("order")).unwrap_or_default();
+    assert_eq!(order, "prestop\nterm\n", "preStop must run before SIGTERM");
+
+    // --- a failing postStart: upstream's message, the container killed, policy Never: Failed
+    let p = n.wait_for("default", "exfail", 40, "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert!(
+        cs(&p)["state"]["terminated"].is_object(),
+        "{:#}",
+        p["status"]
+    );
+    n.wait_event(
+        "default",
+        "exfail",
+        "FailedPostStartHook",
+        "Exec lifecycle hook ([sh -c echo oops >&2; exit 3]) for Container \"main\" in Pod \"exfail\" failed - error: command 'sh -c echo oops >&2; exit 3' exited with 3: oops\n, message: \"oops\\n\"",
+        10,
+    );
+
+    for name in ["exready", "extimeout", "exfail"] {
+        n.server.ok(&["delete", "pod", name, "--wait=false"]);
+    }
+    let gone = eventually(Duration::from_secs(60), || {
+        n.server
+            .ok(&["get", "pods", "-A", "-o", "name"])
+            .trim()
+            .is_empty()
+    });
+    assert!(gone, "pods left: {}", n.server.ok(&["get", "pods", "-A"]));
+}

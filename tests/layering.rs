@@ -3,7 +3,9 @@
 //! apiserver (and the composition roots in `roles`) touch the store; `auth` decides without
 //! the store or the API server; the API server never uses the node, the control loops or the
 //! CLI; the node and control-loop components never use each other; the container runtime
-//! knows nothing of Kubernetes.
+//! knows nothing of Kubernetes. And the API server's one storage-access layer: storage keys
+//! (`"/registry/..."`) are spelled only in `src/apiserver/storage.rs` and the store, and
+//! stored values are decoded only there.
 
 use std::path::{Path, PathBuf};
 
@@ -235,6 +237,93 @@ fn the_scanner_sees_groups_and_super_chains() {
         "// crate::store\n$crate::store; my_crate::store"
     )
     .is_empty());
+}
+
+/// The code of a file without its comments (a doc line may mention a key).
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(i, l)| {
+        let code = match l.find("//") {
+            // `"//"` inside a string is not a comment; good enough for the literals sought.
+            Some(c) if !l[..c].ends_with('"') => &l[..c],
+            _ => l,
+        };
+        (i + 1, code)
+    })
+}
+
+/// Files allowed to spell storage keys and decode stored values: the storage layer and the
+/// store itself.
+fn is_storage_layer(src: &Path, file: &Path) -> bool {
+    file == src.join("apiserver/storage.rs") || file.starts_with(src.join("store"))
+}
+
+/// Every `"/registry/..."` key is built by `apiserver::storage` (typed constructors), so the
+/// key layout lives in one file.
+#[test]
+fn storage_keys_are_built_only_by_the_storage_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files.iter().filter(|f| !is_storage_layer(&src, f)) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (line, code) in code_lines(&text) {
+            if code.contains("\"/registry/") || code.contains("\"/registry\"") {
+                found.push(format!("{}:{line}: {}", file.display(), code.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "storage keys spelled outside src/apiserver/storage.rs (use its constructors):\n{}",
+        found.join("\n")
+    );
+}
+
+/// Stored values are decoded through `storage::decode_stored` (which stamps
+/// `metadata.resourceVersion`): no `serde_json::from_slice` of a `KeyValue`'s or an
+/// `Event`'s value (`kv.value`, `ev.value`, `prev_value`) anywhere else in the API server
+/// or `auth`. (The stored-bytes splice in `stored_json.rs` copies bytes, it does not decode.)
+#[test]
+fn stored_values_are_decoded_only_by_the_storage_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("apiserver"), &mut files);
+    rust_files(&src.join("auth"), &mut files);
+    let mut found = Vec::new();
+    for file in files.iter().filter(|f| !is_storage_layer(&src, f)) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (line, code) in code_lines(&text) {
+            let decodes = code.contains("from_slice") && !code.contains("extend_from_slice");
+            let stored = ["kv.value", "ev.value", "prev_value", ".value)"]
+                .iter()
+                .any(|v| code.contains(v));
+            if decodes && stored {
+                found.push(format!("{}:{line}: {}", file.display(), code.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "stored values decoded outside src/apiserver/storage.rs (use storage::decode_object):\n{}",
+        found.join("\n")
+    );
+}
+
+/// The literal checks see code, not comments, and a key built anywhere is caught.
+#[test]
+fn the_key_scanner_sees_code_not_comments() {
+    let hits = |text: &str| {
+        code_lines(text)
+            .filter(|(_, c)| c.contains("\"/registry/"))
+            .count()
+    };
+    assert_eq!(hits("let k = format!(\"/registry/core/pods/{ns}\");"), 1);
+    assert_eq!(
+        hits("//! keys are `\"/registry/...\"`\nlet x = 1; // \"/registry/x\""),
+        0
+    );
+    assert_eq!(hits("const P: &str = \"/registry/core/\"; // prefix"), 1);
 }
 
 #[test]

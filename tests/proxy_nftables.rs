@@ -8,7 +8,9 @@
 //!
 //! Checked: ClusterIP load-balancing over every backend, NodePort from the other namespace,
 //! an immediate ECONNREFUSED for a Service without endpoints, ClientIP session affinity,
-//! externalTrafficPolicy Local, recovery after someone deletes the table, and a one-Service
+//! externalTrafficPolicy Local, a LoadBalancer Service published by the built-in ServiceLB and
+//! reached at its ingress IP from outside, the health check node port of Local load
+//! balancers (200 with a local endpoint, 503 without, upstream's JSON), recovery after someone deletes the table, and a one-Service
 //! change that leaves other Services' rules untouched. The test reads rule handles back with
 //! Debian's `nft -j` (read-only; Rampart itself never runs it). Root only: skipped with the
 //! reason otherwise, failed instead when `RAMPART_REQUIRE_PRIVILEGED=1`.
@@ -344,6 +346,93 @@ fn services_work_through_nftables_programmed_over_netlink() {
         web_before,
         "other Services untouched"
     );
+
+    // LoadBalancer: the built-in ServiceLB publishes the node's address, and the proxy
+    // answers it from outside.
+    create(
+        &s,
+        base,
+        service(
+            "lb",
+            "10.43.0.54",
+            serde_json::json!({"type": "LoadBalancer",
+        "ports": [{"name": "http", "port": 81, "targetPort": 8080}]}),
+        ),
+    );
+    create(&s, slices, slice("lb", "lb-1", &three));
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            s.json(&["get", "service", "lb"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+                == "192.168.77.1"
+        }),
+        "LoadBalancer: ServiceLB never published the node: {}",
+        s.ok(&["get", "service", "lb", "-o", "yaml"])
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || ask_from(
+            &client,
+            "192.168.77.1:81"
+        )
+        .is_ok_and(|a| a.starts_with("10.42.0.1"))),
+        "LoadBalancer: the ingress IP does not reach the endpoints"
+    );
+
+    // externalTrafficPolicy Local LoadBalancers: the health check node port says how many
+    // endpoints are local (200), or 503 without one.
+    for (name, ip, eps) in [
+        ("hc-local", "10.43.0.55", &three[..]),
+        ("hc-remote", "10.43.0.56", &three[1..]),
+    ] {
+        create(
+            &s,
+            base,
+            service(
+                name,
+                ip,
+                serde_json::json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}),
+            ),
+        );
+        create(&s, slices, slice(name, &format!("{name}-1"), eps));
+    }
+    let health = |name: &str| -> Option<String> {
+        let port = s.json(&["get", "service", name])["spec"]["healthCheckNodePort"].as_u64()?;
+        let addr = format!("192.168.77.1:{port}");
+        in_ns(&client, move || {
+            let a: SocketAddr = addr.parse().ok()?;
+            let mut c = TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: lb\r\n\r\n")
+                .ok()?;
+            let mut out = String::new();
+            c.read_to_string(&mut out).ok()?;
+            Some(out)
+        })
+    };
+    let mut answer = None;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            answer = health("hc-local");
+            answer
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+        }),
+        "health check node port with a local endpoint: {answer:?}"
+    );
+    let answer = answer.unwrap_or_default();
+    let body: serde_json::Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or("")).expect("JSON body");
+    assert_eq!(
+        body,
+        serde_json::json!({"service": {"namespace": "default", "name": "hc-local"},
+            "localEndpoints": 1, "serviceProxyHealthy": true})
+    );
+    let remote = health("hc-remote").unwrap_or_default();
+    assert!(
+        remote.starts_with("HTTP/1.1 503"),
+        "no local endpoint: {remote}"
+    );
+    assert!(remote.contains("\"localEndpoints\": 0"), "{remote}");
 
     // Someone deletes the table: the proxy notices with one get and rebuilds it.
     let mut b = rampart::netfilter::Batch::new(rampart::netfilter::Family::Ip);

@@ -167,18 +167,18 @@ async fn kubernetes_service(state: &Arc<State>) -> Result<(), crate::store::Erro
         },
         Some(kv) => {
             // The advertised address may change between restarts; keep the uid.
-            let old: serde_json::Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+            // One attempt, not a retry loop: a concurrent writer's Endpoints win until the
+            // next start.
+            let old = storage::decode_object(&kv).unwrap_or_default();
             if old["subsets"] == endpoints["subsets"] {
                 return Ok(());
             }
             let mut updated = endpoints;
             updated["metadata"] = old["metadata"].clone();
-            let bytes = serde_json::to_vec(&updated).unwrap_or_default();
-            match state
-                .store
-                .update(&ep_key, bytes.into(), kv.mod_revision)
-                .await
-            {
+            let Ok(bytes) = storage::encode(&updated) else {
+                return Ok(());
+            };
+            match state.store.update(&ep_key, bytes, kv.mod_revision).await {
                 Ok(_) | Err(crate::store::Error::Conflict { .. }) => Ok(()),
                 Err(e) => Err(e),
             }

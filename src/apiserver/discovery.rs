@@ -217,7 +217,17 @@ pub fn serve(state: &Arc<State>, path: &str, accept: &str) -> Response<Body> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let value = match parts.as_slice() {
         ["api"] | ["apis"] if wants_aggregated(accept) => {
-            let mut resp = json_response(200, &aggregated(&resources, parts[0] == "api"));
+            let mut doc = aggregated(&resources, parts[0] == "api");
+            if parts[0] == "apis" {
+                // Remote APIServices' groups (upstream's discovery aggregation).
+                let remote = state
+                    .aggregator
+                    .discovery_v2(|g| state.registry.serves(g, None));
+                if let Some(items) = doc["items"].as_array_mut() {
+                    items.extend(remote);
+                }
+            }
+            let mut resp = json_response(200, &doc);
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static(AGGREGATED_V2),
@@ -230,10 +240,11 @@ pub fn serve(state: &Arc<State>, path: &str, accept: &str) -> Response<Body> {
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": state.advertise.to_string()}],
         })),
         ["apis"] => {
-            let gs: Vec<Value> = groups(&resources)
+            let mut gs: Vec<Value> = groups(&resources)
                 .iter()
                 .map(|(g, v)| group_json(g, v))
                 .collect();
+            gs.extend(state.aggregator.groups(|g| state.registry.serves(g, None)));
             Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": gs}))
         }
         ["api", "v1"] => resource_list(&resources, "", "v1"),
@@ -245,6 +256,17 @@ pub fn serve(state: &Arc<State>, path: &str, accept: &str) -> Response<Body> {
                 gj["kind"] = json!("APIGroup");
                 gj["apiVersion"] = json!("v1");
                 gj
+            })
+            .or_else(|| {
+                // A group only remote APIServices serve: described from them, as upstream.
+                let mut gj = state
+                    .aggregator
+                    .groups(|g| state.registry.serves(g, None))
+                    .into_iter()
+                    .find(|g| g["name"] == *group)?;
+                gj["kind"] = json!("APIGroup");
+                gj["apiVersion"] = json!("v1");
+                Some(gj)
             }),
         ["apis", group, version] => resource_list(&resources, group, version),
         _ => None,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
+use super::storage;
 use crate::store::{Backend, EventKind, RangeRequest};
 
 /// What a follower does with the objects under its prefix (decoded JSON, with their keys).
@@ -71,14 +72,15 @@ async fn sync(
     let items = list
         .items
         .iter()
-        .filter_map(|kv| Some((kv.key.clone(), serde_json::from_slice(&kv.value).ok()?)))
+        .filter_map(|kv| Some((kv.key.clone(), storage::decode_object(kv).ok()?)))
         .collect();
     follower.reset(items);
     let mut events = store.watch(prefix, list.revision).await?;
     while let Some(ev) = events.next().await {
         let ev = ev?;
         // Values that are not JSON objects were not written by the API server: skip them.
-        let Ok(v) = serde_json::from_slice::<Value>(&ev.value) else {
+        // A deleted object carries the deletion's revision, as upstream's DELETED events do.
+        let Ok(v) = storage::decode_stored(&ev.value, ev.revision) else {
             continue;
         };
         match ev.kind {

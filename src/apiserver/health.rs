@@ -60,7 +60,10 @@ async fn run_check(state: &Arc<State>, name: &str) -> Result<(), String> {
             // A real read through the store, so a wedged store shows up here.
             state
                 .store
-                .get("/registry/core/namespaces/default", None)
+                .get(
+                    &super::storage::Builtin::Namespaces.key("", "default"),
+                    None,
+                )
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

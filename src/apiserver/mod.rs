@@ -9,6 +9,7 @@
 
 pub(crate) mod access_review;
 mod admission;
+mod aggregator;
 mod audit;
 mod body;
 mod bootstrap;
@@ -46,7 +47,7 @@ pub mod server_bootstrap;
 mod services;
 pub use services::set_service_cidr;
 mod status;
-mod storage;
+pub mod storage;
 mod stored_json;
 mod strategy;
 pub mod table;
@@ -166,6 +167,8 @@ pub(crate) struct State {
     /// Set once shutdown was requested (`/readyz` fails its `shutdown` check).
     pub draining: AtomicBool,
     pub ha: Option<HaConfig>,
+    /// Remote APIServices and their availability (the aggregation layer).
+    pub aggregator: Arc<aggregator::Aggregator>,
 }
 
 /// How long start-up waits for the in-server followers' first lists before announcing
@@ -207,6 +210,7 @@ pub async fn run(
         feeds: health::Feeds::default(),
         draining: AtomicBool::new(false),
         ha: cfg.ha.clone(),
+        aggregator: Arc::default(),
     });
     if state.enforcement.admits() {
         state.admission_caches.follow(&state.store);
@@ -249,6 +253,11 @@ pub async fn run(
     if state.ha.is_some() {
         tokio::spawn(endpoint_reconciler::run(state.clone()));
     }
+    tokio::spawn(aggregator::follow_api_services(
+        state.aggregator.clone(),
+        state.store.clone(),
+    ));
+    tokio::spawn(aggregator::availability::run(state.clone()));
     if let Some(r) = state.enforcement.rbac() {
         tokio::spawn(rbac::run(r.clone(), state.store.clone()));
     }

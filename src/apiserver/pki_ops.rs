@@ -13,12 +13,12 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::status::ApiError;
-use super::State;
+use super::{storage, State};
 use crate::auth::authn::CertIdentity;
 use crate::auth::revocation::{normalise_serial, valid_serial, Revocation};
 
-pub const REVOCATIONS_KEY: &str = "/rampart/pki/revocations";
-const NODES_PREFIX: &str = "/registry/core/nodes/";
+pub const REVOCATIONS_KEY: &str = storage::REVOCATIONS;
+const NODES_PREFIX: &str = storage::Builtin::Nodes.prefix();
 
 /// Which client CA (raw subject) each node's certificate came from, last time it was seen.
 #[derive(Default)]
@@ -51,8 +51,8 @@ pub async fn load_revocations(state: &State) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
     {
-        let list: Vec<Revocation> = serde_json::from_slice(&kv.value)
-            .map_err(|e| format!("the stored revocation list is unreadable: {e}"))?;
+        let list: Vec<Revocation> = storage::decode_as(&kv)
+            .map_err(|e| format!("the stored revocation list is unreadable: {}", e.message))?;
         state.revocations.replace(list);
     }
     Ok(())
@@ -194,37 +194,22 @@ pub async fn revoke(state: &Arc<State>, body: &Bytes) -> Result<Value, ApiError>
         _ => return Err(ApiError::bad_request("give exactly one of serial or node")),
     };
     // Compare-and-swap on the stored list so concurrent revocations are never lost.
-    loop {
-        let current = state
-            .store
-            .get(REVOCATIONS_KEY, None)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut list: Vec<Revocation> = match &current {
-            Some(kv) => serde_json::from_slice(&kv.value)
-                .map_err(|e| ApiError::internal(format!("stored revocation list: {e}")))?,
-            None => Vec::new(),
-        };
-        list.push(entry.clone());
-        let bytes = Bytes::from(serde_json::to_vec(&list).unwrap_or_default());
-        let written = match &current {
-            Some(kv) => {
-                state
-                    .store
-                    .update(REVOCATIONS_KEY, bytes, kv.mod_revision)
-                    .await
-            }
-            None => state.store.create(REVOCATIONS_KEY, bytes).await,
-        };
-        match written {
-            Ok(_) => {
-                state.revocations.replace(list);
-                tracing::warn!(serial = ?entry.serial, node = ?entry.node, "certificate revoked");
-                return Ok(json!({"revoked": entry}));
-            }
-            Err(crate::store::Error::Conflict { .. })
-            | Err(crate::store::Error::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(ApiError::internal(e.to_string())),
+    let list = storage::guaranteed_update(state.store.as_ref(), REVOCATIONS_KEY, |current| {
+        let entry = &entry;
+        async move {
+            let mut list: Vec<Revocation> = match current {
+                Some(v) => serde_json::from_value(v)
+                    .map_err(|e| ApiError::internal(format!("stored revocation list: {e}")))?,
+                None => Vec::new(),
+            };
+            list.push(entry.clone());
+            let value =
+                serde_json::to_value(&list).map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(storage::Mutation::Write(value, list))
         }
-    }
+    })
+    .await?;
+    state.revocations.replace(list);
+    tracing::warn!(serial = ?entry.serial, node = ?entry.node, "certificate revoked");
+    Ok(json!({"revoked": entry}))
 }

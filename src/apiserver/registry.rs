@@ -63,6 +63,12 @@ impl Registry {
             .map(|c| c.info.clone())
     }
 
+    /// Whether an in-process resource serves `group` (at `version`, when given).
+    pub fn serves(&self, group: &str, version: Option<&str>) -> bool {
+        let matches = |r: &ResourceInfo| r.group == group && version.is_none_or(|v| r.version == v);
+        builtin().iter().any(matches) || self.custom().iter().any(|c| matches(&c.info))
+    }
+
     pub fn custom_version(
         &self,
         group: &str,

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::body::{self, full, json_response, Body};
 use super::handlers::Ctx;
 use super::status::{ApiError, ApiResult};
+use super::storage::{self, Builtin};
 use crate::api::ResourceInfo;
 use crate::auth::serviceaccount::{self, token, Issuer, Private, Ref};
 use crate::store::Backend;
@@ -30,10 +31,10 @@ const DEFAULT_EXPIRATION: i64 = 3600;
 /// A pod-bound token stays valid this long past the pod's deletion time (upstream's leeway).
 const DELETION_LEEWAY: i64 = 60;
 
-/// Reads an object's JSON straight from the store (no resourceVersion needed here).
+/// Reads an object from the store; one that cannot be decoded counts as absent.
 async fn get(store: &dyn Backend, key: &str) -> Result<Option<Value>, crate::store::Error> {
     let kv = store.get(key, None).await?;
-    Ok(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
+    Ok(kv.and_then(|kv| storage::decode_object(&kv).ok()))
 }
 
 /// [`get`] for the authenticator: a store failure refuses the token (fail closed) with a
@@ -69,18 +70,18 @@ impl serviceaccount::Lookup for StoreLookup {
         let store = self.store.as_ref();
         let same = |obj: Option<Value>, r: &Ref| obj.filter(|o| uid_of(o) == r.uid);
         let sa = &c.serviceaccount;
-        let key = format!("/registry/core/serviceaccounts/{ns}/{}", sa.name);
+        let key = Builtin::ServiceAccounts.key(ns, &sa.name);
         if same(get_for_authn(store, &key).await?, sa).is_none() {
             return Err(INVALIDATED.into());
         }
         if let Some(secret) = &c.secret {
-            let key = format!("/registry/core/secrets/{ns}/{}", secret.name);
+            let key = Builtin::Secrets.key(ns, &secret.name);
             if same(get_for_authn(store, &key).await?, secret).is_none() {
                 return Err(INVALIDATED.into());
             }
         }
         if let Some(pod) = &c.pod {
-            let key = format!("/registry/core/pods/{ns}/{}", pod.name);
+            let key = Builtin::Pods.key(ns, &pod.name);
             let Some(obj) = same(get_for_authn(store, &key).await?, pod) else {
                 return Err(INVALIDATED.into());
             };
@@ -96,7 +97,7 @@ impl serviceaccount::Lookup for StoreLookup {
         // A pod-bound token names the pod's node for information only (upstream checks the
         // node only for tokens bound to the node itself).
         if let (Some(node), None) = (&c.node, &c.pod) {
-            let key = format!("/registry/core/nodes/{}", node.name);
+            let key = Builtin::Nodes.key("", &node.name);
             if same(get_for_authn(store, &key).await?, node).is_none() {
                 return Err(INVALIDATED.into());
             }
@@ -319,7 +320,7 @@ async fn bind(ctx: &Ctx, request: &mut token::Request, bound: &mut Value) -> Api
         "pods" => {
             // Upstream records the pod's node too (ServiceAccountTokenPodNodeInfo).
             if let Some(node) = obj["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-                if let Ok(Some(n)) = get(store, &format!("/registry/core/nodes/{node}")).await {
+                if let Ok(Some(n)) = get(store, &Builtin::Nodes.key("", node)).await {
                     request.node = Some(Ref {
                         name: node.to_string(),
                         uid: uid_of(&n).to_string(),

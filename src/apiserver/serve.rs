@@ -399,6 +399,9 @@ async fn serve_request(
                     path: &path,
                 };
                 let decision = state.enforcement.authorize(&attrs);
+                let aggregated = state
+                    .aggregator
+                    .route(&path, |g, v| state.registry.serves(g, Some(v)));
                 outcome.decision = Some(decision.clone());
                 match decision {
                     // Authorized by its own rule (server tokens only), like /cacerts.
@@ -406,6 +409,11 @@ async fn serve_request(
                         super::server_bootstrap::serve(&state, user, outcome.impersonated.is_some())
                     }
                     d if !d.is_allowed() => error_response(&forbidden(&attrs, d.reason())),
+                    // An aggregated group/version: proxied, after authorization, as upstream.
+                    _ if aggregated.is_some() => match &aggregated {
+                        Some(target) => super::aggregator::proxy(&state, target, user, req).await,
+                        None => error_response(&ApiError::path_not_found()),
+                    },
                     _ if info.resource_request => {
                         // Long-running watches do not count against the in-flight limit.
                         let permit = if info.verb == "watch" {

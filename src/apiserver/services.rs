@@ -111,7 +111,29 @@ pub fn held_by(svc: &Value) -> Held {
             }
         }
     }
+    if needs_health_check_port(svc) {
+        if let Some(n) = svc["spec"]["healthCheckNodePort"]
+            .as_i64()
+            .filter(|n| *n != 0)
+        {
+            held.ports.insert(n);
+        }
+    }
     held
+}
+
+/// A LoadBalancer Service with `externalTrafficPolicy: Local` gets a health check node port
+/// (upstream's `needsHCNodePort`): load balancers probe it to find the nodes with local
+/// endpoints.
+pub fn needs_health_check_port(svc: &Value) -> bool {
+    svc["spec"]["type"] == "LoadBalancer" && svc["spec"]["externalTrafficPolicy"] == "Local"
+}
+
+/// Whether ports of `svc` without a node port get one: always for NodePort; for
+/// LoadBalancer unless `allocateLoadBalancerNodePorts: false` (a load balancer that sends
+/// traffic straight to the pods needs none).
+fn allocates_node_ports(svc: &Value) -> bool {
+    svc["spec"]["type"] != "LoadBalancer" || svc["spec"]["allocateLoadBalancerNodePorts"] != false
 }
 
 pub fn wants_cluster_ip(svc: &Value) -> bool {
@@ -473,6 +495,9 @@ pub async fn claim(state: &Arc<State>, svc: &mut Value, old: Option<&Value>) -> 
             let asked = svc["spec"]["ports"][i]["nodePort"]
                 .as_i64()
                 .filter(|p| *p != 0);
+            if asked.is_none() && !allocates_node_ports(svc) {
+                continue;
+            }
             let port = match asked {
                 Some(p) if mine.contains(&p) => p,
                 Some(p) => {
@@ -511,6 +536,46 @@ pub async fn claim(state: &Arc<State>, svc: &mut Value, old: Option<&Value>) -> 
         if svc["spec"].get("externalTrafficPolicy").is_none() {
             svc["spec"]["externalTrafficPolicy"] = json!("Cluster");
         }
+        if svc["spec"]["type"] == "LoadBalancer"
+            && svc["spec"].get("allocateLoadBalancerNodePorts").is_none()
+        {
+            svc["spec"]["allocateLoadBalancerNodePorts"] = json!(true);
+        }
+        if needs_health_check_port(svc) {
+            let asked = svc["spec"]["healthCheckNodePort"]
+                .as_i64()
+                .filter(|p| *p != 0);
+            let port = match asked {
+                Some(p) if had.ports.contains(&p) => p,
+                Some(p) => {
+                    if !claims.port(p, &owner).await? {
+                        return Err(invalid(
+                            svc,
+                            "spec.healthCheckNodePort",
+                            format!("Invalid value: {p}: provided port is already allocated"),
+                        ));
+                    }
+                    p
+                }
+                None => {
+                    let mut found = None;
+                    for _ in 0..RANDOM_TRIES {
+                        let p = rand::random_range(NODE_PORTS);
+                        if mine.contains(&p) {
+                            continue;
+                        }
+                        if claims.port(p, &owner).await? {
+                            found = Some(p);
+                            break;
+                        }
+                    }
+                    found.ok_or_else(|| {
+                        ApiError::internal("failed to allocate a nodePort: range is full")
+                    })?
+                }
+            };
+            svc["spec"]["healthCheckNodePort"] = json!(port);
+        }
     }
     let now = held_by(svc);
     let given_up = Held {
@@ -528,7 +593,7 @@ async fn release_key(state: &State, key: &str, owner: &Owner) {
     let Ok(Some(kv)) = state.store.get(key, None).await else {
         return;
     };
-    let Ok(v) = serde_json::from_slice::<Value>(&kv.value) else {
+    let Ok(v) = storage::decode_object(&kv) else {
         return;
     };
     if owner_of_claim(&v).is_some_and(|o| owner.holds(&o)) {
@@ -566,6 +631,25 @@ mod tests {
         let h = held_by(&svc);
         assert_eq!(h.ips.into_iter().collect::<Vec<_>>(), ["10.43.0.9"]);
         assert_eq!(h.ports.into_iter().collect::<Vec<_>>(), [30053]);
+        let lb_local = json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+            "healthCheckNodePort": 31000, "ports": [{"port": 80, "nodePort": 30080}]}});
+        assert_eq!(
+            held_by(&lb_local).ports.into_iter().collect::<Vec<_>>(),
+            [30080, 31000]
+        );
+        let mut lb_cluster = lb_local.clone();
+        lb_cluster["spec"]["externalTrafficPolicy"] = json!("Cluster");
+        assert_eq!(
+            held_by(&lb_cluster).ports.into_iter().collect::<Vec<_>>(),
+            [30080],
+            "a Cluster policy holds no health check port"
+        );
+        assert!(!allocates_node_ports(
+            &json!({"spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false}})
+        ));
+        assert!(allocates_node_ports(
+            &json!({"spec": {"type": "LoadBalancer"}})
+        ));
         let headless =
             json!({"spec": {"clusterIP": "None", "ports": [{"port": 1, "nodePort": 30001}]}});
         assert_eq!(held_by(&headless), Held::default());

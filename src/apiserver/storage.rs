@@ -1,4 +1,14 @@
-//! Objects in the store: key layout and encoding.
+//! Objects in the store: key layout, encoding, decoding and the guarded update — the API
+//! server's one storage-access layer (upstream's `registry/generic/registry.Store` and
+//! `storage/etcd3` in miniature).
+//!
+//! Invariants, enforced by `tests/layering.rs`: no `"/registry/..."` key is spelled outside
+//! this file (and the store itself) — keys come from [`key`]/[`prefix`] for a
+//! [`ResourceInfo`] or from the typed [`Builtin`] constructors the server's own readers use;
+//! every read of a stored object decodes through [`decode_stored`] (which stamps
+//! `metadata.resourceVersion`), and every read-modify-write retries a lost race through
+//! [`Retry`] — directly in the handler paths, or inside [`guaranteed_update`] (upstream's
+//! `GuaranteedUpdate`, bounded).
 //!
 //! Keys are `/registry/<group or "core">/<plural>/<namespace>/<name>` (cluster-scoped objects
 //! have no namespace segment). Values are the object's JSON without `resourceVersion`, which is
@@ -11,12 +21,14 @@
 //! request limit; 413 RequestEntityTooLarge) and at most [`MAX_OBJECT_DEPTH`] levels deep
 //! (below serde_json's parse limit of 128, so every stored object can be read back; 422).
 
+use std::future::Future;
+
 use bytes::Bytes;
 use serde_json::Value;
 
 use super::status::{ApiError, ApiResult};
 use crate::api::ResourceInfo;
-use crate::store::KeyValue;
+use crate::store::{Backend, Error as StoreError, KeyValue, RangeRequest};
 
 fn group_segment(ri: &ResourceInfo) -> &str {
     if ri.group.is_empty() {
@@ -47,6 +59,84 @@ pub fn prefix(ri: &ResourceInfo, namespace: Option<&str>) -> String {
         _ => format!("/registry/{}/{}/", group_segment(ri), ri.plural),
     }
 }
+
+/// The built-in resources the server reads by key for itself (authentication, admission,
+/// followers, health): typed so no caller spells a storage key. Their layout is the one
+/// [`key`]/[`prefix`] give for the same resource (checked by a test below).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    Namespaces,
+    Nodes,
+    Pods,
+    Secrets,
+    ServiceAccounts,
+    ResourceQuotas,
+    LimitRanges,
+    PriorityClasses,
+    CedarPolicies,
+    Services,
+    Endpoints,
+    ConfigMaps,
+    ApiServices,
+}
+
+impl Builtin {
+    /// The prefix of every object of the resource (`/registry/core/pods/`).
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Builtin::Namespaces => "/registry/core/namespaces/",
+            Builtin::Nodes => "/registry/core/nodes/",
+            Builtin::Pods => "/registry/core/pods/",
+            Builtin::Secrets => "/registry/core/secrets/",
+            Builtin::ServiceAccounts => "/registry/core/serviceaccounts/",
+            Builtin::ResourceQuotas => "/registry/core/resourcequotas/",
+            Builtin::LimitRanges => "/registry/core/limitranges/",
+            Builtin::PriorityClasses => "/registry/scheduling.k8s.io/priorityclasses/",
+            Builtin::CedarPolicies => "/registry/policy.rampart.io/cedarpolicies/",
+            Builtin::Services => "/registry/core/services/",
+            Builtin::Endpoints => "/registry/core/endpoints/",
+            Builtin::ConfigMaps => "/registry/core/configmaps/",
+            Builtin::ApiServices => "/registry/apiregistration.k8s.io/apiservices/",
+        }
+    }
+
+    pub const fn namespaced(self) -> bool {
+        !matches!(
+            self,
+            Builtin::Namespaces
+                | Builtin::Nodes
+                | Builtin::PriorityClasses
+                | Builtin::CedarPolicies
+                | Builtin::ApiServices
+        )
+    }
+
+    /// The key of one object; `namespace` is ignored for cluster-scoped resources.
+    pub fn key(self, namespace: &str, name: &str) -> String {
+        if self.namespaced() {
+            format!("{}{namespace}/{name}", self.prefix())
+        } else {
+            format!("{}{name}", self.prefix())
+        }
+    }
+
+    /// The prefix of the objects in one namespace (namespaced resources only).
+    pub fn in_namespace(self, namespace: &str) -> String {
+        format!("{}{namespace}/", self.prefix())
+    }
+}
+
+/// The prefix of every object of a resource named by its group (`core` for the core group,
+/// as in keys) and plural, for flags that name resources (`--encrypt-resource`).
+pub fn resource_prefix(group: &str, plural: &str) -> String {
+    format!("/registry/{group}/{plural}/")
+}
+
+/// Every RBAC object (roles, cluster roles and their bindings), which one follower keeps.
+pub const RBAC_GROUP: &str = "/registry/rbac.authorization.k8s.io/";
+
+/// The persisted certificate revocation list (a JSON array, not a Kubernetes object).
+pub const REVOCATIONS: &str = "/rampart/pki/revocations";
 
 /// Node-port claims (`apiserver::services`): one key per claimed port, under the key upstream
 /// keeps its node-port bitmap at. No resource lives under `/registry/ranges/`.
@@ -130,10 +220,29 @@ pub fn decode(kv: &KeyValue, ri: &ResourceInfo) -> ApiResult<Value> {
     decode_bytes(&kv.value, kv.mod_revision, ri)
 }
 
-pub fn decode_bytes(bytes: &[u8], revision: u64, ri: &ResourceInfo) -> ApiResult<Value> {
+/// The one decode of stored bytes: parse and stamp `metadata.resourceVersion` with the
+/// revision that wrote them. Every other read path ([`decode`], [`decode_object`],
+/// [`decode_as`], the followers) goes through here.
+pub fn decode_stored(bytes: &[u8], revision: u64) -> ApiResult<Value> {
     let mut obj: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::internal(format!("stored object is not valid JSON: {e}")))?;
     set_resource_version(&mut obj, revision);
+    Ok(obj)
+}
+
+/// A stored object as stored (its `apiVersion`/`kind` untouched), `resourceVersion` stamped.
+pub fn decode_object(kv: &KeyValue) -> ApiResult<Value> {
+    decode_stored(&kv.value, kv.mod_revision)
+}
+
+/// A stored object read into a typed struct (through [`decode_object`]).
+pub fn decode_as<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> ApiResult<T> {
+    serde_json::from_value(decode_object(kv)?)
+        .map_err(|e| ApiError::internal(format!("stored object has an unexpected shape: {e}")))
+}
+
+pub fn decode_bytes(bytes: &[u8], revision: u64, ri: &ResourceInfo) -> ApiResult<Value> {
+    let mut obj = decode_stored(bytes, revision)?;
     obj["apiVersion"] = Value::String(ri.api_version());
     obj["kind"] = Value::String(ri.kind.clone());
     Ok(obj)
@@ -145,6 +254,125 @@ pub fn set_resource_version(obj: &mut Value, revision: u64) {
             "resourceVersion".into(),
             Value::String(revision.to_string()),
         );
+    }
+}
+
+/// Every object under `prefix`, decoded; objects that cannot be decoded are left out (and
+/// logged) so one bad object does not hide the rest from the server's own readers.
+pub async fn list(store: &dyn Backend, prefix: String) -> ApiResult<Vec<Value>> {
+    let listed = store
+        .range(RangeRequest {
+            prefix,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(listed
+        .items
+        .iter()
+        .filter_map(|kv| match decode_object(kv) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(key = %kv.key, error = %e.message, "skipping an undecodable object");
+                None
+            }
+        })
+        .collect())
+}
+
+/// The bounded retry of a read-modify-write that lost a compare-and-swap to a concurrent
+/// write: the one retry policy of the API server. Upstream's `GuaranteedUpdate` retries
+/// without bound; a bound turns a livelock into a 409. A loop that reads, mutates and
+/// writes answers every lost race with `retry.conflict(err)?`, which lets it go round
+/// again until the attempts are spent and then answers that last conflict:
+///
+/// ```ignore
+/// let mut retry = Retry::new(5);
+/// loop {
+///     let (current, rev) = ctx.load(&name).await?;
+///     match write(current, rev).await {
+///         Err(e) if e.code == 409 => retry.conflict(e)?,
+///         other => return other,
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Retry {
+    left: usize,
+}
+
+impl Retry {
+    pub fn new(attempts: usize) -> Self {
+        Retry {
+            left: attempts.max(1),
+        }
+    }
+
+    /// One attempt lost the race with `e`: `Ok` to read again and retry, or `Err(e)` when
+    /// that was the last attempt.
+    pub fn conflict(&mut self, e: ApiError) -> ApiResult<()> {
+        self.left = self.left.saturating_sub(1);
+        if self.left == 0 {
+            Err(e)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// How often [`guaranteed_update`] tries before it answers 409.
+pub const CAS_ATTEMPTS: usize = 10;
+
+/// What a [`guaranteed_update`] mutation decided about the object it was shown.
+pub enum Mutation<T> {
+    /// Store this object (created when the key was absent) and return `T`.
+    Write(Value, T),
+    /// Leave the store as it is and return `T`.
+    Keep(T),
+}
+
+/// Upstream's `GuaranteedUpdate`: read `key` (decoded, `None` when absent), let `mutate`
+/// decide, and write the result with a compare-and-swap on the revision read (a
+/// create-if-absent when there was nothing); on a lost race read again and retry
+/// ([`Retry`], [`CAS_ATTEMPTS`] times), then 409 Conflict. The value is encoded through
+/// [`encode`], so the object limits hold here too.
+pub async fn guaranteed_update<T, F, Fut>(
+    store: &dyn Backend,
+    key: &str,
+    mut mutate: F,
+) -> ApiResult<T>
+where
+    F: FnMut(Option<Value>) -> Fut,
+    Fut: Future<Output = ApiResult<Mutation<T>>>,
+{
+    let mut retry = Retry::new(CAS_ATTEMPTS);
+    loop {
+        let current = store
+            .get(key, None)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let revision = current.as_ref().map(|kv| kv.mod_revision);
+        let decoded = current.as_ref().map(decode_object).transpose()?;
+        let (obj, out) = match mutate(decoded).await? {
+            Mutation::Keep(out) => return Ok(out),
+            Mutation::Write(obj, out) => (obj, out),
+        };
+        let bytes = encode(&obj)?;
+        let written = match revision {
+            Some(rev) => store.update(key, bytes, rev).await,
+            None => store.create(key, bytes).await,
+        };
+        match written {
+            Ok(_) => return Ok(out),
+            Err(StoreError::Conflict { .. })
+            | Err(StoreError::AlreadyExists { .. })
+            | Err(StoreError::NotFound { .. }) => retry.conflict(ApiError::new(
+                409,
+                "Conflict",
+                "the object is being changed concurrently; please try again",
+            ))?,
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        }
     }
 }
 
@@ -181,5 +409,41 @@ mod tests {
         assert_eq!(key(nodes, "", "n1"), "/registry/core/nodes/n1");
         assert_eq!(prefix(pods, Some("a")), "/registry/core/pods/a/");
         assert_eq!(prefix(pods, None), "/registry/core/pods/");
+    }
+
+    /// The typed keys lay objects out exactly as the generic ones do.
+    #[test]
+    fn builtin_keys_match_the_resource_table() {
+        use Builtin::*;
+        for b in [
+            Namespaces,
+            Nodes,
+            Pods,
+            Secrets,
+            ServiceAccounts,
+            ResourceQuotas,
+            LimitRanges,
+            PriorityClasses,
+            CedarPolicies,
+            Services,
+            Endpoints,
+            ConfigMaps,
+            ApiServices,
+        ] {
+            let ri = builtin()
+                .iter()
+                .find(|r| prefix(r, None) == b.prefix())
+                .unwrap_or_else(|| panic!("{b:?} names no built-in resource"));
+            assert_eq!(ri.namespaced, b.namespaced(), "{b:?}");
+            assert_eq!(b.key("ns", "x"), key(ri, "ns", "x"), "{b:?}");
+            if b.namespaced() {
+                assert_eq!(b.in_namespace("ns"), prefix(ri, Some("ns")), "{b:?}");
+            }
+        }
+        let roles = builtin()
+            .iter()
+            .find(|r| r.plural == "clusterroles")
+            .unwrap();
+        assert!(prefix(roles, None).starts_with(RBAC_GROUP));
     }
 }

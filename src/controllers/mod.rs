@@ -25,6 +25,7 @@ pub mod replicaset;
 pub mod replication_controller;
 pub mod root_ca_publisher;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod token_cleaner;
 
@@ -151,6 +152,7 @@ pub async fn run(
         },
     ));
     tasks.spawn(node_ipam::run(client.clone(), cfg.cluster_cidr));
+    tasks.spawn(servicelb::run(client.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

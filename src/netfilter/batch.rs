@@ -186,7 +186,7 @@ impl Batch {
         self.buf.extend_from_slice(&attrs.bytes);
     }
 
-    fn msg(&mut self, ty: u16, flags: u16, attrs: Buf, what: String) {
+    pub(crate) fn msg(&mut self, ty: u16, flags: u16, attrs: Buf, what: String) {
         let seq = self.begin_seq + 1 + self.messages.len() as u32;
         self.header(
             (NFNL_SUBSYS_NFTABLES << 8) | ty,

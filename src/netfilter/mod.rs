@@ -26,6 +26,7 @@
 pub mod attr;
 pub mod batch;
 pub mod expr;
+pub mod interval;
 // Raw netlink sockets: `nix` has no NETLINK_NETFILTER batch interface; every block says why.
 #[allow(unsafe_code)]
 pub mod socket;

@@ -21,6 +21,14 @@ pub struct Profiles {
 pub struct AuthorityProfile {
     pub name: String,
     pub common_name: String,
+    /// `false` for an authority whose client certificates are no API identity (the
+    /// front-proxy CA: extension servers trust it, the API server does not).
+    #[serde(default = "yes")]
+    pub identities: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -54,6 +62,7 @@ impl Profiles {
     pub fn client_authorities(&self) -> Vec<&AuthorityProfile> {
         self.authorities
             .iter()
+            .filter(|a| a.identities)
             .filter(|a| {
                 self.leaves
                     .iter()

@@ -5,11 +5,17 @@
 //! difference in one netlink transaction ([`apply::Applier`]). Every [`CHECK_PERIOD`] the
 //! table is checked with one cheap get: if someone deleted it, it is rebuilt.
 //!
+//! The same table carries hostPort DNAT for this node's pods ([`hostport`], fed by a pod watch
+//! limited to `spec.nodeName=<node>`), and LoadBalancer Services with
+//! `externalTrafficPolicy: Local` get their health check node port served ([`healthcheck`]).
+//!
 //! Runs as `system:kube-proxy:<node>` (its own certificate, read-only access to Services,
-//! EndpointSlices and Nodes), so its reads are authorised and audited as upstream's
+//! EndpointSlices, Nodes and Pods), so its reads are authorised and audited as upstream's
 //! `system:node-proxier`.
 
 pub mod apply;
+pub mod healthcheck;
+pub mod hostport;
 pub mod ruleset;
 
 use std::net::Ipv4Addr;
@@ -17,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
@@ -59,9 +65,26 @@ where
         + Sync
         + 'static,
 {
+    watch_into_with(api, watcher::Config::default(), notify)
+}
+
+fn watch_into_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    notify: Arc<Notify>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store();
     let task = tokio::spawn(async move {
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        let stream = reflector::reflector(writer, watcher(api, config))
             .default_backoff()
             .touched_objects();
         futures::pin_mut!(stream);
@@ -83,14 +106,18 @@ async fn sync(
     applier: apply::Applier,
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
+    pods: &Store<Pod>,
     facts: NodeFacts,
 ) -> Result<(apply::Applier, Result<apply::SyncStats, Error>), Error> {
     let svcs = services.state();
     let eps = slices.state();
+    let pods = pods.state();
     let joined = tokio::task::spawn_blocking(move || {
         let s: Vec<&Service> = svcs.iter().map(|a| a.as_ref()).collect();
         let e: Vec<&EndpointSlice> = eps.iter().map(|a| a.as_ref()).collect();
-        let desired = ruleset::ruleset(&s, &e, &facts);
+        let p: Vec<&Pod> = pods.iter().map(|a| a.as_ref()).collect();
+        let mut desired = ruleset::ruleset(&s, &e, &facts);
+        hostport::render(&mut desired, &p, &facts);
         let mut applier = applier;
         let r = applier.sync(&desired).map_err(Error::from);
         (applier, r)
@@ -112,7 +139,13 @@ pub async fn run(
 ) -> Result<(), Error> {
     let notify = Arc::new(Notify::new());
     let (services, t1) = watch_into(Api::<Service>::all(client.clone()), notify.clone());
-    let (slices, t2) = watch_into(Api::<EndpointSlice>::all(client), notify.clone());
+    let (slices, t2) = watch_into(Api::<EndpointSlice>::all(client.clone()), notify.clone());
+    // Only this node's pods, for hostPort DNAT (the kubelet's own field selector).
+    let (pods, t3) = watch_into_with(
+        Api::<Pod>::all(client),
+        watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name)),
+        notify.clone(),
+    );
     let facts = NodeFacts {
         node_name: cfg.node_name.clone(),
         node_ips: cfg.node_ips.clone(),
@@ -120,13 +153,16 @@ pub async fn run(
         service_cidr: cfg.service_cidr,
     };
     let mut applier = Some(apply::Applier::new()?);
+    // Upstream binds health check node ports on every address (its default
+    // `healthzBindAddress` family-wide).
+    let mut health = healthcheck::HealthServers::new(Ipv4Addr::UNSPECIFIED);
     tokio::pin!(shutdown);
     // Both stores must hold their first list before the first sync, or it would delete
     // every Service's rules for a moment.
     tokio::select! {
-        _ = &mut shutdown => { t1.abort(); t2.abort(); return Ok(()); }
-        r = async { tokio::join!(services.wait_until_ready(), slices.wait_until_ready()) } => {
-            if r.0.is_err() || r.1.is_err() {
+        _ = &mut shutdown => { t1.abort(); t2.abort(); t3.abort(); return Ok(()); }
+        r = async { tokio::join!(services.wait_until_ready(), slices.wait_until_ready(), pods.wait_until_ready()) } => {
+            if r.0.is_err() || r.1.is_err() || r.2.is_err() {
                 return Err(Error::Worker("reflector stopped before its first list".into()));
             }
         }
@@ -134,7 +170,7 @@ pub async fn run(
     loop {
         let Some(a) = applier.take() else { break };
         let started = std::time::Instant::now();
-        let (a, r) = sync(a, &services, &slices, facts.clone()).await?;
+        let (a, r) = sync(a, &services, &slices, &pods, facts.clone()).await?;
         applier = Some(a);
         let last_ok = match r {
             Ok(st) => {
@@ -159,6 +195,14 @@ pub async fn run(
                 false
             }
         };
+        let checks = {
+            let svcs = services.state();
+            let eps = slices.state();
+            let s: Vec<&Service> = svcs.iter().map(|a| a.as_ref()).collect();
+            let e: Vec<&EndpointSlice> = eps.iter().map(|a| a.as_ref()).collect();
+            healthcheck::plan(&s, &e, &cfg.node_name)
+        };
+        health.sync(checks, last_ok).await;
         // Debounce: at most one sync per MIN_SYNC_PERIOD; a failure retries after it.
         let wait_min = tokio::time::sleep(MIN_SYNC_PERIOD);
         tokio::select! {
@@ -175,6 +219,7 @@ pub async fn run(
     }
     t1.abort();
     t2.abort();
+    t3.abort();
     Ok(())
 }
 

@@ -35,6 +35,8 @@ use crate::netfilter::expr::ip4;
 use crate::netfilter::{ChainHook, CmpOp, Expr, Reg, SetSpec, Verdict};
 
 pub const TABLE: &str = "rampart-proxy";
+/// The verdict map of hostPort DNAT (`ip daddr . meta l4proto . th dport`).
+pub const HOSTPORTS: &str = "hostports";
 /// The mark of packets to masquerade (upstream's 0x4000).
 pub const MASQ_MARK: u32 = 0x4000;
 pub const NODE_LOCAL_ANNOTATION: &str = "rampart.io/node-local";
@@ -117,7 +119,7 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
-    fn chain(&mut self, name: &str, hook: Option<ChainHook>, rules: Vec<Rule>) {
+    pub(super) fn chain(&mut self, name: &str, hook: Option<ChainHook>, rules: Vec<Rule>) {
         self.chains.insert(name.to_string(), Chain { hook, rules });
     }
 
@@ -131,26 +133,26 @@ impl Ruleset {
         );
     }
 
-    fn elem(&mut self, set: &str, key: Vec<u8>, v: Option<Verdict>) {
+    pub(super) fn elem(&mut self, set: &str, key: Vec<u8>, v: Option<Verdict>) {
         if let Some(s) = self.sets.get_mut(set) {
             s.elements.insert(key, v);
         }
     }
 }
 
-fn plain(parts: Vec<Vec<Expr>>) -> Rule {
+pub(super) fn plain(parts: Vec<Vec<Expr>>) -> Rule {
     Rule::Plain(parts.into_iter().flatten().collect())
 }
 
-fn verdict(v: Verdict) -> Vec<Expr> {
+pub(super) fn verdict(v: Verdict) -> Vec<Expr> {
     vec![Expr::Verdict(v)]
 }
 
-fn jump(c: &str) -> Verdict {
+pub(super) fn jump(c: &str) -> Verdict {
     Verdict::Jump(c.into())
 }
 
-fn goto(c: &str) -> Verdict {
+pub(super) fn goto(c: &str) -> Verdict {
     Verdict::Goto(c.into())
 }
 
@@ -212,21 +214,31 @@ fn base(facts: &NodeFacts) -> Ruleset {
     r.set(vmap("no-endpoint-services", true));
     r.set(vmap("service-nodeports", false));
     r.set(vmap("no-endpoint-nodeports", false));
+    // hostPort DNAT (`hostport.rs`), looked up before the Services as CNI portmap's chain.
+    r.set(vmap(HOSTPORTS, true));
     for ip in &facts.node_ips {
         if !ip.is_loopback() {
             r.elem("nodeport-ips", ip.octets().to_vec(), None);
         }
     }
     let ct_new_jump = |c: &str| plain(vec![ip4::ct_new(), verdict(jump(c))]);
+    let mut hostports = ip4::daddr_proto_port();
+    hostports.push(lookup(HOSTPORTS, Some(Reg::VERDICT), false));
     r.chain(
         "nat-prerouting",
         hook("nat", 0, -100),
-        vec![plain(vec![verdict(jump("services"))])],
+        vec![
+            Rule::Plain(hostports.clone()),
+            plain(vec![verdict(jump("services"))]),
+        ],
     );
     r.chain(
         "nat-output",
         hook("nat", 3, -100),
-        vec![plain(vec![verdict(jump("services"))])],
+        vec![
+            Rule::Plain(hostports),
+            plain(vec![verdict(jump("services"))]),
+        ],
     );
     r.chain(
         "nat-postrouting",
@@ -368,12 +380,12 @@ fn usable(eps: &[&Ep]) -> Vec<Ep> {
         .collect()
 }
 
-fn short_hash(s: &str) -> String {
+pub(super) fn short_hash(s: &str) -> String {
     let d = Sha256::digest(s.as_bytes());
     d[..4].iter().map(|b| format!("{b:02X}")).collect()
 }
 
-fn proto_num(p: Option<&str>) -> Option<(u8, &'static str)> {
+pub(super) fn proto_num(p: Option<&str>) -> Option<(u8, &'static str)> {
     match p.unwrap_or("TCP") {
         "TCP" => Some((ip4::TCP, "tcp")),
         "UDP" => Some((ip4::UDP, "udp")),

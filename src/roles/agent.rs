@@ -169,6 +169,9 @@ pub async fn run(
     if !cfg.kubelet.disable_kube_proxy {
         tokio::spawn(run_proxy(cfg.clone(), stopped(stop_rx.clone())));
     }
+    if !cfg.kubelet.disable_network_policy {
+        tokio::spawn(run_network_policy(cfg.clone(), stopped(stop_rx.clone())));
+    }
 
     let mut dns_clients: Option<watch::Sender<kube::Client>> = None;
     let mut servers = server_list::ServerList::new(&cfg.server);
@@ -355,6 +358,31 @@ async fn run_proxy(cfg: Config, stop: impl std::future::Future<Output = ()> + Se
     tracing::info!(node = %cfg.node_name, "service proxy starting (nftables table ip rampart-proxy)");
     if let Err(e) = crate::proxy::run(pcfg, client, stop).await {
         tracing::error!(error = %e, "the service proxy stopped");
+    }
+}
+
+/// NetworkPolicy enforcement (`src/netpol/`), with the node's network identity (the
+/// service-proxy certificate), once that exists.
+async fn run_network_policy(cfg: Config, stop: impl std::future::Future<Output = ()> + Send) {
+    let pki = cfg.data_dir.join("pki");
+    tokio::pin!(stop);
+    let client = loop {
+        if let Ok(ca) = std::fs::read_to_string(pki.join("ca.crt")) {
+            if let Some(c) = proxy_client(&cfg.server, &ca, &pki).await {
+                break c;
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    let ncfg = crate::netpol::Config {
+        node_name: cfg.node_name.clone(),
+    };
+    tracing::info!(node = %cfg.node_name, "network policy starting (nftables table ip rampart-netpol)");
+    if let Err(e) = crate::netpol::run(ncfg, client, stop).await {
+        tracing::error!(error = %e, "network policy enforcement stopped");
     }
 }
 

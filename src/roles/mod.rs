@@ -70,7 +70,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Policy(cmd) => policy::run(cmd),
         Command::InternalCleanupNetwork => {
-            crate::proxy::cleanup().map_err(|e| anyhow::anyhow!("service proxy tables: {e}"))
+            crate::proxy::cleanup().map_err(|e| anyhow::anyhow!("service proxy tables: {e}"))?;
+            crate::netpol::cleanup().map_err(|e| anyhow::anyhow!("network policy table: {e}"))
         }
         Command::Snapshot(cmd) => {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -22,7 +22,7 @@ use crate::pki;
 use crate::store::{self, Backend, EtcdBackend, EtcdConfig, RocksBackend, RocksConfig};
 
 /// Where the API server stores Secrets (see `apiserver::storage`).
-const SECRETS_PREFIX: &str = "/registry/core/secrets/";
+const SECRETS_PREFIX: &str = crate::apiserver::storage::Builtin::Secrets.prefix();
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::from_signals().context("cannot install signal handlers")?;

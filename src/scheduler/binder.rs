@@ -6,9 +6,17 @@
 //! Invariant: nothing here touches the cache; the main loop learns the outcome from the
 //! returned result (a failed binding un-assumes the pod) or from its watches.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
+use tokio::sync::{mpsc, Semaphore};
+
+/// Events waiting to be written (upstream's broadcaster queues 1,000 and drops beyond).
+const EVENT_QUEUE: usize = 1000;
+/// Event writes in flight at once.
+const EVENT_WRITERS: usize = 16;
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 
@@ -43,6 +51,62 @@ pub async fn bind(
     )
     .await
     .map(|_| ())
+}
+
+/// One Event to record about a pod.
+pub struct PodEvent {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub type_: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Records Events in the background, as upstream's event broadcaster does: a bounded queue
+/// drained by a few writers, so a binding never waits for its `Scheduled` Event (which is a
+/// second write with its own round trip); when the queue is full the Event is dropped, as
+/// upstream drops events rather than slow the scheduler.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<PodEvent>,
+}
+
+impl Recorder {
+    /// The recorder and the task that writes; abort the task to stop it.
+    pub fn start(client: kube::Client) -> (Recorder, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<PodEvent>(EVENT_QUEUE);
+        let task = tokio::spawn(async move {
+            let writers = Arc::new(Semaphore::new(EVENT_WRITERS));
+            while let Some(e) = rx.recv().await {
+                let Ok(permit) = writers.clone().acquire_owned().await else {
+                    return;
+                };
+                let client = client.clone();
+                tokio::spawn(async move {
+                    event(
+                        &client,
+                        &e.namespace,
+                        &e.name,
+                        &e.uid,
+                        e.type_,
+                        e.reason,
+                        &e.message,
+                    )
+                    .await;
+                    drop(permit);
+                });
+            }
+        });
+        (Recorder { tx }, task)
+    }
+
+    /// Queue an Event; dropped (and logged at debug) when the queue is full.
+    pub fn record(&self, e: PodEvent) {
+        if let Err(mpsc::error::TrySendError::Full(e)) = self.tx.try_send(e) {
+            tracing::debug!(pod = %e.name, reason = e.reason, "event queue full; dropping the event");
+        }
+    }
 }
 
 /// A core/v1 Event about a pod, from `default-scheduler`.

@@ -47,7 +47,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { parallelism: 64 }
+        Config { parallelism: 128 }
     }
 }
 
@@ -137,10 +137,14 @@ pub async fn run(
             |e| Msg::Pvc(Box::new(e)),
         ),
     ];
-    let _watches = Watches(tasks.into());
+    let (recorder, recorder_task) = binder::Recorder::start(client.clone());
+    let mut tasks = Vec::from(tasks);
+    tasks.push(recorder_task);
+    let _watches = Watches(tasks);
     let (bound_tx, bound_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
         client,
+        recorder,
         writes: Arc::new(Semaphore::new(cfg.parallelism.max(1))),
         bound_tx,
         cache: Cache::default(),
@@ -170,6 +174,7 @@ impl Drop for Watches {
 
 struct Scheduler {
     client: kube::Client,
+    recorder: binder::Recorder,
     writes: Arc<Semaphore>,
     bound_tx: mpsc::UnboundedSender<Bound>,
     cache: Cache,
@@ -518,29 +523,27 @@ impl Scheduler {
         let permit = self.writes.clone().acquire_owned().await;
         let client = self.client.clone();
         let tx = self.bound_tx.clone();
+        let recorder = self.recorder.clone();
         tokio::spawn(async move {
             let result = binder::bind(&client, &info.namespace, &info.name, &info.uid, &node).await;
-            let ok = result.is_ok();
+            drop(permit);
+            if result.is_ok() {
+                recorder.record(binder::PodEvent {
+                    message: format!(
+                        "Successfully assigned {}/{} to {node}",
+                        info.namespace, info.name
+                    ),
+                    namespace: info.namespace.clone(),
+                    name: info.name.clone(),
+                    uid: info.uid.clone(),
+                    type_: "Normal",
+                    reason: "Scheduled",
+                });
+            }
             let _ = tx.send(Bound {
                 uid: info.uid.clone(),
                 result,
             });
-            if ok {
-                binder::event(
-                    &client,
-                    &info.namespace,
-                    &info.name,
-                    &info.uid,
-                    "Normal",
-                    "Scheduled",
-                    &format!(
-                        "Successfully assigned {}/{} to {node}",
-                        info.namespace, info.name
-                    ),
-                )
-                .await;
-            }
-            drop(permit);
         });
     }
 

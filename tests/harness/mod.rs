@@ -211,6 +211,19 @@ impl Server {
                     None
                 },
             )
+            // Likewise NetworkPolicy enforcement (table `ip rampart-netpol`).
+            .args(
+                if self.agent
+                    && !self
+                        .extra_args
+                        .iter()
+                        .any(|a| a.starts_with("--disable-network-policy"))
+                {
+                    Some("--disable-network-policy")
+                } else {
+                    None
+                },
+            )
             // An embedded agent would put the cluster DNS address on the host's network
             // (a `rampart-dns` interface): only suites that ask for the cluster DNS get it.
             .args(

@@ -16,11 +16,12 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 use crate::apiserver::follow::{follow, Follower};
+use crate::apiserver::storage::Builtin;
 use crate::store::Backend;
 
-pub const QUOTAS: &str = "/registry/core/resourcequotas/";
-pub const LIMIT_RANGES: &str = "/registry/core/limitranges/";
-pub const SERVICE_ACCOUNTS: &str = "/registry/core/serviceaccounts/";
+pub const QUOTAS: &str = Builtin::ResourceQuotas.prefix();
+pub const LIMIT_RANGES: &str = Builtin::LimitRanges.prefix();
+pub const SERVICE_ACCOUNTS: &str = Builtin::ServiceAccounts.prefix();
 
 /// The objects under one prefix, by namespace then key.
 #[derive(Default)]

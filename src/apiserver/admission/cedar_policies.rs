@@ -12,7 +12,7 @@ use crate::apiserver::follow::{follow, Follower, Tracked};
 use crate::auth::admission::Admission;
 use crate::store::Backend;
 
-const CEDAR_POLICY_PREFIX: &str = "/registry/policy.rampart.io/cedarpolicies/";
+const CEDAR_POLICY_PREFIX: &str = crate::apiserver::storage::Builtin::CedarPolicies.prefix();
 
 /// Load every `CedarPolicy` object into `adm`, and follow changes (list, then watch; relist
 /// on error). Objects that no longer compile (the schema changed) are skipped and logged.

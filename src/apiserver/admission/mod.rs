@@ -31,14 +31,13 @@ use serde_json::{json, Value};
 use super::audit::AdmissionAudit;
 use super::handlers::Ctx;
 use super::status::{ApiError, ApiResult};
-use super::State;
+use super::{storage, State};
 use crate::api::ResourceInfo;
 use crate::auth::admission::{
     limits, node_restriction, pod_security::template_pod, quota as quota_rules, AdmissionRequest,
     Operation,
 };
 use crate::auth::cedar::entities::Principal;
-use crate::store::RangeRequest;
 
 pub const CEDAR_POLICY_GROUP: &str = "policy.rampart.io";
 
@@ -62,28 +61,17 @@ fn name_of(obj: &Value) -> String {
 }
 
 async fn list(state: &State, prefix: String) -> ApiResult<Vec<Value>> {
-    let listed = state
-        .store
-        .range(RangeRequest {
-            prefix,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(listed
-        .items
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-        .collect())
+    storage::list(state.store.as_ref(), prefix).await
 }
 
+/// One object; one that cannot be decoded counts as absent, as before.
 async fn get(state: &State, key: &str) -> ApiResult<Option<Value>> {
     let kv = state
         .store
         .get(key, None)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
+    Ok(kv.and_then(|kv| storage::decode_object(&kv).ok()))
 }
 
 /// Mutating admission on create: ServiceAccount, Priority, DefaultTolerationSeconds and

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::{get, list};
 use crate::apiserver::handlers::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::storage::Builtin;
 use crate::auth::admission::pod_security::{has_pod_template, validate_labels, NamespacePolicy};
 use crate::auth::admission::{Admission, AdmissionRequest};
 
@@ -20,7 +21,7 @@ const MAX_POD_WARNINGS: usize = 10;
 
 /// The policy for pods in `ns`.
 pub async fn namespace_policy(ctx: &Ctx, ns: &str) -> ApiResult<NamespacePolicy> {
-    let labels = get(&ctx.state, &format!("/registry/core/namespaces/{ns}"))
+    let labels = get(&ctx.state, &Builtin::Namespaces.key("", ns))
         .await?
         .map(|n| n["metadata"]["labels"].clone());
     Ok(NamespacePolicy::of(ns, labels.as_ref()))
@@ -81,7 +82,7 @@ pub async fn check_namespace(
     }
     let level = &new_policy.enforce;
     let mut offenders = Vec::new();
-    for pod in list(&ctx.state, format!("/registry/core/pods/{name}/")).await? {
+    for pod in list(&ctx.state, Builtin::Pods.in_namespace(name)).await? {
         if offenders.len() >= MAX_POD_WARNINGS {
             break;
         }

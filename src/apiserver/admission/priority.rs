@@ -22,7 +22,7 @@ use super::{forbidden, get, list, name_of, Ctx};
 use crate::apiserver::follow::Follower;
 use crate::apiserver::status::ApiResult;
 
-pub const PRIORITY_CLASSES: &str = "/registry/scheduling.k8s.io/priorityclasses/";
+pub const PRIORITY_CLASSES: &str = crate::apiserver::storage::Builtin::PriorityClasses.prefix();
 pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 
 /// The two classes every cluster has (upstream's `SystemPriorityClasses`).

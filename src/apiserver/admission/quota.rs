@@ -25,18 +25,16 @@ use crate::api::ResourceInfo;
 use crate::apiserver::audit::AdmissionAudit;
 use crate::apiserver::handlers::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::storage::Mutation;
 use crate::apiserver::{storage, State};
 use crate::auth::admission::quota;
-use crate::store::{Error as StoreError, KeyValue, RangeRequest};
-
-/// Upstream retries its quota update a few times before giving up with a conflict.
-const CHARGE_ATTEMPTS: usize = 10;
+use crate::store::{KeyValue, RangeRequest};
 
 async fn quotas(state: &State, ns: &str) -> ApiResult<Vec<KeyValue>> {
     Ok(state
         .store
         .range(RangeRequest {
-            prefix: format!("/registry/core/resourcequotas/{ns}/"),
+            prefix: storage::Builtin::ResourceQuotas.in_namespace(ns),
             ..Default::default()
         })
         .await
@@ -67,93 +65,81 @@ pub async fn charge(ctx: &Ctx, obj: &Value, ns: &str, name: &str) -> ApiResult<b
         return Ok(false);
     }
     let delta = quota::usage(&ctx.ri, obj);
-    let mut from_store: Option<quota::Usage> = None;
+    // The namespace's usage from the store, read at most once, only when a quota's status
+    // does not say it yet.
+    let from_store = tokio::sync::OnceCell::<quota::Usage>::new();
     let mut charged = false;
-    for first in listed {
-        let mut kv = first;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let Ok(mut q) = serde_json::from_slice::<Value>(&kv.value) else {
-                break;
-            };
-            let hard = q["spec"]["hard"].as_object().cloned().unwrap_or_default();
-            let wanted: Vec<&String> = hard
-                .keys()
-                .filter(|k| delta.get(*k).is_some_and(|d| d.0 > 0))
-                .collect();
-            let mut used = quota::Usage::new();
-            for k in &wanted {
-                match q["status"]["used"][k.as_str()]
-                    .as_str()
-                    .and_then(crate::auth::admission::quantity::Milli::parse)
-                {
-                    Some(v) => {
-                        used.insert((*k).clone(), v);
-                    }
-                    None => {
-                        if from_store.is_none() {
-                            from_store = Some(stored_usage(&ctx.state, &ctx.ri, ns).await?);
+    for kv in listed {
+        // Upstream's quota evaluator updates each quota's status with a compare-and-swap and
+        // retries on conflict; the store's guarded update does both (a quota deleted
+        // meanwhile has nothing to charge).
+        let quota_name = kv.key.rsplit('/').next().unwrap_or_default().to_string();
+        let (delta, from_store) = (&delta, &from_store);
+        let written =
+            storage::guaranteed_update(ctx.state.store.as_ref(), &kv.key, move |q| async move {
+                let Some(mut q) = q else {
+                    return Ok(Mutation::Keep(false));
+                };
+                let hard = q["spec"]["hard"].as_object().cloned().unwrap_or_default();
+                let wanted: Vec<String> = hard
+                    .keys()
+                    .filter(|k| delta.get(*k).is_some_and(|d| d.0 > 0))
+                    .cloned()
+                    .collect();
+                let mut used = quota::Usage::new();
+                for k in &wanted {
+                    match q["status"]["used"][k.as_str()]
+                        .as_str()
+                        .and_then(crate::auth::admission::quantity::Milli::parse)
+                    {
+                        Some(v) => {
+                            used.insert(k.clone(), v);
                         }
-                        let v = from_store
-                            .as_ref()
-                            .and_then(|u| u.get(k.as_str()).copied())
-                            .unwrap_or_default();
-                        used.insert((*k).clone(), v);
+                        None => {
+                            let from_store = from_store
+                                .get_or_try_init(|| stored_usage(&ctx.state, &ctx.ri, ns))
+                                .await?;
+                            let v = from_store.get(k.as_str()).copied().unwrap_or_default();
+                            used.insert(k.clone(), v);
+                        }
                     }
                 }
-            }
-            if let Err(msg) = quota::check(&ctx.ri, obj, &q, &used, &delta) {
-                ctx.record(AdmissionAudit {
-                    allowed: false,
-                    policies: vec![format!("builtin/ResourceQuota/{}", name_of(&q))],
-                    ..Default::default()
-                });
-                return Err(forbidden(ctx, name, &msg));
-            }
-            if wanted.is_empty() || ctx.dry_run() {
-                break;
-            }
-            let mut after = used.clone();
-            for k in &wanted {
-                let e = after.entry((*k).clone()).or_default();
-                *e = *e + delta.get(k.as_str()).copied().unwrap_or_default();
-            }
-            // Keep what the status says about resources this object does not use.
-            let mut status = quota::status(&q, &after);
-            for (k, v) in q["status"]["used"].as_object().into_iter().flatten() {
-                if !wanted.contains(&k) {
-                    status["used"][k] = v.clone();
+                if let Err(msg) = quota::check(&ctx.ri, obj, &q, &used, delta) {
+                    ctx.record(AdmissionAudit {
+                        allowed: false,
+                        policies: vec![format!("builtin/ResourceQuota/{}", name_of(&q))],
+                        ..Default::default()
+                    });
+                    return Err(forbidden(ctx, name, &msg));
                 }
-            }
-            q["status"] = status;
-            let bytes = serde_json::to_vec(&q).map_err(|e| ApiError::internal(e.to_string()))?;
-            match ctx
-                .state
-                .store
-                .update(&kv.key, bytes.into(), kv.mod_revision)
-                .await
-            {
-                Ok(_) => {
-                    charged = true;
-                    break;
+                if wanted.is_empty() || ctx.dry_run() {
+                    return Ok(Mutation::Keep(false));
                 }
-                Err(StoreError::Conflict { .. }) if attempt < CHARGE_ATTEMPTS => {
-                    match ctx.state.store.get(&kv.key, None).await {
-                        Ok(Some(fresh)) => kv = fresh,
-                        // The quota was deleted meanwhile: nothing to charge.
-                        Ok(None) => break,
-                        Err(e) => return Err(ApiError::internal(e.to_string())),
+                let mut after = used.clone();
+                for k in &wanted {
+                    let e = after.entry(k.clone()).or_default();
+                    *e = *e + delta.get(k.as_str()).copied().unwrap_or_default();
+                }
+                // Keep what the status says about resources this object does not use.
+                let mut status = quota::status(&q, &after);
+                for (k, v) in q["status"]["used"].as_object().into_iter().flatten() {
+                    if !wanted.contains(k) {
+                        status["used"][k] = v.clone();
                     }
                 }
-                Err(StoreError::Conflict { .. }) => {
-                    return Err(match resource_for(&ctx.state, "resourcequotas") {
-                        Some(ri) => ApiError::modified(&ri, &name_of(&q)),
-                        None => ApiError::new(409, "Conflict", "the quota is busy; try again"),
-                    })
-                }
-                Err(e) => return Err(ApiError::internal(e.to_string())),
+                q["status"] = status;
+                Ok(Mutation::Write(q, true))
+            })
+            .await;
+        match written {
+            Ok(c) => charged |= c,
+            Err(e) if e.code == 409 => {
+                return Err(match resource_for(&ctx.state, "resourcequotas") {
+                    Some(ri) => ApiError::modified(&ri, &quota_name),
+                    None => ApiError::new(409, "Conflict", "the quota is busy; try again"),
+                })
             }
+            Err(e) => return Err(e),
         }
     }
     Ok(charged)
@@ -225,7 +211,7 @@ fn resource_for(state: &State, key: &str) -> Option<ResourceInfo> {
 
 async fn refresh(state: &Arc<State>, ns: &str) -> ApiResult<()> {
     for kv in quotas(state, ns).await? {
-        let Ok(mut q) = serde_json::from_slice::<Value>(&kv.value) else {
+        let Ok(mut q) = storage::decode_object(&kv) else {
             continue;
         };
         let mut used = quota::Usage::new();
@@ -252,14 +238,12 @@ async fn refresh(state: &Arc<State>, ns: &str) -> ApiResult<()> {
             continue;
         }
         q["status"] = status;
-        let Ok(bytes) = serde_json::to_vec(&q) else {
+        let Ok(bytes) = storage::encode(&q) else {
             continue;
         };
-        // A concurrent charge wins; the next change reconciles again.
-        let _ = state
-            .store
-            .update(&kv.key, bytes.into(), kv.mod_revision)
-            .await;
+        // One attempt, not a retry loop: a concurrent charge wins, and the next change
+        // reconciles again.
+        let _ = state.store.update(&kv.key, bytes, kv.mod_revision).await;
     }
     Ok(())
 }

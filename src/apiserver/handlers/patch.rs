@@ -18,6 +18,7 @@ use crate::apiserver::body::{self, json_response, Body};
 use crate::apiserver::merge;
 use crate::apiserver::offload;
 use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::storage::Retry;
 
 const RETRIES: usize = 5;
 
@@ -172,7 +173,8 @@ pub async fn patch_object(
         force: ctx.query.flag("force"),
         now: super::prepare::now_rfc3339(),
     });
-    for _ in 0..RETRIES {
+    let mut retry = Retry::new(RETRIES);
+    loop {
         let loaded = ctx.load(&name).await;
         let (current, rev) = match (loaded, kind) {
             (Ok(x), _) => {
@@ -189,11 +191,12 @@ pub async fn patch_object(
         let (current, patched) = run_job(ctx, &job, Some(current), &name).await?;
         let current = current.unwrap_or_default();
         match update::update_object(ctx, patched, current, rev, status_only).await {
-            Err(e) if e.code == 409 && e.reason == "Conflict" && !precondition => continue,
+            Err(e) if e.code == 409 && e.reason == "Conflict" && !precondition => {
+                retry.conflict(e)?
+            }
             other => return other,
         }
     }
-    Err(ApiError::modified(&ctx.ri, &name))
 }
 
 fn approx_size(v: &Value) -> usize {

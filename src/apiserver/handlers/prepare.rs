@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::{crd, custom, defaults, merge, typed, validate};
+use crate::apiserver::{crd, custom, defaults, merge, storage, typed, validate};
 
 pub(crate) use crate::apiserver::now_rfc3339;
 
@@ -289,7 +289,7 @@ pub async fn ensure_namespace(ctx: &Ctx, name: &str) -> ApiResult<()> {
         return Ok(());
     }
     let ns = ctx.namespace();
-    let key = format!("/registry/core/namespaces/{ns}");
+    let key = storage::Builtin::Namespaces.key("", ns);
     let found = ctx
         .state
         .store
@@ -302,7 +302,7 @@ pub async fn ensure_namespace(ctx: &Ctx, name: &str) -> ApiResult<()> {
                 .with_details(json!({"name": ns, "kind": "namespaces"})),
         );
     };
-    let obj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+    let obj = storage::decode_object(&kv).unwrap_or(Value::Null);
     if obj["status"]["phase"] == "Terminating" || obj["metadata"]["deletionTimestamp"].is_string() {
         return Err(ApiError::forbidden(format!(
             "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",

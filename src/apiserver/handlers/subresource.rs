@@ -12,6 +12,7 @@ use super::{patch, read_body, update, Ctx};
 use crate::apiserver::body::{self, json_response, Body};
 use crate::apiserver::merge;
 use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::storage::Retry;
 
 pub async fn dispatch(
     ctx: &mut Ctx,
@@ -189,7 +190,8 @@ async fn scale_write(ctx: &mut Ctx, verb: &str, body_in: Incoming) -> ApiResult<
         .and_then(|v| v.parse::<u64>().ok());
     let raw = body::read(body_in, length).await?;
     let doc = body::decode_offloaded(&media, &raw).await?;
-    for _ in 0..5 {
+    let mut retry = Retry::new(RETRIES);
+    loop {
         let (current, rev) = ctx.load(&name).await?;
         let scale = to_scale(ctx, &current);
         let new_scale = if verb == "update" {
@@ -238,12 +240,15 @@ async fn scale_write(ctx: &mut Ctx, verb: &str, body_in: Incoming) -> ApiResult<
         set_path(&mut obj, &spec_path, json!(replicas));
         match update::update_object(ctx, obj, current, rev, false).await {
             Ok((stored, _)) => return Ok(json_response(200, &to_scale(ctx, &stored))),
-            Err(e) if e.code == 409 && verb == "patch" => continue,
+            Err(e) if e.code == 409 && verb == "patch" => retry.conflict(e)?,
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::modified(&ctx.ri, &name))
 }
+
+/// Tries of a subresource write that keeps losing to concurrent writers (upstream retries
+/// its guarded updates the same way).
+const RETRIES: usize = 5;
 
 async fn binding(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> {
     let name = ctx.info.name.clone();
@@ -262,9 +267,8 @@ async fn binding(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> 
     // As upstream's binding storage: a guarded update of the stored pod, retried when a
     // concurrent write (a status update) moved it.
     let want_uid = b["metadata"]["uid"].as_str().filter(|u| !u.is_empty());
-    let mut attempts = 0;
+    let mut retry = Retry::new(RETRIES);
     loop {
-        attempts += 1;
         let (current, rev) = ctx.load(&name).await?;
         if let Some(want) = want_uid {
             let have = current["metadata"]["uid"].as_str().unwrap_or_default();
@@ -313,7 +317,7 @@ async fn binding(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> 
         }
         match ctx.store_update(&mut obj, rev).await {
             Ok(()) => break,
-            Err(e) if e.code == 409 && attempts < 5 => continue,
+            Err(e) if e.code == 409 => retry.conflict(e)?,
             Err(e) => return Err(e),
         }
     }
@@ -329,9 +333,8 @@ async fn eviction(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>>
     let grace = ev["deleteOptions"]["gracePeriodSeconds"].as_i64();
     // Upstream retries on conflict: the scheduler or kubelet may write the pod's status between
     // our read and the delete.
-    let mut attempts = 0;
+    let mut retry = Retry::new(RETRIES);
     loop {
-        attempts += 1;
         let (current, rev) = ctx.load(&name).await?;
         let bound = current["spec"]["nodeName"]
             .as_str()
@@ -356,7 +359,7 @@ async fn eviction(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>>
         };
         match result {
             Ok(()) => break,
-            Err(e) if e.code == 409 && attempts < 5 => continue,
+            Err(e) if e.code == 409 => retry.conflict(e)?,
             Err(e) => return Err(e),
         }
     }

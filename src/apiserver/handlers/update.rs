@@ -9,6 +9,7 @@ use super::prepare::{self, meta};
 use super::{read_body, Ctx};
 use crate::apiserver::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::storage::Retry;
 use crate::apiserver::{admission, storage, strategy};
 use crate::auth::admission::Operation;
 
@@ -21,12 +22,11 @@ pub async fn update(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> 
     let unconditional = obj["metadata"]["resourceVersion"]
         .as_str()
         .is_none_or(str::is_empty);
-    let mut attempts = 0;
+    let mut retry = Retry::new(RETRIES);
     loop {
-        attempts += 1;
         let (current, rev) = ctx.load(&name).await?;
         match update_object(ctx, obj.clone(), current, rev, false).await {
-            Err(e) if e.code == 409 && unconditional && attempts < 5 => continue,
+            Err(e) if e.code == 409 && unconditional => retry.conflict(e)?,
             result => {
                 let (obj, code) = result?;
                 return Ok(json_response(code, &obj));
@@ -34,6 +34,9 @@ pub async fn update(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> 
         }
     }
 }
+
+/// Tries of an unconditional write that keeps losing to concurrent writers.
+const RETRIES: usize = 5;
 
 /// Replace `current` (stored at `rev`) with `obj`. `status_only` is the /status subresource.
 /// Returns the stored object and the HTTP code.

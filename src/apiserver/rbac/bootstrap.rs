@@ -118,16 +118,15 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
                 }
             }
             Some(kv) => {
-                let Ok(have) = serde_json::from_slice::<Value>(&kv.value) else {
+                let Ok(have) = storage::decode_object(&kv) else {
                     continue;
                 };
                 if let Some(fixed) = reconcile(&have, &want) {
-                    let bytes = serde_json::to_vec(&fixed).unwrap_or_default();
-                    match state
-                        .store
-                        .update(&key, bytes.into(), kv.mod_revision)
-                        .await
-                    {
+                    let Ok(bytes) = storage::encode(&fixed) else {
+                        continue;
+                    };
+                    // One attempt, not a retry loop: see the comment on a conflict below.
+                    match state.store.update(&key, bytes, kv.mod_revision).await {
                         // Someone else wrote it meanwhile: theirs wins until the next start.
                         Ok(_) | Err(crate::store::Error::Conflict { .. }) => {}
                         Err(e) => return Err(e),

@@ -131,7 +131,7 @@ async fn role_rules(
         .await
         .map_err(|e| ApiError::from_store(e, &ri, name))?;
     Ok(kv
-        .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .and_then(|kv| storage::decode_object(&kv).ok())
         .map(|v| rules_of(&v)))
 }
 

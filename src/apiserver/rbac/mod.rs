@@ -16,7 +16,7 @@ use super::follow::{follow, Follower};
 use crate::auth::rbac::Rbac;
 use crate::store::Backend;
 
-pub const PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
+pub const PREFIX: &str = super::storage::RBAC_GROUP;
 
 struct Objects(Arc<Rbac>);
 

@@ -8,14 +8,15 @@
 //!   crdregistration controller), removed when no CRD serves it any more.
 //! - A user's APIService must be named `<version>.<group>`. Without `spec.service` it is local
 //!   and available; with one, the `Available` condition follows upstream's availability
-//!   checks as far as this server can make them: `ServiceNotFound` when the Service is
-//!   missing, `MissingEndpoints` when its Endpoints have no address, otherwise
-//!   `FailedDiscoveryCheck` — requests are not proxied to extension API servers yet, so such
-//!   an APIService is never reported available.
+//!   checks: `ServiceNotFound` when the Service is missing, `MissingEndpoints` when its
+//!   Endpoints have no address, otherwise what the aggregator's last discovery check of the
+//!   endpoint found (`Passed`, or `FailedDiscoveryCheck` until it answers; see
+//!   `aggregator::availability`).
 //! - Status belongs to the server: it is recomputed on every write.
 
 use serde_json::{json, Value};
 
+use crate::apiserver::aggregator::Checked;
 use crate::apiserver::{storage, State};
 
 const AUTOMANAGED: &str = "kube-aggregator.kubernetes.io/automanaged";
@@ -122,7 +123,7 @@ pub async fn set_availability(state: &State, obj: &mut Value, old: Option<&Value
         } else {
             let endpoints = read("endpoints")
                 .await
-                .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok());
+                .and_then(|kv| storage::decode_object(&kv).ok());
             let has_address = endpoints.is_some_and(|e| {
                 e["subsets"]
                     .as_array()
@@ -131,11 +132,17 @@ pub async fn set_availability(state: &State, obj: &mut Value, old: Option<&Value
                     .any(|s| s["addresses"].as_array().is_some_and(|a| !a.is_empty()))
             });
             if has_address {
-                condition(
-                    "False",
-                    "FailedDiscoveryCheck",
-                    "requests to aggregated API servers are not proxied by this server yet",
-                )
+                // The availability controller's last discovery check (`aggregator`).
+                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+                match state.aggregator.checked(name) {
+                    Some(Checked::Passed(_)) => condition("True", "Passed", "all checks passed"),
+                    Some(Checked::Failed(reason, message)) => condition("False", reason, &message),
+                    None => condition(
+                        "False",
+                        "FailedDiscoveryCheck",
+                        "the endpoint has not been checked yet",
+                    ),
+                }
             } else {
                 condition(
                     "False",
@@ -210,7 +217,7 @@ pub async fn sync_crd_groups(state: &State) {
         return;
     };
     for kv in listed.items {
-        let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else {
+        let Ok(obj) = storage::decode_object(&kv) else {
             continue;
         };
         if obj["metadata"]["labels"][AUTOMANAGED] != "true" {

@@ -14,8 +14,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::apiserver::services::{self, owner_of_claim, Held, Owner};
 use crate::apiserver::{storage, State};
 use crate::store::{KeyValue, RangeRequest, Revision};
@@ -74,7 +72,7 @@ pub async fn repair_once(state: &Arc<State>) -> Result<Report, crate::store::Err
     // (namespace, name) → (uid, what it holds)
     let mut held: HashMap<(String, String), (Owner, Held)> = HashMap::new();
     for kv in &services_kv {
-        let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else {
+        let Ok(svc) = storage::decode_object(kv) else {
             continue;
         };
         let owner = Owner::of(&svc);
@@ -92,7 +90,7 @@ pub async fn repair_once(state: &Arc<State>) -> Result<Report, crate::store::Err
         .map(|kv| (kv, true))
         .chain(port_claims.iter().map(|kv| (kv, false)))
     {
-        let Ok(v) = serde_json::from_slice::<Value>(&kv.value) else {
+        let Ok(v) = storage::decode_object(kv) else {
             continue;
         };
         let Some(owner) = owner_of_claim(&v) else {

@@ -6,7 +6,9 @@
 
 use serde_json::Value;
 
-use crate::apiserver::services::{self, needs_node_ports, wants_cluster_ip};
+use crate::apiserver::services::{
+    self, needs_health_check_port, needs_node_ports, wants_cluster_ip,
+};
 
 const IP_FIELDS: [&str; 4] = ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"];
 
@@ -39,6 +41,18 @@ pub fn prepare_update(old: &Value, new: &mut Value) {
                 if let Some(np) = same.and_then(|o| o.get("nodePort")) {
                     p["nodePort"] = np.clone();
                 }
+            }
+        }
+    }
+    // The health check node port likewise survives, and goes with the Local policy or the
+    // LoadBalancer type (upstream's `dropTypeDependentFields`).
+    let old_hc = old["spec"]["healthCheckNodePort"].clone();
+    if needs_health_check_port(old) {
+        if needs_health_check_port(new) && missing(new["spec"].get("healthCheckNodePort")) {
+            new["spec"]["healthCheckNodePort"] = old_hc;
+        } else if !needs_health_check_port(new) && new["spec"]["healthCheckNodePort"] == old_hc {
+            if let Some(spec) = new["spec"].as_object_mut() {
+                spec.remove("healthCheckNodePort");
             }
         }
     }
@@ -100,6 +114,16 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<(String, String)> {
             }
         }
     }
+    if let Some(hc) = spec["healthCheckNodePort"].as_i64().filter(|n| *n != 0) {
+        if !needs_health_check_port(obj) {
+            out.push((
+                "spec.healthCheckNodePort".into(),
+                "Invalid value: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'".into(),
+            ));
+        } else if !services::NODE_PORTS.contains(&hc) {
+            out.push(("spec.healthCheckNodePort".into(), format!("Invalid value: {hc}: provided port is not in the valid range. The range of valid ports is 30000-32767")));
+        }
+    }
     let ports = spec["ports"].as_array().cloned().unwrap_or_default();
     let mut seen: Vec<(i64, &str)> = Vec::new();
     for (i, p) in ports.iter().enumerate() {
@@ -153,6 +177,17 @@ mod tests {
         to_external["spec"]["externalName"] = json!("example.com");
         prepare_update(&old, &mut to_external);
         assert!(to_external["spec"].get("clusterIP").is_none());
+
+        let lb = json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+            "healthCheckNodePort": 31001, "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}});
+        let mut same = json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+            "ports": [{"port": 80, "protocol": "TCP"}]}});
+        prepare_update(&lb, &mut same);
+        assert_eq!(same["spec"]["healthCheckNodePort"], 31001);
+        let mut to_cluster = lb.clone();
+        to_cluster["spec"]["externalTrafficPolicy"] = json!("Cluster");
+        prepare_update(&lb, &mut to_cluster);
+        assert!(to_cluster["spec"].get("healthCheckNodePort").is_none());
     }
 
     #[test]
@@ -184,6 +219,10 @@ mod tests {
         assert_eq!(
             causes(json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 1}]}})).len(),
             1
+        );
+        assert_eq!(
+            causes(json!({"spec": {"type": "NodePort", "healthCheckNodePort": 31000, "ports": [{"port": 1}]}})),
+            ["spec.healthCheckNodePort: Invalid value: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"]
         );
         let old = json!({"spec": {"clusterIP": "10.43.0.3", "ports": [{"port": 1}]}});
         assert_eq!(

@@ -3,11 +3,13 @@
 //! `FailedPostStartHook` event and the container is killed, then restarted by its policy)
 //! and `preStop` before SIGTERM, bounded by the termination grace period (a failure is a
 //! `FailedPreStopHook` event; the container is stopped anyway). Actions: `httpGet` (dialled
-//! in the pod's network namespace, like probes), `sleep`, and `exec` once the shim can exec.
+//! in the pod's network namespace, like probes), `sleep`, and `exec` (run in the container by
+//! its shim, `probe::exec`).
 //!
-//! Messages follow upstream: an HTTP hook failure names the path and the container; other
-//! failures only say the hook failed (upstream keeps command output out of events, where it
-//! could leak secrets).
+//! Messages follow upstream: an HTTP hook failure names the path and the container; an exec
+//! hook failure names the command, the container, the error and the output
+//! (`Exec lifecycle hook ([cmd]) for Container "c" in Pod "p" failed - error: ..., message:
+//! "..."`); a sleep hook only says it failed.
 
 use std::time::Duration;
 
@@ -56,6 +58,25 @@ pub async fn run(
     let Some(h) = hook.handler(c) else {
         return Ok(());
     };
+    if let Some(e) = &h.exec {
+        let cmd = e.command.clone().unwrap_or_default();
+        let Some(at) = &target.exec else {
+            return Err(format!(
+                "{} failed: the container is not running",
+                hook.word()
+            ));
+        };
+        return super::probe::exec::hook(at, &cmd, timeout)
+            .await
+            .map_err(|(err, output)| {
+                format!(
+                    "Exec lifecycle hook ([{}]) for Container {:?} in Pod {:?} failed - error: {err}, message: {output:?}",
+                    cmd.join(" "),
+                    c.name,
+                    pod_name
+                )
+            });
+    }
     let outcome = async {
         let action = Action::from_handler(h, target).await?;
         // The HTTP client's own timeout is the whole budget: hooks have no timeoutSeconds.

@@ -282,8 +282,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Where probes and hooks of container `c` connect (None before the shim is known).
-    fn target(&self, c: &Container) -> Option<Target> {
+    /// Where probes and hooks of container `c` (attempt `id`) connect and exec (None before
+    /// the shim is known).
+    fn target(&self, c: &Container, id: &str) -> Option<Target> {
         if self.shim_pid <= 0 {
             return None;
         }
@@ -296,6 +297,10 @@ impl Worker {
                 .flatten()
                 .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
                 .collect(),
+            exec: Some(probe::exec::ExecIn {
+                dir: self.dir.clone(),
+                id: id.to_string(),
+            }),
         })
     }
 
@@ -319,7 +324,8 @@ impl Worker {
         if self.shim_pid > 0 {
             let ns = NetNs::Pid(self.shim_pid);
             let ip = self.pod_ip();
-            self.probes.sync(&self.pod, &self.runtime, &ns, &ip);
+            self.probes
+                .sync(&self.pod, &self.runtime, &ns, &ip, &self.dir);
         }
         for u in self.probes.take_events() {
             self.event(
@@ -359,7 +365,7 @@ impl Worker {
     fn spawn_stop(&mut self, spec: &Container, init: bool, id: &str, grace: Duration) {
         let dir = self.dir.clone();
         let pod = self.pod.clone();
-        let target = self.target(spec);
+        let target = self.target(spec, id);
         let spec = spec.clone();
         let idc = id.to_string();
         let client = self.client();
@@ -745,7 +751,8 @@ impl Worker {
             return;
         }
         let _ = self.refresh().await;
-        let Some(target) = self.target(c) else {
+        let id = container_spec::container_id(&c.name, attempt);
+        let Some(target) = self.target(c, &id) else {
             return;
         };
         let grace = self.grace(None);
@@ -754,7 +761,6 @@ impl Worker {
         if let Err(msg) = hooks::run(Hook::PostStart, c, &name, &target, budget).await {
             self.event(Hook::PostStart.reason(), msg, true, fp.clone());
             self.event("Killing", "FailedPostStartHook".into(), false, fp);
-            let id = container_spec::container_id(&c.name, attempt);
             let _ = init;
             stop::stop_one(&self.dir, &self.pod, Some(c), &id, Some(&target), grace).await;
         }
@@ -898,7 +904,7 @@ impl Worker {
                     false,
                     events::field_path(init, &name),
                 );
-                let target = spec.as_ref().and_then(|(s, _)| self.target(s));
+                let target = spec.as_ref().and_then(|(s, _)| self.target(s, &c.id));
                 let entry = (c.id.clone(), spec.map(|(s, _)| s), target, init, name);
                 if entry.1.as_ref().is_some_and(|s| init && is_sidecar(s)) {
                     sidecars.push(entry);

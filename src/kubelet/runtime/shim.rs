@@ -5,7 +5,7 @@
 //! pod's network, IPC and UTS namespaces by `unshare`ing itself (it holds them: no pause
 //! container) and brings loopback up. Then one single-threaded `poll(2)` loop serves:
 //! - requests on `DIR/shim.sock` (0600, one JSON line in, one out): run, kill, state,
-//!   remove, shutdown;
+//!   remove, shutdown, exec, execWait, execKill;
 //! - `SIGCHLD` (signalfd): reap, record exit code/signal, finish time, OOM kill;
 //! - each container's stdout/stderr pipes, written to its CRI log file.
 //!
@@ -55,6 +55,12 @@ pub enum Request {
     /// Answer once exec process `pid` has exited (at once if it already has).
     ExecWait {
         pid: i32,
+    },
+    /// Signal exec process `pid` (only one this shim started and has not reaped: a timed-out
+    /// exec probe or hook, as CRI's `ExecSync` timeout kills its process).
+    ExecKill {
+        pid: i32,
+        signal: i32,
     },
 }
 
@@ -468,6 +474,15 @@ impl Shim {
                     let _ = nix::sys::signal::kill(container::pid(c.state.pid), Signal::SIGKILL);
                 }
             }
+            Request::ExecKill { pid, signal } => match self.execs.get(&pid) {
+                // Not reaped yet, so the PID cannot have been reused.
+                Some(None) => {
+                    let sig = Signal::try_from(signal).unwrap_or(Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                }
+                Some(Some(_)) => {}
+                None => resp.error = Some(format!("no exec process {pid}")),
+            },
             Request::State => {}
             // Served by `handle`.
             Request::Exec { .. } | Request::ExecWait { .. } => {}

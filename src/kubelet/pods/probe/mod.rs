@@ -14,6 +14,7 @@
 //! Invariant: a probe task never outlives its container attempt (the worker aborts it when
 //! the attempt stops, and `Probes` aborts all of them when dropped).
 
+pub mod exec;
 pub mod grpc;
 pub mod http;
 
@@ -37,6 +38,8 @@ pub struct Target {
     pub pod_ip: Option<IpAddr>,
     /// The container's named ports.
     pub ports: Vec<(String, u16)>,
+    /// Where `exec` actions run (None before the container attempt is known).
+    pub exec: Option<exec::ExecIn>,
 }
 
 /// One thing to do against a container.
@@ -208,8 +211,10 @@ impl Action {
                 tokio::time::sleep(*d).await;
                 Ok(())
             }
-            // Needs exec-in-container in the shim (the kubelet API work adds it).
-            Action::Exec(_) => Err("exec actions are not supported by this kubelet yet".into()),
+            Action::Exec(cmd) => match &target.exec {
+                Some(at) => exec::probe(at, cmd, timeout).await,
+                None => Err("the container is not running".into()),
+            },
         }
     }
 }
@@ -314,7 +319,14 @@ pub fn spec_of<'a>(pod: &'a Pod, c: &ContainerState) -> Option<(&'a Container, b
 
 impl Probes {
     /// Start tasks for running attempts that have probes, stop those of stopped attempts.
-    pub fn sync(&mut self, pod: &Pod, runtime: &[ContainerState], ns: &NetNs, pod_ip: &str) {
+    pub fn sync(
+        &mut self,
+        pod: &Pod,
+        runtime: &[ContainerState],
+        ns: &NetNs,
+        pod_ip: &str,
+        shim_dir: &std::path::Path,
+    ) {
         let running: Vec<&ContainerState> = runtime.iter().filter(|c| c.running).collect();
         self.tasks.retain(|id, t| {
             let keep = running.iter().any(|c| &c.id == id);
@@ -346,6 +358,10 @@ impl Probes {
                     .flatten()
                     .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
                     .collect(),
+                exec: Some(exec::ExecIn {
+                    dir: shim_dir.to_path_buf(),
+                    id: c.id.clone(),
+                }),
             };
             let started_at = c
                 .started_at

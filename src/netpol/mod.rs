@@ -1,0 +1,227 @@
+//! NetworkPolicy (`networking.k8s.io/v1`) enforcement on the node, on nftables programmed
+//! over netlink (table `ip rampart-netpol`; no `nft`/`iptables` binary). NetworkPolicies,
+//! Pods and Namespaces come from kube-rs reflectors (one watch each); a change schedules a
+//! sync at most once per [`MIN_SYNC_PERIOD`], which computes the desired table with the pure
+//! [`ruleset::ruleset`] and applies only the difference in one transaction
+//! ([`apply::Applier`]). Every [`CHECK_PERIOD`] one get of the table checks it still exists;
+//! if someone deleted it, it is rebuilt.
+//!
+//! Where it filters, and why: one base chain on the **forward** hook at priority filter (0).
+//! Pod traffic between two pods of this node is bridged on `rampart0`; with `br_netfilter`
+//! (`net.bridge.bridge-nf-call-iptables=1`, which this module switches on, as kubeadm and
+//! k3s require) bridged IPv4 passes the inet forward hook, and traffic from or to other
+//! nodes is routed through it anyway. Forward at priority 0 runs after the service proxy's
+//! DNAT (prerouting, −100), so a packet sent to a Service's cluster IP is checked against
+//! the backend pod it was translated to — what upstream's implementations (Calico,
+//! kube-router, Cilium) do: policies speak of pods, never of Service IPs. Traffic the node
+//! itself sends to its pods leaves through the output hook and is never filtered, which is
+//! upstream's rule that a node may always reach its own pods; a pod's traffic to its own
+//! node (the node-local cluster DNS among it) is input traffic and also unfiltered.
+//!
+//! Invariants: established and related traffic is accepted before any policy lookup, so a
+//! policy update never cuts an allowed, established connection and return traffic always
+//! flows; a pod isolated by no policy is never filtered; the first sync waits for all three
+//! stores' first lists (an empty store would isolate nothing, or everything, for a moment).
+//!
+//! Runs as `system:kube-proxy:<node>` (the node's network identity, group
+//! `system:node-proxier`), which may read NetworkPolicies, Pods and Namespaces.
+
+pub mod apply;
+pub mod ruleset;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use tokio::sync::Notify;
+
+pub use ruleset::NodeFacts;
+
+/// Changes arriving within this period are applied together (well inside the one second
+/// a policy change may take to hold).
+pub const MIN_SYNC_PERIOD: Duration = Duration::from_millis(200);
+/// How often the table is checked (one get) even without changes.
+pub const CHECK_PERIOD: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Netfilter(#[from] crate::netfilter::Error),
+    #[error("network policy worker failed: {0}")]
+    Worker(String),
+}
+
+fn watch_into<K>(api: Api<K>, notify: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let task = tokio::spawn(async move {
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                tracing::debug!(error = %e, "network policy watch error; re-listing with back-off");
+            }
+            notify.notify_one();
+        }
+    });
+    (store, task)
+}
+
+struct Stores {
+    policies: Store<NetworkPolicy>,
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+}
+
+async fn sync(
+    applier: apply::Applier,
+    stores: &Stores,
+    facts: NodeFacts,
+) -> Result<
+    (
+        apply::Applier,
+        Result<crate::proxy::apply::SyncStats, Error>,
+    ),
+    Error,
+> {
+    let pols = stores.policies.state();
+    let pods = stores.pods.state();
+    let nss = stores.namespaces.state();
+    let joined = tokio::task::spawn_blocking(move || {
+        let p: Vec<&NetworkPolicy> = pols.iter().map(|a| a.as_ref()).collect();
+        let q: Vec<&Pod> = pods.iter().map(|a| a.as_ref()).collect();
+        let n: Vec<&Namespace> = nss.iter().map(|a| a.as_ref()).collect();
+        let desired = ruleset::ruleset(&p, &q, &n, &facts);
+        let mut applier = applier;
+        let r = applier.sync(&desired).map_err(Error::from);
+        (applier, r)
+    })
+    .await;
+    match joined {
+        Ok(x) => Ok(x),
+        Err(e) => Ok((apply::Applier::new()?, Err(Error::Worker(e.to_string())))),
+    }
+}
+
+/// Bridged IPv4 must pass the IP hooks, or pods of one node would bypass every policy.
+fn bridge_call_iptables() {
+    let path = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    match std::fs::read_to_string(path) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(_) => {
+            if let Err(e) = std::fs::write(path, "1") {
+                tracing::warn!(error = %e, "cannot enable bridge-nf-call-iptables: policies between pods of this node are not enforced");
+            }
+        }
+        Err(_) => tracing::warn!(
+            "br_netfilter is not loaded (no {path}): policies between pods of this node are not enforced"
+        ),
+    }
+}
+
+/// Run the policy engine until `shutdown`. The table stays when it stops (policies keep
+/// holding while the agent restarts); `cleanup` removes it.
+pub async fn run(
+    cfg: Config,
+    client: kube::Client,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    bridge_call_iptables();
+    let notify = Arc::new(Notify::new());
+    let (policies, t1) = watch_into(Api::<NetworkPolicy>::all(client.clone()), notify.clone());
+    let (pods, t2) = watch_into(Api::<Pod>::all(client.clone()), notify.clone());
+    let (namespaces, t3) = watch_into(Api::<Namespace>::all(client), notify.clone());
+    let abort = || {
+        t1.abort();
+        t2.abort();
+        t3.abort();
+    };
+    let stores = Stores {
+        policies,
+        pods,
+        namespaces,
+    };
+    let facts = NodeFacts {
+        node_name: cfg.node_name.clone(),
+    };
+    let mut applier = Some(apply::Applier::new()?);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => { abort(); return Ok(()); }
+        r = async { tokio::join!(
+            stores.policies.wait_until_ready(),
+            stores.pods.wait_until_ready(),
+            stores.namespaces.wait_until_ready(),
+        ) } => {
+            if r.0.is_err() || r.1.is_err() || r.2.is_err() {
+                abort();
+                return Err(Error::Worker("reflector stopped before its first list".into()));
+            }
+        }
+    }
+    loop {
+        let Some(a) = applier.take() else { break };
+        let started = std::time::Instant::now();
+        let (a, r) = sync(a, &stores, facts.clone()).await?;
+        applier = Some(a);
+        let last_ok = match r {
+            Ok(st) => {
+                if st.messages > 0 {
+                    tracing::info!(
+                        cold = st.cold,
+                        messages = st.messages,
+                        elements_added = st.elements_added,
+                        elements_deleted = st.elements_deleted,
+                        ms = started.elapsed().as_millis() as u64,
+                        "network policy synced"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "network policy sync failed; retrying from a cold start");
+                false
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(MIN_SYNC_PERIOD) => {}
+        }
+        if last_ok {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(CHECK_PERIOD) => {}
+            }
+        }
+    }
+    abort();
+    Ok(())
+}
+
+/// Delete the policy table (uninstall, through `internal-cleanup-network`).
+pub fn cleanup() -> Result<(), Error> {
+    let mut a = apply::Applier::new()?;
+    a.cleanup()?;
+    Ok(())
+}
