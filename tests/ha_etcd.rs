@@ -656,7 +656,14 @@ fn two_servers_on_etcd_with_tls_client_certs() {
 fn bad_cluster_flags_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
-    let base = ["server", "--disable-agent", "--https-port", "0", "--data-dir", &d];
+    let base = [
+        "server",
+        "--disable-agent",
+        "--https-port",
+        "0",
+        "--data-dir",
+        &d,
+    ];
     for (extra, expected) in [
         (
             vec!["--server", "https://127.0.0.1:1", "--token", "x"],

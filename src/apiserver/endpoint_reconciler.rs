@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{storage, State};
 use crate::store::Error as StoreError;
@@ -82,23 +82,36 @@ async fn once(state: &State, identity: &str) -> Result<(), StoreError> {
                 "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS,
                          "acquireTime": micro_time(now), "renewTime": micro_time(now)},
             });
-            let bytes = serde_json::to_vec(&lease).unwrap_or_default();
-            match state.store.create(&key, bytes.into()).await {
+            let Ok(bytes) = storage::encode(&lease) else {
+                return Ok(());
+            };
+            match state.store.create(&key, bytes).await {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
         Some(kv) => {
-            let mut lease: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+            let mut lease = storage::decode_object(&kv).unwrap_or_default();
+            // Indexing a non-object would panic: anything odd is replaced, not trusted.
+            if !lease.is_object() {
+                lease = json!({});
+            }
+            if !lease["spec"].is_object() {
+                lease["spec"] = json!({});
+            }
+            if !lease["metadata"].is_object() {
+                lease["metadata"] = json!({});
+            }
+            if !lease["metadata"]["annotations"].is_object() {
+                lease["metadata"]["annotations"] = json!({});
+            }
             lease["spec"]["renewTime"] = json!(micro_time(now));
             lease["spec"]["leaseDurationSeconds"] = json!(LEASE_SECONDS);
             lease["metadata"]["annotations"][ADDRESS_ANNOTATION] = json!(address);
-            let bytes = serde_json::to_vec(&lease).unwrap_or_default();
-            match state
-                .store
-                .update(&key, bytes.into(), kv.mod_revision)
-                .await
-            {
+            let Ok(bytes) = storage::encode(&lease) else {
+                return Ok(());
+            };
+            match state.store.update(&key, bytes, kv.mod_revision).await {
                 Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -117,7 +130,7 @@ async fn once(state: &State, identity: &str) -> Result<(), StoreError> {
     let mut ips = BTreeSet::new();
     ips.insert(state.advertise.ip().to_string());
     for kv in &leases.items {
-        let lease: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        let lease = storage::decode_object(kv).unwrap_or_default();
         if lease["metadata"]["labels"][IDENTITY_LABEL] != "kube-apiserver" {
             continue;
         }
@@ -148,7 +161,10 @@ async fn once(state: &State, identity: &str) -> Result<(), StoreError> {
         // `bootstrap` creates it; nothing to reconcile before that.
         return Ok(());
     };
-    let mut endpoints: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+    let mut endpoints = storage::decode_object(&kv).unwrap_or_default();
+    if !endpoints.is_object() {
+        return Ok(());
+    }
     let subsets = json!([{
         "addresses": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
         "ports": [{"name": "https", "port": state.advertise.port(), "protocol": "TCP"}],
@@ -157,12 +173,10 @@ async fn once(state: &State, identity: &str) -> Result<(), StoreError> {
         return Ok(());
     }
     endpoints["subsets"] = subsets;
-    let bytes = serde_json::to_vec(&endpoints).unwrap_or_default();
-    match state
-        .store
-        .update(&ep_key, bytes.into(), kv.mod_revision)
-        .await
-    {
+    let Ok(bytes) = storage::encode(&endpoints) else {
+        return Ok(());
+    };
+    match state.store.update(&ep_key, bytes, kv.mod_revision).await {
         Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
     }
