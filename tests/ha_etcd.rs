@@ -649,3 +649,40 @@ fn two_servers_on_etcd_with_tls_client_certs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("etcdctl snapshot save"), "{err}");
 }
+
+/// Flag mistakes are one clear line and a non-zero exit, before anything is served (no etcd
+/// needed).
+#[test]
+fn bad_cluster_flags_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let base = [
+        "server",
+        "--disable-agent",
+        "--https-port",
+        "0",
+        "--data-dir",
+        &d,
+    ];
+    for (extra, expected) in [
+        (
+            vec!["--server", "https://127.0.0.1:1", "--token", "x"],
+            "--server needs --datastore-endpoint",
+        ),
+        (
+            vec!["--datastore-endpoint", "ftp://127.0.0.1:2379"],
+            "expected http(s)://HOST:PORT",
+        ),
+        (
+            vec!["--datastore-cafile", "/nonexistent"],
+            "need --datastore-endpoint",
+        ),
+    ] {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(&extra);
+        let out = rampart_out(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert!(err.contains(expected), "{extra:?}: {err}");
+    }
+}

@@ -82,18 +82,32 @@ async fn once(state: &State, identity: &str) -> Result<(), StoreError> {
                 "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS,
                          "acquireTime": micro_time(now), "renewTime": micro_time(now)},
             });
-            let bytes = serde_json::to_vec(&lease).unwrap_or_default();
-            match state.store.create(&key, bytes.into()).await {
+            let Ok(bytes) = storage::encode(&lease) else {
+                return Ok(());
+            };
+            match state.store.create(&key, bytes).await {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
         Some(kv) => {
             let mut lease = storage::decode_object(&kv).unwrap_or_default();
+            // Indexing a non-object would panic: anything odd is replaced, not trusted.
+            if !lease.is_object() {
+                lease = json!({});
+            }
+            if !lease["spec"].is_object() {
+                lease["spec"] = json!({});
+            }
+            if !lease["metadata"].is_object() {
+                lease["metadata"] = json!({});
+            }
+            if !lease["metadata"]["annotations"].is_object() {
+                lease["metadata"]["annotations"] = json!({});
+            }
             lease["spec"]["renewTime"] = json!(micro_time(now));
             lease["spec"]["leaseDurationSeconds"] = json!(LEASE_SECONDS);
             lease["metadata"]["annotations"][ADDRESS_ANNOTATION] = json!(address);
-            // Without the resourceVersion the decode stamped (`storage::encode`).
             let Ok(bytes) = storage::encode(&lease) else {
                 return Ok(());
             };
@@ -148,6 +162,9 @@ async fn once(state: &State, identity: &str) -> Result<(), StoreError> {
         return Ok(());
     };
     let mut endpoints = storage::decode_object(&kv).unwrap_or_default();
+    if !endpoints.is_object() {
+        return Ok(());
+    }
     let subsets = json!([{
         "addresses": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
         "ports": [{"name": "https", "port": state.advertise.port(), "protocol": "TCP"}],
