@@ -10,19 +10,9 @@
 
 use http::Response;
 
-use crate::apiserver::body::{full, Body};
+use crate::apiserver::body::Body;
 use crate::apiserver::handlers::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
-
-/// Headers of the WebSocket handshake passed through, both ways.
-const HANDSHAKE: &[&str] = &[
-    "upgrade",
-    "connection",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-protocol",
-    "sec-websocket-accept",
-];
 
 pub(in crate::apiserver) async fn serve(ctx: &mut Ctx) -> ApiResult<Response<Body>> {
     let name = ctx.info.name.clone();
@@ -57,17 +47,6 @@ pub(in crate::apiserver) async fn serve(ctx: &mut Ctx) -> ApiResult<Response<Bod
             "Upgrade request required: exec is served over WebSocket (v5.channel.k8s.io) only",
         ));
     }
-    let Some(client_upgrade) = ctx.upgrade.take() else {
-        return Err(ApiError::bad_request("Upgrade request required"));
-    };
-    let mut headers = http::HeaderMap::new();
-    for h in HANDSHAKE {
-        if let Some(v) = ctx.headers.get(*h) {
-            if let Ok(name) = http::HeaderName::from_bytes(h.as_bytes()) {
-                headers.insert(name, v.clone());
-            }
-        }
-    }
     let enc = |s: &str| -> String { form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     let path = format!(
         "/exec/{}/{}/{}?{}",
@@ -76,37 +55,5 @@ pub(in crate::apiserver) async fn serve(ctx: &mut Ctx) -> ApiResult<Response<Bod
         enc(&container),
         ctx.raw_query
     );
-    let mut resp =
-        super::kubelet_request(&ctx.state, &node, http::Method::GET, &path, None, &headers).await?;
-    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        return Err(super::kubelet_error(resp).await);
-    }
-    let kubelet_upgrade = hyper::upgrade::on(&mut resp);
-    let mut out = Response::new(full(bytes::Bytes::new()));
-    *out.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-    for h in HANDSHAKE {
-        if let Some(v) = resp.headers().get(*h) {
-            if let Ok(name) = http::HeaderName::from_bytes(h.as_bytes()) {
-                out.headers_mut().insert(name, v.clone());
-            }
-        }
-    }
-    tokio::spawn(async move {
-        let (c, k) = tokio::join!(client_upgrade, kubelet_upgrade);
-        match (c, k) {
-            (Ok(c), Ok(k)) => {
-                let mut c = hyper_util::rt::TokioIo::new(c);
-                let mut k = hyper_util::rt::TokioIo::new(k);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut k).await {
-                    tracing::debug!(error = %e, "exec stream ended");
-                }
-            }
-            (c, k) => tracing::debug!(
-                client = c.is_ok(),
-                kubelet = k.is_ok(),
-                "exec upgrade failed"
-            ),
-        }
-    });
-    Ok(out)
+    super::upgrade::splice(ctx, &node, &path).await
 }

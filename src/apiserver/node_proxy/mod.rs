@@ -1,6 +1,7 @@
 //! The apiserver's side of the kubelet API (upstream's `pkg/registry/core/pod/rest/log.go`,
-//! `subresources.go` and the kubelet client): `pods/log` (`log`) and `nodes/{name}/proxy/...`
-//! (`nodes`), proxied to the node's kubelet
+//! `subresources.go` and the kubelet client): `pods/log` (`log`), `nodes/{name}/proxy/...`
+//! (`nodes`), and the upgraded streams of `pods/exec` (`exec`) and `pods/portforward`
+//! (`portforward`) spliced by `upgrade`, proxied to the node's kubelet
 //! on its `daemonEndpoints.kubeletEndpoint.Port` at its InternalIP (k3s's preferred address
 //! type; else the Hostname address).
 //!
@@ -14,6 +15,8 @@
 pub mod exec;
 pub mod log;
 pub mod nodes;
+pub mod portforward;
+mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;

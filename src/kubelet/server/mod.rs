@@ -12,12 +12,15 @@
 //!   `nodes/proxy` open them over WebSocket (a GET), which is the escalation this closes.
 //!
 //! Served: `/healthz`, `/containerLogs/{ns}/{pod}/{container}` (`logs`),
-//! `/exec/{ns}/{pod}/{container}` over WebSocket (`exec`). Everything else 404.
+//! `/exec/{ns}/{pod}/{container}` over WebSocket (`exec`), `/portforward/{ns}/{pod}` over
+//! WebSocket-tunnelled SPDY (`portforward`, `spdy`). Everything else 404.
 //! Errors are `metav1.Status` objects, which the apiserver hands on to its client.
 
 pub mod authz;
 pub mod exec;
 pub mod logs;
+pub mod portforward;
+pub mod spdy;
 pub mod tls;
 pub mod websocket;
 
@@ -194,6 +197,10 @@ impl Server {
                 let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
                 self.exec(&ns, &pod, &container, req).await
             }
+            (http::Method::GET | http::Method::POST, ["portforward", ns, pod]) => {
+                let (ns, pod) = (ns.to_string(), pod.to_string());
+                self.portforward(&ns, &pod, req).await
+            }
             _ => status(404, "NotFound", &format!("the path {path} is not served")),
         }
     }
@@ -324,6 +331,100 @@ impl Server {
         h.insert(
             "sec-websocket-protocol",
             http::HeaderValue::from_static(exec::PROTOCOL),
+        );
+        r
+    }
+
+    /// `kubectl port-forward`: the WebSocket tunnel of SPDY (see `portforward`).
+    async fn portforward(
+        &self,
+        ns: &str,
+        name: &str,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
+        let header = |h: &str| {
+            req.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let websocket = header("upgrade").eq_ignore_ascii_case("websocket");
+        let protocols = header("sec-websocket-protocol");
+        let key = header("sec-websocket-key");
+        if !websocket || key.is_empty() {
+            return status(
+                400,
+                "BadRequest",
+                &format!(
+                    "unable to upgrade connection: only WebSocket ({}) is served",
+                    portforward::PROTOCOL
+                ),
+            );
+        }
+        if !protocols
+            .split(',')
+            .any(|p| p.trim() == portforward::PROTOCOL)
+        {
+            return status(
+                400,
+                "BadRequest",
+                &format!("unable to upgrade connection: none of the subprotocols [{protocols}] is supported (want {})", portforward::PROTOCOL),
+            );
+        }
+        let pod = match self.pod(ns, name).await {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let shim_dir = self.cfg.pods_dir.join(&uid);
+        let shim_pid = crate::kubelet::runtime::client::call(
+            &shim_dir,
+            &crate::kubelet::runtime::shim::Request::State,
+        )
+        .await
+        .map(|r| r.shim_pid)
+        .unwrap_or(0);
+        if shim_pid <= 0 {
+            return status(
+                400,
+                "BadRequest",
+                &format!("unable to do port forwarding: pod {ns}/{name} is not running"),
+            );
+        }
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let desc = format!("{ns}/{name}");
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(up) => {
+                    portforward::session(
+                        TokioIo::new(up),
+                        crate::kubelet::runtime::netns::NetNs::Pid(shim_pid),
+                        desc,
+                        uid,
+                    )
+                    .await
+                }
+                Err(e) => tracing::debug!(error = %e, "port-forward upgrade failed"),
+            }
+        });
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(
+            http::header::UPGRADE,
+            http::HeaderValue::from_static("websocket"),
+        );
+        h.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("Upgrade"),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&websocket::accept_key(&key)) {
+            h.insert("sec-websocket-accept", v);
+        }
+        h.insert(
+            "sec-websocket-protocol",
+            http::HeaderValue::from_static(portforward::PROTOCOL),
         );
         r
     }
