@@ -863,7 +863,7 @@ fn exec_probes_and_hooks() {
     n.wait_for("hostnet", "exhooks", 30, "running", |p| {
         cs(p)["state"]["running"].is_object()
     });
-    let logged = eventually(Duration::from_secs(15), || {
+    let logged = eventually(Duration::from_secs(40), || {
         let o = n.server.kubectl(&["logs", "-n", "hostnet", "exhooks"]);
         String::from_utf8_lossy(&o.stdout).contains("from-poststart")
     });
