@@ -138,7 +138,7 @@ pub const RBAC_GROUP: &str = "/registry/rbac.authorization.k8s.io/";
 /// The persisted certificate revocation list (a JSON array, not a Kubernetes object).
 pub const REVOCATIONS: &str = "/rampart/pki/revocations";
 
-/// Node-port claims (`apiserver::services`): one key per claimed port, under the key upstream
+/// Node-port claims (`apiserver::strategy::service_claims`): one key per claimed port, under the key upstream
 /// keeps its node-port bitmap at. No resource lives under `/registry/ranges/`.
 pub const NODE_PORT_CLAIMS: &str = "/registry/ranges/servicenodeports/";
 

@@ -28,11 +28,11 @@ pub use cedar_policies::follow_cedar_policies;
 
 use serde_json::{json, Value};
 
-use super::audit::AdmissionAudit;
 use super::handlers::Ctx;
 use super::status::{ApiError, ApiResult};
 use super::{storage, State};
 use crate::api::ResourceInfo;
+use crate::apiserver::edge::audit::AdmissionAudit;
 use crate::auth::admission::{
     limits, node_restriction, pod_security::template_pod, quota as quota_rules, AdmissionRequest,
     Operation,

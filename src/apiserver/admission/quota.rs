@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::{forbidden, list, name_of};
 use crate::api::ResourceInfo;
-use crate::apiserver::audit::AdmissionAudit;
+use crate::apiserver::edge::audit::AdmissionAudit;
 use crate::apiserver::handlers::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::Mutation;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::prepare::{self, meta};
 use super::{read_body, Ctx};
-use crate::apiserver::body::{json_response, Body};
+use crate::apiserver::edge::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::{admission, storage, strategy};
 use crate::auth::admission::Operation;
@@ -40,10 +40,10 @@ pub async fn create(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> 
         ));
     }
     if ctx.ri.group == "authorization.k8s.io"
-        && crate::apiserver::access_review::KINDS.contains(&ctx.ri.kind.as_str())
+        && crate::apiserver::endpoints::access_review::KINDS.contains(&ctx.ri.kind.as_str())
     {
         prepare::check_type(ctx, &mut obj)?;
-        let reply = crate::apiserver::access_review::review(
+        let reply = crate::apiserver::endpoints::access_review::review(
             &ctx.state,
             &ctx.user,
             &ctx.ri,
@@ -107,7 +107,7 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
         seen.created_name = Some(name.clone());
     }
     let mut obj = prepare::decode(ctx, obj)?;
-    crate::apiserver::defaults::apply(&ctx.ri, &mut obj);
+    crate::apiserver::strategy::defaults::apply(&ctx.ri, &mut obj);
     prepare::stamp_create(ctx, &mut obj);
     strategy::prepare_create(ctx, &mut obj).await?;
     prepare::ensure_namespace(ctx, &name).await?;

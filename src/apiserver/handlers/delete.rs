@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::list::Selectors;
 use super::prepare::meta;
 use super::{read_body, Ctx};
-use crate::apiserver::body::{bytes_response, json_response, Body};
+use crate::apiserver::edge::body::{bytes_response, json_response, Body};
 use crate::apiserver::status::{status_bytes, ApiError, ApiResult};
 use crate::apiserver::storage::Retry;
 use crate::apiserver::{admission, storage, strategy};

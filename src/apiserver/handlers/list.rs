@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{list_stream, output, Ctx};
 use crate::api::selectors::{FieldSelector, LabelSelector};
-use crate::apiserver::body::Body;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::{storage, table};
 use crate::store::RangeRequest;

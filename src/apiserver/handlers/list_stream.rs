@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use super::list::Selectors;
 use crate::api::ResourceInfo;
-use crate::apiserver::body::Body;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::stored_json;
 use crate::apiserver::{storage, State};
 use crate::store::{KeyValue, RangeRequest, RangeResponse};

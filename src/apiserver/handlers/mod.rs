@@ -20,11 +20,11 @@ use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use super::body::{self, error_response, Body};
-use super::request::{Query, RequestInfo};
 use super::status::{ApiError, ApiResult};
 use super::{storage, State};
 use crate::api::ResourceInfo;
+use crate::apiserver::edge::body::{self, error_response, Body};
+use crate::apiserver::edge::request::{Query, RequestInfo};
 use crate::auth::UserInfo;
 
 /// Everything a handler needs about the request it serves.
@@ -41,9 +41,9 @@ pub(super) struct Ctx {
     pub raw_query: String,
     /// Warnings for the `Warning` response header (upstream's `299 - "..."`, deduplicated and
     /// capped as upstream's recorder: `apiserver::warnings`).
-    pub warnings: crate::apiserver::warnings::Warnings,
+    pub warnings: crate::apiserver::edge::warnings::Warnings,
     /// Admission's verdict, for the audit line (set by `apiserver::admission`).
-    pub admission: std::sync::Mutex<Option<crate::apiserver::audit::AdmissionAudit>>,
+    pub admission: std::sync::Mutex<Option<crate::apiserver::edge::audit::AdmissionAudit>>,
     /// Whether admission charged a ResourceQuota for this create (given back if it fails).
     pub quota_charged: std::sync::Mutex<bool>,
     /// The body is a server-side apply whose managedFields `merge::apply` already wrote (as
@@ -52,7 +52,7 @@ pub(super) struct Ctx {
     /// The audit level of this request (bodies are kept only from Request up).
     pub audit_level: crate::auth::audit::Level,
     /// What the audit line needs from the handlers (request body, created name).
-    pub seen: std::sync::Mutex<crate::apiserver::audit::RequestSeen>,
+    pub seen: std::sync::Mutex<crate::apiserver::edge::audit::RequestSeen>,
 }
 
 impl Ctx {
@@ -129,7 +129,7 @@ impl Ctx {
     }
 
     /// Record admission's verdict for the audit line.
-    pub fn record(&self, verdict: crate::apiserver::audit::AdmissionAudit) {
+    pub fn record(&self, verdict: crate::apiserver::edge::audit::AdmissionAudit) {
         if let Ok(mut a) = self.admission.lock() {
             *a = Some(verdict);
         }
@@ -172,7 +172,7 @@ pub(super) async fn read_body(ctx: &Ctx, body: Incoming) -> ApiResult<(String, V
             decode(&bytes[..])?
         } else {
             let raw = bytes.clone();
-            crate::apiserver::offload::run(move || decode(&raw)).await??
+            crate::apiserver::edge::offload::run(move || decode(&raw)).await??
         };
         ctx.keep_request_body(bytes.len(), &value);
         return Ok((media, value));
@@ -183,12 +183,14 @@ pub(super) async fn read_body(ctx: &Ctx, body: Incoming) -> ApiResult<(String, V
 }
 
 /// The Status for a path no route serves at its scope.
-pub(super) fn scope_error(e: super::request::ScopeError) -> ApiError {
+pub(super) fn scope_error(e: crate::apiserver::edge::request::ScopeError) -> ApiError {
     match e {
-        super::request::ScopeError::NotFound => ApiError::path_not_found(),
-        super::request::ScopeError::MethodNotAllowed => ApiError::method_not_allowed(
-            "the server does not allow this method on the requested resource",
-        ),
+        crate::apiserver::edge::request::ScopeError::NotFound => ApiError::path_not_found(),
+        crate::apiserver::edge::request::ScopeError::MethodNotAllowed => {
+            ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            )
+        }
     }
 }
 
@@ -208,13 +210,13 @@ pub(super) async fn dispatch(
     };
     // The request was authorized in the scope `check_scope` accepted (serve.rs); checking
     // again against the entry served here keeps that true even if the registry changed since.
-    if let Err(e) = super::request::check_scope(&info, &ri) {
+    if let Err(e) = crate::apiserver::edge::request::check_scope(&info, &ri) {
         return error_response(&scope_error(e));
     }
     if !info.subresource.is_empty() && !ri.has_subresource(&info.subresource) {
         return error_response(&ApiError::path_not_found());
     }
-    let audit_level = crate::apiserver::audit::level_for(
+    let audit_level = crate::apiserver::edge::audit::level_for(
         state.enforcement.audit().map(|a| &**a),
         &user,
         &info,

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::prepare::{self, meta};
 use super::{read_body, Ctx};
-use crate::apiserver::body::{json_response, Body};
+use crate::apiserver::edge::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::Retry;
 use crate::apiserver::{admission, storage, strategy};
@@ -81,7 +81,7 @@ pub async fn update_object(
         }
     }
     let mut obj = prepare::decode(ctx, obj)?;
-    crate::apiserver::defaults::apply(&ctx.ri, &mut obj);
+    crate::apiserver::strategy::defaults::apply(&ctx.ri, &mut obj);
     prepare::carry_over(ctx, &current, &mut obj, status_only);
     strategy::prepare_update(ctx, &current, &mut obj).await?;
     prepare::validate(ctx, &obj, Some(&current))?;

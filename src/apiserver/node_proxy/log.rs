@@ -10,7 +10,7 @@
 use http::Response;
 use serde_json::Value;
 
-use crate::apiserver::body::Body;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::handlers::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 

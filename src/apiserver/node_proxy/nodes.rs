@@ -9,7 +9,7 @@
 use http::Response;
 use hyper::body::Incoming;
 
-use crate::apiserver::body::Body;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::handlers::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 

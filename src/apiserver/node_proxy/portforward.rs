@@ -8,7 +8,7 @@
 
 use http::Response;
 
-use crate::apiserver::body::Body;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::handlers::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 

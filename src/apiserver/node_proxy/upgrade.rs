@@ -7,7 +7,7 @@
 
 use http::Response;
 
-use crate::apiserver::body::{full, Body};
+use crate::apiserver::edge::body::{full, Body};
 use crate::apiserver::handlers::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 

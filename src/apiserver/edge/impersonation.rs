@@ -14,8 +14,8 @@
 
 use http::HeaderMap;
 
-use super::status::{ApiError, ApiResult};
-use super::State;
+use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::State;
 use crate::auth::{Attributes, UserInfo};
 
 const USER: &str = "impersonate-user";
