@@ -26,6 +26,7 @@
 
 mod admission;
 mod aggregator;
+mod context;
 pub mod crd;
 mod edge;
 pub mod endpoints;

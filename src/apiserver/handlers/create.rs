@@ -103,9 +103,7 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
         name
     };
     meta(&mut obj).insert("name".into(), json!(name));
-    if let Ok(mut seen) = ctx.seen.lock() {
-        seen.created_name = Some(name.clone());
-    }
+    ctx.seen.created_name = Some(name.clone());
     let mut obj = prepare::decode(ctx, obj)?;
     crate::apiserver::strategy::defaults::apply(&ctx.ri, &mut obj);
     prepare::stamp_create(ctx, &mut obj);
@@ -113,7 +111,8 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
     prepare::ensure_namespace(ctx, &name).await?;
     admission::mutate_create(ctx, &mut obj).await?;
     prepare::validate(ctx, &obj, None)?;
-    admission::validate(ctx, Operation::Create, &obj, None).await?;
+    let admitted = admission::validate(ctx, Operation::Create, &obj, None).await;
+    let admitted = ctx.admitted(admitted)?;
     if ctx.dry_run() {
         // As upstream's DryRunnableStorage: a dry-run create answers what the real one would,
         // including 409 for a name already taken, and writes nothing.
@@ -133,7 +132,7 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
     let claims = match strategy::begin_write(ctx, &mut obj, None).await {
         Ok(c) => c,
         Err(e) => {
-            admission::create_failed(ctx);
+            admission::create_failed(ctx, &admitted);
             return Err(e);
         }
     };
@@ -149,7 +148,7 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
     let rev = match stored {
         Ok(rev) => rev,
         Err(e) => {
-            admission::create_failed(ctx);
+            admission::create_failed(ctx, &admitted);
             return Err(e);
         }
     };

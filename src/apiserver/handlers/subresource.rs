@@ -318,7 +318,7 @@ async fn binding(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> 
         if ctx.dry_run() {
             break;
         }
-        match ctx.store_update(&mut obj, rev).await {
+        match super::store_update(ctx, &mut obj, rev).await {
             Ok(()) => break,
             Err(e) if e.code == 409 => retry.conflict(e)?,
             Err(e) => return Err(e),
@@ -351,7 +351,7 @@ async fn eviction(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>>
             let when = jiff::Timestamp::from_second(when.as_second()).unwrap_or(when);
             obj["metadata"]["deletionTimestamp"] = json!(when.to_string());
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(g);
-            ctx.store_update(&mut obj, rev).await
+            super::store_update(ctx, &mut obj, rev).await
         } else {
             ctx.state
                 .store

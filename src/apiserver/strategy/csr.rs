@@ -14,7 +14,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::api::csr;
-use crate::apiserver::handlers::Ctx;
+use crate::apiserver::context::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 
 fn is_csr(ctx: &Ctx) -> bool {

@@ -37,7 +37,7 @@ pub(super) mod validate;
 
 use serde_json::Value;
 
-use super::handlers::Ctx;
+use super::context::Ctx;
 use super::status::{ApiError, ApiResult};
 use service_claims::Claims;
 

@@ -15,8 +15,8 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::api::ResourceInfo;
+use crate::apiserver::context::Ctx;
 use crate::apiserver::edge::body::{self, full, json_response, Body};
-use crate::apiserver::handlers::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::{self, Builtin};
 use crate::auth::serviceaccount::{self, token, Issuer, Private, Ref};
