@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use super::body::{error_response, text_response, Body};
 use super::connections::{self, Activity, Backoff, Phase, RateLimitedLog};
 use super::request::{classify, Query};
-use crate::apiserver::status::ApiError;
+use crate::apiserver::status::{self, ApiError};
 use crate::apiserver::{
     edge::audit, edge::impersonation, endpoints::discovery, endpoints::health,
     endpoints::rampart_api, handlers, State,
@@ -417,7 +417,7 @@ async fn serve_request(
                             outcome.impersonated.is_some(),
                         )
                     }
-                    d if !d.is_allowed() => error_response(&forbidden(&attrs, d.reason())),
+                    d if !d.is_allowed() => error_response(&status::forbidden(&attrs, d.reason())),
                     // An aggregated group/version: proxied, after authorization, as upstream.
                     _ if aggregated.is_some() => match &aggregated {
                         Some(target) => {
@@ -481,57 +481,6 @@ fn throttled(message: &str, wait: Duration) -> Response<Body> {
         resp.headers_mut().insert(http::header::RETRY_AFTER, v);
     }
     resp
-}
-
-/// Upstream's forbidden message (`pods "web" is forbidden: User "bob" cannot get resource
-/// "pods" in API group "" in the namespace "default"`), followed by the authorizer's reason,
-/// which names the deciding policies. It names only the caller's own request.
-pub(in crate::apiserver) fn forbidden(attrs: &auth::Attributes<'_>, reason: &str) -> ApiError {
-    let user = &attrs.user.name;
-    let mut msg = if attrs.resource_request {
-        let gr = if attrs.api_group.is_empty() {
-            attrs.resource.to_string()
-        } else {
-            format!("{}.{}", attrs.resource, attrs.api_group)
-        };
-        let what = if attrs.name.is_empty() {
-            format!("{gr} is forbidden")
-        } else {
-            format!("{gr} \"{}\" is forbidden", attrs.name)
-        };
-        let resource = if attrs.subresource.is_empty() {
-            attrs.resource.to_string()
-        } else {
-            format!("{}/{}", attrs.resource, attrs.subresource)
-        };
-        let scope = if attrs.namespace.is_empty() {
-            "at the cluster scope".to_string()
-        } else {
-            format!("in the namespace \"{}\"", attrs.namespace)
-        };
-        format!(
-            "{what}: User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
-            attrs.verb, attrs.api_group
-        )
-    } else {
-        format!(
-            "forbidden: User \"{user}\" cannot {} path \"{}\"",
-            attrs.verb, attrs.path
-        )
-    };
-    if !reason.is_empty() {
-        msg.push_str(": ");
-        msg.push_str(reason);
-    }
-    let mut err = ApiError::forbidden(msg);
-    if attrs.resource_request {
-        let mut details = serde_json::json!({"group": attrs.api_group, "kind": attrs.resource});
-        if !attrs.name.is_empty() {
-            details["name"] = serde_json::json!(attrs.name);
-        }
-        err = err.with_details(details);
-    }
-    err
 }
 
 async fn non_resource(

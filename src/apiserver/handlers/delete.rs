@@ -7,8 +7,8 @@ use http::Response;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::list::Selectors;
 use super::prepare::meta;
+use super::selectors::Selectors;
 use super::{read_body, Ctx};
 use crate::apiserver::edge::body::{bytes_response, json_response, Body};
 use crate::apiserver::status::{status_bytes, ApiError, ApiResult};

@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::Value;
 
-use super::list::Selectors;
+use super::selectors::Selectors;
 use crate::api::ResourceInfo;
 use crate::apiserver::edge::body::Body;
 use crate::apiserver::stored_json;

@@ -10,6 +10,7 @@ mod list_stream;
 mod output;
 mod patch;
 mod prepare;
+mod selectors;
 mod subresource;
 mod update;
 pub(super) mod watch;
