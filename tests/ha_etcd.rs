@@ -728,6 +728,7 @@ fn secret_value(s: &Server, name: &str) -> String {
 /// A secrets key rotation started on one server reaches the other: each stage waits until the
 /// other server holds the keys, every secret ends sealed with the new key, both servers read and
 /// write under it, and a server that was down during a rotation takes the keys when it starts.
+/// CA rotation, which does not reach other servers yet, is refused.
 #[test]
 fn secrets_key_rotation_reaches_every_server() {
     let Some(bin) = etcd_or_skip() else { return };
@@ -794,6 +795,23 @@ fn secrets_key_rotation_reaches_every_server() {
     assert_eq!(key_file(&b)["write"], "key3");
     assert_eq!(secret_value(&b, "while-b-down"), "three");
     assert_eq!(secret_value(&b, "through-b"), "two");
+
+    // CA rotation stays on one server's disk today: refused on a shared datastore with one
+    // clear line, nothing changed.
+    let ca = || std::fs::read(a.data_dir().join("pki/ca.crt")).unwrap();
+    let ca_before = ca();
+    let dir = a.data_dir().display().to_string();
+    let out = rampart_out(&["cert", "rotate-ca", "--data-dir", &dir, "--timeout", "5s"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "rotate-ca on a shared datastore: {err}"
+    );
+    assert!(
+        err.contains("not supported on servers sharing a datastore"),
+        "{err}"
+    );
+    assert_eq!(ca(), ca_before, "the CA changed");
 
     // The keyring in etcd is sealed: no key from keys.json appears in it.
     let published = etcd

@@ -145,6 +145,16 @@ pub async fn rotate_ca(state: &Arc<State>, body: &Bytes) -> Result<Value, ApiErr
         .and_then(Value::as_str)
         .unwrap_or("begin")
         .to_string();
+    // The CA lives in each server's data directory; a rotation on one server of a shared
+    // datastore would leave the others trusting only the old CA and cut off every node that
+    // renews through this one. Refused until the rotation is carried to every server.
+    if state.ha.is_some() && phase != "status" {
+        return Err(ApiError::new(
+            409,
+            "Conflict",
+            "CA rotation is not supported on servers sharing a datastore yet: the new CA would reach only this server; rotate leaf certificates with `rampart cert rotate` instead",
+        ));
+    }
     let renewed = match phase.as_str() {
         "begin" => tokio::task::spawn_blocking(move || authority.begin_ca_rotation()).await,
         "finish" => tokio::task::spawn_blocking(move || authority.finish_ca_rotation()).await,
