@@ -4,7 +4,6 @@
 //! speaks): two ports of one pod at once, several connections, a 1 MB body intact, and a
 //! port nothing listens on reported with upstream's `error forwarding port` text.
 //! Root only (skipped with a reason otherwise; `RAMPART_REQUIRE_PRIVILEGED=1` fails instead).
-//! The port-forward case is `#[ignore]`d while the tunnel ends early (see its attribute).
 
 mod harness;
 mod kubelet_support;
@@ -212,7 +211,6 @@ fn http_get(port: u16, path: &str) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "work in progress: kubectl negotiates the SPDY/3.1+portforward.k8s.io tunnel (101), but the kubelet's session then reads end-of-stream before any SPDY frame and kubectl reports `lost connection to pod`; the cause (apiserver splice or WebSocket reader) is not found yet"]
 fn port_forward() {
     require_privileged!();
     let n = start();
