@@ -53,6 +53,9 @@ pub async fn dispatch(
         ("exec", "create") if ctx.ri.group.is_empty() && ctx.ri.plural == "pods" => {
             crate::apiserver::node_proxy::exec::serve(ctx).await
         }
+        ("attach", "create") if ctx.ri.group.is_empty() && ctx.ri.plural == "pods" => {
+            crate::apiserver::node_proxy::attach::serve(ctx).await
+        }
         ("portforward", "create") if ctx.ri.group.is_empty() && ctx.ri.plural == "pods" => {
             crate::apiserver::node_proxy::portforward::serve(ctx).await
         }

@@ -134,6 +134,9 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, String> {
             capabilities,
             no_new_privileges: !privileged && sc.allow_privilege_escalation == Some(false),
             oom_score_adj: Some(resources::oom_score_adj(qos, c)),
+            terminal: c.tty.unwrap_or(false),
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
         },
         root: Root {
             layers,
