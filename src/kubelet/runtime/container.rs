@@ -474,7 +474,25 @@ impl Child<'_> {
                 let src = m.source.as_ref().ok_or_else(|| {
                     Error::Setup(format!("bind mount {} without a source", m.destination))
                 })?;
-                let meta = std::fs::metadata(src)
+                // A subPath is opened here, in the container's mount namespace just before
+                // the mount, and mounted through its descriptor: whatever another container
+                // of the pod does to the volume, this mounts what was opened, and opening
+                // follows no symlink and cannot leave the volume (CVE-2021-25741).
+                let sub = match &m.sub_path {
+                    Some(rel) => Some(open_beneath(src, rel).map_err(|e| {
+                        Error::Setup(format!(
+                            "subPath {} of the mount at {}: {e}",
+                            rel.display(),
+                            m.destination
+                        ))
+                    })?),
+                    None => None,
+                };
+                let from = match &sub {
+                    Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                    None => src.clone(),
+                };
+                let meta = std::fs::metadata(&from)
                     .map_err(io(format!("mount source {}", src.display())))?;
                 let dst = if meta.is_dir() {
                     mkdir_in(self.rootfs, &m.destination)?
@@ -482,13 +500,14 @@ impl Child<'_> {
                     touch_in(self.rootfs, &m.destination)?
                 };
                 mount(
-                    Some(src.as_path()),
+                    Some(from.as_path()),
                     &dst,
                     None::<&str>,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )
                 .map_err(sys(format!("bind mount {}", m.destination)))?;
+                drop(sub);
                 if m.readonly {
                     mount(
                         None::<&str>,
@@ -756,6 +775,25 @@ fn capset(effective: u64, permitted: u64, inheritable: u64) -> std::io::Result<(
     Ok(())
 }
 
+/// `rel` beneath the directory `base`, as an `O_PATH` descriptor: no symlink (nor magic
+/// link) is followed and no component may leave `base` (`openat2`, Linux ≥ 5.6).
+fn open_beneath(base: &Path, rel: &Path) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let root = nix::fcntl::open(
+        base,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    openat2(&root, rel, how)
+}
+
 /// overlayfs option values escape `,` `:` and `\`.
 fn escape_overlay(p: &Path) -> String {
     let s = p.to_string_lossy();
@@ -866,4 +904,33 @@ fn touch_in(root: &Path, path: &str) -> Result<PathBuf, Error> {
 /// The pid as nix wants it.
 pub fn pid(p: i32) -> Pid {
     Pid::from_raw(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_beneath;
+    use std::path::Path;
+
+    #[test]
+    fn open_beneath_follows_no_symlink_and_stays_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("vol");
+        std::fs::create_dir_all(base.join("dir/inner")).unwrap();
+        std::os::unix::fs::symlink("/", base.join("escape")).unwrap();
+        std::os::unix::fs::symlink("dir", base.join("inlink")).unwrap();
+        assert!(open_beneath(&base, Path::new("dir/inner")).is_ok());
+        // What a container swaps in after the kubelet's check: refused, not followed.
+        assert_eq!(
+            open_beneath(&base, Path::new("escape")).unwrap_err(),
+            nix::Error::ELOOP
+        );
+        assert_eq!(
+            open_beneath(&base, Path::new("escape/etc")).unwrap_err(),
+            nix::Error::ELOOP
+        );
+        // Even a symlink that stays inside (the kubelet resolves those beforehand).
+        assert!(open_beneath(&base, Path::new("inlink/inner")).is_err());
+        // No way out by dot-dot.
+        assert!(open_beneath(&base, Path::new("dir/../..")).is_err());
+    }
 }

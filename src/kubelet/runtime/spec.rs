@@ -136,6 +136,10 @@ pub struct Mount {
     pub source: Option<PathBuf>,
     #[serde(default)]
     pub readonly: bool,
+    /// For `bind`: mount this path beneath `source` instead of `source` itself, opened
+    /// with no symlink followed and no escape from `source` (a pod's `subPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
