@@ -360,10 +360,7 @@ fn run_and_attach() {
     );
     assert_eq!(o.status.code(), Some(3), "{all}");
     let gone = eventually(Duration::from_secs(30), || {
-        !n.server
-            .kubectl(&["get", "pod", "rin"])
-            .status
-            .success()
+        !n.server.kubectl(&["get", "pod", "rin"]).status.success()
     });
     assert!(gone, "--rm did not delete the pod");
 
@@ -411,7 +408,11 @@ fn run_and_attach() {
         "-o",
         "jsonpath={.status.containerStatuses[0].state.running.startedAt}",
     ]);
-    assert!(!o.stdout.is_empty(), "detaching stopped the container: {}", text(&o));
+    assert!(
+        !o.stdout.is_empty(),
+        "detaching stopped the container: {}",
+        text(&o)
+    );
 
     // Upstream's checks at the apiserver: an unknown container.
     let o = n.server.kubectl(&["attach", "tick", "-c", "nope"]);
@@ -421,7 +422,12 @@ fn run_and_attach() {
     // attach -it to a tty container: a shell on the container's own terminal, resized.
     n.server.ok_in(
         &["apply", "-f", "-"],
-        &pod_yaml(&n.name, "tty", "exec sh", "    stdin: true\n    tty: true\n"),
+        &pod_yaml(
+            &n.name,
+            "tty",
+            "exec sh",
+            "    stdin: true\n    tty: true\n",
+        ),
     );
     n.wait_running("tty");
     let mut cmd = Command::new(kubectl_bin());
@@ -435,16 +441,23 @@ fn run_and_attach() {
         t.seen
     );
     t.write("echo ab$((2+3))cd\r");
-    assert!(t.expect("ab5cd", 20), "no answer from the shell: {}", t.seen);
+    assert!(
+        t.expect("ab5cd", 20),
+        "no answer from the shell: {}",
+        t.seen
+    );
     assert_stty_size(&mut t, 30, 90);
     t.resize(45, 120);
     assert_stty_size(&mut t, 45, 120);
     t.write("exit 0\r");
-    assert!(t.wait(30).is_some(), "kubectl attach did not end: {}", t.seen);
+    assert!(
+        t.wait(30).is_some(),
+        "kubectl attach did not end: {}",
+        t.seen
+    );
 
-    n.server.ok(&[
-        "delete", "pod", "att", "tick", "tty", "--wait=false",
-    ]);
+    n.server
+        .ok(&["delete", "pod", "att", "tick", "tty", "--wait=false"]);
 }
 
 /// `stty size` until it prints `rows cols` (a resize travels asynchronously).
@@ -496,12 +509,11 @@ fn exec_tty_and_cp() {
     std::fs::write(&file, &body).unwrap();
     std::fs::create_dir(local.path().join("d")).unwrap();
     std::fs::write(local.path().join("d/inner"), "inner\n").unwrap();
-    n.server.ok(&[
-        "cp",
-        file.to_str().unwrap(),
-        "shell:/tmp/hello.txt",
-    ]);
-    let got = n.server.ok(&["exec", "shell", "--", "cat", "/tmp/hello.txt"]);
+    n.server
+        .ok(&["cp", file.to_str().unwrap(), "shell:/tmp/hello.txt"]);
+    let got = n
+        .server
+        .ok(&["exec", "shell", "--", "cat", "/tmp/hello.txt"]);
     assert_eq!(got, body);
     n.server.ok(&[
         "cp",

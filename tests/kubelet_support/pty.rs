@@ -33,7 +33,8 @@ impl Pty {
         let (mut m, mut s) = (-1, -1);
         let ws = winsize(rows, cols);
         // SAFETY: openpty(3) writes two descriptors into our integers and reads `ws`.
-        let rc = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+        let rc =
+            unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
         assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
         // SAFETY: both descriptors were just returned by openpty and are owned by nothing else.
         let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
@@ -90,7 +91,10 @@ impl Pty {
             if left.is_zero() {
                 return false;
             }
-            match self.output.recv_timeout(left.min(Duration::from_millis(100))) {
+            match self
+                .output
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
                 Ok(b) => self.seen.push_str(&String::from_utf8_lossy(&b)),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {

@@ -54,7 +54,9 @@ pub fn of(vm: &VolumeMount, env: &[String]) -> Result<Option<String>, String> {
         return Ok(None);
     }
     if Path::new(&sub).is_absolute() {
-        return Err(format!("error SubPath `{sub}` must not be an absolute path"));
+        return Err(format!(
+            "error SubPath `{sub}` must not be an absolute path"
+        ));
     }
     if Path::new(&sub)
         .components()
@@ -93,14 +95,13 @@ fn referenced(expr: &str) -> Vec<String> {
 
 /// Resolve `sub` beneath `volume` (see the module docs): the path relative to the volume.
 pub fn resolve(volume: &Path, sub: &str) -> Result<PathBuf, String> {
-    let root = std::fs::canonicalize(volume)
-        .map_err(|e| format!("volume {}: {e}", volume.display()))?;
+    let root =
+        std::fs::canonicalize(volume).map_err(|e| format!("volume {}: {e}", volume.display()))?;
     let target = match std::fs::canonicalize(volume.join(sub)) {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             make_dirs(&root, sub)?;
-            std::fs::canonicalize(volume.join(sub))
-                .map_err(|e| format!("subpath {sub}: {e}"))?
+            std::fs::canonicalize(volume.join(sub)).map_err(|e| format!("subpath {sub}: {e}"))?
         }
         Err(e) => return Err(format!("evalSymlinks of subpath {sub} failed: {e}")),
     };
@@ -173,7 +174,10 @@ mod tests {
     #[test]
     fn expansion_and_validation() {
         let env = vec!["POD=web-0".to_string(), "EMPTY=".to_string()];
-        assert_eq!(of(&vm(Some("a/b"), None), &env).unwrap().as_deref(), Some("a/b"));
+        assert_eq!(
+            of(&vm(Some("a/b"), None), &env).unwrap().as_deref(),
+            Some("a/b")
+        );
         assert_eq!(of(&vm(None, None), &env).unwrap(), None);
         assert_eq!(
             of(&vm(None, Some("logs/$(POD)")), &env).unwrap().as_deref(),
@@ -203,14 +207,22 @@ mod tests {
         std::fs::set_permissions(&v, std::fs::Permissions::from_mode(0o777)).unwrap();
         // Created when missing, with the volume's mode.
         assert_eq!(resolve(&v, "new/deeper").unwrap(), Path::new("new/deeper"));
-        let m = std::fs::metadata(v.join("new/deeper")).unwrap().permissions().mode();
+        let m = std::fs::metadata(v.join("new/deeper"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(m & 0o777, 0o777);
         // A symlink that stays inside is followed.
         std::os::unix::fs::symlink("new", v.join("inside")).unwrap();
-        assert_eq!(resolve(&v, "inside/deeper").unwrap(), Path::new("new/deeper"));
+        assert_eq!(
+            resolve(&v, "inside/deeper").unwrap(),
+            Path::new("new/deeper")
+        );
         // One that leaves the volume is refused, whether its target exists or not.
         std::os::unix::fs::symlink("/", v.join("escape")).unwrap();
-        assert!(resolve(&v, "escape").unwrap_err().contains("not within volume path"));
+        assert!(resolve(&v, "escape")
+            .unwrap_err()
+            .contains("not within volume path"));
         std::os::unix::fs::symlink("/nonexistent-rampart", v.join("dangling")).unwrap();
         assert!(resolve(&v, "dangling/x").unwrap_err().contains("symlink"));
     }

@@ -73,7 +73,13 @@ fn kind(st: &FileStat) -> SFlag {
 
 /// Group and mode of one object through its own descriptor.
 fn change(fd: &OwnedFd, st: &FileStat, gid: u32, readonly: bool) -> nix::Result<()> {
-    fchownat(fd, "", None, Some(Gid::from_raw(gid)), AtFlags::AT_EMPTY_PATH)?;
+    fchownat(
+        fd,
+        "",
+        None,
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_EMPTY_PATH,
+    )?;
     let mut mode = (st.st_mode & 0o7777) | if readonly { RO } else { RW };
     if kind(st) == SFlag::S_IFDIR {
         mode |= SETGID | EXEC;

@@ -160,7 +160,15 @@ pub fn call_blocking(dir: &Path, req: &Request) -> Result<Response, Error> {
 fn call_with_fds(
     dir: &Path,
     req: &Request,
-) -> Result<(Response, Vec<OwnedFd>, std::os::unix::net::UnixStream, Vec<u8>), Error> {
+) -> Result<
+    (
+        Response,
+        Vec<OwnedFd>,
+        std::os::unix::net::UnixStream,
+        Vec<u8>,
+    ),
+    Error,
+> {
     use std::io::Write;
     use std::os::fd::FromRawFd;
     let path = super::shim::socket(dir);
@@ -300,8 +308,6 @@ pub fn async_writer(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<Own
     fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     // SAFETY: the `OwnedFd` is moved into the `AsyncFd`: it stays open, on the same file
     // description, and is its raw descriptor until the `AsyncFd` is dropped.
-    unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE)
-    }
-    .map_err(|e| e.into_parts().1)
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE) }
+        .map_err(|e| e.into_parts().1)
 }

@@ -329,7 +329,8 @@ fn fan_out(attached: &mut Vec<Attached>, stream: u8, data: &[u8]) {
             return false;
         }
         a.queue.push(stream);
-        a.queue.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        a.queue
+            .extend_from_slice(&(data.len() as u32).to_be_bytes());
         a.queue.extend_from_slice(data);
         a.flush()
     });

@@ -92,13 +92,13 @@ where
                     }
                 }
                 Some((4, rest)) if tty => {
-                    if let (Some(m), Ok(v)) = (
-                        &stdin,
-                        serde_json::from_slice::<serde_json::Value>(rest),
-                    ) {
+                    if let (Some(m), Ok(v)) =
+                        (&stdin, serde_json::from_slice::<serde_json::Value>(rest))
+                    {
                         let w = v["Width"].as_u64().unwrap_or(80).min(u16::MAX as u64) as u16;
                         let h = v["Height"].as_u64().unwrap_or(24).min(u16::MAX as u64) as u16;
-                        let _ = crate::kubelet::runtime::exec::resize(m.get_ref().as_raw_fd(), h, w);
+                        let _ =
+                            crate::kubelet::runtime::exec::resize(m.get_ref().as_raw_fd(), h, w);
                     }
                 }
                 Some((255, rest)) if rest.first() == Some(&0) => {
