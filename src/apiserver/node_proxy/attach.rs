@@ -6,8 +6,8 @@
 
 use http::Response;
 
-use crate::apiserver::edge::body::Body;
 use crate::apiserver::context::Ctx;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::status::{ApiError, ApiResult};
 
 pub(in crate::apiserver) async fn serve(ctx: &mut Ctx) -> ApiResult<Response<Body>> {
