@@ -144,9 +144,10 @@ fn make_dirs(root: &Path, sub: &str) -> Result<(), String> {
                 fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(|e| err("chmod", e))?;
                 fd
             }
-            Err(nix::Error::ELOOP) => {
+            // O_NOFOLLOW|O_DIRECTORY on a symlink: ELOOP, or ENOTDIR on some kernels.
+            Err(nix::Error::ELOOP | nix::Error::ENOTDIR) => {
                 return Err(format!(
-                    "subpath {sub}: unexpected symlink found at {}",
+                    "subpath {sub}: unexpected symlink (or file) found at {}",
                     name.to_string_lossy()
                 ))
             }
