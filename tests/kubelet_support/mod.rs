@@ -4,6 +4,8 @@
 #![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -124,7 +126,8 @@ pub fn busybox_layer() -> Vec<u8> {
     ];
     for applet in [
         "sh", "echo", "cat", "sleep", "ls", "mount", "id", "head", "wc", "grep", "true", "false",
-        "hostname", "touch", "ps", "tr", "cut", "tar",
+        "hostname", "touch", "ps", "tr", "cut", "tar", "stty", "mkdir", "rm", "ln", "stat",
+        "chmod",
     ] {
         entries.push(Entry::Symlink(
             Box::leak(format!("bin/{applet}").into_boxed_str()),

@@ -1,8 +1,8 @@
 //! Subresources: `status` (get/update/patch), `scale` (autoscaling/v1 Scale over
 //! `spec.replicas`, also for custom resources that declare it), `binding`, `eviction`,
-//! `finalize` and `approval`. Streaming subresources are the kubelet's: `pods/log` is proxied
-//! to it (`node_proxy`); exec, attach, portforward and proxy answer a clear 503 Status until
-//! they are.
+//! `finalize` and `approval`. Streaming subresources are the kubelet's: `pods/log`,
+//! `pods/exec`, `pods/attach`, `pods/portforward` and `nodes/proxy` go to it (`node_proxy`);
+//! any other of them answers a clear 503 Status.
 
 use http::Response;
 use hyper::body::Incoming;
@@ -52,6 +52,9 @@ pub async fn dispatch(
         },
         ("exec", "create") if ctx.ri.group.is_empty() && ctx.ri.plural == "pods" => {
             crate::apiserver::node_proxy::exec::serve(ctx).await
+        }
+        ("attach", "create") if ctx.ri.group.is_empty() && ctx.ri.plural == "pods" => {
+            crate::apiserver::node_proxy::attach::serve(ctx).await
         }
         ("portforward", "create") if ctx.ri.group.is_empty() && ctx.ri.plural == "pods" => {
             crate::apiserver::node_proxy::portforward::serve(ctx).await

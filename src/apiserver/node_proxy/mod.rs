@@ -1,7 +1,7 @@
 //! The apiserver's side of the kubelet API (upstream's `pkg/registry/core/pod/rest/log.go`,
 //! `subresources.go` and the kubelet client): `pods/log` (`log`), `nodes/{name}/proxy/...`
-//! (`nodes`), and the upgraded streams of `pods/exec` (`exec`) and `pods/portforward`
-//! (`portforward`) spliced by `upgrade`, proxied to the node's kubelet
+//! (`nodes`), and the upgraded streams of `pods/exec` (`exec`), `pods/attach` (`attach`) and
+//! `pods/portforward` (`portforward`) spliced by `upgrade`, proxied to the node's kubelet
 //! on its `daemonEndpoints.kubeletEndpoint.Port` at its InternalIP (k3s's preferred address
 //! type; else the Hostname address).
 //!
@@ -12,6 +12,7 @@
 //! node's address, is refused. Responses stream through (nothing is buffered but an error
 //! body, capped); the audit line records the request, not the stream.
 
+pub mod attach;
 pub mod exec;
 pub mod log;
 pub mod nodes;

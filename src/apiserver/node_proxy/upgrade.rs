@@ -2,8 +2,8 @@
 //! subresources): the client's WebSocket handshake headers are forwarded to the node's
 //! kubelet over mTLS, and once the kubelet answers 101 Switching Protocols the two upgraded
 //! connections are spliced byte for byte until either side ends. Any other answer from the
-//! kubelet is handed back as its Status. Used by `pods/exec` and `pods/portforward`; the
-//! audit line records the request (the 101), never the stream.
+//! kubelet is handed back as its Status. Used by `pods/exec`, `pods/attach` and
+//! `pods/portforward`; the audit line records the request (the 101), never the stream.
 
 use http::Response;
 

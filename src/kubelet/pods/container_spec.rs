@@ -74,15 +74,24 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, String> {
     if uid == 0 && sc.run_as_non_root.or(psc.run_as_non_root).unwrap_or(false) {
         return Err("container has runAsNonRoot and image will run as root".into());
     }
-    let mut groups: Vec<u32> = psc
-        .supplemental_groups
-        .iter()
-        .flatten()
-        .filter_map(|g| u32::try_from(*g).ok())
-        .collect();
+    // The process's groups as containerd gives them: the primary group, the user's groups in
+    // the image's /etc/group (unless `supplementalGroupsPolicy: Strict`), then the pod's
+    // supplementalGroups and fsGroup (`id` shows them sorted: the kernel sorts the list).
+    let mut groups: Vec<u32> = vec![gid];
+    if psc.supplemental_groups_policy.as_deref() != Some("Strict") {
+        groups.extend(image_groups(&layers, uid));
+    }
+    groups.extend(
+        psc.supplemental_groups
+            .iter()
+            .flatten()
+            .filter_map(|g| u32::try_from(*g).ok()),
+    );
     if let Some(fs) = psc.fs_group.and_then(|g| u32::try_from(g).ok()) {
         groups.push(fs);
     }
+    groups.sort_unstable();
+    groups.dedup();
 
     let capabilities = capabilities(&sc, privileged)?;
     let seccomp = if privileged {
@@ -111,7 +120,7 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, String> {
         resources::pod_cgroup(i.cgroup_root, qos, uid_str),
         id
     );
-    let mounts = mounts(i, &id)?;
+    let mounts = mounts(i, &id, &env)?;
     let mut annotations = BTreeMap::new();
     annotations.insert(ANN_NAME.to_string(), c.name.clone());
     annotations.insert(ANN_ATTEMPT.to_string(), i.attempt.to_string());
@@ -134,6 +143,9 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, String> {
             capabilities,
             no_new_privileges: !privileged && sc.allow_privilege_escalation == Some(false),
             oom_score_adj: Some(resources::oom_score_adj(qos, c)),
+            terminal: c.tty.unwrap_or(false),
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
         },
         root: Root {
             layers,
@@ -391,6 +403,39 @@ fn lookup_passwd(layers: &[PathBuf], name: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// The groups whose member list in the image's `/etc/group` names user `uid` (by its name in
+/// `/etc/passwd`). Files are read only when they are regular files of the layer: a symlink
+/// would be resolved on the host.
+fn image_groups(layers: &[PathBuf], uid: u32) -> Vec<u32> {
+    let read = |rel: &str| {
+        layers.iter().rev().find_map(|l| {
+            let p = l.join(rel);
+            std::fs::symlink_metadata(&p)
+                .ok()
+                .filter(|m| m.is_file() && m.len() <= 1 << 20)
+                .and_then(|_| std::fs::read_to_string(&p).ok())
+        })
+    };
+    let Some(name) = read("etc/passwd").and_then(|t| {
+        t.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+        })
+    }) else {
+        return Vec::new();
+    };
+    let Some(text) = read("etc/group") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let member = f.len() >= 4 && f[3].split(',').any(|m| m.trim() == name);
+            member.then(|| f[2].parse::<u32>().ok()).flatten()
+        })
+        .collect()
+}
+
 pub fn hostname(pod: &Pod) -> String {
     let h = pod
         .spec
@@ -405,13 +450,14 @@ pub fn hostname(pod: &Pod) -> String {
         .to_string()
 }
 
-fn mounts(i: &Inputs<'_>, id: &str) -> Result<Vec<Mount>, String> {
+fn mounts(i: &Inputs<'_>, id: &str, env: &[String]) -> Result<Vec<Mount>, String> {
     let c = i.container;
     let bind = |dst: &str, src: PathBuf, ro: bool| Mount {
         destination: dst.to_string(),
         kind: "bind".into(),
         source: Some(src),
         readonly: ro,
+        sub_path: None,
     };
     let mut out = vec![
         bind("/etc/hosts", i.pod_dir.join("etc-hosts"), false),
@@ -435,22 +481,38 @@ fn mounts(i: &Inputs<'_>, id: &str) -> Result<Vec<Mount>, String> {
         let Some(src) = i.volumes.get(&vm.name) else {
             return Err(format!("volume {:?} is not available", vm.name));
         };
-        let mut src = src.clone();
-        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            if Path::new(sub).is_absolute() || sub.split('/').any(|p| p == "..") {
-                return Err(format!(
-                    "subPath {sub:?} must be a relative path without '..'"
-                ));
+        // upstream's `mustMountRO`: volumes the kubelet writes are read-only in containers.
+        let kubelet_written = i
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .find(|v| v.name == vm.name)
+            .is_some_and(|v| {
+                v.config_map.is_some()
+                    || v.secret.is_some()
+                    || v.projected.is_some()
+                    || v.downward_api.is_some()
+            });
+        let mut m = bind(
+            &vm.mount_path,
+            src.clone(),
+            vm.read_only.unwrap_or(false) || kubelet_written,
+        );
+        if let Some(sub) = super::subpath::of(vm, env)? {
+            match super::subpath::resolve(src, &sub) {
+                Ok(rel) => m.sub_path = Some(rel),
+                Err(e) => {
+                    // The detail may describe the host: the log only, as upstream.
+                    tracing::warn!(container = %c.name, volume = %vm.name, error = %e, "subPath refused");
+                    return Err(format!(
+                        "failed to prepare subPath for volumeMount {:?} of container {:?}",
+                        vm.name, c.name
+                    ));
+                }
             }
-            // Resolve without leaving the volume (symlinks followed inside it only).
-            let resolved = crate::kubelet::runtime::container::secure_join(&src, sub)
-                .map_err(|e| e.to_string())?;
-            if !resolved.exists() {
-                std::fs::create_dir_all(&resolved).map_err(|e| format!("subPath {sub}: {e}"))?;
-            }
-            src = resolved;
         }
-        out.push(bind(&vm.mount_path, src, vm.read_only.unwrap_or(false)));
+        out.push(m);
     }
     Ok(out)
 }

@@ -19,6 +19,8 @@ pub mod resources;
 pub mod static_pods;
 pub mod status;
 pub mod stop;
+pub mod subpath;
+pub mod volume_ownership;
 pub mod volumes;
 pub mod worker;
 

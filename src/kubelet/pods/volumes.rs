@@ -10,7 +10,9 @@
 //! `unmount_all` takes them down when the pod goes. `emptyDir` with `medium: Memory` is a
 //! tmpfs of `sizeLimit`; `hostPath` is checked by `host_path.rs`. configMap and secret volumes
 //! are written with upstream's `..data` symlink swap (`atomic_writer.rs`) and re-read by the
-//! worker every 10 s, so updates reach running pods atomically. Not yet: token rotation, PVCs.
+//! worker every 10 s, so updates reach running pods atomically. emptyDirs are 0777 as
+//! upstream's; the pod's `fsGroup` is applied by `volume_ownership.rs`. Not yet: token
+//! rotation, PVCs.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -62,7 +64,13 @@ pub async fn prepare(
                 .map(|m| (m / 1000).max(4096) as u64);
             ensure_tmpfs(&dir, size)?;
         }
+        if v.empty_dir.is_some() {
+            // upstream's emptyDir mode: 0777, whatever the umask.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
         fill(client, pod, &ns, v, &dir, node_name).await?;
+        set_fs_group(pod, v, &dir, false)?;
         out.insert(v.name.clone(), dir);
     }
     Ok(out)
@@ -175,6 +183,33 @@ async fn refresh_one(
     super::atomic_writer::write(dir, &payload)
 }
 
+/// The pod's `fsGroup` on a volume that supports ownership management (emptyDir, configMap,
+/// secret, projected, downwardAPI; `volume_ownership.rs`). Only emptyDir follows
+/// `fsGroupChangePolicy`: the others are written by the kubelet and re-grouped on every
+/// write, as upstream's atomic-writer volumes are. `updated`: after a refresh.
+fn set_fs_group(pod: &Pod, v: &Volume, dir: &Path, updated: bool) -> Result<(), String> {
+    let Some(psc) = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()) else {
+        return Ok(());
+    };
+    let Some(gid) = psc.fs_group.and_then(|g| u32::try_from(g).ok()) else {
+        return Ok(());
+    };
+    let readonly = v.config_map.is_some()
+        || v.secret.is_some()
+        || v.projected.is_some()
+        || v.downward_api.is_some();
+    if !readonly && v.empty_dir.is_none() {
+        return Ok(());
+    }
+    let policy = if readonly || updated {
+        super::volume_ownership::Policy::Always
+    } else {
+        super::volume_ownership::Policy::from_pod(psc.fs_group_change_policy.as_deref())
+    };
+    super::volume_ownership::apply(dir, gid, policy, readonly)
+        .map_err(|e| format!("for volume {:?} : {e}", v.name))
+}
+
 /// Re-reads the pod's configMap and secret volumes and swaps in what changed (upstream's
 /// periodic volume remount); a failure keeps the old content, as upstream.
 pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
@@ -190,6 +225,9 @@ pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
         let dir = pod_dir.join("volumes").join(&v.name);
         match refresh_one(client, &ns, v, &dir).await {
             Ok(true) => {
+                if let Err(e) = set_fs_group(pod, v, &dir, true) {
+                    tracing::warn!(volume = %v.name, error = %e, "fsGroup of the updated volume");
+                }
                 tracing::info!(volume = %v.name, pod = ?pod.metadata.name, "volume content updated")
             }
             Ok(false) => {}

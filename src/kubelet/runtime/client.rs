@@ -155,13 +155,20 @@ pub fn call_blocking(dir: &Path, req: &Request) -> Result<Response, Error> {
     Ok(resp)
 }
 
-/// Start a process in container `id` (blocking: run it on a blocking thread). Returns its
-/// PID and its descriptors (see `exec::Started`).
-pub fn exec_start(
+/// Send `req` (blocking) and read the one-line answer with the descriptors that came with it
+/// (`SCM_RIGHTS`); also returns the connection and any bytes that followed the line.
+fn call_with_fds(
     dir: &Path,
-    id: &str,
-    process: &super::exec::Process,
-) -> Result<(i32, Vec<OwnedFd>), Error> {
+    req: &Request,
+) -> Result<
+    (
+        Response,
+        Vec<OwnedFd>,
+        std::os::unix::net::UnixStream,
+        Vec<u8>,
+    ),
+    Error,
+> {
     use std::io::Write;
     use std::os::fd::FromRawFd;
     let path = super::shim::socket(dir);
@@ -172,47 +179,96 @@ pub fn exec_start(
     let s = std::os::unix::net::UnixStream::connect(&path).map_err(|e| talk(e.to_string()))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-    let req = Request::Exec {
-        id: id.to_string(),
-        process: process.clone(),
-    };
-    let mut body = serde_json::to_vec(&req).map_err(|e| talk(e.to_string()))?;
+    let mut body = serde_json::to_vec(req).map_err(|e| talk(e.to_string()))?;
     body.push(b'\n');
     (&s).write_all(&body).map_err(|e| talk(e.to_string()))?;
-    // One message: the JSON line with the descriptors attached.
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 3]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = nix::sys::socket::recvmsg::<nix::sys::socket::UnixAddr>(
-        s.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| talk(e.to_string()))?;
+    let mut got: Vec<u8> = Vec::new();
     let mut fds = Vec::new();
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let nix::sys::socket::ControlMessageOwned::ScmRights(raws) = c {
-                for r in raws {
-                    // SAFETY: descriptors just received with SCM_RIGHTS belong to us alone.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+    let mut buf = vec![0u8; 64 * 1024];
+    let line_end = loop {
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 3]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<nix::sys::socket::UnixAddr>(
+            s.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| talk(e.to_string()))?;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let nix::sys::socket::ControlMessageOwned::ScmRights(raws) = c {
+                    for r in raws {
+                        // SAFETY: descriptors just received with SCM_RIGHTS belong to us alone.
+                        fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+                    }
                 }
             }
         }
-    }
-    let n = msg.bytes;
-    let line = String::from_utf8_lossy(&buf[..n]).to_string();
+        let n = msg.bytes;
+        if n == 0 {
+            return Err(talk("the shim closed the connection".into()));
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.iter().position(|b| *b == b'\n') {
+            break i;
+        }
+        if got.len() > 4 << 20 {
+            return Err(talk("answer too long".into()));
+        }
+    };
+    let rest = got.split_off(line_end + 1);
+    let line = String::from_utf8_lossy(&got).to_string();
     let resp: Response =
         serde_json::from_str(line.trim()).map_err(|e| talk(format!("bad answer: {e}")))?;
     if let Some(e) = resp.error {
         return Err(Error::Refused(e));
     }
-    let pid = resp
-        .exec
-        .map(|e| e.pid)
-        .ok_or_else(|| talk("no exec in the answer".into()))?;
+    Ok((resp, fds, s, rest))
+}
+
+/// Start a process in container `id` (blocking: run it on a blocking thread). Returns its
+/// PID and its descriptors (see `exec::Started`).
+pub fn exec_start(
+    dir: &Path,
+    id: &str,
+    process: &super::exec::Process,
+) -> Result<(i32, Vec<OwnedFd>), Error> {
+    let req = Request::Exec {
+        id: id.to_string(),
+        process: process.clone(),
+    };
+    let (resp, fds, _, _) = call_with_fds(dir, &req)?;
+    let pid = resp.exec.map(|e| e.pid).ok_or_else(|| Error::Talk {
+        path: super::shim::socket(dir),
+        detail: "no exec in the answer".into(),
+    })?;
     Ok((pid, fds))
+}
+
+/// An attach session to a container (see the shim's module docs).
+pub struct Attach {
+    /// The container's stdin (pipe write end or pty master), when asked and kept.
+    pub stdin: Option<OwnedFd>,
+    /// The output records arrive here (blocking mode; the caller converts it).
+    pub output: std::os::unix::net::UnixStream,
+    /// Output bytes that came with the answer.
+    pub pending: Vec<u8>,
+}
+
+/// Attach to container `id` (blocking: run it on a blocking thread).
+pub fn attach(dir: &Path, id: &str, stdin: bool) -> Result<Attach, Error> {
+    let req = Request::Attach {
+        id: id.to_string(),
+        stdin,
+    };
+    let (_, fds, output, pending) = call_with_fds(dir, &req)?;
+    let _ = output.set_read_timeout(None);
+    Ok(Attach {
+        stdin: fds.into_iter().next(),
+        output,
+        pending,
+    })
 }
 
 /// Wait (as long as it runs) for exec process `pid` to exit; its exit code.
@@ -242,4 +298,16 @@ pub async fn exec_wait(dir: &Path, pid: i32) -> Result<i32, Error> {
     resp.exec
         .and_then(|e| e.exit_code)
         .ok_or_else(|| talk("no exit code in the answer".into()))
+}
+
+/// A descriptor the agent writes to (an attached container's stdin: a pipe or a pty master),
+/// made non-blocking and registered with the tokio reactor (call it inside the runtime).
+pub fn async_writer(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    // SAFETY: the `OwnedFd` is moved into the `AsyncFd`: it stays open, on the same file
+    // description, and is its raw descriptor until the `AsyncFd` is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE) }
+        .map_err(|e| e.into_parts().1)
 }

@@ -55,9 +55,54 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 /// A started container as the shim holds it.
 pub struct Started {
     pub pid: i32,
+    /// The read end of stdout, or the pty master with `terminal` (the one output stream).
     pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// The read end of stderr; `None` with `terminal`.
+    pub stderr: Option<OwnedFd>,
+    /// The write end of stdin (a dup of the pty master with `terminal`) when the spec keeps
+    /// stdin open.
+    pub stdin: Option<OwnedFd>,
     pub cgroup_dirs: Vec<PathBuf>,
+}
+
+/// The container's stdio: the child's descriptors (stdin `None`: `/dev/null`, opened inside
+/// the container) and the shim's ends.
+struct Stdio {
+    child: [Option<OwnedFd>; 3],
+    stdout: OwnedFd,
+    stderr: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
+}
+
+impl Stdio {
+    fn new(p: &super::spec::Process) -> Result<Stdio, Error> {
+        if p.terminal {
+            let (master, slave) = super::exec::openpty()?;
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(io("dup"));
+            let stdin = if p.stdin { Some(dup(&master)?) } else { None };
+            let child = [Some(dup(&slave)?), Some(dup(&slave)?), Some(slave)];
+            return Ok(Stdio {
+                child,
+                stdout: master,
+                stderr: None,
+                stdin,
+            });
+        }
+        let (stdin_r, stdin_w) = if p.stdin {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        Ok(Stdio {
+            child: [stdin_r, Some(out_w), Some(err_w)],
+            stdout: out_r,
+            stderr: Some(err_r),
+            stdin: stdin_w,
+        })
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
@@ -148,8 +193,13 @@ pub fn start(spec: &Spec, dir: &Path) -> Result<Started, Error> {
         Some(p) => cgroup::create(p, &spec.linux.resources)?,
         None => Vec::new(),
     };
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    let Stdio {
+        child: child_io,
+        stdout,
+        stderr,
+        stdin,
+    } = Stdio::new(&spec.process)?;
+    let raw = |fd: &Option<OwnedFd>| fd.as_ref().map(|f| f.as_raw_fd());
     let (fail_r, fail_w) = pipe()?;
     let (sync_r, sync_w) = pipe()?;
     let child = Child {
@@ -158,8 +208,7 @@ pub fn start(spec: &Spec, dir: &Path) -> Result<Started, Error> {
         rootfs: &rootfs,
         programs: &programs,
         caps,
-        out_w: out_w.as_raw_fd(),
-        err_w: err_w.as_raw_fd(),
+        stdio: [raw(&child_io[0]), raw(&child_io[1]), raw(&child_io[2])],
         fail_w: fail_w.as_raw_fd(),
         sync_r: sync_r.as_raw_fd(),
     };
@@ -180,7 +229,8 @@ pub fn start(spec: &Spec, dir: &Path) -> Result<Started, Error> {
         )
     }
     .map_err(sys("clone"))?;
-    drop((out_w, err_w, fail_w, sync_r));
+    // The shim keeps no child end: a pty master reads EIO once the container's side closes.
+    drop((child_io, fail_w, sync_r));
     let fail = |msg: String| -> Error {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
@@ -204,8 +254,9 @@ pub fn start(spec: &Spec, dir: &Path) -> Result<Started, Error> {
     }
     Ok(Started {
         pid: pid.as_raw(),
-        stdout: out_r,
-        stderr: err_r,
+        stdout,
+        stderr,
+        stdin,
         cgroup_dirs,
     })
 }
@@ -216,8 +267,8 @@ struct Child<'a> {
     rootfs: &'a Path,
     programs: &'a [seccompiler::BpfProgram],
     caps: u64,
-    out_w: RawFd,
-    err_w: RawFd,
+    /// stdin (`None`: `/dev/null`), stdout, stderr.
+    stdio: [Option<RawFd>; 3],
     fail_w: RawFd,
     sync_r: RawFd,
 }
@@ -423,7 +474,25 @@ impl Child<'_> {
                 let src = m.source.as_ref().ok_or_else(|| {
                     Error::Setup(format!("bind mount {} without a source", m.destination))
                 })?;
-                let meta = std::fs::metadata(src)
+                // A subPath is opened here, in the container's mount namespace just before
+                // the mount, and mounted through its descriptor: whatever another container
+                // of the pod does to the volume, this mounts what was opened, and opening
+                // follows no symlink and cannot leave the volume (CVE-2021-25741).
+                let sub = match &m.sub_path {
+                    Some(rel) => Some(open_beneath(src, rel).map_err(|e| {
+                        Error::Setup(format!(
+                            "subPath {} of the mount at {}: {e}",
+                            rel.display(),
+                            m.destination
+                        ))
+                    })?),
+                    None => None,
+                };
+                let from = match &sub {
+                    Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                    None => src.clone(),
+                };
+                let meta = std::fs::metadata(&from)
                     .map_err(io(format!("mount source {}", src.display())))?;
                 let dst = if meta.is_dir() {
                     mkdir_in(self.rootfs, &m.destination)?
@@ -431,13 +500,14 @@ impl Child<'_> {
                     touch_in(self.rootfs, &m.destination)?
                 };
                 mount(
-                    Some(src.as_path()),
+                    Some(from.as_path()),
                     &dst,
                     None::<&str>,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )
                 .map_err(sys(format!("bind mount {}", m.destination)))?;
+                drop(sub);
                 if m.readonly {
                     mount(
                         None::<&str>,
@@ -529,10 +599,24 @@ impl Child<'_> {
     fn stdio(&self) -> Result<(), Error> {
         let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, Mode::empty())
             .map_err(sys("open /dev/null"))?;
-        for (from, to) in [(null.as_raw_fd(), 0), (self.out_w, 1), (self.err_w, 2)] {
+        if self.spec.process.terminal {
+            // A session of its own with the pty slave as its controlling terminal, as runc
+            // does for `terminal: true` (job control, SIGWINCH, ^C reach the container).
+            nix::unistd::setsid().map_err(sys("setsid"))?;
+        }
+        for (from, to) in self.stdio.iter().zip(0..) {
+            let from = from.unwrap_or(null.as_raw_fd());
             // SAFETY: dup2(2) onto the standard descriptors of this (child) process.
             if unsafe { libc::dup2(from, to) } < 0 {
                 return Err(io("dup2")(std::io::Error::last_os_error()));
+            }
+        }
+        if self.spec.process.terminal {
+            // SAFETY: TIOCSCTTY on our stdin (the pty slave) with an integer argument.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+                return Err(io("set the controlling terminal")(
+                    std::io::Error::last_os_error(),
+                ));
             }
         }
         Ok(())
@@ -691,6 +775,25 @@ fn capset(effective: u64, permitted: u64, inheritable: u64) -> std::io::Result<(
     Ok(())
 }
 
+/// `rel` beneath the directory `base`, as an `O_PATH` descriptor: no symlink (nor magic
+/// link) is followed and no component may leave `base` (`openat2`, Linux ≥ 5.6).
+fn open_beneath(base: &Path, rel: &Path) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let root = nix::fcntl::open(
+        base,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    openat2(&root, rel, how)
+}
+
 /// overlayfs option values escape `,` `:` and `\`.
 fn escape_overlay(p: &Path) -> String {
     let s = p.to_string_lossy();
@@ -801,4 +904,33 @@ fn touch_in(root: &Path, path: &str) -> Result<PathBuf, Error> {
 /// The pid as nix wants it.
 pub fn pid(p: i32) -> Pid {
     Pid::from_raw(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_beneath;
+    use std::path::Path;
+
+    #[test]
+    fn open_beneath_follows_no_symlink_and_stays_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("vol");
+        std::fs::create_dir_all(base.join("dir/inner")).unwrap();
+        std::os::unix::fs::symlink("/", base.join("escape")).unwrap();
+        std::os::unix::fs::symlink("dir", base.join("inlink")).unwrap();
+        assert!(open_beneath(&base, Path::new("dir/inner")).is_ok());
+        // What a container swaps in after the kubelet's check: refused, not followed.
+        assert_eq!(
+            open_beneath(&base, Path::new("escape")).unwrap_err(),
+            nix::Error::ELOOP
+        );
+        assert_eq!(
+            open_beneath(&base, Path::new("escape/etc")).unwrap_err(),
+            nix::Error::ELOOP
+        );
+        // Even a symlink that stays inside (the kubelet resolves those beforehand).
+        assert!(open_beneath(&base, Path::new("inlink/inner")).is_err());
+        // No way out by dot-dot.
+        assert!(open_beneath(&base, Path::new("dir/../..")).is_err());
+    }
 }

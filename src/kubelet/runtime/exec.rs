@@ -53,8 +53,8 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe2"))
 }
 
-/// A new pty: (master, slave).
-fn openpty() -> Result<(OwnedFd, OwnedFd), Error> {
+/// A new pty: (master, slave), both close-on-exec.
+pub(super) fn openpty() -> Result<(OwnedFd, OwnedFd), Error> {
     let mut master: libc::c_int = -1;
     let mut slave: libc::c_int = -1;
     // SAFETY: openpty(3) writes two descriptors into our integers; no name/termios/winsize.

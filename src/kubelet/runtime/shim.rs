@@ -7,7 +7,15 @@
 //! - requests on `DIR/shim.sock` (0600, one JSON line in, one out): run, kill, state,
 //!   remove, shutdown, exec, execWait, execKill;
 //! - `SIGCHLD` (signalfd): reap, record exit code/signal, finish time, OOM kill;
-//! - each container's stdout/stderr pipes, written to its CRI log file.
+//! - each container's stdout/stderr pipes (or its pty master, `terminal`), written to its
+//!   CRI log file and copied to the attach sessions of the container;
+//! - attach sessions (`attach`, what `kubectl attach`/`run -i` reach): the answer carries a
+//!   dup of the container's stdin (the pipe's write end or the pty master) when asked, then
+//!   the connection stays open and gets the output as `[stream][len u32 BE][bytes]` records
+//!   (1 stdout, 2 stderr) until the container's output ends. A reader that falls 4 MiB
+//!   behind is dropped rather than stalling the log. With `stdinOnce` the shim gives its own
+//!   stdin end away with the first attach that takes it, so the container reads EOF once
+//!   that session ends (CRI `stdin_once`); later attaches get no stdin.
 //!
 //! It outlives the agent: the agent reconnects to the socket after a restart and finds its
 //! containers with their PIDs, attempts (annotations) and times. Being single-threaded is
@@ -61,6 +69,12 @@ pub enum Request {
     ExecKill {
         pid: i32,
         signal: i32,
+    },
+    /// Attach to container `id` (see the module docs); `stdin`: hand over its stdin.
+    Attach {
+        id: String,
+        #[serde(default)]
+        stdin: bool,
     },
 }
 
@@ -124,6 +138,10 @@ struct Ctr {
     state: ContainerState,
     stdout: Option<(OwnedFd, logs::Stream)>,
     stderr: Option<(OwnedFd, logs::Stream)>,
+    /// The container's stdin for attaches (`None` without `stdin`, or once a `stdinOnce`
+    /// attach took it).
+    stdin: Option<OwnedFd>,
+    attached: Vec<Attached>,
     log: Option<logs::LogFile>,
     cgroup_path: Option<String>,
     cgroup_dirs: Vec<PathBuf>,
@@ -259,6 +277,89 @@ struct Shim {
 }
 
 const MAX_EXECS: usize = 1024;
+/// Attach sessions per container.
+const MAX_ATTACHED: usize = 32;
+/// Output queued for one attach session before it is dropped.
+const MAX_ATTACH_QUEUE: usize = 4 << 20;
+
+/// An attach session's connection (non-blocking) and the output not yet written to it.
+struct Attached {
+    sock: UnixStream,
+    queue: Vec<u8>,
+    /// The output is over: the session ends once its queue is written.
+    done: bool,
+}
+
+impl Attached {
+    /// Write what the socket takes now; `false` once the session is gone.
+    fn flush(&mut self) -> bool {
+        while !self.queue.is_empty() {
+            match (&self.sock).write(&self.queue) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.queue.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Whether the other end is still there (it sends nothing after its request).
+    fn alive(&mut self) -> bool {
+        let mut b = [0u8; 512];
+        loop {
+            match (&self.sock).read(&mut b) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Queue an output record for every attach session; drop the ones gone or too far behind.
+fn fan_out(attached: &mut Vec<Attached>, stream: u8, data: &[u8]) {
+    attached.retain_mut(|a| {
+        if a.queue.len() + data.len() + 5 > MAX_ATTACH_QUEUE {
+            return false;
+        }
+        a.queue.push(stream);
+        a.queue
+            .extend_from_slice(&(data.len() as u32).to_be_bytes());
+        a.queue.extend_from_slice(data);
+        a.flush()
+    });
+}
+
+/// Send `resp` as one JSON line with `fds` attached (`SCM_RIGHTS`).
+fn send_with_fds(stream: &UnixStream, resp: &Response, fds: &[OwnedFd]) -> bool {
+    let Ok(mut body) = serde_json::to_vec(resp) else {
+        return false;
+    };
+    body.push(b'\n');
+    let raws: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let iov = [std::io::IoSlice::new(&body)];
+    let cmsgs = if raws.is_empty() {
+        Vec::new()
+    } else {
+        vec![nix::sys::socket::ControlMessage::ScmRights(&raws)]
+    };
+    matches!(
+        nix::sys::socket::sendmsg::<nix::sys::socket::UnixAddr>(
+            stream.as_raw_fd(),
+            &iov,
+            &cmsgs,
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        ),
+        Ok(n) if n == body.len()
+    )
+}
 
 fn serve(args: &ShimArgs, listener: UnixListener, sigfd: SignalFd) {
     let mut shim = Shim {
@@ -292,6 +393,22 @@ fn serve(args: &ShimArgs, listener: UnixListener, sigfd: SignalFd) {
                 PollFlags::POLLIN,
             ));
         }
+        // Attach sessions: POLLIN to notice a closed one, POLLOUT while output is queued.
+        let mut sessions: Vec<(String, usize)> = Vec::new();
+        for (id, c) in &shim.ctrs {
+            for (i, a) in c.attached.iter().enumerate() {
+                let mut flags = PollFlags::POLLIN;
+                if !a.queue.is_empty() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                sessions.push((id.clone(), i));
+                // SAFETY: as above, owned by `shim.ctrs`, unchanged while `fds` lives.
+                fds.push(PollFd::new(
+                    unsafe { BorrowedFd::borrow_raw(a.sock.as_raw_fd()) },
+                    flags,
+                ));
+            }
+        }
         let timeout = if shim.shutting_down {
             100u16
         } else {
@@ -308,6 +425,20 @@ fn serve(args: &ShimArgs, listener: UnixListener, sigfd: SignalFd) {
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
+        // Sessions first (indices are stable until something is removed), highest index
+        // first so removing one leaves the lower indices valid.
+        for (k, (id, i)) in sessions.iter().enumerate().rev() {
+            if !ready[2 + pipes.len() + k] {
+                continue;
+            }
+            if let Some(c) = shim.ctrs.get_mut(id) {
+                if let Some(a) = c.attached.get_mut(*i) {
+                    if !(a.alive() && a.flush()) || (a.done && a.queue.is_empty()) {
+                        c.attached.remove(*i);
+                    }
+                }
+            }
+        }
         for (i, (id, out, _)) in pipes.iter().enumerate() {
             if ready[i + 2] {
                 shim.pump(id, *out);
@@ -346,6 +477,7 @@ impl Shim {
         }
         let resp = match serde_json::from_str::<Request>(&line) {
             Ok(Request::Exec { id, process }) => return self.exec(stream, &id, &process),
+            Ok(Request::Attach { id, stdin }) => return self.attach(stream, &id, stdin),
             Ok(Request::ExecWait { pid }) => {
                 if let Some(None) = self.execs.get(&pid) {
                     // Still running: answered by `reap`.
@@ -417,26 +549,55 @@ impl Shim {
                 Vec::new()
             }
         };
-        let Ok(mut body) = serde_json::to_vec(&resp) else {
-            return;
-        };
-        body.push(b'\n');
-        let raws: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-        let iov = [std::io::IoSlice::new(&body)];
-        let cmsgs = if raws.is_empty() {
-            Vec::new()
-        } else {
-            vec![nix::sys::socket::ControlMessage::ScmRights(&raws)]
-        };
-        let _ = nix::sys::socket::sendmsg::<nix::sys::socket::UnixAddr>(
-            stream.as_raw_fd(),
-            &iov,
-            &cmsgs,
-            nix::sys::socket::MsgFlags::empty(),
-            None,
-        );
+        send_with_fds(&stream, &resp, &fds);
         // Our copies close here; the agent holds its own.
         drop(fds);
+    }
+
+    /// Start an attach session on `stream` (see the module docs).
+    fn attach(&mut self, stream: UnixStream, id: &str, want_stdin: bool) {
+        let mut resp = Response {
+            shim_pid: std::process::id() as i32,
+            ..Default::default()
+        };
+        let mut fds = Vec::new();
+        let mut keep = false;
+        match self.ctrs.get_mut(id) {
+            Some(c) if !c.state.running => {
+                resp.error = Some(format!("container {id} is not running"))
+            }
+            Some(c) if c.attached.len() >= MAX_ATTACHED => {
+                resp.error = Some(format!("container {id} has too many attach sessions"))
+            }
+            Some(c) => {
+                if want_stdin {
+                    let once = c.spec.process.stdin_once;
+                    let given = if once {
+                        c.stdin.take()
+                    } else {
+                        c.stdin.as_ref().and_then(|f| f.try_clone().ok())
+                    };
+                    fds.extend(given);
+                }
+                // Output still flowing: the session gets it; else it ends at once.
+                keep = c.stdout.is_some() || c.stderr.is_some();
+            }
+            None => resp.error = Some(format!("no container {id}")),
+        }
+        if !send_with_fds(&stream, &resp, &fds) || !keep {
+            return;
+        }
+        drop(fds);
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        if let Some(c) = self.ctrs.get_mut(id) {
+            c.attached.push(Attached {
+                sock: stream,
+                queue: Vec::new(),
+                done: false,
+            });
+        }
     }
 
     fn apply(&mut self, req: Request) -> Response {
@@ -485,7 +646,7 @@ impl Shim {
             },
             Request::State => {}
             // Served by `handle`.
-            Request::Exec { .. } | Request::ExecWait { .. } => {}
+            Request::Exec { .. } | Request::ExecWait { .. } | Request::Attach { .. } => {}
         }
         resp.containers = self.ctrs.values().map(|c| c.state.clone()).collect();
         resp
@@ -521,7 +682,7 @@ impl Shim {
                 return Err(e);
             }
         };
-        for fd in [&started.stdout, &started.stderr] {
+        for fd in std::iter::once(&started.stdout).chain(started.stderr.as_ref()) {
             let _ = nix::fcntl::fcntl(
                 fd,
                 nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -542,7 +703,9 @@ impl Shim {
                     annotations: spec.annotations.clone(),
                 },
                 stdout: Some((started.stdout, logs::Stream::new("stdout"))),
-                stderr: Some((started.stderr, logs::Stream::new("stderr"))),
+                stderr: started.stderr.map(|fd| (fd, logs::Stream::new("stderr"))),
+                stdin: started.stdin,
+                attached: Vec::new(),
                 log,
                 cgroup_path: spec.linux.cgroups_path.clone(),
                 cgroup_dirs: started.cgroup_dirs,
@@ -563,22 +726,28 @@ impl Shim {
         let mut sink = LogSink(c.log.as_mut());
         loop {
             match nix::unistd::read(fd.as_fd(), &mut buf) {
-                Ok(0) => {
-                    let _ = stream.close(&mut sink);
-                    *slot = None;
-                    return;
-                }
-                Ok(n) => {
+                Ok(n) if n > 0 => {
                     let _ = stream.feed(&buf[..n], &mut sink);
+                    fan_out(&mut c.attached, if stdout { 1 } else { 2 }, &buf[..n]);
                     if n < buf.len() {
                         return;
                     }
                 }
                 Err(nix::errno::Errno::EAGAIN) => return,
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => {
+                // End of the stream (a pty master reads EIO once the container's side is
+                // closed) or a broken pipe.
+                _ => {
                     let _ = stream.close(&mut sink);
                     *slot = None;
+                    if c.stdout.is_none() && c.stderr.is_none() {
+                        // The output is over: attach sessions end (what ends `kubectl attach`).
+                        for a in &mut c.attached {
+                            a.done = true;
+                            a.flush();
+                        }
+                        c.attached.retain(|a| !a.queue.is_empty());
+                    }
                     return;
                 }
             }

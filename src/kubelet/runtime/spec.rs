@@ -90,6 +90,16 @@ pub struct Process {
     pub no_new_privileges: bool,
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// Give the process a pseudo-terminal as stdin/stdout/stderr (OCI `terminal`; the pod's
+    /// `tty`): its output is one stream, logged as stdout.
+    #[serde(default)]
+    pub terminal: bool,
+    /// Keep the process's stdin open for attaching (CRI `stdin`); else it reads `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close stdin once the first attach that took it ends (CRI `stdin_once`).
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 fn root_dir() -> String {
@@ -126,6 +136,10 @@ pub struct Mount {
     pub source: Option<PathBuf>,
     #[serde(default)]
     pub readonly: bool,
+    /// For `bind`: mount this path beneath `source` instead of `source` itself, opened
+    /// with no symlink followed and no escape from `source` (a pod's `subPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

@@ -32,7 +32,17 @@ pub struct Options {
 }
 
 impl Options {
+    /// An exec request's query (at least one `command`).
     pub fn parse(query: Option<&str>) -> Result<Options, String> {
+        Self::parse_streams(query, true)
+    }
+
+    /// An attach request's query (upstream's `PodAttachOptions`: the streams and `tty`).
+    pub fn parse_attach(query: Option<&str>) -> Result<Options, String> {
+        Self::parse_streams(query, false)
+    }
+
+    fn parse_streams(query: Option<&str>, exec: bool) -> Result<Options, String> {
         let mut o = Options {
             command: Vec::new(),
             stdin: false,
@@ -51,8 +61,11 @@ impl Options {
                 _ => {}
             }
         }
-        if o.command.is_empty() {
+        if exec && o.command.is_empty() {
             return Err("you must specify at least 1 command".into());
+        }
+        if !exec {
+            o.command.clear();
         }
         if !(o.stdin || o.stdout || o.stderr) {
             return Err("you must specify at least one of stdin, stdout, stderr".into());
@@ -83,7 +96,7 @@ pub fn exit_status(command: &[String], code: i32) -> serde_json::Value {
     })
 }
 
-fn failure(message: &str) -> serde_json::Value {
+pub(super) fn failure(message: &str) -> serde_json::Value {
     json!({
         "metadata": {},
         "status": "Failure",

@@ -12,10 +12,12 @@
 //!   `nodes/proxy` open them over WebSocket (a GET), which is the escalation this closes.
 //!
 //! Served: `/healthz`, `/containerLogs/{ns}/{pod}/{container}` (`logs`),
-//! `/exec/{ns}/{pod}/{container}` over WebSocket (`exec`), `/portforward/{ns}/{pod}` over
+//! `/exec/{ns}/{pod}/{container}` over WebSocket (`exec`), `/attach/{ns}/{pod}/{container}`
+//! (`attach`, the same protocol on the container's own stdio), `/portforward/{ns}/{pod}` over
 //! WebSocket-tunnelled SPDY (`portforward`, `spdy`). Everything else 404.
 //! Errors are `metav1.Status` objects, which the apiserver hands on to its client.
 
+pub mod attach;
 pub mod authz;
 pub mod exec;
 pub mod logs;
@@ -193,9 +195,13 @@ impl Server {
                 self.container_logs(ns, pod, container, req.uri().query())
                     .await
             }
-            (http::Method::GET | http::Method::POST, ["exec", ns, pod, container]) => {
+            (
+                http::Method::GET | http::Method::POST,
+                [verb @ ("exec" | "attach"), ns, pod, container],
+            ) => {
+                let attach = *verb == "attach";
                 let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
-                self.exec(&ns, &pod, &container, req).await
+                self.exec(attach, &ns, &pod, &container, req).await
             }
             (http::Method::GET | http::Method::POST, ["portforward", ns, pod]) => {
                 let (ns, pod) = (ns.to_string(), pod.to_string());
@@ -238,14 +244,21 @@ impl Server {
         Ok(pod)
     }
 
+    /// `exec`, or with `attach` the container's own stdio: both over remotecommand v5.
     async fn exec(
         &self,
+        attach: bool,
         ns: &str,
         name: &str,
         container: &str,
         mut req: Request<Incoming>,
     ) -> Response<Body> {
-        let opts = match exec::Options::parse(req.uri().query()) {
+        let parsed = if attach {
+            exec::Options::parse_attach(req.uri().query())
+        } else {
+            exec::Options::parse(req.uri().query())
+        };
+        let opts = match parsed {
             Ok(o) => o,
             Err(e) => return status(400, "BadRequest", &e),
         };
@@ -310,6 +323,7 @@ impl Server {
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             match on_upgrade.await {
+                Ok(up) if attach => attach::session(TokioIo::new(up), shim_dir, id, opts).await,
                 Ok(up) => exec::session(TokioIo::new(up), shim_dir, id, opts).await,
                 Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
             }

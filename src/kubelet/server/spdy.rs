@@ -6,8 +6,9 @@
 //! with the SPDY/3 dictionary (`spdy_dictionary.bin`, 1,423 bytes, the spec's). Inflating
 //! uses `miniz_oxide` with a wrapping 64 KiB window pre-filled with the dictionary; the
 //! zlib header's FDICT id is skipped. Our own header blocks are written as stored
-//! (uncompressed) deflate blocks after a zlib header without FDICT, which any inflater
-//! reads, so nothing needs a deflater with a dictionary.
+//! (uncompressed) deflate blocks after a zlib header without FDICT, each block ended by the
+//! sync-flush marker as zlib's `Z_SYNC_FLUSH` writes it (Go's reader needs it, see
+//! `Deflater::compress`), so nothing needs a deflater with a dictionary.
 //!
 //! Bounds: a frame is at most 1 MiB + 8 (client-go writes 32 KiB data frames), a header
 //! block inflates to at most 64 KiB and holds at most 64 pairs; anything else is a protocol
@@ -23,6 +24,8 @@ const MAX_FRAME: usize = (1 << 20) + 8;
 const MAX_HEADER_BLOCK: usize = 64 * 1024;
 const MAX_PAIRS: usize = 64;
 const WINDOW: usize = 64 * 1024;
+/// An empty, non-final stored deflate block: what zlib's `Z_SYNC_FLUSH` writes.
+const SYNC_FLUSH: [u8; 5] = [0x00, 0x00, 0x00, 0xff, 0xff];
 
 pub const SYN_STREAM: u16 = 1;
 pub const SYN_REPLY: u16 = 2;
@@ -155,6 +158,12 @@ impl Deflater {
             out.extend_from_slice(&(!n).to_le_bytes());
             out.extend_from_slice(chunk);
         }
+        // The sync-flush marker (an empty stored block), as zlib's Z_SYNC_FLUSH ends every
+        // SPDY header block. It is needed, not decoration: Go's flate reader hands out a
+        // stored block's bytes only when the next block header is read, so without the marker
+        // it reads past the frame's end, its error sticks, and the *next* SYN_REPLY fails
+        // (spdystream then drops the connection: kubectl's `lost connection to pod`).
+        out.extend_from_slice(&SYNC_FLUSH);
         out
     }
 
@@ -352,6 +361,9 @@ mod tests {
             header_left: 2,
             ..Default::default()
         };
+        // Each block ends with the sync-flush marker (what Go's inflater needs to stop at
+        // the frame's end).
+        assert!(r1.ends_with(&SYNC_FLUSH) && r2.ends_with(&SYNC_FLUSH));
         assert_eq!(inf.headers(&r1[12..]).unwrap(), vec![]);
         assert_eq!(
             inf.headers(&r2[12..]).unwrap(),
