@@ -142,9 +142,11 @@ pub async fn run(
     tasks.push(recorder_task);
     let _watches = Watches(tasks);
     let (bound_tx, bound_rx) = mpsc::unbounded_channel();
+    let events = crate::client::events::Sink::start(client.clone());
     let mut s = Scheduler {
         client,
         recorder,
+        events,
         writes: Arc::new(Semaphore::new(cfg.parallelism.max(1))),
         bound_tx,
         cache: Cache::default(),
@@ -175,6 +177,8 @@ impl Drop for Watches {
 struct Scheduler {
     client: kube::Client,
     recorder: binder::Recorder,
+    /// Correlated Events (repeated `FailedScheduling` bumps one Event's count).
+    events: crate::client::events::Sink,
     writes: Arc<Semaphore>,
     bound_tx: mpsc::UnboundedSender<Bound>,
     cache: Cache,
@@ -562,21 +566,22 @@ impl Scheduler {
         let rewrite = nominated.is_some() || self.last_message.get(&info.uid) != Some(&message);
         self.last_message.insert(info.uid.clone(), message.clone());
         tracing::debug!(pod = %format!("{}/{}", info.namespace, info.name), %message, "unschedulable");
+        binder::correlated_event(
+            &self.events,
+            &binder::PodEvent {
+                namespace: info.namespace.clone(),
+                name: info.name.clone(),
+                uid: info.uid.clone(),
+                type_: "Warning",
+                reason: "FailedScheduling",
+                message: message.clone(),
+            },
+        );
         let permit = self.writes.clone().acquire_owned().await;
         let client = self.client.clone();
         let info = info.clone();
         tokio::spawn(async move {
             let (ns, name, uid) = (&info.namespace, &info.name, &info.uid);
-            binder::event(
-                &client,
-                ns,
-                name,
-                uid,
-                "Warning",
-                "FailedScheduling",
-                &message,
-            )
-            .await;
             if rewrite {
                 if let Err(e) =
                     binder::mark_unschedulable(&client, ns, name, &message, nominated.as_deref())
