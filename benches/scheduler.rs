@@ -11,7 +11,8 @@
 //! binding trailed the last create. Never fails a build.
 //!
 //! Run: `cargo bench --profile ci --bench scheduler` (env `BENCH_SCALE=0.2` for a quick pass,
-//! `BENCH_DIR`, `RAMPART_BIN`, `RAMPART_BENCH_LOGS=1` as for the api benchmark). The server runs
+//! `BENCH_DIR`, `RAMPART_BIN`, `RAMPART_BENCH_LOGS=1` as for the api benchmark;
+//! `BENCH_PHASES=backlog` runs only the named phases after the nodes). The server runs
 //! with `--node-monitor-grace-period 1h`: the benchmark does not renew 5,000 node leases.
 #![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
@@ -204,6 +205,7 @@ async fn backlog_phase(
         .await
         .map(|l| l.items.len())
         .unwrap_or(0);
+    println!("{ns}: {pending} pods pending; releasing the scheduler's lease (server pid {pid})");
     let cpu0 = cpu_time(pid);
     let released = Instant::now();
     set_scheduler_lease(c, None).await?;
@@ -218,7 +220,10 @@ async fn backlog_phase(
     let cpu = cpu_time(pid).saturating_sub(cpu0);
     let binding = last.duration_since(first);
     println!(
-        "{ns}: {total} pods created with no scheduler leading in {:.2} s ({:.0} creates/s, {errors} errors),          {pending} pending at the release; first binding {:.2} s after the release (campaign, lists);          all bound {:.2} s later → scheduling throughput {:.0} pods/s ({:.0} pods/s counting from the release);          server CPU {:.0} µs/pod (schedule + bind + events); load {}",
+        "{ns}: {total} pods created with no scheduler leading in {:.2} s ({:.0} creates/s, {errors} errors), \
+         {pending} pending at the release; first binding {:.2} s after the release (campaign, lists); \
+         all bound {:.2} s later → scheduling throughput {:.0} pods/s ({:.0} pods/s counting from the release); \
+         server CPU {:.0} µs/pod (schedule + bind + events); load {}",
         create_wall.as_secs_f64(),
         total as f64 / create_wall.as_secs_f64(),
         first.duration_since(released).as_secs_f64(),
@@ -349,10 +354,21 @@ async fn run(kubeconfig: &Path, pid: u32, scale: f64) -> Result<(), String> {
         wall.as_secs_f64(),
         nodes as f64 / wall.as_secs_f64()
     );
-    creates_only(&clients, pid, burst).await?;
-    pods_phase(&clients, pid, "bench-sched", pods).await?;
-    pods_phase(&clients, pid, "bench-burst", burst).await?;
-    backlog_phase(&clients, pid, "bench-backlog", pods).await?;
+    // `BENCH_PHASES=backlog` (comma-separated: creates, pods, burst, backlog) runs a subset.
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_default();
+    let on = |p: &str| phases.is_empty() || phases.split(',').any(|x| x.trim() == p);
+    if on("creates") {
+        creates_only(&clients, pid, burst).await?;
+    }
+    if on("pods") {
+        pods_phase(&clients, pid, "bench-sched", pods).await?;
+    }
+    if on("burst") {
+        pods_phase(&clients, pid, "bench-burst", burst).await?;
+    }
+    if on("backlog") {
+        backlog_phase(&clients, pid, "bench-backlog", pods).await?;
+    }
     Ok(())
 }
 
