@@ -300,7 +300,7 @@ async fn binding(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> 
                 &format!("pod {name} is being deleted, cannot be assigned to a host"),
             ));
         }
-        let mut obj = current.clone();
+        let mut obj = current;
         obj["spec"]["nodeName"] = json!(node);
         // The pod is now PodScheduled=True (replacing an earlier Unschedulable).
         let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
