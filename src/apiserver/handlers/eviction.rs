@@ -28,7 +28,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::{json, Value};
 
 use super::{read_body, Ctx};
-use crate::apiserver::body::{json_response, Body};
+use crate::apiserver::edge::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::{self, Builtin, Mutation, Retry};
 
@@ -344,7 +344,7 @@ async fn delete_pod(
         let when = jiff::Timestamp::from_second(when.as_second()).unwrap_or(when);
         obj["metadata"]["deletionTimestamp"] = json!(when.to_string());
         obj["metadata"]["deletionGracePeriodSeconds"] = json!(g);
-        ctx.store_update(&mut obj, rev).await
+        super::store_update(ctx, &mut obj, rev).await
     } else {
         ctx.state
             .store
