@@ -2,14 +2,17 @@
 //! its scheduler and controllers under leader election, no embedded agent), 5,000 Node objects
 //! (4 cores, 16Gi, 110 pods each, Ready), then 10,000 pods created by 32 clients as fast as the
 //! API takes them while the scheduler binds them; then a burst of 1,000 pods (the
-//! 1,000-replica Deployment stand-in: the Deployment controller is another issue's work).
+//! 1,000-replica Deployment stand-in: the Deployment controller is another issue's work);
+//! then the scheduler alone on a backlog of 10,000 pending pods (created while the benchmark
+//! holds the scheduler's leader Lease, then released).
 //!
 //! Prints: node and pod create rates, and the scheduling throughput — pods bound per second
 //! from the first create to the last binding, as seen by a watch — plus how far the last
 //! binding trailed the last create. Never fails a build.
 //!
 //! Run: `cargo bench --profile ci --bench scheduler` (env `BENCH_SCALE=0.2` for a quick pass,
-//! `BENCH_DIR`, `RAMPART_BIN`, `RAMPART_BENCH_LOGS=1` as for the api benchmark). The server runs
+//! `BENCH_DIR`, `RAMPART_BIN`, `RAMPART_BENCH_LOGS=1` as for the api benchmark;
+//! `BENCH_PHASES=backlog` runs only the named phases after the nodes). The server runs
 //! with `--node-monitor-grace-period 1h`: the benchmark does not renew 5,000 node leases.
 #![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
@@ -22,7 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
@@ -106,25 +111,129 @@ where
 }
 
 /// Count pods of `ns` with a node, from a watch; resolves when `want` are bound, returning
-/// when the last one was seen.
-fn watch_bound(c: kube::Client, ns: &str, want: usize) -> tokio::task::JoinHandle<Option<Instant>> {
+/// when the first and the last binding were seen.
+fn watch_bound(
+    c: kube::Client,
+    ns: &str,
+    want: usize,
+) -> tokio::task::JoinHandle<Option<(Instant, Instant)>> {
     let api: Api<Pod> = Api::namespaced(c, ns);
     tokio::spawn(async move {
         let mut bound = HashSet::new();
+        let mut first = None;
         let mut stream = std::pin::pin!(watcher(api, watcher::Config::default())
             .default_backoff()
             .applied_objects());
         while let Some(p) = stream.next().await {
             let Ok(p) = p else { continue };
             if p.spec.and_then(|s| s.node_name).is_some() {
+                let now = Instant::now();
+                let first = *first.get_or_insert(now);
                 bound.insert(p.metadata.name.unwrap_or_default());
                 if bound.len() >= want {
-                    return Some(Instant::now());
+                    return Some((first, now));
                 }
             }
         }
         None
     })
+}
+
+/// Write the scheduler's leader Lease: `holder` for an hour (the running scheduler sees it
+/// held by another at its next renewal, within 2 s, and stops), or empty with a 1 s duration
+/// (a release: the scheduler campaigns every 2 s and leads again). Compare-and-swap, retried.
+async fn set_scheduler_lease(c: &kube::Client, holder: Option<&str>) -> Result<(), String> {
+    let api: Api<Lease> = Api::namespaced(c.clone(), "kube-system");
+    for _ in 0..20 {
+        let mut lease = api
+            .get("kube-scheduler")
+            .await
+            .map_err(|e| format!("scheduler lease: {e}"))?;
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        let now = MicroTime(jiff::Timestamp::now());
+        spec.holder_identity = holder.map(str::to_string);
+        spec.lease_duration_seconds = Some(if holder.is_some() { 3600 } else { 1 });
+        spec.renew_time = Some(now.clone());
+        spec.acquire_time = Some(now);
+        lease.spec = Some(spec);
+        match api
+            .replace("kube-scheduler", &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(format!("scheduler lease: {e}")),
+        }
+    }
+    Err("scheduler lease: too many conflicts".into())
+}
+
+/// The scheduler alone on a backlog, as `10,000 pending pods` reads: the benchmark holds the
+/// scheduler's Lease while it creates the pods (nothing schedules them), then releases it; the
+/// scheduler leads again, lists the pending pods and binds them all. Throughput is pods bound
+/// per second from the first binding to the last (the start-up — campaign, list of nodes and
+/// pods — is printed apart).
+async fn backlog_phase(
+    clients: &[kube::Client],
+    pid: u32,
+    ns: &str,
+    total: usize,
+) -> Result<(), String> {
+    let c = &clients[0];
+    namespace(c, ns).await?;
+    set_scheduler_lease(c, Some("scheduler-benchmark")).await?;
+    // The scheduler's renewal comes every 2 s; after it the scheduler has stopped.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ns_owned = ns.to_string();
+    let (create_wall, errors) = fan_out(clients, total, move |c, i| {
+        let api: Api<Pod> = Api::namespaced(c, &ns_owned);
+        async move {
+            api.create(
+                &PostParams::default(),
+                &pod(&format!("b-{i:05}"), "default-scheduler"),
+            )
+            .await
+            .map(|_| ())
+        }
+    })
+    .await;
+    let watch = watch_bound(c.clone(), ns, total);
+    // Let the watch list the pending pods first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pending = Api::<Pod>::namespaced(c.clone(), ns)
+        .list_metadata(&kube::api::ListParams::default().fields("spec.nodeName="))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(0);
+    println!("{ns}: {pending} pods pending; releasing the scheduler's lease (server pid {pid})");
+    let cpu0 = cpu_time(pid);
+    let released = Instant::now();
+    set_scheduler_lease(c, None).await?;
+    let (first, last) = match tokio::time::timeout(Duration::from_secs(600), watch).await {
+        Ok(Ok(Some(t))) => t,
+        _ => {
+            return Err(format!(
+                "not all {total} pods of {ns} were bound within 10 minutes"
+            ))
+        }
+    };
+    let cpu = cpu_time(pid).saturating_sub(cpu0);
+    let binding = last.duration_since(first);
+    println!(
+        "{ns}: {total} pods created with no scheduler leading in {:.2} s ({:.0} creates/s, {errors} errors), \
+         {pending} pending at the release; first binding {:.2} s after the release (campaign, lists); \
+         all bound {:.2} s later → scheduling throughput {:.0} pods/s ({:.0} pods/s counting from the release); \
+         server CPU {:.0} µs/pod (schedule + bind + events); load {}",
+        create_wall.as_secs_f64(),
+        total as f64 / create_wall.as_secs_f64(),
+        first.duration_since(released).as_secs_f64(),
+        binding.as_secs_f64(),
+        total as f64 / binding.as_secs_f64().max(1e-3),
+        total as f64 / last.duration_since(released).as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / total as f64,
+        load_average(),
+    );
+    Ok(())
 }
 
 async fn namespace(c: &kube::Client, ns: &str) -> Result<(), String> {
@@ -191,7 +300,7 @@ async fn pods_phase(
     .await;
     let created = start.elapsed();
     let done = match tokio::time::timeout(Duration::from_secs(600), watch).await {
-        Ok(Ok(Some(t))) => t,
+        Ok(Ok(Some((_, t)))) => t,
         _ => {
             return Err(format!(
                 "not all {total} pods of {ns} were bound within 10 minutes"
@@ -245,9 +354,21 @@ async fn run(kubeconfig: &Path, pid: u32, scale: f64) -> Result<(), String> {
         wall.as_secs_f64(),
         nodes as f64 / wall.as_secs_f64()
     );
-    creates_only(&clients, pid, burst).await?;
-    pods_phase(&clients, pid, "bench-sched", pods).await?;
-    pods_phase(&clients, pid, "bench-burst", burst).await?;
+    // `BENCH_PHASES=backlog` (comma-separated: creates, pods, burst, backlog) runs a subset.
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_default();
+    let on = |p: &str| phases.is_empty() || phases.split(',').any(|x| x.trim() == p);
+    if on("creates") {
+        creates_only(&clients, pid, burst).await?;
+    }
+    if on("pods") {
+        pods_phase(&clients, pid, "bench-sched", pods).await?;
+    }
+    if on("burst") {
+        pods_phase(&clients, pid, "bench-burst", burst).await?;
+    }
+    if on("backlog") {
+        backlog_phase(&clients, pid, "bench-backlog", pods).await?;
+    }
     Ok(())
 }
 

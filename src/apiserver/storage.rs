@@ -78,6 +78,7 @@ pub enum Builtin {
     Endpoints,
     ConfigMaps,
     ApiServices,
+    PodDisruptionBudgets,
 }
 
 impl Builtin {
@@ -97,6 +98,7 @@ impl Builtin {
             Builtin::Endpoints => "/registry/core/endpoints/",
             Builtin::ConfigMaps => "/registry/core/configmaps/",
             Builtin::ApiServices => "/registry/apiregistration.k8s.io/apiservices/",
+            Builtin::PodDisruptionBudgets => "/registry/policy/poddisruptionbudgets/",
         }
     }
 
@@ -427,6 +429,7 @@ mod tests {
             Endpoints,
             ConfigMaps,
             ApiServices,
+            PodDisruptionBudgets,
         ] {
             let ri = builtin()
                 .iter()

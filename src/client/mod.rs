@@ -5,6 +5,7 @@
 //! or a bearer token. Components inside the server process use these too, over loopback, so
 //! authorization and audit see them exactly as they would see a remote component.
 
+pub mod events;
 pub mod leader;
 
 use std::path::Path;

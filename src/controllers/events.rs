@@ -5,17 +5,19 @@
 //! Invariants: recording never blocks or fails a reconcile (events are best effort, written
 //! from a spawned task); the Event lives in the involved object's namespace (`default` for
 //! cluster-scoped objects, as upstream), and its name is `<object>.<unique hex>` like
-//! upstream's.
+//! upstream's. Repeats are correlated as client-go's recorder does (`client::events`): the
+//! same event again bumps one Event's `count` and `lastTimestamp`.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, PostParams};
 use kube::Resource;
+
+use crate::client::events::Sink;
 
 /// Records Events for one component (`deployment-controller`, `replicaset-controller`, ...).
 #[derive(Clone)]
 pub struct Recorder {
-    client: kube::Client,
+    sink: Sink,
     component: &'static str,
 }
 
@@ -27,8 +29,12 @@ pub enum Kind {
 }
 
 impl Recorder {
+    /// A recorder with its own writers (call inside the runtime).
     pub fn new(client: kube::Client, component: &'static str) -> Self {
-        Self { client, component }
+        Self {
+            sink: Sink::start(client),
+            component,
+        }
     }
 
     /// Record `reason`/`message` about `obj` (fire and forget).
@@ -87,12 +93,6 @@ impl Recorder {
             reporting_component: Some(self.component.into()),
             ..Default::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        let component = self.component;
-        tokio::spawn(async move {
-            if let Err(e) = api.create(&PostParams::default(), &ev).await {
-                tracing::debug!(component, error = %e, "cannot record an event");
-            }
-        });
+        self.sink.record(ev);
     }
 }

@@ -14,6 +14,8 @@
 //! - Finishing: `SuccessCriteriaMet`/`FailureTarget` first, then (once no pod is active)
 //!   `Complete`/`Failed` with `completionTime`, as upstream since 1.31; active pods of a failed
 //!   Job are deleted.
+//! - Indexed Jobs: `backoffLimitPerIndex`/`maxFailedIndexes` (`status.failedIndexes`) and
+//!   `successPolicy` (`SuccessCriteriaMet` with reason `SuccessPolicy`), in `job_indexes.rs`.
 //! - `suspend: true` deletes active pods and sets `Suspended`; resuming resets `startTime`.
 //! - `ttlSecondsAfterFinished`: a finished Job is deleted (Background propagation) that long
 //!   after it finished (upstream's ttl-after-finished controller, folded in here).
@@ -22,7 +24,7 @@
 //! counts pods deleted after they finished, through the `batch.kubernetes.io/job-tracking`
 //! finalizer; here a finished pod that is deleted before the Job finishes is not counted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +39,7 @@ use serde_json::json;
 
 use super::events::{Kind, Recorder};
 use super::informers::Informer;
+use super::job_indexes::{self, PerIndex};
 use super::replicaset::{controller_of, is_active, owners_of, ready_since, Expectations};
 use super::Error;
 
@@ -159,6 +162,8 @@ pub fn interval_string(indexes: &BTreeSet<i32>) -> String {
 #[derive(Debug, PartialEq)]
 pub enum Verdict {
     FailJob(String),
+    /// Fail the pod's index at once (Indexed Jobs with `backoffLimitPerIndex`).
+    FailIndex,
     Ignore,
     Count,
 }
@@ -220,12 +225,27 @@ pub fn judge(rules: &[PodFailurePolicyRule], pod: &Pod) -> Verdict {
         if let Some(msg) = matched {
             return match rule.action.as_str() {
                 "FailJob" => Verdict::FailJob(msg),
+                "FailIndex" => Verdict::FailIndex,
                 "Ignore" => Verdict::Ignore,
                 _ => Verdict::Count,
             };
         }
     }
     Verdict::Count
+}
+
+/// When a failed pod failed: its latest condition transition, else its creation.
+fn failure_time(p: &Pod) -> Option<jiff::Timestamp> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .filter_map(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0)
+                .max()
+        })
+        .or(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 fn now() -> Time {
@@ -327,26 +347,34 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
     let mut fail_reason: Option<(String, String)> = None;
     let mut counted_failures = 0i32;
     let mut last_failure: Option<jiff::Timestamp> = None;
+    // backoffLimitPerIndex: failures are counted per index instead (job_indexes.rs).
+    let per_index_limit = spec.backoff_limit_per_index.filter(|_| indexed);
+    let mut per_index = PerIndex::default();
+    let mut last_failure_of: BTreeMap<i32, jiff::Timestamp> = BTreeMap::new();
     for p in &failed_pods {
-        match judge(&rules, p) {
+        let verdict = judge(&rules, p);
+        if let (Some(limit), Some(i)) = (per_index_limit, index_of(p)) {
+            let counted = verdict == Verdict::Count;
+            per_index.failure(i, counted, verdict == Verdict::FailIndex, limit);
+            if counted {
+                if let Some(t) = failure_time(p) {
+                    let e = last_failure_of.entry(i).or_insert(t);
+                    *e = (*e).max(t);
+                }
+            }
+            if let Verdict::FailJob(msg) = verdict {
+                fail_reason.get_or_insert(("PodFailurePolicy".into(), msg));
+            }
+            continue;
+        }
+        match verdict {
             Verdict::FailJob(msg) => {
                 fail_reason.get_or_insert(("PodFailurePolicy".into(), msg));
             }
             Verdict::Ignore => {}
-            Verdict::Count => {
+            Verdict::Count | Verdict::FailIndex => {
                 counted_failures += 1;
-                let t = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .and_then(|cs| {
-                        cs.iter()
-                            .filter_map(|c| c.last_transition_time.as_ref())
-                            .map(|t| t.0)
-                            .max()
-                    })
-                    .or(p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-                last_failure = last_failure.max(t);
+                last_failure = last_failure.max(failure_time(p));
             }
         }
     }
@@ -369,7 +397,34 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
         status.start_time = Some(now());
     }
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    if fail_reason.is_none() && counted_failures > backoff_limit {
+    if let (Some(max), None) = (
+        spec.max_failed_indexes
+            .filter(|_| per_index_limit.is_some()),
+        &fail_reason,
+    ) {
+        if per_index.failed.len() > max.max(0) as usize {
+            fail_reason = Some((
+                job_indexes::REASON_MAX_FAILED_INDEXES.into(),
+                job_indexes::MESSAGE_MAX_FAILED_INDEXES.into(),
+            ));
+        }
+    }
+    // With a success policy met, the Job succeeds whatever else is left (upstream).
+    let success_rule = spec
+        .success_policy
+        .as_ref()
+        .filter(|_| indexed)
+        .and_then(|p| job_indexes::success_rule_met(p, &completed, completions.unwrap_or(0)));
+    if let (Some(c), None, None) = (completions, &fail_reason, success_rule) {
+        let resolved = (0..c).all(|i| completed.contains(&i) || per_index.failed.contains(&i));
+        if per_index_limit.is_some() && !per_index.failed.is_empty() && resolved {
+            fail_reason = Some((
+                job_indexes::REASON_FAILED_INDEXES.into(),
+                job_indexes::MESSAGE_FAILED_INDEXES.into(),
+            ));
+        }
+    }
+    if fail_reason.is_none() && per_index_limit.is_none() && counted_failures > backoff_limit {
         fail_reason = Some((
             "BackoffLimitExceeded".into(),
             "Job has reached the specified backoff limit".into(),
@@ -395,10 +450,21 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
             ));
         }
     }
-    let complete = match completions {
-        Some(c) => succeeded >= c,
-        // No completions: done once any pod succeeded and none is active.
-        None => succeeded > 0 && active.is_empty(),
+    let complete = success_rule.is_some()
+        || match completions {
+            Some(c) => succeeded >= c,
+            // No completions: done once any pod succeeded and none is active.
+            None => succeeded > 0 && active.is_empty(),
+        };
+    let (done_reason, done_message) = match success_rule {
+        Some(i) => (
+            job_indexes::REASON_SUCCESS_POLICY.to_string(),
+            format!("Matched rules at index {i}"),
+        ),
+        None => (
+            "CompletionsReached".to_string(),
+            "Reached expected number of succeeded pods".to_string(),
+        ),
     };
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let suspended = spec.suspend.unwrap_or(false);
@@ -428,16 +494,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
                 &mut status,
                 "SuccessCriteriaMet",
                 "True",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
+                &done_reason,
+                &done_message,
             );
-            set_condition(
-                &mut status,
-                "Complete",
-                "True",
-                "CompletionsReached",
-                "Reached expected number of succeeded pods",
-            );
+            set_condition(&mut status, "Complete", "True", &done_reason, &done_message);
             status.completion_time = Some(now());
             ctx.recorder
                 .record(&*job, Kind::Normal, "Completed", "Job completed".into());
@@ -492,8 +552,31 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
                             active.iter().filter_map(|p| index_of(p)).collect();
                         let total = completions.unwrap_or(parallelism);
                         let room = (parallelism - active.len() as i32).max(0) as usize;
+                        let now = jiff::Timestamp::now();
+                        let mut ready_at = |i: &i32| {
+                            // Per-index back-off: 10 s doubling per failure of this index.
+                            let n = per_index.count(*i);
+                            let Some(last) = last_failure_of.get(i).filter(|_| n > 0) else {
+                                return true;
+                            };
+                            let delay =
+                                jiff::SignedDuration::from_secs((10i64 << (n - 1).min(6)).min(360));
+                            let w = (*last + delay).duration_since(now);
+                            if w.is_positive() {
+                                let d = Duration::try_from(w).unwrap_or(Duration::from_secs(1))
+                                    + Duration::from_millis(100);
+                                requeue = Some(requeue.map_or(d, |r| r.min(d)));
+                                return false;
+                            }
+                            true
+                        };
                         (0..total)
-                            .filter(|i| !completed.contains(i) && !running.contains(i))
+                            .filter(|i| {
+                                !completed.contains(i)
+                                    && !running.contains(i)
+                                    && !per_index.failed.contains(i)
+                            })
+                            .filter(|i| ready_at(i))
                             .take(room)
                             .map(Some)
                             .collect::<Vec<_>>()
@@ -511,7 +594,16 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
                     };
                     let mut created = Vec::new();
                     for index in want {
-                        let pod = new_pod(&job, &name, &uid, index);
+                        let mut pod = new_pod(&job, &name, &uid, index);
+                        if let (Some(i), Some(_)) = (index, per_index_limit) {
+                            pod.metadata
+                                .annotations
+                                .get_or_insert_with(Default::default)
+                                .insert(
+                                    job_indexes::FAILURE_COUNT_KEY.into(),
+                                    per_index.count(i).to_string(),
+                                );
+                        }
                         match pod_api.create(&PostParams::default(), &pod).await {
                             Ok(p) => {
                                 let pn = p.metadata.name.clone().unwrap_or_default();
@@ -551,6 +643,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ReconcileErro
     status.failed = Some(failed_pods.len() as i32);
     if indexed {
         status.completed_indexes = Some(interval_string(&completed));
+    }
+    if per_index_limit.is_some() {
+        status.failed_indexes = Some(interval_string(&per_index.failed));
     }
     if status != prev {
         let patch = json!({"status": status});

@@ -12,12 +12,14 @@ pub mod csr_approver;
 pub mod daemonset;
 pub mod deployment;
 pub mod deployment_rollout;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
 pub mod garbage_collector;
 pub mod informers;
 pub mod job;
+pub mod job_indexes;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
@@ -64,6 +66,7 @@ struct Workloads {
     nodes: informers::Informer<k8s_openapi::api::core::v1::Node>,
     stateful_sets: informers::Informer<k8s_openapi::api::apps::v1::StatefulSet>,
     services: informers::Informer<k8s_openapi::api::core::v1::Service>,
+    budgets: informers::Informer<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
 }
 
 impl Workloads {
@@ -79,6 +82,7 @@ impl Workloads {
             nodes: informers::Informer::new(kube::Api::all(client.clone())),
             stateful_sets: informers::Informer::new(kube::Api::all(client.clone())),
             services: informers::Informer::new(kube::Api::all(client.clone())),
+            budgets: informers::Informer::new(kube::Api::all(client.clone())),
         }
     }
 
@@ -112,6 +116,17 @@ impl Workloads {
         ));
         tasks.spawn(statefulset::run(c.clone(), &self.stateful_sets, &self.pods));
         tasks.spawn(endpoints::run(c.clone(), &self.services, &self.pods));
+        tasks.spawn(disruption::run(
+            c.clone(),
+            disruption::Informers {
+                budgets: &self.budgets,
+                pods: &self.pods,
+                replica_sets: &self.replica_sets,
+                deployments: &self.deployments,
+                replication_controllers: &self.replication_controllers,
+                stateful_sets: &self.stateful_sets,
+            },
+        ));
         tasks.spawn(endpointslice::run(c, &self.services, &self.pods));
         let watches = [
             self.pods.run().boxed(),
@@ -124,6 +139,7 @@ impl Workloads {
             self.nodes.run().boxed(),
             self.stateful_sets.run().boxed(),
             self.services.run().boxed(),
+            self.budgets.run().boxed(),
         ];
         for watch in watches {
             tasks.spawn(async move {

@@ -42,6 +42,8 @@ const NAME: &str = "replicaset-controller";
 const BURST: usize = 500;
 /// Upstream's `ExpectationsTimeout`.
 const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
+/// How soon a sync whose create failed (quota, admission) is tried again.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -297,6 +299,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Reconci
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e.into()),
         }
+    }
+    // A failed create is retried as upstream's rate-limited requeue would (each retry that
+    // fails again records the same `FailedCreate`, which the event correlator folds).
+    if observed.failure.is_some() {
+        return Ok(Action::requeue(RETRY_AFTER_FAILURE));
     }
     Ok(match observed.next_available {
         Some(d) => Action::requeue(d + Duration::from_millis(100)),

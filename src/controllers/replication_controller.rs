@@ -123,6 +123,11 @@ async fn reconcile(
             Err(e) => return Err(e.into()),
         }
     }
+    // A failed create is retried as upstream's rate-limited requeue would (each retry that
+    // fails again records the same `FailedCreate`, which the event correlator folds).
+    if observed.failure.is_some() {
+        return Ok(Action::requeue(super::replicaset::RETRY_AFTER_FAILURE));
+    }
     Ok(match observed.next_available {
         Some(d) => Action::requeue(d + Duration::from_millis(100)),
         None => Action::await_change(),

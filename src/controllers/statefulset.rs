@@ -113,6 +113,14 @@ fn error_policy(_: Arc<StatefulSet>, e: &ReconcileError, _: Arc<Ctx>) -> Action 
     Action::requeue(Duration::from_secs(1))
 }
 
+/// An API error as upstream's events print it: the Status message alone.
+fn error_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// The ordinal of a pod named `<set>-<n>`.
 pub fn ordinal(set: &str, pod: &str) -> Option<i32> {
     pod.strip_prefix(set)?.strip_prefix('-')?.parse().ok()
@@ -225,7 +233,7 @@ async fn ensure_claims(
             ),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => {
-                ctx.recorder.record(sts, Kind::Warning, "FailedCreate", format!("create Claim {cname} for Pod {set}-{n} in StatefulSet {set} failed error: {e}"));
+                ctx.recorder.record(sts, Kind::Warning, "FailedCreate", format!("create Claim {cname} for Pod {set}-{n} in StatefulSet {set} failed error: {}", error_message(&e)));
                 return Err(e.into());
             }
         }
@@ -362,7 +370,8 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Recon
                                 Kind::Warning,
                                 "FailedCreate",
                                 format!(
-                                    "create Pod {set}-{n} in StatefulSet {set} failed error: {e}"
+                                    "create Pod {set}-{n} in StatefulSet {set} failed error: {}",
+                                    error_message(&e)
                                 ),
                             );
                             return Err(e.into());

@@ -110,18 +110,16 @@ impl Recorder {
 }
 
 /// A core/v1 Event about a pod, from `default-scheduler`.
-pub async fn event(
-    client: &kube::Client,
+fn pod_event(
     ns: &str,
     name: &str,
     uid: &str,
     type_: &str,
     reason: &str,
     message: &str,
-) {
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+) -> Option<Event> {
     let now = now_rfc3339();
-    let ev: Result<Event, _> = serde_json::from_value(json!({
+    serde_json::from_value(json!({
         "metadata": {
             "name": format!("{name}.{:x}", rand::random::<u64>()),
             "namespace": ns,
@@ -138,12 +136,34 @@ pub async fn event(
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
-    }));
-    let Ok(ev) = ev else {
+    }))
+    .ok()
+}
+
+/// Write a core/v1 Event about a pod now.
+pub async fn event(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let Some(ev) = pod_event(ns, name, uid, type_, reason, message) else {
         return;
     };
     if let Err(e) = api.create(&PostParams::default(), &ev).await {
         tracing::debug!(error = %e, pod = name, reason, "cannot record event");
+    }
+}
+
+/// Record an Event about a pod through `sink`, where repeats (a pod failing to schedule
+/// again for the same reasons) bump one Event's count, as upstream's recorder does.
+pub fn correlated_event(sink: &crate::client::events::Sink, e: &PodEvent) {
+    if let Some(ev) = pod_event(&e.namespace, &e.name, &e.uid, e.type_, e.reason, &e.message) {
+        sink.record(ev);
     }
 }
 

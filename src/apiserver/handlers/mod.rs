@@ -4,6 +4,7 @@
 
 mod create;
 mod delete;
+mod eviction;
 mod get;
 mod list;
 mod list_stream;

@@ -45,7 +45,7 @@ pub async fn dispatch(
         }
         ("scale", "update" | "patch") => scale_write(ctx, verb, body_in).await,
         ("binding", "create") => binding(ctx, body_in).await,
-        ("eviction", "create") => eviction(ctx, body_in).await,
+        ("eviction", "create") => super::eviction::eviction(ctx, body_in).await,
         ("token", "create") => match ctx.state.service_accounts.clone() {
             Some(issuer) => crate::apiserver::strategy::service_account_tokens::token_request(ctx, &issuer, body_in).await,
             None => Err(ApiError::unavailable("service-account tokens are not configured on this server")),
@@ -303,7 +303,7 @@ async fn binding(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> 
                 &format!("pod {name} is being deleted, cannot be assigned to a host"),
             ));
         }
-        let mut obj = current.clone();
+        let mut obj = current;
         obj["spec"]["nodeName"] = json!(node);
         // The pod is now PodScheduled=True (replacing an earlier Unschedulable).
         let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
@@ -322,48 +322,6 @@ async fn binding(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> 
             break;
         }
         match super::store_update(ctx, &mut obj, rev).await {
-            Ok(()) => break,
-            Err(e) if e.code == 409 => retry.conflict(e)?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(json_response(
-        201,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-    ))
-}
-
-async fn eviction(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> {
-    let name = ctx.info.name.clone();
-    let (_, ev) = read_body(ctx, body_in).await?;
-    let grace = ev["deleteOptions"]["gracePeriodSeconds"].as_i64();
-    // Upstream retries on conflict: the scheduler or kubelet may write the pod's status between
-    // our read and the delete.
-    let mut retry = Retry::new(RETRIES);
-    loop {
-        let (current, rev) = ctx.load(&name).await?;
-        let bound = current["spec"]["nodeName"]
-            .as_str()
-            .is_some_and(|n| !n.is_empty());
-        let result = if bound && grace != Some(0) {
-            let mut obj = current.clone();
-            let g = grace
-                .or_else(|| current["spec"]["terminationGracePeriodSeconds"].as_i64())
-                .unwrap_or(30);
-            let when = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(g);
-            let when = jiff::Timestamp::from_second(when.as_second()).unwrap_or(when);
-            obj["metadata"]["deletionTimestamp"] = json!(when.to_string());
-            obj["metadata"]["deletionGracePeriodSeconds"] = json!(g);
-            super::store_update(ctx, &mut obj, rev).await
-        } else {
-            ctx.state
-                .store
-                .delete(&ctx.key(&name), rev)
-                .await
-                .map(|_| ())
-                .map_err(|e| ApiError::from_store(e, &ctx.ri, &name))
-        };
-        match result {
             Ok(()) => break,
             Err(e) if e.code == 409 => retry.conflict(e)?,
             Err(e) => return Err(e),
