@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use rampart::netpol::apply::Applier;
+use rampart::netpol::applier;
 use rampart::netpol::ruleset::{ruleset, NodeFacts};
 use serde_json::json;
 
@@ -96,7 +96,7 @@ fn run(n: usize) {
     let desired = compute(&pols);
     let compute_cold = t.elapsed();
     let elements: usize = desired.sets.values().map(|s| s.elements.len()).sum();
-    let mut a = Applier::new().expect("netlink");
+    let mut a = applier().expect("netlink");
     let t = Instant::now();
     let st = a.sync(&desired).expect("cold sync");
     let cold = t.elapsed();

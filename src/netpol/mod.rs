@@ -2,8 +2,8 @@
 //! over netlink (table `ip rampart-netpol`; no `nft`/`iptables` binary). NetworkPolicies,
 //! Pods and Namespaces come from kube-rs reflectors (one watch each); a change schedules a
 //! sync at most once per [`MIN_SYNC_PERIOD`], which computes the desired table with the pure
-//! [`ruleset::ruleset`] and applies only the difference in one transaction
-//! ([`apply::Applier`]). Every [`CHECK_PERIOD`] one get of the table checks it still exists;
+//! [`ruleset::ruleset`] and applies only the difference in one transaction (the shared
+//! [`crate::netfilter::Applier`], the service proxy's, with interval sets). Every [`CHECK_PERIOD`] one get of the table checks it still exists;
 //! if someone deleted it, it is rebuilt.
 //!
 //! Where it filters, and why: one base chain on the **forward** hook at priority filter (0).
@@ -26,7 +26,6 @@
 //! Runs as `system:kube-proxy:<node>` (the node's network identity, group
 //! `system:node-proxier`), which may read NetworkPolicies, Pods and Namespaces.
 
-pub mod apply;
 pub mod ruleset;
 
 use std::sync::Arc;
@@ -93,17 +92,18 @@ struct Stores {
     namespaces: Store<Namespace>,
 }
 
+type Applier = crate::netfilter::Applier;
+
+/// The shared applier, for this table and its interval sets.
+pub fn applier() -> Result<Applier, crate::netfilter::Error> {
+    crate::netfilter::Applier::new(ruleset::TABLE, &ruleset::ALLOW_FIELDS)
+}
+
 async fn sync(
-    applier: apply::Applier,
+    a: Applier,
     stores: &Stores,
     facts: NodeFacts,
-) -> Result<
-    (
-        apply::Applier,
-        Result<crate::proxy::apply::SyncStats, Error>,
-    ),
-    Error,
-> {
+) -> Result<(Applier, Result<crate::netfilter::SyncStats, Error>), Error> {
     let pols = stores.policies.state();
     let pods = stores.pods.state();
     let nss = stores.namespaces.state();
@@ -112,14 +112,14 @@ async fn sync(
         let q: Vec<&Pod> = pods.iter().map(|a| a.as_ref()).collect();
         let n: Vec<&Namespace> = nss.iter().map(|a| a.as_ref()).collect();
         let desired = ruleset::ruleset(&p, &q, &n, &facts);
-        let mut applier = applier;
-        let r = applier.sync(&desired).map_err(Error::from);
-        (applier, r)
+        let mut a = a;
+        let r = a.sync(&desired).map_err(Error::from);
+        (a, r)
     })
     .await;
     match joined {
         Ok(x) => Ok(x),
-        Err(e) => Ok((apply::Applier::new()?, Err(Error::Worker(e.to_string())))),
+        Err(e) => Ok((applier()?, Err(Error::Worker(e.to_string())))),
     }
 }
 
@@ -164,7 +164,7 @@ pub async fn run(
     let facts = NodeFacts {
         node_name: cfg.node_name.clone(),
     };
-    let mut applier = Some(apply::Applier::new()?);
+    let mut applier = Some(applier()?);
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => { abort(); return Ok(()); }
@@ -221,7 +221,6 @@ pub async fn run(
 
 /// Delete the policy table (uninstall, through `internal-cleanup-network`).
 pub fn cleanup() -> Result<(), Error> {
-    let mut a = apply::Applier::new()?;
-    a.cleanup()?;
+    applier()?.cleanup()?;
     Ok(())
 }

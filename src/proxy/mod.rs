@@ -1,9 +1,12 @@
 //! The service proxy: kube-proxy's nftables mode inside the agent. Services and
 //! EndpointSlices come from kube-rs reflectors (one watch each, never a LIST per sync); a
 //! change schedules a sync at most once per [`MIN_SYNC_PERIOD`] (upstream's minSyncPeriod);
-//! a sync computes the desired table with the pure [`ruleset::ruleset`] and applies only the
-//! difference in one netlink transaction ([`apply::Applier`]). Every [`CHECK_PERIOD`] the
-//! table is checked with one cheap get: if someone deleted it, it is rebuilt.
+//! a sync recomputes only the parts of the table whose Service or EndpointSlices changed
+//! ([`parts::Memo`], over the pure [`ruleset`]) and applies only the difference in one
+//! netlink transaction (the shared [`crate::netfilter::Applier`]): upstream's partial sync.
+//! Every [`CHECK_PERIOD`] the table is checked with one cheap get: if someone deleted it, it
+//! is rebuilt; every [`FULL_RESYNC_PERIOD`] the table is rebuilt from scratch anyway
+//! (upstream's hourly full sync), which repairs changes someone made inside our table.
 //!
 //! The same table carries hostPort DNAT for this node's pods ([`hostport`], fed by a pod watch
 //! limited to `spec.nodeName=<node>`), and LoadBalancer Services with
@@ -13,9 +16,9 @@
 //! EndpointSlices, Nodes and Pods), so its reads are authorised and audited as upstream's
 //! `system:node-proxier`.
 
-pub mod apply;
 pub mod healthcheck;
 pub mod hostport;
+pub mod parts;
 pub mod ruleset;
 
 use std::net::Ipv4Addr;
@@ -30,12 +33,20 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use tokio::sync::Notify;
 
+pub use crate::netfilter::SyncStats;
 pub use ruleset::{Cidr4, NodeFacts};
 
 /// Upstream's minSyncPeriod: changes arriving within it are applied together.
 pub const MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);
 /// How often the table is checked (one get) even without changes.
 pub const CHECK_PERIOD: Duration = Duration::from_secs(10);
+/// How often the whole table is rebuilt even if it looks intact (upstream: one hour).
+pub const FULL_RESYNC_PERIOD: Duration = Duration::from_secs(3600);
+
+/// The shared applier, for this table.
+pub fn applier() -> Result<crate::netfilter::Applier, crate::netfilter::Error> {
+    crate::netfilter::Applier::new(ruleset::TABLE, &[])
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -100,33 +111,38 @@ where
     (store, task)
 }
 
-/// Compute and apply the table for the current stores. The applier comes back with the
-/// result; `Err` only if it was lost (its blocking task panicked) and cannot be replaced.
+type Applier = crate::netfilter::Applier;
+
+/// Compute and apply the table for the current stores. The applier and the memo come back
+/// with the result; `Err` only if they were lost (the blocking task panicked) and the
+/// applier cannot be replaced.
 async fn sync(
-    applier: apply::Applier,
+    a: Applier,
+    memo: parts::Memo,
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
     pods: &Store<Pod>,
-    facts: NodeFacts,
-) -> Result<(apply::Applier, Result<apply::SyncStats, Error>), Error> {
+    facts: &NodeFacts,
+) -> Result<(Applier, parts::Memo, Result<SyncStats, Error>), Error> {
     let svcs = services.state();
     let eps = slices.state();
     let pods = pods.state();
     let joined = tokio::task::spawn_blocking(move || {
-        let s: Vec<&Service> = svcs.iter().map(|a| a.as_ref()).collect();
-        let e: Vec<&EndpointSlice> = eps.iter().map(|a| a.as_ref()).collect();
-        let p: Vec<&Pod> = pods.iter().map(|a| a.as_ref()).collect();
-        let mut desired = ruleset::ruleset(&s, &e, &facts);
-        hostport::render(&mut desired, &p, &facts);
-        let mut applier = applier;
-        let r = applier.sync(&desired).map_err(Error::from);
-        (applier, r)
+        let mut memo = memo;
+        let desired = memo.parts(&svcs, &eps, &pods);
+        let mut a = a;
+        let r = a.sync_parts(&desired).map_err(Error::from);
+        (a, memo, r)
     })
     .await;
     match joined {
         Ok(x) => Ok(x),
         // A fresh applier starts cold at the next sync.
-        Err(e) => Ok((apply::Applier::new()?, Err(Error::Worker(e.to_string())))),
+        Err(e) => Ok((
+            applier()?,
+            parts::Memo::new(facts.clone()),
+            Err(Error::Worker(e.to_string())),
+        )),
     }
 }
 
@@ -152,7 +168,9 @@ pub async fn run(
         cluster_cidr: cfg.cluster_cidr,
         service_cidr: cfg.service_cidr,
     };
-    let mut applier = Some(apply::Applier::new()?);
+    let mut applier = Some(applier()?);
+    let mut memo = Some(parts::Memo::new(facts.clone()));
+    let mut last_full = std::time::Instant::now();
     // Upstream binds health check node ports on every address (its default
     // `healthzBindAddress` family-wide).
     let mut health = healthcheck::HealthServers::new(Ipv4Addr::UNSPECIFIED);
@@ -168,10 +186,17 @@ pub async fn run(
         }
     }
     loop {
-        let Some(a) = applier.take() else { break };
+        let (Some(mut a), Some(m)) = (applier.take(), memo.take()) else {
+            break;
+        };
+        if last_full.elapsed() >= FULL_RESYNC_PERIOD {
+            a.force_full_resync();
+            last_full = std::time::Instant::now();
+        }
         let started = std::time::Instant::now();
-        let (a, r) = sync(a, &services, &slices, &pods, facts.clone()).await?;
+        let (a, m, r) = sync(a, m, &services, &slices, &pods, &facts).await?;
         applier = Some(a);
+        memo = Some(m);
         let last_ok = match r {
             Ok(st) => {
                 if st.messages > 0 {
@@ -179,6 +204,7 @@ pub async fn run(
                         cold = st.cold,
                         messages = st.messages,
                         transactions = st.transactions,
+                        parts_changed = st.parts_changed,
                         chains_added = st.chains_added,
                         chains_rewritten = st.chains_rewritten,
                         chains_deleted = st.chains_deleted,
@@ -226,7 +252,6 @@ pub async fn run(
 /// Delete the proxy's table (what `rampart-killall.sh`/uninstall run, through
 /// `rampart agent --cleanup`).
 pub fn cleanup() -> Result<(), Error> {
-    let mut a = apply::Applier::new()?;
-    a.cleanup()?;
+    applier()?.cleanup()?;
     Ok(())
 }
