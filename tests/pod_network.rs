@@ -23,18 +23,10 @@ use std::time::{Duration, Instant};
 
 use harness::{eventually, rampart_ok, Server};
 use kubelet_support::*;
-use netns_support::{Agent, Ns, Topology, LAN};
+use netns_support::{log_text, node_json, running_ip, wait_pod, Agent, Ns, Topology};
 use rampart::kubelet::network::rtnl::{self, RTPROT_RAMPART};
 use rampart::kubelet::network::{bridge, veth, vxlan, Ipv4Net};
 use serde_json::Value;
-
-fn node_json(s: &Server, name: &str) -> Option<Value> {
-    let o = s.kubectl(&["get", "node", name, "-o", "json"]);
-    o.status
-        .success()
-        .then(|| serde_json::from_slice(&o.stdout).ok())
-        .flatten()
-}
 
 fn pod_yaml(name: &str, node: &str, script: &str, policy: &str, extra: &str) -> String {
     format!(
@@ -55,57 +47,6 @@ spec:
     command: ["sh", "-c", {script:?}]
 {extra}"#
     )
-}
-
-fn wait_pod(s: &Server, name: &str, secs: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        let o = s.kubectl(&["get", "pod", name, "-o", "json"]);
-        if o.status.success() {
-            last = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-            if f(&last) {
-                return last;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "pod {name}: {what} not reached in {secs}s; last: {:#}",
-        last["status"]
-    );
-}
-
-fn running_ip(s: &Server, name: &str) -> (Ipv4Addr, Value) {
-    let p = wait_pod(s, name, 60, "Running with a podIP", |p| {
-        p["status"]["phase"] == "Running"
-            && p["status"]["podIP"]
-                .as_str()
-                .is_some_and(|ip| !ip.is_empty())
-    });
-    let ip: Ipv4Addr = p["status"]["podIP"].as_str().unwrap().parse().unwrap();
-    assert_eq!(
-        p["status"]["podIPs"][0]["ip"],
-        ip.to_string(),
-        "{:#}",
-        p["status"]
-    );
-    (ip, p)
-}
-
-/// The container's output, from its CRI log file.
-fn log_text(logs: &Path, pod: &Value) -> String {
-    let dir = logs.join(format!(
-        "default_{}_{}",
-        pod["metadata"]["name"].as_str().unwrap(),
-        pod["metadata"]["uid"].as_str().unwrap()
-    ));
-    std::fs::read_to_string(dir.join("main/0.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.splitn(4, ' ').nth(3))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// A pod on `node` that pings each target once; returns which answered.
@@ -174,7 +115,7 @@ fn link_exists(ns: &Ns, name: &str) -> bool {
 #[test]
 fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
     require_privileged!();
-    let topo = Topology::create("rpn");
+    let topo = Topology::create("rpn", 214);
     let s = Server::start_with(&["--bind-address", "0.0.0.0", "--tls-san", "10.214.0.1"]);
     let dd = s.data_dir().to_str().unwrap().to_string();
     let token = rampart_ok(&["token", "create", "--data-dir", &dd, "--ttl", "10m"])
@@ -208,7 +149,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
             "--node-name",
             &format!("node-{k}"),
             "--node-ip",
-            &Topology::node_ip(k),
+            &topo.node_ip(k),
             "--pod-log-dir",
             d.join("logs").to_str().unwrap(),
             "--kubelet-cgroup-root",
@@ -281,7 +222,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
         !node1_ips.contains(&cidrs[0].gateway().unwrap()),
         "a pod got the gateway address"
     );
-    assert_eq!(p1a["status"]["hostIP"], Topology::node_ip(1));
+    assert_eq!(p1a["status"]["hostIP"], topo.node_ip(1));
 
     // Node 1's kernel state, read back over netlink: the bridge with the gateway, a host-gw
     // route to node 2's pods, a VXLAN route + neighbour + FDB entry for node 3.
@@ -292,7 +233,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
             r.iter().any(|r| {
                 r.dst == cidrs[1]
                     && r.protocol == RTPROT_RAMPART
-                    && r.gateway == Some(Topology::node_ip(2).parse().unwrap())
+                    && r.gateway == Some(topo.node_ip(2).parse().unwrap())
             }) && r.iter().any(|r| {
                 r.dst == cidrs[2]
                     && r.protocol == RTPROT_RAMPART
@@ -302,7 +243,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
         "node-1 routes: {:?}",
         routes_of(n1)
     );
-    let node3_ip: Ipv4Addr = Topology::node_ip(3).parse().unwrap();
+    let node3_ip: Ipv4Addr = topo.node_ip(3).parse().unwrap();
     assert!(
         fdb_of(n1).iter().any(|(mac, dst)| *dst == Some(node3_ip)
             && mac[..] == vxlan::vtep_mac(vxlan::vtep_ip(cidrs[2]))[..]),
@@ -381,7 +322,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
     let foreign: Ipv4Net = "10.99.0.0/24".parse().unwrap();
     agents[0].kill9();
     n1.netlink(move |h| async move {
-        let gw = Some(format!("{LAN}.12").parse().unwrap());
+        let gw = Some("10.214.1.12".parse().unwrap());
         rtnl::replace_route(&h, stale, gw, None, false, RTPROT_RAMPART)
             .await
             .unwrap();
@@ -447,7 +388,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
     }
     assert_eq!(
         last["status"]["podIP"],
-        Topology::node_ip(2),
+        topo.node_ip(2),
         "{:#}",
         last["status"]
     );

@@ -6,6 +6,7 @@
 //! authorization and audit see them exactly as they would see a remote component.
 
 pub mod leader;
+pub mod reflect;
 
 use std::path::Path;
 

@@ -7,12 +7,17 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use rampart::kubelet::network::rtnl;
+use serde_json::Value;
+
+use crate::harness::Server;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -249,25 +254,26 @@ impl Drop for Agent {
     }
 }
 
-/// The first two nodes' shared subnet (`.1` is the lan namespace's bridge).
-pub const LAN: &str = "10.214.1";
-/// Node 3's subnet behind the router (`.1` is the router's end).
-pub const FAR: &str = "10.214.2";
-/// The host's end of the link to the lan namespace (where the test's server listens).
-pub const HOST_IP: &str = "10.214.0.1";
-
 /// The three-node network: host ↔ lan (router + bridge) ↔ nodes 1, 2 (one L2 segment) and
 /// node 3 (its own subnet behind the router, so only VXLAN reaches its pods).
 pub struct Topology {
     _dir: tempfile::TempDir,
     host_link: String,
+    /// The second octet of every address: `10.<net>.0.1` is the host's end (where the
+    /// server listens), `10.<net>.1.0/24` the nodes 1 and 2 share (`.1` the lan's bridge),
+    /// `10.<net>.2.0/24` node 3's subnet behind the router.
+    pub net: u8,
     pub lan: Ns,
     pub nodes: Vec<Ns>,
 }
 
 impl Topology {
-    /// `prefix` names the host's link (`<prefix><pid>`), so suites running at once differ.
-    pub fn create(prefix: &str) -> Topology {
+    /// `prefix` names the host's link (`<prefix><pid>`) and `net` picks the addresses, so
+    /// suites running at once never share either.
+    pub fn create(prefix: &str, net: u8) -> Topology {
+        let host_ip = format!("10.{net}.0.1");
+        let router = format!("10.{net}.0.2");
+        let (lan_net, far_net) = (format!("10.{net}.1"), format!("10.{net}.2"));
         let dir = tempfile::tempdir().unwrap();
         let tag = std::process::id() % 100_000;
         let lan = Ns::new(dir.path(), "lan");
@@ -277,14 +283,15 @@ impl Topology {
         let host_link = format!("{prefix}{tag}");
         {
             let (hl, lan_path) = (host_link.clone(), lan.path.clone());
+            let (host_ip, router) = (host_ip.clone(), router.clone());
             host_netlink(move |h| async move {
                 veth_into(&h, &hl, "up0", &lan_path).await;
-                up_with(&h, &hl, &format!("{HOST_IP}/24"), None).await;
+                up_with(&h, &hl, &format!("{host_ip}/24"), None).await;
                 let l = rtnl::link(&h, &hl).await.unwrap().unwrap();
                 rtnl::replace_route(
                     &h,
-                    "10.214.0.0/16".parse().unwrap(),
-                    Some("10.214.0.2".parse().unwrap()),
+                    format!("10.{net}.0.0/16").parse().unwrap(),
+                    Some(router.parse().unwrap()),
                     Some(l.index),
                     false,
                     libc::RTPROT_STATIC,
@@ -294,12 +301,13 @@ impl Topology {
             });
         }
         let paths: Vec<PathBuf> = nodes.iter().map(|n| n.path.clone()).collect();
+        let (lan2, far2) = (lan_net.clone(), far_net.clone());
         lan.netlink(move |h| async move {
-            up_with(&h, "up0", "10.214.0.2/24", Some(HOST_IP)).await;
+            up_with(&h, "up0", &format!("{router}/24"), Some(&host_ip)).await;
             rtnl::add_link(&h, "br0", LinkBridge::new("br0").build())
                 .await
                 .unwrap();
-            up_with(&h, "br0", &format!("{LAN}.1/24"), None).await;
+            up_with(&h, "br0", &format!("{lan2}.1/24"), None).await;
             let br = rtnl::link(&h, "br0").await.unwrap().unwrap().index;
             for (k, p) in paths.iter().enumerate().take(2) {
                 let idx = veth_into(&h, &format!("n{}", k + 1), "eth0", p).await;
@@ -312,31 +320,37 @@ impl Topology {
                 .unwrap();
             }
             veth_into(&h, "n3", "eth0", &paths[2]).await;
-            up_with(&h, "n3", &format!("{FAR}.1/24"), None).await;
+            up_with(&h, "n3", &format!("{far2}.1/24"), None).await;
             rtnl::sysctl("net/ipv4/ip_forward", "1").unwrap();
         });
         for (k, n) in nodes.iter().enumerate() {
             let (addr, gw) = if k < 2 {
-                (format!("{LAN}.{}/24", 11 + k), format!("{LAN}.1"))
+                (format!("{lan_net}.{}/24", 11 + k), format!("{lan_net}.1"))
             } else {
-                (format!("{FAR}.13/24"), format!("{FAR}.1"))
+                (format!("{far_net}.13/24"), format!("{far_net}.1"))
             };
             n.netlink(move |h| async move { up_with(&h, "eth0", &addr, Some(&gw)).await });
         }
         Topology {
             _dir: dir,
             host_link,
+            net,
             lan,
             nodes,
         }
     }
 
+    /// The host's address on the link to the lan namespace.
+    pub fn host_ip(&self) -> String {
+        format!("10.{}.0.1", self.net)
+    }
+
     /// Node k's (1-based) address.
-    pub fn node_ip(k: usize) -> String {
+    pub fn node_ip(&self, k: usize) -> String {
         match k {
-            1 => format!("{LAN}.11"),
-            2 => format!("{LAN}.12"),
-            _ => format!("{FAR}.13"),
+            1 => format!("10.{}.1.11", self.net),
+            2 => format!("10.{}.1.12", self.net),
+            _ => format!("10.{}.2.13", self.net),
         }
     }
 }
@@ -350,4 +364,70 @@ impl Drop for Topology {
             }
         });
     }
+}
+
+/// Node `name` as JSON, if it exists.
+pub fn node_json(s: &Server, name: &str) -> Option<Value> {
+    let o = s.kubectl(&["get", "node", name, "-o", "json"]);
+    o.status
+        .success()
+        .then(|| serde_json::from_slice(&o.stdout).ok())
+        .flatten()
+}
+
+pub fn wait_pod(
+    s: &Server,
+    name: &str,
+    secs: u64,
+    what: &str,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        let o = s.kubectl(&["get", "pod", name, "-o", "json"]);
+        if o.status.success() {
+            last = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+            if f(&last) {
+                return last;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "pod {name}: {what} not reached in {secs}s; last: {:#}",
+        last["status"]
+    );
+}
+
+pub fn running_ip(s: &Server, name: &str) -> (Ipv4Addr, Value) {
+    let p = wait_pod(s, name, 60, "Running with a podIP", |p| {
+        p["status"]["phase"] == "Running"
+            && p["status"]["podIP"]
+                .as_str()
+                .is_some_and(|ip| !ip.is_empty())
+    });
+    let ip: Ipv4Addr = p["status"]["podIP"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        p["status"]["podIPs"][0]["ip"],
+        ip.to_string(),
+        "{:#}",
+        p["status"]
+    );
+    (ip, p)
+}
+
+/// The container's output, from its CRI log file.
+pub fn log_text(logs: &Path, pod: &Value) -> String {
+    let dir = logs.join(format!(
+        "default_{}_{}",
+        pod["metadata"]["name"].as_str().unwrap(),
+        pod["metadata"]["uid"].as_str().unwrap()
+    ));
+    std::fs::read_to_string(dir.join("main/0.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
