@@ -217,6 +217,9 @@ fn services_and_dns_work_across_nodes() {
         let d = dirs[k - 1].path();
         std::fs::create_dir_all(d.join("images")).unwrap();
         std::fs::write(d.join("images/busybox.tar"), &image).unwrap();
+        // No upstream resolver: names outside the cluster fail at once (SERVFAIL) instead of
+        // going to the host's resolvers, outside the test's namespaces.
+        std::fs::write(d.join("resolv.conf"), "").unwrap();
         let args: Vec<String> = [
             "agent",
             "--log-format",
@@ -236,6 +239,8 @@ fn services_and_dns_work_across_nodes() {
             "--kubelet-cgroup-root",
             &cgroup_root,
             "--disable-network-policy",
+            "--resolv-conf",
+            d.join("resolv.conf").to_str().unwrap(),
             "--eviction-hard",
             "memory.available<1Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%",
         ]
