@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use rampart::netpol::apply::Applier;
+use rampart::netpol::applier;
 use rampart::netpol::ruleset::{ruleset, NodeFacts};
 use serde_json::json;
 
@@ -39,7 +39,7 @@ fn world(n: usize) -> (Vec<NetworkPolicy>, Vec<Pod>, Vec<Namespace>) {
             .expect("pod")
         })
         .collect();
-    let mut pols: Vec<NetworkPolicy> = (0..n).map(|i| policy(i, 80)).collect();
+    let mut pols: Vec<NetworkPolicy> = (0..n).map(|i| policy(i, 53)).collect();
     for k in 0..NAMESPACES {
         pols.push(
             serde_json::from_value(json!({
@@ -53,7 +53,10 @@ fn world(n: usize) -> (Vec<NetworkPolicy>, Vec<Pod>, Vec<Namespace>) {
     (pols, pods, nss)
 }
 
-fn policy(i: usize, port: u16) -> NetworkPolicy {
+/// Policy `i`; `udp_port` is the port of its ipBlock rule (what "change one policy" moves:
+/// its pod peer selects pods of another namespace, so changing that rule's port would change
+/// no element).
+fn policy(i: usize, udp_port: u16) -> NetworkPolicy {
     let ns = format!("ns{}", (i * 2) % NAMESPACES);
     serde_json::from_value(json!({
         "metadata": {"namespace": ns, "name": format!("pol{i}")},
@@ -61,9 +64,9 @@ fn policy(i: usize, port: u16) -> NetworkPolicy {
             "podSelector": {"matchLabels": {"app": format!("a{}", i % (PODS / 2))}},
             "ingress": [
                 {"from": [{"podSelector": {"matchLabels": {"app": format!("a{}", (i + 1) % (PODS / 2))}}}],
-                 "ports": [{"port": port}]},
+                 "ports": [{"port": 80}]},
                 {"from": [{"ipBlock": {"cidr": "192.168.0.0/16", "except": [format!("192.168.{}.0/24", i % 256)]}}],
-                 "ports": [{"port": 53, "protocol": "UDP"}]}
+                 "ports": [{"port": udp_port, "protocol": "UDP"}]}
             ]
         }
     }))
@@ -96,7 +99,7 @@ fn run(n: usize) {
     let desired = compute(&pols);
     let compute_cold = t.elapsed();
     let elements: usize = desired.sets.values().map(|s| s.elements.len()).sum();
-    let mut a = Applier::new().expect("netlink");
+    let mut a = applier().expect("netlink");
     let t = Instant::now();
     let st = a.sync(&desired).expect("cold sync");
     let cold = t.elapsed();

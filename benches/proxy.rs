@@ -4,7 +4,10 @@
 //! overrides, comma-separated), each in a fresh network namespace of its own:
 //! - Rampart: the pure ruleset computation, the cold sync over netlink (chunked
 //!   transactions), then 20 times "add one Service and sync" (a partial sync: one map element,
-//!   one service chain, five endpoint chains) — p50/p99;
+//!   one service chain, five endpoint chains) and 20 times "replace one Service's
+//!   EndpointSlice" (one endpoint chain out, one in, the service chain rewritten) — p50/p99,
+//!   through the proxy's own path: [`Memo`] recomputes the changed part, the applier diffs
+//!   only it;
 //! - the peer: `nft -f` of a script with the same table (maps, a chain per service and
 //!   endpoint, numgen vmaps, DNAT), cold; then 20 times one Service added by a small script.
 //!
@@ -17,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use rampart::proxy::apply::Applier;
+use std::sync::Arc;
+
+use rampart::proxy::applier;
+use rampart::proxy::parts::Memo;
 use rampart::proxy::ruleset::{ruleset, NodeFacts};
 use serde_json::json;
 
@@ -80,9 +86,31 @@ fn fresh_netns() {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
 }
 
+fn slice_with(i: usize, first_ep: usize) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "metadata": {"namespace": "bench", "name": format!("s{i}-1"),
+                     "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": (0..EPS).map(|e| json!({"addresses": [ep_ip(first_ep, e)], "nodeName": "n2"})).collect::<Vec<_>>()
+    }))
+    .expect("slice")
+}
+
+/// p50/p99 of the whole step and of its netlink part.
+fn figures(total: &mut [Duration], netlink: &mut [Duration]) -> String {
+    format!(
+        "total p50 {} p99 {} (apply part p50 {} p99 {})",
+        ms(pct(&mut total.to_vec(), 0.5)),
+        ms(pct(total, 0.99)),
+        ms(pct(&mut netlink.to_vec(), 0.5)),
+        ms(pct(netlink, 0.99)),
+    )
+}
+
 fn rampart(n: usize) {
     fresh_netns();
-    let (mut svcs, mut slices) = objects(n);
+    let (svcs, slices) = objects(n);
     let t = Instant::now();
     let desired = {
         let s: Vec<&Service> = svcs.iter().collect();
@@ -90,38 +118,51 @@ fn rampart(n: usize) {
         ruleset(&s, &e, &facts())
     };
     let compute = t.elapsed();
-    let mut a = Applier::new().expect("netlink");
+    drop(desired);
+    // What the proxy holds: the reflectors' Arcs, and its memo of parts.
+    let mut svcs: Vec<Arc<Service>> = svcs.into_iter().map(Arc::new).collect();
+    let mut slices: Vec<Arc<EndpointSlice>> = slices.into_iter().map(Arc::new).collect();
+    let mut memo = Memo::new(facts());
+    let mut a = applier().expect("netlink");
     let t = Instant::now();
-    let st = a.sync(&desired).expect("cold sync");
+    let parts = memo.parts(&svcs, &slices, &[]);
+    let st = a.sync_parts(&parts).expect("cold sync");
     let cold = t.elapsed();
-    let mut one = Vec::new();
-    let mut one_apply = Vec::new();
-    let mut msgs = 0;
+    let (mut add, mut add_apply, mut add_msgs) = (Vec::new(), Vec::new(), 0);
     for k in 0..20 {
         let (s2, e2) = objects(n + k + 1);
-        svcs.push(s2[n + k].clone());
-        slices.push(e2[n + k].clone());
+        svcs.push(Arc::new(s2[n + k].clone()));
+        slices.push(Arc::new(e2[n + k].clone()));
         let t = Instant::now();
-        let s: Vec<&Service> = svcs.iter().collect();
-        let e: Vec<&EndpointSlice> = slices.iter().collect();
-        let d = ruleset(&s, &e, &facts());
+        let d = memo.parts(&svcs, &slices, &[]);
         let t2 = Instant::now();
-        let st1 = a.sync(&d).expect("partial sync");
-        one_apply.push(t2.elapsed());
-        one.push(t.elapsed());
-        msgs = st1.messages;
+        let st1 = a.sync_parts(&d).expect("partial sync");
+        add_apply.push(t2.elapsed());
+        add.push(t.elapsed());
+        add_msgs = st1.messages;
+        assert_eq!(st1.parts_changed, 1, "one part changed");
+    }
+    let (mut chg, mut chg_apply, mut chg_msgs) = (Vec::new(), Vec::new(), 0);
+    for k in 0..20 {
+        // Service k's endpoints move to fresh addresses (a rolling update's end state).
+        slices[k] = Arc::new(slice_with(k, n + 100 + k));
+        let t = Instant::now();
+        let d = memo.parts(&svcs, &slices, &[]);
+        let t2 = Instant::now();
+        let st1 = a.sync_parts(&d).expect("partial sync");
+        chg_apply.push(t2.elapsed());
+        chg.push(t.elapsed());
+        chg_msgs = st1.messages;
     }
     println!(
         "rampart  {n:>6} services x {EPS}: compute {}, cold sync {} ({} messages in {} transactions); \
-         add one Service: total p50 {} p99 {} (netlink part p50 {} p99 {}, {msgs} messages)",
+         add one Service: {} {add_msgs} messages; replace one Service's endpoints: {} {chg_msgs} messages",
         ms(compute),
         ms(cold),
         st.messages,
         st.transactions,
-        ms(pct(&mut one.clone(), 0.5)),
-        ms(pct(&mut one, 0.99)),
-        ms(pct(&mut one_apply.clone(), 0.5)),
-        ms(pct(&mut one_apply, 0.99)),
+        figures(&mut add, &mut add_apply),
+        figures(&mut chg, &mut chg_apply),
     );
 }
 

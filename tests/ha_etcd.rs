@@ -5,7 +5,8 @@
 //! never reach etcd in plaintext (read back raw with the etcd client), the
 //! `default/kubernetes` Endpoints list both servers; after `kill -9` of the first server the
 //! second keeps serving, takes over the controller-manager Lease, and an agent that joined
-//! through the first fails over to it (its node Lease keeps being renewed).
+//! through the first fails over to it (its node Lease keeps being renewed); an agent in a
+//! network namespace of its own has its service proxy follow it to the second server.
 //!
 //! The servers listen on 127.0.0.1 and 127.0.0.2 with the same port, as upstream's Endpoints
 //! carry one port for every server. Skips when `etcd` is not installed, unless
@@ -13,6 +14,7 @@
 #![allow(unsafe_code)] // test support: prctl(PR_SET_PDEATHSIG) between fork and exec
 
 mod harness;
+mod netns_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -826,5 +828,156 @@ fn secrets_key_rotation_reaches_every_server() {
             .windows(secret.len())
             .any(|w| w == secret.as_bytes()),
         "a key is in plaintext in etcd"
+/// Issue 17: the node's network components fail over with the agent. A node in a network
+/// namespace of its own joins through server A; its service proxy programs a Service whose
+/// endpoint listens inside the namespace; after `kill -9` of A, a Service created through B
+/// starts answering too — the proxy followed the agent to B (before, its client was bound
+/// to the server it started with). Traffic stays inside the namespace (DNAT to itself).
+#[test]
+fn the_service_proxy_fails_over_with_the_agent() {
+    let Some(bin) = etcd_or_skip() else { return };
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("RAMPART_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+            "needs root (network namespaces) and RAMPART_REQUIRE_PRIVILEGED=1"
+        );
+        eprintln!("SKIP: needs root (network namespaces)");
+        return;
+    }
+    let etcd = Etcd::start(&bin, false);
+    let dir = tempfile::tempdir().unwrap();
+    let node = netns_support::Ns::new(dir.path(), "node");
+    let host_link = format!("rha{}", std::process::id() % 100_000);
+    let _link = netns_support::HostLink::new(&host_link, "10.216.0.1/24", &node, "10.216.0.2/24");
+    // Server B listens on a second address of the same host link.
+    netns_support::host_netlink(move |h| async move {
+        let l = rampart::kubelet::network::rtnl::link(&h, &host_link)
+            .await
+            .unwrap()
+            .unwrap();
+        rampart::kubelet::network::rtnl::add_address(
+            &h,
+            l.index,
+            "10.216.0.3".parse().unwrap(),
+            24,
+        )
+        .await
+        .unwrap();
+    });
+    let port = free_port();
+    let mut flags = etcd.flags();
+    flags.extend(["--tls-san".to_string(), "10.216.0.1".to_string()]);
+    let mut a = server_on("10.216.0.1", port, &flags);
+    let mut join = etcd.flags();
+    join.extend([
+        "--tls-san".to_string(),
+        "10.216.0.3".to_string(),
+        "--server".to_string(),
+        format!("https://10.216.0.1:{port}"),
+        "--token".to_string(),
+        token(&a, "server"),
+    ]);
+    let b = server_on("10.216.0.3", port, &join);
+    let agent_token = token(&a, "agent");
+    let agent_dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "agent",
+        "--log-format",
+        "json",
+        "--server",
+        &format!("https://10.216.0.1:{port}"),
+        "--token",
+        &agent_token,
+        "--data-dir",
+        agent_dir.path().to_str().unwrap(),
+        "--node-name",
+        "ha-net",
+        "--node-ip",
+        "10.216.0.2",
+        "--eviction-hard",
+        "memory.available<1Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _agent = netns_support::Agent::spawn(&node.path, args);
+    // The endpoint every Service points at: a listener inside the node's namespace.
+    node.spawn(|| {
+        let l = std::net::TcpListener::bind("10.216.0.2:8080").unwrap();
+        for c in l.incoming().flatten() {
+            use std::io::Write;
+            let _ = (&c).write_all(b"ok");
+        }
+    });
+    let service = |s: &Server, name: &str| {
+        s.ok_in(
+            &["apply", "-f", "-"],
+            &format!(
+                r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{port: 8080}}]
+endpoints: [{{addresses: ["10.216.0.2"], nodeName: ha-net}}]
+"#
+            ),
+        );
+        let ip: std::net::Ipv4Addr = s.json(&["get", "service", name])["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        std::net::SocketAddr::from((ip, 80))
+    };
+    let answers = |addr: std::net::SocketAddr| {
+        node.run(move || {
+            use std::io::Read;
+            let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let mut out = String::new();
+            c.read_to_string(&mut out).ok()?;
+            Some(out)
+        }) == Some("ok".to_string())
+    };
+    let before = service(&a, "before-failover");
+    assert!(
+        eventually(Duration::from_secs(90), || answers(before)),
+        "the node's proxy never programmed {before} (through A)"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let ips = endpoint_ips(&b);
+            ips.contains(&"10.216.0.1".to_string()) && ips.contains(&"10.216.0.3".to_string())
+        }),
+        "default/kubernetes does not list both servers: {:?}",
+        endpoint_ips(&b)
+    );
+
+    let mut child = a.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    let after = service(&b, "after-failover");
+    assert!(
+        eventually(Duration::from_secs(90), || answers(after)),
+        "the node's proxy did not follow the agent to B: {after} never answered"
+    );
+    eprintln!(
+        "service proxy: a Service created through B answered {:.1}s after A died",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        answers(before),
+        "{before} stopped answering after the failover"
     );
 }

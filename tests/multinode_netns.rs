@@ -4,102 +4,62 @@
 //! leases keep renewing under certificates of the new CA); a revoked node is cut off within
 //! seconds while the other carries on.
 //!
-//! Needs root and `ip` (iproute2); without them it prints why and skips.
+//! Needs root (namespaces and links are made over rtnetlink, no `ip` binary); without it the
+//! test prints why and skips (`RAMPART_REQUIRE_PRIVILEGED=1` fails instead).
 #![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
+mod netns_support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use harness::{eventually, rampart_ok, Identity, Raw, Server};
+use netns_support::{Agent, HostLink, Ns};
 
+/// Node k (1-based) lives in its own namespace as 10.213.k.2; the host end is 10.213.k.1.
 struct Net {
-    tag: String,
-    nodes: usize,
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    _links: Vec<HostLink>,
+    nodes: Vec<Ns>,
+    _dir: tempfile::TempDir,
 }
 
 impl Net {
-    /// Node k (1-based) lives in netns `<tag>k` as 10.213.k.2; the host end is 10.213.k.1.
-    fn create(nodes: usize) -> Net {
-        let tag = format!("rmp{}", std::process::id() % 100000);
-        let net = Net { tag, nodes };
-        for k in 1..=nodes {
-            let ns = net.ns(k);
-            let (host, peer) = (format!("{}h{k}", net.tag), format!("{}n{k}", net.tag));
-            assert!(ip(&["netns", "add", &ns]), "ip netns add {ns}");
-            assert!(ip(&[
-                "link", "add", &host, "type", "veth", "peer", "name", &peer
-            ]));
-            assert!(ip(&["link", "set", &peer, "netns", &ns]));
-            assert!(ip(&[
-                "addr",
-                "add",
-                &format!("10.213.{k}.1/24"),
-                "dev",
-                &host
-            ]));
-            assert!(ip(&["link", "set", &host, "up"]));
-            let in_ns = |a: &[&str]| {
-                let mut full = vec!["netns", "exec", &ns, "ip"];
-                full.extend_from_slice(a);
-                ip(&full)
-            };
-            assert!(in_ns(&[
-                "addr",
-                "add",
-                &format!("10.213.{k}.2/24"),
-                "dev",
-                &peer
-            ]));
-            assert!(in_ns(&["link", "set", &peer, "up"]));
-            assert!(in_ns(&["link", "set", "lo", "up"]));
+    fn create(n: usize) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = std::process::id() % 100_000;
+        let nodes: Vec<Ns> = (1..=n)
+            .map(|k| Ns::new(dir.path(), &format!("node{k}")))
+            .collect();
+        let links = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let k = i + 1;
+                HostLink::new(
+                    &format!("rmp{tag}h{k}"),
+                    &format!("10.213.{k}.1/24"),
+                    ns,
+                    &format!("10.213.{k}.2/24"),
+                )
+            })
+            .collect();
+        Net {
+            _links: links,
+            nodes,
+            _dir: dir,
         }
-        net
-    }
-
-    fn ns(&self, k: usize) -> String {
-        format!("{}ns{k}", self.tag)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for k in 1..=self.nodes {
-            let _ = Command::new("ip")
-                .args(["link", "del", &format!("{}h{k}", self.tag)])
-                .status();
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(k)])
-                .status();
-        }
-    }
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
 fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (network namespaces)".into());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("needs iproute2's `ip`".into());
+        let why = "needs root (network namespaces)".to_string();
+        assert!(
+            std::env::var("RAMPART_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+            "RAMPART_REQUIRE_PRIVILEGED=1 but this test {why}"
+        );
+        return Some(why);
     }
     None
 }
@@ -157,23 +117,23 @@ fn two_agents_in_netns_join_survive_ca_rotation_and_revocation_cuts_one_off() {
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut agents = Vec::new();
     for k in 1..=2 {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &net.ns(k), env!("CARGO_BIN_EXE_rampart")])
-            .args(["agent", "--log-format", "json", "--server"])
-            .arg(format!("https://10.213.{k}.1:{}", s.port))
-            .args(["--token", &token, "--data-dir"])
-            .arg(dirs[k - 1].path())
-            .args(["--node-name", &format!("node-{k}"), "--node-ip"])
-            .arg(format!("10.213.{k}.2"))
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("RAMPART_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("spawn agent");
-        agents.push(Agent(child));
+        let args: Vec<String> = [
+            "agent".to_string(),
+            "--log-format".into(),
+            "json".into(),
+            "--server".into(),
+            format!("https://10.213.{k}.1:{}", s.port),
+            "--token".into(),
+            token.clone(),
+            "--data-dir".into(),
+            dirs[k - 1].path().to_str().unwrap().to_string(),
+            "--node-name".into(),
+            format!("node-{k}"),
+            "--node-ip".into(),
+            format!("10.213.{k}.2"),
+        ]
+        .to_vec();
+        agents.push(Agent::spawn(&net.nodes[k - 1].path, args));
     }
     for k in 1..=2 {
         let name = format!("node-{k}");

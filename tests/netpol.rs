@@ -18,25 +18,18 @@
 //! established connection that survives an unrelated update and a denying one (conntrack
 //! first). Root only (skipped with a reason otherwise; `RAMPART_REQUIRE_PRIVILEGED=1`
 //! fails instead).
-#![allow(unsafe_code)] // test support: setns before exec in the agent's child (the block says why)
 
 mod harness;
 mod kubelet_support;
+mod netns_support;
 
-use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::{eventually, rampart_ok, Server};
 use kubelet_support::*;
-use rampart::kubelet::network::rtnl;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use netns_support::{Agent, HostLink, Ns};
 use serde_json::Value;
 
 const NODE: &str = "np-node";
@@ -45,103 +38,11 @@ const PODS: [&str; 3] = ["a", "b", "c"];
 const TCP: &str = "TCP";
 const UDP: &str = "UDP";
 
-/// A network namespace held by a bind mount on a file in the test's directory.
-struct Ns {
-    path: PathBuf,
-}
-
-impl Ns {
-    fn new(dir: &Path, name: &str) -> Ns {
-        let path = dir.join(name);
-        std::fs::File::create(&path).unwrap();
-        let p = path.clone();
-        std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            nix::mount::mount(
-                Some("/proc/thread-self/ns/net"),
-                &p,
-                None::<&str>,
-                nix::mount::MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .unwrap();
-        })
-        .join()
-        .unwrap();
-        let ns = Ns { path };
-        ns.netlink(|h| async move {
-            let lo = rtnl::link(&h, "lo").await.unwrap().unwrap();
-            rtnl::set_link(&h, "lo", LinkUnspec::new_with_index(lo.index).up().build())
-                .await
-                .unwrap();
-        });
-        ns
-    }
-
-    fn netlink<T, F, Fut>(&self, f: F) -> T
-    where
-        T: Send + 'static,
-        F: FnOnce(Handle) -> Fut + Send + 'static,
-        Fut: Future<Output = T>,
-    {
-        let path = self.path.clone();
-        std::thread::spawn(move || {
-            let f2 = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(&f2, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            block_on_netlink(f)
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn block_on_netlink<T, F, Fut>(f: F) -> T
-where
-    F: FnOnce(Handle) -> Fut,
-    Fut: Future<Output = T>,
-{
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move { f(rtnl::connect().unwrap()).await })
-}
-
-async fn up_with(h: &Handle, name: &str, addr: &str, gateway: Option<&str>) {
-    let l = rtnl::link(h, name).await.unwrap().unwrap();
-    let (ip, len) = addr.split_once('/').unwrap();
-    rtnl::add_address(h, l.index, ip.parse().unwrap(), len.parse().unwrap())
-        .await
-        .unwrap();
-    rtnl::set_link(h, name, LinkUnspec::new_with_index(l.index).up().build())
-        .await
-        .unwrap();
-    if let Some(gw) = gateway {
-        rtnl::replace_route(
-            h,
-            "0.0.0.0/0".parse().unwrap(),
-            Some(gw.parse().unwrap()),
-            Some(l.index),
-            false,
-            libc::RTPROT_STATIC,
-        )
-        .await
-        .unwrap();
-    }
-}
-
 /// host (10.98.16.1) ↔ node (10.98.16.2) over one veth; removed on drop.
 struct Topology {
-    _dir: tempfile::TempDir,
-    host_link: String,
+    _link: HostLink,
     node: Ns,
+    _dir: tempfile::TempDir,
 }
 
 impl Topology {
@@ -149,83 +50,12 @@ impl Topology {
         let dir = tempfile::tempdir().unwrap();
         let node = Ns::new(dir.path(), "node");
         let host_link = format!("rnp{}", std::process::id() % 100_000);
-        let (hl, np) = (host_link.clone(), node.path.clone());
-        std::thread::spawn(move || {
-            block_on_netlink(move |h| async move {
-                let f = std::fs::File::open(&np).unwrap();
-                let peer = LinkUnspec::new_with_name("eth0")
-                    .setns_by_fd(f.as_raw_fd())
-                    .build();
-                let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-                    .name(hl.clone())
-                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-                    .build();
-                rtnl::add_link(&h, &hl, msg).await.unwrap();
-                up_with(&h, &hl, "10.98.16.1/24", None).await;
-            })
-        })
-        .join()
-        .unwrap();
-        node.netlink(
-            |h| async move { up_with(&h, "eth0", "10.98.16.2/24", Some("10.98.16.1")).await },
-        );
+        let link = HostLink::new(&host_link, "10.98.16.1/24", &node, "10.98.16.2/24");
         Topology {
-            _dir: dir,
-            host_link,
+            _link: link,
             node,
+            _dir: dir,
         }
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        let hl = self.host_link.clone();
-        std::thread::spawn(move || {
-            block_on_netlink(move |h| async move {
-                if let Ok(Some(l)) = rtnl::link(&h, &hl).await {
-                    let _ = rtnl::del_link(&h, l.index).await;
-                }
-            })
-        })
-        .join()
-        .unwrap();
-    }
-}
-
-struct Agent(Child);
-
-impl Agent {
-    fn spawn(ns: &Path, args: &[String]) -> Agent {
-        let f = std::fs::File::open(ns).unwrap();
-        let fd = f.as_raw_fd();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rampart"));
-        cmd.args(args).stdout(Stdio::null()).stderr(
-            if std::env::var_os("RAMPART_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            },
-        );
-        // SAFETY: runs in the forked child before exec; setns(2) is async-signal-safe and
-        // `fd` stays open in the parent (and so in the child) until after spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn agent");
-        drop(f);
-        Agent(child)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -459,7 +289,7 @@ fn policy(ns: &str, name: &str, spec: &str) -> String {
 #[test]
 fn network_policies_hold_to_the_truth_table() {
     require_privileged!();
-    if !Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+    if !std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
         let why = "needs the br_netfilter module (bridged pod traffic through the IP hooks)";
         assert!(
             std::env::var("RAMPART_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
@@ -511,7 +341,7 @@ fn network_policies_hold_to_the_truth_table() {
     .iter()
     .map(|a| a.to_string())
     .collect();
-    let _agent = Agent::spawn(&topo.node.path, &args);
+    let _agent = Agent::spawn(&topo.node.path, args);
 
     let tag = std::process::id();
     for ns in NSS {
@@ -806,17 +636,12 @@ fn network_policies_hold_to_the_truth_table() {
         &[(TCP, 80)],
         &|_, t, _, _| t.ns != "x",
     );
-    let path = topo.node.path.clone();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    topo.node.run(|| {
         let sock = rampart::netfilter::Socket::open().unwrap();
         let mut b = rampart::netfilter::Batch::new(rampart::netfilter::Family::Ip);
         b.destroy_table("rampart-netpol");
         sock.apply(&mut b).unwrap();
-    })
-    .join()
-    .unwrap();
+    });
     // The engine checks its table every 10 s (one get), so the rebuild comes within that.
     assert!(
         eventually(Duration::from_secs(15), || table_exists(&topo.node)),
@@ -832,15 +657,10 @@ fn network_policies_hold_to_the_truth_table() {
 }
 
 fn table_exists(node: &Ns) -> bool {
-    let path = node.path.clone();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    node.run(|| {
         let sock = rampart::netfilter::Socket::open().unwrap();
         sock.get_table(rampart::netfilter::Family::Ip, "rampart-netpol")
             .unwrap()
             .is_some()
     })
-    .join()
-    .unwrap()
 }

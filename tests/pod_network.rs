@@ -12,319 +12,21 @@
 //! by the test itself: no `ip`, `iptables` or `nft` binary is needed or called. Traffic goes
 //! only to addresses inside the namespaces this test creates. Root only (skipped with a
 //! reason otherwise; `RAMPART_REQUIRE_PRIVILEGED=1` fails instead).
-#![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod harness;
 mod kubelet_support;
+mod netns_support;
 
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use harness::{eventually, rampart_ok, Server};
 use kubelet_support::*;
+use netns_support::{log_text, node_json, running_ip, wait_pod, Agent, Ns, Topology};
 use rampart::kubelet::network::rtnl::{self, RTPROT_RAMPART};
 use rampart::kubelet::network::{bridge, veth, vxlan, Ipv4Net};
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 use serde_json::Value;
-
-const LAN: &str = "10.214.1";
-const FAR: &str = "10.214.2";
-
-/// A named network namespace held by a bind mount on a file in the test's directory.
-struct Ns {
-    path: PathBuf,
-}
-
-impl Ns {
-    fn new(dir: &Path, name: &str) -> Ns {
-        let path = dir.join(name);
-        std::fs::File::create(&path).unwrap();
-        let p = path.clone();
-        std::thread::spawn(move || {
-            // unshare(CLONE_NEWNET) changes only this thread; the mount keeps the namespace.
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            nix::mount::mount(
-                Some("/proc/thread-self/ns/net"),
-                &p,
-                None::<&str>,
-                nix::mount::MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .unwrap();
-        })
-        .join()
-        .unwrap();
-        let ns = Ns { path };
-        ns.netlink(|h| async move {
-            let lo = rtnl::link(&h, "lo").await.unwrap().unwrap();
-            rtnl::set_link(&h, "lo", LinkUnspec::new_with_index(lo.index).up().build())
-                .await
-                .unwrap();
-        });
-        ns
-    }
-
-    /// Run `f` on a thread inside this namespace.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = self.path.clone();
-        std::thread::spawn(move || {
-            let f2 = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(&f2, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// Run netlink requests inside this namespace.
-    fn netlink<T, F, Fut>(&self, f: F) -> T
-    where
-        T: Send + 'static,
-        F: FnOnce(Handle) -> Fut + Send + 'static,
-        Fut: Future<Output = T>,
-    {
-        self.run(move || block_on_netlink(f))
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn block_on_netlink<T, F, Fut>(f: F) -> T
-where
-    F: FnOnce(Handle) -> Fut,
-    Fut: Future<Output = T>,
-{
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let h = rtnl::connect().unwrap();
-        f(h).await
-    })
-}
-
-/// Netlink in the test's own (host) namespace, on a fresh thread.
-fn host_netlink<T, F, Fut>(f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce(Handle) -> Fut + Send + 'static,
-    Fut: Future<Output = T>,
-{
-    std::thread::spawn(move || block_on_netlink(f))
-        .join()
-        .unwrap()
-}
-
-/// A veth pair `name` (here) ↔ `peer` created directly inside the namespace at `peer_ns`.
-async fn veth_into(h: &Handle, name: &str, peer: &str, peer_ns: &Path) -> u32 {
-    let f = std::fs::File::open(peer_ns).unwrap();
-    let peer_msg = LinkUnspec::new_with_name(peer)
-        .setns_by_fd(f.as_raw_fd())
-        .build();
-    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-        .name(name.to_string())
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-        .build();
-    rtnl::add_link(h, name, msg).await.unwrap();
-    drop(f);
-    let l = rtnl::link(h, name).await.unwrap().unwrap();
-    rtnl::set_link(h, name, LinkUnspec::new_with_index(l.index).up().build())
-        .await
-        .unwrap();
-    l.index
-}
-
-async fn up_with(h: &Handle, name: &str, addr: &str, gateway: Option<&str>) {
-    let l = rtnl::link(h, name).await.unwrap().unwrap();
-    let (ip, len) = addr.split_once('/').unwrap();
-    rtnl::add_address(h, l.index, ip.parse().unwrap(), len.parse().unwrap())
-        .await
-        .unwrap();
-    rtnl::set_link(h, name, LinkUnspec::new_with_index(l.index).up().build())
-        .await
-        .unwrap();
-    if let Some(gw) = gateway {
-        rtnl::replace_route(
-            h,
-            "0.0.0.0/0".parse().unwrap(),
-            Some(gw.parse().unwrap()),
-            Some(l.index),
-            false,
-            libc::RTPROT_STATIC,
-        )
-        .await
-        .unwrap();
-    }
-}
-
-/// The test's network: host ↔ lan (router + bridge) ↔ nodes 1, 2 (one L2 segment) and
-/// node 3 (its own subnet behind the router).
-struct Topology {
-    _dir: tempfile::TempDir,
-    host_link: String,
-    lan: Ns,
-    nodes: Vec<Ns>,
-}
-
-impl Topology {
-    fn create() -> Topology {
-        let dir = tempfile::tempdir().unwrap();
-        let tag = std::process::id() % 100_000;
-        let lan = Ns::new(dir.path(), "lan");
-        let nodes: Vec<Ns> = (1..=3)
-            .map(|k| Ns::new(dir.path(), &format!("node{k}")))
-            .collect();
-        let host_link = format!("rpn{tag}");
-        {
-            let (hl, lan_path) = (host_link.clone(), lan.path.clone());
-            host_netlink(move |h| async move {
-                veth_into(&h, &hl, "up0", &lan_path).await;
-                up_with(&h, &hl, "10.214.0.1/24", None).await;
-                let l = rtnl::link(&h, &hl).await.unwrap().unwrap();
-                rtnl::replace_route(
-                    &h,
-                    "10.214.0.0/16".parse().unwrap(),
-                    Some("10.214.0.2".parse().unwrap()),
-                    Some(l.index),
-                    false,
-                    libc::RTPROT_STATIC,
-                )
-                .await
-                .unwrap();
-            });
-        }
-        let paths: Vec<PathBuf> = nodes.iter().map(|n| n.path.clone()).collect();
-        lan.netlink(move |h| async move {
-            up_with(&h, "up0", "10.214.0.2/24", Some("10.214.0.1")).await;
-            rtnl::add_link(&h, "br0", LinkBridge::new("br0").build())
-                .await
-                .unwrap();
-            up_with(&h, "br0", &format!("{LAN}.1/24"), None).await;
-            let br = rtnl::link(&h, "br0").await.unwrap().unwrap().index;
-            for (k, p) in paths.iter().enumerate().take(2) {
-                let idx = veth_into(&h, &format!("n{}", k + 1), "eth0", p).await;
-                rtnl::set_link(
-                    &h,
-                    "port",
-                    LinkUnspec::new_with_index(idx).controller(br).build(),
-                )
-                .await
-                .unwrap();
-            }
-            veth_into(&h, "n3", "eth0", &paths[2]).await;
-            up_with(&h, "n3", &format!("{FAR}.1/24"), None).await;
-            rtnl::sysctl("net/ipv4/ip_forward", "1").unwrap();
-        });
-        for (k, n) in nodes.iter().enumerate() {
-            let (addr, gw) = if k < 2 {
-                (format!("{LAN}.{}/24", 11 + k), format!("{LAN}.1"))
-            } else {
-                (format!("{FAR}.13/24"), format!("{FAR}.1"))
-            };
-            n.netlink(move |h| async move { up_with(&h, "eth0", &addr, Some(&gw)).await });
-        }
-        Topology {
-            _dir: dir,
-            host_link,
-            lan,
-            nodes,
-        }
-    }
-
-    fn node_ip(k: usize) -> String {
-        match k {
-            1 => format!("{LAN}.11"),
-            2 => format!("{LAN}.12"),
-            _ => format!("{FAR}.13"),
-        }
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        let hl = self.host_link.clone();
-        host_netlink(move |h| async move {
-            if let Ok(Some(l)) = rtnl::link(&h, &hl).await {
-                let _ = rtnl::del_link(&h, l.index).await;
-            }
-        });
-        let _ = &self.lan;
-    }
-}
-
-struct Agent {
-    child: Child,
-    args: Vec<String>,
-    ns: PathBuf,
-}
-
-impl Agent {
-    fn spawn(ns: &Path, args: Vec<String>) -> Agent {
-        let f = std::fs::File::open(ns).unwrap();
-        let fd = f.as_raw_fd();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rampart"));
-        cmd.args(&args).stdout(Stdio::null()).stderr(
-            if std::env::var_os("RAMPART_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            },
-        );
-        // SAFETY: runs in the forked child before exec; setns(2) is async-signal-safe and
-        // `fd` stays open in the parent (and so in the child) until after spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn agent");
-        drop(f);
-        Agent {
-            child,
-            args,
-            ns: ns.to_path_buf(),
-        }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self) {
-        self.kill9();
-        *self = Agent::spawn(&self.ns.clone(), self.args.clone());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn node_json(s: &Server, name: &str) -> Option<Value> {
-    let o = s.kubectl(&["get", "node", name, "-o", "json"]);
-    o.status
-        .success()
-        .then(|| serde_json::from_slice(&o.stdout).ok())
-        .flatten()
-}
 
 fn pod_yaml(name: &str, node: &str, script: &str, policy: &str, extra: &str) -> String {
     format!(
@@ -345,57 +47,6 @@ spec:
     command: ["sh", "-c", {script:?}]
 {extra}"#
     )
-}
-
-fn wait_pod(s: &Server, name: &str, secs: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        let o = s.kubectl(&["get", "pod", name, "-o", "json"]);
-        if o.status.success() {
-            last = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-            if f(&last) {
-                return last;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!(
-        "pod {name}: {what} not reached in {secs}s; last: {:#}",
-        last["status"]
-    );
-}
-
-fn running_ip(s: &Server, name: &str) -> (Ipv4Addr, Value) {
-    let p = wait_pod(s, name, 60, "Running with a podIP", |p| {
-        p["status"]["phase"] == "Running"
-            && p["status"]["podIP"]
-                .as_str()
-                .is_some_and(|ip| !ip.is_empty())
-    });
-    let ip: Ipv4Addr = p["status"]["podIP"].as_str().unwrap().parse().unwrap();
-    assert_eq!(
-        p["status"]["podIPs"][0]["ip"],
-        ip.to_string(),
-        "{:#}",
-        p["status"]
-    );
-    (ip, p)
-}
-
-/// The container's output, from its CRI log file.
-fn log_text(logs: &Path, pod: &Value) -> String {
-    let dir = logs.join(format!(
-        "default_{}_{}",
-        pod["metadata"]["name"].as_str().unwrap(),
-        pod["metadata"]["uid"].as_str().unwrap()
-    ));
-    std::fs::read_to_string(dir.join("main/0.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.splitn(4, ' ').nth(3))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// A pod on `node` that pings each target once; returns which answered.
@@ -464,7 +115,7 @@ fn link_exists(ns: &Ns, name: &str) -> bool {
 #[test]
 fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
     require_privileged!();
-    let topo = Topology::create();
+    let topo = Topology::create("rpn", 214);
     let s = Server::start_with(&["--bind-address", "0.0.0.0", "--tls-san", "10.214.0.1"]);
     let dd = s.data_dir().to_str().unwrap().to_string();
     let token = rampart_ok(&["token", "create", "--data-dir", &dd, "--ttl", "10m"])
@@ -498,7 +149,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
             "--node-name",
             &format!("node-{k}"),
             "--node-ip",
-            &Topology::node_ip(k),
+            &topo.node_ip(k),
             "--pod-log-dir",
             d.join("logs").to_str().unwrap(),
             "--kubelet-cgroup-root",
@@ -571,7 +222,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
         !node1_ips.contains(&cidrs[0].gateway().unwrap()),
         "a pod got the gateway address"
     );
-    assert_eq!(p1a["status"]["hostIP"], Topology::node_ip(1));
+    assert_eq!(p1a["status"]["hostIP"], topo.node_ip(1));
 
     // Node 1's kernel state, read back over netlink: the bridge with the gateway, a host-gw
     // route to node 2's pods, a VXLAN route + neighbour + FDB entry for node 3.
@@ -582,7 +233,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
             r.iter().any(|r| {
                 r.dst == cidrs[1]
                     && r.protocol == RTPROT_RAMPART
-                    && r.gateway == Some(Topology::node_ip(2).parse().unwrap())
+                    && r.gateway == Some(topo.node_ip(2).parse().unwrap())
             }) && r.iter().any(|r| {
                 r.dst == cidrs[2]
                     && r.protocol == RTPROT_RAMPART
@@ -592,7 +243,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
         "node-1 routes: {:?}",
         routes_of(n1)
     );
-    let node3_ip: Ipv4Addr = Topology::node_ip(3).parse().unwrap();
+    let node3_ip: Ipv4Addr = topo.node_ip(3).parse().unwrap();
     assert!(
         fdb_of(n1).iter().any(|(mac, dst)| *dst == Some(node3_ip)
             && mac[..] == vxlan::vtep_mac(vxlan::vtep_ip(cidrs[2]))[..]),
@@ -671,7 +322,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
     let foreign: Ipv4Net = "10.99.0.0/24".parse().unwrap();
     agents[0].kill9();
     n1.netlink(move |h| async move {
-        let gw = Some(format!("{LAN}.12").parse().unwrap());
+        let gw = Some("10.214.1.12".parse().unwrap());
         rtnl::replace_route(&h, stale, gw, None, false, RTPROT_RAMPART)
             .await
             .unwrap();
@@ -737,7 +388,7 @@ fn pods_get_addresses_and_reach_each_other_on_and_across_nodes() {
     }
     assert_eq!(
         last["status"]["podIP"],
-        Topology::node_ip(2),
+        topo.node_ip(2),
         "{:#}",
         last["status"]
     );

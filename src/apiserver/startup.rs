@@ -122,6 +122,63 @@ async fn system_priority_classes(state: &Arc<State>) -> Result<(), crate::store:
     Ok(())
 }
 
+/// The EndpointSlice `default/kubernetes` from the Endpoints' `subsets`, as upstream's
+/// apiserver writes it next to the Endpoints (`endpointsadapter.go`): service proxies read
+/// only slices, and the Endpoints carry `skip-mirror`. One compare-and-swap attempt; an
+/// unchanged slice writes nothing.
+pub(super) async fn kubernetes_slice(
+    state: &State,
+    subsets: &serde_json::Value,
+) -> Result<(), crate::store::Error> {
+    let Some(ri) = state
+        .registry
+        .lookup("discovery.k8s.io", "v1", "endpointslices")
+    else {
+        return Ok(());
+    };
+    let subset = &subsets[0];
+    let endpoints: Vec<serde_json::Value> = subset["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| json!({"addresses": [a["ip"]], "conditions": {"ready": true}}))
+        .collect();
+    let key = storage::key(&ri, "default", "kubernetes");
+    let mut slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
+                     "creationTimestamp": super::now_rfc3339(),
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": subset["ports"],
+    });
+    let encode = |v: &serde_json::Value| storage::encode(v).ok();
+    match state.store.get(&key, None).await? {
+        None => match encode(&slice) {
+            None => Ok(()),
+            Some(bytes) => match state.store.create(&key, bytes).await {
+                Ok(_) | Err(crate::store::Error::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(e),
+            },
+        },
+        Some(kv) => {
+            let old = storage::decode_object(&kv).unwrap_or_default();
+            if old["endpoints"] == slice["endpoints"] && old["ports"] == slice["ports"] {
+                return Ok(());
+            }
+            slice["metadata"] = old["metadata"].clone();
+            let Some(bytes) = encode(&slice) else {
+                return Ok(());
+            };
+            match state.store.update(&key, bytes, kv.mod_revision).await {
+                Ok(_) | Err(crate::store::Error::Conflict { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
 /// `default/kubernetes`: the in-cluster address of this API server (first service IP, port
 /// 443), with its Endpoints pointing at the advertised address, as upstream keeps it.
 async fn kubernetes_service(state: &Arc<State>) -> Result<(), crate::store::Error> {
@@ -159,6 +216,7 @@ async fn kubernetes_service(state: &Arc<State>) -> Result<(), crate::store::Erro
         "subsets": [{"addresses": [{"ip": state.advertise.ip().to_string()}],
                      "ports": [{"name": "https", "port": state.advertise.port(), "protocol": "TCP"}]}],
     });
+    kubernetes_slice(state, &endpoints["subsets"]).await?;
     let bytes: bytes::Bytes = serde_json::to_vec(&endpoints).unwrap_or_default().into();
     match state.store.get(&ep_key, None).await? {
         None => match state.store.create(&ep_key, bytes).await {

@@ -7,6 +7,7 @@
 
 pub mod events;
 pub mod leader;
+pub mod reflect;
 
 use std::path::Path;
 

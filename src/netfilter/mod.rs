@@ -1,5 +1,5 @@
 //! nftables over netlink, encoded by us: the shared writer behind the service proxy, pod
-//! masquerade, hostPort DNAT and (later) NetworkPolicy. No `nft`, `iptables` or libnftnl is
+//! masquerade, hostPort DNAT and NetworkPolicy. No `nft`, `iptables` or libnftnl is
 //! ever involved: messages are built byte by byte as the kernel's `nf_tables` netlink API
 //! (`include/uapi/linux/netfilter/nf_tables.h`) defines them and sent on a
 //! `NETLINK_NETFILTER` socket.
@@ -23,10 +23,13 @@
 //!   contents (keys, data) are raw bytes in network order except where the kernel writes host
 //!   order (numgen, fib results, marks), which [`expr`] documents per expression.
 
+pub mod applier;
 pub mod attr;
 pub mod batch;
+pub mod diff;
 pub mod expr;
 pub mod interval;
+pub mod ruleset;
 // Raw netlink sockets: `nix` has no NETLINK_NETFILTER batch interface; every block says why.
 #[allow(unsafe_code)]
 pub mod socket;
@@ -34,6 +37,10 @@ pub mod socket;
 pub use batch::{Batch, ChainHook, Family, SetSpec, Verdict};
 pub use expr::{CmpOp, Expr, Reg};
 pub use socket::{Socket, TableInfo};
+
+pub use applier::Applier;
+pub use diff::SyncStats;
+pub use ruleset::{Parts, Ruleset};
 
 /// Errors of the nftables writer.
 #[derive(Debug, thiserror::Error)]

@@ -2,9 +2,10 @@
 //! over netlink (table `ip rampart-netpol`; no `nft`/`iptables` binary). NetworkPolicies,
 //! Pods and Namespaces come from kube-rs reflectors (one watch each); a change schedules a
 //! sync at most once per [`MIN_SYNC_PERIOD`], which computes the desired table with the pure
-//! [`ruleset::ruleset`] and applies only the difference in one transaction
-//! ([`apply::Applier`]). Every [`CHECK_PERIOD`] one get of the table checks it still exists;
-//! if someone deleted it, it is rebuilt.
+//! [`ruleset::ruleset`] and applies only the difference in one transaction (the shared
+//! [`crate::netfilter::Applier`], the service proxy's, with interval sets). Every
+//! [`CHECK_PERIOD`] one get of the table checks it still exists; if someone deleted it, it
+//! is rebuilt.
 //!
 //! Where it filters, and why: one base chain on the **forward** hook at priority filter (0).
 //! Pod traffic between two pods of this node is bridged on `rampart0`; with `br_netfilter`
@@ -24,21 +25,23 @@
 //! stores' first lists (an empty store would isolate nothing, or everything, for a moment).
 //!
 //! Runs as `system:kube-proxy:<node>` (the node's network identity, group
-//! `system:node-proxier`), which may read NetworkPolicies, Pods and Namespaces.
+//! `system:node-proxier`), which may read NetworkPolicies, Pods and Namespaces. Its client
+//! comes through a channel, as the service proxy's: on failover to another API server (or
+//! renewal) the watches start again on the new client and syncs wait for their first lists.
 
-pub mod apply;
 pub mod ruleset;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use tokio::sync::Notify;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use tokio::sync::{watch, Notify};
+
+use crate::client::reflect::{next_client, Reflectors};
 
 pub use ruleset::NodeFacts;
 
@@ -61,49 +64,36 @@ pub enum Error {
     Worker(String),
 }
 
-fn watch_into<K>(api: Api<K>, notify: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let task = tokio::spawn(async move {
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects();
-        futures::pin_mut!(stream);
-        while let Some(ev) = stream.next().await {
-            if let Err(e) = ev {
-                tracing::debug!(error = %e, "network policy watch error; re-listing with back-off");
-            }
-            notify.notify_one();
-        }
-    });
-    (store, task)
-}
-
 struct Stores {
     policies: Store<NetworkPolicy>,
     pods: Store<Pod>,
     namespaces: Store<Namespace>,
 }
 
+/// Start the watches (NetworkPolicies, Pods, Namespaces) over `client`.
+fn watch_all(client: kube::Client, notify: &Arc<Notify>) -> (Reflectors, Stores) {
+    let mut r = Reflectors::new("network policy", notify.clone());
+    let wc = watcher::Config::default;
+    let stores = Stores {
+        policies: r.watch(Api::all(client.clone()), wc()),
+        pods: r.watch(Api::all(client.clone()), wc()),
+        namespaces: r.watch(Api::all(client), wc()),
+    };
+    (r, stores)
+}
+
+type Applier = crate::netfilter::Applier;
+
+/// The shared applier, for this table and its interval sets.
+pub fn applier() -> Result<Applier, crate::netfilter::Error> {
+    crate::netfilter::Applier::new(ruleset::TABLE, &ruleset::ALLOW_FIELDS)
+}
+
 async fn sync(
-    applier: apply::Applier,
+    a: Applier,
     stores: &Stores,
     facts: NodeFacts,
-) -> Result<
-    (
-        apply::Applier,
-        Result<crate::proxy::apply::SyncStats, Error>,
-    ),
-    Error,
-> {
+) -> Result<(Applier, Result<crate::netfilter::SyncStats, Error>), Error> {
     let pols = stores.policies.state();
     let pods = stores.pods.state();
     let nss = stores.namespaces.state();
@@ -112,14 +102,14 @@ async fn sync(
         let q: Vec<&Pod> = pods.iter().map(|a| a.as_ref()).collect();
         let n: Vec<&Namespace> = nss.iter().map(|a| a.as_ref()).collect();
         let desired = ruleset::ruleset(&p, &q, &n, &facts);
-        let mut applier = applier;
-        let r = applier.sync(&desired).map_err(Error::from);
-        (applier, r)
+        let mut a = a;
+        let r = a.sync(&desired).map_err(Error::from);
+        (a, r)
     })
     .await;
     match joined {
         Ok(x) => Ok(x),
-        Err(e) => Ok((apply::Applier::new()?, Err(Error::Worker(e.to_string())))),
+        Err(e) => Ok((applier()?, Err(Error::Worker(e.to_string())))),
     }
 }
 
@@ -139,89 +129,84 @@ fn bridge_call_iptables() {
     }
 }
 
-/// Run the policy engine until `shutdown`. The table stays when it stops (policies keep
-/// holding while the agent restarts); `cleanup` removes it.
+/// Run the policy engine until `shutdown`, following the cluster through `clients`. The
+/// table stays when it stops (policies keep holding while the agent restarts); `cleanup`
+/// removes it.
 pub async fn run(
     cfg: Config,
-    client: kube::Client,
+    mut clients: watch::Receiver<kube::Client>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     bridge_call_iptables();
     let notify = Arc::new(Notify::new());
-    let (policies, t1) = watch_into(Api::<NetworkPolicy>::all(client.clone()), notify.clone());
-    let (pods, t2) = watch_into(Api::<Pod>::all(client.clone()), notify.clone());
-    let (namespaces, t3) = watch_into(Api::<Namespace>::all(client), notify.clone());
-    let abort = || {
-        t1.abort();
-        t2.abort();
-        t3.abort();
-    };
-    let stores = Stores {
-        policies,
-        pods,
-        namespaces,
-    };
     let facts = NodeFacts {
         node_name: cfg.node_name.clone(),
     };
-    let mut applier = Some(apply::Applier::new()?);
+    let mut applier = Some(applier()?);
     tokio::pin!(shutdown);
-    tokio::select! {
-        _ = &mut shutdown => { abort(); return Ok(()); }
-        r = async { tokio::join!(
-            stores.policies.wait_until_ready(),
-            stores.pods.wait_until_ready(),
-            stores.namespaces.wait_until_ready(),
-        ) } => {
-            if r.0.is_err() || r.1.is_err() || r.2.is_err() {
-                abort();
-                return Err(Error::Worker("reflector stopped before its first list".into()));
-            }
-        }
-    }
-    loop {
-        let Some(a) = applier.take() else { break };
-        let started = std::time::Instant::now();
-        let (a, r) = sync(a, &stores, facts.clone()).await?;
-        applier = Some(a);
-        let last_ok = match r {
-            Ok(st) => {
-                if st.messages > 0 {
-                    tracing::info!(
-                        cold = st.cold,
-                        messages = st.messages,
-                        elements_added = st.elements_added,
-                        elements_deleted = st.elements_deleted,
-                        ms = started.elapsed().as_millis() as u64,
-                        "network policy synced"
-                    );
-                }
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "network policy sync failed; retrying from a cold start");
-                false
-            }
-        };
+    let first = clients.borrow_and_update().clone();
+    let (mut watches, mut stores) = watch_all(first, &notify);
+    'follow: loop {
+        // A sync from half-listed stores would drop rules that still hold.
         tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tokio::time::sleep(MIN_SYNC_PERIOD) => {}
+            _ = &mut shutdown => return Ok(()),
+            ok = watches.ready() => if !ok {
+                return Err(Error::Worker("reflector stopped before its first list".into()));
+            },
+            c = next_client(&mut clients) => {
+                (watches, stores) = watch_all(c, &notify);
+                continue 'follow;
+            }
         }
-        if last_ok {
+        loop {
+            let Some(a) = applier.take() else {
+                return Ok(());
+            };
+            let started = std::time::Instant::now();
+            let (a, r) = sync(a, &stores, facts.clone()).await?;
+            applier = Some(a);
+            let last_ok = match r {
+                Ok(st) => {
+                    if st.messages > 0 {
+                        tracing::info!(
+                            cold = st.cold,
+                            messages = st.messages,
+                            elements_added = st.elements_added,
+                            elements_deleted = st.elements_deleted,
+                            ms = started.elapsed().as_millis() as u64,
+                            "network policy synced"
+                        );
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "network policy sync failed; retrying from a cold start");
+                    false
+                }
+            };
             tokio::select! {
-                _ = &mut shutdown => break,
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(CHECK_PERIOD) => {}
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(MIN_SYNC_PERIOD) => {}
+            }
+            if last_ok {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = notify.notified() => {}
+                    _ = tokio::time::sleep(CHECK_PERIOD) => {}
+                    // Failover or renewal: watch again through the new client.
+                    c = next_client(&mut clients) => {
+                        tracing::info!("network policy: new API client (failover or renewal); re-listing");
+                        (watches, stores) = watch_all(c, &notify);
+                        continue 'follow;
+                    }
+                }
             }
         }
     }
-    abort();
-    Ok(())
 }
 
 /// Delete the policy table (uninstall, through `internal-cleanup-network`).
 pub fn cleanup() -> Result<(), Error> {
-    let mut a = apply::Applier::new()?;
-    a.cleanup()?;
+    applier()?.cleanup()?;
     Ok(())
 }

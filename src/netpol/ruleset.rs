@@ -36,8 +36,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::api::matching::{label_selector, Labels};
 use crate::netfilter::batch::types;
 use crate::netfilter::expr::ip4;
+use crate::netfilter::ruleset::{Chain, Rule, Ruleset, Set};
 use crate::netfilter::{ChainHook, CmpOp, Expr, Reg, SetSpec, Verdict};
-use crate::proxy::ruleset::{Chain, Rule, Ruleset, Set};
 
 pub const TABLE: &str = "rampart-netpol";
 pub const INGRESS_ALLOW: &str = "ingress-allow";

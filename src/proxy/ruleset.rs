@@ -30,8 +30,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use sha2::{Digest, Sha256};
 
-use crate::netfilter::batch::{types, Element, DATA_VERDICT, SET_EVAL, SET_MAP, SET_TIMEOUT};
+use crate::netfilter::batch::{types, DATA_VERDICT, SET_EVAL, SET_MAP, SET_TIMEOUT};
 use crate::netfilter::expr::ip4;
+pub use crate::netfilter::ruleset::{Chain, Parts, Rule, Ruleset, Set};
 use crate::netfilter::{ChainHook, CmpOp, Expr, Reg, SetSpec, Verdict};
 
 pub const TABLE: &str = "rampart-proxy";
@@ -84,60 +85,6 @@ pub struct NodeFacts {
     pub node_ips: Vec<Ipv4Addr>,
     pub cluster_cidr: Cidr4,
     pub service_cidr: Cidr4,
-}
-
-/// A rule: plain expressions, or expressions ending in an anonymous verdict map.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rule {
-    Plain(Vec<Expr>),
-    Vmap {
-        prefix: Vec<Expr>,
-        sreg: Reg,
-        key_type: u32,
-        key_len: u32,
-        elems: Vec<Element>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chain {
-    pub hook: Option<ChainHook>,
-    pub rules: Vec<Rule>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Set {
-    pub spec: SetSpec,
-    pub elements: BTreeMap<Vec<u8>, Option<Verdict>>,
-}
-
-/// The desired contents of one table.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Ruleset {
-    pub chains: BTreeMap<String, Chain>,
-    pub sets: BTreeMap<String, Set>,
-}
-
-impl Ruleset {
-    pub(super) fn chain(&mut self, name: &str, hook: Option<ChainHook>, rules: Vec<Rule>) {
-        self.chains.insert(name.to_string(), Chain { hook, rules });
-    }
-
-    fn set(&mut self, spec: SetSpec) {
-        self.sets.insert(
-            spec.name.clone(),
-            Set {
-                spec,
-                elements: BTreeMap::new(),
-            },
-        );
-    }
-
-    pub(super) fn elem(&mut self, set: &str, key: Vec<u8>, v: Option<Verdict>) {
-        if let Some(s) = self.sets.get_mut(set) {
-            s.elements.insert(key, v);
-        }
-    }
 }
 
 pub(super) fn plain(parts: Vec<Vec<Expr>>) -> Rule {
@@ -205,7 +152,7 @@ fn hook(kind: &'static str, hook: u32, priority: i32) -> Option<ChainHook> {
 }
 
 /// The fixed part: base chains, dispatch chains and the maps.
-fn base(facts: &NodeFacts) -> Ruleset {
+pub fn base(facts: &NodeFacts) -> Ruleset {
     let mut r = Ruleset::default();
     for s in ["cluster-ips", "nodeport-ips"] {
         r.set(addr_set(s));
@@ -452,9 +399,10 @@ fn endpoints_for(
     out.into_iter().collect()
 }
 
-/// The whole desired table for these Services and EndpointSlices on this node.
-pub fn ruleset(services: &[&Service], slices: &[&EndpointSlice], facts: &NodeFacts) -> Ruleset {
-    let mut r = base(facts);
+/// The EndpointSlices of each Service, by (namespace, service name).
+pub fn slices_by_service<'a>(
+    slices: &[&'a EndpointSlice],
+) -> BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>> {
     let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for s in slices {
         let ns = s.metadata.namespace.as_deref().unwrap_or("");
@@ -467,18 +415,60 @@ pub fn ruleset(services: &[&Service], slices: &[&EndpointSlice], facts: &NodeFac
             by_service.entry((ns, name.as_str())).or_default().push(s);
         }
     }
-    for svc in services {
-        service(&mut r, svc, &by_service, facts);
-    }
+    by_service
+}
+
+/// The name of a Service's part in [`Parts`].
+pub fn part_name(svc: &Service) -> String {
+    format!(
+        "service/{}/{}",
+        svc.metadata.namespace.as_deref().unwrap_or(""),
+        svc.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// One Service's part of the table (its chains, affinity sets and map elements), given the
+/// table's `base` and the Service's own EndpointSlices.
+pub fn service_part(
+    base: &Ruleset,
+    svc: &Service,
+    svc_slices: &[&EndpointSlice],
+    facts: &NodeFacts,
+) -> Ruleset {
+    let mut r = Ruleset::with_sets_of(base);
+    service(&mut r, svc, svc_slices, facts);
+    r.prune_foreign(base);
     r
 }
 
-fn service(
-    r: &mut Ruleset,
-    svc: &Service,
-    slices: &BTreeMap<(&str, &str), Vec<&EndpointSlice>>,
-    facts: &NodeFacts,
-) {
+/// The table cut into parts: the base and one part per Service.
+pub fn parts(services: &[&Service], slices: &[&EndpointSlice], facts: &NodeFacts) -> Parts {
+    let base = base(facts);
+    let by_service = slices_by_service(slices);
+    let mut parts = BTreeMap::new();
+    for svc in services {
+        let key = (
+            svc.metadata.namespace.as_deref().unwrap_or(""),
+            svc.metadata.name.as_deref().unwrap_or(""),
+        );
+        let own = by_service.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        parts.insert(
+            part_name(svc),
+            std::sync::Arc::new(service_part(&base, svc, own, facts)),
+        );
+    }
+    Parts {
+        base: std::sync::Arc::new(base),
+        parts,
+    }
+}
+
+/// The whole desired table for these Services and EndpointSlices on this node.
+pub fn ruleset(services: &[&Service], slices: &[&EndpointSlice], facts: &NodeFacts) -> Ruleset {
+    parts(services, slices, facts).materialize()
+}
+
+fn service(r: &mut Ruleset, svc: &Service, svc_slices: &[&EndpointSlice], facts: &NodeFacts) {
     let (Some(ns), Some(name), Some(spec)) = (
         svc.metadata.namespace.as_deref(),
         svc.metadata.name.as_deref(),
@@ -506,8 +496,6 @@ fn service(
         return; // headless, or not IPv4
     };
     r.elem("cluster-ips", cluster_ip.octets().to_vec(), None);
-    let no_slices = Vec::new();
-    let svc_slices = slices.get(&(ns, name)).unwrap_or(&no_slices);
     let etp_local = spec.external_traffic_policy.as_deref() == Some("Local");
     let itp_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {

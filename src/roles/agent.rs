@@ -166,12 +166,6 @@ pub async fn run(
         },
     };
     let kubelet = tokio::spawn(crate::kubelet::run(kcfg, rx, stopped(stop_rx.clone())));
-    if !cfg.kubelet.disable_kube_proxy {
-        tokio::spawn(run_proxy(cfg.clone(), stopped(stop_rx.clone())));
-    }
-    if !cfg.kubelet.disable_network_policy {
-        tokio::spawn(run_network_policy(cfg.clone(), stopped(stop_rx.clone())));
-    }
 
     let mut dns_clients: Option<watch::Sender<kube::Client>> = None;
     let mut servers = server_list::ServerList::new(&cfg.server);
@@ -268,8 +262,10 @@ pub async fn run(
                 }
             }
         }
-        if dns_clients.is_none() && !cfg.kubelet.dns.disable_cluster_dns {
-            dns_clients = start_dns(&cfg, &ca_pem, &pki, stop_rx.clone()).await;
+        // DNS, service proxy and NetworkPolicy share the node's network identity and
+        // follow failovers and renewals through `dns_clients`.
+        if dns_clients.is_none() {
+            dns_clients = start_network(&cfg, servers.current(), &ca_pem, &pki, &stop_rx).await;
         }
         let serving = load_pair(&pki, "kubelet-serving");
         let serving_due = serving.as_ref().is_none_or(|p| due(&p.1)) || renew_all;
@@ -308,31 +304,13 @@ pub async fn run(
     }
 }
 
-/// The service proxy under its own identity, once its certificate is on disk (the upkeep
-/// loop below requests it). The CIDRs are k3s's defaults until the networking flags reach
-/// this config.
-async fn run_proxy(cfg: Config, stop: impl std::future::Future<Output = ()> + Send) {
-    let pki = cfg.data_dir.join("pki");
-    tokio::pin!(stop);
-    let (ca, pair) = loop {
-        if let (Ok(ca), Some(pair)) = (
-            std::fs::read_to_string(pki.join("ca.crt")),
-            load_pair(&pki, "kube-proxy"),
-        ) {
-            break (ca, pair);
-        }
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    };
-    let client = match node_client(&cfg.server, &ca, &pair).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "service proxy not started");
-            return;
-        }
-    };
+/// The service proxy, following the cluster through `clients`. The CIDRs are k3s's
+/// defaults unless the networking flags say otherwise.
+async fn run_proxy(
+    cfg: Config,
+    clients: watch::Receiver<kube::Client>,
+    stop: impl std::future::Future<Output = ()> + Send,
+) {
     let node_ips = match cfg.node_ip {
         IpAddr::V4(ip) if !ip.is_loopback() => vec![ip],
         _ => Vec::new(),
@@ -356,32 +334,22 @@ async fn run_proxy(cfg: Config, stop: impl std::future::Future<Output = ()> + Se
         service_cidr: cidr(&cfg.network.service_cidr, [10, 43, 0, 0]),
     };
     tracing::info!(node = %cfg.node_name, "service proxy starting (nftables table ip rampart-proxy)");
-    if let Err(e) = crate::proxy::run(pcfg, client, stop).await {
+    if let Err(e) = crate::proxy::run(pcfg, clients, stop).await {
         tracing::error!(error = %e, "the service proxy stopped");
     }
 }
 
-/// NetworkPolicy enforcement (`src/netpol/`), with the node's network identity (the
-/// service-proxy certificate), once that exists.
-async fn run_network_policy(cfg: Config, stop: impl std::future::Future<Output = ()> + Send) {
-    let pki = cfg.data_dir.join("pki");
-    tokio::pin!(stop);
-    let client = loop {
-        if let Ok(ca) = std::fs::read_to_string(pki.join("ca.crt")) {
-            if let Some(c) = proxy_client(&cfg.server, &ca, &pki).await {
-                break c;
-            }
-        }
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    };
+/// NetworkPolicy enforcement (`src/netpol/`), following the cluster through `clients`.
+async fn run_network_policy(
+    cfg: Config,
+    clients: watch::Receiver<kube::Client>,
+    stop: impl std::future::Future<Output = ()> + Send,
+) {
     let ncfg = crate::netpol::Config {
         node_name: cfg.node_name.clone(),
     };
     tracing::info!(node = %cfg.node_name, "network policy starting (nftables table ip rampart-netpol)");
-    if let Err(e) = crate::netpol::run(ncfg, client, stop).await {
+    if let Err(e) = crate::netpol::run(ncfg, clients, stop).await {
         tracing::error!(error = %e, "network policy enforcement stopped");
     }
 }
@@ -392,25 +360,40 @@ async fn proxy_client(server: &str, ca_pem: &str, pki: &Path) -> Option<kube::Cl
     node_client(server, ca_pem, &pair).await.ok()
 }
 
-/// Start the node's cluster DNS once the service-proxy identity exists; the sender hands
-/// it renewed clients.
-async fn start_dns(
+/// Start the node's network components that are enabled — cluster DNS, service proxy,
+/// NetworkPolicy — once the service-proxy identity exists, on `server`; the sender hands
+/// them the client of another server after a failover, and renewed clients.
+async fn start_network(
     cfg: &Config,
+    server: &str,
     ca_pem: &str,
     pki: &Path,
-    stop_rx: watch::Receiver<bool>,
+    stop_rx: &watch::Receiver<bool>,
 ) -> Option<watch::Sender<kube::Client>> {
-    let client = proxy_client(&cfg.server, ca_pem, pki).await?;
+    let client = proxy_client(server, ca_pem, pki).await?;
     let (tx, rx) = watch::channel(client);
-    let mut dcfg = crate::dns::Config::new(cfg.network.cluster_dns);
-    dcfg.cluster_domain = cfg.network.cluster_domain.clone();
-    dcfg.listen = cfg.kubelet.dns.listen.clone();
-    dcfg.resolv_conf = cfg.kubelet.dns.resolv_conf.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::dns::run(dcfg, rx, stopped(stop_rx)).await {
-            tracing::error!(error = %e, "the cluster DNS stopped");
-        }
-    });
+    if !cfg.kubelet.dns.disable_cluster_dns {
+        let mut dcfg = crate::dns::Config::new(cfg.network.cluster_dns);
+        dcfg.cluster_domain = cfg.network.cluster_domain.clone();
+        dcfg.listen = cfg.kubelet.dns.listen.clone();
+        dcfg.resolv_conf = cfg.kubelet.dns.resolv_conf.clone();
+        let (rx, stop) = (rx.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = crate::dns::run(dcfg, rx, stop).await {
+                tracing::error!(error = %e, "the cluster DNS stopped");
+            }
+        });
+    }
+    if !cfg.kubelet.disable_kube_proxy {
+        tokio::spawn(run_proxy(cfg.clone(), rx.clone(), stopped(stop_rx.clone())));
+    }
+    if !cfg.kubelet.disable_network_policy {
+        tokio::spawn(run_network_policy(
+            cfg.clone(),
+            rx,
+            stopped(stop_rx.clone()),
+        ));
+    }
     Some(tx)
 }
 

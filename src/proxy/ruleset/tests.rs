@@ -328,5 +328,5 @@ fn the_same_inputs_give_the_same_ruleset() {
         vec![slice(&[("10.42.1.5", "n1", true, true, false)])],
     );
     assert_eq!(a, b);
-    assert!(crate::proxy::apply::diff(Some(&a), &b).0.is_empty());
+    assert!(crate::netfilter::diff::diff(Some(&a), &b).0.is_empty());
 }
