@@ -828,6 +828,9 @@ fn secrets_key_rotation_reaches_every_server() {
             .windows(secret.len())
             .any(|w| w == secret.as_bytes()),
         "a key is in plaintext in etcd"
+    );
+}
+
 /// Issue 17: the node's network components fail over with the agent. A node in a network
 /// namespace of its own joins through server A; its service proxy programs a Service whose
 /// endpoint listens inside the namespace; after `kill -9` of A, a Service created through B

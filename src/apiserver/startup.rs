@@ -126,7 +126,7 @@ async fn system_priority_classes(state: &Arc<State>) -> Result<(), crate::store:
 /// apiserver writes it next to the Endpoints (`endpointsadapter.go`): service proxies read
 /// only slices, and the Endpoints carry `skip-mirror`. One compare-and-swap attempt; an
 /// unchanged slice writes nothing.
-pub(super) async fn kubernetes_slice(
+pub(in crate::apiserver) async fn kubernetes_slice(
     state: &State,
     subsets: &serde_json::Value,
 ) -> Result<(), crate::store::Error> {

@@ -169,7 +169,7 @@ async fn once(state: &State, identity: &str) -> Result<(), StoreError> {
         "addresses": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
         "ports": [{"name": "https", "port": state.advertise.port(), "protocol": "TCP"}],
     }]);
-    super::bootstrap::kubernetes_slice(state, &subsets).await?;
+    crate::apiserver::startup::kubernetes_slice(state, &subsets).await?;
     if endpoints["subsets"] == subsets {
         return Ok(());
     }
