@@ -366,3 +366,373 @@ fn unsafe_blocks_carry_a_safety_comment() {
         missing.join("\n")
     );
 }
+
+// ---- Import cycles among the API server's modules ----
+//
+// A node is one file module of `src/apiserver/` (`edge::serve`, `handlers`, ...); an edge is
+// a path naming another module (`crate::apiserver::x::y`, `super::x`, `self::x`, or a child
+// declared with `mod x;`), resolved to the longest module it names. A module using its own
+// ancestors (`super::Ctx` from `handlers/create.rs`) is a parent's internals, not an edge.
+// The protobuf visitor recursion (a message's fields are messages) is the one cycle allowed.
+
+/// `text` without comments and with string and char literals emptied, so a doc line or a
+/// message naming `super::x` is not an import.
+fn code_only(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let end = text[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 2);
+                i = end;
+            }
+            b'r' if (b.get(i + 1) == Some(&b'"') || b.get(i + 1) == Some(&b'#'))
+                && !(i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+            {
+                // Raw string: r"..." or r#"..."#.
+                let hashes = b[i + 1..].iter().take_while(|c| **c == b'#').count();
+                if b.get(i + 1 + hashes) != Some(&b'"') {
+                    out.push('r');
+                    i += 1;
+                    continue;
+                }
+                let close = format!("\"{}", "#".repeat(hashes));
+                let from = i + 2 + hashes;
+                i = text[from..]
+                    .find(&close)
+                    .map_or(b.len(), |e| from + e + close.len());
+                out.push_str("\"\"");
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                out.push_str("\"\"");
+            }
+            b'\'' if b.get(i + 2) == Some(&b'\'') || b.get(i + 1) == Some(&b'\\') => {
+                // A char literal ('x', '\n', '\''), not a lifetime.
+                i += 1;
+                while i < b.len() && b[i] != b'\'' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                out.push_str("' '");
+            }
+            _ => {
+                let c = text[i..].chars().next().unwrap_or(' ');
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out
+}
+
+/// Every path that starts at `text` (just after `head::`): `a::b::C` gives `[a, b, C]`,
+/// `{a, b::{c, d}}` gives `[a]`, `[b, c]`, `[b, d]`.
+fn paths_at(text: &str) -> Vec<Vec<String>> {
+    fn parse(text: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+        let mut path = prefix;
+        let mut i = 0;
+        loop {
+            let rest = &text[i..];
+            let trimmed = rest.trim_start();
+            i += rest.len() - trimmed.len();
+            if trimmed.starts_with('{') {
+                // A group: each item continues `path`.
+                i += 1;
+                loop {
+                    let rest = &text[i..];
+                    let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+                    i += rest.len() - trimmed.len();
+                    if trimmed.is_empty() || trimmed.starts_with('}') {
+                        return i + 1;
+                    }
+                    let used = parse(&text[i..], path.clone(), out);
+                    if used == 0 {
+                        return i;
+                    }
+                    i += used;
+                }
+            }
+            let seg = ident_at(trimmed);
+            if seg.is_empty() {
+                out.push(path);
+                return i;
+            }
+            path.push(seg.clone());
+            i += seg.len();
+            if text[i..].starts_with("::") {
+                i += 2;
+            } else {
+                out.push(path);
+                return i;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    parse(text, Vec::new(), &mut out);
+    out
+}
+
+/// The modules of `src/apiserver/` each module names (see above).
+fn apiserver_imports(
+    files: &[(Vec<String>, bool, String)],
+) -> std::collections::BTreeMap<Vec<String>, std::collections::BTreeSet<Vec<String>>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let known: BTreeSet<Vec<String>> = files.iter().map(|(m, _, _)| m.clone()).collect();
+    let resolve = |segs: &[String]| -> Option<Vec<String>> {
+        (0..=segs.len())
+            .rev()
+            .map(|n| segs[..n].to_vec())
+            .find(|p| known.contains(p))
+    };
+    let mut graph = BTreeMap::new();
+    for (module, _is_dir, text) in files {
+        let mut code = code_only(text);
+        if let Some(t) = code.find("mod tests {") {
+            code.truncate(t); // tests sit at a file's end and may use anything
+        }
+        let mut named: Vec<Vec<String>> = Vec::new();
+        let children: Vec<String> = code
+            .match_indices("mod ")
+            .filter_map(|(at, _)| {
+                let name = ident_at(&code[at + 4..]);
+                code[at + 4 + name.len()..].starts_with(';').then_some(name)
+            })
+            .collect();
+        let bytes = code.as_bytes();
+        let mut i = 0;
+        while i < code.len() {
+            let before = i.checked_sub(1).map(|p| bytes[p]);
+            let starts = before.is_none_or(|c| {
+                !(c.is_ascii_alphanumeric() || c == b'_' || c == b':' || c == b'$')
+            });
+            let word = ident_at(&code[i..]);
+            if word.is_empty() {
+                i += code[i..].chars().next().map_or(1, char::len_utf8);
+                continue;
+            }
+            let after = i + word.len();
+            if starts && code[after..].starts_with("::") {
+                let rest = &code[after + 2..];
+                let base: Option<Vec<String>> = match word.as_str() {
+                    "crate" => Some(Vec::new()),
+                    "super" | "self" => Some(module.clone()),
+                    w if children.iter().any(|c| c == w) => Some(module.clone()),
+                    _ => None,
+                };
+                if let Some(base) = base {
+                    for p in paths_at(rest) {
+                        let mut segs: Vec<String> =
+                            std::iter::once(word.clone()).chain(p).collect();
+                        let mut abs = if word == "crate" {
+                            if segs.get(1).map(String::as_str) != Some("apiserver") {
+                                continue;
+                            }
+                            segs.drain(..2);
+                            Vec::new()
+                        } else {
+                            base.clone()
+                        };
+                        for s in segs {
+                            match s.as_str() {
+                                "super" => {
+                                    abs.pop();
+                                }
+                                "self" => {}
+                                _ => abs.push(s),
+                            }
+                        }
+                        named.push(abs);
+                    }
+                }
+            }
+            i = after;
+        }
+        let edges: BTreeSet<Vec<String>> = named
+            .iter()
+            .filter_map(|p| resolve(p))
+            .filter(|r| r != module && !module.starts_with(r))
+            .collect();
+        graph.insert(module.clone(), edges);
+    }
+    graph
+}
+
+/// The strongly connected components with more than one module (Tarjan).
+fn cycles(
+    graph: &std::collections::BTreeMap<Vec<String>, std::collections::BTreeSet<Vec<String>>>,
+) -> Vec<Vec<Vec<String>>> {
+    use std::collections::BTreeMap;
+    struct T<'a> {
+        g: &'a BTreeMap<Vec<String>, std::collections::BTreeSet<Vec<String>>>,
+        index: BTreeMap<&'a Vec<String>, (usize, usize)>,
+        stack: Vec<&'a Vec<String>>,
+        next: usize,
+        out: Vec<Vec<Vec<String>>>,
+    }
+    fn visit<'a>(t: &mut T<'a>, v: &'a Vec<String>) {
+        t.index.insert(v, (t.next, t.next));
+        t.next += 1;
+        t.stack.push(v);
+        for w in t.g.get(v).into_iter().flatten() {
+            let Some((w, _)) = t.g.get_key_value(w) else {
+                continue;
+            };
+            match t.index.get(w).copied() {
+                None => {
+                    visit(t, w);
+                    let low = t.index[w].1.min(t.index[v].1);
+                    t.index.get_mut(v).unwrap().1 = low;
+                }
+                Some((wi, _)) if t.stack.contains(&w) => {
+                    let low = wi.min(t.index[v].1);
+                    t.index.get_mut(v).unwrap().1 = low;
+                }
+                Some(_) => {}
+            }
+        }
+        let (vi, vl) = t.index[v];
+        if vi == vl {
+            let mut comp = Vec::new();
+            while let Some(w) = t.stack.pop() {
+                comp.push(w.clone());
+                if w == v {
+                    break;
+                }
+            }
+            if comp.len() > 1 {
+                comp.sort();
+                t.out.push(comp);
+            }
+        }
+    }
+    let mut t = T {
+        g: graph,
+        index: BTreeMap::new(),
+        stack: Vec::new(),
+        next: 0,
+        out: Vec::new(),
+    };
+    for v in graph.keys() {
+        if !t.index.contains_key(v) {
+            visit(&mut t, v);
+        }
+    }
+    t.out
+}
+
+#[test]
+fn apiserver_modules_have_no_import_cycles() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/apiserver");
+    let mut paths = Vec::new();
+    rust_files(&src, &mut paths);
+    let files: Vec<(Vec<String>, bool, String)> = paths
+        .iter()
+        .map(|p| {
+            let is_dir = p.file_name().is_some_and(|n| n == "mod.rs");
+            (
+                module_path(&src, p),
+                is_dir,
+                std::fs::read_to_string(p).unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        files.len() > 40,
+        "found only {} files under {}",
+        files.len(),
+        src.display()
+    );
+    let graph = apiserver_imports(&files);
+    // The scanner must see the edges it checks: the handlers reach the strategies.
+    assert!(
+        graph[&vec!["handlers".to_string(), "create".to_string()]]
+            .contains(&vec!["strategy".to_string()]),
+        "the scanner lost handlers::create -> strategy"
+    );
+    let found: Vec<String> = cycles(&graph)
+        .into_iter()
+        // The protobuf visitor recursion: a message's fields are messages.
+        .filter(|c| {
+            !c.iter()
+                .all(|m| m.first().map(String::as_str) == Some("protobuf"))
+        })
+        .map(|c| {
+            let names: Vec<String> = c.iter().map(|m| m.join("::")).collect();
+            let edges: Vec<String> = c
+                .iter()
+                .flat_map(|m| {
+                    graph[m]
+                        .iter()
+                        .filter(|w| c.contains(w))
+                        .map(move |w| format!("  {} -> {}", m.join("::"), w.join("::")))
+                })
+                .collect();
+            format!("[{}]\n{}", names.join(", "), edges.join("\n"))
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "import cycles in src/apiserver/ (modules that import each other in a loop):\n{}",
+        found.join("\n")
+    );
+}
+
+/// The cycle scanner sees `use` groups, `super::` and child paths, ignores comments, strings
+/// and a child's use of its parent, and finds a loop.
+#[test]
+fn the_cycle_scanner_sees_loops() {
+    let m = |s: &str| -> Vec<String> {
+        if s.is_empty() {
+            Vec::new()
+        } else {
+            s.split("::").map(str::to_string).collect()
+        }
+    };
+    let files = vec![
+        (m(""), true, "mod a;\nmod b;\nmod c;\n".to_string()),
+        (
+            m("a"),
+            true,
+            "mod x;\nuse crate::apiserver::{c, b::{Thing, y::Z}};\nfn f() { x::g(); }".to_string(),
+        ),
+        (
+            m("a::x"),
+            false,
+            "use super::super::Ctx; // crate::apiserver::c\n".to_string(),
+        ),
+        (
+            m("b"),
+            true,
+            "mod y;\nconst S: &str = \"crate::apiserver::c::D\";".to_string(),
+        ),
+        (m("b::y"), false, "use crate::apiserver::c::D;".to_string()),
+        (m("c"), false, "fn g() { super::a::x::h(); }".to_string()),
+    ];
+    let graph = apiserver_imports(&files);
+    let set = |v: &[&str]| -> std::collections::BTreeSet<Vec<String>> {
+        v.iter().map(|s| m(s)).collect()
+    };
+    assert_eq!(graph[&m("a")], set(&["a::x", "c", "b", "b::y"]));
+    assert!(graph[&m("a::x")].is_empty(), "{:?}", graph[&m("a::x")]);
+    assert!(graph[&m("b")].is_empty(), "{:?}", graph[&m("b")]);
+    assert_eq!(graph[&m("b::y")], set(&["c"]));
+    assert_eq!(graph[&m("c")], set(&["a::x"]));
+    // a -> c -> a::x is no loop (a::x uses its parent, which is not an edge) ...
+    assert!(cycles(&graph).is_empty(), "{:?}", cycles(&graph));
+    // ... but a -> b::y -> c -> a is.
+    let mut looped = files.clone();
+    looped[5].2 = "fn g() { crate::apiserver::a::f(); }".to_string();
+    let found = cycles(&apiserver_imports(&looped));
+    assert_eq!(found, vec![vec![m("a"), m("b::y"), m("c")]]);
+}

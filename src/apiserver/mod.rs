@@ -45,6 +45,7 @@ mod status;
 pub mod storage;
 mod stored_json;
 mod strategy;
+mod supervisor;
 pub mod table;
 
 pub(crate) use strategy::service_account_tokens;
@@ -118,6 +119,8 @@ pub enum Error {
     Bootstrap(String),
     #[error("{0}")]
     Ready(String),
+    #[error("{0} background tasks did not stop on shutdown")]
+    TasksLeft(usize),
 }
 
 /// Now, as Kubernetes writes timestamps (RFC 3339, second precision, UTC).
@@ -162,6 +165,8 @@ pub(crate) struct State {
     pub ha: Option<HaConfig>,
     /// Remote APIServices and their availability (the aggregation layer).
     pub aggregator: Arc<aggregator::Aggregator>,
+    /// Every task the server starts beside the request path (stopped on shutdown).
+    pub tasks: supervisor::Supervisor,
 }
 
 /// How long start-up waits for the in-server followers' first lists before announcing
@@ -204,27 +209,57 @@ pub async fn run(
         draining: AtomicBool::new(false),
         ha: cfg.ha.clone(),
         aggregator: Arc::default(),
+        tasks: supervisor::Supervisor::default(),
     });
+    let served = serve(&state, cfg, tls, shutdown, on_ready).await;
+    // Whatever ended serving (shutdown or a start-up error), nothing the server started
+    // outlives it.
+    let left = state.tasks.shutdown(TASKS_STOP_BOUND).await;
+    served?;
+    if left > 0 {
+        return Err(Error::TasksLeft(left));
+    }
+    Ok(())
+}
+
+/// How long stopped tasks get to finish once aborted (an abort takes effect at their next
+/// await; only a task stuck in blocking code would hit this).
+const TASKS_STOP_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn serve(
+    state: &Arc<State>,
+    cfg: Config,
+    tls: Arc<edge::tls::Tls>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr) -> Result<(), String> + Send,
+) -> Result<(), Error> {
+    let state = state.clone();
     if state.enforcement.admits() {
-        state.admission_caches.follow(&state.store);
+        state.admission_caches.follow(&state.tasks, &state.store);
     }
     match state.enforcement.admission() {
         Some(adm) => {
-            tokio::spawn(admission::follow_cedar_policies(
-                adm.clone(),
-                state.store.clone(),
-                state.feeds.cedar_policies.clone(),
-            ));
+            state.tasks.spawn(
+                "CedarPolicy follower",
+                admission::follow_cedar_policies(
+                    adm.clone(),
+                    state.store.clone(),
+                    state.feeds.cedar_policies.clone(),
+                ),
+            );
         }
         None => state.feeds.cedar_policies.store(true, Ordering::Release),
     }
     match state.enforcement.authorizer() {
         Some(authz) => {
-            tokio::spawn(followers::node_graph::run(
-                authz.node_graph().clone(),
-                state.store.clone(),
-                state.feeds.node_graph.clone(),
-            ));
+            state.tasks.spawn(
+                "node graph follower",
+                followers::node_graph::run(
+                    authz.node_graph().clone(),
+                    state.store.clone(),
+                    state.feeds.node_graph.clone(),
+                ),
+            );
         }
         None => state.feeds.node_graph.store(true, Ordering::Release),
     }
@@ -239,24 +274,33 @@ pub async fn run(
     if let Err(e) = strategy::repair::repair_once(&state).await {
         tracing::warn!(error = %e, "service claim repair failed at start");
     }
-    tokio::spawn(strategy::repair::run(
-        state.clone(),
-        cfg.service_repair_interval,
-    ));
+    state.tasks.spawn(
+        "service claim repair",
+        strategy::repair::run(state.clone(), cfg.service_repair_interval),
+    );
     if state.ha.is_some() {
-        tokio::spawn(followers::endpoint_reconciler::run(state.clone()));
+        state.tasks.spawn(
+            "endpoint reconciler",
+            followers::endpoint_reconciler::run(state.clone()),
+        );
     }
     // Written before serving, so it never moves the store revision under a client.
     if let Err(e) = aggregator::availability::publish_authentication(&state).await {
         tracing::warn!(error = %e.message, "cannot publish extension-apiserver-authentication");
     }
-    tokio::spawn(aggregator::follow_api_services(
-        state.aggregator.clone(),
-        state.store.clone(),
-    ));
-    tokio::spawn(aggregator::availability::run(state.clone()));
+    state.tasks.spawn(
+        "APIService follower",
+        aggregator::follow_api_services(state.aggregator.clone(), state.store.clone()),
+    );
+    state.tasks.spawn(
+        "APIService availability",
+        aggregator::availability::run(state.clone()),
+    );
     if let Some(r) = state.enforcement.rbac() {
-        tokio::spawn(rbac::run(r.clone(), state.store.clone()));
+        state.tasks.spawn("RBAC compiler", r.clone().run());
+        state
+            .tasks
+            .spawn("RBAC follower", rbac::run(r.clone(), state.store.clone()));
     }
     endpoints::pki_ops::load_revocations(&state)
         .await

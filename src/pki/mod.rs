@@ -10,6 +10,7 @@
 //! your own CA).
 
 mod authority;
+pub mod client_tls;
 pub mod csr;
 mod files;
 pub mod inventory;

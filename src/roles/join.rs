@@ -7,7 +7,6 @@
 //! constant time). Keys are generated here and never leave this machine.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -17,9 +16,7 @@ use kube::Api;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, KeyPair, SanType, PKCS_ECDSA_P256_SHA256,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -44,14 +41,13 @@ pub async fn fetch_cacerts_unverified(server: &str) -> anyhow::Result<String> {
         .trim_end_matches(']')
         .to_string();
     let port = uri.port_u16().unwrap_or(6443);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| anyhow!("TLS setup failed: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Any server certificate: this one fetch is pinned by the CA hash in the token.
+    let config = crate::pki::client_tls::client_config(
+        crate::pki::client_tls::Trust::AnyServer,
+        None,
+        &[b"http/1.1"],
+    )
+    .map_err(|e| anyhow!("TLS setup failed: {e}"))?;
     let name = match host.parse::<IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => ServerName::try_from(host.clone())
@@ -61,7 +57,7 @@ pub async fn fetch_cacerts_unverified(server: &str) -> anyhow::Result<String> {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
             .with_context(|| format!("cannot connect to {host}:{port}"))?;
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let mut tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .context("TLS handshake with the server failed")?;
@@ -121,56 +117,6 @@ fn parse_http(raw: &[u8]) -> anyhow::Result<String> {
         body = out;
     }
     String::from_utf8(body).map_err(|_| anyhow!("the server's CA bundle is not text"))
-}
-
-/// Accepts any server certificate but still checks the handshake signatures; used only for
-/// the one `/cacerts` fetch whose content is then pinned by hash.
-#[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Fetch the CA bundle and check it against the token's pin.

@@ -283,15 +283,16 @@ impl Server {
         self.child = Some(child);
     }
 
-    /// SIGTERM and wait.
-    pub fn stop(&mut self) {
+    /// SIGTERM and wait; the exit status (`None` if it was not running).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill(2) on our own child's pid.
             unsafe {
                 libc::kill(child.id() as i32, libc::SIGTERM);
             }
-            let _ = child.wait();
+            return child.wait().ok();
         }
+        None
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {

@@ -9,6 +9,7 @@
 //! always reads the quota fresh from the store and compare-and-swaps it. Until the first list
 //! has arrived, callers fall back to reading the store.
 
+use crate::apiserver::supervisor::Supervisor;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -143,32 +144,39 @@ impl Default for Caches {
 }
 
 impl Caches {
-    /// Start following the store (spawned tasks that live as long as the runtime).
-    pub fn follow(&self, store: &Arc<dyn Backend>) {
-        tokio::spawn(follow(
-            "ResourceQuota",
-            QUOTAS,
-            store.clone(),
-            self.quotas.clone(),
-        ));
-        tokio::spawn(follow(
-            "LimitRange",
-            LIMIT_RANGES,
-            store.clone(),
-            self.limit_ranges.clone(),
-        ));
-        tokio::spawn(follow(
-            "ServiceAccount",
-            SERVICE_ACCOUNTS,
-            store.clone(),
-            self.service_accounts.clone(),
-        ));
-        tokio::spawn(follow(
-            "PriorityClass",
-            super::priority::PRIORITY_CLASSES,
-            store.clone(),
-            self.priority_classes.clone(),
-        ));
+    /// Start following the store (tasks owned by the server's supervisor).
+    pub fn follow(&self, tasks: &Supervisor, store: &Arc<dyn Backend>) {
+        tasks.spawn(
+            "ResourceQuota follower",
+            follow("ResourceQuota", QUOTAS, store.clone(), self.quotas.clone()),
+        );
+        tasks.spawn(
+            "LimitRange follower",
+            follow(
+                "LimitRange",
+                LIMIT_RANGES,
+                store.clone(),
+                self.limit_ranges.clone(),
+            ),
+        );
+        tasks.spawn(
+            "ServiceAccount follower",
+            follow(
+                "ServiceAccount",
+                SERVICE_ACCOUNTS,
+                store.clone(),
+                self.service_accounts.clone(),
+            ),
+        );
+        tasks.spawn(
+            "PriorityClass follower",
+            follow(
+                "PriorityClass",
+                super::priority::PRIORITY_CLASSES,
+                store.clone(),
+                self.priority_classes.clone(),
+            ),
+        );
     }
 }
 

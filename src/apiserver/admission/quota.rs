@@ -172,7 +172,8 @@ pub fn charged_but_failed(ctx: &Ctx) {
 }
 
 fn reconcile_later(state: Arc<State>, ns: String, after: Duration) {
-    tokio::spawn(async move {
+    let tasks = state.clone();
+    tasks.tasks.spawn("quota refresh", async move {
         tokio::time::sleep(after).await;
         if let Err(e) = refresh(&state, &ns).await {
             tracing::debug!(namespace = %ns, error = %e.message, "cannot refresh quota status");

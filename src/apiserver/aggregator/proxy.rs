@@ -17,10 +17,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 use super::Target;
@@ -263,91 +260,27 @@ pub(super) async fn endpoint(state: &State, target: &Target) -> ApiResult<String
 }
 
 fn tls_config(state: &State, target: &Target) -> ApiResult<Arc<rustls::ClientConfig>> {
-    let bad = |what: String| ApiError::internal(format!("extension API server TLS: {what}"));
+    use crate::pki::client_tls::{client_config, ClientIdentity, Error, Trust};
     let m = state.tls.authority().current();
-    let ident = m
-        .identity(FRONT_PROXY_CLIENT)
-        .ok_or_else(|| bad("no front-proxy client certificate".into()))?;
-    let chain = CertificateDer::pem_slice_iter(ident.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(e.to_string()))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(ident.key_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| bad(e.to_string()))?;
-    let builder = if target.insecure_skip_tls_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+    let ident = m.identity(FRONT_PROXY_CLIENT).ok_or_else(|| {
+        ApiError::internal("extension API server TLS: no front-proxy client certificate")
+    })?;
+    let trust = if target.insecure_skip_tls_verify {
+        Trust::AnyServer
     } else {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&target.ca_bundle) {
-            let c = c.map_err(|e| {
-                ApiError::unavailable(format!("the APIService's caBundle is not PEM: {e}"))
-            })?;
-            roots.add(c).map_err(|e| {
-                ApiError::unavailable(format!("the APIService's caBundle is unusable: {e}"))
-            })?;
-        }
-        builder.with_root_certificates(roots)
+        Trust::Pem(&target.ca_bundle)
     };
-    let mut cfg = builder
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| bad(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
-}
-
-/// `insecureSkipTLSVerify`: the server's certificate is not checked (its handshake
-/// signatures still are, so the session is at least with the key holder).
-#[derive(Debug)]
-struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    let identity = ClientIdentity {
+        cert_pem: ident.cert_pem.as_bytes(),
+        key_pem: ident.key_pem.as_bytes(),
+    };
+    client_config(trust, Some(identity), &[b"http/1.1"]).map_err(|e| match e {
+        // The APIService's own caBundle is the object's fault, not the server's.
+        Error::AnchorPem(_) | Error::Anchor(_) | Error::NoAnchor => {
+            ApiError::unavailable(format!("the APIService's caBundle: {e}"))
+        }
+        other => ApiError::internal(format!("extension API server TLS: {other}")),
+    })
 }
 
 /// `GET path` with an empty body (the availability check).

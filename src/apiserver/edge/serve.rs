@@ -67,8 +67,9 @@ pub(in crate::apiserver) async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
+        let conn_state = state.clone();
+        state.tasks.spawn("connection", async move {
+            let state = conn_state;
             let tls = match tokio::time::timeout(
                 state.limits.tls_handshake_timeout,
                 acceptor.accept(tcp),

@@ -40,9 +40,9 @@ impl Follower for Objects {
     }
 }
 
-/// Follow the store's RBAC objects forever, and recompile on every burst of changes.
+/// Follow the store's RBAC objects forever (the recompiling task, `Rbac::run`, is started
+/// beside this one).
 pub async fn run(rbac: Arc<Rbac>, store: Arc<dyn Backend>) {
-    tokio::spawn(rbac.clone().run());
     follow("RBAC", PREFIX, store, Arc::new(Objects(rbac))).await
 }
 

@@ -53,7 +53,8 @@ pub async fn reload_crds(state: &State) {
 
 /// Delete every custom object of a deleted CRD.
 pub fn spawn_crd_cleanup(state: Arc<State>, crd: Value) {
-    tokio::spawn(async move {
+    let tasks = state.clone();
+    tasks.tasks.spawn("CRD clean-up", async move {
         let Some(group) = crd["spec"]["group"].as_str() else {
             return;
         };
