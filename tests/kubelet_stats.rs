@@ -326,3 +326,174 @@ fn kubelet_get(
         .to_string();
     (code, body)
 }
+
+/// A raw GET through kubectl (`--raw` cannot be combined with `-o json`).
+fn raw_json(server: &Server, path: &str) -> Value {
+    let out = server.ok(&["get", "--raw", path]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}: {out}"))
+}
+
+/// Millicores from a `kubectl top` cell ("201m", or "1" for whole cores).
+fn millicores(cell: &str) -> Option<u64> {
+    match cell.strip_suffix('m') {
+        Some(m) => m.parse().ok(),
+        None => cell.parse::<u64>().ok().map(|c| c * 1000),
+    }
+}
+
+#[test]
+fn kubectl_top_reads_the_metrics_api() {
+    require_privileged!();
+    let n = start_with_burner();
+    // Discovery lists the group (kubectl top checks it first), with its local APIService.
+    let groups = raw_json(&n.server, "/apis");
+    assert!(
+        groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "metrics.k8s.io" && g["preferredVersion"]["version"] == "v1beta1"),
+        "{groups:#}"
+    );
+    let svc = n
+        .server
+        .json(&["get", "apiservice", "v1beta1.metrics.k8s.io"]);
+    assert!(svc["spec"].get("service").is_none(), "local: {svc:#}");
+    // The scraper needs two rounds for a CPU rate.
+    let mut last = String::new();
+    let topped = eventually(Duration::from_secs(60), || {
+        let o = n
+            .server
+            .kubectl(&["top", "pod", "burn", "--containers", "--no-headers"]);
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // POD NAME CPU MEMORY
+        o.status.success()
+            && last.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() == 4 && f[1] == "burn" && millicores(f[2]).is_some_and(|m| m >= 100)
+            })
+    });
+    assert!(
+        topped,
+        "kubectl top pod --containers never showed the burner: {last}"
+    );
+    let line = last
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("burn"))
+        .unwrap();
+    let cpu = millicores(line.split_whitespace().nth(2).unwrap()).unwrap();
+    assert!(cpu <= 300, "above the 200m limit: {line}");
+    assert!(
+        line.split_whitespace().nth(3).unwrap().ends_with("Mi"),
+        "{line}"
+    );
+    let idle = last
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("idle"))
+        .unwrap_or_else(|| panic!("no idle container in {last}"));
+    assert!(
+        millicores(idle.split_whitespace().nth(2).unwrap()).unwrap() < 20,
+        "{idle}"
+    );
+    // Pod level: the sum.
+    let out = n
+        .server
+        .ok(&["top", "pod", "--no-headers", "-l", "app=burn"]);
+    let f: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(f[0], "burn", "{out}");
+    assert!(millicores(f[1]).unwrap() >= 100, "{out}");
+    // The node: at least the burner.
+    let out = n.server.ok(&["top", "node", "--no-headers"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&n.name))
+        .unwrap_or_else(|| panic!("node {} not in {out}", n.name));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert!(millicores(f[1]).unwrap() >= 100, "{line}");
+    assert!(f[2].ends_with('%') && f[4].ends_with('%'), "{line}");
+
+    // The objects as metrics-server shapes them; selectors; 404 for what is not measured.
+    let pm = raw_json(
+        &n.server,
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/burn",
+    );
+    assert_eq!(pm["kind"], "PodMetrics");
+    assert_eq!(pm["metadata"]["labels"]["app"], "burn");
+    assert!(pm["timestamp"].is_string() && pm["window"].as_str().unwrap().ends_with('s'));
+    assert!(pm["containers"][0]["usage"]["cpu"]
+        .as_str()
+        .unwrap()
+        .ends_with('n'));
+    let none = raw_json(
+        &n.server,
+        "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=app%3Dnope",
+    );
+    assert_eq!(none["kind"], "PodMetricsList");
+    assert_eq!(none["items"].as_array().unwrap().len(), 0, "{none:#}");
+    let some = raw_json(
+        &n.server,
+        "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=app%3Dburn",
+    );
+    assert_eq!(some["items"].as_array().unwrap().len(), 1, "{some:#}");
+    let nm = raw_json(
+        &n.server,
+        &format!("/apis/metrics.k8s.io/v1beta1/nodes/{}", n.name),
+    );
+    assert_eq!(nm["kind"], "NodeMetrics");
+    assert!(nm["usage"]["memory"].as_str().unwrap().ends_with("Ki"));
+    let err = n.server.fails(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/ghost",
+    ]);
+    assert!(
+        err.contains("NotFound") || err.contains("not found"),
+        "{err}"
+    );
+    let err = n.server.fails(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=%3D%3D%3D",
+    ]);
+    assert!(err.contains("BadRequest") || err.contains("400"), "{err}");
+
+    // Authorization: `view` includes system:aggregated-metrics-reader; nobody else reads.
+    n.server.ok_in(
+        &["apply", "-f", "-"],
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: viewer, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: viewer}
+"#,
+    );
+    let can = |user: &str| {
+        let o = n.server.kubectl(&[
+            "auth",
+            "can-i",
+            "list",
+            "pods.metrics.k8s.io",
+            "-n",
+            "default",
+            &format!("--as={user}"),
+        ]);
+        String::from_utf8_lossy(&o.stdout).trim() == "yes"
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || can("viewer")),
+        "view does not read pod metrics"
+    );
+    assert!(!can("stranger"));
+    let o = n.server.kubectl(&["top", "pod", "burn", "--as=stranger"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

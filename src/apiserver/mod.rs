@@ -31,6 +31,7 @@ mod impersonation;
 pub mod join_tokens;
 pub mod merge;
 mod metrics;
+mod metrics_api;
 mod node_graph;
 mod node_proxy;
 mod offload;
@@ -169,6 +170,8 @@ pub(crate) struct State {
     pub ha: Option<HaConfig>,
     /// Remote APIServices and their availability (the aggregation layer).
     pub aggregator: Arc<aggregator::Aggregator>,
+    /// The last kubelet scrape behind `metrics.k8s.io` (`metrics_api`).
+    pub resource_metrics: metrics_api::Cache,
 }
 
 /// How long start-up waits for the in-server followers' first lists before announcing
@@ -211,6 +214,7 @@ pub async fn run(
         draining: AtomicBool::new(false),
         ha: cfg.ha.clone(),
         aggregator: Arc::default(),
+        resource_metrics: Default::default(),
     });
     if state.enforcement.admits() {
         state.admission_caches.follow(&state.store);
@@ -262,6 +266,7 @@ pub async fn run(
         state.store.clone(),
     ));
     tokio::spawn(aggregator::availability::run(state.clone()));
+    tokio::spawn(metrics_api::scraper::run(state.clone()));
     if let Some(r) = state.enforcement.rbac() {
         tokio::spawn(rbac::run(r.clone(), state.store.clone()));
     }

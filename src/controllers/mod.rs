@@ -16,6 +16,9 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
 pub mod garbage_collector;
+pub mod hpa;
+pub mod hpa_behavior;
+pub mod hpa_replicas;
 pub mod informers;
 pub mod job;
 pub mod namespace;
@@ -44,6 +47,8 @@ pub struct Config {
     pub cluster_cidr: node_ipam::Cidr,
     /// Pod GC: `--terminated-pod-gc-threshold` (its quarantine is the grace period above).
     pub terminated_pod_gc_threshold: usize,
+    /// HPA: `--horizontal-pod-autoscaler-sync-period`.
+    pub hpa_sync_period: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +171,12 @@ pub async fn run(
     ));
     tasks.spawn(node_ipam::run(client.clone(), cfg.cluster_cidr));
     tasks.spawn(servicelb::run(client.clone()));
+    tasks.spawn(hpa::run(
+        client.clone(),
+        hpa::Config {
+            sync_period: cfg.hpa_sync_period,
+        },
+    ));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

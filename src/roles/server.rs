@@ -193,6 +193,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             leader_elect: args.leader_elect,
             node_monitor_grace_period: args.node_monitor_grace_period,
             terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+            hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
             cluster_cidr,
         },
         ready_rx,

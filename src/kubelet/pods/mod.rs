@@ -19,6 +19,7 @@ pub mod resources;
 pub mod static_pods;
 pub mod status;
 pub mod stop;
+pub mod token;
 pub mod volumes;
 pub mod worker;
 
