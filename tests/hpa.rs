@@ -119,7 +119,10 @@ fn hpa_scales_a_burning_deployment_on_real_metrics() {
     assert!(scaled, "never scaled to 3: {hpa:#}");
     let hpa_done = eventually(Duration::from_secs(20), || {
         let h = s.json(&["get", "hpa", "burn"]);
-        h["status"]["desiredReplicas"] == 3 && condition(&h, "ScalingLimited")["status"] == "True"
+        // currentReplicas is the count before a rescale (upstream): 3 from the next sync on.
+        h["status"]["currentReplicas"] == 3
+            && h["status"]["desiredReplicas"] == 3
+            && condition(&h, "ScalingLimited")["status"] == "True"
     });
     let hpa = s.json(&["get", "hpa", "burn"]);
     assert!(hpa_done, "{hpa:#}");

@@ -460,6 +460,32 @@ fn kubectl_top_reads_the_metrics_api() {
         "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=%3D%3D%3D",
     ]);
     assert!(err.contains("BadRequest") || err.contains("400"), "{err}");
+    // Read-only, as metrics-server: writes are refused and change nothing.
+    let body = n.server.data_dir().join("pm.json");
+    std::fs::write(
+        &body,
+        r#"{"apiVersion":"metrics.k8s.io/v1beta1","kind":"PodMetrics","metadata":{"name":"x"}}"#,
+    )
+    .unwrap();
+    let path = "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods";
+    let err = n
+        .server
+        .fails(&["create", "--raw", path, "-f", body.to_str().unwrap()]);
+    assert!(
+        err.contains("MethodNotAllowed") || err.contains("405"),
+        "{err}"
+    );
+    let err = n
+        .server
+        .fails(&["delete", "--raw", &format!("{path}/burn")]);
+    assert!(
+        err.contains("MethodNotAllowed") || err.contains("405"),
+        "{err}"
+    );
+    assert_eq!(
+        raw_json(&n.server, &format!("{path}/burn"))["kind"],
+        "PodMetrics"
+    );
 
     // Authorization: `view` includes system:aggregated-metrics-reader; nobody else reads.
     n.server.ok_in(

@@ -172,6 +172,10 @@ struct Controller {
     history: HashMap<(String, String), History>,
 }
 
+/// What `compute` found: the winning (replicas, metric name), the metric statuses, the error
+/// message if some metric was invalid, and how many were.
+type Computed = (Option<(i32, String)>, Vec<Value>, Option<String>, usize);
+
 /// What one reconcile decided, before the status is written.
 struct Outcome {
     current: i32,
@@ -207,7 +211,7 @@ impl Controller {
         ns: &str,
         current: i32,
         selector: &str,
-    ) -> (Option<(i32, String)>, Vec<Value>, Option<String>, usize) {
+    ) -> Computed {
         let specs = hpa.spec.metrics.clone().unwrap_or_default();
         // autoscaling/v2 defaults an empty list to 80 % CPU.
         let specs = if specs.is_empty() {

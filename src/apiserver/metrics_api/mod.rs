@@ -90,7 +90,7 @@ impl Cache {
 /// Go's `time.Duration` string as metrics-server prints `window` ("10.003s").
 fn go_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         let s = format!("{}.{:03}", ms / 1000, ms % 1000);

@@ -32,12 +32,15 @@ pub struct Raw {
     pub memory: u64,
 }
 
+/// A pod's (namespace, name) and its containers' readings.
+pub type PodRaw = ((String, String), Vec<(String, Raw)>);
+
 /// One node's summary, reduced to cumulative readings.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct NodeRaw {
     pub node: Option<Raw>,
     /// (namespace, pod) → containers' readings.
-    pub pods: Vec<((String, String), Vec<(String, Raw)>)>,
+    pub pods: Vec<PodRaw>,
 }
 
 fn raw(v: &Value) -> Option<Raw> {
