@@ -64,8 +64,10 @@ fi
 
 case "$INIT" in
     auto)
+        # The init that booted this machine, not merely one that is installed: OpenRC writes
+        # /run/openrc/softlevel at boot (openrc-run refuses to start services without it).
         if [ -d /run/systemd/system ]; then INIT=systemd
-        elif [ -x /sbin/openrc-run ] || command -v openrc-run >/dev/null 2>&1; then INIT=openrc
+        elif [ -f /run/openrc/softlevel ] && { [ -x /sbin/openrc-run ] || command -v openrc-run >/dev/null 2>&1; }; then INIT=openrc
         elif [ -n "${INSTALL_RAMPART_SYSTEMD_DIR:-}" ]; then INIT=systemd-unit-only
         else INIT=none
         fi ;;
@@ -245,7 +247,7 @@ fi
 rm -f "$SYSTEMD_DIR/rampart.service" "$SYSTEMD_DIR/rampart.service.env" \\
       "$SYSTEMD_DIR/rampart-agent.service" "$SYSTEMD_DIR/rampart-agent.service.env" \\
       "$OPENRC_DIR/rampart" "$OPENRC_DIR/rampart-agent" \\
-      /etc/conf.d/rampart /etc/conf.d/rampart-agent
+      /etc/conf.d/rampart.env /etc/conf.d/rampart-agent.env
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     systemctl daemon-reload >/dev/null 2>&1 || true
 fi
@@ -332,14 +334,17 @@ error_log="/var/log/$SERVICE.log"
 retry="SIGTERM/30"
 supervisor=supervise-daemon
 respawn_delay=5
-rc_ulimit="-n 1048576 -u unlimited"
 
 depend() {
-    need net
-    after firewall
+    after network-online firewall
+    want cgroups
 }
 
 start_pre() {
+    # Not rc_ulimit: dash's ulimit takes one limit per call, and a hard limit below ours must
+    # lower the goal rather than fail the start.
+    ulimit -n 1048576 2>/dev/null || ulimit -n "\$(ulimit -H -n)"
+    ulimit -u unlimited 2>/dev/null || ulimit -u "\$(ulimit -H -u)"
     if [ -f /etc/conf.d/$SERVICE.env ]; then
         set -a; . /etc/conf.d/$SERVICE.env; set +a
     fi

@@ -686,3 +686,127 @@ fn bad_cluster_flags_are_refused() {
         assert!(err.contains(expected), "{extra:?}: {err}");
     }
 }
+
+/// The key id a raw etcd value is sealed with (`rampart:aesgcm:v1:<id>:...`).
+fn sealed_with(raw: &[u8]) -> String {
+    let rest = raw
+        .strip_prefix(b"rampart:aesgcm:v1:".as_slice())
+        .expect("the value is sealed");
+    let colon = rest.iter().position(|b| *b == b':').expect("a key id");
+    String::from_utf8_lossy(&rest[..colon]).into_owned()
+}
+
+fn key_file(s: &Server) -> Value {
+    let text = std::fs::read_to_string(s.data_dir().join("encryption/keys.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn rotate_keys(s: &Server) {
+    let out = rampart_out(&[
+        "secrets-encrypt",
+        "rotate-keys",
+        "--wait",
+        "--kubeconfig",
+        &s.kubeconfig().display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "rotate-keys: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn secret_value(s: &Server, name: &str) -> String {
+    let b64 = s.ok(&["get", "secret", name, "-o", "jsonpath={.data.v}"]);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// A secrets key rotation started on one server reaches the other: each stage waits until the
+/// other server holds the keys, every secret ends sealed with the new key, both servers read and
+/// write under it, and a server that was down during a rotation takes the keys when it starts.
+#[test]
+fn secrets_key_rotation_reaches_every_server() {
+    let Some(bin) = etcd_or_skip() else { return };
+    let etcd = Etcd::start(&bin, false);
+    let (a, mut b) = two_servers(&etcd);
+    let raw = |name: &str| {
+        etcd.raw_value(&format!("/registry/core/secrets/default/{name}"))
+            .expect("the secret is in etcd")
+    };
+    a.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "before",
+        "--from-literal=v=one",
+    ]);
+    assert_eq!(sealed_with(&raw("before")), "key1");
+
+    rotate_keys(&a);
+    assert_eq!(sealed_with(&raw("before")), "key2", "re-encrypted");
+    // B took every stage: it writes with key2 and, once the rotation is published as done,
+    // holds key2 alone, as A does.
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let f = key_file(&b);
+            f["write"] == "key2" && f["keys"].as_array().map(Vec::len) == Some(1)
+        }),
+        "B did not take the finished rotation: {}",
+        key_file(&b)
+    );
+    assert_eq!(key_file(&a)["keys"][0]["id"], "key2");
+    assert_eq!(
+        secret_value(&b, "before"),
+        "one",
+        "B reads the re-encrypted secret"
+    );
+    b.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "through-b",
+        "--from-literal=v=two",
+    ]);
+    assert_eq!(
+        sealed_with(&raw("through-b")),
+        "key2",
+        "B writes with the new key"
+    );
+    assert_eq!(secret_value(&a, "through-b"), "two");
+
+    // B is down for the next rotation: A stops waiting for it once its heartbeat is stale, and
+    // B takes the new keys when it starts again, before it serves.
+    b.stop();
+    rotate_keys(&a);
+    a.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "while-b-down",
+        "--from-literal=v=three",
+    ]);
+    assert_eq!(sealed_with(&raw("while-b-down")), "key3");
+    b.boot();
+    assert_eq!(key_file(&b)["write"], "key3");
+    assert_eq!(secret_value(&b, "while-b-down"), "three");
+    assert_eq!(secret_value(&b, "through-b"), "two");
+
+    // The keyring in etcd is sealed: no key from keys.json appears in it.
+    let published = etcd
+        .raw_value("/rampart/keysync/keyring")
+        .expect("the published keyring");
+    let secret = key_file(&a)["keys"][0]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !published
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes()),
+        "a key is in plaintext in etcd"
+    );
+}

@@ -38,8 +38,9 @@ const PKI_FILES: &[&str] = &[
     "retiring-intermediates.crt",
     "ca-cross.crt",
 ];
-/// The secrets encryption keys (under `DATA_DIR`).
-const ENCRYPTION_FILE: &str = "encryption/keys.json";
+/// The secrets encryption keys and the cluster key that seals their published copy (under
+/// `DATA_DIR`; see `store::encrypted::sync`).
+const ENCRYPTION_FILES: &[&str] = &["encryption/keys.json", "encryption/cluster.key"];
 
 /// Whether `user` holds a server join token (and is not someone acting as one).
 fn is_server_token(user: &UserInfo, impersonated: bool) -> bool {
@@ -84,7 +85,7 @@ fn collect(data_dir: &Path) -> Result<serde_json::Map<String, serde_json::Value>
         names.push(format!("pki/{}.crt", a.name));
         names.push(format!("pki/{}.key", a.name));
     }
-    names.push(ENCRYPTION_FILE.to_string());
+    names.extend(ENCRYPTION_FILES.iter().map(|f| f.to_string()));
     let mut out = serde_json::Map::new();
     for name in names {
         match std::fs::read(data_dir.join(&name)) {
@@ -106,7 +107,7 @@ pub fn allowed_file(name: &str) -> bool {
     let Ok(profiles) = crate::pki::profiles::builtin() else {
         return false;
     };
-    name == ENCRYPTION_FILE
+    ENCRYPTION_FILES.contains(&name)
         || PKI_FILES.iter().any(|f| name == format!("pki/{f}"))
         || profiles
             .authorities

@@ -100,6 +100,32 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         keyring.clone(),
         encrypted_prefixes.clone(),
     ));
+    // On a shared datastore every server holds the same keyring: take the published one
+    // before serving, then follow it (and heartbeat) while running.
+    let key_sync = if on_etcd {
+        let sync = store::encrypted::KeySync::new(store::encrypted::sync::Config {
+            inner: raw.clone(),
+            keyring: keyring.clone(),
+            identity: server_identity(&args.data_dir)?,
+            dir: args.data_dir.join("encryption"),
+        })
+        .context("secrets encryption key sync")?;
+        sync.catch_up()
+            .await
+            .context("cannot take the cluster's secrets encryption keys")?;
+        tokio::spawn({
+            let sync = sync.clone();
+            let stop = shutdown.clone();
+            async move {
+                if let Err(e) = sync.run(stop.wait()).await {
+                    tracing::warn!(error = %e, "secrets encryption key sync stopped");
+                }
+            }
+        });
+        Some(sync)
+    } else {
+        None
+    };
     // Resumes a rotation a crash interrupted (safe alongside API traffic), then runs new ones.
     let rotation = store::encrypted::Rotation::new(store::encrypted::rotation::Config {
         inner: raw.clone(),
@@ -107,6 +133,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         prefixes: encrypted_prefixes,
         batch_size: 100,
         batch_delay: rotation_delay,
+        sync: key_sync,
     });
     let rotation_task = tokio::spawn(rotation.clone().run(shutdown.clone().wait()));
     tracing::info!(

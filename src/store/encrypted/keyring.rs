@@ -29,6 +29,14 @@ pub(super) struct KeyFile {
     pub keys: Vec<KeyEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationRecord>,
+    /// The generation of the cluster-wide keyring this file last published or took (servers
+    /// on a shared datastore, see the `sync` module); 0 on a server of its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -65,6 +73,10 @@ pub struct RotationRecord {
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// The server driving the rotation (its identity), on a shared datastore: the others take
+    /// its keys but do not drive it themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// One immutable generation of the keyring.
@@ -156,11 +168,13 @@ pub(super) fn new_secret(rng: &SystemRandom, path: &Path) -> Result<String> {
 }
 
 /// Replace `path` with `data` so that a crash leaves either the old or the new file, complete.
-fn write_atomic(path: &Path, data: &[u8], pause: Duration) -> Result<()> {
+pub(super) fn write_atomic(path: &Path, data: &[u8], pause: Duration) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("json.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -185,6 +199,31 @@ fn write_atomic(path: &Path, data: &[u8], pause: Duration) -> Result<()> {
         .map_err(|e| bad(dir, e))
 }
 
+/// A rotation record must name keys the file has (what makes a crash mid-rotation harmless).
+fn check_rotation(path: &Path, file: &KeyFile) -> Result<()> {
+    if let Some(r) = &file.rotation {
+        if r.stage != Stage::Done && !file.keys.iter().any(|k| k.id == r.to) {
+            return Err(bad(
+                path,
+                format!(
+                    "the rotation names key {}, which is not among the keys",
+                    r.to
+                ),
+            ));
+        }
+        if r.stage == Stage::ReEncrypting && file.write != r.to {
+            return Err(bad(
+                path,
+                format!(
+                    "the rotation re-encrypts to key {} but the write key is {}",
+                    r.to, file.write
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Keyring {
     /// Load `<dir>/keys.json`, creating it (with one fresh 256-bit key) if absent.
     pub fn load_or_create(dir: &Path) -> Result<Self> {
@@ -202,6 +241,7 @@ impl Keyring {
                     secret: new_secret(&rng, &path)?,
                 }],
                 rotation: None,
+                generation: 0,
             };
             let text = serde_json::to_vec_pretty(&file).map_err(|e| bad(&path, e))?;
             write_atomic(&path, &text, Duration::ZERO)?;
@@ -232,26 +272,7 @@ impl Keyring {
                 ),
             )
         })?;
-        if let Some(r) = &file.rotation {
-            if r.stage != Stage::Done && !file.keys.iter().any(|k| k.id == r.to) {
-                return Err(bad(
-                    &path,
-                    format!(
-                        "the rotation names key {}, which is not among the keys",
-                        r.to
-                    ),
-                ));
-            }
-            if r.stage == Stage::ReEncrypting && file.write != r.to {
-                return Err(bad(
-                    &path,
-                    format!(
-                        "the rotation re-encrypts to key {} but the write key is {}",
-                        r.to, file.write
-                    ),
-                ));
-            }
-        }
+        check_rotation(&path, &file)?;
         let keys = Keys::from_file(&path, file)?;
         Ok(Keyring {
             path,
@@ -301,6 +322,16 @@ impl Keyring {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(keys),
         }
         Ok(())
+    }
+
+    /// Replace the whole file with `file` (a keyring another server published), durably, then
+    /// use it. Blocking (fsync).
+    pub(super) fn replace(&self, file: KeyFile) -> Result<()> {
+        check_rotation(&self.path, &file)?;
+        self.commit(move |f| {
+            *f = file;
+            Ok(())
+        })
     }
 
     /// Seal `plaintext` for `storage_key` under the current write key.

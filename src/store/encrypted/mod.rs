@@ -20,6 +20,7 @@
 
 pub mod keyring;
 pub mod rotation;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ use super::{Backend, Event, KeyValue, RangeRequest, RangeResponse, Result, Revis
 
 pub use keyring::Keyring;
 pub use rotation::Rotation;
+pub use sync::KeySync;
 
 /// A backend that encrypts the values under `prefixes`.
 pub struct EncryptedBackend {

@@ -41,6 +41,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::keyring::{new_secret, sealed_with, KeyEntry, KeyFile, Keyring, RotationRecord, Stage};
+use super::sync::KeySync;
 use crate::store::{Backend, KeyValue, RangeRequest, Revision};
 
 #[derive(Clone)]
@@ -54,6 +55,9 @@ pub struct Config {
     pub batch_size: usize,
     /// Pause after each batch (a test hook to let kills land mid-rotation; zero otherwise).
     pub batch_delay: Duration,
+    /// On a shared datastore: this server's identity and the channel that carries each stage to
+    /// the other servers (a stage moves on only once every live server holds its keys).
+    pub sync: Option<Arc<KeySync>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,8 @@ pub enum Error {
     Inconsistent(String),
     #[error("a key-file task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Sync(#[from] super::sync::Error),
 }
 
 /// What `rampart secrets-encrypt status` shows.
@@ -140,6 +146,15 @@ fn unfinished(rec: Option<&RotationRecord>) -> bool {
     )
 }
 
+/// Whether this server drives `rec`: it started it (or nobody is named, as on a server of its
+/// own). Another server's rotation reaches this one through the sync channel only.
+fn mine(rec: Option<&RotationRecord>, me: Option<&str>) -> bool {
+    match rec.and_then(|r| r.owner.as_deref()) {
+        None => true,
+        Some(owner) => Some(owner) == me,
+    }
+}
+
 /// Whether storage key `key` sorts after every key under `prefix` (progress `after` is past it).
 fn past(prefix: &str, after: &str) -> bool {
     after > prefix && !after.starts_with(prefix)
@@ -151,7 +166,9 @@ impl Rotation {
         cfg.prefixes.sort();
         cfg.batch_size = cfg.batch_size.max(1);
         // An interrupted rotation counts as running from the start: `run` resumes it.
-        let resuming = unfinished(cfg.keyring.snapshot().file.rotation.as_ref());
+        let rec = cfg.keyring.snapshot().file.rotation.clone();
+        let me = cfg.sync.as_ref().map(|s| s.identity().to_string());
+        let resuming = unfinished(rec.as_ref()) && mine(rec.as_ref(), me.as_deref());
         Arc::new(Rotation {
             cfg,
             running: AtomicBool::new(resuming),
@@ -251,8 +268,10 @@ impl Rotation {
             return Err(Error::AlreadyRunning);
         }
         let keys = self.cfg.keyring.snapshot();
+        let me = self.identity();
         if !unfinished(keys.file.rotation.as_ref()) {
             let keyring = self.cfg.keyring.clone();
+            let owner = me.clone();
             let added = tokio::task::spawn_blocking(move || {
                 let secret = new_secret(keyring.rng(), keyring.path())?;
                 keyring.commit(move |f| {
@@ -269,6 +288,7 @@ impl Rotation {
                         done: 0,
                         started_at: Some(now()),
                         finished_at: None,
+                        owner,
                     });
                     Ok(())
                 })
@@ -281,6 +301,23 @@ impl Rotation {
                 return Err(e);
             }
             tracing::info!("secrets encryption key rotation started: new key added");
+        } else if !mine(keys.file.rotation.as_ref(), me.as_deref()) {
+            // Another server's unfinished rotation (that server may be gone): this one takes it
+            // over and carries it on from the recorded stage.
+            let owner = me.clone();
+            if let Err(e) = self
+                .commit(move |f| {
+                    if let Some(r) = f.rotation.as_mut() {
+                        r.owner = owner;
+                    }
+                    Ok(())
+                })
+                .await
+            {
+                self.running.store(false, Ordering::SeqCst);
+                return Err(e);
+            }
+            tracing::info!("secrets encryption: taking over another server's unfinished rotation");
         }
         self.set_error(None);
         self.wake.notify_one();
@@ -292,7 +329,8 @@ impl Rotation {
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         tokio::pin!(shutdown);
         loop {
-            if unfinished(self.cfg.keyring.snapshot().file.rotation.as_ref()) {
+            let rec = self.cfg.keyring.snapshot().file.rotation.clone();
+            if unfinished(rec.as_ref()) && mine(rec.as_ref(), self.identity().as_deref()) {
                 self.running.store(true, Ordering::SeqCst);
                 tokio::select! {
                     _ = &mut shutdown => return Ok(()),
@@ -305,6 +343,19 @@ impl Rotation {
                 _ = self.wake.notified() => {}
             }
         }
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.cfg.sync.as_ref().map(|s| s.identity().to_string())
+    }
+
+    /// On a shared datastore: publish this server's keyring and wait until every live server
+    /// holds it. Nothing to do on a server of its own.
+    async fn converge(&self) -> Result<(), Error> {
+        if let Some(sync) = &self.cfg.sync {
+            sync.publish_and_converge().await?;
+        }
+        Ok(())
     }
 
     async fn drive_with_retries(&self) {
@@ -335,6 +386,8 @@ impl Rotation {
             match rec.stage {
                 Stage::Done => return Ok(()),
                 Stage::KeyAdded => {
+                    // Every server must read the new key before anyone writes with it.
+                    self.converge().await?;
                     self.commit(move |f| {
                         f.write = rec.to.clone();
                         if let Some(r) = f.rotation.as_mut() {
@@ -355,6 +408,9 @@ impl Rotation {
                             keys.write_id()
                         )));
                     }
+                    // Every server writes with the new key (and has waited out its own writes
+                    // sealed under the old one) before the pass starts.
+                    self.converge().await?;
                     // Wait out writes sealed before the write key changed.
                     drop(self.cfg.keyring.in_flight.write().await);
                     self.re_encrypt(&rec).await?;
@@ -400,6 +456,13 @@ impl Rotation {
                         key = %rec.to,
                         "secrets encryption key rotation done; old keys removed"
                     );
+                    // The others drop the old key too; nothing is sealed with it any more, so
+                    // this need not wait for them.
+                    if let Some(sync) = &self.cfg.sync {
+                        if let Err(e) = sync.publish().await {
+                            tracing::warn!(error = %e, "secrets encryption: could not publish the finished rotation; the other servers keep the old key readable until the next publish");
+                        }
+                    }
                     return Ok(());
                 }
             }
@@ -505,6 +568,7 @@ mod tests {
             prefixes,
             batch_size: 40,
             batch_delay: Duration::from_millis(5),
+            sync: None,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let runner = tokio::spawn(rotation.clone().run(async {
