@@ -311,6 +311,9 @@ pub struct ServerArgs {
     /// How often the HorizontalPodAutoscaler controller reconciles every HPA.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// Where `local-path` volumes live on every node (default DATA_DIR/storage, as k3s).
+    #[arg(long)]
+    pub default_local_storage_path: Option<PathBuf>,
     /// The cluster's network settings (pod and Service ranges, DNS, the embedded agent's
     /// node IP and pod network backend).
     #[command(flatten)]

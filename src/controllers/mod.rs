@@ -21,6 +21,7 @@ pub mod hpa_behavior;
 pub mod hpa_replicas;
 pub mod informers;
 pub mod job;
+pub mod local_path;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
@@ -49,6 +50,8 @@ pub struct Config {
     pub terminated_pod_gc_threshold: usize,
     /// HPA: `--horizontal-pod-autoscaler-sync-period`.
     pub hpa_sync_period: std::time::Duration,
+    /// local-path: where volumes live on every node.
+    pub local_storage_path: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +178,12 @@ pub async fn run(
         client.clone(),
         hpa::Config {
             sync_period: cfg.hpa_sync_period,
+        },
+    ));
+    tasks.spawn(local_path::run(
+        client.clone(),
+        local_path::Config {
+            storage_path: cfg.local_storage_path,
         },
     ));
     tokio::pin!(shutdown);
