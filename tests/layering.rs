@@ -24,7 +24,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The module path of a file under src/ (`[store, rocks]` for src/store/rocks/mod.rs,
-/// `[apiserver, serve]` for src/apiserver/serve.rs, `[]` for src/lib.rs).
+/// `[apiserver, edge, serve]` for src/apiserver/edge/serve.rs, `[]` for src/lib.rs).
 fn module_path(src: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src).unwrap();
     let mut parts: Vec<String> = rel

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{body, merge, storage, typed};
+use crate::apiserver::{edge::body, merge, storage, strategy::typed};
 
 /// Media types a body can be decoded as (protobuf has its own target).
 pub const MEDIA_TYPES: [&str; 4] = [

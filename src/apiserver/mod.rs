@@ -2,61 +2,55 @@
 //! built-in resources and custom resources from the store with upstream's semantics, so the
 //! stock kubectl, kube-rs and the Python client work unmodified.
 //!
-//! Request path: TLS → authenticate (x509) → classify (`request.rs`) → authorize → resource
-//! handlers (decode, validate, default, admit) → store. Every response is JSON; every error is
-//! a `metav1.Status` (`status.rs`). Must run on tokio's multi-threaded runtime: large lists are
-//! decoded and encoded under `block_in_place`.
+//! Request path: TLS → authenticate (x509) → classify (`edge/request.rs`) → authorize →
+//! resource handlers (decode, validate, default, admit) → store. Every response is JSON; every
+//! error is a `metav1.Status` (`status.rs`). Must run on tokio's multi-threaded runtime: large
+//! lists are decoded and encoded under `block_in_place`.
+//!
+//! The map — one room per role; a request walks them top to bottom:
+//!
+//! | room | what lives there |
+//! |------|------------------|
+//! | `edge/` | transport: TLS, connection limits, the accept loop and top of the request path (`serve`), classification (`request`), impersonation, bodies in/out, `Warning` headers, the request's audit line |
+//! | `endpoints/` | non-resource endpoints and virtual resources: health, `/metrics`, discovery, OpenAPI, access reviews, `/rampart/v1/` operations, join tokens |
+//! | `handlers/` | resource requests, one file per verb, and the write pipeline's context |
+//! | `strategy/` | per-resource rules on the write path: defaulting, typed decoding, validation, custom resources, Service claims, CSRs, service-account tokens |
+//! | `admission/` | the admission chain (Cedar, Pod Security, ServiceAccount, quota, priority) |
+//! | `rbac/` | the RBAC follower, default roles, bind/escalate checks |
+//! | `followers/` | in-server loops beside the request path: the list-then-watch `follow`, the node graph, the endpoint reconciler |
+//! | `aggregator/` | APIService proxying |
+//! | `metrics_api/` | `metrics.k8s.io` served in-process: the kubelet scraper (a follower) and `NodeMetrics`/`PodMetrics` |
+//! | `node_proxy/` | the kubelet API: `pods/log`, exec and port-forward streams, `nodes/proxy` |
+//! | `crd/`, `merge/`, `protobuf/`, `table/` | formats and semantics: CRD schemas, patches and apply, protobuf bodies, Table output |
+//! | `storage.rs`, `stored_json.rs` | the one storage-access layer (keys, encode/decode) |
+//! | `registry.rs`, `status.rs`, `startup.rs` | what is served, the error type, start-up objects |
 
-pub(crate) mod access_review;
 mod admission;
 mod aggregator;
-mod audit;
-mod body;
-mod bootstrap;
-mod connections;
+mod context;
 pub mod crd;
-mod crd_lifecycle;
-mod csr;
-mod custom;
-mod defaults;
-mod discovery;
-mod endpoint_reconciler;
-mod follow;
+mod edge;
+pub mod endpoints;
+mod followers;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod handlers;
-mod health;
-mod impersonation;
-pub mod join_tokens;
 pub mod merge;
-mod metrics;
 mod metrics_api;
-mod node_graph;
 mod node_proxy;
-mod offload;
-pub mod openapi;
-mod pki_ops;
 pub mod protobuf;
-mod rampart_api;
 mod rbac;
 mod registry;
-mod request;
-pub mod sa_tokens;
-mod serve;
-pub mod server_bootstrap;
-mod services;
-pub use services::set_service_cidr;
+mod startup;
 mod status;
 pub mod storage;
 mod stored_json;
 mod strategy;
 pub mod table;
-mod tls;
-mod typed;
-mod validate;
-mod warnings;
-mod yaml;
+
+pub(crate) use strategy::service_account_tokens;
+pub use strategy::service_claims::set_service_cidr;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,7 +58,7 @@ use std::sync::Arc;
 
 use crate::store::Backend;
 
-pub use connections::Limits as ConnectionLimits;
+pub use edge::connections::Limits as ConnectionLimits;
 pub use handlers::watch::WatchLimits;
 pub use status::ApiError;
 
@@ -121,7 +115,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Tls(#[from] tls::Error),
+    Tls(#[from] edge::tls::Error),
     #[error("cannot prepare the store: {0}")]
     Bootstrap(String),
     #[error("{0}")]
@@ -140,10 +134,10 @@ pub(crate) fn now_rfc3339() -> String {
 pub(crate) struct State {
     pub store: Arc<dyn Backend>,
     pub registry: registry::Registry,
-    pub metrics: metrics::Metrics,
-    pub tls: Arc<tls::Tls>,
+    pub metrics: endpoints::metrics::Metrics,
+    pub tls: Arc<edge::tls::Tls>,
     pub revocations: Arc<crate::auth::revocation::Revocations>,
-    pub node_issuers: pki_ops::NodeIssuers,
+    pub node_issuers: endpoints::pki_ops::NodeIssuers,
     pub authn: crate::auth::authn::Authenticator,
     pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
     pub advertise: SocketAddr,
@@ -158,13 +152,13 @@ pub(crate) struct State {
     pub admission_caches: admission::Caches,
     /// The connection layer's timeouts and caps, and the per-address counts they apply to.
     pub limits: ConnectionLimits,
-    pub peers: Arc<connections::PeerCounts>,
+    pub peers: Arc<edge::connections::PeerCounts>,
     /// Open watches by user, against `Config::watch_limits`.
     pub watches: handlers::watch::Watches,
     /// Service claims whose write is in flight (`services`, read by the repair loop).
-    pub claims_in_flight: services::InFlight,
+    pub claims_in_flight: strategy::service_claims::InFlight,
     /// The in-server followers `/readyz` waits for (RBAC is `rbac.ready()`).
-    pub feeds: health::Feeds,
+    pub feeds: endpoints::health::Feeds,
     /// Set once shutdown was requested (`/readyz` fails its `shutdown` check).
     pub draining: AtomicBool,
     pub ha: Option<HaConfig>,
@@ -189,14 +183,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr) -> Result<(), String> + Send,
 ) -> Result<(), Error> {
-    let tls = Arc::new(tls::Tls::build(cfg.pki.clone())?);
+    let tls = Arc::new(edge::tls::Tls::build(cfg.pki.clone())?);
     let state = Arc::new(State {
         store,
         registry: registry::Registry::new(),
-        metrics: metrics::Metrics::default(),
+        metrics: endpoints::metrics::Metrics::default(),
         tls: tls.clone(),
         revocations: cfg.revocations.clone(),
-        node_issuers: pki_ops::NodeIssuers::default(),
+        node_issuers: endpoints::pki_ops::NodeIssuers::default(),
         authn: cfg.authn.clone(),
         service_accounts: cfg.service_accounts.clone(),
         advertise: SocketAddr::new(cfg.advertise_address, cfg.port),
@@ -206,11 +200,11 @@ pub async fn run(
         snapshots: cfg.snapshots.clone(),
         enforcement: cfg.enforcement.clone(),
         admission_caches: admission::Caches::default(),
-        peers: connections::PeerCounts::new(cfg.connections.max_unauthenticated_per_ip),
+        peers: edge::connections::PeerCounts::new(cfg.connections.max_unauthenticated_per_ip),
         limits: cfg.connections.clone(),
         watches: handlers::watch::Watches::new(cfg.watch_limits),
-        claims_in_flight: services::InFlight::default(),
-        feeds: health::Feeds::default(),
+        claims_in_flight: strategy::service_claims::InFlight::default(),
+        feeds: endpoints::health::Feeds::default(),
         draining: AtomicBool::new(false),
         ha: cfg.ha.clone(),
         aggregator: Arc::default(),
@@ -231,7 +225,7 @@ pub async fn run(
     }
     match state.enforcement.authorizer() {
         Some(authz) => {
-            tokio::spawn(node_graph::run(
+            tokio::spawn(followers::node_graph::run(
                 authz.node_graph().clone(),
                 state.store.clone(),
                 state.feeds.node_graph.clone(),
@@ -239,7 +233,7 @@ pub async fn run(
         }
         None => state.feeds.node_graph.store(true, Ordering::Release),
     }
-    bootstrap::run(&state)
+    startup::run(&state)
         .await
         .map_err(|e| Error::Bootstrap(e.to_string()))?;
     rbac::bootstrap::run(&state)
@@ -255,7 +249,7 @@ pub async fn run(
         cfg.service_repair_interval,
     ));
     if state.ha.is_some() {
-        tokio::spawn(endpoint_reconciler::run(state.clone()));
+        tokio::spawn(followers::endpoint_reconciler::run(state.clone()));
     }
     // Written before serving, so it never moves the store revision under a client.
     if let Err(e) = aggregator::availability::publish_authentication(&state).await {
@@ -270,10 +264,10 @@ pub async fn run(
     if let Some(r) = state.enforcement.rbac() {
         tokio::spawn(rbac::run(r.clone(), state.store.clone()));
     }
-    pki_ops::load_revocations(&state)
+    endpoints::pki_ops::load_revocations(&state)
         .await
         .map_err(Error::Bootstrap)?;
-    match connections::raise_fd_limit() {
+    match edge::connections::raise_fd_limit() {
         Ok(n) => tracing::debug!(limit = n, "open file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
     }
@@ -285,7 +279,7 @@ pub async fn run(
         .local_addr()
         .map_err(|source| Error::Bind { addr, source })?;
     state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-    health::wait_for_feeds(&state, FEEDS_WAIT).await;
+    endpoints::health::wait_for_feeds(&state, FEEDS_WAIT).await;
     on_ready(bound).map_err(Error::Ready)?;
     // Shutdown: first `/readyz` fails (draining), then after the delay the listener closes.
     let drain_state = state.clone();
@@ -301,6 +295,6 @@ pub async fn run(
             tokio::time::sleep(delay).await;
         }
     };
-    serve::accept_loop(listener, tls.config.clone(), state, shutdown).await;
+    edge::serve::accept_loop(listener, tls.config.clone(), state, shutdown).await;
     Ok(())
 }

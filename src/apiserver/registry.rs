@@ -188,7 +188,7 @@ pub fn versions_of(crd: &Value) -> Vec<CustomVersion> {
             info,
             typed_schema: schema
                 .as_ref()
-                .and_then(super::custom::typed_schema)
+                .and_then(crate::apiserver::strategy::custom::typed_schema)
                 .map(std::sync::Arc::new),
             schema,
             scale,

@@ -221,6 +221,57 @@ impl ApiError {
     }
 }
 
+/// Upstream's forbidden message (`pods "web" is forbidden: User "bob" cannot get resource
+/// "pods" in API group "" in the namespace "default"`), followed by the authorizer's reason,
+/// which names the deciding policies. It names only the caller's own request.
+pub fn forbidden(attrs: &crate::auth::Attributes<'_>, reason: &str) -> ApiError {
+    let user = &attrs.user.name;
+    let mut msg = if attrs.resource_request {
+        let gr = if attrs.api_group.is_empty() {
+            attrs.resource.to_string()
+        } else {
+            format!("{}.{}", attrs.resource, attrs.api_group)
+        };
+        let what = if attrs.name.is_empty() {
+            format!("{gr} is forbidden")
+        } else {
+            format!("{gr} \"{}\" is forbidden", attrs.name)
+        };
+        let resource = if attrs.subresource.is_empty() {
+            attrs.resource.to_string()
+        } else {
+            format!("{}/{}", attrs.resource, attrs.subresource)
+        };
+        let scope = if attrs.namespace.is_empty() {
+            "at the cluster scope".to_string()
+        } else {
+            format!("in the namespace \"{}\"", attrs.namespace)
+        };
+        format!(
+            "{what}: User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+            attrs.verb, attrs.api_group
+        )
+    } else {
+        format!(
+            "forbidden: User \"{user}\" cannot {} path \"{}\"",
+            attrs.verb, attrs.path
+        )
+    };
+    if !reason.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(reason);
+    }
+    let mut err = ApiError::forbidden(msg);
+    if attrs.resource_request {
+        let mut details = serde_json::json!({"group": attrs.api_group, "kind": attrs.resource});
+        if !attrs.name.is_empty() {
+            details["name"] = serde_json::json!(attrs.name);
+        }
+        err = err.with_details(details);
+    }
+    err
+}
+
 impl From<crate::apiserver::merge::PatchError> for ApiError {
     fn from(e: crate::apiserver::merge::PatchError) -> Self {
         use crate::apiserver::merge::PatchError as P;

@@ -138,7 +138,7 @@ pub const RBAC_GROUP: &str = "/registry/rbac.authorization.k8s.io/";
 /// The persisted certificate revocation list (a JSON array, not a Kubernetes object).
 pub const REVOCATIONS: &str = "/rampart/pki/revocations";
 
-/// Node-port claims (`apiserver::services`): one key per claimed port, under the key upstream
+/// Node-port claims (`apiserver::strategy::service_claims`): one key per claimed port, under the key upstream
 /// keeps its node-port bitmap at. No resource lives under `/registry/ranges/`.
 pub const NODE_PORT_CLAIMS: &str = "/registry/ranges/servicenodeports/";
 
@@ -150,10 +150,8 @@ pub fn node_port_claim_key(port: i64) -> String {
 /// every upstream object is held to.
 pub const MAX_OBJECT_BYTES: usize = 1024 * 1024 * 3 / 2;
 
-/// Deepest stored object. Requests are held to 100 levels; managedFields can add a few more
-/// (a field set is as deep as the fields it names, four levels down). serde_json refuses to
-/// parse past 128, so anything stored beyond that could never be read again.
-pub const MAX_OBJECT_DEPTH: usize = 120;
+/// Deepest stored object (defined beside the patch limits, which must not produce deeper).
+pub use super::merge::MAX_OBJECT_DEPTH;
 
 /// Serialise for storage (without `resourceVersion`), refusing objects over the limits.
 pub fn encode(obj: &Value) -> ApiResult<Bytes> {

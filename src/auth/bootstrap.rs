@@ -33,7 +33,7 @@ pub const GROUP: &str = "system:bootstrappers";
 /// The extra group Rampart's join tokens carry (upstream kubeadm's default-node-token group).
 pub const NODE_TOKEN_GROUP: &str = "system:bootstrappers:rampart:default-node-token";
 /// The extra group of server join tokens (`rampart token create --role server`): the only
-/// group `/rampart/v1/server-bootstrap` answers (see `apiserver::server_bootstrap`).
+/// group `/rampart/v1/server-bootstrap` answers (see `apiserver::endpoints::server_bootstrap`).
 pub const SERVER_TOKEN_GROUP: &str = "system:bootstrappers:rampart:server-token";
 /// Prefix of the printed join token (k3s-style "K10", ours "R10").
 pub const JOIN_PREFIX: &str = "R10";

@@ -30,7 +30,7 @@ pub fn build(
         .tokens
         .push(Arc::new(serviceaccount::Authenticator::new(
             issuer.clone(),
-            Arc::new(apiserver::sa_tokens::StoreLookup::new(store)),
+            Arc::new(apiserver::service_account_tokens::StoreLookup::new(store)),
         )));
     if let Some(url) = &args.oidc_issuer_url {
         let ca_pem = match &args.oidc_ca_file {

@@ -204,7 +204,7 @@ pub async fn fetch_server_bootstrap(
     )
     .await
     .context("cannot build a client for the server join")?;
-    let req = http::Request::get(crate::apiserver::server_bootstrap::PATH)
+    let req = http::Request::get(crate::apiserver::endpoints::server_bootstrap::PATH)
         .body(Vec::new())
         .context("cannot build the server bootstrap request")?;
     let text = match client.request_text(req).await {
@@ -224,7 +224,7 @@ pub async fn fetch_server_bootstrap(
         .map_err(|e| anyhow!("{server} sent a malformed server bootstrap answer: {e}"))?;
     let mut out = Vec::new();
     for (name, b64) in answer.files {
-        if !crate::apiserver::server_bootstrap::allowed_file(&name) {
+        if !crate::apiserver::endpoints::server_bootstrap::allowed_file(&name) {
             bail!("{server} sent an unexpected file {name:?} in its bootstrap answer");
         }
         let bytes = base64::engine::general_purpose::STANDARD

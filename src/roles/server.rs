@@ -200,7 +200,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     authn.cert_checks.push(revocations.clone());
 
     authn.tokens.push(Arc::new(
-        apiserver::join_tokens::JoinTokenAuthenticator::new(backend.clone()),
+        apiserver::endpoints::join_tokens::JoinTokenAuthenticator::new(backend.clone()),
     ));
     // Controllers, CSR signer and the embedded agent start once the API server listens.
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<String>();

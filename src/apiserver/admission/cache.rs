@@ -1,5 +1,5 @@
 //! In-memory copies of the namespaced objects admission consults on every write —
-//! ResourceQuotas and LimitRanges — fed by store watches (`apiserver::follow`), as upstream's
+//! ResourceQuotas and LimitRanges — fed by store watches (`apiserver::followers::follow`), as upstream's
 //! plugins read informer listers instead of the store. A configmap create in a namespace
 //! without quotas then costs no store read at all.
 //!
@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use crate::apiserver::follow::{follow, Follower};
+use crate::apiserver::followers::follow::{follow, Follower};
 use crate::apiserver::storage::Builtin;
 use crate::store::Backend;
 

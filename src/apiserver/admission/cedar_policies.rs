@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::name_of;
-use crate::apiserver::follow::{follow, Follower, Tracked};
+use crate::apiserver::followers::follow::{follow, Follower, Tracked};
 use crate::auth::admission::Admission;
 use crate::store::Backend;
 

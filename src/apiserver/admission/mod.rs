@@ -28,11 +28,11 @@ pub use cedar_policies::follow_cedar_policies;
 
 use serde_json::{json, Value};
 
-use super::audit::AdmissionAudit;
-use super::handlers::Ctx;
+use super::context::Ctx;
 use super::status::{ApiError, ApiResult};
 use super::{storage, State};
 use crate::api::ResourceInfo;
+use crate::apiserver::edge::audit::AdmissionAudit;
 use crate::auth::admission::{
     limits, node_restriction, pod_security::template_pod, quota as quota_rules, AdmissionRequest,
     Operation,
@@ -106,21 +106,75 @@ fn aggregate(errs: &[String]) -> String {
     }
 }
 
-fn deny(ctx: &Ctx, policy: String, name: &str, message: &str) -> ApiError {
-    ctx.record(AdmissionAudit {
-        allowed: false,
-        policies: vec![policy],
-        ..Default::default()
-    });
-    forbidden(ctx, name, message)
+/// What validating admission let through: the verdict for the audit line and whether a
+/// ResourceQuota was charged (a create that then fails gives the charge back:
+/// [`create_failed`]).
+#[derive(Debug, Default)]
+pub struct Admitted {
+    pub audit: Option<AdmissionAudit>,
+    pub quota_charged: bool,
+}
+
+/// A refusal: the Status for the client and, when a policy decided, the verdict for the
+/// audit line.
+#[derive(Debug)]
+pub struct Denied {
+    pub error: ApiError,
+    pub audit: Option<AdmissionAudit>,
+}
+
+impl From<ApiError> for Denied {
+    fn from(error: ApiError) -> Self {
+        Denied { error, audit: None }
+    }
+}
+
+impl Denied {
+    fn by(policy: String, error: ApiError) -> Self {
+        Denied {
+            error,
+            audit: Some(AdmissionAudit {
+                allowed: false,
+                policies: vec![policy],
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+impl Ctx {
+    /// Take admission's outcome: keep its verdict for the audit line, and hand the handler
+    /// what it must thread on (or the error to answer).
+    pub fn admitted(&mut self, outcome: Result<Admitted, Denied>) -> ApiResult<Admitted> {
+        match outcome {
+            Ok(mut a) => {
+                self.record(a.audit.take());
+                Ok(a)
+            }
+            Err(d) => {
+                self.record(d.audit);
+                Err(d.error)
+            }
+        }
+    }
+}
+
+fn deny(ctx: &Ctx, policy: String, name: &str, message: &str) -> Denied {
+    Denied::by(policy, forbidden(ctx, name, message))
 }
 
 /// Validating admission for a create, an update (`old`) or a delete (`obj` is the stored
-/// object). Records the verdict (and Pod Security's warnings and annotations) in the
-/// request context.
-pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
+/// object). Returns the verdict (and Pod Security's warnings and annotations) for the
+/// handler to record ([`Ctx::admitted`]).
+pub async fn validate(
+    ctx: &Ctx,
+    op: Operation,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<Admitted, Denied> {
+    let mut admitted = Admitted::default();
     if !ctx.state.enforcement.admits() {
-        return Ok(());
+        return Ok(admitted);
     }
     let name = name_of(obj);
     let sub = ctx.info.subresource.clone();
@@ -148,10 +202,7 @@ pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>
         }
     }
     if op == Operation::Create && sub.is_empty() && quota_rules::tracked(&ctx.ri) {
-        let charged = quota::charge(ctx, obj, &ns, &name).await?;
-        if let Ok(mut c) = ctx.quota_charged.lock() {
-            *c = charged;
-        }
+        admitted.quota_charged = quota::charge(ctx, obj, &ns, &name).await?;
     }
     if is_cedar_policy(&ctx.ri) && op != Operation::Delete {
         if let Some(adm) = ctx.state.enforcement.admission() {
@@ -161,18 +212,19 @@ pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>
                     &ctx.ri,
                     &name,
                     vec![("spec.policy".into(), e.to_string())],
-                ));
+                )
+                .into());
             }
         }
     }
     let Some(adm) = ctx.state.enforcement.admission().cloned() else {
-        return Ok(());
+        return Ok(admitted);
     };
     if matches!(
         sub.as_str(),
         "binding" | "eviction" | "token" | "approval" | "finalize"
     ) {
-        return Ok(());
+        return Ok(admitted);
     }
     // Pod Security applies to pod writes that change the spec, and (warn and audit only)
     // to workloads whose template changes, as upstream.
@@ -239,17 +291,22 @@ pub async fn validate(ctx: &Ctx, op: Operation, obj: &Value, old: Option<&Value>
     if verdict.allowed && ctx.ri.group.is_empty() && ctx.ri.kind == "Namespace" {
         match pod_security::check_namespace(ctx, &adm, &req, obj, old).await {
             Ok(w) => audit.warnings.extend(w),
-            Err(e) => {
-                ctx.record(audit);
-                return Err(e);
+            Err(error) => {
+                return Err(Denied {
+                    error,
+                    audit: Some(audit),
+                })
             }
         }
     }
-    ctx.record(audit);
     if verdict.allowed {
-        Ok(())
+        admitted.audit = Some(audit);
+        Ok(admitted)
     } else {
-        Err(forbidden(ctx, &name, &verdict.message))
+        Err(Denied {
+            error: forbidden(ctx, &name, &verdict.message),
+            audit: Some(audit),
+        })
     }
 }
 
@@ -264,8 +321,8 @@ pub fn after_change(ctx: &Ctx, created: bool) {
 }
 
 /// After a create that failed once admitted: give back what it was charged.
-pub fn create_failed(ctx: &Ctx) {
-    if ctx.quota_charged.lock().is_ok_and(|c| *c) {
+pub fn create_failed(ctx: &Ctx, admitted: &Admitted) {
+    if admitted.quota_charged {
         quota::charged_but_failed(ctx);
     }
 }

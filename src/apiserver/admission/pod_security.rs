@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::{get, list};
-use crate::apiserver::handlers::Ctx;
+use crate::apiserver::context::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::Builtin;
 use crate::auth::admission::pod_security::{has_pod_template, validate_labels, NamespacePolicy};

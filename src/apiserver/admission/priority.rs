@@ -10,7 +10,7 @@
 //!
 //! PriorityClasses are read from a store-fed cache ([`Classes`]), as upstream's plugin reads its
 //! lister; before the first list the store is read. The two system classes are created at
-//! start by `apiserver::bootstrap`.
+//! start by `apiserver::startup`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +19,7 @@ use std::sync::RwLock;
 use serde_json::{json, Value};
 
 use super::{forbidden, get, list, name_of, Ctx};
-use crate::apiserver::follow::Follower;
+use crate::apiserver::followers::follow::Follower;
 use crate::apiserver::status::ApiResult;
 
 pub const PRIORITY_CLASSES: &str = crate::apiserver::storage::Builtin::PriorityClasses.prefix();

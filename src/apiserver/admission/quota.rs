@@ -20,10 +20,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{forbidden, list, name_of};
+use super::{forbidden, list, Denied};
 use crate::api::ResourceInfo;
-use crate::apiserver::audit::AdmissionAudit;
-use crate::apiserver::handlers::Ctx;
+use crate::apiserver::context::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::Mutation;
 use crate::apiserver::{storage, State};
@@ -56,7 +55,7 @@ async fn stored_usage(state: &State, ri: &ResourceInfo, ns: &str) -> ApiResult<q
 
 /// Admit `obj` (being created) against every quota of its namespace and charge it.
 /// Returns whether any quota was charged (so a failed create can be reconciled).
-pub async fn charge(ctx: &Ctx, obj: &Value, ns: &str, name: &str) -> ApiResult<bool> {
+pub async fn charge(ctx: &Ctx, obj: &Value, ns: &str, name: &str) -> Result<bool, Denied> {
     if ctx.state.admission_caches.quotas.any_in(ns) == Some(false) {
         return Ok(false);
     }
@@ -105,11 +104,6 @@ pub async fn charge(ctx: &Ctx, obj: &Value, ns: &str, name: &str) -> ApiResult<b
                     }
                 }
                 if let Err(msg) = quota::check(&ctx.ri, obj, &q, &used, delta) {
-                    ctx.record(AdmissionAudit {
-                        allowed: false,
-                        policies: vec![format!("builtin/ResourceQuota/{}", name_of(&q))],
-                        ..Default::default()
-                    });
                     return Err(forbidden(ctx, name, &msg));
                 }
                 if wanted.is_empty() || ctx.dry_run() {
@@ -137,9 +131,14 @@ pub async fn charge(ctx: &Ctx, obj: &Value, ns: &str, name: &str) -> ApiResult<b
                 return Err(match resource_for(&ctx.state, "resourcequotas") {
                     Some(ri) => ApiError::modified(&ri, &quota_name),
                     None => ApiError::new(409, "Conflict", "the quota is busy; try again"),
-                })
+                }
+                .into())
             }
-            Err(e) => return Err(e),
+            // The only 403 the charge makes is this quota refusing the object.
+            Err(e) if e.code == 403 => {
+                return Err(Denied::by(format!("builtin/ResourceQuota/{quota_name}"), e))
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(charged)

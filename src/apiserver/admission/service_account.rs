@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::cache::SERVICE_ACCOUNTS;
 use super::{forbidden, get, name_of};
-use crate::apiserver::handlers::Ctx;
+use crate::apiserver::context::Ctx;
 use crate::apiserver::status::ApiResult;
 
 pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";

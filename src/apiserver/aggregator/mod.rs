@@ -30,8 +30,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{json, Value};
 
-use super::follow::{follow, Follower};
 use super::storage::Builtin;
+use crate::apiserver::followers::follow::{follow, Follower};
 use crate::store::Backend;
 
 pub use proxy::proxy;

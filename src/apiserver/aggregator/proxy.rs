@@ -24,7 +24,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
 
 use super::Target;
-use crate::apiserver::body::{self, error_response, Body};
+use crate::apiserver::edge::body::{self, error_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::{self, Builtin};
 use crate::apiserver::State;

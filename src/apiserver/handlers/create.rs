@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::prepare::{self, meta};
 use super::{read_body, Ctx};
-use crate::apiserver::body::{json_response, Body};
+use crate::apiserver::edge::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::{admission, storage, strategy};
 use crate::auth::admission::Operation;
@@ -40,10 +40,10 @@ pub async fn create(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> 
         ));
     }
     if ctx.ri.group == "authorization.k8s.io"
-        && crate::apiserver::access_review::KINDS.contains(&ctx.ri.kind.as_str())
+        && crate::apiserver::endpoints::access_review::KINDS.contains(&ctx.ri.kind.as_str())
     {
         prepare::check_type(ctx, &mut obj)?;
-        let reply = crate::apiserver::access_review::review(
+        let reply = crate::apiserver::endpoints::access_review::review(
             &ctx.state,
             &ctx.user,
             &ctx.ri,
@@ -103,17 +103,16 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
         name
     };
     meta(&mut obj).insert("name".into(), json!(name));
-    if let Ok(mut seen) = ctx.seen.lock() {
-        seen.created_name = Some(name.clone());
-    }
+    ctx.seen.created_name = Some(name.clone());
     let mut obj = prepare::decode(ctx, obj)?;
-    crate::apiserver::defaults::apply(&ctx.ri, &mut obj);
+    crate::apiserver::strategy::defaults::apply(&ctx.ri, &mut obj);
     prepare::stamp_create(ctx, &mut obj);
     strategy::prepare_create(ctx, &mut obj).await?;
     prepare::ensure_namespace(ctx, &name).await?;
     admission::mutate_create(ctx, &mut obj).await?;
     prepare::validate(ctx, &obj, None)?;
-    admission::validate(ctx, Operation::Create, &obj, None).await?;
+    let admitted = admission::validate(ctx, Operation::Create, &obj, None).await;
+    let admitted = ctx.admitted(admitted)?;
     if ctx.dry_run() {
         // As upstream's DryRunnableStorage: a dry-run create answers what the real one would,
         // including 409 for a name already taken, and writes nothing.
@@ -133,7 +132,7 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
     let claims = match strategy::begin_write(ctx, &mut obj, None).await {
         Ok(c) => c,
         Err(e) => {
-            admission::create_failed(ctx);
+            admission::create_failed(ctx, &admitted);
             return Err(e);
         }
     };
@@ -149,7 +148,7 @@ pub async fn create_object(ctx: &mut Ctx, mut obj: Value) -> ApiResult<(Value, u
     let rev = match stored {
         Ok(rev) => rev,
         Err(e) => {
-            admission::create_failed(ctx);
+            admission::create_failed(ctx, &admitted);
             return Err(e);
         }
     };

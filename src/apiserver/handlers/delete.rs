@@ -7,10 +7,10 @@ use http::Response;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::list::Selectors;
 use super::prepare::meta;
+use super::selectors::Selectors;
 use super::{read_body, Ctx};
-use crate::apiserver::body::{bytes_response, json_response, Body};
+use crate::apiserver::edge::body::{bytes_response, json_response, Body};
 use crate::apiserver::status::{status_bytes, ApiError, ApiResult};
 use crate::apiserver::storage::Retry;
 use crate::apiserver::{admission, storage, strategy};
@@ -25,7 +25,7 @@ struct Options {
     resource_version: Option<String>,
 }
 
-async fn options(ctx: &Ctx, body: Incoming) -> ApiResult<Options> {
+async fn options(ctx: &mut Ctx, body: Incoming) -> ApiResult<Options> {
     let has_body = ctx.header("content-length").is_some_and(|l| l != "0")
         || ctx.header("transfer-encoding").is_some();
     let doc = if has_body {
@@ -77,7 +77,7 @@ async fn options(ctx: &Ctx, body: Incoming) -> ApiResult<Options> {
     })
 }
 
-pub async fn delete(ctx: &Ctx, body: Incoming) -> ApiResult<Response<Body>> {
+pub async fn delete(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> {
     let opts = options(ctx, body).await?;
     let name = ctx.info.name.clone();
     // Upstream's delete is a guarded update: without a resourceVersion precondition, a
@@ -131,7 +131,7 @@ fn returns_object(ctx: &Ctx) -> bool {
 }
 
 async fn delete_one(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     opts: &Options,
     mut obj: Value,
     rev: u64,
@@ -199,7 +199,8 @@ async fn delete_one(
     } else {
         0
     };
-    admission::validate(ctx, Operation::Delete, &obj, None).await?;
+    let admitted = admission::validate(ctx, Operation::Delete, &obj, None).await;
+    ctx.admitted(admitted)?;
     let already_deleting = obj["metadata"]["deletionTimestamp"].is_string();
     let immediate = finalizers.is_empty() && grace == 0 && !is_namespace;
     if ctx.dry_run() {
@@ -248,7 +249,7 @@ async fn delete_one(
     if is_namespace {
         obj["status"]["phase"] = json!("Terminating");
     }
-    ctx.store_update(&mut obj, rev).await?;
+    super::store_update(ctx, &mut obj, rev).await?;
     let code = if opts.propagation.as_deref() == Some("Foreground") {
         202
     } else {
@@ -257,7 +258,7 @@ async fn delete_one(
     Ok((code, obj))
 }
 
-pub async fn delete_collection(ctx: &Ctx, body: Incoming) -> ApiResult<Response<Body>> {
+pub async fn delete_collection(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> {
     let opts = options(ctx, body).await?;
     let selectors = Selectors::parse(ctx)?;
     let ns = (ctx.ri.namespaced && !ctx.info.namespace.is_empty())

@@ -3,7 +3,7 @@
 use http::Response;
 
 use super::{output, Ctx};
-use crate::apiserver::body::Body;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage;
 

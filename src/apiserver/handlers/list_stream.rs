@@ -26,9 +26,9 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::Value;
 
-use super::list::Selectors;
+use super::selectors::Selectors;
 use crate::api::ResourceInfo;
-use crate::apiserver::body::Body;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::stored_json;
 use crate::apiserver::{storage, State};
 use crate::store::{KeyValue, RangeRequest, RangeResponse};

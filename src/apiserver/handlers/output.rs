@@ -5,7 +5,7 @@ use http::Response;
 use serde_json::{json, Value};
 
 use super::Ctx;
-use crate::apiserver::body::{json_response, Body};
+use crate::apiserver::edge::body::{json_response, Body};
 use crate::apiserver::table;
 
 /// Does the Accept header prefer a Table? kubectl lists Table first, then plain JSON.

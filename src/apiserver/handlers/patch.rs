@@ -14,9 +14,9 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::{create, update, Ctx};
-use crate::apiserver::body::{self, json_response, Body};
+use crate::apiserver::edge::body::{self, json_response, Body};
+use crate::apiserver::edge::offload;
 use crate::apiserver::merge;
-use crate::apiserver::offload;
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::Retry;
 

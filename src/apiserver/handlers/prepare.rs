@@ -6,7 +6,8 @@ use serde_json::{json, Map, Value};
 
 use super::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
-use crate::apiserver::{crd, custom, defaults, merge, storage, typed, validate};
+use crate::apiserver::strategy::{custom, defaults, typed};
+use crate::apiserver::{crd, merge, storage};
 
 pub(crate) use crate::apiserver::now_rfc3339;
 
@@ -139,7 +140,7 @@ pub fn decode(ctx: &mut Ctx, obj: Value) -> ApiResult<Value> {
                 // the rest, each path cut as the Warning headers are.
                 let mut listed: Vec<String> = msgs
                     .take(STRICT_FIELDS_LISTED)
-                    .map(|m| crate::apiserver::warnings::cut(&m).to_string())
+                    .map(|m| crate::apiserver::edge::warnings::cut(&m).to_string())
                     .collect();
                 if unknown.len() > STRICT_FIELDS_LISTED {
                     listed.push(format!(
@@ -171,7 +172,7 @@ pub fn validate(ctx: &Ctx, obj: &Value, old: Option<&Value>) -> ApiResult<()> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let mut causes = validate::object(&ctx.ri, obj, old);
+    let mut causes = crate::apiserver::strategy::validate::object(&ctx.ri, obj, old);
     causes.extend(crate::apiserver::strategy::validate(ctx, obj, old));
     if let Some(cv) =
         ctx.state
@@ -270,7 +271,7 @@ pub fn carry_over(ctx: &Ctx, old: &Value, new: &mut Value, status_only: bool) {
             meta(new).insert("managedFields".into(), mf.clone());
         }
     }
-    crate::apiserver::defaults::empty_status(&ctx.ri, new);
+    crate::apiserver::strategy::defaults::empty_status(&ctx.ri, new);
     if !ctx.applied {
         merge::record_update(
             Some(old),

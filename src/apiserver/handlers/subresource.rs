@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::{patch, read_body, update, Ctx};
-use crate::apiserver::body::{self, json_response, Body};
+use crate::apiserver::edge::body::{self, json_response, Body};
 use crate::apiserver::merge;
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::Retry;
@@ -47,7 +47,7 @@ pub async fn dispatch(
         ("binding", "create") => binding(ctx, body_in).await,
         ("eviction", "create") => eviction(ctx, body_in).await,
         ("token", "create") => match ctx.state.service_accounts.clone() {
-            Some(issuer) => crate::apiserver::sa_tokens::token_request(ctx, &issuer, body_in).await,
+            Some(issuer) => crate::apiserver::strategy::service_account_tokens::token_request(ctx, &issuer, body_in).await,
             None => Err(ApiError::unavailable("service-account tokens are not configured on this server")),
         },
         ("exec", "create") if ctx.ri.group.is_empty() && ctx.ri.plural == "pods" => {
@@ -318,7 +318,7 @@ async fn binding(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>> 
         if ctx.dry_run() {
             break;
         }
-        match ctx.store_update(&mut obj, rev).await {
+        match super::store_update(ctx, &mut obj, rev).await {
             Ok(()) => break,
             Err(e) if e.code == 409 => retry.conflict(e)?,
             Err(e) => return Err(e),
@@ -351,7 +351,7 @@ async fn eviction(ctx: &mut Ctx, body_in: Incoming) -> ApiResult<Response<Body>>
             let when = jiff::Timestamp::from_second(when.as_second()).unwrap_or(when);
             obj["metadata"]["deletionTimestamp"] = json!(when.to_string());
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(g);
-            ctx.store_update(&mut obj, rev).await
+            super::store_update(ctx, &mut obj, rev).await
         } else {
             ctx.state
                 .store

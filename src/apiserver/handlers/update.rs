@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::prepare::{self, meta};
 use super::{read_body, Ctx};
-use crate::apiserver::body::{json_response, Body};
+use crate::apiserver::edge::body::{json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::Retry;
 use crate::apiserver::{admission, storage, strategy};
@@ -81,11 +81,12 @@ pub async fn update_object(
         }
     }
     let mut obj = prepare::decode(ctx, obj)?;
-    crate::apiserver::defaults::apply(&ctx.ri, &mut obj);
+    crate::apiserver::strategy::defaults::apply(&ctx.ri, &mut obj);
     prepare::carry_over(ctx, &current, &mut obj, status_only);
     strategy::prepare_update(ctx, &current, &mut obj).await?;
     prepare::validate(ctx, &obj, Some(&current))?;
-    admission::validate(ctx, Operation::Update, &obj, Some(&current)).await?;
+    let admitted = admission::validate(ctx, Operation::Update, &obj, Some(&current)).await;
+    ctx.admitted(admitted)?;
     if ctx.dry_run() {
         storage::set_resource_version(&mut obj, rev);
         return Ok((obj, 200));
@@ -121,7 +122,7 @@ pub async fn update_object(
         return Ok((current, 200));
     }
     let claims = strategy::begin_write(ctx, &mut obj, Some(&current)).await?;
-    ctx.store_update(&mut obj, rev).await?;
+    super::store_update(ctx, &mut obj, rev).await?;
     strategy::commit(claims).await;
     Ok((obj, 200))
 }

@@ -24,9 +24,9 @@ use http::Response;
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::Value;
 
-use super::list::Selectors;
+use super::selectors::Selectors;
 use super::{output, Ctx};
-use crate::apiserver::body::{error_response, Body};
+use crate::apiserver::edge::body::{error_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage;
 use crate::store::RangeRequest;

@@ -32,8 +32,8 @@ use serde_json::{json, Map, Value};
 use super::compare::{child_type, compare, field_set, item_element, shape, Shape};
 use super::fieldpath::{canonical, path_string, FieldSet, PathElement};
 use super::managed_fields::{decode, store, strip, type_of, without_managed_fields, Entry};
+use super::MAX_OBJECT_DEPTH;
 use super::{split_api_version, too_deep, ApplyError, Conflict, MAX_DEPTH};
-use crate::apiserver::storage::MAX_OBJECT_DEPTH;
 
 const BEFORE_FIRST_APPLY: &str = "before-first-apply";
 

@@ -26,8 +26,8 @@
 
 use serde_json::Value;
 
+use super::MAX_OBJECT_DEPTH;
 use super::{measure, too_deep, Limits, Measure, PatchError, MAX_DEPTH};
-use crate::apiserver::storage::MAX_OBJECT_DEPTH;
 
 /// Most operations accepted in one JSON patch (upstream's `maxJSONPatchOperations`).
 pub const MAX_OPERATIONS: usize = 10_000;

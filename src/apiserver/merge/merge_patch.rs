@@ -10,8 +10,8 @@
 use serde_json::Value;
 
 use super::json_patch::kind_name;
+use super::MAX_OBJECT_DEPTH;
 use super::{too_deep, PatchError, MAX_DEPTH};
-use crate::apiserver::storage::MAX_OBJECT_DEPTH;
 
 /// Applies a JSON merge patch to `doc`.
 pub fn merge_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {

@@ -15,7 +15,7 @@
 //!
 //! Invariants shared by every entry point:
 //! * no input can make them panic, and documents nested deeper than
-//!   [`MAX_DEPTH`] (stored objects: `storage::MAX_OBJECT_DEPTH`) are refused
+//!   [`MAX_DEPTH`] (stored objects: [`MAX_OBJECT_DEPTH`]) are refused
 //!   before any recursive walk, so a hostile body cannot exhaust the stack;
 //! * results are bounded too, not only inputs: a merge, strategic merge or
 //!   apply result is never deeper than its inputs, and JSON patch checks
@@ -49,6 +49,12 @@ pub use self::merge_patch::merge_patch;
 pub use self::strategic::strategic_merge_patch;
 
 use serde_json::Value;
+
+/// Deepest stored object (`storage::encode` refuses deeper; patches refuse to produce it).
+/// Requests are held to 100 levels; managedFields can add a few more (a field set is as deep
+/// as the fields it names, four levels down). serde_json refuses to parse past 128, so
+/// anything stored beyond that could never be read again.
+pub const MAX_OBJECT_DEPTH: usize = 120;
 
 /// Deepest nesting of arrays and objects accepted in a document or a patch.
 /// Real Kubernetes objects stay far below this (a pod template is about 12

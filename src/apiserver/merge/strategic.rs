@@ -28,8 +28,8 @@ use serde_json::{Map, Value};
 use super::compare::child_type;
 use super::fieldpath::canonical;
 use super::schema::{self, TypeRef};
+use super::MAX_OBJECT_DEPTH;
 use super::{split_api_version, too_deep, PatchError, MAX_DEPTH};
-use crate::apiserver::storage::MAX_OBJECT_DEPTH;
 
 const DIRECTIVE: &str = "$patch";
 const RETAIN_KEYS: &str = "$retainKeys";

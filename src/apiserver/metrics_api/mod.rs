@@ -25,8 +25,8 @@ use std::time::Duration;
 use http::Response;
 use serde_json::{json, Value};
 
-use super::body::{json_response, Body};
-use super::handlers::Ctx;
+use super::context::Ctx;
+use super::edge::body::{json_response, Body};
 use super::status::{ApiError, ApiResult};
 use super::storage;
 use crate::api::selectors::{FieldSelector, LabelSelector};

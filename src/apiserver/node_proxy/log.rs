@@ -10,8 +10,8 @@
 use http::Response;
 use serde_json::Value;
 
-use crate::apiserver::body::Body;
-use crate::apiserver::handlers::Ctx;
+use crate::apiserver::context::Ctx;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::status::{ApiError, ApiResult};
 
 /// Options forwarded to the kubelet, as upstream's `PodLogOptions` query.

@@ -28,9 +28,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 
-use super::body::Body;
 use super::status::{ApiError, ApiResult};
 use super::{storage, State};
+use crate::apiserver::edge::body::Body;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a kubelet's error answer is read.
@@ -181,7 +181,7 @@ pub(super) async fn kubelet_request(
             }
             b.map_err(std::io::Error::other).boxed()
         }
-        None => super::body::full(Bytes::new()),
+        None => crate::apiserver::edge::body::full(Bytes::new()),
     };
     let req = req
         .body(body)

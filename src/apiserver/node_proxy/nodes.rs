@@ -9,8 +9,8 @@
 use http::Response;
 use hyper::body::Incoming;
 
-use crate::apiserver::body::Body;
-use crate::apiserver::handlers::Ctx;
+use crate::apiserver::context::Ctx;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::status::{ApiError, ApiResult};
 
 pub(in crate::apiserver) async fn serve(ctx: &Ctx, body: Incoming) -> ApiResult<Response<Body>> {

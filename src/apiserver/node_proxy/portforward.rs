@@ -8,8 +8,8 @@
 
 use http::Response;
 
-use crate::apiserver::body::Body;
-use crate::apiserver::handlers::Ctx;
+use crate::apiserver::context::Ctx;
+use crate::apiserver::edge::body::Body;
 use crate::apiserver::status::{ApiError, ApiResult};
 
 pub(in crate::apiserver) async fn serve(ctx: &mut Ctx) -> ApiResult<Response<Body>> {

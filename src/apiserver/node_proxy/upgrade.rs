@@ -7,8 +7,8 @@
 
 use http::Response;
 
-use crate::apiserver::body::{full, Body};
-use crate::apiserver::handlers::Ctx;
+use crate::apiserver::context::Ctx;
+use crate::apiserver::edge::body::{full, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
 
 /// Headers of the WebSocket handshake passed through, both ways.

@@ -16,7 +16,7 @@
 
 use serde_json::{json, Value};
 
-use crate::apiserver::handlers::Ctx;
+use crate::apiserver::context::Ctx;
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage;
 use crate::auth::rbac::{covers, rules_of, Rule, GROUP};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::follow::{follow, Follower};
+use crate::apiserver::followers::follow::{follow, Follower};
 use crate::auth::rbac::Rbac;
 use crate::store::Backend;
 

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::apiserver::{crd_lifecycle, custom, State};
+use crate::apiserver::{strategy::crd_lifecycle, strategy::custom, State};
 
 pub async fn prepare_create(state: &State, obj: &mut Value) {
     custom::crd_defaults(obj);

@@ -14,20 +14,32 @@
 //! 5. [`after_commit`] / [`after_delete`] — reactions to what was stored or removed. Every
 //!    delete path (DELETE, DELETECOLLECTION, a finalizer-completed delete) runs `after_delete`;
 //!    the claim repair loop ([`repair`]) covers deletes that bypass the handlers.
+//!
+//! The per-resource rules the pipeline applies live here too: defaulting (`defaults`), typed
+//! decoding (`typed`), validation (`validate`), custom resources against their CRD (`custom`,
+//! `crd_lifecycle`), Service ClusterIP and node-port claims (`service_claims`), CSRs (`csr`)
+//! and service-account tokens (`service_account_tokens`: TokenRequest, OIDC discovery).
 
 pub mod apiservice;
 mod crd;
+pub(super) mod crd_lifecycle;
+pub(super) mod csr;
+pub(super) mod custom;
+pub(super) mod defaults;
 mod job;
 mod namespace;
 pub mod repair;
 mod service;
+pub(crate) mod service_account_tokens;
+pub(super) mod service_claims;
+pub(super) mod typed;
+pub(super) mod validate;
 
 use serde_json::Value;
 
-use super::crd_lifecycle;
-use super::handlers::Ctx;
-use super::services::{self, Claims};
+use super::context::Ctx;
 use super::status::{ApiError, ApiResult};
+use service_claims::Claims;
 
 fn is(ctx: &Ctx, group: &str, kind: &str) -> bool {
     ctx.ri.group == group && ctx.ri.kind == kind
@@ -38,7 +50,7 @@ fn is_service(ctx: &Ctx) -> bool {
 }
 
 pub async fn prepare_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
-    super::csr::before_create(ctx, obj)?;
+    csr::before_create(ctx, obj)?;
     super::rbac::escalation::check(ctx, obj, None).await?;
     if is(ctx, "", "Namespace") {
         namespace::prepare_create(obj);
@@ -56,7 +68,7 @@ pub async fn prepare_create(ctx: &Ctx, obj: &mut Value) -> ApiResult<()> {
 }
 
 pub async fn prepare_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
-    super::csr::before_update(ctx, old, new)?;
+    csr::before_update(ctx, old, new)?;
     super::rbac::escalation::check(ctx, new, Some(old)).await?;
     if is_service(ctx) {
         service::prepare_update(old, new);
@@ -104,7 +116,7 @@ pub async fn begin_write(
                 return Err(ApiError::already_exists(&ctx.ri, name));
             }
         }
-        return services::claim(&ctx.state, obj, old).await.map(Some);
+        return service_claims::claim(&ctx.state, obj, old).await.map(Some);
     }
     Ok(None)
 }
@@ -129,7 +141,7 @@ pub async fn after_commit(ctx: &Ctx, obj: &Value) {
 /// `obj` (the last stored version) was removed from the store.
 pub async fn after_delete(ctx: &Ctx, obj: &Value) {
     if is_service(ctx) {
-        services::release(&ctx.state, obj).await;
+        service_claims::release(&ctx.state, obj).await;
     }
     if is(ctx, "apiextensions.k8s.io", "CustomResourceDefinition") {
         crd_lifecycle::reload_crds(&ctx.state).await;

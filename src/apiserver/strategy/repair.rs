@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apiserver::services::{self, owner_of_claim, Held, Owner};
+use crate::apiserver::strategy::service_claims::{self, owner_of_claim, Held, Owner};
 use crate::apiserver::{storage, State};
 use crate::store::{KeyValue, RangeRequest, Revision};
 
@@ -78,7 +78,7 @@ pub async fn repair_once(state: &Arc<State>) -> Result<Report, crate::store::Err
         let owner = Owner::of(&svc);
         held.insert(
             (owner.namespace.clone(), owner.name.clone()),
-            (owner, services::held_by(&svc)),
+            (owner, service_claims::held_by(&svc)),
         );
     }
     let mut report = Report::default();
@@ -132,7 +132,7 @@ pub async fn repair_once(state: &Arc<State>) -> Result<Report, crate::store::Err
                     report.conflicts += 1;
                     tracing::warn!(ip, service = %format!("{}/{}", owner.namespace, owner.name), holder = %format!("{}/{}", o.namespace, o.name), "ClusterIP is allocated to another Service");
                 }
-                None => match services::reclaim(state, Some(ip), None, owner).await {
+                None => match service_claims::reclaim(state, Some(ip), None, owner).await {
                     Ok(true) => report.recreated += 1,
                     Ok(false) => report.conflicts += 1,
                     Err(e) => tracing::warn!(ip, error = %e, "cannot re-create a ClusterIP claim"),
@@ -146,7 +146,7 @@ pub async fn repair_once(state: &Arc<State>) -> Result<Report, crate::store::Err
                     report.conflicts += 1;
                     tracing::warn!(port, service = %format!("{}/{}", owner.namespace, owner.name), holder = %format!("{}/{}", o.namespace, o.name), "node port is allocated to another Service");
                 }
-                None => match services::reclaim(state, None, Some(*port), owner).await {
+                None => match service_claims::reclaim(state, None, Some(*port), owner).await {
                     Ok(true) => report.recreated += 1,
                     Ok(false) => report.conflicts += 1,
                     Err(e) => {

@@ -1,12 +1,12 @@
 //! The Service strategy (upstream's `pkg/registry/core/service`): allocated values survive
 //! updates that omit them, type changes drop the fields the old type needed, the requested
 //! ClusterIP and node ports are checked before admission, and the claims themselves
-//! (`apiserver::services`) are made only after validation and admission, right before the
+//! (`apiserver::strategy::service_claims`) are made only after validation and admission, right before the
 //! store write, and given back if it fails.
 
 use serde_json::Value;
 
-use crate::apiserver::services::{
+use crate::apiserver::strategy::service_claims::{
     self, needs_health_check_port, needs_node_ports, wants_cluster_ip,
 };
 
@@ -71,7 +71,7 @@ pub fn prepare_update(old: &Value, new: &mut Value) {
         }
     }
     if needs_node_ports(old) && !needs_node_ports(new) {
-        let old_ports = services::held_by(old).ports;
+        let old_ports = service_claims::held_by(old).ports;
         if let Some(ports) = new["spec"]["ports"].as_array_mut() {
             for p in ports.iter_mut() {
                 if p["nodePort"]
@@ -94,9 +94,9 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<(String, String)> {
     let spec = &obj["spec"];
     if wants_cluster_ip(obj) {
         if let Some(ip) = spec["clusterIP"].as_str().filter(|s| !s.is_empty()) {
-            let unchanged = old.is_some_and(|o| services::held_by(o).ips.contains(ip));
+            let unchanged = old.is_some_and(|o| service_claims::held_by(o).ips.contains(ip));
             if !unchanged {
-                if let Err(why) = services::ip_in_range(ip) {
+                if let Err(why) = service_claims::ip_in_range(ip) {
                     out.push((
                         "spec.clusterIPs".into(),
                         format!("Invalid value: [\"{ip}\"]: {why}"),
@@ -120,7 +120,7 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<(String, String)> {
                 "spec.healthCheckNodePort".into(),
                 "Invalid value: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'".into(),
             ));
-        } else if !services::NODE_PORTS.contains(&hc) {
+        } else if !service_claims::NODE_PORTS.contains(&hc) {
             out.push(("spec.healthCheckNodePort".into(), format!("Invalid value: {hc}: provided port is not in the valid range. The range of valid ports is 30000-32767")));
         }
     }
@@ -139,7 +139,7 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<(String, String)> {
             ));
             continue;
         }
-        if !services::NODE_PORTS.contains(&np) {
+        if !service_claims::NODE_PORTS.contains(&np) {
             out.push((field, format!("Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767")));
             continue;
         }

@@ -3,7 +3,7 @@
 //!
 //! It feeds the precomputed `resource.boundNodes` fact, so the node-restriction policies can
 //! say "a node reads a secret only if a pod bound to it uses it" in Cedar, which cannot walk a
-//! graph itself. Kept current by the API server (`apiserver/node_graph.rs` watches pods).
+//! graph itself. Kept current by the API server (`apiserver/followers/node_graph.rs` watches pods).
 //!
 //! Invariant: a reference counts per (pod, object) so two pods on one node using the same
 //! secret keep it readable until both are gone.

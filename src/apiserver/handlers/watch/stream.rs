@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::limits::Slot;
 use crate::api::ResourceInfo;
-use crate::apiserver::handlers::list::Selectors;
+use crate::apiserver::handlers::selectors::Selectors;
 use crate::apiserver::status::ApiError;
 use crate::apiserver::{storage, stored_json};
 use crate::store::{Backend, EventKind, KeyValue, RangeRequest, RangeResponse, WatchStream};

@@ -30,9 +30,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::authorization::v1 as authz;
 use serde_json::{json, Value};
 
-use super::status::{ApiError, ApiResult};
-use super::State;
 use crate::api::ResourceInfo;
+use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::State;
 use crate::auth::cedar::entities::ACTIONS;
 use crate::auth::{Attributes, Decision, UserInfo};
 
@@ -134,7 +134,10 @@ pub fn review(
         .as_object_mut()
         .map(|o| o.entry("metadata").or_insert_with(|| json!({})));
     if let Some(Value::Object(m)) = meta {
-        m.insert("creationTimestamp".into(), json!(super::now_rfc3339()));
+        m.insert(
+            "creationTimestamp".into(),
+            json!(crate::apiserver::now_rfc3339()),
+        );
         if ri.namespaced {
             m.insert("namespace".into(), json!(url_namespace));
         }

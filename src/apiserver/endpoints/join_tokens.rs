@@ -28,13 +28,14 @@ impl JoinTokenAuthenticator {
     }
 
     async fn lookup(&self, token: &BearerToken) -> Result<Option<Secret>, String> {
-        let key = super::storage::Builtin::Secrets.key("kube-system", &token.secret_name());
+        let key =
+            crate::apiserver::storage::Builtin::Secrets.key("kube-system", &token.secret_name());
         let kv = self
             .store
             .get(&key, None)
             .await
             .map_err(|e| format!("cannot read join tokens: {e}"))?;
-        Ok(kv.and_then(|kv| super::storage::decode_as::<Secret>(&kv).ok()))
+        Ok(kv.and_then(|kv| crate::apiserver::storage::decode_as::<Secret>(&kv).ok()))
     }
 }
 

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 
 use super::body::{error_response, full, Body};
 use super::request::RequestInfo;
-use super::status::ApiError;
+use crate::apiserver::status::ApiError;
 use crate::auth::audit::{
     micro_timestamp, Event, Level, ObjectRef, PolicyRequest, ResponseStatus, Sink, User,
 };
@@ -113,7 +113,7 @@ pub fn level_for(sink: Option<&Sink>, user: &UserInfo, info: &RequestInfo, path:
         .level(&policy_request(user, info, path), "ResponseComplete")
 }
 
-pub(super) struct Start {
+pub(in crate::apiserver) struct Start {
     received: jiff::Timestamp,
     uri: String,
     user_agent: String,
@@ -163,7 +163,7 @@ fn floor_boundary(s: &str, max: usize) -> usize {
 }
 
 #[derive(Default)]
-pub(super) struct Outcome {
+pub(in crate::apiserver) struct Outcome {
     pub info: Option<RequestInfo>,
     pub user: Option<UserInfo>,
     /// Who the request acted as, when it impersonated someone (`user` is the real caller).
@@ -171,7 +171,7 @@ pub(super) struct Outcome {
     pub decision: Option<Decision>,
 }
 
-pub(super) fn unavailable() -> Response<Body> {
+pub(in crate::apiserver) fn unavailable() -> Response<Body> {
     error_response(&ApiError::new(
         503,
         "ServiceUnavailable",
@@ -180,7 +180,7 @@ pub(super) fn unavailable() -> Response<Body> {
 }
 
 /// Writes the request's line; if that fails the response becomes the 503.
-pub(super) async fn finish(
+pub(in crate::apiserver) async fn finish(
     sink: &Sink,
     mut start: Start,
     outcome: Outcome,

@@ -14,8 +14,8 @@
 
 use http::HeaderMap;
 
-use super::status::{ApiError, ApiResult};
-use super::State;
+use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::State;
 use crate::auth::{Attributes, UserInfo};
 
 const USER: &str = "impersonate-user";
@@ -117,7 +117,7 @@ pub fn resolve(state: &State, real: UserInfo, headers: &HeaderMap) -> ApiResult<
         };
         let d = state.enforcement.authorize(&attrs);
         if !d.is_allowed() {
-            return Err(super::serve::forbidden(&attrs, d.reason()));
+            return Err(crate::apiserver::status::forbidden(&attrs, d.reason()));
         }
     }
     let mut out_groups = groups;

@@ -9,17 +9,17 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::body::{error_response, json_response, Body};
 use super::pki_ops;
-use super::status::ApiError;
-use super::State;
+use crate::apiserver::edge::body::{error_response, json_response, Body};
+use crate::apiserver::status::ApiError;
+use crate::apiserver::State;
 use crate::auth::UserInfo;
 
 const ENCRYPT_STATUS: &str = "/rampart/v1/secrets-encrypt/status";
 const ENCRYPT_ROTATE: &str = "/rampart/v1/secrets-encrypt/rotate-keys";
 const SNAPSHOTS: &str = "/rampart/v1/snapshots";
 
-pub(super) async fn serve(
+pub(in crate::apiserver) async fn serve(
     state: &Arc<State>,
     user: &UserInfo,
     path: &str,
@@ -37,7 +37,7 @@ pub(super) async fn serve(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let body = match super::body::read(req.into_body(), content_length).await {
+    let body = match crate::apiserver::edge::body::read(req.into_body(), content_length).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use http::Response;
 
-use super::body::{full, Body};
-use super::request::RequestInfo;
-use super::State;
+use crate::apiserver::edge::body::{full, Body};
+use crate::apiserver::edge::request::RequestInfo;
+use crate::apiserver::State;
 
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

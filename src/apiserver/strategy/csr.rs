@@ -13,9 +13,9 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::handlers::Ctx;
-use super::status::{ApiError, ApiResult};
 use crate::api::csr;
+use crate::apiserver::context::Ctx;
+use crate::apiserver::status::{ApiError, ApiResult};
 
 fn is_csr(ctx: &Ctx) -> bool {
     ctx.ri.group == "certificates.k8s.io" && ctx.ri.kind == "CertificateSigningRequest"
@@ -135,7 +135,7 @@ pub fn before_update(ctx: &Ctx, old: &Value, new: &mut Value) -> ApiResult<()> {
     // Spec is immutable through every path.
     new["spec"] = old["spec"].clone();
     let n = name(new);
-    let now = super::now_rfc3339();
+    let now = crate::apiserver::now_rfc3339();
     let signer = old["spec"]["signerName"].as_str().unwrap_or_default();
     match ctx.info.subresource.as_str() {
         "approval" => {

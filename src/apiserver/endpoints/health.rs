@@ -7,9 +7,9 @@ use std::sync::Arc;
 use http::Response;
 use serde_json::json;
 
-use super::body::{json_response, text_response, Body};
-use super::request::Query;
-use super::State;
+use crate::apiserver::edge::body::{json_response, text_response, Body};
+use crate::apiserver::edge::request::Query;
+use crate::apiserver::State;
 
 pub use crate::api::version::KUBE_MINOR;
 
@@ -61,7 +61,7 @@ async fn run_check(state: &Arc<State>, name: &str) -> Result<(), String> {
             state
                 .store
                 .get(
-                    &super::storage::Builtin::Namespaces.key("", "default"),
+                    &crate::apiserver::storage::Builtin::Namespaces.key("", "default"),
                     None,
                 )
                 .await

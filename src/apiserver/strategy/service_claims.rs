@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use super::status::{ApiError, ApiResult};
-use super::{storage, State};
+use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::{storage, State};
 use crate::store::Backend;
 
 pub const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
@@ -299,7 +299,7 @@ fn ip_object(ip: &str, owner: &Owner) -> Value {
         "metadata": {
             "name": ip,
             "uid": uuid::Uuid::new_v4().to_string(),
-            "creationTimestamp": super::now_rfc3339(),
+            "creationTimestamp": crate::apiserver::now_rfc3339(),
             "labels": {"ipaddress.kubernetes.io/ip-family": "IPv4", MANAGED_BY.0: MANAGED_BY.1},
             "annotations": {OWNER_UID: owner.uid},
         },

@@ -14,11 +14,11 @@ use http::Response;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::body::{self, full, json_response, Body};
-use super::handlers::Ctx;
-use super::status::{ApiError, ApiResult};
-use super::storage::{self, Builtin};
 use crate::api::ResourceInfo;
+use crate::apiserver::context::Ctx;
+use crate::apiserver::edge::body::{self, full, json_response, Body};
+use crate::apiserver::status::{ApiError, ApiResult};
+use crate::apiserver::storage::{self, Builtin};
 use crate::auth::serviceaccount::{self, token, Issuer, Private, Ref};
 use crate::store::Backend;
 
@@ -122,7 +122,7 @@ fn token_request_ri() -> ResourceInfo {
 }
 
 /// `POST /api/v1/namespaces/<ns>/serviceaccounts/<name>/token`.
-pub(super) async fn token_request(
+pub(in crate::apiserver) async fn token_request(
     ctx: &Ctx,
     issuer: &Issuer,
     body_in: Incoming,
@@ -134,11 +134,15 @@ pub(super) async fn token_request(
         .and_then(|v| v.parse::<u64>().ok());
     let raw = body::read(body_in, length).await?;
     let media = body::media_type(ctx.header("content-type"));
-    let req = if media == super::protobuf::MEDIA_TYPE {
-        super::protobuf::decode_with_defaults(&raw, "authentication.k8s.io/v1", "TokenRequest")
-            .map_err(|e| {
-                ApiError::bad_request(format!("cannot decode the protobuf request body: {e}"))
-            })?
+    let req = if media == crate::apiserver::protobuf::MEDIA_TYPE {
+        crate::apiserver::protobuf::decode_with_defaults(
+            &raw,
+            "authentication.k8s.io/v1",
+            "TokenRequest",
+        )
+        .map_err(|e| {
+            ApiError::bad_request(format!("cannot decode the protobuf request body: {e}"))
+        })?
     } else {
         body::decode(&media, &raw)?
     };
@@ -296,7 +300,7 @@ async fn bind(ctx: &Ctx, request: &mut token::Request, bound: &mut Value) -> Api
         ""
     };
     let store = ctx.state.store.as_ref();
-    let key = super::storage::key(&ri, ns, &obj_name);
+    let key = crate::apiserver::storage::key(&ri, ns, &obj_name);
     let obj = get(store, &key)
         .await
         .map_err(|e| ApiError::from_store(e, &ri, &obj_name))?
@@ -336,7 +340,10 @@ async fn bind(ctx: &Ctx, request: &mut token::Request, bound: &mut Value) -> Api
 }
 
 /// `GET /.well-known/openid-configuration` and `GET /openid/v1/jwks`; `None` for other paths.
-pub(super) fn discovery(issuer: Option<&Issuer>, path: &str) -> Option<Response<Body>> {
+pub(in crate::apiserver) fn discovery(
+    issuer: Option<&Issuer>,
+    path: &str,
+) -> Option<Response<Body>> {
     let (doc, content_type) = match path {
         "/.well-known/openid-configuration" => (issuer?.discovery(), "application/json"),
         "/openid/v1/jwks" => (issuer?.keys().jwks(), "application/jwk-set+json"),

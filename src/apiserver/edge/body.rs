@@ -11,7 +11,7 @@ use http::{header, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use serde_json::Value;
 
-use super::status::{ApiError, ApiResult};
+use crate::apiserver::status::{ApiError, ApiResult};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::storage;
+use crate::apiserver::storage;
 use crate::store::{Backend, EventKind, RangeRequest};
 
 /// What a follower does with the objects under its prefix (decoded JSON, with their keys).

@@ -8,8 +8,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use serde_json::Value;
 
-use super::crd::{self, FieldError, TakenNames};
 use crate::api::resources::builtin;
+use crate::apiserver::crd::{self, FieldError, TakenNames};
 
 type Causes = Vec<(String, String)>;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{crd_lifecycle, services, storage, State};
+use crate::apiserver::{storage, strategy::crd_lifecycle, strategy::service_claims, State};
 
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -73,7 +73,7 @@ async fn kube_dns_service(state: &Arc<State>) -> Result<(), crate::store::Error>
                            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
         "status": {"loadBalancer": {}},
     });
-    match services::claim(state, &mut svc, None).await {
+    match service_claims::claim(state, &mut svc, None).await {
         Ok(claims) => {
             let bytes = serde_json::to_vec(&svc).unwrap_or_default();
             match state.store.create(&key, bytes.into()).await {
@@ -138,11 +138,11 @@ async fn kubernetes_service(state: &Arc<State>) -> Result<(), crate::store::Erro
             "metadata": {"name": "kubernetes", "namespace": "default", "uid": uuid::Uuid::new_v4().to_string(),
                          "creationTimestamp": super::now_rfc3339(), "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"type": "ClusterIP", "sessionAffinity": "None",
-                     "clusterIP": services::kubernetes_service_ip().to_string(),
+                     "clusterIP": service_claims::kubernetes_service_ip().to_string(),
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": state.advertise.port()}]},
             "status": {"loadBalancer": {}},
         });
-        if let Ok(claims) = services::claim(state, &mut svc, None).await {
+        if let Ok(claims) = service_claims::claim(state, &mut svc, None).await {
             let bytes = serde_json::to_vec(&svc).unwrap_or_default();
             match state.store.create(&key, bytes.into()).await {
                 Ok(_) => claims.commit().await,

@@ -18,7 +18,7 @@ use std::sync::LazyLock;
 
 use tokio::sync::Semaphore;
 
-use super::status::{ApiError, ApiResult};
+use crate::apiserver::status::{ApiError, ApiResult};
 
 static PERMITS: LazyLock<Semaphore> = LazyLock::new(|| {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use http::Response;
 use serde_json::{json, Value};
 
-use super::body::{error_response, json_response, Body};
-use super::status::ApiError;
-use super::State;
 use crate::api::ResourceInfo;
+use crate::apiserver::edge::body::{error_response, json_response, Body};
+use crate::apiserver::status::ApiError;
+use crate::apiserver::State;
 
 const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
@@ -312,7 +312,8 @@ pub fn openapi(state: &Arc<State>, path: &str, accept: &str) -> Response<Body> {
             Some(super::openapi::V2Format::Json) => json_response(200, &super::openapi::v2(&specs)),
             Some(super::openapi::V2Format::Protobuf) => match super::openapi::v2_protobuf(&specs) {
                 Ok(bytes) => {
-                    let mut resp = Response::new(super::body::full(bytes.as_ref().clone()));
+                    let mut resp =
+                        Response::new(crate::apiserver::edge::body::full(bytes.as_ref().clone()));
                     resp.headers_mut().insert(
                         http::header::CONTENT_TYPE,
                         http::HeaderValue::from_static(super::openapi::V2_PROTOBUF_CONTENT_TYPE),

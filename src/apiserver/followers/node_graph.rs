@@ -11,7 +11,7 @@ use super::follow::{follow, Follower, Tracked};
 use crate::auth::cedar::NodeGraph;
 use crate::store::Backend;
 
-const PODS_PREFIX: &str = super::storage::Builtin::Pods.prefix();
+const PODS_PREFIX: &str = crate::apiserver::storage::Builtin::Pods.prefix();
 
 struct Pods(Arc<NodeGraph>);
 

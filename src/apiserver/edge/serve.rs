@@ -19,11 +19,14 @@ use tokio_rustls::TlsAcceptor;
 use super::body::{error_response, text_response, Body};
 use super::connections::{self, Activity, Backoff, Phase, RateLimitedLog};
 use super::request::{classify, Query};
-use super::status::ApiError;
-use super::{audit, discovery, handlers, health, impersonation, rampart_api, State};
+use crate::apiserver::status::{self, ApiError};
+use crate::apiserver::{
+    edge::audit, edge::impersonation, endpoints::discovery, endpoints::health,
+    endpoints::rampart_api, handlers, State,
+};
 use crate::auth;
 
-pub(super) async fn accept_loop(
+pub(in crate::apiserver) async fn accept_loop(
     listener: tokio::net::TcpListener,
     config: Arc<rustls::ServerConfig>,
     state: Arc<State>,
@@ -405,13 +408,21 @@ async fn serve_request(
                 outcome.decision = Some(decision.clone());
                 match decision {
                     // Authorized by its own rule (server tokens only), like /cacerts.
-                    _ if path == super::server_bootstrap::PATH && method == "GET" => {
-                        super::server_bootstrap::serve(&state, user, outcome.impersonated.is_some())
+                    _ if path == crate::apiserver::endpoints::server_bootstrap::PATH
+                        && method == "GET" =>
+                    {
+                        crate::apiserver::endpoints::server_bootstrap::serve(
+                            &state,
+                            user,
+                            outcome.impersonated.is_some(),
+                        )
                     }
-                    d if !d.is_allowed() => error_response(&forbidden(&attrs, d.reason())),
+                    d if !d.is_allowed() => error_response(&status::forbidden(&attrs, d.reason())),
                     // An aggregated group/version: proxied, after authorization, as upstream.
                     _ if aggregated.is_some() => match &aggregated {
-                        Some(target) => super::aggregator::proxy(&state, target, user, req).await,
+                        Some(target) => {
+                            crate::apiserver::aggregator::proxy(&state, target, user, req).await
+                        }
                         None => error_response(&ApiError::path_not_found()),
                     },
                     _ if info.resource_request => {
@@ -451,7 +462,8 @@ async fn serve_request(
     };
     let code = response.status().as_u16();
     // Unauthenticated requests are counted without their path (see `metrics`).
-    let labels = super::metrics::Labels::of(&state, &info, outcome.user.is_some());
+    let labels =
+        crate::apiserver::endpoints::metrics::Labels::of(&state, &info, outcome.user.is_some());
     state.metrics.observe(labels, code, started.elapsed());
     tracing::debug!(%peer, %method, %path, code, "request");
     response
@@ -469,57 +481,6 @@ fn throttled(message: &str, wait: Duration) -> Response<Body> {
         resp.headers_mut().insert(http::header::RETRY_AFTER, v);
     }
     resp
-}
-
-/// Upstream's forbidden message (`pods "web" is forbidden: User "bob" cannot get resource
-/// "pods" in API group "" in the namespace "default"`), followed by the authorizer's reason,
-/// which names the deciding policies. It names only the caller's own request.
-pub(super) fn forbidden(attrs: &auth::Attributes<'_>, reason: &str) -> ApiError {
-    let user = &attrs.user.name;
-    let mut msg = if attrs.resource_request {
-        let gr = if attrs.api_group.is_empty() {
-            attrs.resource.to_string()
-        } else {
-            format!("{}.{}", attrs.resource, attrs.api_group)
-        };
-        let what = if attrs.name.is_empty() {
-            format!("{gr} is forbidden")
-        } else {
-            format!("{gr} \"{}\" is forbidden", attrs.name)
-        };
-        let resource = if attrs.subresource.is_empty() {
-            attrs.resource.to_string()
-        } else {
-            format!("{}/{}", attrs.resource, attrs.subresource)
-        };
-        let scope = if attrs.namespace.is_empty() {
-            "at the cluster scope".to_string()
-        } else {
-            format!("in the namespace \"{}\"", attrs.namespace)
-        };
-        format!(
-            "{what}: User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
-            attrs.verb, attrs.api_group
-        )
-    } else {
-        format!(
-            "forbidden: User \"{user}\" cannot {} path \"{}\"",
-            attrs.verb, attrs.path
-        )
-    };
-    if !reason.is_empty() {
-        msg.push_str(": ");
-        msg.push_str(reason);
-    }
-    let mut err = ApiError::forbidden(msg);
-    if attrs.resource_request {
-        let mut details = serde_json::json!({"group": attrs.api_group, "kind": attrs.resource});
-        if !attrs.name.is_empty() {
-            details["name"] = serde_json::json!(attrs.name);
-        }
-        err = err.with_details(details);
-    }
-    err
 }
 
 async fn non_resource(
@@ -551,8 +512,11 @@ async fn non_resource(
         }
         "/version" => health::version(),
         "/.well-known/openid-configuration" | "/openid/v1/jwks" => {
-            super::sa_tokens::discovery(state.service_accounts.as_deref(), path)
-                .unwrap_or_else(|| error_response(&ApiError::path_not_found()))
+            crate::apiserver::strategy::service_account_tokens::discovery(
+                state.service_accounts.as_deref(),
+                path,
+            )
+            .unwrap_or_else(|| error_response(&ApiError::path_not_found()))
         }
         "/metrics" => state.metrics.render(state),
         p if p == "/openapi/v2" || p.starts_with("/openapi/v3") => {

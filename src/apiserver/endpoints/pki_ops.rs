@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::status::ApiError;
-use super::{storage, State};
+use crate::apiserver::status::ApiError;
+use crate::apiserver::{storage, State};
 use crate::auth::authn::CertIdentity;
 use crate::auth::revocation::{normalise_serial, valid_serial, Revocation};
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{registry, storage, State};
 use crate::api::ResourceInfo;
+use crate::apiserver::{registry, storage, State};
 use crate::store::RangeRequest;
 
 async fn list(state: &State, ri: &ResourceInfo) -> Vec<(Value, u64)> {

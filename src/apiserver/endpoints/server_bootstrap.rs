@@ -20,9 +20,9 @@ use std::path::Path;
 use base64::Engine;
 use http::Response;
 
-use super::body::{error_response, json_response, Body};
-use super::status::ApiError;
-use super::State;
+use crate::apiserver::edge::body::{error_response, json_response, Body};
+use crate::apiserver::status::ApiError;
+use crate::apiserver::State;
 use crate::auth::UserInfo;
 
 pub const PATH: &str = "/rampart/v1/server-bootstrap";
@@ -52,7 +52,11 @@ fn is_server_token(user: &UserInfo, impersonated: bool) -> bool {
             .any(|g| g == crate::auth::bootstrap::SERVER_TOKEN_GROUP)
 }
 
-pub(super) fn serve(state: &State, user: &UserInfo, impersonated: bool) -> Response<Body> {
+pub(in crate::apiserver) fn serve(
+    state: &State,
+    user: &UserInfo,
+    impersonated: bool,
+) -> Response<Body> {
     let Some(ha) = &state.ha else {
         return error_response(&ApiError::new(
             404,

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{storage, State};
+use crate::apiserver::{storage, State};
 use crate::store::Error as StoreError;
 
 /// How often the Lease is renewed and the Endpoints reconciled.
@@ -33,7 +33,7 @@ const FORGET: i64 = 600;
 const IDENTITY_LABEL: &str = "apiserver.kubernetes.io/identity";
 const ADDRESS_ANNOTATION: &str = "rampart.io/advertise-address";
 
-pub(super) async fn run(state: Arc<State>) {
+pub(in crate::apiserver) async fn run(state: Arc<State>) {
     let Some(ha) = state.ha.clone() else { return };
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -76,7 +76,7 @@ async fn once(state: &State, identity: &str) -> Result<(), StoreError> {
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": name, "namespace": "kube-system",
                              "uid": uuid::Uuid::new_v4().to_string(),
-                             "creationTimestamp": super::now_rfc3339(),
+                             "creationTimestamp": crate::apiserver::now_rfc3339(),
                              "labels": {IDENTITY_LABEL: "kube-apiserver"},
                              "annotations": {ADDRESS_ANNOTATION: address}},
                 "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS,
