@@ -308,6 +308,12 @@ pub struct ServerArgs {
     /// Terminated pods (Succeeded/Failed) kept before pod GC deletes the oldest; 0 disables.
     #[arg(long, default_value_t = 12_500)]
     pub terminated_pod_gc_threshold: usize,
+    /// How often the HorizontalPodAutoscaler controller reconciles every HPA.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// Where `local-path` volumes live on every node (default DATA_DIR/storage, as k3s).
+    #[arg(long)]
+    pub default_local_storage_path: Option<PathBuf>,
     /// The cluster's network settings (pod and Service ranges, DNS, the embedded agent's
     /// node IP and pod network backend).
     #[command(flatten)]

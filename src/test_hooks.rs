@@ -47,5 +47,11 @@ pub fn audit_panic_uri() -> Option<&'static str> {
         .as_deref()
 }
 
+/// Projected service-account tokens are renewed after this fraction of their lifetime
+/// instead of upstream's 0.8 (the apiserver's minimum lifetime is 600 s).
+pub fn token_refresh_fraction() -> Option<f64> {
+    hook!("RAMPART_TEST_TOKEN_REFRESH_FRACTION").and_then(|v| v.parse().ok())
+}
+
 /// Whether the hooks are compiled in (`rampart version` says so on a second line).
 pub const ENABLED: bool = cfg!(feature = "test-hooks");

@@ -89,6 +89,8 @@ pub const CRUD: &[&str] = &[
     "watch",
 ];
 const CREATE_ONLY: &[&str] = &["create"];
+/// Read-only, not watchable: `metrics.k8s.io` (as metrics-server serves it).
+const GET_LIST: &[&str] = &["get", "list"];
 
 const NS: bool = true;
 const CLUSTER: bool = false;
@@ -164,6 +166,8 @@ const BUILTIN: &[Row] = &[
     ("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", CLUSTER, NONE, NONE, NONE, CREATE_ONLY),
     ("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", CLUSTER, NONE, NONE, NONE, CREATE_ONLY),
     ("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", NS, NONE, NONE, NONE, CREATE_ONLY),
+    ("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", CLUSTER, NONE, NONE, NONE, GET_LIST),
+    ("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", NS, NONE, NONE, NONE, GET_LIST),
     ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", CLUSTER, &["crd", "crds"], &["api-extensions"], &["status"], CRUD),
     ("apiregistration.k8s.io", "v1", "APIService", "apiservices", CLUSTER, NONE, &["api-extensions"], &["status"], CRUD),
     // Rampart's own: users' Cedar admission policies (spec.policy), see apiserver::admission.

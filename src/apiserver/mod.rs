@@ -19,6 +19,7 @@
 //! | `rbac/` | the RBAC follower, default roles, bind/escalate checks |
 //! | `followers/` | in-server loops beside the request path: the list-then-watch `follow`, the node graph, the endpoint reconciler |
 //! | `aggregator/` | APIService proxying |
+//! | `metrics_api/` | `metrics.k8s.io` served in-process: the kubelet scraper (a follower) and `NodeMetrics`/`PodMetrics` |
 //! | `node_proxy/` | the kubelet API: `pods/log`, exec and port-forward streams, `nodes/proxy` |
 //! | `crd/`, `merge/`, `protobuf/`, `table/` | formats and semantics: CRD schemas, patches and apply, protobuf bodies, Table output |
 //! | `storage.rs`, `stored_json.rs` | the one storage-access layer (keys, encode/decode) |
@@ -36,6 +37,7 @@ mod followers;
 pub mod fuzzing;
 mod handlers;
 pub mod merge;
+mod metrics_api;
 mod node_proxy;
 pub mod protobuf;
 mod rbac;
@@ -167,6 +169,8 @@ pub(crate) struct State {
     pub aggregator: Arc<aggregator::Aggregator>,
     /// Every task the server starts beside the request path (stopped on shutdown).
     pub tasks: supervisor::Supervisor,
+    /// The last kubelet scrape behind `metrics.k8s.io` (`metrics_api`).
+    pub resource_metrics: metrics_api::Cache,
 }
 
 /// How long start-up waits for the in-server followers' first lists before announcing
@@ -210,6 +214,7 @@ pub async fn run(
         ha: cfg.ha.clone(),
         aggregator: Arc::default(),
         tasks: supervisor::Supervisor::default(),
+        resource_metrics: Default::default(),
     });
     let served = serve(&state, cfg, tls, shutdown, on_ready).await;
     // Whatever ended serving (shutdown or a start-up error), nothing the server started
@@ -296,6 +301,7 @@ async fn serve(
         "APIService availability",
         aggregator::availability::run(state.clone()),
     );
+    state.tasks.spawn("metrics.k8s.io scraper", metrics_api::scraper::run(state.clone()));
     if let Some(r) = state.enforcement.rbac() {
         state.tasks.spawn("RBAC compiler", r.clone().run());
         state

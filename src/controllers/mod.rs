@@ -17,9 +17,13 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
 pub mod garbage_collector;
+pub mod hpa;
+pub mod hpa_behavior;
+pub mod hpa_replicas;
 pub mod informers;
 pub mod job;
 pub mod job_indexes;
+pub mod local_path;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
@@ -46,6 +50,10 @@ pub struct Config {
     pub cluster_cidr: node_ipam::Cidr,
     /// Pod GC: `--terminated-pod-gc-threshold` (its quarantine is the grace period above).
     pub terminated_pod_gc_threshold: usize,
+    /// HPA: `--horizontal-pod-autoscaler-sync-period`.
+    pub hpa_sync_period: std::time::Duration,
+    /// local-path: where volumes live on every node.
+    pub local_storage_path: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +190,18 @@ pub async fn run(
     ));
     tasks.spawn(node_ipam::run(client.clone(), cfg.cluster_cidr));
     tasks.spawn(servicelb::run(client.clone()));
+    tasks.spawn(hpa::run(
+        client.clone(),
+        hpa::Config {
+            sync_period: cfg.hpa_sync_period,
+        },
+    ));
+    tasks.spawn(local_path::run(
+        client.clone(),
+        local_path::Config {
+            storage_path: cfg.local_storage_path,
+        },
+    ));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -14,6 +14,7 @@ pub mod node;
 pub mod pods;
 pub mod runtime;
 pub mod server;
+pub mod stats;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -318,6 +319,7 @@ async fn start_api_server(
         pki_dir: cfg.data_dir.join("pki"),
         log_dir: cfg.pod_log_dir.clone(),
         pods_dir: cfg.data_dir.join("pods"),
+        cgroup_root: cfg.cgroup_root.clone(),
     };
     let listener = match server::listen(&scfg).await {
         Ok(l) => l,

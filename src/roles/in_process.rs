@@ -26,6 +26,8 @@ pub struct Config {
     pub leader_elect: bool,
     pub node_monitor_grace_period: std::time::Duration,
     pub terminated_pod_gc_threshold: usize,
+    pub hpa_sync_period: std::time::Duration,
+    pub local_storage_path: PathBuf,
     pub cluster_cidr: crate::controllers::node_ipam::Cidr,
 }
 
@@ -56,6 +58,8 @@ pub async fn run(
             election: election.clone(),
             node_monitor_grace_period: cfg.node_monitor_grace_period,
             terminated_pod_gc_threshold: cfg.terminated_pod_gc_threshold,
+            hpa_sync_period: cfg.hpa_sync_period,
+            local_storage_path: cfg.local_storage_path.clone(),
             cluster_cidr: cfg.cluster_cidr,
         },
         shutdown.clone(),
@@ -274,6 +278,8 @@ struct Settings {
     election: Option<String>,
     node_monitor_grace_period: std::time::Duration,
     terminated_pod_gc_threshold: usize,
+    hpa_sync_period: std::time::Duration,
+    local_storage_path: PathBuf,
     cluster_cidr: crate::controllers::node_ipam::Cidr,
 }
 
@@ -311,6 +317,8 @@ async fn controller_manager(
             root_ca_pem: m.bundle_pem.clone(),
             node_monitor_grace_period: settings.node_monitor_grace_period,
             terminated_pod_gc_threshold: settings.terminated_pod_gc_threshold,
+            hpa_sync_period: settings.hpa_sync_period,
+            local_storage_path: settings.local_storage_path.clone(),
             cluster_cidr: settings.cluster_cidr,
         };
         let (work_client, work_authority) = (client.clone(), authority.clone());

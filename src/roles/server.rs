@@ -220,6 +220,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             leader_elect: args.leader_elect,
             node_monitor_grace_period: args.node_monitor_grace_period,
             terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+            hpa_sync_period: args.horizontal_pod_autoscaler_sync_period,
+            local_storage_path: (args.default_local_storage_path.clone())
+                .unwrap_or_else(|| args.data_dir.join("storage")),
             cluster_cidr,
         },
         ready_rx,

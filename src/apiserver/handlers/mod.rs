@@ -141,6 +141,10 @@ pub(super) async fn dispatch(
                 "the server does not allow this method on the requested resource ({verb})"
             )))
         }
+        // Served from the kubelet scrape, not the store.
+        (_, "") if ctx.ri.group == crate::apiserver::metrics_api::GROUP => {
+            crate::apiserver::metrics_api::serve(&ctx).await
+        }
         ("get", "") => get::get(&ctx).await,
         ("list", "") => list::list(&ctx).await,
         ("watch", "") => watch::watch(&ctx).await,

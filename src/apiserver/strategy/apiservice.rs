@@ -44,11 +44,14 @@ fn priority(group: &str, version: &str) -> (i64, i64) {
         "discovery.k8s.io" => 16200,
         "flowcontrol.apiserver.k8s.io" => 16100,
         "resource.k8s.io" => 15900,
+        // k3s's metrics-server APIService.
+        "metrics.k8s.io" => 100,
         // Ours, ranked like the CRD-registered groups upstream (1000).
         _ => 1000,
     };
     let v = match (group, version) {
         ("", "v1") => 1,
+        ("metrics.k8s.io", _) => 100,
         (_, "v2") => 30,
         (_, v) if v.contains("beta") => 9,
         (_, v) if v.contains("alpha") => 1,

@@ -21,6 +21,7 @@ pub mod status;
 pub mod stop;
 pub mod subpath;
 pub mod volume_ownership;
+pub mod token;
 pub mod volumes;
 pub mod worker;
 

@@ -10,16 +10,18 @@
 //! `unmount_all` takes them down when the pod goes. `emptyDir` with `medium: Memory` is a
 //! tmpfs of `sizeLimit`; `hostPath` is checked by `host_path.rs`. configMap and secret volumes
 //! are written with upstream's `..data` symlink swap (`atomic_writer.rs`) and re-read by the
-//! worker every 10 s, so updates reach running pods atomically. emptyDirs are 0777 as
-//! upstream's; the pod's `fsGroup` is applied by `volume_ownership.rs`. Not yet: token
-//! rotation, PVCs.
+//! worker every 10 s, so updates reach running pods atomically; projected volumes are
+//! rewritten the same way when their service-account token is due (`token.rs`). emptyDirs are
+//! 0777 as upstream's; the pod's `fsGroup` is applied by `volume_ownership.rs`. Not yet: PVCs.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, ServiceAccount, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Pod, ProjectedVolumeSource, Secret, ServiceAccount, Volume,
+};
 use kube::api::PostParams;
 use kube::Api;
 
@@ -103,38 +105,71 @@ async fn fill(
         return Ok(());
     }
     if let Some(p) = &v.projected {
-        let mode = p.default_mode.unwrap_or(0o644);
-        for src in p.sources.iter().flatten() {
-            if let Some(t) = &src.service_account_token {
-                let token =
-                    sa_token(client, pod, ns, t.audience.clone(), t.expiration_seconds).await?;
-                write_file(dir, &t.path, token.as_bytes(), mode)?;
-            }
-            if let Some(cm) = &src.config_map {
-                let data = config_map(client, ns, &cm.name, cm.optional.unwrap_or(false)).await?;
-                write_items(dir, &data, cm.items.as_deref(), mode)?;
-            }
-            if let Some(s) = &src.secret {
-                let data = secret(client, ns, &s.name, s.optional.unwrap_or(false)).await?;
-                write_items(dir, &data, s.items.as_deref(), mode)?;
-            }
-            if let Some(d) = &src.downward_api {
-                for f in d.items.iter().flatten() {
-                    let value = downward(
-                        pod,
-                        f.field_ref.as_ref().map(|r| r.field_path.as_str()),
-                        node_name,
-                    )?;
-                    write_file(dir, &f.path, value.as_bytes(), f.mode.unwrap_or(mode))?;
-                }
-            }
-        }
-        return Ok(());
+        let payload = projected(client, pod, ns, p, node_name).await?;
+        return super::atomic_writer::write(dir, &payload).map(|_| ());
     }
     Err(format!(
         "volume {:?}: this volume type is not supported yet",
         v.name
     ))
+}
+
+/// A projected volume's payload (tokens, configMaps, secrets, downward API), written with
+/// the `..data` swap so a rotated token replaces the old one atomically (`token.rs`).
+async fn projected(
+    client: &kube::Client,
+    pod: &Pod,
+    ns: &str,
+    p: &ProjectedVolumeSource,
+    node_name: &str,
+) -> Result<super::atomic_writer::Payload, String> {
+    let mode = p.default_mode.unwrap_or(0o644);
+    let m = |mode: i32| (mode & 0o777) as u32;
+    let mut payload = super::atomic_writer::Payload::new();
+    for src in p.sources.iter().flatten() {
+        if let Some(t) = &src.service_account_token {
+            let token = sa_token(client, pod, ns, t.audience.clone(), t.expiration_seconds).await?;
+            payload.insert(t.path.clone(), (token.into_bytes(), m(mode)));
+        }
+        let (data, items) = if let Some(cm) = &src.config_map {
+            let data = config_map(client, ns, &cm.name, cm.optional.unwrap_or(false)).await?;
+            (data, cm.items.as_deref())
+        } else if let Some(s) = &src.secret {
+            let data = secret(client, ns, &s.name, s.optional.unwrap_or(false)).await?;
+            (data, s.items.as_deref())
+        } else {
+            (BTreeMap::new(), None)
+        };
+        match items {
+            Some(items) => {
+                for it in items {
+                    let v = data
+                        .get(&it.key)
+                        .ok_or_else(|| format!("key {:?} not found", it.key))?;
+                    payload.insert(it.path.clone(), (v.clone(), m(it.mode.unwrap_or(mode))));
+                }
+            }
+            None => {
+                for (k, v) in data {
+                    payload.insert(k, (v, m(mode)));
+                }
+            }
+        }
+        if let Some(d) = &src.downward_api {
+            for f in d.items.iter().flatten() {
+                let value = downward(
+                    pod,
+                    f.field_ref.as_ref().map(|r| r.field_path.as_str()),
+                    node_name,
+                )?;
+                payload.insert(
+                    f.path.clone(),
+                    (value.into_bytes(), m(f.mode.unwrap_or(mode))),
+                );
+            }
+        }
+    }
+    Ok(payload)
 }
 
 /// A configMap or secret volume's payload, written with the `..data` swap; returns whether
@@ -212,17 +247,36 @@ fn set_fs_group(pod: &Pod, v: &Volume, dir: &Path, updated: bool) -> Result<(), 
 
 /// Re-reads the pod's configMap and secret volumes and swaps in what changed (upstream's
 /// periodic volume remount); a failure keeps the old content, as upstream.
-pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
+pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path, node_name: &str) {
     let ns = pod
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let dir = pod_dir.join("volumes").join(&v.name);
+        if let Some(p) = v.projected.as_ref().filter(|p| super::token::due(&dir, p)) {
+            let written = match projected(client, pod, &ns, p, node_name).await {
+                Ok(payload) => super::atomic_writer::write(&dir, &payload),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(_) => {
+                    // The new files get the pod's fsGroup like the first ones did.
+                    if let Err(e) = set_fs_group(pod, v, &dir, true) {
+                        tracing::warn!(volume = %v.name, error = %e, "fsGroup of the rotated token volume");
+                    }
+                    tracing::info!(volume = %v.name, pod = ?pod.metadata.name, "service account token rotated")
+                }
+                Err(e) => {
+                    tracing::debug!(volume = %v.name, error = %e, "token rotation failed; keeping the old token")
+                }
+            }
+            continue;
+        }
         if v.config_map.is_none() && v.secret.is_none() {
             continue;
         }
-        let dir = pod_dir.join("volumes").join(&v.name);
         match refresh_one(client, &ns, v, &dir).await {
             Ok(true) => {
                 if let Err(e) = set_fs_group(pod, v, &dir, true) {
@@ -340,30 +394,6 @@ fn downward(pod: &Pod, path: Option<&str>, node_name: &str) -> Result<String, St
         Some(p) => return Err(format!("downwardAPI field {p} is not supported yet")),
         None => return Err("downwardAPI resourceFieldRef is not supported yet".into()),
     })
-}
-
-fn write_items(
-    dir: &Path,
-    data: &BTreeMap<String, Vec<u8>>,
-    items: Option<&[KeyToPath]>,
-    mode: i32,
-) -> Result<(), String> {
-    match items {
-        Some(items) => {
-            for it in items {
-                let v = data
-                    .get(&it.key)
-                    .ok_or_else(|| format!("key {:?} not found", it.key))?;
-                write_file(dir, &it.path, v, it.mode.unwrap_or(mode))?;
-            }
-        }
-        None => {
-            for (k, v) in data {
-                write_file(dir, k, v, mode)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Write one file below `dir`; the relative path may not climb out of it.

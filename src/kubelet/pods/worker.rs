@@ -264,7 +264,8 @@ impl Worker {
         }
         if self.volumes_refreshed.elapsed() >= VOLUME_REFRESH {
             self.volumes_refreshed = Instant::now();
-            super::volumes::refresh(&self.client(), &self.pod, &self.dir).await;
+            super::volumes::refresh(&self.client(), &self.pod, &self.dir, &self.shared.node_name)
+                .await;
         }
         self.watch_probes();
         if !self.terminal() {

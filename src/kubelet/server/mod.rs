@@ -14,7 +14,8 @@
 //! Served: `/healthz`, `/containerLogs/{ns}/{pod}/{container}` (`logs`),
 //! `/exec/{ns}/{pod}/{container}` over WebSocket (`exec`), `/attach/{ns}/{pod}/{container}`
 //! (`attach`, the same protocol on the container's own stdio), `/portforward/{ns}/{pod}` over
-//! WebSocket-tunnelled SPDY (`portforward`, `spdy`). Everything else 404.
+//! WebSocket-tunnelled SPDY (`portforward`, `spdy`), `/stats/summary` and `/metrics/resource`
+//! (`kubelet::stats`). Everything else 404.
 //! Errors are `metav1.Status` objects, which the apiserver hands on to its client.
 
 pub mod attach;
@@ -53,6 +54,8 @@ pub struct Config {
     pub log_dir: PathBuf,
     /// Pod state directories (`<data dir>/pods/<uid>`, each with its shim's socket).
     pub pods_dir: PathBuf,
+    /// cgroup parent of the pods (`kubepods`), read by `/stats/summary` and `/metrics/resource`.
+    pub cgroup_root: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,7 @@ struct Server {
     tls: tls::Files,
     authz: authz::Authorizer,
     clients: watch::Receiver<kube::Client>,
+    stats: crate::kubelet::stats::Collector,
 }
 
 /// Serve until `shutdown` resolves.
@@ -91,6 +95,11 @@ pub async fn run(
     let server = Arc::new(Server {
         tls: tls::Files::new(&cfg.pki_dir),
         authz: authz::Authorizer::new(cfg.node_name.clone(), clients.clone()),
+        stats: crate::kubelet::stats::Collector::new(
+            cfg.node_name.clone(),
+            cfg.cgroup_root.clone(),
+            clients.clone(),
+        ),
         clients,
         cfg,
     });
@@ -191,6 +200,9 @@ impl Server {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method().clone(), parts.as_slice()) {
             (http::Method::GET, ["healthz"]) => text(200, "ok"),
+            (http::Method::GET, ["stats", "summary"] | ["metrics", "resource"]) => {
+                self.stats(parts[0] == "stats").await
+            }
             (http::Method::GET, ["containerLogs", ns, pod, container]) => {
                 self.container_logs(ns, pod, container, req.uri().query())
                     .await
@@ -534,6 +546,35 @@ impl Server {
             http::HeaderValue::from_static("text/plain"),
         );
         resp
+    }
+}
+
+impl Server {
+    /// `/stats/summary` (JSON) or `/metrics/resource` (Prometheus text), see `kubelet::stats`.
+    async fn stats(&self, summary: bool) -> Response<Body> {
+        use crate::kubelet::stats;
+        let snap = match self.stats.snapshot().await {
+            Ok(s) => s,
+            Err(e) => return status(503, "ServiceUnavailable", &e.to_string()),
+        };
+        let (body, content_type) = if summary {
+            let v = stats::summary::render(&snap, stats::summary::memory_capacity());
+            (
+                serde_json::to_vec(&v).unwrap_or_default(),
+                "application/json",
+            )
+        } else {
+            (
+                stats::resource::render(&snap).into_bytes(),
+                stats::resource::CONTENT_TYPE,
+            )
+        };
+        let mut r = Response::new(full(body));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        r
     }
 }
 
