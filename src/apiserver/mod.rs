@@ -301,7 +301,10 @@ async fn serve(
         "APIService availability",
         aggregator::availability::run(state.clone()),
     );
-    state.tasks.spawn("metrics.k8s.io scraper", metrics_api::scraper::run(state.clone()));
+    state.tasks.spawn(
+        "metrics.k8s.io scraper",
+        metrics_api::scraper::run(state.clone()),
+    );
     if let Some(r) = state.enforcement.rbac() {
         state.tasks.spawn("RBAC compiler", r.clone().run());
         state

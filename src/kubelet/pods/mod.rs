@@ -20,8 +20,8 @@ pub mod static_pods;
 pub mod status;
 pub mod stop;
 pub mod subpath;
-pub mod volume_ownership;
 pub mod token;
+pub mod volume_ownership;
 pub mod volumes;
 pub mod worker;
 
