@@ -173,8 +173,9 @@ fn api_services_are_served() {
         "{table}"
     );
 
-    // A user's APIService backed by a Service that does not exist yet.
-    let metrics = r#"{"apiVersion":"apiregistration.k8s.io/v1","kind":"APIService","metadata":{"name":"v1beta1.metrics.k8s.io"},"spec":{"group":"metrics.k8s.io","version":"v1beta1","groupPriorityMinimum":100,"versionPriority":100,"insecureSkipTLSVerify":true,"service":{"namespace":"kube-system","name":"metrics-server"}}}"#;
+    // A user's APIService backed by a Service that does not exist yet (custom metrics:
+    // `v1beta1.metrics.k8s.io` is served in-process and already registered).
+    let metrics = r#"{"apiVersion":"apiregistration.k8s.io/v1","kind":"APIService","metadata":{"name":"v1beta1.custom.metrics.k8s.io"},"spec":{"group":"custom.metrics.k8s.io","version":"v1beta1","groupPriorityMinimum":100,"versionPriority":100,"insecureSkipTLSVerify":true,"service":{"namespace":"kube-system","name":"metrics-server"}}}"#;
     let (code, created) = send(&s, "POST", base, "application/json", metrics);
     assert_eq!(code, 201, "{created}");
     let cond = &created["status"]["conditions"][0];
@@ -199,7 +200,7 @@ fn api_services_are_served() {
     let (code, updated) = send(
         &s,
         "PATCH",
-        &format!("{base}/v1beta1.metrics.k8s.io"),
+        &format!("{base}/v1beta1.custom.metrics.k8s.io"),
         "application/merge-patch+json",
         r#"{"metadata":{"labels":{"touched":"yes"}}}"#,
     );

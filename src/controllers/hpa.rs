@@ -96,7 +96,7 @@ fn samples(list: &[DynamicObject], resource: &str) -> BTreeMap<String, Sample> {
             let mut milli: i64 = 0;
             for c in pm.data["containers"].as_array()? {
                 let q = Quantity(c["usage"][resource].as_str()?.to_string());
-                let m = crate::kubelet::pods::resources::milli(&q)?;
+                let m = crate::api::quantity::Milli::parse(&q.0)?.0;
                 milli = milli.saturating_add(i64::try_from(m).ok()?);
             }
             Some((
@@ -139,7 +139,8 @@ fn resource_target(m: &MetricSpec) -> Result<(String, Target), String> {
                 .average_value
                 .as_ref()
                 .ok_or("averageValue is required for an AverageValue target")?;
-            let m = crate::kubelet::pods::resources::milli(q)
+            let m = crate::api::quantity::Milli::parse(&q.0)
+                .map(|m| m.0)
                 .and_then(|m| i64::try_from(m).ok())
                 .ok_or_else(|| format!("invalid averageValue {}", q.0))?;
             Target::AverageValue(m)

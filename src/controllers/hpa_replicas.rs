@@ -65,7 +65,8 @@ fn requests(pod: &Pod, resource: &str) -> Result<i64, String> {
             .and_then(|r| r.requests.as_ref())
             .and_then(|r| r.get(resource));
         let m = q
-            .and_then(crate::kubelet::pods::resources::milli)
+            .and_then(|q| crate::api::quantity::Milli::parse(&q.0))
+            .map(|m| m.0)
             .and_then(|m| i64::try_from(m).ok())
             .ok_or_else(|| {
                 format!(

@@ -192,6 +192,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             keep_duration: Duration::from_secs(args.history_seconds),
             keep_revisions: args.history_revisions,
             interval: Duration::from_secs(args.compaction_interval_seconds.max(1)),
+            // Servers on one etcd take turns (one compaction per interval for the cluster).
+            shared: on_etcd,
         },
         shutdown.clone().wait(),
     ));

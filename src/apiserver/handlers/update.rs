@@ -35,8 +35,9 @@ pub async fn update(ctx: &mut Ctx, body: Incoming) -> ApiResult<Response<Body>> 
     }
 }
 
-/// Tries of an unconditional write that keeps losing to concurrent writers.
-const RETRIES: usize = 5;
+/// Tries of an unconditional write that keeps losing to concurrent writers (upstream retries
+/// without bound; a key rotation re-encrypting a busy namespace is the usual competitor).
+const RETRIES: usize = storage::CAS_ATTEMPTS;
 
 /// Replace `current` (stored at `rev`) with `obj`. `status_only` is the /status subresource.
 /// Returns the stored object and the HTTP code.
