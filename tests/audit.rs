@@ -326,6 +326,11 @@ fn shipping_copies_verified_files_and_lets_pruning_proceed() {
     }
     let before = rotated_names(&dir);
     assert!(before.len() >= 2, "rotated: {before:?}");
+    // Read now: once shipped, the server's own background traffic may rotate and prune them.
+    let originals: Vec<Vec<u8>> = before
+        .iter()
+        .map(|name| std::fs::read(dir.join(name)).unwrap())
+        .collect();
     let archive = tempfile::tempdir().unwrap();
     let dest = archive.path().join("archive");
     let ship = |dest: &Path| {
@@ -349,10 +354,10 @@ fn shipping_copies_verified_files_and_lets_pruning_proceed() {
     let shipped = rotated_names(&dest);
     assert!(shipped.len() >= before.len(), "{shipped:?} vs {before:?}");
     assert_eq!(mark.trim(), shipped.last().unwrap());
-    for name in &before {
+    for (name, original) in before.iter().zip(&originals) {
         assert_eq!(
-            std::fs::read(dest.join(name)).unwrap(),
-            std::fs::read(dir.join(name)).unwrap(),
+            &std::fs::read(dest.join(name)).unwrap(),
+            original,
             "{name} differs"
         );
     }
