@@ -493,8 +493,8 @@ fn exec_tty_and_cp() {
     // busybox sh's prompt for root on a terminal.
     assert!(t.expect("# ", 30), "no prompt: {}", t.seen);
     t.write("echo ab$((2+3))cd\r");
-    // The terminal echoes the typed line, then the shell's answer.
-    assert!(t.expect("echo ab$((2+3))cd", 10), "no echo: {}", t.seen);
+    // The shell's answer (the typed line's echo can arrive split by the line editor's redraw
+    // escapes, so only the evaluated result is checked: it cannot come from the echo).
     assert!(t.expect("ab5cd", 10), "no answer: {}", t.seen);
     assert_stty_size(&mut t, 24, 80);
     t.resize(50, 132);
