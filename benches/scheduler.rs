@@ -224,10 +224,18 @@ async fn deployment_phase(
     let cpu = cpu_time(pid).saturating_sub(cpu0);
     let at = |t: Instant| t.duration_since(start).as_secs_f64();
     println!(
-        "{ns}: Deployment of {replicas} replicas: first pod {:.2} s after the create, all {replicas} pods created          at {:.2} s ({:.0} creates/s after the first), all bound at {:.2} s → {:.0} pods/s end to end;          server CPU {:.0} µs/pod (RS creates + schedule + bind + events); load {}",
+        "{ns}: Deployment of {replicas} replicas: first pod {:.2} s after the create, \
+         all {replicas} pods created at {:.2} s ({:.0} creates/s after the first), \
+         all bound at {:.2} s → {:.0} pods/s end to end; \
+         server CPU {:.0} µs/pod (RS creates + schedule + bind + events); load {}",
         at(seen.first_pod),
         at(seen.all_created),
-        replicas as f64 / seen.all_created.duration_since(seen.first_pod).as_secs_f64().max(1e-3),
+        replicas as f64
+            / seen
+                .all_created
+                .duration_since(seen.first_pod)
+                .as_secs_f64()
+                .max(1e-3),
         at(seen.all_bound),
         replicas as f64 / at(seen.all_bound).max(1e-3),
         cpu.as_secs_f64() * 1e6 / replicas as f64,
