@@ -53,7 +53,9 @@ fn events_are_one_object_served_by_two_apis() {
     let s = Server::start();
     s.settle();
     s.ok(&["create", "namespace", "ev"]);
-    let before = s.json(&["get", "events.v1.events.k8s.io", "-n", "ev", "-o", "json"]);
+    let before = s
+        .raw(Raw::get("/apis/events.k8s.io/v1/namespaces/ev/events"))
+        .json();
     let rv = before["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or_default()
