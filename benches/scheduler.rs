@@ -1,8 +1,8 @@
 //! Scheduler benchmark: a real `rampart server` (the binary cargo built for this profile, with
 //! its scheduler and controllers under leader election, no embedded agent), 5,000 Node objects
 //! (4 cores, 16Gi, 110 pods each, Ready), then 10,000 pods created by 32 clients as fast as the
-//! API takes them while the scheduler binds them; then a burst of 1,000 pods (the
-//! 1,000-replica Deployment stand-in: the Deployment controller is another issue's work);
+//! API takes them while the scheduler binds them; then a burst of 1,000 bare pods (no owner,
+//! created directly);
 //! then the scheduler alone on a backlog of 10,000 pending pods (created while the benchmark
 //! holds the scheduler's leader Lease, then released); then one Deployment of 1,000 replicas
 //! created through the API (Deployment → ReplicaSet → slow-start pod creates → scheduler),
