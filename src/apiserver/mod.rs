@@ -23,11 +23,13 @@
 //! | `node_proxy/` | the kubelet API: `pods/log`, exec and port-forward streams, `nodes/proxy` |
 //! | `crd/`, `merge/`, `protobuf/`, `table/` | formats and semantics: CRD schemas, patches and apply, protobuf bodies, Table output |
 //! | `storage.rs`, `stored_json.rs` | the one storage-access layer (keys, encode/decode) |
+//! | `conversion/` | versions served as views of another stored version (events.k8s.io Events, autoscaling/v1 HPAs) |
 //! | `registry.rs`, `status.rs`, `startup.rs` | what is served, the error type, start-up objects |
 
 mod admission;
 mod aggregator;
 mod context;
+mod conversion;
 pub mod crd;
 mod edge;
 pub mod endpoints;
