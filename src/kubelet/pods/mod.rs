@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod host_path;
 pub mod probe;
 pub mod pull;
+pub mod pvc;
 pub mod resources;
 pub mod static_pods;
 pub mod status;

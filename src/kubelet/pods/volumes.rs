@@ -12,7 +12,10 @@
 //! are written with upstream's `..data` symlink swap (`atomic_writer.rs`) and re-read by the
 //! worker every 10 s, so updates reach running pods atomically; projected volumes are
 //! rewritten the same way when their service-account token is due (`token.rs`). emptyDirs are
-//! 0777 as upstream's; the pod's `fsGroup` is applied by `volume_ownership.rs`. Not yet: PVCs.
+//! 0777 as upstream's; the pod's `fsGroup` is applied by `volume_ownership.rs`.
+//! `persistentVolumeClaim` volumes resolve to their PersistentVolume's host path (`pvc.rs`)
+//! and get the pod's `fsGroup` like emptyDir (following `fsGroupChangePolicy`) unless the
+//! claim is mounted `readOnly`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -45,6 +48,16 @@ pub async fn prepare(
         if let Some(hp) = &v.host_path {
             let p = super::host_path::prepare(hp)
                 .map_err(|e| format!("for volume {:?} : {e}", v.name))?;
+            out.insert(v.name.clone(), p);
+            continue;
+        }
+        if let Some(c) = &v.persistent_volume_claim {
+            let p = super::pvc::prepare(client, &ns, c)
+                .await
+                .map_err(|e| format!("for volume {:?} : {e}", v.name))?;
+            if p.is_dir() {
+                set_fs_group(pod, v, &p, false)?;
+            }
             out.insert(v.name.clone(), p);
             continue;
         }
@@ -233,7 +246,11 @@ fn set_fs_group(pod: &Pod, v: &Volume, dir: &Path, updated: bool) -> Result<(), 
         || v.secret.is_some()
         || v.projected.is_some()
         || v.downward_api.is_some();
-    if !readonly && v.empty_dir.is_none() {
+    let writable_claim = v
+        .persistent_volume_claim
+        .as_ref()
+        .is_some_and(|c| !super::pvc::read_only(c));
+    if !readonly && v.empty_dir.is_none() && !writable_claim {
         return Ok(());
     }
     let policy = if readonly || updated {
