@@ -15,7 +15,9 @@
 //!   (1 stdout, 2 stderr) until the container's output ends. A reader that falls 4 MiB
 //!   behind is dropped rather than stalling the log. With `stdinOnce` the shim gives its own
 //!   stdin end away with the first attach that takes it, so the container reads EOF once
-//!   that session ends (CRI `stdin_once`); later attaches get no stdin.
+//!   that session ends (CRI `stdin_once`); later attaches get no stdin. A pty master is no
+//!   pipe: its EOF for a `tty: true` container is a hang-up, so the agent says when that
+//!   session ended (`closeStdin`) and the shim closes the master, as containerd does.
 //!
 //! It outlives the agent: the agent reconnects to the socket after a restart and finds its
 //! containers with their PIDs, attempts (annotations) and times. Being single-threaded is
@@ -75,6 +77,14 @@ pub enum Request {
         id: String,
         #[serde(default)]
         stdin: bool,
+    },
+    /// The attach session that took container `id`'s stdin ended. For a `terminal` +
+    /// `stdinOnce` container the shim then closes the pty master (the terminal hangs up, as
+    /// containerd closes the console when its stdin copy ends), so the container's shell
+    /// reads EOF/EIO and exits; for any other container it changes nothing (a pipe's EOF
+    /// came with the agent closing its end).
+    CloseStdin {
+        id: String,
     },
 }
 
@@ -629,6 +639,7 @@ impl Shim {
                 }
                 None => {}
             },
+            Request::CloseStdin { id } => self.hang_up(&id),
             Request::Shutdown => {
                 self.shutting_down = true;
                 for c in self.ctrs.values().filter(|c| c.state.running) {
@@ -713,6 +724,34 @@ impl Shim {
             },
         );
         Ok(())
+    }
+
+    /// `tty` + `stdinOnce`: the session holding stdin ended, so the terminal hangs up (see
+    /// `Request::CloseStdin`). What the master still holds reaches the log first.
+    fn hang_up(&mut self, id: &str) {
+        let Some(c) = self.ctrs.get(id) else { return };
+        let p = &c.spec.process;
+        // `stdin` still here: no stdinOnce session has taken it, nothing to hang up.
+        if !(p.terminal && p.stdin && p.stdin_once && c.stdin.is_none() && c.state.running) {
+            return;
+        }
+        self.pump(id, true);
+        let Some(c) = self.ctrs.get_mut(id) else {
+            return;
+        };
+        if let Some((fd, mut stream)) = c.stdout.take() {
+            let mut sink = LogSink(c.log.as_mut());
+            let _ = stream.close(&mut sink);
+            drop(fd);
+            eprintln!("{} stdin of {id} closed: terminal hung up", now());
+        }
+        if c.stderr.is_none() {
+            for a in &mut c.attached {
+                a.done = true;
+                a.flush();
+            }
+            c.attached.retain(|a| !a.queue.is_empty());
+        }
     }
 
     /// Move what a pipe holds into the log; close it at EOF.
