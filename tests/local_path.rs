@@ -334,6 +334,12 @@ fn a_pod_writes_its_claim_and_the_next_pod_reads_it() {
     s.ok(&["delete", "pod", "writer", "--wait=true", "--timeout=60s"]);
     let removed = eventually(Duration::from_secs(30), || !pod_dir.exists());
     assert!(removed, "{} was not removed", pod_dir.display());
+    // Its tmpfs volumes (the injected kube-api-access token volume) went with it.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(uid.as_str()),
+        "mounts of the deleted pod left: {mounts}"
+    );
     assert!(
         Path::new(&path).join("file").is_file(),
         "the claim's data went with the pod"

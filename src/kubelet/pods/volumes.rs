@@ -7,7 +7,7 @@
 //! Files are written under `<pod dir>/volumes/<name>/` with `defaultMode`/`mode` (upstream's
 //! 0644 default), replaced atomically per file. `secret` and `projected` volumes (tokens,
 //! secrets) live on a tmpfs mounted there first, so they never reach the disk (as upstream);
-//! `unmount_all` takes them down when the pod goes. `emptyDir` with `medium: Memory` is a
+//! `cleanup.rs` takes them down when the pod goes. `emptyDir` with `medium: Memory` is a
 //! tmpfs of `sizeLimit`; `hostPath` is checked by `host_path.rs`. configMap and secret volumes
 //! are written with upstream's `..data` symlink swap (`atomic_writer.rs`) and re-read by the
 //! worker every 10 s, so updates reach running pods atomically; projected volumes are
@@ -462,19 +462,4 @@ fn ensure_tmpfs(dir: &Path, size: Option<u64>) -> Result<(), String> {
         ),
     )
     .map_err(|e| format!("tmpfs for {}: {e}", dir.display()))
-}
-
-/// Unmount the pod's tmpfs volumes (before its directory is removed).
-pub fn unmount_all(pod_dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(pod_dir.join("volumes")) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if is_mount_point(&p) {
-            if let Err(err) = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
-                tracing::warn!(path = %p.display(), error = %err, "cannot unmount a pod volume");
-            }
-        }
-    }
 }
