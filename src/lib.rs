@@ -22,3 +22,4 @@ pub mod roles;
 pub mod scheduler;
 pub mod store;
 pub mod test_hooks;
+pub mod tls;

@@ -143,20 +143,29 @@ fn named_modules(path: &[String], text: &str) -> Vec<(usize, String)> {
 
 /// Modules `module` may name with `crate::`; `None` means no restriction.
 fn allowed(module: &str) -> Option<&'static [&'static str]> {
-    // `netfilter` (nftables over netlink) knows nothing of Kubernetes: any leaf may use it.
-    const LEAVES: &[&str] = &["api", "client", "netfilter"];
+    // `netfilter` (nftables over netlink) and `tls` (the one rustls client-config builder)
+    // know nothing of Kubernetes or the cluster: any module may use them.
+    const LEAVES: &[&str] = &["api", "client", "netfilter", "tls"];
     match module {
         "scheduler" | "controllers" | "proxy" | "dns" => Some(LEAVES),
         // The kubelet also reads the test feature's hooks (token refresh timing).
-        "kubelet" => Some(&["api", "client", "netfilter", "test_hooks"]),
+        "kubelet" => Some(&["api", "client", "netfilter", "tls", "test_hooks"]),
         "store" => Some(&["store"]),
-        "netfilter" => Some(&[]),
-        "api" | "client" | "pki" => Some(&["api", "client", "pki"]),
+        "netfilter" | "tls" => Some(&[]),
+        "api" | "client" | "pki" => Some(&["api", "client", "pki", "tls"]),
         // Authentication, authorization, admission decisions and audit: no store, no HTTP.
-        "auth" => Some(&["auth", "api", "pki", "test_hooks"]),
+        "auth" => Some(&["auth", "api", "pki", "tls", "test_hooks"]),
         // The API server: the store's only user besides the composition roots; never the
         // node, the control loops or the CLI.
-        "apiserver" => Some(&["apiserver", "api", "auth", "pki", "store", "test_hooks"]),
+        "apiserver" => Some(&[
+            "apiserver",
+            "api",
+            "auth",
+            "pki",
+            "store",
+            "tls",
+            "test_hooks",
+        ]),
         "test_hooks" => Some(&["test_hooks"]),
         _ => None,
     }
@@ -294,6 +303,30 @@ fn storage_keys_are_built_only_by_the_storage_layer() {
     assert!(
         found.is_empty(),
         "storage keys spelled outside src/apiserver/storage.rs (use its constructors):\n{}",
+        found.join("\n")
+    );
+}
+
+/// Every outgoing TLS connection is configured by `crate::tls::client`: no other file builds
+/// a rustls `ClientConfig` or implements a certificate verifier (a second "skip verify" is
+/// how trust decisions drift apart).
+#[test]
+fn rustls_client_configs_are_built_only_by_the_tls_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files.iter().filter(|f| !f.starts_with(src.join("tls"))) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (line, code) in code_lines(&text) {
+            if code.contains("ClientConfig::builder") || code.contains("ServerCertVerifier for") {
+                found.push(format!("{}:{line}: {}", file.display(), code.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "rustls client configuration outside src/tls/ (use crate::tls::client):\n{}",
         found.join("\n")
     );
 }

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use super::authn::TokenAuthenticator;
 use super::UserInfo;
+use crate::tls::client::{client_config, Error as TlsError, Trust};
 
 /// Minimum time between two key fetches triggered by unknown `kid`s.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -82,33 +83,20 @@ impl Authenticator {
         if cfg.client_id.is_empty() {
             return Err(Error::Config("--oidc-client-id is required".into()));
         }
-        let mut roots = rustls::RootCertStore::empty();
-        match &cfg.ca_pem {
-            Some(pem) => {
-                use rustls::pki_types::pem::PemObject;
-                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                    let cert = cert.map_err(|e| Error::Config(format!("--oidc-ca-file: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| Error::Config(format!("--oidc-ca-file: {e}")))?;
-                }
-                if roots.is_empty() {
-                    return Err(Error::Config("--oidc-ca-file holds no certificate".into()));
-                }
-            }
+        let trust = match &cfg.ca_pem {
+            Some(pem) => Trust::Pem(pem.as_bytes()),
             None => {
+                let mut roots = rustls::RootCertStore::empty();
                 for cert in rustls_native_certs::load_native_certs().certs {
                     let _ = roots.add(cert);
                 }
+                Trust::Roots(roots)
             }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        };
+        let tls = client_config(trust, None, &[]).map_err(|e| match e {
+            TlsError::NoAnchor => Error::Config("--oidc-ca-file holds no certificate".into()),
+            e => Error::Config(format!("--oidc-ca-file: {e}")),
+        })?;
         let username_prefix = match cfg.username_prefix.as_deref() {
             Some("-") => String::new(),
             Some(p) => p.to_string(),
@@ -118,7 +106,7 @@ impl Authenticator {
         Ok(Authenticator {
             cfg,
             username_prefix,
-            tls: Arc::new(tls),
+            tls,
             cache: tokio::sync::Mutex::new(Cache::default()),
         })
     }

@@ -10,7 +10,6 @@
 //! your own CA).
 
 mod authority;
-pub mod client_tls;
 pub mod csr;
 mod files;
 pub mod inventory;

@@ -42,8 +42,8 @@ pub async fn fetch_cacerts_unverified(server: &str) -> anyhow::Result<String> {
         .to_string();
     let port = uri.port_u16().unwrap_or(6443);
     // Any server certificate: this one fetch is pinned by the CA hash in the token.
-    let config = crate::pki::client_tls::client_config(
-        crate::pki::client_tls::Trust::AnyServer,
+    let config = crate::tls::client::client_config(
+        crate::tls::client::Trust::AnyServer,
         None,
         &[b"http/1.1"],
     )

@@ -260,7 +260,7 @@ pub(super) async fn endpoint(state: &State, target: &Target) -> ApiResult<String
 }
 
 fn tls_config(state: &State, target: &Target) -> ApiResult<Arc<rustls::ClientConfig>> {
-    use crate::pki::client_tls::{client_config, ClientIdentity, Error, Trust};
+    use crate::tls::client::{client_config, ClientIdentity, Error, Trust};
     let m = state.tls.authority().current();
     let ident = m.identity(FRONT_PROXY_CLIENT).ok_or_else(|| {
         ApiError::internal("extension API server TLS: no front-proxy client certificate")

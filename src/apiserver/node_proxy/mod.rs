@@ -25,13 +25,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 use super::status::{ApiError, ApiResult};
 use super::{storage, State};
 use crate::apiserver::edge::body::Body;
+use crate::tls::client::{client_config, ClientIdentity, Trust};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a kubelet's error answer is read.
@@ -85,25 +85,15 @@ fn tls_config(state: &State) -> ApiResult<Arc<rustls::ClientConfig>> {
     let ident = m
         .identity("apiserver-kubelet-client")
         .ok_or_else(|| bad("no apiserver-kubelet-client certificate"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(anchor.as_bytes()) {
-        let c = c.map_err(|e| bad(&e.to_string()))?;
-        roots.add(c).map_err(|e| bad(&e.to_string()))?;
-    }
-    let chain = CertificateDer::pem_slice_iter(ident.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(&e.to_string()))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(ident.key_pem.as_bytes()).map_err(|e| bad(&e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| bad(&e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| bad(&e.to_string()))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    client_config(
+        Trust::Pem(anchor.as_bytes()),
+        Some(ClientIdentity {
+            cert_pem: ident.cert_pem.as_bytes(),
+            key_pem: ident.key_pem.as_bytes(),
+        }),
+        &[b"http/1.1"],
+    )
+    .map_err(|e| bad(&e.to_string()))
 }
 
 /// Send `GET path_and_query` to the kubelet of `node`; the response as the kubelet gave it.

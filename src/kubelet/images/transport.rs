@@ -17,12 +17,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::DigitallySignedStruct;
+use rustls::pki_types::ServerName;
 
 use super::registries::Tls;
+use crate::tls::client::{client_config, roots_from_pem, ClientIdentity, Error as TlsError, Trust};
 
 const CONNECT: Duration = Duration::from_secs(10);
 const HEADERS: Duration = Duration::from_secs(30);
@@ -42,16 +40,11 @@ pub fn display_url(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_string()
 }
 
-/// Build the rustls client configuration for an endpoint's `tls` settings.
+/// Build the rustls client configuration for an endpoint's `tls` settings (through the one
+/// builder, `crate::tls::client`).
 pub fn tls_config(tls: Option<&Tls>) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    let builder = if tls.is_some_and(|t| t.insecure_skip_verify) {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+    let trust = if tls.is_some_and(|t| t.insecure_skip_verify) {
+        Trust::AnyServer
     } else {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_native_certs::load_native_certs().certs {
@@ -60,41 +53,36 @@ pub fn tls_config(tls: Option<&Tls>) -> Result<Arc<rustls::ClientConfig>, Error>
         if let Some(ca) = tls.and_then(|t| t.ca_file.as_ref()) {
             let pem = std::fs::read(ca)
                 .map_err(|e| Error::Tls(format!("ca_file {}: {e}", ca.display())))?;
-            let mut n = 0;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert =
-                    cert.map_err(|e| Error::Tls(format!("ca_file {}: {e}", ca.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| Error::Tls(format!("ca_file {}: {e}", ca.display())))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(Error::Tls(format!(
-                    "ca_file {} holds no certificate",
-                    ca.display()
-                )));
-            }
+            roots_from_pem(&pem, &mut roots)
+                .map_err(|e| Error::Tls(format!("ca_file {}: {e}", ca.display())))?;
         }
-        builder.with_root_certificates(roots)
+        Trust::Roots(roots)
     };
-    let mut cfg = match tls.and_then(|t| t.cert_file.as_ref().zip(t.key_file.as_ref())) {
+    let files = tls.and_then(|t| t.cert_file.as_ref().zip(t.key_file.as_ref()));
+    let identity = match files {
         Some((cert, key)) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .and_then(|i| i.collect::<Result<_, _>>())
+            let cert_pem = std::fs::read(cert)
                 .map_err(|e| Error::Tls(format!("cert_file {}: {e}", cert.display())))?;
             // The key's content never enters a message.
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|_| {
-                Error::Tls(format!("key_file {}: not a PEM private key", key.display()))
-            })?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| Error::Tls(format!("client certificate: {e}")))?
+            let key_pem = std::fs::read(key)
+                .map_err(|e| Error::Tls(format!("key_file {}: {e}", key.display())))?;
+            Some((cert_pem, key_pem))
         }
-        None => builder.with_no_client_auth(),
+        None => None,
     };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    let identity = identity
+        .as_ref()
+        .map(|(cert_pem, key_pem)| ClientIdentity { cert_pem, key_pem });
+    client_config(trust, identity, &[b"http/1.1"]).map_err(|e| match (e, files) {
+        (e @ (TlsError::ClientCertPem(_) | TlsError::ClientKeyPem), Some((cert, key))) => {
+            Error::Tls(format!(
+                "client certificate {} / key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        }
+        (e, _) => Error::Tls(e.to_string()),
+    })
 }
 
 /// Send one request; the response body streams from the still-open connection.
@@ -225,54 +213,4 @@ pub async fn read_limited(body: &mut Incoming, url: &str, limit: usize) -> Resul
         out.extend_from_slice(&chunk);
     }
     Ok(out)
-}
-
-/// `insecure_skip_verify`: any chain and name, but the handshake is still signed by the
-/// certificate's key.
-#[derive(Debug)]
-struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -1,6 +1,6 @@
 //! The one rustls client configuration builder: every outgoing TLS connection Rampart makes
-//! (the aggregator to extension API servers, a joining server fetching `/cacerts`, the
-//! kubelet pulling images) is configured here, so the crypto provider (`ring`), the protocol
+//! (the aggregator to extension API servers, the API server to a kubelet, a joining server
+//! fetching `/cacerts`, the kubelet pulling images) is configured here, so the crypto provider (`ring`), the protocol
 //! versions (TLS 1.3 and 1.2), the trust decision and the "skip verification" verifier exist
 //! once.
 //!
