@@ -4,7 +4,9 @@
 //! `Utilization` metric and back; what v1 cannot say (other metrics, behavior, conditions,
 //! current metrics) travels in the `autoscaling.alpha.kubernetes.io/*` annotations, so a
 //! write through v1 keeps it; the controller's v2 status shows through v1; `kubectl get
-//! hpa.v1.autoscaling` prints a table. No metrics needed: the targets do not exist, so the
+//! horizontalpodautoscalers.v1.autoscaling` prints a table. (kubectl's short-name expansion
+//! drops the version: `hpa.v1.autoscaling` asks for the preferred v2, on upstream too, so the
+//! test names the resource in full.) No metrics needed: the targets do not exist, so the
 //! controller reports `FailedGetScale`, which is status enough to convert.
 
 mod harness;
@@ -63,7 +65,13 @@ fn autoscaling_v1_is_a_view_of_v2() {
 
     // v1 → v2: the CPU target becomes a Resource metric.
     s.ok_in(&["apply", "-f", "-"], V1);
-    let v2 = s.json(&["get", "hpa.v2.autoscaling", "old", "-o", "json"]);
+    let v2 = s.json(&[
+        "get",
+        "horizontalpodautoscalers.v2.autoscaling",
+        "old",
+        "-o",
+        "json",
+    ]);
     assert_eq!(v2["apiVersion"], "autoscaling/v2");
     let m = &v2["spec"]["metrics"][0];
     assert_eq!(m["type"], "Resource", "{v2:#}");
@@ -71,14 +79,26 @@ fn autoscaling_v1_is_a_view_of_v2() {
     assert_eq!(m["resource"]["target"]["type"], "Utilization", "{v2:#}");
     assert_eq!(m["resource"]["target"]["averageUtilization"], 60, "{v2:#}");
     assert_eq!(v2["spec"]["minReplicas"], 2, "{v2:#}");
-    let v1 = s.json(&["get", "hpa.v1.autoscaling", "old", "-o", "json"]);
+    let v1 = s.json(&[
+        "get",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "old",
+        "-o",
+        "json",
+    ]);
     assert_eq!(v1["apiVersion"], "autoscaling/v1");
     assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60, "{v1:#}");
     assert!(v1["spec"].get("metrics").is_none(), "{v1:#}");
 
     // v2 → v1: CPU as the percentage, the rest in upstream's annotations.
     s.ok_in(&["apply", "-f", "-"], V2);
-    let v1 = s.json(&["get", "hpa.v1.autoscaling", "new", "-o", "json"]);
+    let v1 = s.json(&[
+        "get",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "new",
+        "-o",
+        "json",
+    ]);
     assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50, "{v1:#}");
     let other = annotation(&v1, "autoscaling.alpha.kubernetes.io/metrics");
     assert_eq!(other[0]["type"], "Pods", "{v1:#}");
@@ -96,13 +116,19 @@ fn autoscaling_v1_is_a_view_of_v2() {
     // A write through v1 keeps what only v2 can say.
     s.ok(&[
         "patch",
-        "hpa.v1.autoscaling",
+        "horizontalpodautoscalers.v1.autoscaling",
         "new",
         "--type=merge",
         "-p",
         r#"{"spec":{"maxReplicas":7,"targetCPUUtilizationPercentage":70}}"#,
     ]);
-    let v2 = s.json(&["get", "hpa.v2.autoscaling", "new", "-o", "json"]);
+    let v2 = s.json(&[
+        "get",
+        "horizontalpodautoscalers.v2.autoscaling",
+        "new",
+        "-o",
+        "json",
+    ]);
     assert_eq!(v2["spec"]["maxReplicas"], 7, "{v2:#}");
     let metrics = v2["spec"]["metrics"]
         .as_array()
@@ -131,7 +157,13 @@ fn autoscaling_v1_is_a_view_of_v2() {
 
     // The controller's status (v2 conditions) shows through v1's conditions annotation.
     let reported = eventually(Duration::from_secs(30), || {
-        let v1 = s.json(&["get", "hpa.v1.autoscaling", "old", "-o", "json"]);
+        let v1 = s.json(&[
+            "get",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "old",
+            "-o",
+            "json",
+        ]);
         annotation(&v1, "autoscaling.alpha.kubernetes.io/conditions")
             .as_array()
             .is_some_and(|cs| {
@@ -139,11 +171,17 @@ fn autoscaling_v1_is_a_view_of_v2() {
                     .any(|c| c["type"] == "AbleToScale" && c["reason"] == "FailedGetScale")
             })
     });
-    let v1 = s.json(&["get", "hpa.v1.autoscaling", "old", "-o", "json"]);
+    let v1 = s.json(&[
+        "get",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "old",
+        "-o",
+        "json",
+    ]);
     assert!(reported, "{v1:#}");
 
     // Tables through both versions.
-    let table = s.ok(&["get", "hpa.v1.autoscaling"]);
+    let table = s.ok(&["get", "horizontalpodautoscalers.v1.autoscaling"]);
     assert!(
         table.contains("old") && table.contains("new") && table.contains("REFERENCE"),
         "{table}"
@@ -151,6 +189,6 @@ fn autoscaling_v1_is_a_view_of_v2() {
     assert!(s.ok(&["get", "hpa"]).contains("Deployment/missing-b"));
 
     // Deleting through v1 deletes the one object.
-    s.ok(&["delete", "hpa.v1.autoscaling", "new"]);
-    s.fails(&["get", "hpa.v2.autoscaling", "new"]);
+    s.ok(&["delete", "horizontalpodautoscalers.v1.autoscaling", "new"]);
+    s.fails(&["get", "horizontalpodautoscalers.v2.autoscaling", "new"]);
 }

@@ -472,3 +472,67 @@ impl Cache {
         self.assumed.insert(uid);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, zone: &str) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": name,
+                "labels": {ZONE_LABEL: zone}}}))
+            .unwrap(),
+        )
+    }
+
+    fn pod(uid: &str, node: &str) -> PodInfo {
+        PodInfo::new(Arc::new(
+            serde_json::from_value(
+                json!({"metadata": {"name": uid, "uid": uid, "namespace": "d",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                                     "uid": "owner", "controller": true}]},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}}),
+            )
+            .unwrap(),
+        ))
+    }
+
+    fn zone(c: &Cache, z: &str) -> i64 {
+        c.owner_zones
+            .get("owner")
+            .and_then(|m| m.get(z))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn owner_counts_follow_pods_and_nodes() {
+        let mut c = Cache::default();
+        c.upsert_node(node("a", "z1"));
+        c.upsert_node(node("b", "z2"));
+        c.place(pod("p1", "a"));
+        c.place(pod("p2", "a"));
+        // Seen before its node: counted when the node arrives.
+        c.place(pod("p3", "c"));
+        assert_eq!(c.nodes["a"].owners["owner"], 2);
+        assert_eq!((zone(&c, "z1"), zone(&c, "z2")), (2, 0));
+        c.upsert_node(node("c", "z2"));
+        assert_eq!(zone(&c, "z2"), 1);
+        // Placing the same pod again changes nothing; moving it moves the count.
+        c.place(pod("p1", "a"));
+        assert_eq!(zone(&c, "z1"), 2);
+        c.place(pod("p1", "b"));
+        assert_eq!((zone(&c, "z1"), zone(&c, "z2")), (1, 2));
+        assert_eq!(c.nodes["a"].owners["owner"], 1);
+        // A relabelled node takes its pods to the new zone.
+        c.upsert_node(node("a", "z3"));
+        assert_eq!((zone(&c, "z1"), zone(&c, "z3")), (0, 1));
+        // Removed pods and nodes stop counting; nothing is left behind.
+        c.remove_pod("p2");
+        c.remove_node("b");
+        c.remove_pod("p3");
+        assert!(c.owner_zones.is_empty(), "{:?}", c.owner_zones);
+        assert!(c.nodes["a"].owners.is_empty());
+    }
+}
