@@ -247,6 +247,51 @@ fn peer(n: usize) {
         ms(pct(&mut one.clone(), 0.5)),
         ms(pct(&mut one, 0.99)),
     );
+    // Which single operations pay the kernel's whole-table validation at commit
+    // (`nft_table_validate`, run when a transaction set NFT_VALIDATE_NEED): one `nft -f`
+    // per operation on the full table, p50 of 20 (the process start is in every figure).
+    let svc0 = "service-00000000-bench/s0/tcp/http";
+    type Probe = Box<dyn Fn(usize) -> String>;
+    let kinds: [(&str, Probe); 5] = [
+        (
+            "vmap element, accept (no jump)",
+            Box::new(|k| {
+                format!(
+                    "add element ip bench service-ips {{ 10.43.250.{} . tcp . 81 : accept }}\n",
+                    k + 1
+                )
+            }),
+        ),
+        (
+            "vmap element, goto an existing chain",
+            Box::new(move |k| {
+                format!("add element ip bench service-ips {{ 10.43.251.{} . tcp . 81 : goto {svc0} }}\n", k + 1)
+            }),
+        ),
+        (
+            "new empty chain",
+            Box::new(|k| format!("add chain ip bench probe-empty-{k}\n")),
+        ),
+        (
+            "new chain + DNAT rule (unreferenced)",
+            Box::new(|k| {
+                format!("add chain ip bench probe-dnat-{k}\nadd rule ip bench probe-dnat-{k} meta l4proto tcp dnat to 10.42.250.{}:8080\n", k + 1)
+            }),
+        ),
+        (
+            "new chain + rule jumping to an existing chain",
+            Box::new(|k| {
+                format!("add chain ip bench probe-jump-{k}\nadd rule ip bench probe-jump-{k} jump mark-for-masquerade\n")
+            }),
+        ),
+    ];
+    for (what, f) in &kinds {
+        let mut t: Vec<Duration> = (0..20).map(|k| nft_f(&f(k))).collect();
+        println!(
+            "nft -f   {n:>6} services x {EPS}: {what}: p50 {}",
+            ms(pct(&mut t, 0.5))
+        );
+    }
 }
 
 fn main() {

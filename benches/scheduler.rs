@@ -1,10 +1,12 @@
 //! Scheduler benchmark: a real `rampart server` (the binary cargo built for this profile, with
 //! its scheduler and controllers under leader election, no embedded agent), 5,000 Node objects
 //! (4 cores, 16Gi, 110 pods each, Ready), then 10,000 pods created by 32 clients as fast as the
-//! API takes them while the scheduler binds them; then a burst of 1,000 pods (the
-//! 1,000-replica Deployment stand-in: the Deployment controller is another issue's work);
+//! API takes them while the scheduler binds them; then a burst of 1,000 bare pods (no owner,
+//! created directly);
 //! then the scheduler alone on a backlog of 10,000 pending pods (created while the benchmark
-//! holds the scheduler's leader Lease, then released).
+//! holds the scheduler's leader Lease, then released); then one Deployment of 1,000 replicas
+//! created through the API (Deployment → ReplicaSet → slow-start pod creates → scheduler),
+//! timed from its create until every pod is bound.
 //!
 //! Prints: node and pod create rates, and the scheduling throughput — pods bound per second
 //! from the first create to the last binding, as seen by a watch — plus how far the last
@@ -25,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -137,6 +140,108 @@ fn watch_bound(
         }
         None
     })
+}
+
+/// From a watch of `ns`: when the first pod appeared, when `want` pods existed and when
+/// `want` were bound.
+struct Seen {
+    first_pod: Instant,
+    all_created: Instant,
+    all_bound: Instant,
+}
+
+fn watch_created_and_bound(
+    c: kube::Client,
+    ns: &str,
+    want: usize,
+) -> tokio::task::JoinHandle<Option<Seen>> {
+    let api: Api<Pod> = Api::namespaced(c, ns);
+    tokio::spawn(async move {
+        let (mut seen, mut bound) = (HashSet::new(), HashSet::new());
+        let (mut first_pod, mut all_created) = (None, None);
+        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects());
+        while let Some(p) = stream.next().await {
+            let Ok(p) = p else { continue };
+            let now = Instant::now();
+            first_pod.get_or_insert(now);
+            let name = p.metadata.name.clone().unwrap_or_default();
+            seen.insert(name.clone());
+            if seen.len() >= want {
+                all_created.get_or_insert(now);
+            }
+            if p.spec.and_then(|s| s.node_name).is_some() {
+                bound.insert(name);
+                if bound.len() >= want {
+                    return Some(Seen {
+                        first_pod: first_pod.unwrap_or(now),
+                        all_created: all_created.unwrap_or(now),
+                        all_bound: now,
+                    });
+                }
+            }
+        }
+        None
+    })
+}
+
+/// The real 1,000-replica Deployment: one create through the API, then the Deployment
+/// controller makes a ReplicaSet, the ReplicaSet controller creates the pods in slow-start
+/// batches (1, 2, 4, ... 500 per sync, as upstream) and the scheduler binds them.
+async fn deployment_phase(
+    clients: &[kube::Client],
+    pid: u32,
+    ns: &str,
+    replicas: usize,
+) -> Result<(), String> {
+    let c = &clients[0];
+    namespace(c, ns).await?;
+    let watch = watch_created_and_bound(c.clone(), ns, replicas);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deploy: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "bench"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "bench"}},
+            "template": {"metadata": {"labels": {"app": "bench"}}, "spec": {"containers": [{
+                "name": "app", "image": "registry.k8s.io/pause:3.10",
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}
+    }))
+    .map_err(|e| e.to_string())?;
+    let cpu0 = cpu_time(pid);
+    let start = Instant::now();
+    Api::<Deployment>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &deploy)
+        .await
+        .map_err(|e| format!("deployment: {e}"))?;
+    let seen = match tokio::time::timeout(Duration::from_secs(600), watch).await {
+        Ok(Ok(Some(s))) => s,
+        _ => {
+            return Err(format!(
+                "not all {replicas} pods of the Deployment were bound within 10 minutes"
+            ))
+        }
+    };
+    let cpu = cpu_time(pid).saturating_sub(cpu0);
+    let at = |t: Instant| t.duration_since(start).as_secs_f64();
+    println!(
+        "{ns}: Deployment of {replicas} replicas: first pod {:.2} s after the create, \
+         all {replicas} pods created at {:.2} s ({:.0} creates/s after the first), \
+         all bound at {:.2} s → {:.0} pods/s end to end; \
+         server CPU {:.0} µs/pod (RS creates + schedule + bind + events); load {}",
+        at(seen.first_pod),
+        at(seen.all_created),
+        replicas as f64
+            / seen
+                .all_created
+                .duration_since(seen.first_pod)
+                .as_secs_f64()
+                .max(1e-3),
+        at(seen.all_bound),
+        replicas as f64 / at(seen.all_bound).max(1e-3),
+        cpu.as_secs_f64() * 1e6 / replicas as f64,
+        load_average(),
+    );
+    Ok(())
 }
 
 /// Write the scheduler's leader Lease: `holder` for an hour (the running scheduler sees it
@@ -354,7 +459,7 @@ async fn run(kubeconfig: &Path, pid: u32, scale: f64) -> Result<(), String> {
         wall.as_secs_f64(),
         nodes as f64 / wall.as_secs_f64()
     );
-    // `BENCH_PHASES=backlog` (comma-separated: creates, pods, burst, backlog) runs a subset.
+    // `BENCH_PHASES=backlog` (comma-separated: creates, pods, burst, backlog, deployment) runs a subset.
     let phases = std::env::var("BENCH_PHASES").unwrap_or_default();
     let on = |p: &str| phases.is_empty() || phases.split(',').any(|x| x.trim() == p);
     if on("creates") {
@@ -368,6 +473,9 @@ async fn run(kubeconfig: &Path, pid: u32, scale: f64) -> Result<(), String> {
     }
     if on("backlog") {
         backlog_phase(&clients, pid, "bench-backlog", pods).await?;
+    }
+    if on("deployment") {
+        deployment_phase(&clients, pid, "bench-deploy", burst).await?;
     }
     Ok(())
 }

@@ -460,6 +460,52 @@ fn run_and_attach() {
         .ok(&["delete", "pod", "att", "tick", "tty", "--wait=false"]);
 }
 
+/// `kubectl run -it --rm --restart=Never` (`tty: true`, `stdinOnce: true`) with piped input:
+/// when the input ends the container's terminal hangs up (upstream's stdinOnce EOF, which a
+/// pty gets as a hang-up), so the shell exits, kubectl returns and `--rm` deletes the pod.
+#[test]
+fn run_tty_stdin_once_ends_with_its_input() {
+    require_privileged!();
+    let n = start();
+    let overrides = format!(r#"{{"spec":{{"nodeName":"{}"}}}}"#, n.name);
+    let mut child = Command::new(kubectl_bin())
+        .args([
+            "run",
+            "rtty",
+            "-it",
+            "--rm",
+            "--restart=Never",
+            "--image=busybox:test",
+            "--image-pull-policy=Never",
+            "--overrides",
+            &overrides,
+            "--",
+            "sh",
+        ])
+        .env("KUBECONFIG", n.server.kubeconfig())
+        .env("HOME", n.home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"echo answer-$((6*7))\n").unwrap();
+        // Dropped: kubectl's input ends here, and it closes the container's stdin.
+    }
+    let o = harness::wait_bounded(child, Duration::from_secs(90), "kubectl run -it");
+    let all = text(&o);
+    assert!(
+        all.contains("answer-42"),
+        "the shell never ran the input: {all}"
+    );
+    let gone = eventually(Duration::from_secs(30), || {
+        !n.server.kubectl(&["get", "pod", "rtty"]).status.success()
+    });
+    assert!(gone, "--rm did not delete the pod: {all}");
+}
+
 /// `stty size` until it prints `rows cols` (a resize travels asynchronously).
 fn assert_stty_size(t: &mut kubelet_support::pty::Pty, rows: u16, cols: u16) {
     let want = format!("{rows} {cols}");

@@ -427,6 +427,13 @@ fn service_cidr_flag_sets_the_cluster_ip_range() {
     ]);
     let k = s.json(&["get", "service", "kubernetes", "-n", "default"]);
     assert_eq!(k["spec"]["clusterIP"], "10.96.0.1", "{k:#}");
+    // The server was started on `--https-port 0`: what service proxies read (the
+    // EndpointSlice) and the Service's targetPort carry the port it really listens on, not
+    // 0 (a pod's `kubernetes.default` would be refused).
+    assert_eq!(k["spec"]["ports"][0]["targetPort"], s.port, "{k:#}");
+    let slice = s.json(&["get", "endpointslice", "kubernetes", "-n", "default"]);
+    assert_eq!(slice["ports"][0]["port"], s.port, "{slice:#}");
+    assert_eq!(slice["ports"][0]["name"], "https", "{slice:#}");
     s.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
     let web = s.json(&["get", "service", "web"]);
     let ip: Ipv4Addr = web["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();

@@ -6,7 +6,8 @@
 //! 192.168.77.1). Services and EndpointSlices are created through the API; traffic goes only
 //! to addresses inside these namespaces.
 //!
-//! Checked: ClusterIP load-balancing over every backend, NodePort from the other namespace,
+//! Checked: ClusterIP load-balancing over every backend, a "pod" reaching the apiserver
+//! through the `kubernetes` Service (its endpoint is the node itself), NodePort from the other namespace,
 //! an immediate ECONNREFUSED for a Service without endpoints, ClientIP session affinity,
 //! externalTrafficPolicy Local, a LoadBalancer Service published by the built-in ServiceLB and
 //! reached at its ingress IP from outside, the health check node port of Local load
@@ -102,6 +103,49 @@ fn ask(addr: &str) -> Result<String, std::io::Error> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
+}
+
+/// `GET /healthz` over TLS at `addr`, the server verified against the cluster CA under the
+/// in-cluster name `kubernetes.default.svc`, as `identity` (cert, key PEM).
+fn healthz(addr: &str, ca_pem: &str, identity: (String, String)) -> std::io::Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let bad = |e: String| std::io::Error::other(e);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(identity.0.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .map_err(|e| bad(e.to_string()))?;
+    let name = ServerName::try_from("kubernetes.default.svc").map_err(|e| bad(e.to_string()))?;
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| bad(e.to_string()))?;
+    let a: SocketAddr = addr
+        .parse()
+        .map_err(|_| bad(format!("bad address {addr}")))?;
+    let mut sock = TcpStream::connect_timeout(&a, Duration::from_secs(2))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    tls.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: kubernetes.default.svc\r\nConnection: close\r\n\r\n",
+    )?;
+    let mut out = Vec::new();
+    // A close without close_notify still leaves the answer read.
+    let _ = tls.read_to_end(&mut out);
+    Ok(String::from_utf8_lossy(&out).to_string())
 }
 
 fn ask_from(ns: &str, addr: &'static str) -> Result<String, std::io::Error> {
@@ -238,6 +282,10 @@ fn services_work_through_nftables_programmed_over_netlink() {
         NODE,
         "--advertise-address",
         "192.168.77.1",
+        // On the node's addresses too (this namespace only): pods reach it through the
+        // `kubernetes` Service, whose endpoint is the advertised address.
+        "--bind-address",
+        "0.0.0.0",
     ]);
 
     let three = [
@@ -293,6 +341,21 @@ fn services_work_through_nftables_programmed_over_netlink() {
     );
     let seen: BTreeSet<String> = (0..40).filter_map(|_| ask("10.43.0.50:80").ok()).collect();
     assert_eq!(seen.len(), 3, "load-balanced over every backend: {seen:?}");
+
+    // A pod reaches the apiserver through the `kubernetes` ClusterIP, whose endpoint is the
+    // node itself (upstream's single-node case): verified TLS under the in-cluster name,
+    // and `/healthz` answers.
+    let (ca, id) = (s.ca_pem(), s.admin_identity());
+    let mut reply = String::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let (ca, id) = (ca.clone(), id.clone());
+            reply = in_ns(&pods, move || healthz("10.43.0.1:443", &ca, id))
+                .unwrap_or_else(|e| format!("error: {e}"));
+            reply.starts_with("HTTP/1.1 200") && reply.trim_end().ends_with("ok")
+        }),
+        "https://10.43.0.1/healthz from the pods' namespace: {reply}"
+    );
 
     // NodePort from another namespace, on the node's address.
     let got = ask_from(&client, "192.168.77.1:30080").expect("NodePort from outside");

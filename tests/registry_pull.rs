@@ -23,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::{eventually, Server};
+use kubelet_support::registry::{free_port, run, Registry};
 use kubelet_support::*;
 use serde_json::Value;
 
@@ -52,134 +53,6 @@ fn tools() -> bool {
         }
     }
     true
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A `docker-registry` process on loopback (killed on drop).
-struct Registry {
-    port: u16,
-    child: Child,
-    tls: bool,
-    creds: Option<(&'static str, &'static str)>,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Registry {
-    fn start(
-        dir: &Path,
-        name: &str,
-        htpasswd: Option<&Path>,
-        tls: Option<(&Path, &Path)>,
-        creds: Option<(&'static str, &'static str)>,
-    ) -> Registry {
-        let port = free_port();
-        let root = dir.join(format!("{name}-data"));
-        std::fs::create_dir_all(&root).unwrap();
-        let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            root.display()
-        );
-        if let Some((crt, key)) = tls {
-            cfg.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                crt.display(),
-                key.display()
-            ));
-        }
-        if let Some(h) = htpasswd {
-            cfg.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                h.display()
-            ));
-        }
-        let cfg_path = dir.join(format!("{name}.yml"));
-        std::fs::write(&cfg_path, cfg).unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&cfg_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let up = eventually(Duration::from_secs(15), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "docker-registry {name} did not listen on {port}");
-        Registry {
-            port,
-            child,
-            tls: tls.is_some(),
-            creds,
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Push an OCI archive of `layers` as `repo:tag`; returns the manifest digest.
-    fn push(&self, dir: &Path, repo: &str, tag: &str, layers: &[Vec<u8>]) -> String {
-        self.push_arch(dir, repo, tag, layers, host_arch())
-    }
-
-    fn push_arch(
-        &self,
-        dir: &Path,
-        repo: &str,
-        tag: &str,
-        layers: &[Vec<u8>],
-        arch: &str,
-    ) -> String {
-        let archive = write(
-            dir,
-            &format!("{}-{}-{tag}.tar", self.port, repo.replace('/', "_")),
-            &oci_archive(&format!("{repo}:{tag}"), layers, arch),
-        );
-        let dest = format!("docker://{}/{repo}:{tag}", self.host());
-        let mut copy = Command::new("/usr/bin/skopeo");
-        copy.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
-        let mut inspect = Command::new("/usr/bin/skopeo");
-        inspect.args([
-            "--insecure-policy",
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-        ]);
-        if let Some((u, p)) = self.creds {
-            copy.arg(format!("--dest-creds={u}:{p}"));
-            inspect.arg(format!("--creds={u}:{p}"));
-        }
-        run(copy
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(&dest));
-        let raw = run(inspect.arg(&dest));
-        let _ = self.tls;
-        sha256(raw.as_bytes())
-    }
 }
 
 /// A layer with one marker file, so each image has a layer of its own.

@@ -137,6 +137,9 @@ const BUILTIN: &[Row] = &[
     ("batch", "v1", "Job", "jobs", NS, NONE, ALL, &["status"], CRUD),
     ("batch", "v1", "CronJob", "cronjobs", NS, &["cj"], ALL, &["status"], CRUD),
     ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", NS, &["hpa"], ALL, &["status"], CRUD),
+    // Served as a view of the stored v2 object (`apiserver::conversion::hpa`); after v2, so
+    // v2 stays the preferred version.
+    ("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", NS, &["hpa"], ALL, &["status"], CRUD),
     ("coordination.k8s.io", "v1", "Lease", "leases", NS, NONE, NONE, NONE, CRUD),
     ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", NS, NONE, NONE, NONE, CRUD),
     ("events.k8s.io", "v1", "Event", "events", NS, &["ev"], NONE, NONE, CRUD),

@@ -23,11 +23,13 @@
 //! | `node_proxy/` | the kubelet API: `pods/log`, exec and port-forward streams, `nodes/proxy` |
 //! | `crd/`, `merge/`, `protobuf/`, `table/` | formats and semantics: CRD schemas, patches and apply, protobuf bodies, Table output |
 //! | `storage.rs`, `stored_json.rs` | the one storage-access layer (keys, encode/decode) |
+//! | `conversion/` | versions served as views of another stored version (events.k8s.io Events, autoscaling/v1 HPAs) |
 //! | `registry.rs`, `status.rs`, `startup.rs` | what is served, the error type, start-up objects |
 
 mod admission;
 mod aggregator;
 mod context;
+mod conversion;
 pub mod crd;
 mod edge;
 pub mod endpoints;
@@ -189,6 +191,17 @@ pub async fn run(
     on_ready: impl FnOnce(SocketAddr) -> Result<(), String> + Send,
 ) -> Result<(), Error> {
     let tls = Arc::new(edge::tls::Tls::build(cfg.pki.clone())?);
+    // Bound before anything is written: with `port: 0` the kernel picks the port, and the
+    // advertised address (the `default/kubernetes` Endpoints, EndpointSlice and Service
+    // targetPort written at start) must carry the real one, or in-cluster clients reach
+    // port 0. Connections wait in the backlog until serving starts.
+    let addr = SocketAddr::new(cfg.bind_address, cfg.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
     let state = Arc::new(State {
         store,
         registry: registry::Registry::new(),
@@ -198,7 +211,7 @@ pub async fn run(
         node_issuers: endpoints::pki_ops::NodeIssuers::default(),
         authn: cfg.authn.clone(),
         service_accounts: cfg.service_accounts.clone(),
-        advertise: SocketAddr::new(cfg.advertise_address, cfg.port),
+        advertise: SocketAddr::new(cfg.advertise_address, bound.port()),
         ready: AtomicBool::new(false),
         inflight: tokio::sync::Semaphore::new(MAX_INFLIGHT),
         encryption: cfg.encryption.clone(),
@@ -216,7 +229,7 @@ pub async fn run(
         tasks: supervisor::Supervisor::default(),
         resource_metrics: Default::default(),
     });
-    let served = serve(&state, cfg, tls, shutdown, on_ready).await;
+    let served = serve(&state, cfg, tls, (listener, bound), shutdown, on_ready).await;
     // Whatever ended serving (shutdown or a start-up error), nothing the server started
     // outlives it.
     let left = state.tasks.shutdown(TASKS_STOP_BOUND).await;
@@ -235,6 +248,7 @@ async fn serve(
     state: &Arc<State>,
     cfg: Config,
     tls: Arc<edge::tls::Tls>,
+    (listener, bound): (tokio::net::TcpListener, SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr) -> Result<(), String> + Send,
 ) -> Result<(), Error> {
@@ -318,13 +332,6 @@ async fn serve(
         Ok(n) => tracing::debug!(limit = n, "open file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
     }
-    let addr = SocketAddr::new(cfg.bind_address, cfg.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| Error::Bind { addr, source })?;
     state.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     endpoints::health::wait_for_feeds(&state, FEEDS_WAIT).await;
     on_ready(bound).map_err(Error::Ready)?;

@@ -31,10 +31,12 @@ use crate::api::ResourceInfo;
 use crate::store::{Backend, Error as StoreError, KeyValue, RangeRequest};
 
 fn group_segment(ri: &ResourceInfo) -> &str {
-    if ri.group.is_empty() {
+    // A resource stored in another group's key space (events.k8s.io Events are core Events).
+    let group = super::conversion::storage_group(&ri.group, &ri.plural).unwrap_or(&ri.group);
+    if group.is_empty() {
         "core"
     } else {
-        &ri.group
+        group
     }
 }
 
@@ -158,6 +160,9 @@ pub use super::merge::MAX_OBJECT_DEPTH;
 /// Serialise for storage (without `resourceVersion`), refusing objects over the limits.
 pub fn encode(obj: &Value) -> ApiResult<Bytes> {
     use crate::apiserver::merge::{measure, Limits, Measure};
+    // A version served as a view of another is stored in its storage version.
+    let converted = super::conversion::to_storage(obj);
+    let obj = converted.as_ref().unwrap_or(obj);
     // Checked before serializing: serialization recurses, so depth must be known first.
     if measure(obj, Limits::depth(MAX_OBJECT_DEPTH)) == Measure::TooDeep {
         return Err(ApiError::new(
@@ -243,6 +248,9 @@ pub fn decode_as<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> ApiResult<T> 
 
 pub fn decode_bytes(bytes: &[u8], revision: u64, ri: &ResourceInfo) -> ApiResult<Value> {
     let mut obj = decode_stored(bytes, revision)?;
+    if super::conversion::converted(&ri.group, &ri.version, &ri.kind) {
+        obj = super::conversion::to_served(obj, &ri.group, &ri.version, &ri.kind);
+    }
     obj["apiVersion"] = Value::String(ri.api_version());
     obj["kind"] = Value::String(ri.kind.clone());
     Ok(obj)

@@ -23,7 +23,9 @@ use crate::apiserver::storage;
 /// Append the object stored as `bytes` at `revision`, as served at `ri`, to `out`.
 pub fn write(out: &mut Vec<u8>, bytes: &[u8], revision: u64, ri: &ResourceInfo) -> ApiResult<()> {
     let start = out.len();
-    if splice(out, bytes, revision, ri).is_some() {
+    // A version served as a view of another stored version is converted on the Value path.
+    let view = super::conversion::converted(&ri.group, &ri.version, &ri.kind);
+    if !view && splice(out, bytes, revision, ri).is_some() {
         return Ok(());
     }
     out.truncate(start);

@@ -9,7 +9,8 @@
 //!   `(combined from similar events): `.
 //! - Deduplication (`eventLogger`): an event equal to one already written (same source,
 //!   involved object, type, reason, message) patches that Event's `count`, `lastTimestamp`
-//!   and `message` rather than creating a new one; its `firstTimestamp` stays. If the Event is
+//!   and `message` (and `series`, which events.k8s.io/v1 shows) rather than creating a new
+//!   one; its `firstTimestamp` stays. If the Event is
 //!   gone (expired, deleted) it is created again with a count of 1.
 //!
 //! Invariants: recording never blocks the caller (a bounded queue per writer; a full queue
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -223,10 +224,13 @@ async fn write(client: &kube::Client, correlator: &Mutex<Correlator>, w: Write) 
             let ns = e.metadata.namespace.clone().unwrap_or_default();
             let name = e.metadata.name.clone().unwrap_or_default();
             let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+            // `series` too, as the events.k8s.io recorder writes a repeat, so the new API
+            // (a view of the same stored Event) shows `series.count`/`lastObservedTime`.
             let patch = json!({
                 "count": e.count,
                 "lastTimestamp": e.last_timestamp,
                 "message": e.message,
+                "series": {"count": e.count, "lastObservedTime": MicroTime(jiff::Timestamp::now())},
             });
             match api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

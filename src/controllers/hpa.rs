@@ -14,8 +14,8 @@
 //! Upstream's guards: a target scaled to 0 disables autoscaling (`ScalingDisabled`); a count
 //! outside `[minReplicas, maxReplicas]` is brought back without metrics; when some metrics
 //! cannot be computed, the HPA never scales *down* on the others.
-//! Other metric types (`Pods`, `Object`, `External`, `ContainerResource`) are reported as
-//! invalid (`FailedGetResourceMetric`): no custom/external metrics API is served.
+//! `Pods`, `Object` and `External` metrics come from the aggregated custom and external
+//! metrics APIs (`hpa_custom`); `ContainerResource` is reported invalid.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -229,36 +229,40 @@ impl Controller {
         let (mut best, mut statuses, mut first_err, mut invalid) =
             (None::<(i32, String)>, Vec::new(), None, 0);
         for spec in &specs {
-            let result = resource_target(spec).and_then(|(resource, target)| {
-                let (pods, list) = fetched.as_ref().map_err(Clone::clone)?;
-                if list.is_empty() {
-                    return Err("no metrics returned from resource metrics API".into());
-                }
-                let p = resource_replicas(
-                    current,
-                    target,
-                    &resource,
-                    pods,
-                    &samples(list, &resource),
-                    now,
-                )?;
-                let name = match target {
-                    Target::Utilization(_) => {
-                        format!("{resource} resource utilization (percentage of request)")
+            let result = if matches!(spec.type_.as_str(), "Pods" | "Object" | "External") {
+                super::hpa_custom::proposal(&self.client, ns, spec, current, selector).await
+            } else {
+                resource_target(spec).and_then(|(resource, target)| {
+                    let (pods, list) = fetched.as_ref().map_err(Clone::clone)?;
+                    if list.is_empty() {
+                        return Err("no metrics returned from resource metrics API".into());
                     }
-                    Target::AverageValue(_) => format!("{resource} resource"),
-                };
-                let mut cur = json!({"averageValue": milli_quantity(p.average_milli)});
-                if let Some(u) = p.utilization {
-                    cur["averageUtilization"] = json!(u);
-                }
-                Ok((
-                    p.replicas,
-                    name,
-                    json!({"type": "Resource",
+                    let p = resource_replicas(
+                        current,
+                        target,
+                        &resource,
+                        pods,
+                        &samples(list, &resource),
+                        now,
+                    )?;
+                    let name = match target {
+                        Target::Utilization(_) => {
+                            format!("{resource} resource utilization (percentage of request)")
+                        }
+                        Target::AverageValue(_) => format!("{resource} resource"),
+                    };
+                    let mut cur = json!({"averageValue": milli_quantity(p.average_milli)});
+                    if let Some(u) = p.utilization {
+                        cur["averageUtilization"] = json!(u);
+                    }
+                    Ok((
+                        p.replicas,
+                        name,
+                        json!({"type": "Resource",
                     "resource": {"name": resource, "current": cur}}),
-                ))
-            });
+                    ))
+                })
+            };
             match result {
                 Ok((replicas, name, status)) => {
                     statuses.push(status);

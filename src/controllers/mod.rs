@@ -19,6 +19,7 @@ pub mod events;
 pub mod garbage_collector;
 pub mod hpa;
 pub mod hpa_behavior;
+pub mod hpa_custom;
 pub mod hpa_replicas;
 pub mod informers;
 pub mod job;

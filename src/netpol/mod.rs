@@ -1,8 +1,9 @@
 //! NetworkPolicy (`networking.k8s.io/v1`) enforcement on the node, on nftables programmed
 //! over netlink (table `ip rampart-netpol`; no `nft`/`iptables` binary). NetworkPolicies,
 //! Pods and Namespaces come from kube-rs reflectors (one watch each); a change schedules a
-//! sync at most once per [`MIN_SYNC_PERIOD`], which computes the desired table with the pure
-//! [`ruleset::ruleset`] and applies only the difference in one transaction (the shared
+//! sync at most once per [`MIN_SYNC_PERIOD`], which computes the desired table (the pure
+//! [`ruleset::ruleset`], through [`parts::Memo`]: only the policies a change can touch are
+//! recomputed) and applies only the difference in one transaction (the shared
 //! [`crate::netfilter::Applier`], the service proxy's, with interval sets). Every
 //! [`CHECK_PERIOD`] one get of the table checks it still exists; if someone deleted it, it
 //! is rebuilt.
@@ -29,6 +30,7 @@
 //! comes through a channel, as the service proxy's: on failover to another API server (or
 //! renewal) the watches start again on the new client and syncs wait for their first lists.
 
+pub mod parts;
 pub mod ruleset;
 
 use std::sync::Arc;
@@ -89,27 +91,40 @@ pub fn applier() -> Result<Applier, crate::netfilter::Error> {
     crate::netfilter::Applier::new(ruleset::TABLE, &ruleset::ALLOW_FIELDS)
 }
 
+/// The applier and the remembered per-policy shares, moved into the blocking worker and
+/// back for each sync.
+struct Engine {
+    applier: Applier,
+    memo: parts::Memo,
+}
+
+impl Engine {
+    fn new(facts: NodeFacts) -> Result<Engine, Error> {
+        Ok(Engine {
+            applier: applier()?,
+            memo: parts::Memo::new(facts),
+        })
+    }
+}
+
 async fn sync(
-    a: Applier,
+    e: Engine,
     stores: &Stores,
     facts: NodeFacts,
-) -> Result<(Applier, Result<crate::netfilter::SyncStats, Error>), Error> {
+) -> Result<(Engine, Result<crate::netfilter::SyncStats, Error>), Error> {
     let pols = stores.policies.state();
     let pods = stores.pods.state();
     let nss = stores.namespaces.state();
     let joined = tokio::task::spawn_blocking(move || {
-        let p: Vec<&NetworkPolicy> = pols.iter().map(|a| a.as_ref()).collect();
-        let q: Vec<&Pod> = pods.iter().map(|a| a.as_ref()).collect();
-        let n: Vec<&Namespace> = nss.iter().map(|a| a.as_ref()).collect();
-        let desired = ruleset::ruleset(&p, &q, &n, &facts);
-        let mut a = a;
-        let r = a.sync(&desired).map_err(Error::from);
-        (a, r)
+        let mut e = e;
+        let desired = e.memo.ruleset(&pols, &pods, &nss);
+        let r = e.applier.sync(&desired).map_err(Error::from);
+        (e, r)
     })
     .await;
     match joined {
         Ok(x) => Ok(x),
-        Err(e) => Ok((applier()?, Err(Error::Worker(e.to_string())))),
+        Err(err) => Ok((Engine::new(facts)?, Err(Error::Worker(err.to_string())))),
     }
 }
 
@@ -142,7 +157,7 @@ pub async fn run(
     let facts = NodeFacts {
         node_name: cfg.node_name.clone(),
     };
-    let mut applier = Some(applier()?);
+    let mut engine = Some(Engine::new(facts.clone())?);
     tokio::pin!(shutdown);
     let first = clients.borrow_and_update().clone();
     let (mut watches, mut stores) = watch_all(first, &notify);
@@ -159,12 +174,12 @@ pub async fn run(
             }
         }
         loop {
-            let Some(a) = applier.take() else {
+            let Some(e) = engine.take() else {
                 return Ok(());
             };
             let started = std::time::Instant::now();
-            let (a, r) = sync(a, &stores, facts.clone()).await?;
-            applier = Some(a);
+            let (e, r) = sync(e, &stores, facts.clone()).await?;
+            engine = Some(e);
             let last_ok = match r {
                 Ok(st) => {
                     if st.messages > 0 {

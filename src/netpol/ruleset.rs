@@ -105,7 +105,7 @@ impl Ports {
 }
 
 /// A pod as the policy engine sees it.
-struct PodView<'a> {
+pub(super) struct PodView<'a> {
     ns: &'a str,
     labels: Labels,
     ip: Ipv4Addr,
@@ -114,13 +114,14 @@ struct PodView<'a> {
 }
 
 /// An allowed peer range with its ports (inclusive u32 address bounds).
+#[derive(Debug, Clone)]
 struct Item {
     lo: u32,
     hi: u32,
     ports: Ports,
 }
 
-fn pod_views<'a>(pods: &[&'a Pod], facts: &NodeFacts) -> Vec<PodView<'a>> {
+pub(super) fn pod_views<'a>(pods: &[&'a Pod], facts: &NodeFacts) -> Vec<PodView<'a>> {
     pods.iter()
         .filter_map(|p| {
             let spec = p.spec.as_ref()?;
@@ -145,7 +146,7 @@ fn pod_views<'a>(pods: &[&'a Pod], facts: &NodeFacts) -> Vec<PodView<'a>> {
 
 /// Namespace labels, with `kubernetes.io/metadata.name` always present (upstream's
 /// apiserver sets it on every namespace; policies select namespaces by it).
-fn namespace_labels(namespaces: &[&Namespace]) -> BTreeMap<String, Labels> {
+pub(super) fn namespace_labels(namespaces: &[&Namespace]) -> BTreeMap<String, Labels> {
     namespaces
         .iter()
         .filter_map(|n| {
@@ -527,95 +528,150 @@ pub fn ruleset(
     namespaces: &[&Namespace],
     facts: &NodeFacts,
 ) -> Ruleset {
-    let mut r = base();
     let views = pod_views(pods, facts);
     let ns_labels = namespace_labels(namespaces);
-    // Per local pod: the allowed items of each direction (None: not isolated).
-    let mut ingress: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
-    let mut egress: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
-    for pol in policies {
-        let (Some(ns), Some(spec)) = (pol.metadata.namespace.as_deref(), pol.spec.as_ref()) else {
-            continue;
-        };
-        let (want_in, want_out) = types_of(spec);
-        let selected: Vec<usize> = views
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| {
-                v.local
-                    && v.ns == ns
-                    && spec
-                        .pod_selector
-                        .as_ref()
-                        .is_none_or(|s| label_selector(Some(s), &v.labels))
-            })
-            .map(|(i, _)| i)
+    let shares: Vec<Share> = policies
+        .iter()
+        .map(|p| share(p, &views, &ns_labels))
+        .collect();
+    assemble(shares.iter(), &views)
+}
+
+/// A pod's identity in a [`Share`]: namespace and name.
+pub(super) type PodKey = (String, String);
+
+/// One policy's share of the table: per local pod it selects, the peer ranges it allows in
+/// each direction (an empty list still isolates the pod). Depends on the policy, the pods
+/// and the namespaces only; [`assemble`] merges the shares of all policies.
+#[derive(Debug, Clone, Default)]
+pub struct Share {
+    ingress: Vec<(PodKey, Vec<Item>)>,
+    egress: Vec<(PodKey, Vec<Item>)>,
+}
+
+fn key_of(v: &PodView<'_>) -> PodKey {
+    (
+        v.ns.to_string(),
+        v.pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// What `policy` allows, given all pods and namespace labels.
+pub(super) fn share(
+    pol: &NetworkPolicy,
+    views: &[PodView<'_>],
+    ns_labels: &BTreeMap<String, Labels>,
+) -> Share {
+    let mut out = Share::default();
+    let (Some(ns), Some(spec)) = (pol.metadata.namespace.as_deref(), pol.spec.as_ref()) else {
+        return out;
+    };
+    let (want_in, want_out) = types_of(spec);
+    let selected: Vec<usize> = views
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| {
+            v.local
+                && v.ns == ns
+                && spec
+                    .pod_selector
+                    .as_ref()
+                    .is_none_or(|s| label_selector(Some(s), &v.labels))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if selected.is_empty() {
+        return out;
+    }
+    if want_in {
+        let mut ingress: BTreeMap<usize, Vec<Item>> =
+            selected.iter().map(|&t| (t, Vec::new())).collect();
+        for rule in spec.ingress.iter().flatten() {
+            let p = peers(rule.from.as_ref(), ns, views, ns_labels);
+            for &t in &selected {
+                let ports = rule_ports(rule.ports.as_deref(), Some(views[t].pod));
+                let items = ingress.entry(t).or_default();
+                push_items(items, &p, views, |_| ports.clone());
+            }
+        }
+        out.ingress = ingress
+            .into_iter()
+            .map(|(t, items)| (key_of(&views[t]), items))
             .collect();
-        if selected.is_empty() {
-            continue;
-        }
-        if want_in {
-            for &t in &selected {
-                ingress.entry(t).or_default();
-            }
-            for rule in spec.ingress.iter().flatten() {
-                let p = peers(rule.from.as_ref(), ns, &views, &ns_labels);
-                for &t in &selected {
-                    let ports = rule_ports(rule.ports.as_deref(), Some(views[t].pod));
-                    let items = ingress.entry(t).or_default();
-                    push_items(items, &p, &views, |_| ports.clone());
+    }
+    if want_out {
+        let mut egress: BTreeMap<usize, Vec<Item>> =
+            selected.iter().map(|&t| (t, Vec::new())).collect();
+        for rule in spec.egress.iter().flatten() {
+            let p = peers(rule.to.as_ref(), ns, views, ns_labels);
+            let entries = rule.ports.as_deref();
+            // Numeric ports hold for every destination; named ones per destination pod
+            // (and only for pods: an address range has no port names).
+            let plain = rule_ports_filtered(entries, |e| !is_named(e));
+            let has_named = entries.is_some_and(|es| es.iter().any(is_named));
+            let mut items = Vec::new();
+            push_items(&mut items, &p, views, |_| plain.clone());
+            if has_named {
+                let named = |pod: &Pod| {
+                    let mut ports = Ports::default();
+                    for e in entries.into_iter().flatten().filter(|e| is_named(e)) {
+                        ports.union(&entry_ports(e, Some(pod)));
+                    }
+                    ports
+                };
+                for &i in &p.pods {
+                    let ip = u32::from(views[i].ip);
+                    items.push(Item {
+                        lo: ip,
+                        hi: ip,
+                        ports: named(views[i].pod),
+                    });
                 }
-            }
-        }
-        if want_out {
-            for &t in &selected {
-                egress.entry(t).or_default();
-            }
-            for rule in spec.egress.iter().flatten() {
-                let p = peers(rule.to.as_ref(), ns, &views, &ns_labels);
-                let entries = rule.ports.as_deref();
-                // Numeric ports hold for every destination; named ones per destination pod
-                // (and only for pods: an address range has no port names).
-                let plain = rule_ports_filtered(entries, |e| !is_named(e));
-                let has_named = entries.is_some_and(|es| es.iter().any(is_named));
-                let mut items = Vec::new();
-                push_items(&mut items, &p, &views, |_| plain.clone());
-                if has_named {
-                    let named = |pod: &Pod| {
-                        let mut ports = Ports::default();
-                        for e in entries.into_iter().flatten().filter(|e| is_named(e)) {
-                            ports.union(&entry_ports(e, Some(pod)));
-                        }
-                        ports
-                    };
-                    for &i in &p.pods {
-                        let ip = u32::from(views[i].ip);
+                for v in views {
+                    let ip = u32::from(v.ip);
+                    if p.ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&ip)) {
                         items.push(Item {
                             lo: ip,
                             hi: ip,
-                            ports: named(views[i].pod),
+                            ports: named(v.pod),
                         });
                     }
-                    for v in &views {
-                        let ip = u32::from(v.ip);
-                        if p.ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&ip)) {
-                            items.push(Item {
-                                lo: ip,
-                                hi: ip,
-                                ports: named(v.pod),
-                            });
-                        }
-                    }
                 }
-                for &t in &selected {
-                    egress
-                        .entry(t)
-                        .or_default()
-                        .extend(items.iter().map(|i| Item {
-                            lo: i.lo,
-                            hi: i.hi,
-                            ports: i.ports.clone(),
-                        }));
+            }
+            for &t in &selected {
+                egress.entry(t).or_default().extend(items.iter().cloned());
+            }
+        }
+        out.egress = egress
+            .into_iter()
+            .map(|(t, items)| (key_of(&views[t]), items))
+            .collect();
+    }
+    out
+}
+
+/// The table from every policy's share: per pod and direction the union of what all
+/// policies selecting it allow. A share naming a pod that is no longer among `views`
+/// contributes nothing (its pod is gone).
+pub(super) fn assemble<'a>(
+    shares: impl Iterator<Item = &'a Share>,
+    views: &[PodView<'_>],
+) -> Ruleset {
+    let mut r = base();
+    let index: std::collections::HashMap<(&str, &str), usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ((v.ns, v.pod.metadata.name.as_deref().unwrap_or("")), i))
+        .collect();
+    // Per local pod (by its place in `views`, so duplicates resolve as in one pass): the
+    // allowed items of each direction (absent: not isolated).
+    let mut ingress: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
+    let mut egress: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
+    for sh in shares {
+        for (dir, list) in [(&mut ingress, &sh.ingress), (&mut egress, &sh.egress)] {
+            for ((ns, name), items) in list {
+                if let Some(&t) = index.get(&(ns.as_str(), name.as_str())) {
+                    dir.entry(t).or_default().extend(items.iter().cloned());
                 }
             }
         }

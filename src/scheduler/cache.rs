@@ -16,6 +16,8 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use crate::api::matching::Labels;
 use crate::api::quantity::Milli;
 
+use super::score::ZONE_LABEL;
+
 /// Upstream's defaults for containers without requests, used only for scoring
 /// (`schedutil.DefaultMilliCPURequest`, `DefaultMemoryRequest`).
 const DEFAULT_MILLI_CPU: i64 = 100;
@@ -207,6 +209,11 @@ pub struct NodeInfo {
     pub used_ports: Vec<(String, String, i32)>,
     /// image name → size in bytes.
     pub images: HashMap<String, i64>,
+    /// `topology.kubernetes.io/zone`, read once (scoring asks for it per node per pod).
+    pub zone: Option<String>,
+    /// controller owner uid → placed pods of that owner here (for spreading replicas; empty
+    /// on most nodes, and an empty map answers a lookup without hashing).
+    pub owners: HashMap<String, i64>,
 }
 
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
@@ -252,9 +259,12 @@ impl NodeInfo {
                 images.insert(n.clone(), img.size_bytes.unwrap_or(0));
             }
         }
+        let labels = node.metadata.labels.clone().unwrap_or_default();
         NodeInfo {
             name,
-            labels: node.metadata.labels.clone().unwrap_or_default(),
+            zone: labels.get(ZONE_LABEL).cloned(),
+            owners: HashMap::new(),
+            labels,
             taints,
             unschedulable: spec.unschedulable.unwrap_or(false),
             allocatable: Resources::from_list(alloc_list),
@@ -268,17 +278,32 @@ impl NodeInfo {
         }
     }
 
-    pub fn add_pod(&mut self, p: &PodInfo) {
+    /// Count `p` here; false if it already was.
+    pub fn add_pod(&mut self, p: &PodInfo) -> bool {
         if self.pods.insert(p.uid.clone()) {
+            if let Some(o) = &p.owner {
+                *self.owners.entry(o.clone()).or_default() += 1;
+            }
             self.requested.add(&p.requests);
             self.nonzero_requested.0 += p.nonzero.0;
             self.nonzero_requested.1 += p.nonzero.1;
             self.used_ports.extend(p.host_ports.iter().cloned());
+            return true;
         }
+        false
     }
 
-    pub fn remove_pod(&mut self, p: &PodInfo) {
+    /// Stop counting `p` here; false if it was not.
+    pub fn remove_pod(&mut self, p: &PodInfo) -> bool {
         if self.pods.remove(&p.uid) {
+            if let Some(o) = &p.owner {
+                if let Some(c) = self.owners.get_mut(o) {
+                    *c -= 1;
+                    if *c <= 0 {
+                        self.owners.remove(o);
+                    }
+                }
+            }
             self.requested.sub(&p.requests);
             self.nonzero_requested.0 -= p.nonzero.0;
             self.nonzero_requested.1 -= p.nonzero.1;
@@ -287,7 +312,9 @@ impl NodeInfo {
                     self.used_ports.swap_remove(i);
                 }
             }
+            return true;
         }
+        false
     }
 }
 
@@ -304,8 +331,28 @@ pub struct Cache {
     pub assumed: HashSet<String>,
     /// Placed pods with required anti-affinity terms (checked against every incoming pod).
     pub anti_affinity_pods: HashSet<String>,
-    /// controller owner uid → node → placed pods of that owner (for spreading replicas).
-    pub by_owner: HashMap<String, HashMap<String, i64>>,
+    /// controller owner uid → zone → pods of that owner placed on nodes of the zone (for
+    /// spreading replicas across zones), kept as pods and nodes come and go, so scoring
+    /// never walks an owner's pods.
+    pub owner_zones: HashMap<String, HashMap<String, i64>>,
+}
+
+/// Add `delta` pods of `owner` to `zone`'s count.
+fn count_zone(
+    owner_zones: &mut HashMap<String, HashMap<String, i64>>,
+    owner: &str,
+    zone: &str,
+    delta: i64,
+) {
+    let per_zone = owner_zones.entry(owner.to_string()).or_default();
+    let c = per_zone.entry(zone.to_string()).or_default();
+    *c += delta;
+    if *c <= 0 {
+        per_zone.remove(zone);
+    }
+    if per_zone.is_empty() {
+        owner_zones.remove(owner);
+    }
 }
 
 /// What changed, so the queue knows whether unschedulable pods may now fit.
@@ -332,6 +379,18 @@ impl Cache {
                 info.nonzero_requested = old.nonzero_requested;
                 info.pods = old.pods.clone();
                 info.used_ports = old.used_ports.clone();
+                info.owners = old.owners.clone();
+                if old.zone != info.zone {
+                    // Relabelled: its owners' pods move to the new zone.
+                    for (owner, c) in &old.owners {
+                        if let Some(z) = &old.zone {
+                            count_zone(&mut self.owner_zones, owner, z, -c);
+                        }
+                        if let Some(z) = &info.zone {
+                            count_zone(&mut self.owner_zones, owner, z, *c);
+                        }
+                    }
+                }
                 if same {
                     Change::None
                 } else {
@@ -343,7 +402,11 @@ impl Cache {
                 // Pods seen before their node (watch order) are counted now.
                 let name = info.name.clone();
                 for p in self.pods.values().filter(|p| p.node_name == name) {
-                    info.add_pod(p);
+                    if info.add_pod(p) {
+                        if let (Some(o), Some(z)) = (&p.owner, &info.zone) {
+                            count_zone(&mut self.owner_zones, o, z, 1);
+                        }
+                    }
                 }
                 Change::MayHelp
             }
@@ -353,8 +416,13 @@ impl Cache {
     }
 
     pub fn remove_node(&mut self, name: &str) {
-        if self.nodes.remove(name).is_some() {
+        if let Some(old) = self.nodes.remove(name) {
             self.node_order.retain(|n| n != name);
+            if let Some(z) = &old.zone {
+                for (owner, c) in &old.owners {
+                    count_zone(&mut self.owner_zones, owner, z, -c);
+                }
+            }
         }
     }
 
@@ -365,18 +433,14 @@ impl Cache {
             return Change::MayHelp;
         }
         if let Some(n) = self.nodes.get_mut(&p.node_name) {
-            n.add_pod(&p);
+            if n.add_pod(&p) {
+                if let (Some(o), Some(z)) = (&p.owner, &n.zone) {
+                    count_zone(&mut self.owner_zones, o, z, 1);
+                }
+            }
         }
         if p.has_required_anti_affinity {
             self.anti_affinity_pods.insert(p.uid.clone());
-        }
-        if let Some(o) = &p.owner {
-            *self
-                .by_owner
-                .entry(o.clone())
-                .or_default()
-                .entry(p.node_name.clone())
-                .or_default() += 1;
         }
         self.pods.insert(p.uid.clone(), p);
         change
@@ -388,18 +452,9 @@ impl Cache {
         match self.pods.remove(uid) {
             Some(old) => {
                 if let Some(n) = self.nodes.get_mut(&old.node_name) {
-                    n.remove_pod(&old);
-                }
-                if let Some(o) = &old.owner {
-                    if let Some(per_node) = self.by_owner.get_mut(o) {
-                        if let Some(c) = per_node.get_mut(&old.node_name) {
-                            *c -= 1;
-                            if *c <= 0 {
-                                per_node.remove(&old.node_name);
-                            }
-                        }
-                        if per_node.is_empty() {
-                            self.by_owner.remove(o);
+                    if n.remove_pod(&old) {
+                        if let (Some(o), Some(z)) = (&old.owner, &n.zone) {
+                            count_zone(&mut self.owner_zones, o, z, -1);
                         }
                     }
                 }

@@ -21,6 +21,7 @@ pub mod filter;
 pub mod preemption;
 pub mod queue;
 pub mod score;
+mod volume_binding;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -143,6 +144,7 @@ pub async fn run(
     let _watches = Watches(tasks);
     let (bound_tx, bound_rx) = mpsc::unbounded_channel();
     let events = crate::client::events::Sink::start(client.clone());
+    let classes = volume_binding::Classes::start(&client);
     let mut s = Scheduler {
         client,
         recorder,
@@ -155,6 +157,7 @@ pub async fn run(
         nominated: HashMap::new(),
         pvs: HashMap::new(),
         pvcs: HashMap::new(),
+        classes,
         seen: Default::default(),
         synced: [false; 4],
         next_start: 0,
@@ -189,6 +192,7 @@ struct Scheduler {
     nominated: HashMap<String, String>,
     pvs: HashMap<String, PersistentVolume>,
     pvcs: HashMap<String, PersistentVolumeClaim>,
+    classes: volume_binding::Classes,
     /// Keys seen since each watch's last `Init` (pods, nodes, pvs, pvcs).
     seen: [HashSet<String>; 4],
     synced: [bool; 4],
@@ -200,6 +204,7 @@ struct Scheduler {
 struct VolumeView<'a> {
     pvs: &'a HashMap<String, PersistentVolume>,
     pvcs: &'a HashMap<String, PersistentVolumeClaim>,
+    classes: &'a volume_binding::Classes,
 }
 
 impl Volumes for VolumeView<'_> {
@@ -213,6 +218,9 @@ impl Volumes for VolumeView<'_> {
             .and_then(|s| s.volume_name.as_deref())
             .filter(|v| !v.is_empty())
         else {
+            if volume_binding::waits_for_consumer(pvc, self.classes) {
+                return Ok(None); // provisioned on whichever node the pod lands
+            }
             return Err("pod has unbound immediate PersistentVolumeClaims".into());
         };
         let Some(pv) = self.pvs.get(pv_name) else {
@@ -469,6 +477,7 @@ impl Scheduler {
         let vols = VolumeView {
             pvs: &self.pvs,
             pvcs: &self.pvcs,
+            classes: &self.classes,
         };
         let prep = Prepared::new(&info, &self.cache, &vols, &nominated);
         let total = self.cache.nodes.len();
@@ -523,13 +532,21 @@ impl Scheduler {
         let pick = top[rand::random_range(0..top.len())];
         let node = feasible[pick].name.clone();
         drop(prep);
+        let select =
+            volume_binding::to_select(&info.pod, &info.namespace, &self.pvcs, &self.classes, &node);
         self.cache.assume(info.clone(), &node);
         let permit = self.writes.clone().acquire_owned().await;
         let client = self.client.clone();
         let tx = self.bound_tx.clone();
         let recorder = self.recorder.clone();
         tokio::spawn(async move {
-            let result = binder::bind(&client, &info.namespace, &info.name, &info.uid, &node).await;
+            let result =
+                match volume_binding::select_node(&client, &info.namespace, &select, &node).await {
+                    Ok(()) => {
+                        binder::bind(&client, &info.namespace, &info.name, &info.uid, &node).await
+                    }
+                    Err(e) => Err(e),
+                };
             drop(permit);
             if result.is_ok() {
                 recorder.record(binder::PodEvent {

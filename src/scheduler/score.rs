@@ -211,28 +211,30 @@ pub fn score(p: &Prepared, cache: &Cache, nodes: &[&NodeInfo]) -> Vec<i64> {
         add(&mut total, &raw, 2);
     }
 
-    // Spreading replicas of the pod's controller across nodes (and zones, when labelled).
-    if let Some(per_node) = p.pod.owner.as_ref().and_then(|o| cache.by_owner.get(o)) {
-        let mut per_zone: HashMap<&str, i64> = HashMap::new();
-        for (node, c) in per_node {
-            if let Some(z) = cache.nodes.get(node).and_then(|n| n.labels.get(ZONE_LABEL)) {
-                *per_zone.entry(z.as_str()).or_default() += c;
-            }
-        }
+    // Spreading replicas of the pod's controller across nodes (and zones, when labelled):
+    // counts kept by the cache per node and per zone, so this is one lookup per node (an
+    // empty map on most nodes) and a scan of a few zones.
+    if let Some(owner) = p.pod.owner.as_ref() {
         let mut raw: Vec<i64> = nodes
             .iter()
-            .map(|n| per_node.get(&n.name).copied().unwrap_or(0))
+            .map(|n| n.owners.get(owner).copied().unwrap_or(0))
             .collect();
         normalize(&mut raw, true);
+        let per_zone: Vec<(&str, i64)> = cache
+            .owner_zones
+            .get(owner)
+            .map(|z| z.iter().map(|(k, v)| (k.as_str(), *v)).collect())
+            .unwrap_or_default();
         if !per_zone.is_empty() {
             let mut zraw: Vec<i64> = nodes
                 .iter()
                 .map(|n| {
-                    n.labels
-                        .get(ZONE_LABEL)
-                        .and_then(|z| per_zone.get(z.as_str()))
-                        .copied()
-                        .unwrap_or(0)
+                    n.zone.as_deref().map_or(0, |z| {
+                        per_zone
+                            .iter()
+                            .find(|(k, _)| *k == z)
+                            .map_or(0, |(_, c)| *c)
+                    })
                 })
                 .collect();
             normalize(&mut zraw, true);

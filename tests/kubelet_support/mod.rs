@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod pty;
+pub mod registry;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -127,7 +128,7 @@ pub fn busybox_layer() -> Vec<u8> {
     for applet in [
         "sh", "echo", "cat", "sleep", "ls", "mount", "id", "head", "wc", "grep", "true", "false",
         "hostname", "touch", "ps", "tr", "cut", "tar", "stty", "mkdir", "rm", "ln", "stat",
-        "chmod",
+        "chmod", "date", "seq", "gzip", "uptime",
     ] {
         entries.push(Entry::Symlink(
             Box::leak(format!("bin/{applet}").into_boxed_str()),

@@ -3,8 +3,11 @@
 //! (as the apiserver's kubelet client, over the same mTLS path as `nodes/proxy`), at most
 //! `PARALLEL` at once, each bounded by a timeout and a body cap. CPU rates come from the
 //! cumulative `usageCoreNanoSeconds` of this scrape and the previous one (metrics-server's
-//! method), measured between the kubelet's own reading times. A node that cannot be read
-//! drops out of the cache until it answers again.
+//! method), measured between the kubelet's own reading times. A container seen for the first
+//! time that started less than two intervals ago (and at least `FRESH_MIN` ago) is measured
+//! from its start with zero usage, as metrics-server's "fresh container" rule does, so a new
+//! pod is reported after one scrape instead of two. A node that cannot be read drops out of
+//! the cache until it answers again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,15 +24,20 @@ use crate::store::RangeRequest;
 
 const PARALLEL: usize = 16;
 const TIMEOUT: Duration = Duration::from_secs(8);
+/// The shortest life a fresh container is measured over (metrics-server: 10 s against its
+/// 15 s resolution; ours is the kubelet's own shortest CPU-rate window).
+const FRESH_MIN: Duration = Duration::from_secs(1);
 /// A summary of 110 pods is well under 1 MiB.
 const MAX_BODY: usize = 8 << 20;
 
-/// A cumulative reading: (kubelet's reading time, CPU core-nanoseconds, working set).
+/// A cumulative reading: (kubelet's reading time, CPU core-nanoseconds, working set), and
+/// when the container started, if the kubelet said.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Raw {
     pub time: jiff::Timestamp,
     pub cpu_ns: u64,
     pub memory: u64,
+    pub start: Option<jiff::Timestamp>,
 }
 
 /// A pod's (namespace, name) and its containers' readings.
@@ -53,6 +61,20 @@ fn raw(v: &Value) -> Option<Raw> {
         time,
         cpu_ns: v["cpu"]["usageCoreNanoSeconds"].as_u64()?,
         memory: v["memory"]["workingSetBytes"].as_u64()?,
+        start: v["startTime"].as_str().and_then(|t| t.parse().ok()),
+    })
+}
+
+/// A container that started recently enough to be measured from its start: a reading at
+/// its start time with zero CPU (metrics-server's `freshContainerMinMetricsResolution`).
+fn fresh_start(cur: &Raw) -> Option<Raw> {
+    let start = cur.start?;
+    let age = cur.time.duration_since(start);
+    let age = Duration::try_from(age).ok()?;
+    (age >= FRESH_MIN && age < 2 * SCRAPE_INTERVAL).then_some(Raw {
+        time: start,
+        cpu_ns: 0,
+        ..*cur
     })
 }
 
@@ -127,7 +149,12 @@ pub fn points(prev: &mut Previous, scraped: Vec<(String, NodeRaw)>) -> Points {
             let (mut timestamp, mut window) = (None, Duration::ZERO);
             for (c, cur) in containers {
                 let key = (ns.clone(), pod.clone(), c.clone());
-                match prev.containers.get(&key).and_then(|p| rate(p, &cur)) {
+                let measured_from = prev
+                    .containers
+                    .get(&key)
+                    .copied()
+                    .or_else(|| fresh_start(&cur));
+                match measured_from.and_then(|p| rate(&p, &cur)) {
                     Some((usage, w)) => {
                         timestamp = Some(cur.time);
                         window = window.max(w);
@@ -296,13 +323,47 @@ mod tests {
             time: "2026-01-01T00:00:00Z".parse().unwrap(),
             cpu_ns: 10,
             memory: 1,
+            start: None,
         };
         let b = Raw {
             time: "2026-01-01T00:00:10Z".parse().unwrap(),
             cpu_ns: 5,
             memory: 1,
+            start: None,
         };
         assert!(rate(&a, &b).is_none());
         assert!(rate(&b, &a).is_none());
+    }
+
+    fn with_start(start: &str, at: &str, cpu: u64) -> NodeRaw {
+        parse_summary(&json!({
+            "pods": [{"podRef": {"name": "p", "namespace": "ns"},
+                      "containers": [{"name": "c", "startTime": start,
+                                      "cpu": {"time": at, "usageCoreNanoSeconds": cpu},
+                                      "memory": {"time": at, "workingSetBytes": 1}}]}]
+        }))
+    }
+
+    #[test]
+    fn a_fresh_container_is_measured_from_its_start() {
+        let key = ("ns".to_string(), "p".to_string());
+        // Started 4 s before the first scrape that sees it, 1 CPU-second used: 250m at once.
+        let mut prev = Previous::default();
+        let first = with_start(
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:04Z",
+            1_000_000_000,
+        );
+        let p = points(&mut prev, vec![("n".into(), first)]);
+        assert_eq!(p.pods[&key].containers[0].1.nano_cores, 250_000_000);
+        assert_eq!(p.pods[&key].window, Duration::from_secs(4));
+        // Younger than FRESH_MIN: too short a window, wait for the next scrape.
+        let mut prev = Previous::default();
+        let young = with_start("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.5Z", 10);
+        assert!(points(&mut prev, vec![("n".into(), young)]).pods.is_empty());
+        // Long-running (the server just started): no lifetime average, two scrapes needed.
+        let mut prev = Previous::default();
+        let old = with_start("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", 10);
+        assert!(points(&mut prev, vec![("n".into(), old)]).pods.is_empty());
     }
 }

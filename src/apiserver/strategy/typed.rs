@@ -89,7 +89,20 @@ pub struct Decoded {
 
 /// Decode `obj` as `(group, kind)`. `Ok(None)` for kinds without a typed struct.
 pub fn decode(group: &str, kind: &str, obj: &Value) -> Result<Option<Decoded>, String> {
-    let Some(result) = round_trip(group, kind, obj) else {
+    // The one built-in kind served in two shapes of one group (autoscaling/v1 is a view of
+    // the stored v2): decoded as the version the body names.
+    let v1_hpa = (group, kind) == ("autoscaling", "HorizontalPodAutoscaler")
+        && obj.get("apiVersion").and_then(Value::as_str) == Some("autoscaling/v1");
+    let result = if v1_hpa {
+        Some(
+            serde_json::from_value::<k8s::autoscaling::v1::HorizontalPodAutoscaler>(obj.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::to_value(&t).map_err(|e| e.to_string())),
+        )
+    } else {
+        round_trip(group, kind, obj)
+    };
+    let Some(result) = result else {
         return Ok(None);
     };
     let object = result?;

@@ -3,7 +3,12 @@
 //!
 //! It feeds the precomputed `resource.boundNodes` fact, so the node-restriction policies can
 //! say "a node reads a secret only if a pod bound to it uses it" in Cedar, which cannot walk a
-//! graph itself. Kept current by the API server (`apiserver/followers/node_graph.rs` watches pods).
+//! graph itself. Kept current by the API server (`apiserver/followers/node_graph.rs` watches pods
+//! and PersistentVolumeClaims).
+//!
+//! PersistentVolumes follow upstream's pod → pvc → pv edges: a PV is bound to the nodes whose
+//! pods use a claim whose `spec.volumeName` names it, so a kubelet can read the volume its
+//! pod's claim is bound to and no other.
 //!
 //! Invariant: a reference counts per (pod, object) so two pods on one node using the same
 //! secret keep it readable until both are gone.
@@ -31,6 +36,10 @@ struct Graph {
     pods: HashMap<(String, String), (String, Vec<ObjectKey>)>,
     /// object → node → number of bound pods referencing it.
     refs: HashMap<ObjectKey, HashMap<String, usize>>,
+    /// (namespace, claim) → the PersistentVolume it is bound to (`spec.volumeName`).
+    claims: HashMap<(String, String), String>,
+    /// PersistentVolume → the claims bound to it (normally one).
+    volumes: HashMap<String, Vec<(String, String)>>,
 }
 
 #[derive(Default)]
@@ -51,6 +60,24 @@ impl NodeGraph {
         let Ok(g) = self.graph.read() else {
             return Vec::new();
         };
+        if attrs.resource == "persistentvolumes" {
+            // pv ← pvc ← pod → node: the nodes of the pods using a claim bound to it.
+            let mut nodes: Vec<String> = g
+                .volumes
+                .get(attrs.name)
+                .into_iter()
+                .flatten()
+                .filter_map(|(ns, claim)| {
+                    g.refs
+                        .get(&(Kind::Pvc, ns.clone(), claim.clone()))
+                        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                })
+                .flatten()
+                .collect();
+            nodes.sort();
+            nodes.dedup();
+            return nodes;
+        }
         let ns = attrs.namespace.to_string();
         let name = attrs.name.to_string();
         let kind = match attrs.resource {
@@ -136,7 +163,65 @@ impl NodeGraph {
     /// Forget everything (before a relist).
     pub fn clear(&self) {
         if let Ok(mut g) = self.graph.write() {
+            let claims = std::mem::take(&mut g.claims);
+            let volumes = std::mem::take(&mut g.volumes);
             *g = Graph::default();
+            // Claims have their own follower and relist; pods relisting keeps them.
+            g.claims = claims;
+            g.volumes = volumes;
+        }
+    }
+
+    fn remove_claim_locked(g: &mut Graph, key: &(String, String)) {
+        let Some(pv) = g.claims.remove(key) else {
+            return;
+        };
+        if let Some(list) = g.volumes.get_mut(&pv) {
+            list.retain(|k| k != key);
+            if list.is_empty() {
+                g.volumes.remove(&pv);
+            }
+        }
+    }
+
+    /// Record (or replace) a PersistentVolumeClaim: its pvc → pv edge.
+    pub fn apply_claim(&self, pvc: &Value) {
+        let meta = &pvc["metadata"];
+        let key = (
+            meta["namespace"].as_str().unwrap_or_default().to_string(),
+            meta["name"].as_str().unwrap_or_default().to_string(),
+        );
+        let pv = pvc["spec"]["volumeName"].as_str().unwrap_or_default();
+        let Ok(mut g) = self.graph.write() else {
+            return;
+        };
+        Self::remove_claim_locked(&mut g, &key);
+        if pv.is_empty() || key.1.is_empty() {
+            return;
+        }
+        g.volumes
+            .entry(pv.to_string())
+            .or_default()
+            .push(key.clone());
+        g.claims.insert(key, pv.to_string());
+    }
+
+    pub fn remove_claim(&self, pvc: &Value) {
+        let meta = &pvc["metadata"];
+        let key = (
+            meta["namespace"].as_str().unwrap_or_default().to_string(),
+            meta["name"].as_str().unwrap_or_default().to_string(),
+        );
+        if let Ok(mut g) = self.graph.write() {
+            Self::remove_claim_locked(&mut g, &key);
+        }
+    }
+
+    /// Forget every claim (before the claims' relist).
+    pub fn clear_claims(&self) {
+        if let Ok(mut g) = self.graph.write() {
+            g.claims.clear();
+            g.volumes.clear();
         }
     }
 }
@@ -195,4 +280,84 @@ fn references(pod: &Value, ns: &str) -> Vec<ObjectKey> {
     out.sort();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::UserInfo;
+    use serde_json::json;
+
+    fn bound(g: &NodeGraph, resource: &str, ns: &str, name: &str) -> Vec<String> {
+        let user = UserInfo::default();
+        g.bound_nodes(
+            &Attributes {
+                user: &user,
+                verb: "get",
+                resource_request: true,
+                api_group: "",
+                resource,
+                subresource: "",
+                namespace: ns,
+                name,
+                path: "",
+            },
+            "n1",
+        )
+    }
+
+    fn pod(name: &str, node: &str, claim: &str) -> Value {
+        json!({"metadata": {"namespace": "ns", "name": name},
+               "spec": {"nodeName": node, "volumes": [
+                   {"name": "d", "persistentVolumeClaim": {"claimName": claim}}]}})
+    }
+
+    fn claim(name: &str, pv: Option<&str>) -> Value {
+        json!({"metadata": {"namespace": "ns", "name": name}, "spec": {"volumeName": pv}})
+    }
+
+    /// pod → pvc → pv: a node reaches exactly the claims its pods use and the volumes those
+    /// claims are bound to, and loses them with the pod or the binding.
+    #[test]
+    fn claims_and_volumes_follow_pods() {
+        let g = NodeGraph::new();
+        g.apply(&pod("p1", "n1", "data"));
+        g.apply(&pod("p2", "n2", "other"));
+        g.apply_claim(&claim("data", Some("pv-data")));
+        g.apply_claim(&claim("other", Some("pv-other")));
+        g.apply_claim(&claim("unused", Some("pv-unused")));
+        g.apply_claim(&claim("pending", None));
+        let n1 = vec!["n1".to_string()];
+        let none: Vec<String> = Vec::new();
+        let table: &[(&str, &str, &str, &Vec<String>)] = &[
+            ("persistentvolumeclaims", "ns", "data", &n1),
+            ("persistentvolumes", "", "pv-data", &n1),
+            ("persistentvolumes", "", "pv-unused", &none),
+            ("persistentvolumes", "", "missing", &none),
+            ("persistentvolumeclaims", "ns", "unused", &none),
+            ("persistentvolumeclaims", "other-ns", "data", &none),
+        ];
+        for (resource, ns, name, want) in table {
+            assert_eq!(
+                &bound(&g, resource, ns, name),
+                *want,
+                "{resource} {ns}/{name}"
+            );
+        }
+        assert_eq!(bound(&g, "persistentvolumes", "", "pv-other"), vec!["n2"]);
+        // A pod relist keeps the claims' edges.
+        g.clear();
+        g.apply(&pod("p1", "n1", "data"));
+        assert_eq!(bound(&g, "persistentvolumes", "", "pv-data"), n1);
+        // The claim re-bound elsewhere: the old volume is out of reach.
+        g.apply_claim(&claim("data", Some("pv-new")));
+        assert_eq!(bound(&g, "persistentvolumes", "", "pv-data"), none);
+        assert_eq!(bound(&g, "persistentvolumes", "", "pv-new"), n1);
+        g.remove(&pod("p1", "n1", "data"));
+        assert_eq!(bound(&g, "persistentvolumes", "", "pv-new"), none);
+        g.apply(&pod("p1", "n1", "data"));
+        g.remove_claim(&claim("data", None));
+        assert_eq!(bound(&g, "persistentvolumes", "", "pv-new"), none);
+        assert_eq!(bound(&g, "persistentvolumeclaims", "ns", "data"), n1);
+    }
 }

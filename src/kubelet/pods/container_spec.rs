@@ -493,6 +493,11 @@ fn mounts(i: &Inputs<'_>, id: &str, env: &[String]) -> Result<Vec<Mount>, String
                     || v.secret.is_some()
                     || v.projected.is_some()
                     || v.downward_api.is_some()
+                    // A claim mounted `readOnly` is read-only in every container.
+                    || v
+                        .persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(super::pvc::read_only)
             });
         let mut m = bind(
             &vm.mount_path,

@@ -7,6 +7,7 @@
 //! (`runtime::shim`) that survive an agent restart, and the workers re-adopt them.
 
 pub mod atomic_writer;
+pub mod cleanup;
 pub mod container_spec;
 pub mod dns;
 pub mod events;
@@ -15,6 +16,7 @@ pub mod hooks;
 pub mod host_path;
 pub mod probe;
 pub mod pull;
+pub mod pvc;
 pub mod resources;
 pub mod static_pods;
 pub mod status;
@@ -209,8 +211,9 @@ async fn stop_orphans(shared: &Shared, live: &[String]) {
         if let Some(net) = &shared.network {
             let _ = net.detach(&uid).await;
         }
-        volumes::unmount_all(&dir);
-        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = cleanup::remove_pod_dir(&dir) {
+            tracing::warn!(uid = %uid, error = %e, "orphaned pod directory kept");
+        }
     }
     // Addresses of sandboxes that went while the agent was away.
     if let Some(net) = &shared.network {

@@ -7,12 +7,15 @@
 //! Files are written under `<pod dir>/volumes/<name>/` with `defaultMode`/`mode` (upstream's
 //! 0644 default), replaced atomically per file. `secret` and `projected` volumes (tokens,
 //! secrets) live on a tmpfs mounted there first, so they never reach the disk (as upstream);
-//! `unmount_all` takes them down when the pod goes. `emptyDir` with `medium: Memory` is a
+//! `cleanup.rs` takes them down when the pod goes. `emptyDir` with `medium: Memory` is a
 //! tmpfs of `sizeLimit`; `hostPath` is checked by `host_path.rs`. configMap and secret volumes
 //! are written with upstream's `..data` symlink swap (`atomic_writer.rs`) and re-read by the
 //! worker every 10 s, so updates reach running pods atomically; projected volumes are
 //! rewritten the same way when their service-account token is due (`token.rs`). emptyDirs are
-//! 0777 as upstream's; the pod's `fsGroup` is applied by `volume_ownership.rs`. Not yet: PVCs.
+//! 0777 as upstream's; the pod's `fsGroup` is applied by `volume_ownership.rs`.
+//! `persistentVolumeClaim` volumes resolve to their PersistentVolume's host path (`pvc.rs`)
+//! and get the pod's `fsGroup` like emptyDir (following `fsGroupChangePolicy`) unless the
+//! claim is mounted `readOnly`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -45,6 +48,16 @@ pub async fn prepare(
         if let Some(hp) = &v.host_path {
             let p = super::host_path::prepare(hp)
                 .map_err(|e| format!("for volume {:?} : {e}", v.name))?;
+            out.insert(v.name.clone(), p);
+            continue;
+        }
+        if let Some(c) = &v.persistent_volume_claim {
+            let p = super::pvc::prepare(client, &ns, c)
+                .await
+                .map_err(|e| format!("for volume {:?} : {e}", v.name))?;
+            if p.is_dir() {
+                set_fs_group(pod, v, &p, false)?;
+            }
             out.insert(v.name.clone(), p);
             continue;
         }
@@ -233,7 +246,11 @@ fn set_fs_group(pod: &Pod, v: &Volume, dir: &Path, updated: bool) -> Result<(), 
         || v.secret.is_some()
         || v.projected.is_some()
         || v.downward_api.is_some();
-    if !readonly && v.empty_dir.is_none() {
+    let writable_claim = v
+        .persistent_volume_claim
+        .as_ref()
+        .is_some_and(|c| !super::pvc::read_only(c));
+    if !readonly && v.empty_dir.is_none() && !writable_claim {
         return Ok(());
     }
     let policy = if readonly || updated {
@@ -445,19 +462,4 @@ fn ensure_tmpfs(dir: &Path, size: Option<u64>) -> Result<(), String> {
         ),
     )
     .map_err(|e| format!("tmpfs for {}: {e}", dir.display()))
-}
-
-/// Unmount the pod's tmpfs volumes (before its directory is removed).
-pub fn unmount_all(pod_dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(pod_dir.join("volumes")) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if is_mount_point(&p) {
-            if let Err(err) = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
-                tracing::warn!(path = %p.display(), error = %err, "cannot unmount a pod volume");
-            }
-        }
-    }
 }

@@ -971,8 +971,9 @@ impl Worker {
             }
         }
         self.detach_network().await;
-        super::volumes::unmount_all(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Err(e) = super::cleanup::remove_pod_dir(&self.dir) {
+            tracing::warn!(pod = %self.name(), error = %e, "pod directory kept");
+        }
         let _ =
             std::fs::remove_dir_all(container_spec::pod_log_dir(&self.shared.log_dir, &self.pod));
     }

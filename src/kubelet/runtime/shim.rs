@@ -15,7 +15,10 @@
 //!   (1 stdout, 2 stderr) until the container's output ends. A reader that falls 4 MiB
 //!   behind is dropped rather than stalling the log. With `stdinOnce` the shim gives its own
 //!   stdin end away with the first attach that takes it, so the container reads EOF once
-//!   that session ends (CRI `stdin_once`); later attaches get no stdin.
+//!   that session ends (CRI `stdin_once`); later attaches get no stdin. A pty master is no
+//!   pipe: its EOF for a `tty: true` container is a hang-up, so the agent says when that
+//!   session ended (`closeStdin`) and the shim types VEOF, then closes the master after
+//!   `HANG_UP_GRACE` (containerd closes it at once, dropping input not yet read).
 //!
 //! It outlives the agent: the agent reconnects to the socket after a restart and finds its
 //! containers with their PIDs, attempts (annotations) and times. Being single-threaded is
@@ -75,6 +78,16 @@ pub enum Request {
         id: String,
         #[serde(default)]
         stdin: bool,
+    },
+    /// The attach session that took container `id`'s stdin ended. For a `terminal` +
+    /// `stdinOnce` container the shim then types the terminal's end-of-file character
+    /// (VEOF, queued behind the input already sent, so a shell runs that input and then
+    /// exits) and, if the container is still running `HANG_UP_GRACE` later, closes the pty
+    /// master (the terminal hangs up, what containerd does at once when its stdin copy ends).
+    /// For any other container it changes nothing (a pipe's EOF came with the agent closing
+    /// its end).
+    CloseStdin {
+        id: String,
     },
 }
 
@@ -147,7 +160,13 @@ struct Ctr {
     cgroup_dirs: Vec<PathBuf>,
     /// Kept for processes exec'd into the container later.
     spec: Box<Spec>,
+    /// When the terminal is hung up (`tty` + `stdinOnce`, after its stdin closed).
+    hang_up_at: Option<std::time::Instant>,
 }
+
+/// How long a `tty` + `stdinOnce` container has to exit on its own (on the VEOF typed into
+/// its terminal) once its stdin closed, before its terminal is hung up.
+const HANG_UP_GRACE: Duration = Duration::from_secs(5);
 
 /// Entry point of `rampart __shim`: detach, then serve until shutdown. Returns only in the
 /// first process (the one the agent waits for), with the outcome of the start-up.
@@ -409,10 +428,13 @@ fn serve(args: &ShimArgs, listener: UnixListener, sigfd: SignalFd) {
                 ));
             }
         }
+        let next_hang_up = shim.hang_up_due();
         let timeout = if shim.shutting_down {
             100u16
         } else {
-            10_000u16
+            next_hang_up
+                .map(|d| d.as_millis().clamp(1, 10_000) as u16)
+                .unwrap_or(10_000u16)
         };
         if let Err(e) = poll(&mut fds, PollTimeout::from(timeout)) {
             if e != nix::errno::Errno::EINTR {
@@ -629,6 +651,7 @@ impl Shim {
                 }
                 None => {}
             },
+            Request::CloseStdin { id } => self.stdin_closed(&id),
             Request::Shutdown => {
                 self.shutting_down = true;
                 for c in self.ctrs.values().filter(|c| c.state.running) {
@@ -710,9 +733,78 @@ impl Shim {
                 cgroup_path: spec.linux.cgroups_path.clone(),
                 cgroup_dirs: started.cgroup_dirs,
                 spec: Box::new(spec.clone()),
+                hang_up_at: None,
             },
         );
         Ok(())
+    }
+
+    /// `tty` + `stdinOnce`: the session holding stdin ended (see `Request::CloseStdin`).
+    fn stdin_closed(&mut self, id: &str) {
+        let Some(c) = self.ctrs.get_mut(id) else {
+            return;
+        };
+        let p = &c.spec.process;
+        // `stdin` still here: no stdinOnce session has taken it, nothing to close.
+        if !(p.terminal && p.stdin && p.stdin_once && c.stdin.is_none() && c.state.running)
+            || c.hang_up_at.is_some()
+        {
+            return;
+        }
+        if let Some((master, _)) = &c.stdout {
+            // VEOF (^D, the terminal's default); through the master it is input like any
+            // other, read after what came before it.
+            let _ = nix::unistd::write(master, &[4u8]);
+        }
+        c.hang_up_at = Some(std::time::Instant::now() + HANG_UP_GRACE);
+    }
+
+    /// Hang up the terminals whose grace ran out; the time until the next one is due.
+    fn hang_up_due(&mut self) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        let due: Vec<String> = self
+            .ctrs
+            .iter()
+            .filter(|(_, c)| c.hang_up_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.hang_up(&id);
+        }
+        self.ctrs
+            .values()
+            .filter_map(|c| c.hang_up_at)
+            .map(|t| t.saturating_duration_since(now))
+            .min()
+    }
+
+    /// Close the terminal's master (what the master still holds reaches the log first): the
+    /// container's side reads EOF/EIO and its session leader gets SIGHUP.
+    fn hang_up(&mut self, id: &str) {
+        let Some(c) = self.ctrs.get_mut(id) else {
+            return;
+        };
+        c.hang_up_at = None;
+        if !c.state.running {
+            return;
+        }
+        self.pump(id, true);
+        let Some(c) = self.ctrs.get_mut(id) else {
+            return;
+        };
+        if let Some((fd, mut stream)) = c.stdout.take() {
+            let mut sink = LogSink(c.log.as_mut());
+            let _ = stream.close(&mut sink);
+            drop(fd);
+            eprintln!("{} stdin of {id} closed: terminal hung up", now());
+        }
+        if c.stderr.is_none() {
+            for a in &mut c.attached {
+                a.done = true;
+                a.flush();
+            }
+            c.attached.retain(|a| !a.queue.is_empty());
+        }
     }
 
     /// Move what a pipe holds into the log; close it at EOF.

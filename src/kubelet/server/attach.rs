@@ -7,7 +7,9 @@
 //! same connection. The session ends with `Success` on channel 3 once the container's output
 //! ends (it exited); a client that goes away just detaches, the container keeps running.
 //! With `stdinOnce` the container reads EOF when the first session that took stdin ends
-//! (close-stdin message or detach), as CRI's `stdin_once`.
+//! (close-stdin message or detach), as CRI's `stdin_once`; for a `tty: true` container that
+//! EOF is a hang-up of its terminal, which the shim does when told (`closeStdin`), so
+//! `kubectl run -it --rm --restart=Never` whose input ends lets the shell exit.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use tokio::sync::mpsc;
 use super::exec::{failure, Options};
 use super::websocket::{self, Message};
 use crate::kubelet::runtime::client as shim;
+use crate::kubelet::runtime::shim::Request as ShimRequest;
 
 /// Run one attach session on an upgraded connection.
 pub async fn session<S>(io: S, shim_dir: PathBuf, id: String, opts: Options)
@@ -44,8 +47,8 @@ where
         websocket::frame(0x2, &m)
     };
     let want_stdin = opts.stdin;
-    let attached =
-        tokio::task::spawn_blocking(move || shim::attach(&shim_dir, &id, want_stdin)).await;
+    let (dir, cid) = (shim_dir.clone(), id.clone());
+    let attached = tokio::task::spawn_blocking(move || shim::attach(&dir, &cid, want_stdin)).await;
     let attached = match attached {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
@@ -65,11 +68,20 @@ where
         }
     };
     let stdin = attached.stdin.and_then(|fd| shim::async_writer(fd).ok());
+    // The shim hangs a `tty` + `stdinOnce` container's terminal up once this session's stdin
+    // is closed (it decides whether that applies; the client may have asked for no tty,
+    // as kubectl does when its own input is no terminal).
+    let hang_up = stdin.is_some().then(|| HangUp {
+        dir: shim_dir,
+        id,
+        sent: false,
+    });
     // Input: stdin, resizes, close-stdin, pings.
     let in_tx = out_tx.clone();
     let tty = opts.tty;
     let input = tokio::spawn(async move {
         let mut stdin = stdin;
+        let mut hang_up = hang_up;
         let mut pongs = Vec::new();
         loop {
             let msg = match websocket::read_message(&mut rd, &mut pongs).await {
@@ -105,6 +117,9 @@ where
                     // The client closed stdin: with `stdinOnce` this was the container's
                     // last writer, so it reads EOF.
                     stdin = None;
+                    if let Some(h) = hang_up.take() {
+                        h.send().await;
+                    }
                 }
                 _ => {}
             }
@@ -147,6 +162,44 @@ where
     input.abort();
     drop(out_tx);
     let _ = writer.await;
+}
+
+/// Tells the shim that this session's stdin (a dup of the pty master) is closed; sent when
+/// the client closes stdin, else when the session goes (`Drop`: detach, abort). The shim
+/// ignores it unless the container is `tty` + `stdinOnce`.
+struct HangUp {
+    dir: PathBuf,
+    id: String,
+    sent: bool,
+}
+
+impl HangUp {
+    fn request(&self) -> ShimRequest {
+        ShimRequest::CloseStdin {
+            id: self.id.clone(),
+        }
+    }
+
+    async fn send(mut self) {
+        self.sent = true;
+        if let Err(e) = shim::call(&self.dir, &self.request()).await {
+            tracing::debug!(error = %e, "attach: cannot tell the shim stdin closed");
+        }
+    }
+}
+
+impl Drop for HangUp {
+    fn drop(&mut self) {
+        if self.sent {
+            return;
+        }
+        let (req, dir) = (self.request(), std::mem::take(&mut self.dir));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = shim::call(&dir, &req).await;
+            });
+        }
+    }
 }
 
 /// Takes one whole output record off the front of `buf`.
