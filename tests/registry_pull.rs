@@ -19,11 +19,11 @@ mod kubelet_support;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::{eventually, Server};
-use kubelet_support::registry::{free_port, run, Registry};
+use kubelet_support::registry::{run, Registry};
 use kubelet_support::*;
 use serde_json::Value;
 
