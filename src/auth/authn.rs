@@ -43,7 +43,7 @@ pub enum Error {
     /// A service-account JWT that is malformed, badly signed, expired, for another audience,
     /// or whose bound objects are gone.
     #[error(transparent)]
-    ServiceAccountToken(#[from] super::serviceaccount::Rejected),
+    ServiceAccountToken(#[from] super::service_account::Rejected),
     /// A join (bootstrap) token that is unknown, expired or wrong.
     #[error(transparent)]
     JoinToken(#[from] super::bootstrap::Rejected),

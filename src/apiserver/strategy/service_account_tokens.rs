@@ -19,7 +19,7 @@ use crate::apiserver::context::Ctx;
 use crate::apiserver::edge::body::{self, full, json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::{self, Builtin};
-use crate::auth::serviceaccount::{self, token, Issuer, Private, Ref, Rejected};
+use crate::auth::service_account::{self, token, Issuer, Private, Ref, Rejected};
 use crate::store::Backend;
 
 /// Upstream's lower bound on `spec.expirationSeconds` (10 minutes).
@@ -50,7 +50,7 @@ fn uid_of(obj: &Value) -> &str {
     obj["metadata"]["uid"].as_str().unwrap_or_default()
 }
 
-/// The store-backed [`serviceaccount::Lookup`].
+/// The store-backed [`service_account::Lookup`].
 pub struct StoreLookup {
     store: Arc<dyn Backend>,
 }
@@ -62,7 +62,7 @@ impl StoreLookup {
 }
 
 #[async_trait]
-impl serviceaccount::Lookup for StoreLookup {
+impl service_account::Lookup for StoreLookup {
     async fn check(&self, c: &Private) -> Result<(), Rejected> {
         let ns = &c.namespace;
         let store = self.store.as_ref();
