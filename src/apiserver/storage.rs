@@ -81,6 +81,7 @@ pub enum Builtin {
     ConfigMaps,
     ApiServices,
     PodDisruptionBudgets,
+    PersistentVolumeClaims,
 }
 
 impl Builtin {
@@ -101,6 +102,7 @@ impl Builtin {
             Builtin::ConfigMaps => "/registry/core/configmaps/",
             Builtin::ApiServices => "/registry/apiregistration.k8s.io/apiservices/",
             Builtin::PodDisruptionBudgets => "/registry/policy/poddisruptionbudgets/",
+            Builtin::PersistentVolumeClaims => "/registry/core/persistentvolumeclaims/",
         }
     }
 
