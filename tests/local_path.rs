@@ -401,7 +401,7 @@ fn a_pod_waits_for_an_unbound_claim() {
     ]);
     assert!(failed, "{events}");
     assert!(
-        events.contains("PVC default/stuck is not bound"),
+        events.contains("error processing PVC default/stuck: PVC is not bound"),
         "{events}"
     );
     let p = s.json(&["get", "pod", "waiting"]);

@@ -440,6 +440,7 @@ mod tests {
             ConfigMaps,
             ApiServices,
             PodDisruptionBudgets,
+            PersistentVolumeClaims,
         ] {
             let ri = builtin()
                 .iter()

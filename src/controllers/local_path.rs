@@ -19,9 +19,10 @@
 //! API (authorized and audited like any controller write); reconciles are level-based (the
 //! whole state is re-read on every change), so a lost write is retried on the next event or
 //! resync.
+//! The scheduler writes `selected-node` for the pods it places (`scheduler::volume_binding`);
+//! the kubelet mounts the volume (`kubelet::pods::pvc`).
 //! Not yet: the directory of a deleted volume stays on the node (k3s runs a helper pod to
-//! remove it), the scheduler's own `selected-node` for claims of scheduled pods, capacity
-//! limits (local-path does not enforce them either).
+//! remove it), capacity limits (local-path does not enforce them either).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -13,7 +13,6 @@ use crate::auth::cedar::NodeGraph;
 use crate::store::Backend;
 
 const PODS_PREFIX: &str = crate::apiserver::storage::Builtin::Pods.prefix();
-/// Where claims are stored (`storage::prefix` of the core `persistentvolumeclaims`).
 const CLAIMS_PREFIX: &str = crate::apiserver::storage::Builtin::PersistentVolumeClaims.prefix();
 
 struct Pods(Arc<NodeGraph>);
