@@ -10,7 +10,8 @@
 //!
 //! Run: `cargo bench --profile ci --bench api` (env `BENCH_SCALE=0.2` for a quick pass,
 //! `BENCH_DIR` for the data directory's parent, `RAMPART_BIN` for another server binary,
-//! `RAMPART_BENCH_LOGS=1` to echo the server's log).
+//! `RAMPART_BENCH_LOGS=1` to echo the server's log, `BENCH_PARTS=pods` for the pod-create row
+//! alone and `BENCH_PERF_OUT=<file>` to `perf record -g` the server during that row).
 #![allow(unsafe_code)] // test support: fork/exec hooks, signals, rlimits (each block says why)
 
 mod support;
@@ -600,6 +601,48 @@ async fn run(kubeconfig: &Path, scale: f64, server: &mut Server) -> Result<(), S
             notes.push(format!("{what}: first error: {e}"));
         }
     };
+
+    // `BENCH_PARTS=pods`: only the pod-create row (what issue 13 item 8 measures), optionally
+    // under `perf record` (`BENCH_PERF_OUT=<file>`), attached to the server for that phase only.
+    if std::env::var("BENCH_PARTS").is_ok_and(|p| p == "pods") {
+        let pods = n(10_000);
+        let perf = std::env::var_os("BENCH_PERF_OUT").and_then(|out| {
+            let child = std::process::Command::new("perf")
+                .args(["record", "-F", "1999", "-g", "-o"])
+                .arg(&out)
+                .args(["-p", &server.child.id().to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match child {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    notes.push(format!("perf record not started: {e}"));
+                    None
+                }
+            }
+        });
+        if perf.is_some() {
+            // perf needs a moment to attach to every thread before the timed phase.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        table.mark();
+        let f = create_pods(&clients, pods, &errs).await;
+        table.row(&format!("create pod ({pods})"), MANY, &f, None);
+        note_err(&mut notes, "create pods");
+        if let Some(mut child) = perf {
+            // SAFETY: kill(2) with SIGINT on the pid of our own, not yet reaped, child; perf
+            // writes its data file on SIGINT.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
+            let _ = child.wait();
+        }
+        for n in notes {
+            println!("note: {n}");
+        }
+        return Ok(());
+    }
 
     table.mark();
     let f = creates(&clients[..1], n(1500), "c1", &errs).await;

@@ -81,7 +81,7 @@ pub struct Config {
     /// Server snapshots (`/rampart/v1/snapshots`); `None` answers 404 there.
     pub snapshots: Option<Arc<crate::store::snapshot::Snapshotter>>,
     /// The service-account token issuer (TokenRequest, OIDC discovery); `None` disables both.
-    pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
+    pub service_accounts: Option<Arc<crate::auth::service_account::Issuer>>,
     /// The Cedar authorizer, the Cedar admission policies (Pod Security Standards, files,
     /// `CedarPolicy` objects; the built-in admission plugins run with them) and the audit
     /// log (every request is recorded, and refused with 503 when it cannot be). Only a
@@ -144,7 +144,7 @@ pub(crate) struct State {
     pub revocations: Arc<crate::auth::revocation::Revocations>,
     pub node_issuers: endpoints::pki_ops::NodeIssuers,
     pub authn: crate::auth::authn::Authenticator,
-    pub service_accounts: Option<Arc<crate::auth::serviceaccount::Issuer>>,
+    pub service_accounts: Option<Arc<crate::auth::service_account::Issuer>>,
     pub advertise: SocketAddr,
     pub ready: AtomicBool,
     /// Upstream's max-in-flight filter: non-watch requests beyond this get 429.

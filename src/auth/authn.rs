@@ -26,57 +26,64 @@ pub struct CertIdentity {
 }
 
 /// The connection's certificate identity, or why there is none.
-pub type ConnIdentity = Result<CertIdentity, String>;
+pub type ConnIdentity = Result<CertIdentity, super::x509::Error>;
 
-/// Why a request was not authenticated. The message is safe to return to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub message: String,
-    /// The client must wait this long before trying this credential again (429 with
-    /// Retry-After rather than 401).
-    pub retry_after: Option<std::time::Duration>,
+/// Why a request was not authenticated. `Display` is what the client reads after
+/// `Unauthorized: ` in the 401 body: it names the credential's kind and the reason, never
+/// the credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The connection has no client certificate the cluster trusts (and no bearer token).
+    #[error(transparent)]
+    Certificate(#[from] super::x509::Error),
+    #[error("the client certificate has expired")]
+    CertificateExpired,
+    #[error("the client certificate has been revoked")]
+    CertificateRevoked,
+    /// A service-account JWT that is malformed, badly signed, expired, for another audience,
+    /// or whose bound objects are gone.
+    #[error(transparent)]
+    ServiceAccountToken(#[from] super::service_account::Rejected),
+    /// A join (bootstrap) token that is unknown, expired or wrong.
+    #[error(transparent)]
+    JoinToken(#[from] super::bootstrap::Rejected),
+    /// An OIDC ID token the configured issuer did not vouch for.
+    #[error(transparent)]
+    OidcToken(#[from] super::oidc::Rejected),
+    /// Too many failures with one join-token id: 429 with `Retry-After`, not 401.
+    #[error(
+        "too many failed attempts with join token {token_id}; retry after {} s",
+        retry_after.as_secs().max(1)
+    )]
+    Throttled {
+        token_id: String,
+        retry_after: std::time::Duration,
+    },
+    #[error("the bearer token was not recognised")]
+    UnknownToken,
 }
 
-impl From<String> for Refusal {
-    fn from(message: String) -> Self {
-        Refusal {
-            message,
-            retry_after: None,
+impl Error {
+    /// How long the client must wait before trying this credential again, when it must.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
-    }
-}
-
-impl From<&str> for Refusal {
-    fn from(message: &str) -> Self {
-        message.to_string().into()
-    }
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
     }
 }
 
 #[async_trait]
 pub trait TokenAuthenticator: Send + Sync {
-    /// `None`: not a token of this kind. `Some(Err)`: this kind, but invalid (the message is
+    /// `None`: not a token of this kind. `Some(Err)`: this kind, but invalid (the error is
     /// safe to return to the client: it never echoes the token).
-    async fn authenticate(&self, token: &str) -> Option<Result<UserInfo, String>>;
-
-    /// As [`TokenAuthenticator::authenticate`], for authenticators that can also ask the
-    /// client to back off (join tokens after repeated failures).
-    async fn authenticate_or_throttle(&self, token: &str) -> Option<Result<UserInfo, Refusal>> {
-        self.authenticate(token)
-            .await
-            .map(|r| r.map_err(Refusal::from))
-    }
+    async fn authenticate(&self, token: &str) -> Option<Result<UserInfo, Error>>;
 }
 
 /// Per-request checks on a certificate identity that can change while a connection is open
 /// (revocation, expiry).
 pub trait CertificateCheck: Send + Sync {
-    fn check(&self, id: &CertIdentity) -> Result<(), String>;
+    fn check(&self, id: &CertIdentity) -> Result<(), Error>;
 }
 
 #[derive(Default, Clone)]
@@ -90,15 +97,15 @@ impl Authenticator {
         &self,
         conn: &ConnIdentity,
         headers: &http::HeaderMap,
-    ) -> Result<UserInfo, Refusal> {
+    ) -> Result<UserInfo, Error> {
         let cert_error = match conn {
             Ok(id) => {
                 let now = jiff::Timestamp::now().as_second();
                 if now > id.not_after {
-                    return Err("the client certificate has expired".into());
+                    return Err(Error::CertificateExpired);
                 }
                 for c in &self.cert_checks {
-                    c.check(id).map_err(Refusal::from)?;
+                    c.check(id)?;
                 }
                 return Ok(id.user.clone());
             }
@@ -108,11 +115,11 @@ impl Authenticator {
             return Err(cert_error.into());
         };
         for a in &self.tokens {
-            if let Some(result) = a.authenticate_or_throttle(token).await {
+            if let Some(result) = a.authenticate(token).await {
                 return result;
             }
         }
-        Err("the bearer token was not recognised".into())
+        Err(Error::UnknownToken)
     }
 }
 

@@ -89,6 +89,19 @@ impl BearerToken {
     }
 }
 
+/// Why a printed join token cannot be used (the text names the part, never the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("the join token is malformed: it must start with {}", JOIN_PREFIX)]
+    Prefix,
+    #[error("the join token is malformed: expected R10<CA hash>::<id>.<secret>")]
+    Shape,
+    #[error("the join token is malformed: the CA hash must be 64 hex digits")]
+    CaHash,
+    #[error("the join token is malformed: expected <6 characters>.<16 characters> after ::")]
+    Bearer,
+}
+
 /// A printed join token: the CA bundle's hash plus the bearer token.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct JoinToken {
@@ -98,22 +111,15 @@ pub struct JoinToken {
 }
 
 impl JoinToken {
-    /// Parse `R10<64 hex>::<id>.<secret>`. The message never repeats the token.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    /// Parse `R10<64 hex>::<id>.<secret>`. The error never repeats the token.
+    pub fn parse(s: &str) -> Result<Self, Malformed> {
         let s = s.trim();
-        let rest = s.strip_prefix(JOIN_PREFIX).ok_or_else(|| {
-            format!("the join token is malformed: it must start with {JOIN_PREFIX}")
-        })?;
-        let (hash, bearer) = rest.split_once("::").ok_or(
-            "the join token is malformed: expected R10<CA hash>::<id>.<secret>".to_string(),
-        )?;
+        let rest = s.strip_prefix(JOIN_PREFIX).ok_or(Malformed::Prefix)?;
+        let (hash, bearer) = rest.split_once("::").ok_or(Malformed::Shape)?;
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("the join token is malformed: the CA hash must be 64 hex digits".into());
+            return Err(Malformed::CaHash);
         }
-        let bearer = BearerToken::parse(bearer).ok_or(
-            "the join token is malformed: expected <6 characters>.<16 characters> after ::"
-                .to_string(),
-        )?;
+        let bearer = BearerToken::parse(bearer).ok_or(Malformed::Bearer)?;
         Ok(JoinToken {
             ca_hash: hash.to_ascii_lowercase(),
             bearer,
@@ -132,11 +138,21 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// Why a join token is refused at authentication; `Display` is the client's 401 text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// One reason for every failed check: a client learns nothing about which one failed.
+    #[error("the join token is invalid or has expired")]
+    Invalid,
+    /// The token Secrets could not be read (the cause is logged, not sent).
+    #[error("cannot read join tokens right now")]
+    Unverifiable,
+}
+
 /// Check `token` against the Secret found for its id (`None`: no such Secret). `now` is
 /// seconds since the epoch. On success, the user the token authenticates as.
-pub fn check(token: &BearerToken, secret: Option<&Secret>, now: i64) -> Result<UserInfo, String> {
-    // One message for every failure: a client learns nothing about which check failed.
-    let invalid = || "the join token is invalid or has expired".to_string();
+pub fn check(token: &BearerToken, secret: Option<&Secret>, now: i64) -> Result<UserInfo, Rejected> {
+    let invalid = || Rejected::Invalid;
     let secret = secret.ok_or_else(invalid)?;
     if secret.type_.as_deref() != Some(SECRET_TYPE) {
         return Err(invalid());

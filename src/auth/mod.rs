@@ -14,7 +14,7 @@ pub mod enforcement;
 pub mod oidc;
 pub mod rbac;
 pub mod revocation;
-pub mod serviceaccount;
+pub mod service_account;
 pub mod x509;
 
 /// An authenticated identity, as upstream's `user.Info`: name, uid, groups and extra

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use super::authn::TokenAuthenticator;
+use super::authn::{self, TokenAuthenticator};
 use super::UserInfo;
 use crate::tls::client::{client_config, Error as TlsError, Trust};
 
@@ -238,7 +238,7 @@ impl Authenticator {
         alg: Algorithm,
         keys: &[Key],
         kid: Option<&str>,
-    ) -> Option<Result<Value, String>> {
+    ) -> Option<Result<Value, Rejected>> {
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
@@ -258,16 +258,16 @@ impl Authenticator {
         last.map(Err)
     }
 
-    fn map_user(&self, claims: &Value) -> Result<UserInfo, String> {
+    fn map_user(&self, claims: &Value) -> Result<UserInfo, Rejected> {
         let claim = &self.cfg.username_claim;
         let name = claims[claim.as_str()]
             .as_str()
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| format!("oidc: the token has no {claim} claim"))?;
+            .ok_or_else(|| Rejected::NoUsername(claim.clone()))?;
         if claim == "email" {
             match &claims["email_verified"] {
                 Value::Null | Value::Bool(true) => {}
-                _ => return Err("oidc: email not verified".into()),
+                _ => return Err(Rejected::EmailNotVerified),
             }
         }
         let mut groups = Vec::new();
@@ -279,14 +279,12 @@ impl Authenticator {
                     for g in a {
                         groups.push(
                             g.as_str()
-                                .ok_or_else(|| {
-                                    format!("oidc: the {gc} claim is not a list of strings")
-                                })?
+                                .ok_or_else(|| Rejected::GroupsNotStrings(gc.clone()))?
                                 .to_string(),
                         );
                     }
                 }
-                _ => return Err(format!("oidc: the {gc} claim is not a string or a list")),
+                _ => return Err(Rejected::GroupsWrongType(gc.clone())),
             }
         }
         Ok(UserInfo {
@@ -301,31 +299,64 @@ impl Authenticator {
     }
 }
 
-fn describe(e: &jsonwebtoken::errors::Error) -> String {
+/// Why an ID token is refused; `Display` is the client's 401 text (never the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("oidc: malformed token")]
+    Malformed,
+    #[error("oidc: the token's algorithm is not accepted")]
+    Algorithm,
+    #[error("oidc: the token is signed by an unknown key")]
+    UnknownKey,
+    #[error("oidc: the token has expired")]
+    Expired,
+    #[error("oidc: the token is not valid yet")]
+    NotYetValid,
+    #[error("oidc: the token was issued for another client")]
+    Audience,
+    #[error("oidc: the token's issuer is not accepted")]
+    Issuer,
+    #[error("oidc: invalid signature")]
+    Signature,
+    #[error("oidc: missing claim {0}")]
+    MissingClaim(String),
+    #[error("oidc: malformed or unverifiable token")]
+    Unverifiable,
+    #[error("oidc: the token has no {0} claim")]
+    NoUsername(String),
+    #[error("oidc: email not verified")]
+    EmailNotVerified,
+    #[error("oidc: the {0} claim is not a list of strings")]
+    GroupsNotStrings(String),
+    #[error("oidc: the {0} claim is not a string or a list")]
+    GroupsWrongType(String),
+}
+
+fn describe(e: &jsonwebtoken::errors::Error) -> Rejected {
     use jsonwebtoken::errors::ErrorKind;
     match e.kind() {
-        ErrorKind::ExpiredSignature => "oidc: the token has expired".into(),
-        ErrorKind::ImmatureSignature => "oidc: the token is not valid yet".into(),
-        ErrorKind::InvalidAudience => "oidc: the token was issued for another client".into(),
-        ErrorKind::InvalidIssuer => "oidc: the token's issuer is not accepted".into(),
-        ErrorKind::InvalidSignature => "oidc: invalid signature".into(),
-        ErrorKind::MissingRequiredClaim(c) => format!("oidc: missing claim {c}"),
-        _ => "oidc: malformed or unverifiable token".into(),
+        ErrorKind::ExpiredSignature => Rejected::Expired,
+        ErrorKind::ImmatureSignature => Rejected::NotYetValid,
+        ErrorKind::InvalidAudience => Rejected::Audience,
+        ErrorKind::InvalidIssuer => Rejected::Issuer,
+        ErrorKind::InvalidSignature => Rejected::Signature,
+        ErrorKind::MissingRequiredClaim(c) => Rejected::MissingClaim(c.clone()),
+        _ => Rejected::Unverifiable,
     }
 }
 
 #[async_trait]
 impl TokenAuthenticator for Authenticator {
-    async fn authenticate(&self, token: &str) -> Option<Result<UserInfo, String>> {
+    async fn authenticate(&self, token: &str) -> Option<Result<UserInfo, authn::Error>> {
         if !self.is_ours(token) {
             return None;
         }
         let header = match jsonwebtoken::decode_header(token) {
             Ok(h) => h,
-            Err(_) => return Some(Err("oidc: malformed token".into())),
+            Err(_) => return Some(Err(Rejected::Malformed.into())),
         };
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
-            return Some(Err("oidc: the token's algorithm is not accepted".into()));
+            return Some(Err(Rejected::Algorithm.into()));
         }
         let kid = header.kid.as_deref();
         let mut keys = self.keys(false).await;
@@ -337,10 +368,10 @@ impl TokenAuthenticator for Authenticator {
         }
         let claims = match self.verify_with(token, header.alg, &keys, kid) {
             Some(Ok(c)) => c,
-            Some(Err(e)) => return Some(Err(e)),
-            None => return Some(Err("oidc: the token is signed by an unknown key".into())),
+            Some(Err(e)) => return Some(Err(e.into())),
+            None => return Some(Err(Rejected::UnknownKey.into())),
         };
-        Some(self.map_user(&claims))
+        Some(self.map_user(&claims).map_err(authn::Error::from))
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
-use super::authn::{CertIdentity, CertificateCheck};
+use super::authn::{CertIdentity, CertificateCheck, Error};
 
 /// One entry of the revocation list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,13 +104,13 @@ impl Revocations {
 }
 
 impl CertificateCheck for Revocations {
-    fn check(&self, id: &CertIdentity) -> Result<(), String> {
+    fn check(&self, id: &CertIdentity) -> Result<(), Error> {
         let list = match self.list.read() {
             Ok(l) => l,
             Err(p) => p.into_inner(),
         };
         if list.iter().any(|r| r.matches(id)) {
-            Err("the client certificate has been revoked".into())
+            Err(Error::CertificateRevoked)
         } else {
             Ok(())
         }

@@ -18,7 +18,7 @@ use rustls::server::danger::ClientCertVerifier;
 use super::authn::CertIdentity;
 use super::UserInfo;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error("no client certificate was presented")]
     NoCertificate,

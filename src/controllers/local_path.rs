@@ -193,7 +193,9 @@ impl State {
             .filter(|c| c.provisioner == PROVISIONER)
             .filter_map(|c| c.metadata.name.clone())
             .collect();
-        let pods = self.pods.state();
+        // Cloned lazily, for a claim that waits for its first consumer: cloning every pod
+        // on each event made every pod write cost O(pods) (issue 13 item 8's profile).
+        let mut pods = None;
         let volumes: BTreeMap<String, Arc<PersistentVolume>> = self
             .volumes
             .state()
@@ -229,7 +231,8 @@ impl State {
             if bound_to.is_some() && phase == Some("Bound") {
                 continue;
             }
-            let (node, from_pod) = node_for(pvc, &pods);
+            let pods = pods.get_or_insert_with(|| self.pods.state());
+            let (node, from_pod) = node_for(pvc, pods);
             let Some(node) = node else { continue }; // waiting for its first consumer
             if from_pod {
                 self.patch_claim(

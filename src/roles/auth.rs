@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::apiserver;
-use crate::auth::{authn, oidc, serviceaccount};
+use crate::auth::{authn, oidc, service_account};
 use crate::cli::AuthArgs;
 use crate::store::Backend;
 
@@ -15,11 +15,11 @@ pub fn build(
     args: &AuthArgs,
     authority: &crate::pki::Authority,
     store: Arc<dyn Backend>,
-) -> anyhow::Result<(Arc<serviceaccount::Issuer>, authn::Authenticator)> {
+) -> anyhow::Result<(Arc<service_account::Issuer>, authn::Authenticator)> {
     let m = authority.current();
-    let keys = serviceaccount::KeySet::from_pem(&m.sa_key_pem, "")
+    let keys = service_account::KeySet::from_pem(&m.sa_key_pem, "")
         .map_err(|e| anyhow::anyhow!("cannot load the service-account signing key: {e}"))?;
-    let issuer = Arc::new(serviceaccount::Issuer::new(
+    let issuer = Arc::new(service_account::Issuer::new(
         keys,
         &args.service_account_issuer,
         args.api_audiences.clone(),
@@ -28,7 +28,7 @@ pub fn build(
     let mut authn = authn::Authenticator::default();
     authn
         .tokens
-        .push(Arc::new(serviceaccount::Authenticator::new(
+        .push(Arc::new(service_account::Authenticator::new(
             issuer.clone(),
             Arc::new(apiserver::service_account_tokens::StoreLookup::new(store)),
         )));

@@ -258,9 +258,8 @@ impl Connection {
         match chain {
             Some(chain) => {
                 auth::x509::authenticate(&trust.verifier, chain, &trust.intermediates, at)
-                    .map_err(|e| e.to_string())
             }
-            None => Err(auth::x509::Error::NoCertificate.to_string()),
+            None => Err(auth::x509::Error::NoCertificate),
         }
     }
 
@@ -369,11 +368,10 @@ async fn serve_request(
             .authenticate(&conn_identity, req.headers())
             .await
         {
-            Err(auth::authn::Refusal {
-                message,
-                retry_after: Some(wait),
-            }) => throttled(&message, wait),
-            Err(why) => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
+            Err(why) => match why.retry_after() {
+                Some(wait) => throttled(&why.to_string(), wait),
+                None => error_response(&ApiError::unauthorized(format!("Unauthorized: {why}"))),
+            },
             Ok(user) => {
                 identity.authenticated();
                 outcome.user = Some(user.clone());

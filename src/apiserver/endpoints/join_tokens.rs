@@ -9,8 +9,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::auth::authn::{Refusal, TokenAuthenticator};
-use crate::auth::bootstrap::{self, BearerToken, Limiter};
+use crate::auth::authn::{self, TokenAuthenticator};
+use crate::auth::bootstrap::{self, BearerToken, Limiter, Rejected};
 use crate::auth::UserInfo;
 use crate::store::Backend;
 
@@ -27,27 +27,20 @@ impl JoinTokenAuthenticator {
         }
     }
 
-    async fn lookup(&self, token: &BearerToken) -> Result<Option<Secret>, String> {
+    async fn lookup(&self, token: &BearerToken) -> Result<Option<Secret>, Rejected> {
         let key =
             crate::apiserver::storage::Builtin::Secrets.key("kube-system", &token.secret_name());
-        let kv = self
-            .store
-            .get(&key, None)
-            .await
-            .map_err(|e| format!("cannot read join tokens: {e}"))?;
+        let kv = self.store.get(&key, None).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot read join tokens");
+            Rejected::Unverifiable
+        })?;
         Ok(kv.and_then(|kv| crate::apiserver::storage::decode_as::<Secret>(&kv).ok()))
     }
 }
 
 #[async_trait]
 impl TokenAuthenticator for JoinTokenAuthenticator {
-    async fn authenticate(&self, token: &str) -> Option<Result<UserInfo, String>> {
-        self.authenticate_or_throttle(token)
-            .await
-            .map(|r| r.map_err(|e| e.message))
-    }
-
-    async fn authenticate_or_throttle(&self, token: &str) -> Option<Result<UserInfo, Refusal>> {
+    async fn authenticate(&self, token: &str) -> Option<Result<UserInfo, authn::Error>> {
         let token = BearerToken::parse(token)?;
         let secret = match self.lookup(&token).await {
             Ok(s) => s,
@@ -60,20 +53,16 @@ impl TokenAuthenticator for JoinTokenAuthenticator {
                 self.limiter.succeed(&token.id);
                 Ok(user)
             }
-            Err(message) => match self.limiter.fail(&token.id, Instant::now()) {
-                None => Err(message.into()),
+            Err(rejected) => match self.limiter.fail(&token.id, Instant::now()) {
+                None => Err(rejected.into()),
                 Some(wait) => {
                     if wait == self.limiter.first_back_off() {
                         // Once per episode; the id is not secret, the secret never logged.
                         tracing::warn!(token_id = %token.id, "repeated join-token failures: backing off this token id");
                     }
-                    Err(Refusal {
-                        message: format!(
-                            "too many failed attempts with join token {}; retry after {} s",
-                            token.id,
-                            wait.as_secs().max(1)
-                        ),
-                        retry_after: Some(wait),
+                    Err(authn::Error::Throttled {
+                        token_id: token.id.clone(),
+                        retry_after: wait,
                     })
                 }
             },

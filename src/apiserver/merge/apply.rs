@@ -72,7 +72,7 @@ pub fn apply(
         .map(|l| decode(l).unwrap_or_default())
         .unwrap_or_default();
     if let (Some(l), true) = (live, entries.is_empty()) {
-        let set = strip(&field_set(&live_obj, ty));
+        let set = strip(field_set(&live_obj, ty));
         if !set.is_empty() {
             entries.push(Entry {
                 manager: BEFORE_FIRST_APPLY.into(),
@@ -93,7 +93,7 @@ pub fn apply(
         .iter()
         .position(|e| e.same_owner(manager, "Apply", "", ""));
     let last_set = applier.map(|i| entries[i].set.clone()).unwrap_or_default();
-    let applied_set = strip(&field_set(&config, ty));
+    let applied_set = strip(field_set(&config, ty));
 
     let mut merged = merge(&live_obj, &config, ty);
     let mut owned = applied_set.clone();

@@ -184,6 +184,38 @@ impl FieldSet {
         }
     }
 
+    /// Removes `path` as a member (exact: what lies below it stays), in place; nodes left
+    /// with no member are pruned, as `difference` would leave them out.
+    pub fn remove(&mut self, path: &[PathElement]) {
+        self.remove_at(path, false);
+    }
+
+    /// Removes `path` and every member below it, in place (`recursive_difference` with one
+    /// path, without copying the rest of the set).
+    pub fn remove_tree(&mut self, path: &[PathElement]) {
+        self.remove_at(path, true);
+    }
+
+    fn remove_at(&mut self, path: &[PathElement], tree: bool) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let Some(child) = self.children.get_mut(first) else {
+            return;
+        };
+        match (rest.is_empty(), tree) {
+            (true, true) => {
+                self.children.remove(first);
+                return;
+            }
+            (true, false) => child.member = false,
+            (false, _) => child.remove_at(rest, tree),
+        }
+        if child.is_empty() {
+            self.children.remove(first);
+        }
+    }
+
     /// Members of `self` that are not members of `other` (exact paths: a
     /// member of `other` does not remove the members below it).
     pub fn difference(&self, other: &FieldSet) -> FieldSet {

@@ -26,7 +26,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::compare::compare;
+use super::compare::{compare, field_set};
 use super::fieldpath::{FieldSet, PathElement};
 use super::schema::{self, TypeRef};
 use super::{too_deep, MAX_DEPTH};
@@ -194,13 +194,13 @@ pub(crate) fn without_managed_fields(obj: &Value) -> Value {
     out
 }
 
-/// Removes the fields that are never owned (see the module docs).
-pub(crate) fn strip(set: &FieldSet) -> FieldSet {
+/// Removes the fields that are never owned (see the module docs), in place: the set is
+/// usually built for this call alone.
+pub(crate) fn strip(mut set: FieldSet) -> FieldSet {
     let f = |n: &str| PathElement::Field(n.to_string());
-    let mut meta = FieldSet::new();
-    meta.insert(&[f("apiVersion")]);
-    meta.insert(&[f("kind")]);
-    meta.insert(&[f("metadata")]);
+    set.remove(&[f("apiVersion")]);
+    set.remove(&[f("kind")]);
+    set.remove(&[f("metadata")]);
     for field in [
         "name",
         "namespace",
@@ -212,11 +212,10 @@ pub(crate) fn strip(set: &FieldSet) -> FieldSet {
         "managedFields",
         "resourceVersion",
     ] {
-        meta.insert(&[f("metadata"), f(field)]);
+        set.remove(&[f("metadata"), f(field)]);
     }
-    let mut reset = FieldSet::new();
-    reset.insert(&[f("status")]);
-    set.difference(&meta).recursive_difference(&reset)
+    set.remove_tree(&[f("status")]);
+    set
 }
 
 /// The type of an object from its own `apiVersion` and `kind`.
@@ -250,12 +249,26 @@ pub fn record_update(
         _ => old.and_then(|o| decode(o).ok()).unwrap_or_default(),
     };
     let ty = type_of(new);
-    let old_obj = old.map(without_managed_fields).unwrap_or_else(|| json!({}));
-    let new_obj = without_managed_fields(new);
-    let cmp = compare(&old_obj, &new_obj, ty);
-    let changed = strip(&cmp.changed());
+    // The object without its managedFields; most writes carry none, so no copy is made then
+    // (a copy of every created object showed in the pod-create profile, issue 13 item 8).
+    let copy;
+    let new_obj = if new["metadata"].get("managedFields").is_some() {
+        copy = without_managed_fields(new);
+        &copy
+    } else {
+        &*new
+    };
+    let (changed, removed) = match old {
+        // A create sets every field it holds and removes none: the walk against `{}` would
+        // find exactly that, at the cost of a second tree.
+        None => (strip(field_set(new_obj, ty)), FieldSet::new()),
+        Some(old) => {
+            let cmp = compare(&without_managed_fields(old), new_obj, ty);
+            (strip(cmp.changed()), cmp.removed)
+        }
+    };
     for e in &mut entries {
-        e.set = e.set.difference(&changed).difference(&cmp.removed);
+        e.set = e.set.difference(&changed).difference(&removed);
     }
     if !changed.is_empty() {
         match entries
@@ -283,6 +296,36 @@ pub fn record_update(
 mod tests {
     use super::super::fieldpath::path_string;
     use super::*;
+
+    /// The in-place `strip` keeps exactly what the set difference it replaced kept.
+    #[test]
+    fn strip_in_place_equals_the_set_difference() {
+        let obj = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"a": "b"},
+                         "managedFields": [], "generation": 1},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Pending", "conditions": [{"type": "Ready"}]},
+        });
+        let bare = json!({"apiVersion": "v1", "kind": "Pod",
+                          "metadata": {"name": "p", "uid": "u"}, "status": {"phase": "x"}});
+        for o in [&obj, &bare] {
+            let set = field_set(o, type_of(o));
+            let f = |n: &str| PathElement::Field(n.to_string());
+            let mut meta = FieldSet::new();
+            for p in ["apiVersion", "kind", "metadata"] {
+                meta.insert(&[f(p)]);
+            }
+            for p in ["name", "namespace", "uid", "generation", "managedFields"] {
+                meta.insert(&[f("metadata"), f(p)]);
+            }
+            let mut reset = FieldSet::new();
+            reset.insert(&[f("status")]);
+            let want = set.difference(&meta).recursive_difference(&reset);
+            let got = strip(set);
+            assert_eq!(got.to_fields_v1(), want.to_fields_v1(), "{o}");
+        }
+    }
 
     const T1: &str = "2024-01-01T00:00:00Z";
     const T2: &str = "2024-01-02T00:00:00Z";

@@ -103,10 +103,15 @@ pub async fn run(state: &Arc<State>) -> Result<(), crate::store::Error> {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        // Roles and RoleBindings name their namespace (kube-system); cluster objects none.
+        let namespace = want["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let Some(ri) = state.registry.lookup(GROUP, "v1", plural(&kind)) else {
             continue;
         };
-        let key = storage::key(&ri, "", &name);
+        let key = storage::key(&ri, &namespace, &name);
         match state.store.get(&key, None).await? {
             None => {
                 want["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
@@ -156,6 +161,8 @@ mod tests {
             "view",
             "system:basic-user",
             "system:node",
+            "extension-apiserver-authentication-reader",
+            "system::extension-apiserver-authentication-reader",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }

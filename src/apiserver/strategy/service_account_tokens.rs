@@ -19,7 +19,7 @@ use crate::apiserver::context::Ctx;
 use crate::apiserver::edge::body::{self, full, json_response, Body};
 use crate::apiserver::status::{ApiError, ApiResult};
 use crate::apiserver::storage::{self, Builtin};
-use crate::auth::serviceaccount::{self, token, Issuer, Private, Ref};
+use crate::auth::service_account::{self, token, Issuer, Private, Ref, Rejected};
 use crate::store::Backend;
 
 /// Upstream's lower bound on `spec.expirationSeconds` (10 minutes).
@@ -39,10 +39,10 @@ async fn get(store: &dyn Backend, key: &str) -> Result<Option<Value>, crate::sto
 
 /// [`get`] for the authenticator: a store failure refuses the token (fail closed) with a
 /// message that says nothing about the store.
-async fn get_for_authn(store: &dyn Backend, key: &str) -> Result<Option<Value>, String> {
+async fn get_for_authn(store: &dyn Backend, key: &str) -> Result<Option<Value>, Rejected> {
     get(store, key).await.map_err(|e| {
         tracing::warn!(error = %e, "cannot check a service account token against the store");
-        "cannot verify the service account token right now".to_string()
+        Rejected::Unverifiable
     })
 }
 
@@ -50,7 +50,7 @@ fn uid_of(obj: &Value) -> &str {
     obj["metadata"]["uid"].as_str().unwrap_or_default()
 }
 
-/// The store-backed [`serviceaccount::Lookup`].
+/// The store-backed [`service_account::Lookup`].
 pub struct StoreLookup {
     store: Arc<dyn Backend>,
 }
@@ -61,36 +61,34 @@ impl StoreLookup {
     }
 }
 
-const INVALIDATED: &str = "service account token has been invalidated";
-
 #[async_trait]
-impl serviceaccount::Lookup for StoreLookup {
-    async fn check(&self, c: &Private) -> Result<(), String> {
+impl service_account::Lookup for StoreLookup {
+    async fn check(&self, c: &Private) -> Result<(), Rejected> {
         let ns = &c.namespace;
         let store = self.store.as_ref();
         let same = |obj: Option<Value>, r: &Ref| obj.filter(|o| uid_of(o) == r.uid);
         let sa = &c.serviceaccount;
         let key = Builtin::ServiceAccounts.key(ns, &sa.name);
         if same(get_for_authn(store, &key).await?, sa).is_none() {
-            return Err(INVALIDATED.into());
+            return Err(Rejected::Invalidated);
         }
         if let Some(secret) = &c.secret {
             let key = Builtin::Secrets.key(ns, &secret.name);
             if same(get_for_authn(store, &key).await?, secret).is_none() {
-                return Err(INVALIDATED.into());
+                return Err(Rejected::Invalidated);
             }
         }
         if let Some(pod) = &c.pod {
             let key = Builtin::Pods.key(ns, &pod.name);
             let Some(obj) = same(get_for_authn(store, &key).await?, pod) else {
-                return Err(INVALIDATED.into());
+                return Err(Rejected::Invalidated);
             };
             if let Some(when) = obj["metadata"]["deletionTimestamp"]
                 .as_str()
                 .and_then(|s| s.parse::<jiff::Timestamp>().ok())
             {
                 if when.as_second() + DELETION_LEEWAY < jiff::Timestamp::now().as_second() {
-                    return Err(INVALIDATED.into());
+                    return Err(Rejected::Invalidated);
                 }
             }
         }
@@ -99,7 +97,7 @@ impl serviceaccount::Lookup for StoreLookup {
         if let (Some(node), None) = (&c.node, &c.pod) {
             let key = Builtin::Nodes.key("", &node.name);
             if same(get_for_authn(store, &key).await?, node).is_none() {
-                return Err(INVALIDATED.into());
+                return Err(Rejected::Invalidated);
             }
         }
         Ok(())

@@ -14,17 +14,39 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::authn::TokenAuthenticator;
+use super::authn::{self, TokenAuthenticator};
 use super::UserInfo;
 pub use keys::KeySet;
 pub use token::{Claims, Issuer, Private, Ref};
+
+/// Why a service-account token is refused; `Display` is the client's 401 text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("malformed service account token")]
+    Malformed,
+    #[error("service account token is signed by an unknown key")]
+    UnknownKey,
+    #[error("service account token has an inconsistent subject")]
+    InconsistentSubject,
+    /// Signature, expiry, issuer or audience: jsonwebtoken's reason, described.
+    #[error("service account token is invalid: {0}")]
+    Invalid(String),
+    /// The service account, secret, pod or node the token is bound to is gone (or is
+    /// another object of the same name).
+    #[error("service account token has been invalidated")]
+    Invalidated,
+    /// The bound objects could not be read (the store is unavailable); the cause is logged
+    /// by the caller, not sent.
+    #[error("cannot verify the service account token right now")]
+    Unverifiable,
+}
 
 /// Answers whether the objects a token names still exist (implemented over the store by the
 /// API server, which is the only component that may read it).
 #[async_trait]
 pub trait Lookup: Send + Sync {
-    /// `Err` with a message safe to show the client when the token must be refused.
-    async fn check(&self, claims: &Private) -> Result<(), String>;
+    /// `Err` when the token must be refused.
+    async fn check(&self, claims: &Private) -> Result<(), Rejected>;
 }
 
 /// The bearer-token authenticator for service-account JWTs.
@@ -60,13 +82,13 @@ pub fn user(namespace: &str, name: &str) -> UserInfo {
 
 #[async_trait]
 impl TokenAuthenticator for Authenticator {
-    async fn authenticate(&self, token: &str) -> Option<Result<UserInfo, String>> {
+    async fn authenticate(&self, token: &str) -> Option<Result<UserInfo, authn::Error>> {
         let claims = match self.issuer.verify(token)? {
             Ok(c) => c,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Some(Err(e.into())),
         };
         if let Err(e) = self.lookup.check(&claims.kubernetes).await {
-            return Some(Err(e));
+            return Some(Err(e.into()));
         }
         let k = &claims.kubernetes;
         let mut u = user(&k.namespace, &k.serviceaccount.name);

@@ -15,6 +15,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::keys::KeySet;
+use super::Rejected;
 
 /// Upstream's default `--service-account-issuer` in kubeadm clusters.
 pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -155,13 +156,13 @@ impl Issuer {
 
     /// `None` if `token` is not a JWT from this issuer (another authenticator may know it);
     /// otherwise the verified claims or why they are refused (safe to show the client).
-    pub fn verify(&self, token: &str) -> Option<Result<Claims, String>> {
+    pub fn verify(&self, token: &str) -> Option<Result<Claims, Rejected>> {
         if !self.is_ours(token) {
             return None;
         }
         let header = match jsonwebtoken::decode_header(token) {
             Ok(h) => h,
-            Err(_) => return Some(Err("malformed service account token".into())),
+            Err(_) => return Some(Err(Rejected::Malformed)),
         };
         let mut validation = Validation::new(Algorithm::ES256);
         validation.leeway = LEEWAY_SECONDS;
@@ -175,9 +176,7 @@ impl Issuer {
             None => self.keys.public().iter().collect(),
         };
         if candidates.is_empty() {
-            return Some(Err(
-                "service account token is signed by an unknown key".into()
-            ));
+            return Some(Err(Rejected::UnknownKey));
         }
         let mut last = String::from("invalid signature");
         for key in candidates {
@@ -186,16 +185,14 @@ impl Issuer {
                     let c = data.claims;
                     if c.sub != subject(&c.kubernetes.namespace, &c.kubernetes.serviceaccount.name)
                     {
-                        return Some(Err(
-                            "service account token has an inconsistent subject".into()
-                        ));
+                        return Some(Err(Rejected::InconsistentSubject));
                     }
                     return Some(Ok(c));
                 }
                 Err(e) => last = describe(&e),
             }
         }
-        Some(Err(format!("service account token is invalid: {last}")))
+        Some(Err(Rejected::Invalid(last)))
     }
 
     /// A JWT whose unverified payload names our issuer.
