@@ -220,11 +220,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plurals_are_unique_per_group_and_kinds_well_formed() {
+    fn plurals_are_unique_per_group_version_and_kinds_well_formed() {
+        // A resource may be served in several versions of its group (autoscaling v1 and v2,
+        // one stored form), never twice in one version.
         let mut seen = std::collections::HashSet::new();
         for r in builtin() {
             assert!(
-                seen.insert((r.group.clone(), r.plural.clone())),
+                seen.insert((r.group.clone(), r.version.clone(), r.plural.clone())),
                 "{}",
                 r.plural
             );
