@@ -268,26 +268,8 @@ pub async fn proposal(
                         src.metric.name, obj.kind, obj.name
                     )
                 })?;
-            let (replicas, cur) = match (value, avg) {
-                (Some(t), _) => {
-                    let ready = if current == 0 {
-                        0
-                    } else {
-                        pods(client, ns, selector)
-                            .await?
-                            .iter()
-                            .filter(|p| ready(p))
-                            .count()
-                    };
-                    let r = usage_ratio_replicas(current, usage as f64 / t.max(1) as f64, ready);
-                    (r, json!({"value": quantity(usage)}))
-                }
-                (None, Some(t)) => (
-                    per_pod_replicas(current, usage, t),
-                    json!({"averageValue": quantity(usage / i64::from(current.max(1)))}),
-                ),
-                _ => return Err("no target value".into()),
-            };
+            let (replicas, cur) =
+                one_value_replicas(client, ns, selector, current, usage, value, avg).await?;
             Ok((
                 replicas,
                 format!("{} metric {}", obj.kind, src.metric.name),
@@ -325,26 +307,8 @@ pub async fn proposal(
                     .ok_or_else(|| format!("invalid external metric value {}", i["value"]))?;
                 usage = usage.saturating_add(v);
             }
-            let (replicas, cur) = match (value, avg) {
-                (Some(t), _) => {
-                    let ready = if current == 0 {
-                        0
-                    } else {
-                        pods(client, ns, selector)
-                            .await?
-                            .iter()
-                            .filter(|p| ready(p))
-                            .count()
-                    };
-                    let r = usage_ratio_replicas(current, usage as f64 / t.max(1) as f64, ready);
-                    (r, json!({"value": quantity(usage)}))
-                }
-                (None, Some(t)) => (
-                    per_pod_replicas(current, usage, t),
-                    json!({"averageValue": quantity(usage / i64::from(current.max(1)))}),
-                ),
-                _ => return Err("no target value".into()),
-            };
+            let (replicas, cur) =
+                one_value_replicas(client, ns, selector, current, usage, value, avg).await?;
             Ok((
                 replicas,
                 format!("external metric {}", src.metric.name),
@@ -352,6 +316,41 @@ pub async fn proposal(
             ))
         }
         other => Err(format!("the metric type {other} is not supported")),
+    }
+}
+
+/// Object and External metrics: one value for the whole target. A `Value` target scales by
+/// the ratio of usage to target over the ready pods; an `AverageValue` target divides it by
+/// the current replicas (upstream's `GetObjectMetricReplicas`/`GetExternalMetricReplicas` and
+/// their per-pod variants). Returns the replicas and the `current` entry of the status.
+async fn one_value_replicas(
+    client: &kube::Client,
+    ns: &str,
+    selector: &str,
+    current: i32,
+    usage: i64,
+    value: Option<i64>,
+    avg: Option<i64>,
+) -> Result<(i32, Value), String> {
+    match (value, avg) {
+        (Some(t), _) => {
+            let ready = if current == 0 {
+                0
+            } else {
+                pods(client, ns, selector)
+                    .await?
+                    .iter()
+                    .filter(|p| ready(p))
+                    .count()
+            };
+            let r = usage_ratio_replicas(current, usage as f64 / t.max(1) as f64, ready);
+            Ok((r, json!({"value": quantity(usage)})))
+        }
+        (None, Some(t)) => Ok((
+            per_pod_replicas(current, usage, t),
+            json!({"averageValue": quantity(usage / i64::from(current.max(1)))}),
+        )),
+        _ => Err("no target value".into()),
     }
 }
 

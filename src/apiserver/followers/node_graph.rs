@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::follow::{follow, Follower, Tracked};
+use super::follow::{follow, Follower};
 use crate::auth::cedar::NodeGraph;
 use crate::store::Backend;
 
@@ -49,29 +49,51 @@ impl Follower for Claims {
     }
 }
 
+/// One of the two lists the graph needs: once its first list is in and the other's is too,
+/// the graph is synced (whichever lands second says so; no polling).
+struct Half<F> {
+    inner: F,
+    mine: Arc<AtomicBool>,
+    other: Arc<AtomicBool>,
+    synced: Arc<AtomicBool>,
+}
+
+impl<F: Follower> Follower for Half<F> {
+    fn reset(&self, items: Vec<(String, Value)>) {
+        self.inner.reset(items);
+        // SeqCst: of two resets racing, at least one sees the other's store.
+        self.mine.store(true, Ordering::SeqCst);
+        if self.other.load(Ordering::SeqCst) {
+            self.synced.store(true, Ordering::Release);
+        }
+    }
+    fn apply(&self, key: &str, obj: &Value) {
+        self.inner.apply(key, obj);
+    }
+    fn remove(&self, key: &str, obj: &Value) {
+        self.inner.remove(key, obj);
+    }
+}
+
 /// Follow the store's pods and claims forever; `synced` is set once the first list of both
 /// is in the graph.
 pub async fn run(graph: Arc<NodeGraph>, store: Arc<dyn Backend>, synced: Arc<AtomicBool>) {
-    let pods_synced = Arc::new(AtomicBool::new(false));
-    let claims_synced = Arc::new(AtomicBool::new(false));
-    let pods = Tracked {
+    let pods_listed = Arc::new(AtomicBool::new(false));
+    let claims_listed = Arc::new(AtomicBool::new(false));
+    let pods = Half {
         inner: Pods(graph.clone()),
-        synced: pods_synced.clone(),
+        mine: pods_listed.clone(),
+        other: claims_listed.clone(),
+        synced: synced.clone(),
     };
-    let claims = Tracked {
+    let claims = Half {
         inner: Claims(graph),
-        synced: claims_synced.clone(),
-    };
-    let both = async move {
-        while !(pods_synced.load(Ordering::Acquire) && claims_synced.load(Ordering::Acquire)) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        synced.store(true, Ordering::Release);
-        std::future::pending::<()>().await
+        mine: claims_listed,
+        other: pods_listed,
+        synced,
     };
     tokio::join!(
         follow("node graph", PODS_PREFIX, store.clone(), Arc::new(pods)),
         follow("node graph claims", CLAIMS_PREFIX, store, Arc::new(claims)),
-        both,
     );
 }
